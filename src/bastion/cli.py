@@ -1,0 +1,214 @@
+"""The ``bastion`` command: serve, migrate, clients, users, keys.
+
+Every command takes ``--database-url`` (or reads ``BASTION_DATABASE_URL``) and
+applies pending migrations before it works, so it runs on a fresh database.
+The CLI calls services, never HTTP routes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+log = logging.getLogger("bastion")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--database-url", help="SQLAlchemy async URL (env BASTION_DATABASE_URL)")
+    common.add_argument("--data-dir", help="directory of the default SQLite database and "
+                        "development secret key (env BASTION_DATA_DIR)")
+
+    parser = argparse.ArgumentParser(prog="bastion", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", parents=[common], help="run the server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--issuer", help="public URL (env BASTION_ISSUER); default http://HOST:PORT")
+    serve.add_argument("--demo", action="store_true",
+                       help="create a demo client and user once and print their credentials")
+    serve.add_argument("--access-log", action="store_true", help="log every request line")
+
+    sub.add_parser("migrate", parents=[common], help="apply database migrations")
+
+    clients = sub.add_parser("clients", help="OAuth clients").add_subparsers(
+        dest="action", required=True)
+    create_client = clients.add_parser("create", parents=[common], help="register a client")
+    create_client.add_argument("--name", required=True)
+    create_client.add_argument("--public", action="store_true",
+                               help="a public client (no secret; PKCE required)")
+    create_client.add_argument("--redirect-uri", action="append", default=[], dest="redirect_uris")
+    create_client.add_argument("--grant-type", action="append", default=[], dest="grant_types")
+    create_client.add_argument("--scope", action="append", default=[], dest="scopes")
+    create_client.add_argument("--json", action="store_true", help="print one JSON object")
+
+    users = sub.add_parser("users", help="users").add_subparsers(dest="action", required=True)
+    create_user = users.add_parser("create", parents=[common], help="create a user")
+    create_user.add_argument("--username", required=True)
+    create_user.add_argument("--email", required=True)
+    create_user.add_argument("--admin", action="store_true")
+    create_user.add_argument("--password-stdin", action="store_true", required=True,
+                             help="read the password from standard input")
+    create_user.add_argument("--json", action="store_true", help="print one JSON object")
+
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
+    keys.add_parser("rotate", parents=[common], help="publish and start using new signing keys")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        from bastion.server.services.errors import ServiceError
+        from bastion.server.settings import load_settings
+    except ModuleNotFoundError as exc:
+        print(f"error: {exc.name} is missing; install the server: pip install 'bastion[server]'",
+              file=sys.stderr)
+        return 1
+    from pydantic import ValidationError
+
+    try:
+        settings = load_settings(database_url=args.database_url, data_dir=args.data_dir,
+                                 issuer=getattr(args, "issuer", None))
+        if args.command == "serve":
+            return _serve(args, settings)
+        return _run(_COMMANDS[(args.command, getattr(args, "action", None))](args, settings))
+    except (ServiceError, ValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(coro: Awaitable[T]) -> T:
+    async def wrapped() -> T:
+        return await coro
+    return asyncio.run(wrapped())
+
+
+async def _with_storage(settings: Any, work: Callable[[Any], Awaitable[T]]) -> T:
+    from bastion.server.storage import migrate, open_storage
+
+    storage = open_storage(settings.resolved_database_url, pool_size=1)
+    try:
+        await migrate.upgrade(storage.engine)
+        return await work(storage)
+    finally:
+        await storage.close()
+
+
+async def _migrate(_args: argparse.Namespace, settings: Any) -> int:
+    from bastion.server.storage import migrate
+
+    async def work(storage: Any) -> int:
+        print(f"database at revision {await migrate.current_revision(storage.engine)}")
+        return 0
+
+    return await _with_storage(settings, work)
+
+
+async def _clients_create(args: argparse.Namespace, settings: Any) -> int:
+    from bastion.server.services.clients import create_client
+
+    new = await _with_storage(settings, lambda storage: create_client(
+        storage, name=args.name, public=args.public, redirect_uris=args.redirect_uris,
+        grant_types=args.grant_types, scopes=args.scopes))
+    out: dict[str, Any] = {"client_id": new.client.client_id, "name": new.client.name,
+                           "public": new.client.is_public,
+                           "grant_types": list(new.client.grant_types),
+                           "redirect_uris": list(new.client.redirect_uris),
+                           "scopes": list(new.client.scopes)}
+    if new.client_secret:
+        out["client_secret"] = new.client_secret
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for key, value in out.items():
+            print(f"{key}: {' '.join(value) if isinstance(value, list) else value}")
+        if new.client_secret:
+            print("The secret is shown once; store it now.")
+    return 0
+
+
+async def _users_create(args: argparse.Namespace, settings: Any) -> int:
+    from bastion.server.services.passwords import Passwords
+    from bastion.server.services.users import create_user
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    user = await _with_storage(settings, lambda storage: create_user(
+        storage, Passwords(settings), username=args.username, email=args.email,
+        password=password, is_administrator=args.admin))
+    if args.json:
+        print(json.dumps({"id": user.id, "username": user.username, "email": user.email,
+                          "is_administrator": user.is_administrator}))
+    else:
+        print(f"created user {user.username} ({user.id})")
+    return 0
+
+
+async def _keys_rotate(_args: argparse.Namespace, settings: Any) -> int:
+    from bastion.server import keys
+
+    kids = await _with_storage(settings, lambda storage: keys.rotate(storage, settings))
+    print("new signing keys: " + ", ".join(kids))
+    print(f"running servers start signing with them within {settings.cache_ttl:g} s; "
+          "old public keys stay published until their tokens expire")
+    return 0
+
+
+_COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Any], Awaitable[int]]] = {
+    ("migrate", None): _migrate,
+    ("clients", "create"): _clients_create,
+    ("users", "create"): _users_create,
+    ("keys", "rotate"): _keys_rotate,
+}
+
+
+def _serve(args: argparse.Namespace, settings: Any) -> int:
+    import uvicorn
+
+    from bastion.server.demo import ensure_demo
+    from bastion.server.keys import KeyRing
+
+    issuer = settings.issuer or f"http://{args.host}:{args.port}"
+    settings = settings.model_copy(update={"issuer": issuer})
+    for warning in settings.development_warnings():
+        log.warning("DEVELOPMENT DEFAULT: %s", warning)
+
+    async def prepare(storage: Any) -> None:
+        await KeyRing(storage, settings).ensure()
+        if args.demo:
+            await ensure_demo(storage, settings)
+
+    _run(_with_storage(settings, prepare))
+    # Workers are separate processes: they read their settings from the environment.
+    os.environ["BASTION_ISSUER"] = issuer
+    os.environ["BASTION_DATABASE_URL"] = settings.resolved_database_url
+    os.environ["BASTION_DATA_DIR"] = str(settings.data_dir)
+    log.info("Bastion listening on %s (issuer %s)", f"{args.host}:{args.port}", issuer)
+    uvicorn.run(
+        "bastion.server.app:create_app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers if args.workers > 1 else None,
+        access_log=args.access_log,
+        log_level="info",
+        server_header=False,
+        timeout_graceful_shutdown=20,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Small named checks composed per endpoint; each raises one specific OAuth error."""

@@ -1,0 +1,59 @@
+"""Client authentication at the token endpoint (RFC 6749 section 2.3.1).
+
+``client_secret_basic`` (HTTP Basic, id and secret form-urlencoded first) and
+``client_secret_post`` (in the body); using both at once is an error. A public
+client identifies itself with ``client_id`` alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from urllib.parse import unquote_plus
+
+from bastion.oauth.errors import InvalidClient, InvalidRequest
+from bastion.server.models import Client
+from bastion.server.services import secrets
+from bastion.server.services.clients import ClientCache
+
+METHODS = ("client_secret_basic", "client_secret_post")
+_BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="bastion", charset="UTF-8"'}
+
+
+def _basic(header: str) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+        client_id, sep, secret = decoded.partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        sep = ""
+    if not sep:
+        raise InvalidClient("Malformed Basic credentials.", headers=_BASIC_CHALLENGE)
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+async def authenticate_client(
+    clients: ClientCache, authorization: str | None, form: Mapping[str, str]
+) -> Client:
+    if authorization and authorization[:6].lower() == "basic ":
+        if "client_secret" in form:
+            raise InvalidRequest("Use one client authentication method, not two.")
+        client_id, secret = _basic(authorization)
+        if form.get("client_id", client_id) != client_id:
+            raise InvalidRequest("client_id in the body differs from the Basic credentials.")
+    else:
+        client_id = form.get("client_id", "")
+        secret = form.get("client_secret", "")
+        if not client_id:
+            raise InvalidClient("Client authentication is required.", headers=_BASIC_CHALLENGE)
+    client = await clients.get(client_id)
+    if client is None:
+        secrets.matches(secret, None)  # same work as a wrong secret
+        raise InvalidClient(headers=_BASIC_CHALLENGE)
+    if client.is_public:
+        if secret:
+            raise InvalidClient("A public client has no secret.", headers=_BASIC_CHALLENGE)
+        return client
+    if not secrets.matches(secret, client.secret_digest):
+        raise InvalidClient(headers=_BASIC_CHALLENGE)
+    return client

@@ -1,0 +1,39 @@
+"""What every endpoint and service of one running server shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bastion.server.keys import KeyRing
+from bastion.server.services.clients import ClientCache
+from bastion.server.services.passwords import Passwords
+from bastion.server.settings import Settings
+from bastion.server.storage import SQLStorage, open_storage
+from bastion.server.storage.base import Storage
+
+
+@dataclass
+class Context:
+    settings: Settings
+    storage: Storage
+    keys: KeyRing = field(init=False)
+    clients: ClientCache = field(init=False)
+    passwords: Passwords = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = KeyRing(self.storage, self.settings)
+        self.clients = ClientCache(self.storage, self.settings.cache_ttl)
+        self.passwords = Passwords(self.settings)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Context:
+        storage: SQLStorage = open_storage(
+            settings.resolved_database_url, pool_size=settings.db_pool_size
+        )
+        return cls(settings, storage)
+
+    async def start(self) -> None:
+        await self.keys.ensure()
+
+    async def close(self) -> None:
+        await self.storage.close()

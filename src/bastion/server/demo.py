@@ -1,0 +1,43 @@
+"""``bastion serve --demo``: a demo client and user, created once, shown once."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+
+from bastion.server.services.clients import create_client
+from bastion.server.services.passwords import Passwords
+from bastion.server.services.users import create_user
+from bastion.server.settings import Settings
+from bastion.server.storage.base import Storage
+
+DEMO_CLIENT_ID = "demo"
+DEMO_USERNAME = "demo"
+
+
+async def ensure_demo(storage: Storage, settings: Settings) -> None:
+    out = sys.stdout
+    if await storage.get_client(DEMO_CLIENT_ID) is None:
+        new = await create_client(
+            storage,
+            client_id=DEMO_CLIENT_ID,
+            name="Demo app",
+            redirect_uris=["http://127.0.0.1:5000/callback"],
+            grant_types=["authorization_code", "refresh_token", "client_credentials"],
+            scopes=["openid", "profile", "email", "read", "write"],
+        )
+        print(f"demo client: client_id={DEMO_CLIENT_ID} client_secret={new.client_secret}",
+              file=out)
+    else:
+        print(f"demo client {DEMO_CLIENT_ID!r} exists (its secret was shown when created)",
+              file=out)
+    if await storage.get_user_by_login(DEMO_USERNAME) is None:
+        password = secrets.token_urlsafe(12)
+        await create_user(
+            storage, Passwords(settings), username=DEMO_USERNAME, email="demo@example.com",
+            password=password,
+        )
+        print(f"demo user:   username={DEMO_USERNAME} password={password}", file=out)
+    else:
+        print(f"demo user {DEMO_USERNAME!r} exists (its password was shown when created)", file=out)
+    out.flush()

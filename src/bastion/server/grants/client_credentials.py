@@ -1,0 +1,32 @@
+"""The client credentials grant (RFC 6749 section 4.4).
+
+The client acts for itself: ``sub`` is the client id. No refresh token is issued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bastion.server.checks.scope import granted_scope
+from bastion.server.context import Context
+from bastion.server.models import Client
+from bastion.server.services.tokens import issue_access_token
+
+GRANT_TYPE = "client_credentials"
+PARAMETERS = ("scope",)
+
+
+async def handle(ctx: Context, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+    scope = granted_scope(form.get("scope"), client)
+    issued = await issue_access_token(
+        ctx.keys, ctx.settings, subject=client.client_id, client_id=client.client_id, scope=scope
+    )
+    body: dict[str, Any] = {
+        "access_token": issued.token,
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in,
+    }
+    if scope:
+        body["scope"] = scope
+    return body

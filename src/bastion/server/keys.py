@@ -1,0 +1,152 @@
+"""Signing keys: generated on first start, encrypted at rest, rotated without
+breaking tokens already issued.
+
+Private keys are stored AES-256-GCM encrypted under a key derived (HKDF-SHA256)
+from ``Settings.secret_key``; the ``kid`` is the associated data, so a ciphertext
+cannot be moved to another key's row.
+
+A retired key stays in the JWKS until every token it can have signed has expired:
+``retired_at + cache_ttl`` (the longest another instance may still sign with it)
+``+ max(token lifetimes)``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from bastion.oauth.jose import PrivateKey
+from bastion.server.models import KeyUse, SigningKey
+from bastion.server.settings import Settings
+from bastion.server.storage.base import Storage
+
+_VERSION = b"\x01"
+USES: tuple[KeyUse, ...] = ("access", "id")
+
+
+class KeyDecryptionError(RuntimeError):
+    """A private key cannot be decrypted: the secret key differs from the one used."""
+
+
+class KeyCipher:
+    def __init__(self, secret_key: bytes) -> None:
+        derived = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"bastion signing keys v1"
+        ).derive(secret_key)
+        self._aead = AESGCM(derived)
+
+    def encrypt(self, kid: str, plaintext: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return _VERSION + nonce + self._aead.encrypt(nonce, plaintext, kid.encode())
+
+    def decrypt(self, kid: str, blob: bytes) -> bytes:
+        if blob[:1] != _VERSION:
+            raise KeyDecryptionError(f"key {kid}: unknown format")
+        try:
+            return self._aead.decrypt(blob[1:13], blob[13:], kid.encode())
+        except InvalidTag:
+            raise KeyDecryptionError(
+                f"key {kid} cannot be decrypted: is BASTION_SECRET_KEY the one it was created with?"
+            ) from None
+
+
+def new_signing_key(settings: Settings, cipher: KeyCipher, use: KeyUse) -> SigningKey:
+    alg = settings.access_token_alg if use == "access" else settings.id_token_alg
+    kid = f"{use}-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
+    key = PrivateKey.generate(kid, alg)
+    return SigningKey(
+        kid=kid,
+        alg=alg,
+        use=use,
+        private_key_enc=cipher.encrypt(kid, key.to_pem()),
+        public_jwk=key.public_jwk(),
+        created_at=datetime.now(UTC),
+    )
+
+
+async def rotate(
+    storage: Storage, settings: Settings, uses: tuple[KeyUse, ...] = USES
+) -> list[str]:
+    """Publish and activate a new key for each use; returns the new kids."""
+    cipher = KeyCipher(settings.secret_key_bytes())
+    kids = []
+    for use in uses:
+        key = new_signing_key(settings, cipher, use)
+        await storage.rotate_signing_key(key)
+        kids.append(key.kid)
+    return kids
+
+
+def published(keys: list[SigningKey], settings: Settings, now: datetime) -> list[SigningKey]:
+    """The keys whose tokens may still be valid somewhere."""
+    grace = timedelta(
+        seconds=settings.cache_ttl + max(settings.access_token_ttl, settings.id_token_ttl) + 60
+    )
+    return [k for k in keys if k.retired_at is None or k.retired_at + grace > now]
+
+
+@dataclass
+class _Active:
+    signers: dict[KeyUse, PrivateKey]
+    loaded_at: float
+
+
+class KeyRing:
+    """The active signing keys of this instance, reloaded after ``cache_ttl``."""
+
+    def __init__(self, storage: Storage, settings: Settings) -> None:
+        self._storage = storage
+        self._settings = settings
+        self._cipher = KeyCipher(settings.secret_key_bytes())
+        self._active: _Active | None = None
+        self._decrypted: dict[str, PrivateKey] = {}
+
+    async def ensure(self) -> None:
+        """Create the missing keys (first start), then load."""
+        keys = await self._storage.signing_keys()
+        active = {k.use for k in keys if k.retired_at is None}
+        missing = tuple(u for u in USES if u not in active)
+        if missing:
+            await rotate(self._storage, self._settings, missing)
+        await self.reload()
+
+    async def reload(self) -> None:
+        signers: dict[KeyUse, PrivateKey] = {}
+        for key in await self._storage.signing_keys():
+            if key.retired_at is None:
+                signers[key.use] = self._private(key)
+        self._active = _Active(signers, time.monotonic())
+
+    def _private(self, key: SigningKey) -> PrivateKey:
+        cached = self._decrypted.get(key.kid)
+        if cached is None:
+            pem = self._cipher.decrypt(key.kid, key.private_key_enc)
+            cached = self._decrypted[key.kid] = PrivateKey.from_pem(key.kid, key.alg, pem)
+        return cached
+
+    async def signer(self, use: KeyUse) -> PrivateKey:
+        active = self._active
+        if active is None or time.monotonic() - active.loaded_at >= self._settings.cache_ttl:
+            await self.reload()
+            active = self._active
+            assert active is not None
+        signer = active.signers.get(use)
+        if signer is None:
+            await self.ensure()
+            return await self.signer(use)
+        return signer
+
+    async def jwks(self) -> dict[str, Any]:
+        """The public keys to publish; read from the database on every call so a
+        rotation done anywhere is published at once."""
+        keys = published(await self._storage.signing_keys(), self._settings, datetime.now(UTC))
+        return {"keys": [k.public_jwk for k in keys]}

@@ -1,0 +1,21 @@
+"""Domain errors. The HTTP layers and the CLI turn them into their own answers."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """A request the domain refuses; ``str(exc)`` is a message a person can act on."""
+
+
+class InvalidInput(ServiceError):
+    """A value is malformed or not allowed; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class AlreadyExists(ServiceError):
+    def __init__(self, field: str, value: str) -> None:
+        super().__init__(f"{field} {value!r} is already taken")
+        self.field = field

@@ -1,0 +1,172 @@
+"""Server settings: one class, every field documented where its default is defined.
+
+Sources, highest first: keyword arguments, ``BASTION_*`` environment variables,
+the TOML file named by ``BASTION_CONFIG_FILE`` (keys are the field names),
+then the defaults below.
+
+Development defaults (a generated ``secret_key``, an ``http`` issuer) are fine on a
+laptop and log a loud warning; with ``environment = "production"`` they are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+log = logging.getLogger("bastion")
+
+SECRET_KEY_FILE = "secret_key"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BASTION_", extra="forbid")
+
+    environment: Literal["development", "production"] = Field(
+        "development",
+        description="'production' refuses development defaults (generated secret key, "
+        "plain-http issuer) instead of warning about them.",
+    )
+    data_dir: Path = Field(
+        Path("bastion-data"),
+        description="Directory for the default SQLite database and the development "
+        "secret key. Relative paths are taken from the working directory.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy async URL, e.g. 'postgresql+asyncpg://user:pw@host/db'. "
+        "Default: a SQLite file 'bastion.db' in data_dir (WAL mode).",
+    )
+    issuer: str | None = Field(
+        None,
+        description="The issuer URL (scheme, host, optional path) that tokens carry and "
+        "discovery advertises. Default: http://<host>:<port> of `bastion serve`.",
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Encrypts private signing keys at rest (any long random string; keep "
+        "it out of the database backups). Every instance on one database needs the same "
+        "value. Default in development: generated once into data_dir/secret_key (0600).",
+    )
+    access_token_ttl: int = Field(
+        600, ge=30, le=86400, description="Access token lifetime in seconds."
+    )
+    id_token_ttl: int = Field(3600, ge=30, le=86400, description="ID token lifetime in seconds.")
+    refresh_token_ttl: int = Field(
+        30 * 86400, ge=60, description="Refresh token lifetime in seconds."
+    )
+    authorization_code_ttl: int = Field(
+        60, ge=10, le=600, description="Authorization code lifetime in seconds."
+    )
+    access_token_audience: str | None = Field(
+        None,
+        description="The 'aud' of access tokens when the request names no resource. "
+        "Default: the issuer.",
+    )
+    access_token_alg: Literal["ES256", "ES384", "RS256", "PS256", "EdDSA"] = Field(
+        "ES256", description="Signing algorithm of new access-token keys."
+    )
+    id_token_alg: Literal["RS256", "ES256", "PS256"] = Field(
+        "RS256", description="Signing algorithm of new ID-token keys."
+    )
+    cache_ttl: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="Seconds an instance trusts its in-memory copy of clients and signing "
+        "keys. A key rotation or client change made elsewhere (the CLI, another instance) "
+        "takes effect here within this time. 0 disables the cache.",
+    )
+    password_hash_memory_kib: int = Field(
+        19456, ge=8192, description="argon2id memory cost in KiB (OWASP: 19 MiB)."
+    )
+    password_hash_time_cost: int = Field(2, ge=1, description="argon2id iterations (OWASP: 2).")
+    password_hash_parallelism: int = Field(1, ge=1, description="argon2id lanes (OWASP: 1).")
+    max_body_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request body accepted on OAuth endpoints."
+    )
+    db_pool_size: int = Field(
+        10, ge=1, description="Connections per instance in the PostgreSQL pool."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("BASTION_CONFIG_FILE")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _refuse_development_defaults(self) -> Settings:
+        if self.environment == "production":
+            if self.secret_key is None:
+                raise ValueError("secret_key (BASTION_SECRET_KEY) must be set in production")
+            if self.issuer is None or not self.issuer.startswith("https://"):
+                raise ValueError("issuer (BASTION_ISSUER) must be an https URL in production")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'bastion.db').resolve()}"
+
+    @property
+    def audience(self) -> str:
+        return self.access_token_audience or self.issuer_url
+
+    @property
+    def issuer_url(self) -> str:
+        if not self.issuer:
+            raise RuntimeError("issuer is not set (bastion serve sets it from --host/--port)")
+        return self.issuer.rstrip("/")
+
+    def secret_key_bytes(self) -> bytes:
+        """The secret key, generating a development one on first use."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.data_dir / SECRET_KEY_FILE
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+            log.warning("generated a development secret key in %s", path)
+        return path.read_text().strip().encode()
+
+    def development_warnings(self) -> list[str]:
+        """What a production deployment must change; logged loudly at start."""
+        warnings = []
+        if self.secret_key is None:
+            warnings.append(
+                f"secret_key is generated into {self.data_dir / SECRET_KEY_FILE}: "
+                "set BASTION_SECRET_KEY for anything but a laptop"
+            )
+        if self.issuer and not self.issuer.startswith("https://"):
+            warnings.append(f"issuer {self.issuer} is not https: tokens travel in clear")
+        if not self.database_url:
+            warnings.append("embedded SQLite database: use PostgreSQL for several instances")
+        return warnings
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and config file, with explicit overrides on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
