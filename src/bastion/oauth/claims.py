@@ -1,0 +1,72 @@
+"""Checks on the claims of a JWT access token, after its signature is verified.
+
+RFC 9068 (JWT profile for access tokens) section 4: the ``typ`` header is
+``at+jwt``; ``iss`` must be the expected issuer, ``aud`` must contain the
+expected audience, ``exp`` must be in the future. RFC 7519 section 4.1 for
+``nbf`` and ``iat``. A token that fails raises ``InvalidToken``; a valid token
+that lacks a required scope raises ``InsufficientScope`` (RFC 6750 section 3.1).
+
+The checks are plain comparisons in one function: verification is a hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from .errors import InsufficientScope, InvalidToken
+
+__all__ = ["ACCESS_TOKEN_TYPES", "check_access_token_claims", "check_access_token_type"]
+
+#: ``typ`` values RFC 9068 section 2.1 allows, compared case-insensitively.
+ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+
+
+def check_access_token_type(header: Mapping[str, Any]) -> None:
+    typ = header.get("typ")
+    if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
+        raise InvalidToken("The token is not a JWT access token (typ).")
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    # bool is an int subclass; a boolean timestamp is malformed, not "1".
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    raise InvalidToken(f"The token's {name} claim is not a number.")
+
+
+def check_access_token_claims(
+    claims: Mapping[str, Any],
+    *,
+    issuer: str,
+    audience: str,
+    now: float,
+    leeway: float = 0.0,
+    scopes: Collection[str] = (),
+) -> None:
+    """Raise unless ``claims`` describe an access token valid for us right now."""
+    if claims.get("iss") != issuer:
+        raise InvalidToken("The token was issued by another issuer.")
+    aud = claims.get("aud")
+    if aud != audience and not (isinstance(aud, list) and audience in aud):
+        raise InvalidToken("The token is not meant for this audience.")
+    exp = _number(claims, "exp")
+    if exp is None:
+        raise InvalidToken("The token has no exp claim.")
+    if exp <= now - leeway:
+        raise InvalidToken("The token has expired.")
+    nbf = _number(claims, "nbf")
+    if nbf is not None and nbf > now + leeway:
+        raise InvalidToken("The token is not valid yet.")
+    iat = _number(claims, "iat")
+    if iat is None:
+        raise InvalidToken("The token has no iat claim.")
+    if iat > now + leeway:
+        raise InvalidToken("The token was issued in the future.")
+    if scopes:
+        granted = claims.get("scope")
+        held = set(granted.split()) if isinstance(granted, str) else set()
+        missing = [scope for scope in scopes if scope not in held]
+        if missing:
+            raise InsufficientScope(f"The token lacks scope: {' '.join(sorted(missing))}.")
