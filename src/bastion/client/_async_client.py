@@ -1,0 +1,162 @@
+"""``AsyncClient``: the asynchronous shell around the I/O-free core in ``_base``."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import anyio
+import httpx2
+
+from bastion.oauth.metadata import ProviderMetadata
+
+from ._auth import ClientCredentialsAuth
+from ._base import BaseClient, Flow, map_http_error
+from .connections import resolve
+from .tokens import TokenSet
+
+__all__ = ["AsyncClient"]
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """The asynchronous twin of ``Client``: the same calls, awaited.
+
+    ``Client(url=..., client_id=..., client_secret=...)`` or
+    ``Client(using="test")`` for a connection made with ``configure``.
+    ``transport=`` takes any ``httpx2`` transport (``MockTransport`` in tests).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        using: str | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        **options: Any,
+    ) -> None:
+        settings = resolve(url, using, options)
+        self._core = BaseClient(settings)
+        self._http = httpx2.AsyncClient(
+            base_url=settings.url,
+            transport=transport,
+            timeout=settings.timeout,
+            verify=settings.verify_ssl,
+            follow_redirects=settings.allow_redirects,
+        )
+        #: Client-credentials auth for this client's own calls, or any httpx2 client.
+        self.auth = ClientCredentialsAuth(self._core)
+
+    def __repr__(self) -> str:
+        settings = self._core.settings
+        return f"AsyncClient(url={settings.url!r}, client_id={settings.client_id!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- the sending loop: the only part AsyncClient writes differently -----------
+
+    _sleep = staticmethod(anyio.sleep)
+
+    async def _send(
+        self, request: httpx2.Request, auth: httpx2.Auth | None = None
+    ) -> httpx2.Response:
+        core = self._core
+        idempotent = core.is_idempotent(request)
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.send(request, auth=auth)
+            except (httpx2.HTTPError, httpx2.StreamError, httpx2.InvalidURL) as exc:
+                delay = core.retry.after_error(exc, attempt, idempotent=idempotent)
+                if delay is None:
+                    raise map_http_error(exc) from exc
+            else:
+                delay = core.retry.after_response(
+                    response.status_code,
+                    response.headers,
+                    attempt,
+                    idempotent=idempotent,
+                    now=core.clock(),
+                )
+                if delay is None:
+                    return response
+                await response.aclose()
+            attempt += 1
+            await self._sleep(delay)
+
+    async def _run(self, flow: Flow[T]) -> T:
+        try:
+            request = next(flow)
+            while True:
+                request = flow.send(await self._send(request))
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    # -- the public calls: each runs one flow of the core --------------------------
+
+    async def discover(self) -> ProviderMetadata:
+        """The provider's metadata (fetched once, then cached)."""
+        return await self._run(self._core.metadata_flow())
+
+    async def client_credentials(self, scope: str | Collection[str] | None = None) -> TokenSet:
+        """A fresh token for this client itself (RFC 6749 section 4.4)."""
+        return await self._run(self._core.client_credentials_flow(scope))
+
+    async def refresh(
+        self, refresh_token: str, scope: str | Collection[str] | None = None
+    ) -> TokenSet:
+        """Trade a refresh token for new tokens; keep the *new* refresh token."""
+        return await self._run(self._core.refresh_flow(refresh_token, scope))
+
+    async def verify_token(
+        self,
+        token: str,
+        audience: str | None = None,
+        scopes: str | Collection[str] | None = None,
+        leeway: float | None = None,
+    ) -> dict[str, Any]:
+        """The claims of a valid JWT access token, checked locally with the JWKS.
+
+        Raises ``InvalidToken``, or ``InsufficientScope`` when ``scopes`` are missing.
+        A revoked token stays valid here until it expires; use ``introspect``.
+        """
+        claims = self._core.verify_cached(token, audience, scopes, leeway)
+        if claims is not None:  # no I/O needed: the common case, kept cheap
+            return claims
+        return await self._run(self._core.verify_flow(token, audience, scopes, leeway))
+
+    async def introspect(self, token: str, token_type_hint: str | None = None) -> dict[str, Any]:
+        """The provider's view of a token (RFC 7662); sees revocation at once."""
+        return await self._run(self._core.introspect_flow(token, token_type_hint))
+
+    async def revoke(self, token: str, token_type_hint: str | None = None) -> None:
+        """Revoke an access or refresh token (RFC 7009)."""
+        await self._run(self._core.revoke_flow(token, token_type_hint))
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx2.Response:
+        """Call the provider's API as this client (client-credentials bearer token).
+
+        ``url`` may be relative to the issuer URL. Error statuses raise.
+        """
+        try:
+            request = self._http.build_request(method, url, **kwargs)
+        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+            raise map_http_error(exc) from exc
+        response = await self._send(request, auth=self.auth)
+        self._core.raise_for_response(response)
+        return response

@@ -1,0 +1,56 @@
+"""The provider's signing keys (a JWKS, RFC 7517 section 5), parsed once and cached.
+
+Keys are looked up by ``kid``. A token naming an unknown ``kid`` may trigger a
+refetch (keys rotate), but at most once per ``refresh_interval``: otherwise a
+stream of junk tokens would turn into a stream of JWKS requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bastion.oauth.jose import JoseError, PublicKey
+
+from .exceptions import ProtocolError
+
+__all__ = ["KeySet"]
+
+
+class KeySet:
+    __slots__ = ("fetched_at", "keys")
+
+    def __init__(self) -> None:
+        self.keys: dict[str, PublicKey] = {}
+        self.fetched_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"KeySet(kids={sorted(self.keys)!r})"
+
+    @property
+    def loaded(self) -> bool:
+        return self.fetched_at is not None
+
+    def may_refetch(self, now: float, interval: float) -> bool:
+        return self.fetched_at is None or now - self.fetched_at >= interval
+
+    def load(self, document: Mapping[str, Any], now: float) -> None:
+        """Replace the keys with the signing keys of ``document``.
+
+        Keys this SDK cannot use (encryption keys, unknown types, no ``kid``) are
+        skipped rather than failing the whole set: a provider may publish more.
+        """
+        entries = document.get("keys")
+        if not isinstance(entries, list):
+            raise ProtocolError("The provider's JWKS has no 'keys' list.")
+        keys: dict[str, PublicKey] = {}
+        for entry in entries:
+            if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+                continue
+            try:
+                key = PublicKey.from_jwk(entry)
+            except JoseError:
+                continue
+            keys[key.kid] = key
+        self.keys = keys
+        self.fetched_at = now

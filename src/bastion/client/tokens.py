@@ -1,0 +1,86 @@
+"""``TokenSet``: a token endpoint response (RFC 6749 section 5.1).
+
+Unknown fields are kept in ``extra``, never rejected; ``repr`` never shows a
+token. ``expires_at`` is computed once, from the local clock at receipt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .exceptions import ProtocolError
+
+__all__ = ["TokenSet"]
+
+_KNOWN = frozenset(
+    {"access_token", "token_type", "expires_in", "refresh_token", "scope", "id_token"}
+)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class TokenSet:
+    access_token: str
+    token_type: str = "Bearer"
+    #: When the access token expires (UTC), or ``None`` if the server did not say.
+    expires_at: datetime | None = None
+    refresh_token: str | None = None
+    #: Granted scopes, space separated, when the server reported them.
+    scope: str | None = None
+    id_token: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_response(cls, body: Mapping[str, Any], now: float) -> TokenSet:
+        """Read a successful token response received at ``now`` (epoch seconds)."""
+        access_token = body.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
+            raise ProtocolError("The token response has no access_token.")
+        token_type = body.get("token_type", "Bearer")
+        expires_in = body.get("expires_in")
+        if isinstance(expires_in, str) and expires_in.isdigit():  # seen in the wild
+            expires_in = int(expires_in)
+        expires_at = None
+        if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
+            expires_at = datetime.fromtimestamp(now + expires_in, UTC)
+
+        def text(name: str) -> str | None:
+            value = body.get(name)
+            return value if isinstance(value, str) else None
+
+        return cls(
+            access_token=access_token,
+            token_type=token_type if isinstance(token_type, str) else "Bearer",
+            expires_at=expires_at,
+            refresh_token=text("refresh_token"),
+            scope=text("scope"),
+            id_token=text("id_token"),
+            extra={k: v for k, v in body.items() if k not in _KNOWN},
+        )
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return frozenset(self.scope.split()) if self.scope else frozenset()
+
+    def expires_within(self, seconds: float, now: float | None = None) -> bool:
+        """True if the access token expires in ``seconds`` or less (never, if unknown)."""
+        if self.expires_at is None:
+            return False
+        current = datetime.now(UTC).timestamp() if now is None else now
+        return self.expires_at.timestamp() - current <= seconds
+
+    @property
+    def authorization(self) -> str:
+        """The ``Authorization`` header value for this token."""
+        scheme = "Bearer" if self.token_type.lower() == "bearer" else self.token_type
+        return f"{scheme} {self.access_token}"
+
+    def __repr__(self) -> str:
+        expires = self.expires_at.isoformat() if self.expires_at else None
+        refresh = "'***'" if self.refresh_token else "None"
+        return (
+            f"TokenSet(access_token='***', token_type={self.token_type!r}, "
+            f"expires_at={expires!r}, refresh_token={refresh}, scope={self.scope!r})"
+        )
