@@ -125,17 +125,22 @@ class SQLStorage:
     # signing keys
 
     async def rotate_signing_key(self, key: SigningKey) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                signing_keys.update()
-                .where(signing_keys.c.use == key.use, signing_keys.c.retired_at.is_(None))
-                .values(retired_at=key.created_at)
-            )
-            await conn.execute(
-                signing_keys.insert().values(
-                    {f: getattr(key, f) for f in SigningKey.__dataclass_fields__}
-                )
-            )
+        values = {f: getattr(key, f) for f in SigningKey.__dataclass_fields__}
+        # A concurrent rotation trips the one-active-key index; the retry then
+        # retires the key it committed.
+        for attempt in range(10):
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.execute(
+                        signing_keys.update()
+                        .where(signing_keys.c.use == key.use, signing_keys.c.retired_at.is_(None))
+                        .values(retired_at=key.created_at)
+                    )
+                    await conn.execute(signing_keys.insert().values(values))
+                return
+            except IntegrityError:
+                if attempt == 9:
+                    raise
 
     async def signing_keys(self) -> list[SigningKey]:
         async with self.engine.connect() as conn:

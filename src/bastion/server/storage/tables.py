@@ -71,3 +71,6 @@ signing_keys = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("retired_at", UTCDateTime, nullable=True),
 )
+sa.Index("uq_signing_keys_active", signing_keys.c.use, unique=True,
+         sqlite_where=signing_keys.c.retired_at.is_(None),
+         postgresql_where=signing_keys.c.retired_at.is_(None))

@@ -50,6 +50,10 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("retired_at", UTCDateTime, nullable=True),
     )
+    # At most one active key per use, even under concurrent rotations.
+    op.create_index("uq_signing_keys_active", "signing_keys", ["use"], unique=True,
+                    sqlite_where=sa.text("retired_at IS NULL"),
+                    postgresql_where=sa.text("retired_at IS NULL"))
 
 
 def downgrade() -> None:

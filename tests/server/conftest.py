@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx2
+import pytest
+
+from bastion.server.app import create_app
+from bastion.server.context import Context
+from bastion.server.services.clients import create_client
+from bastion.server.settings import Settings
+from bastion.server.storage import migrate
+
+ISSUER = "https://id.example.test"
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(data_dir=tmp_path, issuer=ISSUER, secret_key="test-" + tmp_path.name,
+                    password_hash_memory_kib=8192, password_hash_time_cost=1)
+
+
+@pytest.fixture
+async def ctx(settings: Settings) -> AsyncIterator[Context]:
+    context = Context.open(settings)
+    await migrate.upgrade(context.storage.engine)  # type: ignore[attr-defined]
+    await context.start()
+    try:
+        yield context
+    finally:
+        await context.close()
+
+
+@dataclass
+class App:
+    http: httpx2.AsyncClient
+    ctx: Context
+    client_id: str
+    client_secret: str
+
+
+@pytest.fixture
+async def app(ctx: Context) -> AsyncIterator[App]:
+    new = await create_client(ctx.storage, name="Test app", grant_types=["client_credentials"],
+                              scopes=["read", "write"])
+    assert new.client_secret
+    transport = httpx2.ASGITransport(app=create_app(ctx.settings, ctx))
+    async with httpx2.AsyncClient(transport=transport, base_url=ISSUER) as http:
+        yield App(http, ctx, new.client.client_id, new.client_secret)

@@ -1,0 +1,147 @@
+"""The CLI contract of DESIGN.md, run in process on a throwaway SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import sys
+
+import pytest
+
+from bastion.cli import main
+from bastion.server.storage import open_storage
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch, capsys):
+    for key in [k for k in __import__("os").environ if k.startswith("BASTION_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("BASTION_PASSWORD_HASH_MEMORY_KIB", "8192")
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+
+    def invoke(*args: str, stdin: str = "") -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        try:
+            code = main([*args, "--database-url", url, "--data-dir", str(tmp_path)])
+        except SystemExit as exc:  # argparse errors
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    invoke.url = url  # type: ignore[attr-defined]
+    return invoke
+
+
+def count(url: str, table: str) -> int:
+    async def go() -> int:
+        import sqlalchemy as sa
+        store = open_storage(url)
+        try:
+            async with store.engine.connect() as conn:
+                return int((await conn.execute(sa.text(f"SELECT count(*) FROM {table}"))).scalar())  # noqa: S608 - fixed names
+        finally:
+            await store.close()
+    return asyncio.run(go())
+
+
+def test_migrate_on_a_fresh_database(run) -> None:
+    code, out, _ = run("migrate")
+    assert code == 0
+    assert "revision 0001" in out
+
+
+def test_clients_create_json_confidential(run) -> None:
+    code, out, _ = run("clients", "create", "--name", "API", "--grant-type", "client_credentials",
+                       "--scope", "read", "--scope", "write", "--json")
+    assert code == 0
+    body = json.loads(out)
+    assert body["client_id"] and len(body["client_secret"]) >= 40
+    assert body["grant_types"] == ["client_credentials"]
+    assert body["scopes"] == ["read", "write"]
+
+
+def test_clients_create_json_public_has_no_secret(run) -> None:
+    code, out, _ = run("clients", "create", "--name", "SPA", "--public",
+                       "--redirect-uri", "http://127.0.0.1:5000/cb", "--json")
+    assert code == 0
+    body = json.loads(out)
+    assert "client_secret" not in body
+    assert body["grant_types"] == ["authorization_code", "refresh_token"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--redirect-uri", "not a uri"], "redirect_uri"),
+    (["--redirect-uri", "http://example.com/cb"], "https"),
+    (["--redirect-uri", "https://example.com/cb#frag"], "fragment"),
+    (["--grant-type", "implicit"], "unknown grant type"),
+    (["--public", "--grant-type", "client_credentials"], "public client"),
+    (["--scope", "bad\"scope"], "scope"),
+])
+def test_clients_create_bad_arguments(run, args, message) -> None:
+    code, out, err = run("clients", "create", "--name", "x", *args, "--json")
+    assert code == 1
+    assert message in err
+    assert out == ""
+    assert count(run.url, "clients") == 0
+
+
+def test_users_create_json_and_duplicates(run) -> None:
+    code, out, _ = run("users", "create", "--username", "alice", "--email", "alice@example.com",
+                       "--admin", "--password-stdin", "--json", stdin="correct horse battery\n")
+    assert code == 0
+    body = json.loads(out)
+    assert body["username"] == "alice" and body["id"]
+    assert body["is_administrator"] is True
+    code, _, err = run("users", "create", "--username", "ALICE", "--email", "other@example.com",
+                       "--password-stdin", stdin="another password\n")
+    assert code == 1
+    assert "username 'ALICE' is already taken" in err
+    code, _, err = run("users", "create", "--username", "bob", "--email", "Alice@example.com",
+                       "--password-stdin", stdin="another password\n")
+    assert code == 1
+    assert "email" in err
+    assert count(run.url, "users") == 1
+
+
+@pytest.mark.parametrize(("args", "stdin", "message"), [
+    (["--username", "bob", "--email", "nope"], "long enough pw", "email"),
+    (["--username", "bad name", "--email", "b@example.com"], "long enough pw", "username"),
+    (["--username", "bob", "--email", "b@example.com"], "short", "password"),
+])
+def test_users_create_bad_input(run, args, stdin, message) -> None:
+    code, _, err = run("users", "create", *args, "--password-stdin", stdin=stdin + "\n")
+    assert code == 1
+    assert message in err
+    assert count(run.url, "users") == 0
+
+
+def test_password_is_stored_as_argon2id(run) -> None:
+    run("users", "create", "--username", "carol", "--email", "c@example.com", "--password-stdin",
+        stdin="a good password\n")
+
+    async def stored() -> str:
+        store = open_storage(run.url)
+        try:
+            user = await store.get_user_by_login("carol")
+            assert user is not None and user.password_hash
+            return user.password_hash
+        finally:
+            await store.close()
+
+    assert asyncio.run(stored()).startswith("$argon2id$")
+
+
+def test_keys_rotate(run) -> None:
+    code, out, _ = run("keys", "rotate")
+    assert code == 0
+    assert out.count("access-") == 1 and out.count("id-") == 1
+    assert count(run.url, "signing_keys") == 2
+    run("keys", "rotate")
+    assert count(run.url, "signing_keys") == 4
+
+
+def test_unknown_command_is_an_error(run) -> None:
+    code, _, err = run("frobnicate")
+    assert code == 2
+    assert "invalid choice" in err

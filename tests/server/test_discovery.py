@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bastion.server import keys
+from conftest import ISSUER, App
+
+
+@pytest.mark.parametrize("path", ["/.well-known/openid-configuration",
+                                  "/.well-known/oauth-authorization-server"])
+async def test_metadata_lists_only_what_is_served(app: App, path: str) -> None:
+    meta = (await app.http.get(path)).json()
+    assert meta["issuer"] == ISSUER
+    assert meta["token_endpoint"] == ISSUER + "/oauth/token"
+    assert meta["jwks_uri"] == ISSUER + "/.well-known/jwks.json"
+    assert meta["grant_types_supported"] == ["client_credentials"]
+    assert meta["token_endpoint_auth_methods_supported"] == ["client_secret_basic",
+                                                             "client_secret_post"]
+    assert "authorization_endpoint" not in meta
+    # every advertised endpoint answers
+    for key in ("token_endpoint", "jwks_uri"):
+        r = await app.http.request("POST" if key == "token_endpoint" else "GET", meta[key])
+        assert r.status_code != 404
+
+
+async def test_jwks_publishes_public_keys_only(app: App) -> None:
+    body = (await app.http.get("/.well-known/jwks.json")).json()
+    by_use = {k["kid"].split("-")[0]: k for k in body["keys"]}
+    assert by_use["access"]["alg"] == "ES256"
+    assert by_use["id"]["alg"] == "RS256"
+    for jwk in body["keys"]:
+        assert jwk["use"] == "sig"
+        assert not {"d", "p", "q", "dp", "dq", "qi"} & jwk.keys()
+
+
+async def test_rotation_publishes_at_once_and_keeps_the_old_key(app: App) -> None:
+    old = (await app.ctx.keys.signer("access")).kid
+    (new_access, _new_id) = await keys.rotate(app.ctx.storage, app.ctx.settings)
+    kids = {k["kid"] for k in (await app.http.get("/.well-known/jwks.json")).json()["keys"]}
+    assert {old, new_access} <= kids
+    await app.ctx.keys.reload()
+    assert (await app.ctx.keys.signer("access")).kid == new_access
+
+
+async def test_retired_keys_leave_the_jwks_after_their_tokens_expire(app: App) -> None:
+    await keys.rotate(app.ctx.storage, app.ctx.settings)
+    stored = await app.ctx.storage.signing_keys()
+    retired = [k for k in stored if k.retired_at is not None]
+    assert retired
+    settings = app.ctx.settings
+    longest = max(settings.access_token_ttl, settings.id_token_ttl) + settings.cache_ttl
+    at_expiry = retired[0].retired_at + timedelta(seconds=longest)  # type: ignore[operator]
+    assert retired[0] in keys.published(stored, settings, at_expiry)
+    later = at_expiry + timedelta(seconds=120)
+    assert retired[0] not in keys.published(stored, settings, later)
+    assert len(keys.published(stored, settings, later)) == 2
+    assert datetime.now(UTC) < later

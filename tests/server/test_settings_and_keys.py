@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import stat
+
+import pytest
+from pydantic import ValidationError
+
+from bastion.server.keys import KeyCipher, KeyDecryptionError
+from bastion.server.settings import Settings
+
+
+def test_production_refuses_development_defaults(tmp_path) -> None:
+    with pytest.raises(ValidationError, match="secret_key"):
+        Settings(environment="production", data_dir=tmp_path, issuer="https://id.example")
+    with pytest.raises(ValidationError, match="https"):
+        Settings(environment="production", secret_key="s" * 40, issuer="http://id.example")
+    Settings(environment="production", secret_key="s" * 40, issuer="https://id.example")
+
+
+def test_environment_and_config_file(tmp_path, monkeypatch) -> None:
+    config = tmp_path / "bastion.toml"
+    config.write_text('access_token_ttl = 120\nissuer = "https://file.example"\n')
+    monkeypatch.setenv("BASTION_CONFIG_FILE", str(config))
+    monkeypatch.setenv("BASTION_ISSUER", "https://env.example")
+    settings = Settings(data_dir=tmp_path)
+    assert settings.access_token_ttl == 120
+    assert settings.issuer == "https://env.example"  # environment beats the file
+
+
+def test_unknown_setting_is_refused(tmp_path) -> None:
+    with pytest.raises(ValidationError):
+        Settings(data_dir=tmp_path, acess_token_ttl=5)  # type: ignore[call-arg]
+
+
+def test_development_secret_key_is_generated_once_with_mode_0600(tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    first = settings.secret_key_bytes()
+    assert len(first) >= 48
+    path = tmp_path / "data" / "secret_key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert Settings(data_dir=tmp_path / "data").secret_key_bytes() == first
+    assert any("secret_key" in w for w in settings.development_warnings())
+
+
+def test_private_keys_are_encrypted_and_bound_to_their_kid() -> None:
+    cipher = KeyCipher(b"one secret")
+    blob = cipher.encrypt("kid-1", b"-----BEGIN PRIVATE KEY-----...")
+    assert b"PRIVATE KEY" not in blob
+    assert cipher.decrypt("kid-1", blob) == b"-----BEGIN PRIVATE KEY-----..."
+    with pytest.raises(KeyDecryptionError):
+        cipher.decrypt("kid-2", blob)
+    with pytest.raises(KeyDecryptionError, match="BASTION_SECRET_KEY"):
+        KeyCipher(b"another secret").decrypt("kid-1", blob)

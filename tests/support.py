@@ -1,0 +1,170 @@
+"""Test helpers: free ports, a throwaway PostgreSQL cluster, the real server process."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx2
+
+BASTION = [sys.executable, "-m", "bastion.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value (readiness, not timing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+# -- PostgreSQL ---------------------------------------------------------------
+
+
+def _pg_bin(name: str) -> str | None:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else None
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on a free loopback port; yields the admin URL
+    (database 'postgres'). Raises ``LookupError`` if the binaries are missing."""
+    if not _pg_bin("initdb"):
+        raise LookupError("PostgreSQL server binaries not installed")
+    as_root = os.geteuid() == 0
+    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+    base = tempfile.mkdtemp(prefix="bastion-pg-")
+    if as_root:
+        shutil.chown(base, "postgres", "postgres")
+    data, port = os.path.join(base, "data"), free_port()
+
+    def run(*args: str) -> None:
+        subprocess.run([*prefix, *args], check=True, capture_output=True, text=True)
+
+    try:
+        run(str(_pg_bin("initdb")), "-D", data, "-U", "postgres", "--auth=trust", "--no-sync",
+            "-E", "UTF8", "--locale=C.UTF-8")
+        run(str(_pg_bin("pg_ctl")), "-D", data, "-l", os.path.join(base, "log"), "-w", "-o",
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c max_connections=200 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off", "start")
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*prefix, str(_pg_bin("pg_ctl")), "-D", data, "-m", "immediate", "-w",
+                        "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def create_database(admin_url: str, name: str) -> str:
+    """A new empty database on the cluster of ``admin_url``; returns its URL."""
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url.replace("+asyncpg", ""))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+# -- the real server process ----------------------------------------------------
+
+
+def cli(
+    *args: str, env: Mapping[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BASTION, *args], env=dict(env), input=stdin, capture_output=True,
+                          text=True, timeout=120)
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    database_url: str
+    data_dir: Path
+    env: dict[str, str]
+    client_id: str = ""
+    client_secret: str = ""
+    admin_client_id: str = ""
+    admin_client_secret: str = ""
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    log_path: Path | None = None
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return cli(*args, env=self.env, stdin=stdin)
+
+    def create_client(self, *args: str) -> dict[str, object]:
+        done = self.cli("clients", "create", "--json", *args)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path else ""
+
+
+def server_env(data_dir: Path, database_url: str | None = None, **settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    env["BASTION_DATA_DIR"] = str(data_dir)
+    if database_url:
+        env["BASTION_DATABASE_URL"] = database_url
+    for key, value in settings.items():
+        env[f"BASTION_{key.upper()}"] = value
+    return env
+
+
+@contextmanager
+def running_server(
+    data_dir: Path, database_url: str | None = None, *args: str, **settings: str
+) -> Iterator[ServerProcess]:
+    """``bastion serve`` as a real process on a free loopback port, ready when yielded."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = server_env(data_dir, database_url, **settings)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = data_dir / f"server-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([*BASTION, "serve", "--port", str(port), *args], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    server = ServerProcess(url=url, database_url=database_url or "", data_dir=data_dir, env=env,
+                           proc=proc, log_path=log_path)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early:\n{server.log()}")
+        try:
+            meta = httpx2.get(url + "/.well-known/openid-configuration", timeout=1)
+            return meta.status_code == 200
+        except httpx2.TransportError:
+            return False
+
+    try:
+        wait_until(ready, timeout=60, what="the server to answer")
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
