@@ -51,3 +51,12 @@ def test_private_keys_are_encrypted_and_bound_to_their_kid() -> None:
         cipher.decrypt("kid-2", blob)
     with pytest.raises(KeyDecryptionError, match="BASTION_SECRET_KEY"):
         KeyCipher(b"another secret").decrypt("kid-1", blob)
+
+
+def test_every_setting_is_documented() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[2] / "docs" / "server.md").read_text()
+    for name, field in Settings.model_fields.items():
+        assert f"`{name}`" in docs, f"docs/server.md does not document {name}"
+        assert field.description, f"{name} has no description"
