@@ -46,7 +46,9 @@ def get_settings(using: str | None = None) -> Settings:
     with _lock:
         settings = _connections.get(name)
     if settings is None:
-        raise ConfigurationError(f"no connection named {name!r}; call configure() first")
+        raise ConfigurationError(
+            f"no connection named {name!r}: pass option 'url' or call configure() first"
+        )
     return settings
 
 

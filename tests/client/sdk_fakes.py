@@ -1,0 +1,153 @@
+"""A fake OAuth provider behind ``httpx2.MockTransport``, and test doubles of the shells."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import inspect
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import anyio.from_thread
+import httpx2
+
+from bastion import AsyncClient, Client
+from bastion.oauth.jose import PrivateKey
+
+ISSUER = "https://id.example/tenant"
+CLIENT_ID = "svc client"  # a space, to prove RFC 6749 2.3.1 form-encoding
+CLIENT_SECRET = "s3cr:t/+%"
+
+Handler = Callable[[httpx2.Request], httpx2.Response]
+
+
+class FakeProvider:
+    """Serves discovery, JWKS, token, introspection and revocation like a real OP.
+
+    ``overrides[path]`` takes a list of responses (or exceptions) served first,
+    one per request, before the default behaviour resumes.
+    """
+
+    def __init__(self) -> None:
+        self.key = PrivateKey.generate("key-1", "ES256")
+        self.jwks_keys = [self.key]
+        self.metadata: dict[str, Any] = {
+            "issuer": ISSUER,
+            "token_endpoint": ISSUER + "/oauth/token",
+            "jwks_uri": ISSUER + "/jwks",
+            "introspection_endpoint": ISSUER + "/oauth/introspect",
+            "revocation_endpoint": ISSUER + "/oauth/revoke",
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+            ],
+        }
+        self.calls: Counter[str] = Counter()
+        self.requests: list[httpx2.Request] = []
+        self.overrides: dict[str, list[httpx2.Response | Exception]] = {}
+        self.expires_in = 300
+        self.issued = 0
+
+    def path(self, url: str) -> str:
+        return httpx2.URL(url).path
+
+    def sign(self, key: PrivateKey | None = None, typ: str = "at+jwt", **claims: Any) -> str:
+        now = int(time.time())
+        body = {
+            "iss": ISSUER,
+            "sub": "svc",
+            "aud": ISSUER,
+            "client_id": CLIENT_ID,
+            "scope": "read write",
+            "iat": now,
+            "exp": now + 300,
+            "jti": "j1",
+        }
+        body.update(claims)
+        body = {k: v for k, v in body.items() if v is not None}
+        return (key or self.key).sign(body, typ=typ)
+
+    @staticmethod
+    def form(request: httpx2.Request) -> dict[str, str]:
+        return dict(parse_qsl(request.content.decode()))
+
+    @staticmethod
+    def basic(request: httpx2.Request) -> tuple[str, str] | None:
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Basic "):
+            return None
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        return user, password
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        path = request.url.path
+        self.calls[path] += 1
+        self.requests.append(request)
+        queued = self.overrides.get(path)
+        if queued:
+            item = queued.pop(0)
+            if isinstance(item, Exception):
+                raise item
+            return item
+        if path == "/tenant/.well-known/openid-configuration":
+            return httpx2.Response(200, json=self.metadata)
+        if path == "/tenant/jwks":
+            return httpx2.Response(200, json={"keys": [k.public_jwk() for k in self.jwks_keys]})
+        if path == "/tenant/oauth/token":
+            self.issued += 1
+            form = self.form(request)
+            body: dict[str, Any] = {
+                "access_token": self.sign(jti=f"t{self.issued}"),
+                "token_type": "Bearer",
+                "expires_in": self.expires_in,
+                "scope": form.get("scope", "read write"),
+            }
+            if form.get("grant_type") == "refresh_token":
+                body["refresh_token"] = "rotated-refresh"
+            return httpx2.Response(200, json=body)
+        if path == "/tenant/oauth/introspect":
+            return httpx2.Response(200, json={"active": True, "client_id": CLIENT_ID})
+        if path == "/tenant/oauth/revoke":
+            return httpx2.Response(200)
+        if path == "/tenant/api/thing":
+            if request.headers.get("authorization", "").startswith("Bearer "):
+                return httpx2.Response(200, json={"ok": True})
+            return httpx2.Response(401)
+        return httpx2.Response(404, json={"title": "Not Found", "status": 404, "detail": path})
+
+
+class Blocking:
+    """An ``AsyncClient`` whose coroutine methods are run through a portal."""
+
+    def __init__(self, client: AsyncClient, portal: anyio.from_thread.BlockingPortal) -> None:
+        self._client = client
+        self._portal = portal
+        self.sleeps: list[float] = []
+
+        async def record(seconds: float) -> None:
+            self.sleeps.append(seconds)
+
+        client._sleep = record  # type: ignore[method-assign]
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if inspect.iscoroutinefunction(attr):
+            return lambda *args, **kwargs: self._portal.call(
+                functools.partial(attr, *args, **kwargs)
+            )
+        return attr
+
+    def __repr__(self) -> str:
+        return repr(self._client)
+
+
+class SyncClient(Client):
+    """``Client`` recording its back-off waits instead of sleeping."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sleeps: list[float] = []
+        self._sleep = self.sleeps.append  # type: ignore[method-assign]

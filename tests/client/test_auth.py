@@ -1,0 +1,89 @@
+"""ClientCredentialsAuth: caching, early refresh, 401 retry and one fetch under concurrency."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import httpx2
+import pytest
+from sdk_fakes import CLIENT_ID, CLIENT_SECRET, ISSUER, FakeProvider
+
+from bastion import AsyncClient, Client, Unauthorized
+
+
+def test_token_is_replaced_shortly_before_expiry(make_client: Any, provider: FakeProvider):
+    provider.expires_in = 60
+    client = make_client(refresh_margin=30)
+    now = [time.time()]
+    client._core.clock = lambda: now[0]
+    client.request("GET", "api/thing")
+    now[0] += 29  # 31 s left: still good
+    client.request("GET", "api/thing")
+    assert provider.calls["/tenant/oauth/token"] == 1
+    now[0] += 2  # 29 s left: inside the margin
+    client.request("GET", "api/thing")
+    assert provider.calls["/tenant/oauth/token"] == 2
+
+
+def test_a_second_401_is_returned_not_looped(make_client: Any, provider: FakeProvider):
+    provider.overrides["/tenant/api/thing"] = [httpx2.Response(401)] * 3
+    client = make_client()
+    with pytest.raises(Unauthorized):
+        client.request("GET", "api/thing")
+    assert provider.calls["/tenant/api/thing"] == 2
+    assert provider.calls["/tenant/oauth/token"] == 2
+
+
+def test_auth_plugs_into_any_httpx2_client(provider: FakeProvider):
+    transport = httpx2.MockTransport(provider)
+    client = Client(ISSUER, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, transport=transport)
+    with client, httpx2.Client(auth=client.auth, transport=transport) as http:
+        assert http.get(ISSUER + "/api/thing").json() == {"ok": True}
+        assert http.get(ISSUER + "/api/thing").json() == {"ok": True}
+    assert provider.calls["/tenant/oauth/token"] == 1
+
+
+def test_concurrent_threads_trigger_one_fetch(provider: FakeProvider):
+    transport = httpx2.MockTransport(provider)
+    client = Client(ISSUER, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, transport=transport)
+    start = threading.Barrier(8)
+    results: list[int] = []
+
+    def call() -> None:
+        start.wait()
+        results.append(client.request("GET", "api/thing").status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    client.close()
+    assert results == [200] * 8
+    assert provider.calls["/tenant/oauth/token"] == 1
+
+
+async def test_concurrent_tasks_trigger_one_fetch(provider: FakeProvider):
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        for _ in range(5):  # give every other task the chance to race us
+            await anyio.lowlevel.checkpoint()
+        return provider(request)
+
+    transport = httpx2.MockTransport(handler)
+    async with AsyncClient(
+        ISSUER, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, transport=transport
+    ) as client:
+        statuses: list[int] = []
+
+        async def call() -> None:
+            statuses.append((await client.request("GET", "api/thing")).status_code)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(8):
+                group.start_soon(call)
+    assert statuses == [200] * 8
+    assert provider.calls["/tenant/oauth/token"] == 1

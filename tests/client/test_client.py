@@ -1,0 +1,267 @@
+"""Client and AsyncClient against a fake provider (MockTransport), every branch twice."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+import httpx2
+import pytest
+from sdk_fakes import CLIENT_ID, CLIENT_SECRET, ISSUER, FakeProvider
+
+from bastion import (
+    BastionError,
+    ConfigurationError,
+    EndpointNotAdvertised,
+    InvalidClient,
+    InvalidGrant,
+    InvalidScope,
+    NotFound,
+    ProtocolError,
+    RateLimited,
+    ServerError,
+    TemporarilyUnavailable,
+    TimeoutError,
+    TokenSet,
+    TransportError,
+    Unauthorized,
+)
+
+
+def error(status: int, body: dict[str, Any], **headers: str) -> httpx2.Response:
+    return httpx2.Response(status, json=body, headers=headers)
+
+
+def test_client_credentials_uses_basic_auth_form_encoded(make_client: Any, provider: FakeProvider):
+    tokens = make_client().client_credentials(scope=["read"])
+    assert isinstance(tokens, TokenSet)
+    assert tokens.scope == "read"
+    assert tokens.expires_at is not None
+    token_request = provider.requests[-1]
+    # RFC 6749 2.3.1: form-encode id and secret, then base64.
+    assert provider.basic(token_request) == ("svc+client", "s3cr%3At%2F%2B%25")
+    assert provider.form(token_request) == {"grant_type": "client_credentials", "scope": "read"}
+
+
+def test_discovery_is_cached_and_falls_back_to_rfc8414(make_client: Any, provider: FakeProvider):
+    provider.overrides["/tenant/.well-known/openid-configuration"] = [httpx2.Response(404)]
+    provider.overrides["/.well-known/oauth-authorization-server/tenant"] = [
+        httpx2.Response(200, json=provider.metadata)
+    ]
+    client = make_client()
+    client.client_credentials()
+    client.client_credentials()
+    assert provider.calls["/tenant/.well-known/openid-configuration"] == 1
+    assert provider.calls["/.well-known/oauth-authorization-server/tenant"] == 1
+    assert provider.calls["/tenant/oauth/token"] == 2
+    assert client.discover().issuer == ISSUER
+
+
+def test_client_secret_post_when_forced_or_only_one_supported(
+    make_client: Any, provider: FakeProvider
+):
+    provider.metadata["token_endpoint_auth_methods_supported"] = ["client_secret_post"]
+    make_client().client_credentials()
+    request = provider.requests[-1]
+    assert "authorization" not in request.headers
+    assert provider.form(request)["client_secret"] == CLIENT_SECRET
+
+
+def test_public_client_sends_only_its_id(make_client: Any, provider: FakeProvider):
+    make_client(client_secret=None).refresh("old-refresh")
+    request = provider.requests[-1]
+    assert "authorization" not in request.headers
+    assert provider.form(request) == {
+        "grant_type": "refresh_token",
+        "refresh_token": "old-refresh",
+        "client_id": CLIENT_ID,
+    }
+
+
+def test_refresh_returns_the_rotated_refresh_token(make_client: Any):
+    tokens = make_client().refresh("old-refresh", scope="read")
+    assert tokens.refresh_token == "rotated-refresh"
+    assert "rotated-refresh" not in repr(tokens)
+
+
+def test_introspect_and_revoke(make_client: Any, provider: FakeProvider):
+    client = make_client()
+    assert client.introspect("tok", token_type_hint="access_token")["active"] is True
+    assert provider.form(provider.requests[-1]) == {
+        "token": "tok",
+        "token_type_hint": "access_token",
+    }
+    assert client.revoke("tok") is None
+    assert provider.calls["/tenant/oauth/revoke"] == 1
+
+
+def test_introspection_answer_without_active_is_a_protocol_error(
+    make_client: Any, provider: FakeProvider
+):
+    provider.overrides["/tenant/oauth/introspect"] = [httpx2.Response(200, json={})]
+    with pytest.raises(ProtocolError):
+        make_client().introspect("tok")
+
+
+@pytest.mark.parametrize("field", ["revocation_endpoint", "introspection_endpoint"])
+def test_missing_endpoint_is_a_clear_error(make_client: Any, provider: FakeProvider, field: str):
+    del provider.metadata[field]
+    client = make_client()
+    call = client.revoke if field == "revocation_endpoint" else client.introspect
+    with pytest.raises(EndpointNotAdvertised, match=field):
+        call("tok")
+    assert isinstance(EndpointNotAdvertised(""), ConfigurationError)
+
+
+def test_missing_client_id_names_the_option(make_client: Any):
+    with pytest.raises(ConfigurationError, match="client_id"):
+        make_client(client_id=None).client_credentials()
+
+
+@pytest.mark.parametrize(
+    ("make_response", "cls", "code"),
+    [
+        (lambda: error(401, {"error": "invalid_client"}), InvalidClient, "invalid_client"),
+        (
+            lambda: error(400, {"error": "invalid_scope", "error_description": "no"}),
+            InvalidScope,
+            None,
+        ),
+        (lambda: error(400, {"error": "invalid_grant"}), InvalidGrant, None),
+        (lambda: error(500, {"error": "server_error"}), ServerError, None),
+        (lambda: error(503, {}), TemporarilyUnavailable, None),
+        (lambda: httpx2.Response(200, text="<html>"), ProtocolError, None),
+        (lambda: error(200, {"token_type": "Bearer"}), ProtocolError, None),
+        (lambda: httpx2.Response(302, headers={"location": "/elsewhere"}), ProtocolError, None),
+    ],
+)
+def test_token_errors_map_to_classes(
+    make_client: Any, provider: FakeProvider, make_response: Any, cls: type, code: Any
+):
+    provider.overrides["/tenant/oauth/token"] = [make_response()]
+    with pytest.raises(cls) as caught:
+        make_client(retries=0).client_credentials()
+    if code:
+        assert caught.value.error_code == code
+    assert CLIENT_SECRET not in str(caught.value) and CLIENT_SECRET not in repr(caught.value)
+
+
+def test_problem_json_from_the_api_maps_to_http_classes(make_client: Any, provider: FakeProvider):
+    client = make_client()
+    with pytest.raises(NotFound) as caught:
+        client.request("GET", "/nowhere")
+    assert caught.value.status_code == 404
+    assert caught.value.title == "Not Found"
+    provider.overrides["/tenant/api/thing"] = [httpx2.Response(401), httpx2.Response(401)]
+    with pytest.raises(Unauthorized):
+        client.request("GET", "api/thing")
+
+
+def test_request_authenticates_and_refetches_once_on_401(make_client: Any, provider: FakeProvider):
+    client = make_client()
+    assert client.request("GET", "api/thing").json() == {"ok": True}
+    assert client.request("GET", "api/thing").json() == {"ok": True}
+    assert provider.calls["/tenant/oauth/token"] == 1  # cached
+    provider.overrides["/tenant/api/thing"] = [httpx2.Response(401)]
+    assert client.request("GET", "api/thing").json() == {"ok": True}
+    assert provider.calls["/tenant/oauth/token"] == 2  # refetched once, then retried
+
+
+def test_rate_limited_token_request_honours_retry_after(make_client: Any, provider: FakeProvider):
+    provider.overrides["/tenant/oauth/token"] = [
+        error(429, {"error": "slow_down"}, **{"Retry-After": "3"}),
+    ]
+    client = make_client()
+    client.client_credentials()
+    assert client.sleeps and client.sleeps[0] >= 3
+
+
+def test_rate_limited_beyond_retries_raises_with_retry_after(
+    make_client: Any, provider: FakeProvider
+):
+    provider.overrides["/tenant/oauth/token"] = [
+        error(429, {"title": "Too Many"}, **{"Retry-After": "7"}) for _ in range(3)
+    ]
+    with pytest.raises(RateLimited) as caught:
+        make_client(retries=2).client_credentials()
+    assert caught.value.retry_after == 7
+    assert provider.calls["/tenant/oauth/token"] == 3
+
+
+def test_idempotent_get_is_retried_on_503_and_read_errors(make_client: Any, provider: FakeProvider):
+    provider.overrides["/tenant/.well-known/openid-configuration"] = [
+        httpx2.Response(503),
+        httpx2.ReadError("reset"),
+    ]
+    client = make_client(retries=2)
+    assert client.discover().issuer == ISSUER
+    assert provider.calls["/tenant/.well-known/openid-configuration"] == 3
+    assert len(client.sleeps) == 2
+
+
+def test_token_post_that_may_have_been_processed_is_not_retried(
+    make_client: Any, provider: FakeProvider
+):
+    provider.overrides["/tenant/oauth/token"] = [httpx2.ReadError("reset")]
+    client = make_client(retries=3)
+    with pytest.raises(TransportError):
+        client.client_credentials()
+    assert provider.calls["/tenant/oauth/token"] == 1
+    provider.overrides["/tenant/oauth/token"] = [httpx2.Response(503)]
+    with pytest.raises(TemporarilyUnavailable):
+        client.client_credentials()
+    assert provider.calls["/tenant/oauth/token"] == 2
+
+
+def test_token_post_is_retried_when_it_never_left(make_client: Any, provider: FakeProvider):
+    provider.overrides["/tenant/oauth/token"] = [httpx2.ConnectError("refused")]
+    client = make_client()
+    assert client.client_credentials().access_token
+    assert provider.calls["/tenant/oauth/token"] == 2
+
+
+def test_revocation_post_is_idempotent_and_retried(make_client: Any, provider: FakeProvider):
+    provider.overrides["/tenant/oauth/revoke"] = [httpx2.ReadTimeout("slow")]
+    make_client().revoke("tok")
+    assert provider.calls["/tenant/oauth/revoke"] == 2
+
+
+@pytest.mark.parametrize(
+    ("exc", "cls"),
+    [
+        (httpx2.ConnectTimeout, TimeoutError),
+        (httpx2.ReadTimeout, TimeoutError),
+        (httpx2.ConnectError, TransportError),
+        (httpx2.RemoteProtocolError, TransportError),
+    ],
+)
+def test_transport_errors_never_escape_as_httpx2(
+    make_client: Any, provider: FakeProvider, exc: type[Exception], cls: type
+):
+    provider.overrides["/tenant/.well-known/openid-configuration"] = [exc("boom")]
+    with pytest.raises(cls) as caught:
+        make_client(retries=0).discover()
+    assert isinstance(caught.value, BastionError)
+    assert not isinstance(caught.value, httpx2.HTTPError)
+
+
+def test_timeout_error_is_also_the_builtin(make_client: Any, provider: FakeProvider):
+    provider.overrides["/tenant/.well-known/openid-configuration"] = [httpx2.ReadTimeout("t")]
+    with pytest.raises(TimeoutError) as caught:
+        make_client(retries=0).discover()
+    assert isinstance(caught.value, builtins.TimeoutError)
+
+
+def test_issuer_mismatch_is_refused(make_client: Any, provider: FakeProvider):
+    provider.metadata["issuer"] = "https://evil.example"
+    with pytest.raises(ProtocolError, match="issuer"):
+        make_client().discover()
+
+
+def test_reprs_hide_secrets(make_client: Any):
+    client = make_client()
+    assert CLIENT_SECRET not in repr(client)
+    assert CLIENT_SECRET not in repr(client.auth)
+    tokens = client.client_credentials()
+    assert tokens.access_token not in repr(tokens)
+    assert tokens.access_token not in str(tokens)

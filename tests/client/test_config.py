@@ -1,0 +1,74 @@
+"""Options, named connections and ``using=``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from bastion import AsyncClient, Client, ConfigurationError, configure, get_settings
+from bastion.client.connections import configured
+
+
+@pytest.fixture(autouse=True)
+def _no_connections() -> Iterator[None]:
+    yield
+    configure()
+
+
+def test_defaults():
+    settings = Client(url="https://id.example")._core.settings
+    assert settings.timeout == 10.0
+    assert settings.verify_ssl is True and settings.allow_redirects is False
+    assert settings.retries == 2
+
+
+def test_configure_and_using():
+    configure(
+        default={"url": "https://id.example", "client_id": "a"},
+        test={"url": "https://test.example", "client_id": "b", "timeout": 3},
+    )
+    assert configured() == ("default", "test")
+    assert Client()._core.settings.client_id == "a"
+    test = Client(using="test")
+    assert test._core.settings.url == "https://test.example"
+    assert test._core.settings.timeout == 3.0
+    assert AsyncClient(using="test", client_id="c")._core.settings.client_id == "c"
+    assert get_settings("test").client_id == "b"
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"url": "https://id.example", "colour": "red"}, "colour"),
+        ({"client_id": "x"}, "url"),
+        ({"url": "ftp://id.example"}, "url"),
+        ({"url": "https://id.example?x=1"}, "url"),
+        ({"url": "https://id.example", "timeout": "10"}, "timeout"),
+        ({"url": "https://id.example", "retries": -1}, "retries"),
+        ({"url": "https://id.example", "verify_ssl": "no"}, "verify_ssl"),
+        ({"url": "https://id.example", "client_id": 5}, "client_id"),
+        ({"url": "https://id.example", "algorithms": ["none"]}, "algorithms"),
+        ({"url": "https://id.example", "algorithms": ["HS256"]}, "algorithms"),
+        ({"url": "https://id.example", "token_endpoint_auth_method": "x"}, "token_endpoint"),
+    ],
+)
+def test_bad_options_name_the_option(options: dict[str, object], named: str):
+    with pytest.raises(ConfigurationError, match=named):
+        configure(default=options)
+    with pytest.raises(ConfigurationError, match=named):
+        Client(**options)  # type: ignore[arg-type]
+
+
+def test_unknown_connection_and_unknown_override():
+    with pytest.raises(ConfigurationError, match="'nope'"):
+        Client(using="nope")
+    configure(default={"url": "https://id.example"})
+    with pytest.raises(ConfigurationError, match="colour"):
+        Client(colour="red")
+
+
+def test_secrets_stay_out_of_reprs():
+    settings = Client(url="https://id.example", client_secret="hunter2", state_key="k3y")
+    assert "hunter2" not in repr(settings._core.settings)
+    assert "k3y" not in repr(settings._core.settings)

@@ -1,0 +1,47 @@
+"""TokenSet: tolerant parsing, expiry and redacted repr."""
+
+from __future__ import annotations
+
+import pytest
+
+from bastion import ProtocolError, TokenSet
+
+
+def test_from_response_keeps_unknown_fields():
+    tokens = TokenSet.from_response(
+        {
+            "access_token": "at",
+            "token_type": "bearer",
+            "expires_in": 60,
+            "scope": "a b",
+            "refresh_token": "rt",
+            "issued_token_type": "x",
+        },
+        now=1000.0,
+    )
+    assert tokens.expires_at is not None and tokens.expires_at.timestamp() == 1060.0
+    assert tokens.scopes == {"a", "b"}
+    assert tokens.extra == {"issued_token_type": "x"}
+    assert tokens.authorization == "Bearer at"
+    assert tokens.expires_within(60, now=1000.0) and not tokens.expires_within(59, now=1000.0)
+
+
+def test_expiry_unknown_never_expires():
+    tokens = TokenSet.from_response({"access_token": "at", "expires_in": "soon"}, now=0)
+    assert tokens.expires_at is None and not tokens.expires_within(10**9)
+
+
+def test_string_expires_in_is_accepted():
+    assert TokenSet.from_response({"access_token": "a", "expires_in": "30"}, now=0).expires_at
+
+
+@pytest.mark.parametrize("body", [{}, {"access_token": ""}, {"access_token": 5}])
+def test_missing_access_token_is_a_protocol_error(body: dict[str, object]):
+    with pytest.raises(ProtocolError):
+        TokenSet.from_response(body, now=0)
+
+
+def test_repr_hides_tokens():
+    tokens = TokenSet(access_token="secret-access", refresh_token="secret-refresh", scope="a")
+    assert "secret" not in repr(tokens)
+    assert "scope='a'" in repr(tokens)
