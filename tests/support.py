@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -14,11 +15,25 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from html import unescape
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx2
 
 BASTION = [sys.executable, "-m", "bastion.cli"]
+ISSUER = "https://id.example.test"  # the in-process app's issuer (tests/server)
+
+
+@dataclass
+class App:
+    """The in-process server app and an httpx2 client for it (tests/server)."""
+
+    http: httpx2.AsyncClient
+    ctx: Any
+    client_id: str
+    client_secret: str
 
 
 def free_port() -> int:
@@ -168,3 +183,31 @@ def running_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# -- the hosted login form, driven over plain HTTP --------------------------------
+
+_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    return {name: unescape(value) for name, value in _HIDDEN.findall(html)}
+
+
+async def sign_in(http: httpx2.AsyncClient, authorize_url: str, login: str,
+                  password: str) -> httpx2.Response:
+    """GET the authorization URL, fill the login form, and return the answer that
+    follows (normally the 303 back to the client's redirect URI)."""
+    page = await http.get(authorize_url)
+    if page.status_code != 200 or "<form" not in page.text:
+        return page
+    fields = hidden_fields(page.text)
+    posted = await http.post("/login", data={**fields, "login": login, "password": password})
+    if posted.status_code != 303:
+        return posted
+    return await http.get(posted.headers["location"])
+
+
+def callback_params(response: httpx2.Response) -> dict[str, str]:
+    assert response.status_code == 303, (response.status_code, response.text[:500])
+    return dict(parse_qsl(urlsplit(response.headers["location"]).query))

@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                                help="a public client (no secret; PKCE required)")
     create_client.add_argument("--redirect-uri", action="append", default=[], dest="redirect_uris")
     create_client.add_argument("--grant-type", action="append", default=[], dest="grant_types")
+    create_client.add_argument("--post-logout-redirect-uri", action="append", default=[],
+                               dest="post_logout_redirect_uris")
     create_client.add_argument("--scope", action="append", default=[], dest="scopes")
     create_client.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -122,11 +124,13 @@ async def _clients_create(args: argparse.Namespace, settings: Any) -> int:
 
     new = await _with_storage(settings, lambda storage: create_client(
         storage, name=args.name, public=args.public, redirect_uris=args.redirect_uris,
-        grant_types=args.grant_types, scopes=args.scopes))
+        grant_types=args.grant_types, scopes=args.scopes,
+        post_logout_redirect_uris=args.post_logout_redirect_uris))
     out: dict[str, Any] = {"client_id": new.client.client_id, "name": new.client.name,
                            "public": new.client.is_public,
                            "grant_types": list(new.client.grant_types),
                            "redirect_uris": list(new.client.redirect_uris),
+                           "post_logout_redirect_uris": list(new.client.post_logout_redirect_uris),
                            "scopes": list(new.client.scopes)}
     if new.client_secret:
         out["client_secret"] = new.client_secret

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx2
 import pytest
@@ -11,8 +10,7 @@ from bastion.server.context import Context
 from bastion.server.services.clients import create_client
 from bastion.server.settings import Settings
 from bastion.server.storage import migrate
-
-ISSUER = "https://id.example.test"
+from support import ISSUER, App
 
 
 @pytest.fixture
@@ -30,14 +28,6 @@ async def ctx(settings: Settings) -> AsyncIterator[Context]:
         yield context
     finally:
         await context.close()
-
-
-@dataclass
-class App:
-    http: httpx2.AsyncClient
-    ctx: Context
-    client_id: str
-    client_secret: str
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bastion.server import keys
-from conftest import ISSUER, App
+from support import ISSUER, App
 
 
 @pytest.mark.parametrize("path", ["/.well-known/openid-configuration",
@@ -15,14 +15,18 @@ async def test_metadata_lists_only_what_is_served(app: App, path: str) -> None:
     assert meta["issuer"] == ISSUER
     assert meta["token_endpoint"] == ISSUER + "/oauth/token"
     assert meta["jwks_uri"] == ISSUER + "/.well-known/jwks.json"
-    assert meta["grant_types_supported"] == ["client_credentials"]
+    assert meta["grant_types_supported"] == ["authorization_code", "client_credentials",
+                                             "password", "refresh_token"]
     assert meta["token_endpoint_auth_methods_supported"] == ["client_secret_basic",
                                                              "client_secret_post"]
-    assert "authorization_endpoint" not in meta
-    # every advertised endpoint answers
-    for key in ("token_endpoint", "jwks_uri"):
-        r = await app.http.request("POST" if key == "token_endpoint" else "GET", meta[key])
-        assert r.status_code != 404
+    assert meta["code_challenge_methods_supported"] == ["S256"]
+    assert meta["response_types_supported"] == ["code"]
+    # every advertised endpoint is served
+    for key, value in meta.items():
+        if key.endswith("_endpoint") or key == "jwks_uri":
+            post = key in ("token_endpoint", "revocation_endpoint", "introspection_endpoint")
+            r = await app.http.request("POST" if post else "GET", value)
+            assert r.status_code not in (404, 405, 500), key
 
 
 async def test_jwks_publishes_public_keys_only(app: App) -> None:

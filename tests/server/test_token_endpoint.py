@@ -9,7 +9,7 @@ import jwt
 import pytest
 
 from bastion.server.services.clients import create_client
-from conftest import ISSUER, App
+from support import ISSUER, App
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -91,7 +91,7 @@ async def test_two_authentication_methods_are_refused(app: App) -> None:
 @pytest.mark.parametrize(("data", "error"), [
     ({}, "invalid_request"),
     ({"grant_type": "urn:made:up"}, "unsupported_grant_type"),
-    ({"grant_type": "password"}, "unsupported_grant_type"),
+    ({"grant_type": "password"}, "unauthorized_client"),
     ({"grant_type": "client_credentials", "scope": "read admin"}, "invalid_scope"),
 ])
 async def test_grant_errors(app: App, data, error) -> None:

@@ -13,31 +13,61 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bastion.oauth.errors import OAuthError
+from bastion.server.api import sessions as api_sessions
+from bastion.server.api.problems import (
+    ApiError,
+    api_error_handler,
+    http_error_handler,
+    oauth_problem,
+    validation_handler,
+)
 from bastion.server.context import Context
-from bastion.server.endpoints import discovery, jwks
-from bastion.server.endpoints.discovery import TOKEN_PATH
-from bastion.server.endpoints.token import TokenEndpoint
-from bastion.server.errors import oauth_exception_handler
+from bastion.server.endpoints import (
+    authorize,
+    discovery,
+    introspect,
+    jwks,
+    login,
+    logout,
+    revoke,
+    token,
+    userinfo,
+)
+from bastion.server.errors import oauth_error_response
 from bastion.server.settings import Settings, load_settings
 
 log = logging.getLogger("bastion")
 
 
 class BastionApp:
-    """Routes the token endpoint around the framework; the rest to FastAPI."""
+    """Routes the client-authenticated form endpoints around the framework; the rest
+    to FastAPI."""
 
     def __init__(self, ctx: Context, api: FastAPI) -> None:
         self.ctx, self.api = ctx, api
-        self.token = TokenEndpoint(ctx)
+        self.lean: dict[str, ASGIApp] = {
+            token.TOKEN_PATH: token.endpoint(ctx),
+            revoke.REVOKE_PATH: revoke.endpoint(ctx),
+            introspect.INTROSPECT_PATH: introspect.endpoint(ctx),
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == TOKEN_PATH:
-            await self.token(scope, receive, send)
-        else:
-            await self.api(scope, receive, send)
+        lean = self.lean.get(scope["path"]) if scope["type"] == "http" else None
+        await (lean or self.api)(scope, receive, send)
+
+
+async def _oauth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OAuthError)
+    if request.url.path.startswith("/api/"):
+        return oauth_problem(exc)
+    return oauth_error_response(exc)
 
 
 def create_app(settings: Settings, ctx: Context | None = None) -> ASGIApp:
@@ -59,9 +89,12 @@ def create_app(settings: Settings, ctx: Context | None = None) -> ASGIApp:
         responses={400: {"description": "Malformed request"}},
     )
     api.state.ctx = context
-    api.add_exception_handler(OAuthError, oauth_exception_handler)
-    api.include_router(discovery.router)
-    api.include_router(jwks.router)
+    api.add_exception_handler(OAuthError, _oauth_error)
+    api.add_exception_handler(ApiError, api_error_handler)
+    api.add_exception_handler(RequestValidationError, validation_handler)
+    api.add_exception_handler(HTTPException, http_error_handler)
+    for module in (discovery, jwks, authorize, login, userinfo, logout, api_sessions):
+        api.include_router(module.router)
     return BastionApp(context, api)
 
 

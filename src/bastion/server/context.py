@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from bastion.server.keys import KeyRing
 from bastion.server.services.clients import ClientCache
 from bastion.server.services.passwords import Passwords
+from bastion.server.services.signing import Signer
 from bastion.server.settings import Settings
 from bastion.server.storage import SQLStorage, open_storage
 from bastion.server.storage.base import Storage
@@ -19,8 +20,10 @@ class Context:
     keys: KeyRing = field(init=False)
     clients: ClientCache = field(init=False)
     passwords: Passwords = field(init=False)
+    signer: Signer = field(init=False)
 
     def __post_init__(self) -> None:
+        self.signer = Signer(self.settings.secret_key_bytes())
         self.keys = KeyRing(self.storage, self.settings)
         self.clients = ClientCache(self.storage, self.settings.cache_ttl)
         self.passwords = Passwords(self.settings)

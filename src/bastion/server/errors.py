@@ -11,7 +11,6 @@ import json
 import logging
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bastion.oauth.errors import OAuthError, ServerError
@@ -41,7 +40,3 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     """An RFC 9457 problem document."""
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
-
-
-async def oauth_exception_handler(_request: Request, exc: Exception) -> Response:
-    return oauth_error_response(exc)

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from bastion.oauth.jose import PrivateKey
+from bastion.oauth.jose import PrivateKey, PublicKey
 from bastion.server.models import KeyUse, SigningKey
 from bastion.server.settings import Settings
 from bastion.server.storage.base import Storage
@@ -97,6 +97,7 @@ def published(keys: list[SigningKey], settings: Settings, now: datetime) -> list
 @dataclass
 class _Active:
     signers: dict[KeyUse, PrivateKey]
+    verifiers: dict[str, PublicKey]
     loaded_at: float
 
 
@@ -121,10 +122,34 @@ class KeyRing:
 
     async def reload(self) -> None:
         signers: dict[KeyUse, PrivateKey] = {}
-        for key in await self._storage.signing_keys():
+        keys = await self._storage.signing_keys()
+        for key in keys:
             if key.retired_at is None:
                 signers[key.use] = self._private(key)
-        self._active = _Active(signers, time.monotonic())
+        verifiers = {
+            k.kid: self._private(k).public()
+            for k in published(keys, self._settings, datetime.now(UTC))
+        }
+        self._active = _Active(signers, verifiers, time.monotonic())
+
+    async def _fresh(self) -> _Active:
+        active = self._active
+        if active is None or time.monotonic() - active.loaded_at >= self._settings.cache_ttl:
+            await self.reload()
+            active = self._active
+            assert active is not None  # set by reload
+        return active
+
+    async def verifiers(self, kid: str | None = None) -> dict[str, PublicKey]:
+        """Public keys of every published key, by kid. An unknown ``kid`` triggers one
+        reload, at most once a second, so a key rotated elsewhere is found at once."""
+        active = await self._fresh()
+        if kid is not None and kid not in active.verifiers and (
+            time.monotonic() - active.loaded_at >= 1.0
+        ):
+            await self.reload()
+            active = await self._fresh()
+        return active.verifiers
 
     def _private(self, key: SigningKey) -> PrivateKey:
         cached = self._decrypted.get(key.kid)

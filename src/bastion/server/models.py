@@ -31,6 +31,7 @@ class Client:
     grant_types: tuple[str, ...] = ()
     scopes: tuple[str, ...] = ()
     created_at: datetime | None = None
+    post_logout_redirect_uris: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +43,70 @@ class SigningKey:
     public_jwk: dict[str, Any] = field(repr=False)
     created_at: datetime
     retired_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoginSession:
+    """A browser's signed-in session at Bastion (the OIDC ``sid``)."""
+
+    id: str
+    user_id: str
+    auth_time: datetime
+    expires_at: datetime
+    created_at: datetime
+    user_agent: str = ""
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationCode:
+    digest: bytes = field(repr=False)
+    client_id: str
+    user_id: str
+    session_id: str | None
+    grant_id: str
+    redirect_uri: str
+    scope: str
+    nonce: str | None
+    code_challenge: str | None
+    auth_time: datetime
+    expires_at: datetime
+    consumed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One authorization of a client by a user: the family of every token issued
+    from it. Revoking the grant revokes them all."""
+
+    id: str
+    client_id: str
+    user_id: str
+    session_id: str | None
+    scope: str
+    auth_time: datetime
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshToken:
+    digest: bytes = field(repr=False)
+    grant_id: str
+    client_id: str
+    user_id: str
+    scope: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    """Failed sign-in attempts for one key (an account or a client IP)."""
+
+    key: str
+    failures: int
+    last_failure_at: datetime
+    locked_until: datetime | None = None

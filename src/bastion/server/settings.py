@@ -92,6 +92,20 @@ class Settings(BaseSettings):
     )
     password_hash_time_cost: int = Field(2, ge=1, description="argon2id iterations (OWASP: 2).")
     password_hash_parallelism: int = Field(1, ge=1, description="argon2id lanes (OWASP: 1).")
+    session_ttl: int = Field(
+        8 * 3600, ge=60, description="How long a sign-in at Bastion's pages lasts (seconds)."
+    )
+    login_delay_after: int = Field(
+        3, ge=1, description="Failed sign-ins (per account or IP) before each further attempt "
+        "must wait, doubling from 1 s up to 60 s."
+    )
+    login_lock_after: int = Field(
+        10, ge=2, description="Failed sign-ins for one account before it is locked for "
+        "login_lock_seconds. Per client IP the limit is ten times this."
+    )
+    login_lock_seconds: int = Field(
+        900, ge=1, description="How long a locked account (or IP) must wait."
+    )
     max_body_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest request body accepted on OAuth endpoints."
     )

@@ -11,11 +11,16 @@ from fastapi import APIRouter, Request
 
 from bastion.server.checks.client_auth import METHODS
 from bastion.server.context import Context
+from bastion.server.endpoints.authorize import AUTHORIZE_PATH
+from bastion.server.endpoints.introspect import INTROSPECT_PATH
+from bastion.server.endpoints.logout import LOGOUT_PATH
+from bastion.server.endpoints.revoke import REVOKE_PATH
+from bastion.server.endpoints.token import TOKEN_PATH
+from bastion.server.endpoints.userinfo import USERINFO_PATH
 from bastion.server.grants import GRANTS
 
 router = APIRouter(tags=["discovery"])
 
-TOKEN_PATH = "/oauth/token"
 JWKS_PATH = "/.well-known/jwks.json"
 
 
@@ -23,12 +28,25 @@ def metadata(ctx: Context) -> dict[str, Any]:
     issuer = ctx.settings.issuer_url
     return {
         "issuer": issuer,
+        "authorization_endpoint": issuer + AUTHORIZE_PATH,
         "token_endpoint": issuer + TOKEN_PATH,
         "jwks_uri": issuer + JWKS_PATH,
+        "userinfo_endpoint": issuer + USERINFO_PATH,
+        "revocation_endpoint": issuer + REVOKE_PATH,
+        "introspection_endpoint": issuer + INTROSPECT_PATH,
+        "end_session_endpoint": issuer + LOGOUT_PATH,
         "grant_types_supported": sorted(GRANTS),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "prompt_values_supported": ["none", "login"],
+        "authorization_response_iss_parameter_supported": True,
         "token_endpoint_auth_methods_supported": list(METHODS),
-        "response_types_supported": [],
-        "scopes_supported": [],
+        "revocation_endpoint_auth_methods_supported": list(METHODS),
+        "introspection_endpoint_auth_methods_supported": list(METHODS),
+        "scopes_supported": ["openid", "profile", "email"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "sid",
+                             "at_hash", "azp", "preferred_username", "email", "updated_at"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [ctx.settings.id_token_alg],
         "access_token_signing_alg_values_supported": [ctx.settings.access_token_alg],

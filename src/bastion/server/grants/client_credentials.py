@@ -5,19 +5,19 @@ The client acts for itself: ``sub`` is the client id. No refresh token is issued
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from bastion.server.checks.scope import granted_scope
 from bastion.server.context import Context
-from bastion.server.models import Client
+from bastion.server.grants._request import TokenRequest
 from bastion.server.services.tokens import issue_access_token
 
 GRANT_TYPE = "client_credentials"
 PARAMETERS = ("scope",)
 
 
-async def handle(ctx: Context, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
+    client, form = request.client, request.form
     scope = granted_scope(form.get("scope"), client)
     issued = await issue_access_token(
         ctx.keys, ctx.settings, subject=client.client_id, client_id=client.client_id, scope=scope

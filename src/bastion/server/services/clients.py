@@ -71,11 +71,13 @@ async def create_client(
     grant_types: Iterable[str] = (),
     scopes: Iterable[str] = (),
     client_id: str | None = None,
+    post_logout_redirect_uris: Iterable[str] = (),
 ) -> NewClient:
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidInput("name", "must be 1 to 200 characters")
     uris = tuple(dict.fromkeys(check_redirect_uri(u) for u in redirect_uris))
+    logout_uris = tuple(dict.fromkeys(check_redirect_uri(u) for u in post_logout_redirect_uris))
     grants = tuple(dict.fromkeys(grant_types)) or (
         ("authorization_code", "refresh_token") if uris else ("client_credentials",)
     )
@@ -96,6 +98,7 @@ async def create_client(
         grant_types=grants,
         scopes=check_scopes(scopes),
         created_at=datetime.now(UTC),
+        post_logout_redirect_uris=logout_uris,
     )
     try:
         await storage.create_client(client)

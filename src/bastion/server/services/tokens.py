@@ -1,17 +1,30 @@
-"""Issuing access tokens: JWTs in the RFC 9068 shape, signed with the active key.
+"""Issuing and checking tokens.
+
+Access tokens are JWTs in the RFC 9068 shape signed with the active access key;
+tokens issued for a user carry ``gid``, the grant (token family) they belong to,
+so revoking the grant revokes them. Refresh tokens are opaque, stored as SHA-256
+digests, and rotated on every use.
 
 RFC 9068: https://www.rfc-editor.org/rfc/rfc9068
 """
 
 from __future__ import annotations
 
-import secrets
+import secrets as _secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bastion.oauth.errors import InvalidToken
+from bastion.oauth.jose import JoseError, parse_compact, verify_signature
 from bastion.server.keys import KeyRing
+from bastion.server.models import Grant, RefreshToken
+from bastion.server.services import secrets
 from bastion.server.settings import Settings
+from bastion.server.storage.base import Storage
+
+ACCESS_TOKEN_TYP = "at+jwt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +53,52 @@ async def issue_access_token(
         "client_id": client_id,
         "iat": now,
         "exp": now + ttl,
-        "jti": secrets.token_urlsafe(16),
+        "jti": _secrets.token_urlsafe(16),
     }
     if scope:
         claims["scope"] = scope
     if extra:
         claims.update(extra)
     signer = await keys.signer("access")
-    return IssuedToken(signer.sign(claims, typ="at+jwt"), ttl, claims)
+    return IssuedToken(signer.sign(claims, typ=ACCESS_TOKEN_TYP), ttl, claims)
+
+
+def new_refresh_token(settings: Settings, grant: Grant, scope: str) -> tuple[str, RefreshToken]:
+    plain = secrets.new_secret()
+    now = datetime.now(UTC)
+    record = RefreshToken(
+        digest=secrets.digest(plain),
+        grant_id=grant.id,
+        client_id=grant.client_id,
+        user_id=grant.user_id,
+        scope=scope,
+        created_at=now,
+        expires_at=now + timedelta(seconds=settings.refresh_token_ttl),
+    )
+    return plain, record
+
+
+async def verify_access_token(
+    keys: KeyRing, settings: Settings, storage: Storage, token: str, *, check_revoked: bool = True
+) -> dict[str, Any]:
+    """The claims of one of our access tokens that is valid now; ``InvalidToken`` else."""
+    try:
+        compact = parse_compact(token)
+        if compact.header.get("typ") != ACCESS_TOKEN_TYP:
+            raise JoseError("not an access token")
+        kid = compact.header.get("kid")
+        verifiers = await keys.verifiers(kid if isinstance(kid, str) else None)
+        verify_signature(compact, verifiers, (settings.access_token_alg, "ES256", "RS256"))
+        claims = compact.claims()
+    except JoseError as exc:
+        raise InvalidToken() from exc
+    exp = claims.get("exp")
+    if claims.get("iss") != settings.issuer_url or not isinstance(exp, int) or exp <= time.time():
+        raise InvalidToken()
+    jti, gid = claims.get("jti"), claims.get("gid")
+    if check_revoked and (
+        not isinstance(jti, str)
+        or await storage.is_revoked(jti, gid if isinstance(gid, str) else None)
+    ):
+        raise InvalidToken()
+    return claims

@@ -6,9 +6,21 @@ Methods are small and single-purpose; anything that must be atomic is one method
 
 from __future__ import annotations
 
-from typing import Protocol
+from datetime import datetime
+from typing import Literal, Protocol
 
-from bastion.server.models import Client, SigningKey, User
+from bastion.server.models import (
+    AuthorizationCode,
+    Client,
+    Grant,
+    LoginSession,
+    RefreshToken,
+    SigningKey,
+    Throttle,
+    User,
+)
+
+RotateResult = Literal["rotated", "reused", "invalid"]
 
 
 class Conflict(Exception):
@@ -38,6 +50,57 @@ class Storage(Protocol):
 
     async def signing_keys(self) -> list[SigningKey]:
         """Every key, active and retired, oldest first."""
+
+    async def create_session(self, session: LoginSession) -> None: ...
+
+    async def get_session(self, session_id: str) -> LoginSession | None: ...
+
+    async def revoke_session(self, session_id: str, at: datetime) -> None:
+        """End a login session and revoke every grant made in it."""
+
+    async def revoke_user_sessions(self, user_id: str, at: datetime) -> int:
+        """End all of a user's sessions and revoke all their grants; returns how many."""
+
+    async def create_code(self, code: AuthorizationCode, grant: Grant) -> None:
+        """Store a code and the grant its tokens will belong to, atomically."""
+
+    async def consume_code(
+        self, digest: bytes, at: datetime
+    ) -> tuple[AuthorizationCode | None, bool]:
+        """Mark a code used; returns it and whether this call was the first use."""
+
+    async def create_grant(self, grant: Grant, refresh: RefreshToken | None) -> None:
+        """Store a grant and, optionally, its first refresh token, atomically."""
+
+    async def get_grant(self, grant_id: str) -> Grant | None: ...
+
+    async def revoke_grant(self, grant_id: str, at: datetime) -> None:
+        """Revoke a grant and its whole token family."""
+
+    async def create_refresh_token(self, token: RefreshToken) -> None: ...
+
+    async def get_refresh_token(self, digest: bytes) -> RefreshToken | None: ...
+
+    async def rotate_refresh_token(
+        self, digest: bytes, new: RefreshToken, at: datetime
+    ) -> RotateResult:
+        """Use a refresh token once and store its successor, atomically. Of several
+        concurrent calls exactly one rotates; a used token is 'reused' and its
+        family is revoked in the same transaction."""
+
+    async def revoke_access_token(self, jti: str, expires_at: datetime) -> None:
+        """Remember a revoked access token until it expires."""
+
+    async def is_revoked(self, jti: str, grant_id: str | None) -> bool: ...
+
+    async def get_throttles(self, keys: list[str]) -> list[Throttle]: ...
+
+    async def record_failure(
+        self, key: str, at: datetime, lock_after: int, lock_until: datetime
+    ) -> Throttle:
+        """Count one failed attempt atomically (several instances share the count)."""
+
+    async def clear_throttle(self, key: str) -> None: ...
 
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""

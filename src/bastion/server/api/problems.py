@@ -1,0 +1,51 @@
+"""RFC 9457 problem details for the REST API."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from bastion.oauth.errors import OAuthError
+from bastion.server.errors import problem
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, title: str, detail: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+        self.headers = headers or {}
+
+
+async def api_error_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    response = problem(exc.status, exc.title, exc.detail)
+    response.headers.update(exc.headers)
+    return response
+
+
+def oauth_problem(exc: OAuthError) -> Response:
+    """An OAuth error (e.g. a bad Bearer token) raised on a REST route."""
+    status = exc.status_code or 400
+    response = problem(status, exc.error_code.replace("_", " ").capitalize(), exc.description,
+                       error=exc.error_code)
+    response.headers.update(exc.headers)
+    return response
+
+
+async def validation_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "body",
+               "message": str(e.get("msg", ""))} for e in exc.errors()]
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "Malformed request."
+    return problem(422 if errors else 400, "Invalid request", detail, errors=errors)
+
+
+async def http_error_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    response = problem(exc.status_code, str(exc.detail), str(exc.detail))
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response

@@ -1,0 +1,130 @@
+"""Checks of an authorization request (RFC 6749 section 4.1.1, RFC 9700 2.1).
+
+The table at the bottom lists them in order. The first two run before the redirect
+URI is trusted: their errors are shown on a page, never redirected. The rest
+raise errors that go back to the verified redirect URI with ``state``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from bastion.oauth import pkce
+from bastion.oauth.errors import (
+    InvalidRequest,
+    OAuthError,
+    UnauthorizedClient,
+    UnsupportedResponseType,
+)
+from bastion.server.checks.scope import granted_scope
+from bastion.server.models import Client
+from bastion.server.services.clients import ClientCache
+
+#: Parameters the authorization endpoint reads; each may appear once.
+PARAMETERS = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
+              "code_challenge", "code_challenge_method", "prompt", "login_hint", "max_age")
+_MAX_PARAM = 2048
+
+
+class InvalidClientPage(OAuthError):
+    """Unknown client or redirect URI: answered on a page, never by redirect."""
+
+    error = "invalid_request"
+
+
+@dataclass
+class AuthorizationRequest:
+    params: Mapping[str, str]
+    client: Client | None = None
+    redirect_uri: str = ""
+    scope: str = ""
+    prompt: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def state(self) -> str | None:
+        return self.params.get("state")
+
+
+async def check_client(req: AuthorizationRequest, clients: ClientCache) -> None:
+    client_id = req.params.get("client_id")
+    client = await clients.get(client_id) if client_id else None
+    if client is None:
+        raise InvalidClientPage("Unknown client_id: this sign-in link is not valid.")
+    req.client = client
+
+
+async def check_redirect_uri(req: AuthorizationRequest, _clients: ClientCache) -> None:
+    assert req.client is not None  # check_client ran first
+    given = req.params.get("redirect_uri")
+    registered = req.client.redirect_uris
+    if given is None:
+        if len(registered) != 1:
+            raise InvalidClientPage("redirect_uri is required for this client.")
+        req.redirect_uri = registered[0]
+    elif given in registered:  # exact string match (RFC 9700 section 2.1)
+        req.redirect_uri = given
+    else:
+        raise InvalidClientPage("redirect_uri is not registered for this client.")
+
+
+def check_response_type(req: AuthorizationRequest) -> None:
+    response_type = req.params.get("response_type")
+    if response_type is None:
+        raise InvalidRequest("Missing response_type.")
+    if response_type != "code":
+        raise UnsupportedResponseType("Only response_type=code is supported.")
+
+
+def check_grant_allowed(req: AuthorizationRequest) -> None:
+    assert req.client is not None
+    if "authorization_code" not in req.client.grant_types:
+        raise UnauthorizedClient("This client may not use the authorization code flow.")
+
+
+def check_pkce(req: AuthorizationRequest) -> None:
+    assert req.client is not None
+    challenge = req.params.get("code_challenge")
+    method = req.params.get("code_challenge_method")
+    if challenge is None:
+        if method is not None:
+            raise InvalidRequest("code_challenge_method without code_challenge.")
+        if req.client.is_public:
+            raise InvalidRequest("PKCE is required: send code_challenge with method S256.")
+        return
+    if method != pkce.METHOD:
+        raise InvalidRequest("code_challenge_method must be S256 (plain is not allowed).")
+    if not pkce.is_valid_challenge(challenge):
+        raise InvalidRequest("code_challenge is malformed.")
+
+
+def check_scope(req: AuthorizationRequest) -> None:
+    assert req.client is not None
+    req.scope = granted_scope(req.params.get("scope"), req.client)
+
+
+def check_prompt(req: AuthorizationRequest) -> None:
+    values = frozenset(req.params.get("prompt", "").split())
+    if "none" in values and len(values) > 1:
+        raise InvalidRequest("prompt=none cannot be combined with other values.")
+    req.prompt = values
+
+
+def check_lengths(req: AuthorizationRequest) -> None:
+    for name in ("state", "nonce", "login_hint"):
+        if len(req.params.get(name, "")) > _MAX_PARAM:
+            raise InvalidRequest(f"{name} is too long.")
+
+
+BEFORE_REDIRECT: tuple[Callable[[AuthorizationRequest, ClientCache], Awaitable[None]], ...] = (
+    check_client,
+    check_redirect_uri,
+)
+AFTER_REDIRECT: tuple[Callable[[AuthorizationRequest], None], ...] = (
+    check_response_type,
+    check_grant_allowed,
+    check_pkce,
+    check_scope,
+    check_prompt,
+    check_lengths,
+)

@@ -1,0 +1,81 @@
+"""The authorization endpoint (RFC 6749 section 4.1; OAuth 2.1; RFC 9207 ``iss``).
+
+Checks run from the table in ``checks.authorization``. With a live session the
+code is issued at once (unless ``prompt=login``); without one the login page is
+shown, or ``login_required`` is returned for ``prompt=none``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from starlette.responses import RedirectResponse, Response
+
+from bastion.oauth.errors import LoginRequired, OAuthError
+from bastion.server.checks.authorization import (
+    AFTER_REDIRECT,
+    BEFORE_REDIRECT,
+    AuthorizationRequest,
+)
+from bastion.server.context import Context
+from bastion.server.endpoints._query import single_params
+from bastion.server.pages import form_page, render
+from bastion.server.services import sessions
+from bastion.server.services.authorization import issue_code
+
+router = APIRouter(tags=["oauth"])
+AUTHORIZE_PATH = "/oauth/authorize"
+
+
+def redirect_to_client(ctx: Context, req: AuthorizationRequest, params: dict[str, str]) -> Response:
+    params = {**params, "iss": ctx.settings.issuer_url}
+    if req.state is not None:
+        params["state"] = req.state
+    sep = "&" if "?" in req.redirect_uri else "?"
+    return RedirectResponse(req.redirect_uri + sep + urlencode(params), status_code=303,
+                            headers={"Cache-Control": "no-store"})
+
+
+def error_page(ctx: Context, exc: OAuthError) -> Response:
+    return render(ctx, "message.html", 400, title="Cannot sign in", error=True,
+                  message=exc.description)
+
+
+def login_page(ctx: Context, request: Request, req: AuthorizationRequest, query: str,
+               error: str | None = None, status: int = 200) -> Response:
+    return form_page(ctx, request, "login.html", status, continue_query=query, error=error,
+                     login_hint=req.params.get("login_hint", ""),
+                     client_name=req.client.name if req.client else "")
+
+
+@router.get(AUTHORIZE_PATH, summary="Authorization endpoint (code flow with PKCE)",
+            response_class=Response, responses={303: {"description": "Back to the client"}})
+async def authorize(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    query = request.url.query
+    try:
+        req = AuthorizationRequest(single_params(query))
+        for check in BEFORE_REDIRECT:
+            await check(req, ctx.clients)
+    except OAuthError as exc:
+        return error_page(ctx, exc)
+    try:
+        for after in AFTER_REDIRECT:
+            after(req)
+    except OAuthError as exc:
+        return redirect_to_client(ctx, req, exc.to_dict())
+    current = await sessions.current(ctx.storage, ctx.signer,
+                                     request.cookies.get(sessions.COOKIE))
+    if current is None or "login" in req.prompt:
+        if "none" in req.prompt:
+            return redirect_to_client(ctx, req, LoginRequired().to_dict())
+        return login_page(ctx, request, req, query)
+    session, _user = current
+    assert req.client is not None
+    code = await issue_code(
+        ctx.storage, ctx.settings, client=req.client, session=session,
+        redirect_uri=req.redirect_uri, scope=req.scope, nonce=req.params.get("nonce"),
+        code_challenge=req.params.get("code_challenge"),
+    )
+    return redirect_to_client(ctx, req, {"code": code})

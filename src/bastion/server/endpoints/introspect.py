@@ -1,0 +1,54 @@
+"""Token introspection (RFC 7662), for resource servers that must see revocation.
+
+Any authenticated confidential client may introspect. Access tokens answer with
+their claims while valid and unrevoked; refresh tokens only for their own client.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from bastion.oauth.errors import InvalidClient, InvalidRequest, InvalidToken
+from bastion.server.context import Context
+from bastion.server.endpoints._form import FormEndpoint
+from bastion.server.grants._request import TokenRequest
+from bastion.server.services import secrets
+from bastion.server.services.tokens import verify_access_token
+
+INTROSPECT_PATH = "/oauth/introspect"
+_INACTIVE: dict[str, Any] = {"active": False}
+
+
+async def introspect(ctx: Context, request: TokenRequest) -> dict[str, Any]:
+    if request.client.is_public:
+        raise InvalidClient("Public clients cannot introspect tokens.")
+    token = request.form.get("token")
+    if not token:
+        raise InvalidRequest("Missing token.")
+    if token.count(".") != 2:
+        return await _refresh_token(ctx, request, token)
+    try:
+        claims = await verify_access_token(ctx.keys, ctx.settings, ctx.storage, token)
+    except InvalidToken:
+        return _INACTIVE
+    if claims.get("gid"):
+        user = await ctx.storage.get_user(str(claims["sub"]))
+        if user is None or user.deleted_at is not None:
+            return _INACTIVE
+    return {"active": True, "token_type": "Bearer", **claims}
+
+
+async def _refresh_token(ctx: Context, request: TokenRequest, token: str) -> dict[str, Any]:
+    stored = await ctx.storage.get_refresh_token(secrets.digest(token))
+    now = datetime.now(UTC)
+    if (stored is None or stored.client_id != request.client.client_id or stored.used_at
+            or stored.revoked_at or stored.expires_at <= now):
+        return _INACTIVE
+    return {"active": True, "token_type": "refresh_token", "client_id": stored.client_id,
+            "sub": stored.user_id, "scope": stored.scope, "iss": ctx.settings.issuer_url,
+            "iat": int(stored.created_at.timestamp()), "exp": int(stored.expires_at.timestamp())}
+
+
+def endpoint(ctx: Context) -> FormEndpoint:
+    return FormEndpoint(ctx, introspect)

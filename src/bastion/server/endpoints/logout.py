@@ -1,0 +1,89 @@
+"""RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0).
+
+The session ends and its grants are revoked; the cookie is cleared. The browser
+goes back to ``post_logout_redirect_uri`` only if it exactly matches one the
+client registered, and the client is known from ``client_id`` or a valid
+``id_token_hint``. Without a valid hint the user confirms first (a CSRF-protected
+form), so a third-party page cannot sign people out.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from starlette.responses import RedirectResponse, Response
+
+from bastion.oauth.errors import OAuthError
+from bastion.oauth.jose import JoseError, parse_compact, verify_signature
+from bastion.server.context import Context
+from bastion.server.endpoints._query import single_params
+from bastion.server.pages import cookie_options, csrf_ok, form_page, render
+from bastion.server.services import sessions
+
+router = APIRouter(tags=["oauth"])
+LOGOUT_PATH = "/oauth/logout"
+
+
+async def _hint_client(ctx: Context, hint: str | None) -> str | None:
+    """The client an ID token we issued was for (expired hints are fine)."""
+    if not hint:
+        return None
+    try:
+        compact = parse_compact(hint)
+        kid = compact.header.get("kid")
+        verify_signature(compact, await ctx.keys.verifiers(kid if isinstance(kid, str) else None),
+                         (ctx.settings.id_token_alg,))
+        claims = compact.claims()
+    except JoseError:
+        return None
+    aud = claims.get("aud")
+    return aud if isinstance(aud, str) and claims.get("iss") == ctx.settings.issuer_url else None
+
+
+async def _logout(ctx: Context, request: Request, params: dict[str, str],
+                  hinted_client: str | None) -> Response:
+    current = await sessions.current(ctx.storage, ctx.signer, request.cookies.get(sessions.COOKIE))
+    if current is not None:
+        await sessions.end(ctx.storage, current[0].id)
+    client_id = params.get("client_id") or hinted_client
+    client = await ctx.clients.get(client_id) if client_id else None
+    target = params.get("post_logout_redirect_uri")
+    response: Response
+    if client is not None and target and target in client.post_logout_redirect_uris:
+        query = {"state": params["state"]} if "state" in params else {}
+        sep = "&" if "?" in target else "?"
+        response = RedirectResponse(target + (sep + urlencode(query) if query else ""), 303)
+    else:
+        response = render(ctx, "message.html", title="Signed out",
+                          message="You are signed out.")
+    response.delete_cookie(sessions.COOKIE, **cookie_options(ctx))
+    return response
+
+
+@router.get(LOGOUT_PATH, summary="RP-initiated logout", response_class=Response)
+async def logout(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    try:
+        params = single_params(request.url.query)
+    except OAuthError as exc:
+        return render(ctx, "message.html", 400, title="Cannot sign out", error=True,
+                      message=exc.description)
+    hinted = await _hint_client(ctx, params.get("id_token_hint"))
+    if hinted is not None:
+        return await _logout(ctx, request, params, hinted)
+    return form_page(ctx, request, "message.html", title="Sign out?",
+                     message="Do you want to sign out of Bastion?", form_action=LOGOUT_PATH,
+                     button="Sign out", hidden=params)
+
+
+@router.post(LOGOUT_PATH, include_in_schema=False)
+async def logout_confirmed(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    form = await request.form()
+    if not csrf_ok(ctx, request, form.get("csrf_token")):
+        return render(ctx, "message.html", 400, title="Cannot sign out", error=True,
+                      message="This form has expired. Please try again.")
+    params = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
+    return await _logout(ctx, request, params, await _hint_client(ctx,
+                                                                  params.get("id_token_hint")))

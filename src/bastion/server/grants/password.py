@@ -1,0 +1,45 @@
+"""The resource owner password grant (RFC 6749 section 4.3), for first-party apps only.
+
+Off unless a client is registered with ``--grant-type password``; throttled like
+the login form (counters shared through the database).
+"""
+
+from __future__ import annotations
+
+import secrets as _secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from bastion.oauth.errors import InvalidGrant, InvalidRequest, SlowDown
+from bastion.server.checks.scope import granted_scope
+from bastion.server.context import Context
+from bastion.server.grants._issue import may_refresh, user_token_response
+from bastion.server.grants._request import TokenRequest
+from bastion.server.models import Grant
+from bastion.server.services import login
+from bastion.server.services.tokens import new_refresh_token
+
+GRANT_TYPE = "password"
+PARAMETERS = ("username", "password", "scope")
+
+
+async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
+    client, form = request.client, request.form
+    username, password = form.get("username"), form.get("password")
+    if not username or not password:
+        raise InvalidRequest("username and password are required.")
+    scope = granted_scope(form.get("scope"), client)
+    try:
+        user = await login.authenticate(ctx.storage, ctx.passwords, ctx.settings, username,
+                                        password, request.client_ip)
+    except login.TooManyAttempts as exc:
+        raise SlowDown(str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+    except login.LoginFailed as exc:
+        raise InvalidGrant(str(exc)) from None
+    now = datetime.now(UTC)
+    grant = Grant(id=_secrets.token_urlsafe(18), client_id=client.client_id, user_id=user.id,
+                  session_id=None, scope=scope, auth_time=now, created_at=now)
+    refresh, record = new_refresh_token(ctx.settings, grant, scope) if may_refresh(client) \
+        else (None, None)
+    await ctx.storage.create_grant(grant, record)
+    return await user_token_response(ctx, client, grant, user, scope, refresh_token=refresh)

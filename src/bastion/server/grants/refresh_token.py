@@ -1,0 +1,50 @@
+"""The refresh token grant (RFC 6749 section 6) with rotation and reuse detection.
+
+Every use returns a new refresh token and retires the old one. Presenting a
+retired token again revokes the whole family (RFC 9700 section 4.14.2); of
+several concurrent uses of one token exactly one succeeds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from bastion.oauth.errors import InvalidGrant, InvalidRequest, InvalidScope
+from bastion.server.context import Context
+from bastion.server.grants._issue import user_token_response
+from bastion.server.grants._request import TokenRequest
+from bastion.server.services import secrets
+from bastion.server.services.tokens import new_refresh_token
+
+GRANT_TYPE = "refresh_token"
+PARAMETERS = ("refresh_token", "scope")
+
+
+async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
+    client, form = request.client, request.form
+    token = form.get("refresh_token")
+    if not token:
+        raise InvalidRequest("Missing refresh_token.")
+    digest = secrets.digest(token)
+    stored = await ctx.storage.get_refresh_token(digest)
+    if stored is None or stored.client_id != client.client_id:
+        raise InvalidGrant("The refresh token is invalid.")
+    scope = stored.scope
+    if "scope" in form:  # RFC 6749 section 6: a narrower scope may be asked for
+        wanted = form["scope"].split()
+        if not set(wanted) <= set(stored.scope.split()):
+            raise InvalidScope("A refresh cannot widen the scope.")
+        scope = " ".join(dict.fromkeys(wanted))
+    grant = await ctx.storage.get_grant(stored.grant_id)
+    user = await ctx.storage.get_user(stored.user_id)
+    if grant is None or user is None:
+        raise InvalidGrant("The refresh token is invalid.")
+    now = datetime.now(UTC)
+    plain, record = new_refresh_token(ctx.settings, grant, scope)
+    result = await ctx.storage.rotate_refresh_token(digest, record, now)
+    if result == "reused":
+        raise InvalidGrant("The refresh token was already used; its whole family is revoked.")
+    if result == "invalid" or grant.revoked_at or user.deleted_at:
+        raise InvalidGrant("The refresh token is expired or revoked.")
+    return await user_token_response(ctx, client, grant, user, scope, refresh_token=plain)

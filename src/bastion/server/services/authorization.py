@@ -1,0 +1,31 @@
+"""Authorization codes: issued after sign-in, exchanged once at the token endpoint."""
+
+from __future__ import annotations
+
+import secrets as _secrets
+from datetime import UTC, datetime, timedelta
+
+from bastion.server.models import AuthorizationCode, Client, Grant, LoginSession
+from bastion.server.services import secrets
+from bastion.server.settings import Settings
+from bastion.server.storage.base import Storage
+
+
+async def issue_code(
+    storage: Storage, settings: Settings, *, client: Client, session: LoginSession,
+    redirect_uri: str, scope: str, nonce: str | None, code_challenge: str | None,
+) -> str:
+    """A new code and the grant its tokens will belong to; returns the plain code."""
+    now = datetime.now(UTC)
+    grant = Grant(id=_secrets.token_urlsafe(18), client_id=client.client_id,
+                  user_id=session.user_id, session_id=session.id, scope=scope,
+                  auth_time=session.auth_time, created_at=now)
+    plain = secrets.new_secret()
+    code = AuthorizationCode(
+        digest=secrets.digest(plain), client_id=client.client_id, user_id=session.user_id,
+        session_id=session.id, grant_id=grant.id, redirect_uri=redirect_uri, scope=scope,
+        nonce=nonce, code_challenge=code_challenge, auth_time=session.auth_time,
+        expires_at=now + timedelta(seconds=settings.authorization_code_ttl),
+    )
+    await storage.create_code(code, grant)
+    return plain

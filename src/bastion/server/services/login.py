@@ -1,0 +1,46 @@
+"""Password sign-in, shared by the login page and the password grant."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from bastion.server.models import User
+from bastion.server.services import throttle
+from bastion.server.services.errors import ServiceError
+from bastion.server.services.passwords import Passwords
+from bastion.server.settings import Settings
+from bastion.server.storage.base import Storage
+
+
+class LoginFailed(ServiceError):
+    """Wrong login or password; deliberately says no more than that."""
+
+    def __init__(self) -> None:
+        super().__init__("Incorrect username or password.")
+
+
+class TooManyAttempts(ServiceError):
+    def __init__(self, retry_after: int, locked: bool) -> None:
+        what = "temporarily locked" if locked else "paused"
+        super().__init__(f"Too many failed sign-ins: sign-in is {what}. "
+                         f"Try again in {retry_after} seconds.")
+        self.retry_after = retry_after
+
+
+async def authenticate(
+    storage: Storage, passwords: Passwords, settings: Settings,
+    login: str, password: str, ip: str | None,
+) -> User:
+    now = datetime.now(UTC)
+    blocked = await throttle.check(storage, settings, login, ip, now)
+    if blocked:
+        raise TooManyAttempts(blocked.retry_after, blocked.locked)
+    user = await storage.get_user_by_login(login.strip()) if 0 < len(login) <= 320 else None
+    usable = user is not None and user.deleted_at is None
+    # Always run the hash, so a missing account costs the same time as a wrong password.
+    ok = await passwords.averify(user.password_hash if user and usable else None, password)
+    if not ok or user is None or not usable:
+        await throttle.failed(storage, settings, login, ip, now)
+        raise LoginFailed()
+    await throttle.succeeded(storage, login)
+    return user

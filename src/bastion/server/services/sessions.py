@@ -1,0 +1,49 @@
+"""Login sessions: a row per browser sign-in, referenced by a signed cookie."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from bastion.server.models import LoginSession, User
+from bastion.server.services.signing import Signer
+from bastion.server.settings import Settings
+from bastion.server.storage.base import Storage
+
+COOKIE = "bastion_session"
+_PURPOSE = "session"
+
+
+async def start(storage: Storage, settings: Settings, signer: Signer, user: User,
+                user_agent: str) -> tuple[LoginSession, str]:
+    """A new session (a fresh id on every sign-in: no fixation) and its cookie value."""
+    now = datetime.now(UTC)
+    session = LoginSession(
+        id=secrets.token_urlsafe(24),
+        user_id=user.id,
+        auth_time=now,
+        expires_at=now + timedelta(seconds=settings.session_ttl),
+        created_at=now,
+        user_agent=user_agent[:300],
+    )
+    await storage.create_session(session)
+    return session, signer.sign(_PURPOSE, session.id)
+
+
+async def current(storage: Storage, signer: Signer,
+                  cookie: str | None) -> tuple[LoginSession, User] | None:
+    """The live session and user the cookie names, if any."""
+    session_id = signer.unsign(_PURPOSE, cookie)
+    if session_id is None:
+        return None
+    session = await storage.get_session(session_id)
+    if session is None or session.revoked_at or session.expires_at <= datetime.now(UTC):
+        return None
+    user = await storage.get_user(session.user_id)
+    if user is None or user.deleted_at is not None:
+        return None
+    return session, user
+
+
+async def end(storage: Storage, session_id: str) -> None:
+    await storage.revoke_session(session_id, datetime.now(UTC))
