@@ -1,0 +1,103 @@
+"""Validation of OpenID Connect ID tokens (Core 1.0 section 3.1.3.7), without I/O.
+
+After the signature is checked with the provider's JWKS (``alg`` allow-listed,
+key chosen by ``kid``): ``iss`` is the issuer, ``aud`` contains our client id
+(and ``azp`` is us when there are several audiences), ``exp`` is in the future
+and ``iat`` not in the future (with leeway), ``nonce`` equals the one we sent
+(when we sent one), and ``at_hash``,
+when present, is the left half of the hash of the access token.
+
+https://openid.net/specs/openid-connect-core-1_0.html#IDTokenValidation
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from bastion.oauth.errors import InvalidToken
+from bastion.oauth.jose import (
+    JoseError,
+    PublicKey,
+    UnknownKey,
+    b64url_encode,
+    parse_compact,
+    verify_signature,
+)
+
+__all__ = ["at_hash", "check_id_token_claims", "verify_id_token_signature"]
+
+_HASHES = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
+
+
+def at_hash(access_token: str, alg: str) -> str:
+    """Core 3.1.3.6: base64url of the left half of the hash named by ``alg``."""
+    digest = _HASHES.get(alg[-3:], hashlib.sha256)(access_token.encode("ascii")).digest()
+    return b64url_encode(digest[: len(digest) // 2])
+
+
+def verify_id_token_signature(
+    token: str, keys: Mapping[str, PublicKey], algorithms: Collection[str]
+) -> tuple[str, dict[str, Any]]:
+    """``(alg, claims)`` once the signature checks out.
+
+    Raises ``UnknownKey`` for a ``kid`` not in ``keys`` (refetch the JWKS) and
+    ``InvalidToken`` for anything else.
+    """
+    try:
+        compact = parse_compact(token)
+        key = verify_signature(compact, keys, algorithms)
+        return key.alg, compact.claims()
+    except UnknownKey:
+        raise
+    except JoseError:
+        raise InvalidToken("The ID token is malformed or its signature is invalid.") from None
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float:
+    value = claims.get(name)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise InvalidToken(f"The ID token has no numeric {name} claim.")
+    return float(value)
+
+
+def check_id_token_claims(
+    claims: Mapping[str, Any],
+    *,
+    issuer: str,
+    client_id: str,
+    now: float,
+    leeway: float,
+    nonce: str | None,
+    access_token: str | None = None,
+    alg: str = "RS256",
+) -> None:
+    """Raise ``InvalidToken`` unless ``claims`` are a valid ID token for us now."""
+    if claims.get("iss") != issuer:
+        raise InvalidToken("The ID token was issued by another issuer.")
+    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+        raise InvalidToken("The ID token has no subject.")
+    aud = claims.get("aud")
+    audiences = aud if isinstance(aud, list) else [aud]
+    if client_id not in audiences:
+        raise InvalidToken("The ID token is not meant for this client.")
+    azp = claims.get("azp")
+    if (len(audiences) > 1 or azp is not None) and azp != client_id:
+        raise InvalidToken("The ID token's authorized party is another client.")
+    if _number(claims, "exp") <= now - leeway:
+        raise InvalidToken("The ID token has expired.")
+    if _number(claims, "iat") > now + leeway:
+        raise InvalidToken("The ID token was issued in the future.")
+    if nonce is not None:
+        sent = claims.get("nonce")
+        if not isinstance(sent, str) or not hmac.compare_digest(sent, nonce):
+            raise InvalidToken("The ID token's nonce does not match the login request.")
+    expected_hash = claims.get("at_hash")
+    if expected_hash is None or access_token is None:
+        return
+    if not isinstance(expected_hash, str) or not hmac.compare_digest(
+        expected_hash, at_hash(access_token, alg)
+    ):
+        raise InvalidToken("The ID token's at_hash does not match the access token.")
