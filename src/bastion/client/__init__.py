@@ -1,12 +1,14 @@
 """The Bastion SDK: sync and async clients for any OAuth 2.0 / OIDC provider.
 
-Layout: ``_base`` is the I/O-free core (every flow, decision and parser);
-``_client`` and ``_async_client`` are the two thin sending shells; ``_auth`` is
-the client-credentials ``httpx2.Auth``; ``connections`` holds named settings;
-``jwks`` the key cache; ``tokens`` the ``TokenSet``; ``exceptions`` the tree.
-Later pieces get their own modules here: ``state`` (signed OAuth state),
-``pkce``-based login in the core flows, ``models`` (``User``...),
-``integrations/`` (FastAPI).
+Layout: ``_base`` is the I/O-free core (discovery, keys, token endpoint,
+introspection, revocation, verification); ``_login`` adds the I/O-free flows
+for users (authorization code with PKCE, password grant, userinfo, logout,
+revoke-all, token-set checks); ``_client`` and ``_async_client`` are the two
+thin sending shells; ``_auth`` holds the ``httpx2.Auth`` flows (client
+credentials, and a user's refreshing ``TokenAuth``); ``state`` seals the OAuth
+state; ``id_token`` validates ID tokens; ``connections`` holds named settings;
+``models`` the high-level ``User``; ``jwks`` the key cache; ``tokens`` the
+``TokenSet`` and ``TokenCheck``; ``exceptions`` the tree.
 
 This package never imports ``bastion.server``.
 """
@@ -16,19 +18,26 @@ from __future__ import annotations
 from bastion.oauth.metadata import ProviderMetadata
 
 from ._async_client import AsyncClient
-from ._auth import ClientCredentialsAuth
+from ._auth import ClientCredentialsAuth, TokenAuth
 from ._client import Client
 from .connections import configure, get_settings
 from .exceptions import *  # noqa: F403 - the exception tree is part of the API
 from .exceptions import __all__ as _exception_names
-from .tokens import TokenSet
+from .models import User
+from .state import MemoryReplayStore, ReplayStore
+from .tokens import TokenCheck, TokenSet
 
 __all__ = [
     "AsyncClient",
     "Client",
     "ClientCredentialsAuth",
+    "MemoryReplayStore",
     "ProviderMetadata",
+    "ReplayStore",
+    "TokenAuth",
+    "TokenCheck",
     "TokenSet",
+    "User",
     "configure",
     "get_settings",
     *_exception_names,

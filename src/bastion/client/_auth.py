@@ -1,16 +1,27 @@
-"""Client credentials as an ``httpx2.Auth`` flow (RFC 6749 section 4.4).
+"""Bearer tokens as ``httpx2.Auth`` flows: the client's own, and a user's.
 
-The token is fetched on first use, cached, replaced ``refresh_margin`` seconds
-before it expires, and replaced once when the resource server answers 401.
-The flow itself is lock-free and shared; ``sync_auth_flow`` and
-``async_auth_flow`` only add the lock (a thread lock or an anyio lock) around
-"get a usable token", so concurrent callers trigger a single fetch.
+- ``ClientCredentialsAuth`` (RFC 6749 section 4.4): fetched on first use.
+- ``TokenAuth``: a signed-in user's ``TokenSet``, refreshed with its refresh
+  token (RFC 6749 section 6); the new tokens replace the old ones (rotation)
+  and are handed to ``on_refresh`` so the app can store them.
+
+Both cache the token, replace it ``refresh_margin`` seconds before it expires,
+and once more when the resource server answers 401. The flow itself is
+lock-free and shared; ``sync_auth_flow`` and ``async_auth_flow`` only add the
+lock (a thread lock or an anyio lock) around "get a usable token", so
+concurrent callers trigger a single fetch or refresh.
+
+While a token request is in flight the outer request carries the extension
+``TOKEN_REQUEST_IN_FLIGHT``: if sending fails then, the token request may have
+been processed, and the shells' retry loop must not send it again (a reused
+refresh token revokes its whole family).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import AsyncGenerator, Collection, Generator
+from collections.abc import AsyncGenerator, Callable, Collection, Generator
 
 import anyio
 import httpx2
@@ -18,27 +29,22 @@ import httpx2
 from ._base import BaseClient, Flow
 from .tokens import TokenSet
 
-__all__ = ["ClientCredentialsAuth"]
+__all__ = ["TOKEN_REQUEST_IN_FLIGHT", "ClientCredentialsAuth", "TokenAuth"]
+
+TOKEN_REQUEST_IN_FLIGHT = "bastion.token_request_in_flight"
 
 
-class ClientCredentialsAuth(httpx2.Auth):
-    """Adds a client-credentials bearer token to each request.
-
-    Use it with the SDK's ``Client.request`` or with any ``httpx2`` client:
-    ``httpx2.Client(auth=bastion_client.auth)``.
-    """
-
+class _CachedTokenAuth(httpx2.Auth):
     requires_request_body = True  # a request refused with 401 is sent again
 
-    def __init__(self, core: BaseClient, scope: str | Collection[str] | None = None) -> None:
+    def __init__(self, core: BaseClient) -> None:
         self._core = core
-        self._scope = scope
         self._token: TokenSet | None = None
         self._thread_lock = threading.Lock()
         self._task_lock: anyio.Lock | None = None
 
-    def __repr__(self) -> str:
-        return f"ClientCredentialsAuth(url={self._core.settings.url!r}, scope={self._scope!r})"
+    def new_token_flow(self) -> Flow[TokenSet]:
+        raise NotImplementedError
 
     def token_flow(self, stale: TokenSet | None = None) -> Flow[TokenSet]:
         """A usable token: the cached one unless it is ``stale`` or about to expire."""
@@ -47,7 +53,7 @@ class ClientCredentialsAuth(httpx2.Auth):
         fresh = token is not None and not token.expires_within(margin, self._core.clock())
         if token is not None and token is not stale and fresh:
             return token
-        token = yield from self._core.client_credentials_flow(self._scope)
+        token = yield from self.new_token_flow()
         self._token = token
         return token
 
@@ -62,20 +68,23 @@ class ClientCredentialsAuth(httpx2.Auth):
         token = yield from self.token_flow()
         response = yield self._authorize(request, token)
         if response.status_code == 401:
-            token = yield from self.token_flow(stale=token)
-            yield self._authorize(request, token)
+            renewed = yield from self.token_flow(stale=token)
+            if renewed is not token:
+                yield self._authorize(request, renewed)
 
     # -- the shells: same steps, plus a lock and reading each token response -----
 
     def _sync_token(
-        self, stale: TokenSet | None
+        self, request: httpx2.Request, stale: TokenSet | None
     ) -> Generator[httpx2.Request, httpx2.Response, TokenSet]:
         with self._thread_lock:
             flow = self.token_flow(stale)
             try:
                 token_request = next(flow)
                 while True:
+                    request.extensions[TOKEN_REQUEST_IN_FLIGHT] = True
                     response = yield token_request
+                    del request.extensions[TOKEN_REQUEST_IN_FLIGHT]
                     response.read()
                     token_request = flow.send(response)
             except StopIteration as done:
@@ -86,12 +95,13 @@ class ClientCredentialsAuth(httpx2.Auth):
         self, request: httpx2.Request
     ) -> Generator[httpx2.Request, httpx2.Response, None]:
         request.read()
-        token = yield from self._sync_token(None)
+        token = yield from self._sync_token(request, None)
         response = yield self._authorize(request, token)
         if response.status_code == 401:
             response.read()
-            token = yield from self._sync_token(token)
-            yield self._authorize(request, token)
+            renewed = yield from self._sync_token(request, token)
+            if renewed is not token:
+                yield self._authorize(request, renewed)
 
     async def async_auth_flow(
         self, request: httpx2.Request
@@ -107,13 +117,75 @@ class ClientCredentialsAuth(httpx2.Auth):
                 try:
                     token_request = next(flow)
                     while True:
+                        request.extensions[TOKEN_REQUEST_IN_FLIGHT] = True
                         token_response = yield token_request
+                        del request.extensions[TOKEN_REQUEST_IN_FLIGHT]
                         await token_response.aread()
                         token_request = flow.send(token_response)
                 except StopIteration as done:
                     token: TokenSet = done.value
+            if token is stale:  # nothing better to offer: the 401 stands
+                return
             response = yield self._authorize(request, token)
             if response.status_code != 401 or stale is not None:
                 return
             await response.aread()
             stale = token
+
+
+class ClientCredentialsAuth(_CachedTokenAuth):
+    """Adds a client-credentials bearer token to each request.
+
+    Use it with the SDK's ``Client.request`` or with any ``httpx2`` client:
+    ``httpx2.Client(auth=bastion_client.auth)``.
+    """
+
+    def __init__(self, core: BaseClient, scope: str | Collection[str] | None = None) -> None:
+        super().__init__(core)
+        self._scope = scope
+
+    def __repr__(self) -> str:
+        return f"ClientCredentialsAuth(url={self._core.settings.url!r}, scope={self._scope!r})"
+
+    def new_token_flow(self) -> Flow[TokenSet]:
+        return (yield from self._core.client_credentials_flow(self._scope))
+
+
+class TokenAuth(_CachedTokenAuth):
+    """Adds a user's access token to each request, refreshing it when due.
+
+    ``client.token_auth(tokens, on_refresh=save)``; ``auth.tokens`` is always
+    the current ``TokenSet``. Without a refresh token, an expired access token
+    is sent as is and the server's 401 is returned.
+    """
+
+    def __init__(
+        self,
+        core: BaseClient,
+        tokens: TokenSet,
+        on_refresh: Callable[[TokenSet], object] | None = None,
+    ) -> None:
+        super().__init__(core)
+        self._token = tokens
+        self._on_refresh = on_refresh
+
+    def __repr__(self) -> str:
+        return f"TokenAuth(url={self._core.settings.url!r}, tokens={self._token!r})"
+
+    @property
+    def tokens(self) -> TokenSet:
+        assert self._token is not None  # set at construction, only ever replaced
+        return self._token
+
+    def new_token_flow(self) -> Flow[TokenSet]:
+        current = self.tokens
+        if not current.refresh_token:
+            return current
+        tokens = yield from self._core.refresh_flow(current.refresh_token)
+        if tokens.id_token is None and current.id_token is not None:
+            tokens = dataclasses.replace(
+                tokens, id_token=current.id_token, id_token_claims=current.id_token_claims
+            )
+        if self._on_refresh is not None and tokens is not current:
+            self._on_refresh(tokens)
+        return tokens

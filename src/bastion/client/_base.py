@@ -11,6 +11,8 @@ client-credentials ``httpx2.Auth`` in ``_auth``.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import hashlib
 import time
 from collections.abc import Callable, Collection, Generator
 from typing import Any, TypeVar
@@ -44,6 +46,8 @@ T = TypeVar("T")
 Flow = Generator[httpx2.Request, httpx2.Response, T]
 
 _JSON_HEADERS = {"Accept": "application/json"}
+#: Refresh results kept to answer a second refresh of the same token.
+_MAX_REMEMBERED = 1024
 
 
 def _scope_text(scope: str | Collection[str] | None) -> str | None:
@@ -62,6 +66,11 @@ class BaseClient:
         self.metadata: ProviderMetadata | None = None
         self.keys = KeySet()
         self.verifier = TokenVerifier(self.keys, settings.algorithms)
+        #: The ``Client`` or ``AsyncClient`` driving this core; tokens are bound to it.
+        self.owner: Any = None
+        #: Recent refreshes, by digest of the spent refresh token (see ``refresh_flow``).
+        self.refreshed: dict[bytes, TokenSet] = {}
+        self._state_key: bytes | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.settings.url!r})"
@@ -157,7 +166,16 @@ class BaseClient:
 
     def token_flow(self, data: dict[str, str], purpose: str) -> Flow[TokenSet]:
         response = yield from self._post_flow("token_endpoint", data, purpose)
-        return TokenSet.from_response(json_object(response.content), self.clock())
+        tokens = TokenSet.from_response(json_object(response.content), self.clock())
+        return dataclasses.replace(tokens, client=self.owner)
+
+    def state_key(self) -> bytes:
+        """The AES key for sealed OAuth states, derived once from ``state_key``."""
+        if self._state_key is None:
+            from .state import derive_key
+
+            self._state_key = derive_key(self.settings.require("state_key", "the OAuth state"))
+        return self._state_key
 
     def client_credentials_flow(self, scope: str | Collection[str] | None = None) -> Flow[TokenSet]:
         """RFC 6749 section 4.4."""
@@ -169,11 +187,39 @@ class BaseClient:
     def refresh_flow(
         self, refresh_token: str, scope: str | Collection[str] | None = None
     ) -> Flow[TokenSet]:
-        """RFC 6749 section 6."""
+        """RFC 6749 section 6, sending each refresh token once per process.
+
+        With rotation (RFC 9700 section 4.14.2) a refresh token is single use and
+        a reused one revokes its whole family. So the result of a refresh is kept
+        for a short while, keyed by the spent token: a second caller holding the
+        same old token (two requests of one browser session) gets the same new
+        tokens instead of presenting the spent one. The shells serialize refreshes
+        so the second caller waits for the first.
+        """
+        key = hashlib.sha256(refresh_token.encode()).digest()
+        now = self.clock()
+        known = self.refreshed.get(key)
+        if known is not None and not known.expires_within(self.settings.refresh_margin, now):
+            return known
         data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         if text := _scope_text(scope):
             data["scope"] = text
-        return (yield from self.token_flow(data, "refresh"))
+        tokens = yield from self.token_flow(data, "refresh")
+        if tokens.refresh_token is None:  # no rotation: the old one stays valid
+            tokens = dataclasses.replace(tokens, refresh_token=refresh_token)
+        self._remember_refresh(key, tokens, now)
+        return tokens
+
+    def _remember_refresh(self, key: bytes, tokens: TokenSet, now: float) -> None:
+        margin = self.settings.refresh_margin
+        if len(self.refreshed) >= _MAX_REMEMBERED:
+            self.refreshed = {
+                k: v for k, v in self.refreshed.items() if not v.expires_within(margin, now)
+            }
+            while len(self.refreshed) >= _MAX_REMEMBERED:
+                del self.refreshed[next(iter(self.refreshed))]
+        if tokens.expires_at is not None:
+            self.refreshed[key] = tokens
 
     # -- introspection and revocation -------------------------------------------
 
@@ -190,8 +236,17 @@ class BaseClient:
             raise ProtocolError("The introspection response has no boolean 'active'.")
         return body
 
-    def revoke_flow(self, token: str, token_type_hint: str | None = None) -> Flow[None]:
-        """RFC 7009: revoking an unknown or already revoked token also succeeds."""
+    def revoke_flow(self, token: str | TokenSet, token_type_hint: str | None = None) -> Flow[None]:
+        """RFC 7009: revoking an unknown or already revoked token also succeeds.
+
+        A ``TokenSet`` revokes its refresh token first (the provider revokes the
+        whole family), then its access token.
+        """
+        if isinstance(token, TokenSet):
+            if token.refresh_token:
+                yield from self.revoke_flow(token.refresh_token, "refresh_token")
+            yield from self.revoke_flow(token.access_token, "access_token")
+            return
         data = {"token": token}
         if token_type_hint:
             data["token_type_hint"] = token_type_hint

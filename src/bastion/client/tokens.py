@@ -1,7 +1,12 @@
-"""``TokenSet``: a token endpoint response (RFC 6749 section 5.1).
+"""``TokenSet``: a token endpoint response (RFC 6749 section 5.1), and ``TokenCheck``.
 
 Unknown fields are kept in ``extra``, never rejected; ``repr`` never shows a
 token. ``expires_at`` is computed once, from the local clock at receipt.
+
+A ``TokenSet`` obtained through a ``Client`` or ``AsyncClient`` is bound to it:
+``tokens.refresh()`` / ``tokens.revoke()`` use that client (``arefresh`` /
+``arevoke`` for an ``AsyncClient``). A refresh returns a *new* ``TokenSet``:
+with rotating refresh tokens the old one is spent, so always keep the new one.
 """
 
 from __future__ import annotations
@@ -9,11 +14,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from .exceptions import ProtocolError
+from .exceptions import ConfigurationError, ProtocolError
 
-__all__ = ["TokenSet"]
+if TYPE_CHECKING:
+    from ._async_client import AsyncClient
+    from ._client import Client
+
+__all__ = ["TokenCheck", "TokenSet"]
 
 _KNOWN = frozenset(
     {"access_token", "token_type", "expires_in", "refresh_token", "scope", "id_token"}
@@ -31,6 +40,10 @@ class TokenSet:
     scope: str | None = None
     id_token: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: The ID token's claims, once the SDK has validated it.
+    id_token_claims: Mapping[str, Any] | None = field(default=None, compare=False)
+    #: The client that obtained these tokens (used by ``refresh`` and ``revoke``).
+    client: Client | AsyncClient | None = field(default=None, compare=False)
 
     @classmethod
     def from_response(cls, body: Mapping[str, Any], now: float) -> TokenSet:
@@ -77,6 +90,47 @@ class TokenSet:
         scheme = "Bearer" if self.token_type.lower() == "bearer" else self.token_type
         return f"{scheme} {self.access_token}"
 
+    # -- bound operations -----------------------------------------------------
+
+    def _sync_client(self, call: str) -> Client:
+        from ._client import Client
+
+        if not isinstance(self.client, Client):
+            raise ConfigurationError(
+                f"TokenSet.{call}() needs tokens obtained through a Client"
+                + (f" (use a{call}() with an AsyncClient)" if self.client is not None else "")
+            )
+        return self.client
+
+    def _async_client(self, call: str) -> AsyncClient:
+        from ._async_client import AsyncClient
+
+        if not isinstance(self.client, AsyncClient):
+            raise ConfigurationError(
+                f"TokenSet.a{call}() needs tokens obtained through an AsyncClient"
+                + (f" (use {call}() with a Client)" if self.client is not None else "")
+            )
+        return self.client
+
+    def _refresh_token(self) -> str:
+        if not self.refresh_token:
+            raise ConfigurationError("These tokens have no refresh_token to refresh with.")
+        return self.refresh_token
+
+    def refresh(self) -> TokenSet:
+        """New tokens from the refresh token; the old refresh token is spent."""
+        return self._sync_client("refresh").refresh(self._refresh_token())
+
+    async def arefresh(self) -> TokenSet:
+        return await self._async_client("refresh").refresh(self._refresh_token())
+
+    def revoke(self) -> None:
+        """Revoke the refresh token (its whole family) and the access token (RFC 7009)."""
+        self._sync_client("revoke").revoke(self)
+
+    async def arevoke(self) -> None:
+        await self._async_client("revoke").revoke(self)
+
     def __repr__(self) -> str:
         expires = self.expires_at.isoformat() if self.expires_at else None
         refresh = "'***'" if self.refresh_token else "None"
@@ -84,3 +138,26 @@ class TokenSet:
             f"TokenSet(access_token='***', token_type={self.token_type!r}, "
             f"expires_at={expires!r}, refresh_token={refresh}, scope={self.scope!r})"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCheck:
+    """The outcome of ``validate_token_set(access_token, refresh_token)``.
+
+    - ``"valid"``: the access token is good; ``tokens`` holds the pair as given
+      and ``claims`` the access token's claims.
+    - ``"refreshed"``: the access token was not, the refresh token was; ``tokens``
+      are the *new* tokens, which the caller must store (the old refresh token
+      is spent).
+    - ``"invalid"``: neither can be used; ``tokens`` is ``None`` and ``error``
+      says why. The user must sign in again.
+    """
+
+    state: Literal["valid", "refreshed", "invalid"]
+    tokens: TokenSet | None = None
+    claims: Mapping[str, Any] | None = None
+    error: Exception | None = field(default=None, repr=False)
+
+    @property
+    def is_valid(self) -> bool:
+        return self.state != "invalid"
