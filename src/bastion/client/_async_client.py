@@ -206,7 +206,8 @@ class AsyncClient:
 
         Raises ``InvalidStateError`` for a state that is forged, expired, for
         another provider or client, not ``expected_state``, or already claimed
-        in ``replay_store``; ``InvalidToken`` for a bad ID token.
+        in ``replay_store``, or when ``iss`` (RFC 9207) names another issuer;
+        ``InvalidToken`` for a bad ID token.
         """
         return await self._run(
             _login.finish_authorization_flow(
@@ -241,6 +242,7 @@ class AsyncClient:
                 iss=params.get("iss"),
                 error=params,
                 replay_store=replay_store,
+                whole_response=True,
             )
         )
 

@@ -201,7 +201,8 @@ class Client:
 
         Raises ``InvalidStateError`` for a state that is forged, expired, for
         another provider or client, not ``expected_state``, or already claimed
-        in ``replay_store``; ``InvalidToken`` for a bad ID token.
+        in ``replay_store``, or when ``iss`` (RFC 9207) names another issuer;
+        ``InvalidToken`` for a bad ID token.
         """
         return self._run(
             _login.finish_authorization_flow(
@@ -236,6 +237,7 @@ class Client:
                 iss=params.get("iss"),
                 error=params,
                 replay_store=replay_store,
+                whole_response=True,
             )
         )
 

@@ -149,15 +149,21 @@ def finish_authorization_flow(
     iss: str | None = None,
     error: Mapping[str, str] | None = None,
     replay_store: ReplayStore | None = None,
+    whole_response: bool = False,
 ) -> Flow[TokenSet]:
-    """Check the callback, exchange the code (with PKCE) and validate the ID token."""
+    """Check the callback, exchange the code (with PKCE) and validate the ID token.
+
+    ``iss`` is checked when given; with ``whole_response`` (the caller passed the
+    whole callback) its absence is an error too if the provider says it sends it.
+    """
     state = open_state(core, callback_state, expected_state)
     metadata = yield from core.metadata_flow()
     if state.issuer != metadata.issuer:
         raise InvalidStateError("The state was issued for another provider.")
     if iss is not None and iss != metadata.issuer:  # RFC 9207 section 2.4
         raise InvalidStateError("The callback comes from another issuer (iss).")
-    if iss is None and metadata.raw.get("authorization_response_iss_parameter_supported"):
+    sends_iss = metadata.raw.get("authorization_response_iss_parameter_supported") is True
+    if iss is None and whole_response and sends_iss:
         raise InvalidStateError("The callback lacks the iss parameter its provider sends.")
     if replay_store is not None and not replay_store.claim(state.id, state.expires_at):
         raise InvalidStateError("The state was already used.")

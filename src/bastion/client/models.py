@@ -146,11 +146,12 @@ class User:
         using: str | None = None,
         *,
         replay_store: ReplayStore | None = None,
+        iss: str | None = None,
     ) -> User:
-        """Finish the login: check the state, trade the code, read the user."""
+        """Finish the login: check the state (and ``iss``), trade the code, read the user."""
         client = shared_client(using)
         tokens = client.finish_authorization(
-            code, callback_state, expected_state, replay_store=replay_store
+            code, callback_state, expected_state, iss=iss, replay_store=replay_store
         )
         return cls.from_claims(client.userinfo(tokens), tokens)
 
@@ -163,10 +164,11 @@ class User:
         using: str | None = None,
         *,
         replay_store: ReplayStore | None = None,
+        iss: str | None = None,
     ) -> User:
         client = shared_async_client(using)
         tokens = await client.finish_authorization(
-            code, callback_state, expected_state, replay_store=replay_store
+            code, callback_state, expected_state, iss=iss, replay_store=replay_store
         )
         return cls.from_claims(await client.userinfo(tokens), tokens)
 
