@@ -97,3 +97,107 @@ async def test_concurrent_rotations_leave_one_active_key(storage: SQLStorage) ->
 
 async def test_ping(storage: SQLStorage) -> None:
     await storage.ping()
+
+
+# -- directory: users search, organizations, roles, events ------------------------
+
+from bastion.server.models import Event, Organization, Role  # noqa: E402
+
+
+async def seed_users(storage: SQLStorage) -> None:
+    names = [("alice", "alice@example.com"), ("Bob_99", "bob@corp.example"),
+             ("carol", "CAROL@Example.org"), ("dave%x", "dave@x.example")]
+    for i, (name, mail) in enumerate(names, start=1):
+        await storage.create_user(user(i, username=name, email=mail,
+                                       created_at=NOW + timedelta(seconds=i)))
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    (None, ["alice", "Bob_99", "carol", "dave%x"]),
+    ("EXAMPLE", ["alice", "Bob_99", "carol", "dave%x"]),  # trigram path, case-insensitive
+    ("corp", ["Bob_99"]),
+    ("b_9", ["Bob_99"]),
+    ("%", ["dave%x"]),  # LIKE wildcards are literal
+    ("_", ["Bob_99"]),
+    ("al", ["alice"]),  # short: no trigram, a scan
+    ("ol@ex", ["carol"]),
+    ('"; DROP TABLE users; --', []),
+    ("zzz", []),
+])
+async def test_search_users_by_substring(storage: SQLStorage, query, expected) -> None:
+    await seed_users(storage)
+    found = await storage.search_users(query, limit=10, offset=0)
+    assert [u.username for u in found] == expected
+    assert await storage.count_users(query) == len(expected)
+
+
+async def test_search_pages_in_a_stable_order_and_skips_deleted(storage: SQLStorage) -> None:
+    await seed_users(storage)
+    await storage.update_user(user(2).id, {"deleted_at": NOW})
+    assert [u.username for u in await storage.search_users(None, 2, 0)] == ["alice", "carol"]
+    assert [u.username for u in await storage.search_users(None, 2, 2)] == ["dave%x"]
+    assert await storage.count_users(None) == 3
+    assert await storage.count_users(None, include_deleted=True) == 4
+
+
+async def test_update_user_keeps_search_in_sync_and_reports_conflicts(storage) -> None:
+    await seed_users(storage)
+    updated = await storage.update_user(user(1).id, {"username": "alicia"})
+    assert updated is not None and updated.username == "alicia"
+    assert updated.updated_at > NOW
+    assert [u.username for u in await storage.search_users("alicia", 5, 0)] == ["alicia"]
+    assert await storage.search_users("alice@", 5, 0) != []  # email unchanged
+    with pytest.raises(Conflict) as err:
+        await storage.update_user(user(1).id, {"username": "CAROL"})
+    assert err.value.field == "username"
+    assert await storage.update_user("missing", {"username": "x"}) is None
+
+
+async def test_organizations_and_roles(storage: SQLStorage) -> None:
+    org = Organization(id="org-1", name="Acme", created_at=NOW)
+    await storage.create_organization(org)
+    with pytest.raises(Conflict):
+        await storage.create_organization(Organization(id="org-2", name="ACME", created_at=NOW))
+    assert await storage.get_organization("acme") == org
+    assert await storage.list_organizations(10, 0) == ([org], 1)
+    editor = Role(id="r-1", organization_id="org-1", name="editor",
+                  permissions=("posts:read", "posts:write"), created_at=NOW)
+    await storage.create_role(editor)
+    await storage.create_role(Role(id="r-2", organization_id="org-1", name="empty",
+                                   permissions=(), created_at=NOW))
+    with pytest.raises(Conflict):
+        await storage.create_role(replace(editor, id="r-3", name="Editor"))
+    assert await storage.get_role("org-1", "EDITOR") == editor
+    await storage.change_permissions("r-1", add=["posts:delete", "posts:read"],
+                                     remove=["posts:write"])
+    role = await storage.get_role("org-1", "r-1")
+    assert role is not None and role.permissions == ("posts:delete", "posts:read")
+    assert [r.name for r in await storage.list_roles("org-1")] == ["editor", "empty"]
+
+
+async def test_user_roles_change_atomically_and_block_deletion(storage: SQLStorage) -> None:
+    await storage.create_user(user())
+    await storage.create_organization(Organization(id="o", name="o", created_at=NOW))
+    for rid in ("a", "b"):
+        await storage.create_role(Role(id=rid, organization_id="o", name=rid,
+                                       permissions=(f"{rid}:x",), created_at=NOW))
+    uid = user().id
+    assert [r.id for r in await storage.change_user_roles(uid, "o", ["a"], [])] == ["a"]
+    assert [r.id for r in await storage.change_user_roles(uid, "o", ["b", "b"], ["a"])] == ["b"]
+    assert await storage.delete_role("o", "b", force=False) == "in_use"
+    assert await storage.delete_role("o", "a", force=False) == "deleted"
+    assert await storage.delete_role("o", "b", force=True) == "deleted"
+    assert await storage.user_roles(uid, "o") == []
+    assert await storage.delete_role("o", "b", force=True) == "missing"
+
+
+async def test_events_filter_and_page_newest_first(storage: SQLStorage) -> None:
+    for i in range(5):
+        await storage.add_event(Event(id=f"e{i}", at=NOW + timedelta(seconds=i),
+                                      action="login.failure" if i % 2 else "login.success",
+                                      actor=f"u{i % 2}", actor_type="user", target="t",
+                                      client_id="c", ip="127.0.0.1", detail={"i": i}))
+    items, count = await storage.list_events({"action": "login.success"}, 2, 0)
+    assert count == 3 and [e.id for e in items] == ["e4", "e2"]
+    items, count = await storage.list_events({"since": NOW + timedelta(seconds=3)}, 10, 0)
+    assert [e.id for e in items] == ["e4", "e3"] and items[0].detail == {"i": 4}

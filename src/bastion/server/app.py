@@ -20,12 +20,17 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bastion.oauth.errors import OAuthError
+from bastion.server.api import events as api_events
+from bastion.server.api import organizations as api_organizations
 from bastion.server.api import sessions as api_sessions
+from bastion.server.api import user_roles as api_user_roles
+from bastion.server.api import users as api_users
 from bastion.server.api.problems import (
     ApiError,
     api_error_handler,
     http_error_handler,
     oauth_problem,
+    service_error_handler,
     validation_handler,
 )
 from bastion.server.context import Context
@@ -41,6 +46,7 @@ from bastion.server.endpoints import (
     userinfo,
 )
 from bastion.server.errors import oauth_error_response
+from bastion.server.services.errors import ServiceError
 from bastion.server.settings import Settings, load_settings
 
 log = logging.getLogger("bastion")
@@ -93,7 +99,9 @@ def create_app(settings: Settings, ctx: Context | None = None) -> ASGIApp:
     api.add_exception_handler(ApiError, api_error_handler)
     api.add_exception_handler(RequestValidationError, validation_handler)
     api.add_exception_handler(HTTPException, http_error_handler)
-    for module in (discovery, jwks, authorize, login, userinfo, logout, api_sessions):
+    api.add_exception_handler(ServiceError, service_error_handler)
+    for module in (discovery, jwks, authorize, login, userinfo, logout, api_users, api_sessions,
+                   api_organizations, api_user_roles, api_events):
         api.include_router(module.router)
     return BastionApp(context, api)
 

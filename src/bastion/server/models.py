@@ -72,6 +72,7 @@ class AuthorizationCode:
     auth_time: datetime
     expires_at: datetime
     consumed_at: datetime | None = None
+    organization_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ class Grant:
     auth_time: datetime
     created_at: datetime
     revoked_at: datetime | None = None
+    organization_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +112,36 @@ class Throttle:
     failures: int
     last_failure_at: datetime
     locked_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Organization:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """A named set of permission strings within one organization."""
+
+    id: str
+    organization_id: str
+    name: str
+    permissions: tuple[str, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One audit record: who did what to what, when, from where."""
+
+    id: str
+    at: datetime
+    action: str
+    actor: str | None  # a user id or a client id
+    actor_type: Literal["user", "client", "anonymous", "system"]
+    target: str | None
+    client_id: str | None
+    ip: str | None
+    detail: dict[str, Any] = field(default_factory=dict)

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from bastion.oauth.errors import OAuthError
 from bastion.server.errors import problem
+from bastion.server.services.errors import AlreadyExists, InUse, InvalidInput, NotFound
 
 
 class ApiError(Exception):
@@ -49,3 +50,15 @@ async def http_error_handler(_request: Request, exc: Exception) -> Response:
     if exc.headers:
         response.headers.update(exc.headers)
     return response
+
+
+_SERVICE_STATUS = ((NotFound, 404, "Not Found"), (AlreadyExists, 409, "Conflict"),
+                   (InUse, 409, "Conflict"), (InvalidInput, 422, "Invalid input"))
+
+
+async def service_error_handler(_request: Request, exc: Exception) -> Response:
+    for cls, status, title in _SERVICE_STATUS:
+        if isinstance(exc, cls):
+            extra = {"field": exc.field} if isinstance(exc, InvalidInput | AlreadyExists) else {}
+            return problem(status, title, str(exc), **extra)
+    return problem(400, "Bad Request", str(exc))

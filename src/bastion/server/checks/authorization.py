@@ -23,7 +23,8 @@ from bastion.server.services.clients import ClientCache
 
 #: Parameters the authorization endpoint reads; each may appear once.
 PARAMETERS = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
-              "code_challenge", "code_challenge_method", "prompt", "login_hint", "max_age")
+              "code_challenge", "code_challenge_method", "prompt", "login_hint", "max_age",
+              "organization")
 _MAX_PARAM = 2048
 
 
@@ -111,7 +112,7 @@ def check_prompt(req: AuthorizationRequest) -> None:
 
 
 def check_lengths(req: AuthorizationRequest) -> None:
-    for name in ("state", "nonce", "login_hint"):
+    for name in ("state", "nonce", "login_hint", "organization"):
         if len(req.params.get(name, "")) > _MAX_PARAM:
             raise InvalidRequest(f"{name} is too long.")
 

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from bastion.oauth.errors import LoginRequired, OAuthError
+from bastion.oauth.errors import AccessDenied, LoginRequired, OAuthError
 from bastion.server.checks.authorization import (
     AFTER_REDIRECT,
     BEFORE_REDIRECT,
@@ -22,7 +22,7 @@ from bastion.server.context import Context
 from bastion.server.endpoints._query import single_params
 from bastion.server.pages import form_page, render
 from bastion.server.services import sessions
-from bastion.server.services.authorization import issue_code
+from bastion.server.services.authorization import issue_code, member_organization
 
 router = APIRouter(tags=["oauth"])
 AUTHORIZE_PATH = "/oauth/authorize"
@@ -71,11 +71,17 @@ async def authorize(request: Request) -> Response:
         if "none" in req.prompt:
             return redirect_to_client(ctx, req, LoginRequired().to_dict())
         return login_page(ctx, request, req, query)
-    session, _user = current
+    session, user = current
     assert req.client is not None
+    org_id = None
+    if "organization" in req.params:
+        org_id = await member_organization(ctx.storage, user.id, req.params["organization"])
+        if org_id is None:
+            return redirect_to_client(ctx, req, AccessDenied(
+                "The user is not a member of that organization.").to_dict())
     code = await issue_code(
         ctx.storage, ctx.settings, client=req.client, session=session,
         redirect_uri=req.redirect_uri, scope=req.scope, nonce=req.params.get("nonce"),
-        code_challenge=req.params.get("code_challenge"),
+        code_challenge=req.params.get("code_challenge"), organization_id=org_id,
     )
     return redirect_to_client(ctx, req, {"code": code})

@@ -14,7 +14,7 @@ from bastion.server.context import Context
 from bastion.server.endpoints._query import single_params
 from bastion.server.endpoints.authorize import AUTHORIZE_PATH, error_page, login_page
 from bastion.server.pages import cookie_options, csrf_ok, render
-from bastion.server.services import login, sessions
+from bastion.server.services import audit, login, sessions
 
 router = APIRouter(tags=["pages"])
 
@@ -40,15 +40,21 @@ async def login_submit(request: Request) -> Response:
         return login_page(ctx, request, req, query, status=400,
                           error="Enter your username or email and your password.")
     ip = request.client.host if request.client else None
+    client_id = req.client.client_id if req.client else None
+    who = audit.Actor(None, "anonymous", client_id, ip)
     try:
         user = await login.authenticate(ctx.storage, ctx.passwords, ctx.settings,
                                         username[:320], password[:1024], ip)
     except login.TooManyAttempts as exc:
+        await audit.record(ctx.storage, who, "login.throttled", username[:200])
         page = login_page(ctx, request, req, query, error=str(exc), status=429)
         page.headers["Retry-After"] = str(exc.retry_after)
         return page
     except login.LoginFailed as exc:
+        await audit.record(ctx.storage, who, "login.failure", username[:200], method="form")
         return login_page(ctx, request, req, query, error=str(exc), status=401)
+    await audit.record(ctx.storage, audit.Actor(user.id, "user", client_id, ip),
+                       "login.success", user.id, method="form")
     _session, cookie = await sessions.start(ctx.storage, ctx.settings, ctx.signer, user,
                                             request.headers.get("user-agent", ""))
     # The sign-in just happened, so prompt=login is satisfied.

@@ -19,7 +19,7 @@ from bastion.oauth.jose import JoseError, parse_compact, verify_signature
 from bastion.server.context import Context
 from bastion.server.endpoints._query import single_params
 from bastion.server.pages import cookie_options, csrf_ok, form_page, render
-from bastion.server.services import sessions
+from bastion.server.services import audit, sessions
 
 router = APIRouter(tags=["oauth"])
 LOGOUT_PATH = "/oauth/logout"
@@ -44,9 +44,12 @@ async def _hint_client(ctx: Context, hint: str | None) -> str | None:
 async def _logout(ctx: Context, request: Request, params: dict[str, str],
                   hinted_client: str | None) -> Response:
     current = await sessions.current(ctx.storage, ctx.signer, request.cookies.get(sessions.COOKIE))
+    client_id = params.get("client_id") or hinted_client
     if current is not None:
         await sessions.end(ctx.storage, current[0].id)
-    client_id = params.get("client_id") or hinted_client
+        ip = request.client.host if request.client else None
+        await audit.record(ctx.storage, audit.Actor(current[1].id, "user", client_id, ip),
+                           "logout", current[1].id)
     client = await ctx.clients.get(client_id) if client_id else None
     target = params.get("post_logout_redirect_uri")
     response: Response

@@ -14,7 +14,7 @@ from bastion.oauth.errors import InvalidRequest, InvalidToken
 from bastion.server.context import Context
 from bastion.server.endpoints._form import FormEndpoint
 from bastion.server.grants._request import TokenRequest
-from bastion.server.services import secrets
+from bastion.server.services import audit, secrets
 from bastion.server.services.tokens import verify_access_token
 
 REVOKE_PATH = "/oauth/revoke"
@@ -29,6 +29,7 @@ async def revoke(ctx: Context, request: TokenRequest) -> dict[str, Any]:
         stored = await ctx.storage.get_refresh_token(secrets.digest(token))
         if stored is not None and stored.client_id == request.client.client_id:
             await ctx.storage.revoke_grant(stored.grant_id, now)
+            await _record(ctx, request, "refresh_token", stored.user_id)
         return {}
     try:
         claims = await verify_access_token(ctx.keys, ctx.settings, ctx.storage, token,
@@ -38,7 +39,14 @@ async def revoke(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     if claims.get("client_id") == request.client.client_id:
         await ctx.storage.revoke_access_token(
             str(claims["jti"]), datetime.fromtimestamp(claims["exp"], UTC))
+        await _record(ctx, request, "access_token", str(claims.get("sub")))
     return {}
+
+
+async def _record(ctx: Context, request: TokenRequest, kind: str, subject: str) -> None:
+    client = request.client.client_id
+    await audit.record(ctx.storage, audit.Actor(client, "client", client, request.client_ip),
+                       "token.revoke", subject, token_type=kind)
 
 
 def endpoint(ctx: Context) -> FormEndpoint:

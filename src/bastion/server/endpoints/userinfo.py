@@ -15,7 +15,7 @@ router = APIRouter(tags=["oauth"])
 USERINFO_PATH = "/oauth/userinfo"
 
 
-@router.api_route(USERINFO_PATH, methods=["GET", "POST"], summary="Claims about the signed-in user")
+@router.get(USERINFO_PATH, summary="Claims about the signed-in user")
 async def userinfo(request: Request) -> dict[str, Any]:
     ctx: Context = request.app.state.ctx
     claims = await verified_claims(request)
@@ -28,3 +28,8 @@ async def userinfo(request: Request) -> dict[str, Any]:
     if user is None or user.deleted_at is not None:
         raise InvalidToken(headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     return {"sub": user.id, **user_claims(user, scope)}
+
+
+@router.post(USERINFO_PATH, summary="Claims about the signed-in user (POST)")
+async def userinfo_post(request: Request) -> dict[str, Any]:
+    return await userinfo(request)

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import secrets as _secrets
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
+from bastion.oauth.errors import InvalidGrant
 from bastion.server.context import Context
 from bastion.server.models import Client, Grant, User
+from bastion.server.services import rbac, secrets
 from bastion.server.services.id_tokens import issue_id_token
-from bastion.server.services.tokens import issue_access_token
+from bastion.server.services.tokens import issue_access_token, new_refresh_token
 
 
 async def user_token_response(
     ctx: Context, client: Client, grant: Grant, user: User, scope: str, *,
     refresh_token: str | None, nonce: str | None = None,
 ) -> dict[str, Any]:
+    extra: dict[str, Any] = {"gid": grant.id}
+    if grant.organization_id:  # roles are read at every issue, so changes apply on refresh
+        extra.update(await rbac.token_claims(ctx.storage, user.id, grant.organization_id))
     access = await issue_access_token(
         ctx.keys, ctx.settings, subject=user.id, client_id=client.client_id, scope=scope,
-        extra={"gid": grant.id},
+        extra=extra,
     )
     body: dict[str, Any] = {
         "access_token": access.token,
@@ -37,3 +45,22 @@ async def user_token_response(
 
 def may_refresh(client: Client) -> bool:
     return "refresh_token" in client.grant_types
+
+
+async def reissue(ctx: Context, user: User, refresh_token: str) -> dict[str, Any]:
+    """Revoke the family of ``refresh_token`` (which must be the user's and valid) and
+    issue a new pair from a new grant with the same client, scope and organization."""
+    stored = await ctx.storage.get_refresh_token(secrets.digest(refresh_token))
+    now = datetime.now(UTC)
+    if (stored is None or stored.user_id != user.id or stored.used_at or stored.revoked_at
+            or stored.expires_at <= now):
+        raise InvalidGrant("The refresh token to reissue is not a valid token of this user.")
+    old = await ctx.storage.get_grant(stored.grant_id)
+    client = await ctx.clients.get(stored.client_id)
+    if old is None or old.revoked_at or client is None:
+        raise InvalidGrant("The refresh token to reissue is not a valid token of this user.")
+    await ctx.storage.revoke_grant(old.id, now)
+    grant = replace(old, id=_secrets.token_urlsafe(18), created_at=now, revoked_at=None)
+    plain, record = new_refresh_token(ctx.settings, grant, stored.scope)
+    await ctx.storage.create_grant(grant, record)
+    return await user_token_response(ctx, client, grant, user, stored.scope, refresh_token=plain)

@@ -10,17 +10,18 @@ import secrets as _secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from bastion.oauth.errors import InvalidGrant, InvalidRequest, SlowDown
+from bastion.oauth.errors import AccessDenied, InvalidGrant, InvalidRequest, SlowDown
 from bastion.server.checks.scope import granted_scope
 from bastion.server.context import Context
 from bastion.server.grants._issue import may_refresh, user_token_response
 from bastion.server.grants._request import TokenRequest
 from bastion.server.models import Grant
-from bastion.server.services import login
+from bastion.server.services import audit, login
+from bastion.server.services.authorization import member_organization
 from bastion.server.services.tokens import new_refresh_token
 
 GRANT_TYPE = "password"
-PARAMETERS = ("username", "password", "scope")
+PARAMETERS = ("username", "password", "scope", "organization")
 
 
 async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
@@ -29,16 +30,28 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     if not username or not password:
         raise InvalidRequest("username and password are required.")
     scope = granted_scope(form.get("scope"), client)
+    who = audit.Actor(None, "anonymous", client.client_id, request.client_ip)
     try:
         user = await login.authenticate(ctx.storage, ctx.passwords, ctx.settings, username,
                                         password, request.client_ip)
     except login.TooManyAttempts as exc:
+        await audit.record(ctx.storage, who, "login.throttled", username[:200])
         raise SlowDown(str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
     except login.LoginFailed as exc:
+        await audit.record(ctx.storage, who, "login.failure", username[:200], method="password")
         raise InvalidGrant(str(exc)) from None
+    org_id = None
+    if "organization" in form:
+        org_id = await member_organization(ctx.storage, user.id, form["organization"])
+        if org_id is None:
+            raise AccessDenied("The user is not a member of that organization.")
+    await audit.record(ctx.storage, audit.Actor(user.id, "user", client.client_id,
+                                                request.client_ip),
+                       "login.success", user.id, method="password")
     now = datetime.now(UTC)
     grant = Grant(id=_secrets.token_urlsafe(18), client_id=client.client_id, user_id=user.id,
-                  session_id=None, scope=scope, auth_time=now, created_at=now)
+                  session_id=None, scope=scope, auth_time=now, created_at=now,
+                  organization_id=org_id)
     refresh, record = new_refresh_token(ctx.settings, grant, scope) if may_refresh(client) \
         else (None, None)
     await ctx.storage.create_grant(grant, record)

@@ -19,3 +19,13 @@ class AlreadyExists(ServiceError):
     def __init__(self, field: str, value: str) -> None:
         super().__init__(f"{field} {value!r} is already taken")
         self.field = field
+
+
+class NotFound(ServiceError):
+    def __init__(self, what: str, key: str) -> None:
+        super().__init__(f"No {what} {key!r}.")
+        self.what = what
+
+
+class InUse(ServiceError):
+    """Refused because something still depends on it (e.g. a role assigned to users)."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from bastion.server.models import User
-from bastion.server.services.errors import AlreadyExists, InvalidInput
+from bastion.server.services.errors import AlreadyExists, InvalidInput, NotFound
 from bastion.server.services.passwords import Passwords
 from bastion.server.storage.base import Conflict, Storage
 
@@ -66,4 +67,51 @@ async def create_user(
     except Conflict as exc:
         value = username if exc.field == "username" else email
         raise AlreadyExists(exc.field, value) from None
+    return user
+
+
+async def get_user(storage: Storage, user_id: str) -> User:
+    user = await storage.get_user(user_id)
+    if user is None:
+        raise NotFound("user", user_id)
+    return user
+
+
+async def update_user(
+    storage: Storage, passwords: Passwords, user_id: str, *, username: str | None = None,
+    email: str | None = None, password: str | None = None, is_administrator: bool | None = None,
+) -> User:
+    changes: dict[str, Any] = {}
+    if username is not None:
+        changes["username"] = check_username(username)
+    if email is not None:
+        changes["email"] = check_email(email)
+    if password is not None:
+        changes["password_hash"] = await passwords.ahash(check_password(password))
+    if is_administrator is not None:
+        changes["is_administrator"] = is_administrator
+    try:
+        user = await storage.update_user(user_id, changes)
+    except Conflict as exc:
+        raise AlreadyExists(exc.field, str(changes.get(exc.field, ""))) from None
+    if user is None:
+        raise NotFound("user", user_id)
+    return user
+
+
+async def delete_user(storage: Storage, user_id: str) -> User:
+    """Soft delete: the user can no longer sign in and every token of theirs is revoked."""
+    now = datetime.now(UTC)
+    user = await get_user(storage, user_id)
+    if user.deleted_at is None:
+        user = await storage.update_user(user_id, {"deleted_at": now}) or user
+    await storage.revoke_user_sessions(user_id, now)
+    return user
+
+
+async def restore_user(storage: Storage, user_id: str) -> User:
+    await get_user(storage, user_id)
+    user = await storage.update_user(user_id, {"deleted_at": None})
+    if user is None:
+        raise NotFound("user", user_id)
     return user

@@ -6,21 +6,35 @@ Methods are small and single-purpose; anything that must be atomic is one method
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, TypedDict
 
 from bastion.server.models import (
     AuthorizationCode,
     Client,
+    Event,
     Grant,
     LoginSession,
+    Organization,
     RefreshToken,
+    Role,
     SigningKey,
     Throttle,
     User,
 )
 
 RotateResult = Literal["rotated", "reused", "invalid"]
+DeleteRoleResult = Literal["deleted", "in_use", "missing"]
+
+
+class EventFilter(TypedDict, total=False):
+    action: str
+    actor: str
+    target: str
+    client_id: str
+    since: datetime
+    until: datetime
 
 
 class Conflict(Exception):
@@ -101,6 +115,53 @@ class Storage(Protocol):
         """Count one failed attempt atomically (several instances share the count)."""
 
     async def clear_throttle(self, key: str) -> None: ...
+
+    async def search_users(self, query: str | None, limit: int, offset: int,
+                           include_deleted: bool = False) -> list[User]:
+        """Users whose username or email contains ``query`` (case-insensitive),
+        oldest first (a stable order for paging)."""
+
+    async def count_users(self, query: str | None, include_deleted: bool = False) -> int: ...
+
+    async def update_user(self, user_id: str, changes: Mapping[str, Any]) -> User | None:
+        """Apply column changes (and ``updated_at``); raises ``Conflict``."""
+
+    async def create_organization(self, org: Organization) -> None: ...
+
+    async def get_organization(self, org_id: str) -> Organization | None:
+        """By id or (case-insensitive) name."""
+
+    async def list_organizations(
+        self, limit: int, offset: int
+    ) -> tuple[list[Organization], int]: ...
+
+    async def create_role(self, role: Role) -> None:
+        """Insert a role with its permissions; raises ``Conflict('name')``."""
+
+    async def list_roles(self, org_id: str) -> list[Role]: ...
+
+    async def get_role(self, org_id: str, role: str) -> Role | None: ...
+
+    async def delete_role(self, org_id: str, role_id: str, force: bool) -> DeleteRoleResult:
+        """Delete unless assigned to someone (then 'in_use'), or with ``force``."""
+
+    async def change_permissions(
+        self, role_id: str, add: Iterable[str], remove: Iterable[str]
+    ) -> None: ...
+
+    async def user_roles(self, user_id: str, org_id: str) -> list[Role]: ...
+
+    async def change_user_roles(
+        self, user_id: str, org_id: str, add: Iterable[str], remove: Iterable[str]
+    ) -> list[Role]:
+        """Add and remove a user's roles in one transaction; the roles after."""
+
+    async def add_event(self, event: Event) -> None: ...
+
+    async def list_events(
+        self, where: EventFilter, limit: int, offset: int
+    ) -> tuple[list[Event], int]:
+        """Newest first, with the total count for the filter."""
 
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""

@@ -26,6 +26,8 @@ from bastion.server.models import (
     User,
 )
 from bastion.server.storage.base import Conflict, RotateResult
+from bastion.server.storage.conflicts import conflict
+from bastion.server.storage.sql_directory import DirectoryMixin
 from bastion.server.storage.tables import (
     authorization_codes,
     clients,
@@ -37,16 +39,6 @@ from bastion.server.storage.tables import (
     signing_keys,
     users,
 )
-
-# Unique index name -> the field a Conflict reports.
-_UNIQUE_FIELDS = {
-    "uq_users_username": "username",
-    "uq_users_email": "email",
-    "users.id": "id",
-    "users_pkey": "id",
-    "clients.client_id": "client_id",
-    "clients_pkey": "client_id",
-}
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -70,14 +62,6 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
-def _conflict(exc: IntegrityError) -> Conflict:
-    text = str(exc.orig)
-    for marker, field in _UNIQUE_FIELDS.items():
-        if marker in text:
-            return Conflict(field)
-    return Conflict("unknown")
-
-
 def _user(row: Mapping[str, Any]) -> User:
     return User(**row)
 
@@ -96,7 +80,7 @@ def _client(row: Mapping[str, Any]) -> Client:
     )
 
 
-class SQLStorage:
+class SQLStorage(DirectoryMixin):
     """``Storage`` on an ``AsyncEngine``. Every method is one short transaction."""
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -107,7 +91,7 @@ class SQLStorage:
             async with self.engine.begin() as conn:
                 await conn.execute(table.insert().values(**values))
         except IntegrityError as exc:
-            raise _conflict(exc) from None
+            raise conflict(exc) from None
 
     async def _one(self, query: sa.Select[Any]) -> Mapping[str, Any] | None:
         async with self.engine.connect() as conn:

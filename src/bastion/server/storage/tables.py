@@ -99,6 +99,7 @@ grants = sa.Table(
     sa.Column("auth_time", UTCDateTime, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("revoked_at", UTCDateTime, nullable=True),
+    sa.Column("organization_id", sa.String(36), nullable=True),
 )
 
 authorization_codes = sa.Table(
@@ -116,6 +117,7 @@ authorization_codes = sa.Table(
     sa.Column("auth_time", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("consumed_at", UTCDateTime, nullable=True),
+    sa.Column("organization_id", sa.String(36), nullable=True),
 )
 
 refresh_tokens = sa.Table(
@@ -147,3 +149,56 @@ login_throttle = sa.Table(
     sa.Column("last_failure_at", UTCDateTime, nullable=False),
     sa.Column("locked_until", UTCDateTime, nullable=True),
 )
+
+organizations = sa.Table(
+    "organizations",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+sa.Index("uq_organizations_name", sa.func.lower(organizations.c.name), unique=True)
+
+roles = sa.Table(
+    "roles",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("organization_id", sa.String(36), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+sa.Index("uq_roles_org_name", roles.c.organization_id, sa.func.lower(roles.c.name), unique=True)
+
+role_permissions = sa.Table(
+    "role_permissions",
+    metadata,
+    sa.Column("role_id", sa.String(36), sa.ForeignKey("roles.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("permission", sa.String(200), primary_key=True),
+)
+
+user_roles = sa.Table(
+    "user_roles",
+    metadata,
+    sa.Column("user_id", sa.String(36), sa.ForeignKey("users.id"), primary_key=True),
+    sa.Column("role_id", sa.String(36), sa.ForeignKey("roles.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("organization_id", sa.String(36), nullable=False),
+)
+sa.Index("ix_user_roles_org_user", user_roles.c.organization_id, user_roles.c.user_id)
+sa.Index("ix_user_roles_role", user_roles.c.role_id)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False, index=True),
+    sa.Column("action", sa.String(64), nullable=False, index=True),
+    sa.Column("actor", sa.String(64), nullable=True, index=True),
+    sa.Column("actor_type", sa.String(16), nullable=False),
+    sa.Column("target", sa.String(200), nullable=True, index=True),
+    sa.Column("client_id", sa.String(64), nullable=True),
+    sa.Column("ip", sa.String(64), nullable=True),
+    sa.Column("detail", sa.JSON, nullable=False),
+)
+sa.Index("ix_users_created", users.c.created_at, users.c.id)

@@ -1,0 +1,43 @@
+"""Shared pieces of the REST routers: errors documented once, paging, the actor."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
+
+from bastion.server.api.auth import Principal, principal
+from bastion.server.api.problems import ApiError
+from bastion.server.context import Context
+from bastion.server.services.audit import Actor
+
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, invalid, expired or revoked token", **PROBLEM},
+    403: {"description": "The token may not do this (needs an administrator)", **PROBLEM},
+    404: {"description": "No such resource", **PROBLEM},
+    409: {"description": "Conflicts with existing data (e.g. a name already taken)", **PROBLEM},
+    422: {"description": "Invalid input; the detail names the field", **PROBLEM},
+}
+
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1 to 100.")]
+Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Items to skip.")]
+Who = Annotated[Principal, Depends(principal)]
+
+
+def context(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+def require_admin(who: Principal) -> None:
+    if not who.is_admin:
+        raise ApiError(403, "Forbidden", "This needs an administrator token (an administrator "
+                       "user, or a client token with the bastion:admin scope).")
+
+
+def actor(who: Principal, request: Request) -> Actor:
+    ip = request.client.host if request.client else None
+    if who.user is not None:
+        return Actor(who.user.id, "user", who.client_id, ip)
+    return Actor(who.client_id, "client", who.client_id, ip)

@@ -1,0 +1,184 @@
+"""Request and response bodies of the REST API (documented in OpenAPI with examples)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
+
+from bastion.server.models import Event, Organization, Role, User
+
+_USER_EXAMPLE: JsonDict = {"id": "5f0c7a4e-3f1b-4d2e-9a57-1f2b3c4d5e6f", "username": "alice",
+                 "email": "alice@example.com", "is_administrator": False,
+                 "created_at": "2026-11-22T06:00:00Z", "updated_at": "2026-11-22T06:00:00Z",
+                 "deleted_at": None}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_USER_EXAMPLE]})
+
+    id: str
+    username: str
+    email: str
+    is_administrator: bool
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(id=user.id, username=user.username, email=user.email,
+                   is_administrator=user.is_administrator, created_at=user.created_at,
+                   updated_at=user.updated_at, deleted_at=user.deleted_at)
+
+
+class UserList(BaseModel):
+    items: list[UserOut]
+    count: int = Field(description="How many users match, over all pages.")
+
+
+class Count(BaseModel):
+    count: int
+
+
+class UserCreate(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"username": "alice", "email": "alice@example.com", "password": "a long passphrase"}]})
+
+    username: str = Field(min_length=1, max_length=150)
+    email: str = Field(min_length=3, max_length=320)
+    password: str | None = Field(None, min_length=8, max_length=1024,
+                                 description="Omit for a user who signs in by email link.")
+    is_administrator: bool = False
+
+
+class UserUpdate(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"email": "alice@new.example"}]})
+
+    username: str | None = Field(None, min_length=1, max_length=150)
+    email: str | None = Field(None, min_length=3, max_length=320)
+    password: str | None = Field(None, min_length=8, max_length=1024)
+    is_administrator: bool | None = None
+
+
+class OrganizationOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"id": "0b7e...", "name": "acme", "created_at": "2026-11-22T06:00:00Z"}]})
+
+    id: str
+    name: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, org: Organization) -> OrganizationOut:
+        return cls(id=org.id, name=org.name, created_at=org.created_at)
+
+
+class OrganizationList(BaseModel):
+    items: list[OrganizationOut]
+    count: int
+
+
+class OrganizationCreate(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "acme"}]})
+
+    name: str = Field(min_length=1, max_length=100)
+
+
+class RoleOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"id": "3c1d...", "organization_id": "0b7e...", "name": "editor",
+         "permissions": ["posts:read", "posts:write"], "created_at": "2026-11-22T06:00:00Z"}]})
+
+    id: str
+    organization_id: str
+    name: str
+    permissions: list[str]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, role: Role) -> RoleOut:
+        return cls(id=role.id, organization_id=role.organization_id, name=role.name,
+                   permissions=list(role.permissions), created_at=role.created_at)
+
+
+class RoleList(BaseModel):
+    items: list[RoleOut]
+    count: int
+
+
+class RoleCreate(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "editor", "permissions": ["posts:read", "posts:write"]}]})
+
+    name: str = Field(min_length=1, max_length=100)
+    permissions: list[str] = Field(default_factory=list, max_length=500)
+
+
+class Permissions(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"permissions": ["posts:delete"]}]})
+
+    permissions: list[str] = Field(min_length=1, max_length=500)
+
+
+class Reissue(Strict):
+    refresh_token: str = Field(min_length=1, max_length=512,
+                               description="The user's current refresh token; its token "
+                               "family is revoked and a new pair returned.")
+
+
+class UserRolesChange(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"add": ["editor"], "remove": ["viewer"]}]})
+
+    add: list[str] = Field(default_factory=list, max_length=100,
+                           description="Role ids or names to attach.")
+    remove: list[str] = Field(default_factory=list, max_length=100,
+                              description="Role ids or names to remove.")
+    reissue: Reissue | None = None
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    token_type: str
+    expires_in: int
+    refresh_token: str | None = None
+    scope: str | None = None
+    id_token: str | None = None
+
+
+class UserRoles(BaseModel):
+    items: list[RoleOut]
+    count: int
+    tokens: TokenPair | None = Field(None, description="Present when reissue was asked for.")
+
+
+class EventOut(BaseModel):
+    id: str
+    at: datetime
+    action: str
+    actor: str | None
+    actor_type: str
+    target: str | None
+    client_id: str | None
+    ip: str | None
+    detail: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: Event) -> EventOut:
+        return cls(id=event.id, at=event.at, action=event.action, actor=event.actor,
+                   actor_type=event.actor_type, target=event.target, client_id=event.client_id,
+                   ip=event.ip, detail=event.detail)
+
+
+class EventList(BaseModel):
+    items: list[EventOut]
+    count: int

@@ -1,0 +1,44 @@
+"""A user's roles in an organization: list, attach, remove, update at once, and
+optionally re-issue the user's tokens so the new roles apply immediately."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from bastion.server.api.common import ERRORS, Who, actor, context, require_admin
+from bastion.server.api.schemas import RoleOut, TokenPair, UserRoles, UserRolesChange
+from bastion.server.grants._issue import reissue
+from bastion.server.services import audit, rbac
+from bastion.server.services.users import get_user
+
+router = APIRouter(prefix="/api/v1/organizations/{org}/users/{user_id}/roles",
+                   tags=["organizations"], responses=ERRORS)
+
+
+@router.get("", summary="A user's roles in an organization")
+async def list_user_roles(org: str, user_id: str, request: Request, who: Who) -> UserRoles:
+    if not (who.user and who.user.id == user_id):
+        require_admin(who)
+    ctx = context(request)
+    found = await rbac.organization(ctx.storage, org)
+    roles = await ctx.storage.user_roles(user_id, found.id)
+    return UserRoles(items=[RoleOut.of(r) for r in roles], count=len(roles))
+
+
+@router.post("", summary="Attach and/or remove roles of a user (one transaction)")
+async def change_user_roles(org: str, user_id: str, body: UserRolesChange, request: Request,
+                            who: Who) -> UserRoles:
+    """`add` and `remove` take role ids or names. With `reissue`, the user's token family
+    is revoked and a new token pair carrying the new roles is returned."""
+    require_admin(who)
+    ctx = context(request)
+    found = await rbac.organization(ctx.storage, org)
+    user = await get_user(ctx.storage, user_id)
+    roles = await rbac.change_user_roles(ctx.storage, user.id, found.id, body.add, body.remove)
+    await audit.record(ctx.storage, actor(who, request), "user.roles.update", user.id,
+                       organization=found.id, add=body.add, remove=body.remove)
+    tokens = None
+    if body.reissue is not None:
+        tokens = TokenPair(**await reissue(ctx, user, body.reissue.refresh_token))
+        await audit.record(ctx.storage, actor(who, request), "token.reissue", user.id)
+    return UserRoles(items=[RoleOut.of(r) for r in roles], count=len(roles), tokens=tokens)

@@ -1,0 +1,89 @@
+"""Users: get, search, count, create, update, soft delete and restore."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request, Response
+
+from bastion.server.api.common import ERRORS, Limit, Offset, Who, actor, context, require_admin
+from bastion.server.api.problems import ApiError
+from bastion.server.api.schemas import Count, UserCreate, UserList, UserOut, UserUpdate
+from bastion.server.services import audit
+from bastion.server.services import users as service
+
+router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=ERRORS)
+
+Q = Query(None, max_length=200, description="Case-insensitive substring of username or email.")
+
+
+@router.get("", summary="Search users")
+async def search_users(request: Request, who: Who, limit: Limit = 20, offset: Offset = 0,
+                       q: str | None = Q, include_deleted: bool = False) -> UserList:
+    """Users whose username or email contains `q`, oldest first, with the total count."""
+    require_admin(who)
+    ctx = context(request)
+    items = await ctx.storage.search_users(q, limit, offset, include_deleted)
+    count = await ctx.storage.count_users(q, include_deleted)
+    return UserList(items=[UserOut.of(u) for u in items], count=count)
+
+
+@router.get("/count", summary="Count users")
+async def count_users(request: Request, who: Who, q: str | None = Q,
+                      include_deleted: bool = False) -> Count:
+    require_admin(who)
+    return Count(count=await context(request).storage.count_users(q, include_deleted))
+
+
+@router.get("/me", summary="The token's own user")
+async def me(who: Who) -> UserOut:
+    if who.user is None:
+        raise ApiError(400, "Bad Request", "This is a client's token; /users/me needs a user's.")
+    return UserOut.of(who.user)
+
+
+@router.get("/{user_id}", summary="Get a user")
+async def get_user(user_id: str, request: Request, who: Who) -> UserOut:
+    if not (who.is_admin or (who.user and who.user.id == user_id)):
+        require_admin(who)
+    return UserOut.of(await service.get_user(context(request).storage, user_id))
+
+
+@router.post("", status_code=201, summary="Create a user")
+async def create_user(body: UserCreate, request: Request, who: Who) -> UserOut:
+    require_admin(who)
+    ctx = context(request)
+    user = await service.create_user(ctx.storage, ctx.passwords, username=body.username,
+                                     email=body.email, password=body.password,
+                                     is_administrator=body.is_administrator)
+    await audit.record(ctx.storage, actor(who, request), "user.create", user.id,
+                       username=user.username)
+    return UserOut.of(user)
+
+
+@router.patch("/{user_id}", summary="Update a user")
+async def update_user(user_id: str, body: UserUpdate, request: Request, who: Who) -> UserOut:
+    require_admin(who)
+    ctx = context(request)
+    user = await service.update_user(ctx.storage, ctx.passwords, user_id,
+                                     **body.model_dump(exclude_unset=True))
+    changed = sorted(k if k != "password" else "password" for k in body.model_fields_set)
+    await audit.record(ctx.storage, actor(who, request), "user.update", user.id, fields=changed)
+    return UserOut.of(user)
+
+
+@router.delete("/{user_id}", status_code=204, summary="Soft-delete a user")
+async def delete_user(user_id: str, request: Request, who: Who) -> Response:
+    """The user can no longer sign in, and every session and token of theirs is revoked."""
+    require_admin(who)
+    ctx = context(request)
+    await service.delete_user(ctx.storage, user_id)
+    await audit.record(ctx.storage, actor(who, request), "user.delete", user_id)
+    return Response(status_code=204)
+
+
+@router.post("/{user_id}/restore", summary="Restore a soft-deleted user")
+async def restore_user(user_id: str, request: Request, who: Who) -> UserOut:
+    require_admin(who)
+    ctx = context(request)
+    user = await service.restore_user(ctx.storage, user_id)
+    await audit.record(ctx.storage, actor(who, request), "user.restore", user_id)
+    return UserOut.of(user)

@@ -1,0 +1,39 @@
+"""The audit trail: who did what to what, when, through which client, from where."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from bastion.server.models import Event
+from bastion.server.storage.base import Storage
+
+log = logging.getLogger("bastion.audit")
+
+ActorType = Literal["user", "client", "anonymous", "system"]
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    id: str | None
+    type: ActorType
+    client_id: str | None = None
+    ip: str | None = None
+
+
+ANONYMOUS = Actor(None, "anonymous")
+SYSTEM = Actor(None, "system")
+
+
+async def record(storage: Storage, actor: Actor, action: str, target: str | None = None,
+                 **detail: Any) -> None:
+    event = Event(id=str(uuid.uuid4()), at=datetime.now(UTC), action=action, actor=actor.id,
+                  actor_type=actor.type, target=target, client_id=actor.client_id,
+                  ip=actor.ip, detail=detail)
+    try:
+        await storage.add_event(event)
+    except Exception:  # the action happened; a lost audit row must be loud, not fatal
+        log.exception("could not record audit event %s on %s", action, target)

@@ -1,0 +1,102 @@
+"""Organizations, roles and permissions, and the claims they put in tokens."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from bastion.server.models import Organization, Role
+from bastion.server.services.errors import AlreadyExists, InUse, InvalidInput, NotFound
+from bastion.server.storage.base import Conflict, Storage
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,99}$")
+_PERMISSION = re.compile(r"^[A-Za-z0-9_.:/*-]{1,200}$")
+
+
+def check_name(field: str, name: str) -> str:
+    name = name.strip()
+    if not _NAME.match(name):
+        raise InvalidInput(field, "1 to 100 letters, digits, spaces or '_.:-', starting with "
+                           "a letter or digit")
+    return name
+
+
+def check_permissions(permissions: Iterable[str]) -> tuple[str, ...]:
+    out = tuple(dict.fromkeys(permissions))
+    for p in out:
+        if not isinstance(p, str) or not _PERMISSION.match(p):
+            raise InvalidInput("permissions", f"{p!r} is not a permission (1 to 200 of "
+                               "letters, digits and '_.:/*-')")
+    return out
+
+
+async def create_organization(storage: Storage, name: str) -> Organization:
+    org = Organization(id=str(uuid.uuid4()), name=check_name("name", name),
+                       created_at=datetime.now(UTC))
+    try:
+        await storage.create_organization(org)
+    except Conflict:
+        raise AlreadyExists("organization name", org.name) from None
+    return org
+
+
+async def organization(storage: Storage, org: str) -> Organization:
+    found = await storage.get_organization(org)
+    if found is None:
+        raise NotFound("organization", org)
+    return found
+
+
+async def create_role(storage: Storage, org_id: str, name: str,
+                      permissions: Iterable[str]) -> Role:
+    role = Role(id=str(uuid.uuid4()), organization_id=org_id, name=check_name("name", name),
+                permissions=tuple(sorted(check_permissions(permissions))),
+                created_at=datetime.now(UTC))
+    try:
+        await storage.create_role(role)
+    except Conflict:
+        raise AlreadyExists("role name", role.name) from None
+    return role
+
+
+async def role(storage: Storage, org_id: str, key: str) -> Role:
+    found = await storage.get_role(org_id, key)
+    if found is None:
+        raise NotFound("role", key)
+    return found
+
+
+async def delete_role(storage: Storage, org_id: str, key: str, force: bool) -> Role:
+    found = await role(storage, org_id, key)
+    result = await storage.delete_role(org_id, found.id, force)
+    if result == "in_use":
+        raise InUse(f"Role {found.name!r} is assigned to users; remove it from them first, "
+                    "or delete with force=true.")
+    if result == "missing":
+        raise NotFound("role", key)
+    return found
+
+
+async def change_permissions(storage: Storage, org_id: str, key: str, add: Iterable[str] = (),
+                             remove: Iterable[str] = ()) -> Role:
+    found = await role(storage, org_id, key)
+    await storage.change_permissions(found.id, check_permissions(add), check_permissions(remove))
+    return await role(storage, org_id, found.id)
+
+
+async def change_user_roles(storage: Storage, user_id: str, org_id: str,
+                            add: Iterable[str] = (), remove: Iterable[str] = ()) -> list[Role]:
+    """Resolve role ids or names (all or nothing), then apply in one transaction."""
+    add_ids = [(await role(storage, org_id, key)).id for key in add]
+    remove_ids = [(await role(storage, org_id, key)).id for key in remove]
+    return await storage.change_user_roles(user_id, org_id, add_ids, remove_ids)
+
+
+async def token_claims(storage: Storage, user_id: str, org_id: str) -> dict[str, Any]:
+    """``org``, ``roles`` and ``permissions`` of a user in an organization."""
+    held = await storage.user_roles(user_id, org_id)
+    permissions = sorted({p for r in held for p in r.permissions})
+    return {"org": org_id, "roles": sorted(r.name for r in held), "permissions": permissions}

@@ -1,0 +1,223 @@
+"""Users, organizations, roles and audit events on SQLAlchemy (mixed into SQLStorage)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from bastion.server.models import Event, Organization, Role, User
+from bastion.server.storage.base import Conflict, DeleteRoleResult, EventFilter
+from bastion.server.storage.conflicts import conflict
+from bastion.server.storage.tables import (
+    events,
+    organizations,
+    role_permissions,
+    roles,
+    user_roles,
+    users,
+)
+
+_MIN_TRIGRAM = 3  # shorter queries cannot use a trigram index and scan instead
+
+
+def _like(query: str) -> str:
+    escaped = query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class DirectoryMixin:
+    engine: AsyncEngine
+
+    # -- users ------------------------------------------------------------------
+
+    def _user_filter(self, query: str | None, include_deleted: bool) -> list[Any]:
+        where: list[Any] = []
+        if not include_deleted:
+            where.append(users.c.deleted_at.is_(None))
+        if query:
+            if self.engine.dialect.name == "sqlite" and len(query) >= _MIN_TRIGRAM:
+                phrase = '"' + query.replace('"', '""') + '"'
+                where.append(sa.literal_column("users.rowid").in_(
+                    sa.text("SELECT rowid FROM users_fts WHERE users_fts MATCH :phrase")
+                    .bindparams(phrase=phrase)))
+            else:
+                pattern = _like(query)
+                where.append(sa.or_(sa.func.lower(users.c.username).like(pattern, escape="\\"),
+                                    sa.func.lower(users.c.email).like(pattern, escape="\\")))
+        return where
+
+    async def search_users(self, query: str | None, limit: int, offset: int,
+                           include_deleted: bool = False) -> list[User]:
+        stmt = (sa.select(users).where(*self._user_filter(query, include_deleted))
+                .order_by(users.c.created_at, users.c.id).limit(limit).offset(offset))
+        async with self.engine.connect() as conn:
+            return [User(**row) for row in (await conn.execute(stmt)).mappings()]
+
+    async def count_users(self, query: str | None, include_deleted: bool = False) -> int:
+        stmt = sa.select(sa.func.count()).select_from(users).where(
+            *self._user_filter(query, include_deleted))
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(stmt)).scalar_one())
+
+    async def update_user(self, user_id: str, changes: Mapping[str, Any]) -> User | None:
+        values = {**changes, "updated_at": datetime.now(UTC)}
+        try:
+            async with self.engine.begin() as conn:
+                done = await conn.execute(users.update().where(users.c.id == user_id)
+                                          .values(**values))
+                if done.rowcount != 1:
+                    return None
+                row = (await conn.execute(sa.select(users).where(users.c.id == user_id))
+                       ).mappings().one()
+        except IntegrityError as exc:
+            raise conflict(exc) from None
+        return User(**row)
+
+    # -- organizations ------------------------------------------------------------
+
+    async def create_organization(self, org: Organization) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(organizations.insert().values(
+                    id=org.id, name=org.name, created_at=org.created_at))
+        except IntegrityError:
+            raise Conflict("name") from None
+
+    async def get_organization(self, org_id: str) -> Organization | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(organizations).where(
+                sa.or_(organizations.c.id == org_id,
+                       sa.func.lower(organizations.c.name) == org_id.lower())))).mappings().first()
+        return Organization(**row) if row else None
+
+    async def list_organizations(self, limit: int, offset: int) -> tuple[list[Organization], int]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(organizations).order_by(
+                organizations.c.created_at, organizations.c.id).limit(limit).offset(offset)
+            )).mappings()
+            items = [Organization(**row) for row in rows]
+            total = (await conn.execute(sa.select(sa.func.count()).select_from(organizations))
+                     ).scalar_one()
+        return items, int(total)
+
+    # -- roles and permissions ----------------------------------------------------------
+
+    async def _roles(self, conn: AsyncConnection, where: Any) -> list[Role]:
+        rows = (await conn.execute(sa.select(roles).where(where)
+                                   .order_by(roles.c.name, roles.c.id))).mappings().all()
+        if not rows:
+            return []
+        perms: dict[str, list[str]] = {row["id"]: [] for row in rows}
+        for role_id, permission in await conn.execute(
+            sa.select(role_permissions.c.role_id, role_permissions.c.permission)
+            .where(role_permissions.c.role_id.in_(list(perms)))
+            .order_by(role_permissions.c.permission)
+        ):
+            perms[role_id].append(permission)
+        return [Role(id=r["id"], organization_id=r["organization_id"], name=r["name"],
+                     permissions=tuple(perms[r["id"]]), created_at=r["created_at"]) for r in rows]
+
+    async def create_role(self, role: Role) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(roles.insert().values(
+                    id=role.id, organization_id=role.organization_id, name=role.name,
+                    created_at=role.created_at))
+                if role.permissions:
+                    await conn.execute(role_permissions.insert(), [
+                        {"role_id": role.id, "permission": p} for p in role.permissions])
+        except IntegrityError:
+            raise Conflict("name") from None
+
+    async def list_roles(self, org_id: str) -> list[Role]:
+        async with self.engine.connect() as conn:
+            return await self._roles(conn, roles.c.organization_id == org_id)
+
+    async def get_role(self, org_id: str, role: str) -> Role | None:
+        """A role of the organization by id or (case-insensitive) name."""
+        async with self.engine.connect() as conn:
+            found = await self._roles(conn, sa.and_(
+                roles.c.organization_id == org_id,
+                sa.or_(roles.c.id == role, sa.func.lower(roles.c.name) == role.lower())))
+        return found[0] if found else None
+
+    async def delete_role(self, org_id: str, role_id: str, force: bool) -> DeleteRoleResult:
+        async with self.engine.begin() as conn:
+            in_use = (await conn.execute(sa.select(sa.func.count()).select_from(user_roles)
+                                         .where(user_roles.c.role_id == role_id))).scalar_one()
+            if in_use and not force:
+                return "in_use"
+            await conn.execute(user_roles.delete().where(user_roles.c.role_id == role_id))
+            await conn.execute(role_permissions.delete().where(
+                role_permissions.c.role_id == role_id))
+            done = await conn.execute(roles.delete().where(
+                roles.c.id == role_id, roles.c.organization_id == org_id))
+        return "deleted" if done.rowcount == 1 else "missing"
+
+    async def change_permissions(self, role_id: str, add: Iterable[str],
+                                 remove: Iterable[str]) -> None:
+        async with self.engine.begin() as conn:
+            gone = list(remove)
+            if gone:
+                await conn.execute(role_permissions.delete().where(
+                    role_permissions.c.role_id == role_id,
+                    role_permissions.c.permission.in_(gone)))
+            current = set((await conn.execute(
+                sa.select(role_permissions.c.permission)
+                .where(role_permissions.c.role_id == role_id))).scalars())
+            new = [p for p in dict.fromkeys(add) if p not in current]
+            if new:
+                await conn.execute(role_permissions.insert(), [
+                    {"role_id": role_id, "permission": p} for p in new])
+
+    async def user_roles(self, user_id: str, org_id: str) -> list[Role]:
+        async with self.engine.connect() as conn:
+            ids = sa.select(user_roles.c.role_id).where(
+                user_roles.c.user_id == user_id, user_roles.c.organization_id == org_id)
+            return await self._roles(conn, roles.c.id.in_(ids))
+
+    async def change_user_roles(self, user_id: str, org_id: str, add: Iterable[str],
+                                remove: Iterable[str]) -> list[Role]:
+        """Add and remove role ids in one transaction; returns the roles after."""
+        async with self.engine.begin() as conn:
+            gone = list(remove)
+            if gone:
+                await conn.execute(user_roles.delete().where(
+                    user_roles.c.user_id == user_id, user_roles.c.role_id.in_(gone)))
+            current = set((await conn.execute(sa.select(user_roles.c.role_id).where(
+                user_roles.c.user_id == user_id))).scalars())
+            new = [r for r in dict.fromkeys(add) if r not in current]
+            if new:
+                await conn.execute(user_roles.insert(), [
+                    {"user_id": user_id, "role_id": r, "organization_id": org_id} for r in new])
+            ids = sa.select(user_roles.c.role_id).where(
+                user_roles.c.user_id == user_id, user_roles.c.organization_id == org_id)
+            return await self._roles(conn, roles.c.id.in_(ids))
+
+    # -- audit events ---------------------------------------------------------------
+
+    async def add_event(self, event: Event) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(events.insert().values(
+                {f: getattr(event, f) for f in Event.__dataclass_fields__}))
+
+    async def list_events(self, where: EventFilter, limit: int,
+                          offset: int) -> tuple[list[Event], int]:
+        conditions = [getattr(events.c, k) == v for k, v in where.items()
+                      if k in ("action", "actor", "target", "client_id") and v]
+        if where.get("since"):
+            conditions.append(events.c.at >= where["since"])
+        if where.get("until"):
+            conditions.append(events.c.at < where["until"])
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(events).where(*conditions).order_by(
+                events.c.at.desc(), events.c.id.desc()).limit(limit).offset(offset))).mappings()
+            items = [Event(**row) for row in rows]
+            total = (await conn.execute(sa.select(sa.func.count()).select_from(events)
+                                        .where(*conditions))).scalar_one()
+        return items, int(total)

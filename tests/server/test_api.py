@@ -1,0 +1,285 @@
+"""The REST API in process: admin access, users, organizations, roles, events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jwt
+import pytest
+
+from bastion.server.services.clients import create_client
+from bastion.server.services.users import create_user
+from support import App
+
+PASSWORD = "a long enough password"
+
+
+@dataclass
+class Api:
+    app: App
+    admin: dict[str, str]
+    web_id: str
+    web_secret: str
+
+    async def user_token(self, username: str, **extra: str) -> dict[str, str]:
+        r = await self.app.http.post("/oauth/token", auth=(self.web_id, self.web_secret), data={
+            "grant_type": "password", "username": username, "password": PASSWORD,
+            "scope": "openid", **extra})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def bearer(self, token: dict[str, str]) -> dict[str, str]:
+        return {"Authorization": "Bearer " + token["access_token"]}
+
+
+@pytest.fixture
+async def api(app: App) -> Api:
+    admin = await create_client(app.ctx.storage, name="admin", grant_types=["client_credentials"],
+                                scopes=["bastion:admin"])
+    web = await create_client(app.ctx.storage, name="web", grant_types=["password",
+                                                                          "refresh_token"],
+                              scopes=["openid"])
+    assert admin.client_secret and web.client_secret
+    r = await app.http.post("/oauth/token", data={"grant_type": "client_credentials"},
+                            auth=(admin.client.client_id, admin.client_secret))
+    token = r.json()
+    app.http.headers["Authorization"] = "Bearer " + token["access_token"]
+    return Api(app, token, web.client.client_id, web.client_secret)
+
+
+async def test_requests_without_an_admin_token(api: Api) -> None:
+    http = api.app.http
+    anonymous = await http.get("/api/v1/users", headers={"Authorization": ""})
+    assert anonymous.status_code == 401
+    assert anonymous.headers["content-type"] == "application/problem+json"
+    assert "Bearer" in anonymous.headers["www-authenticate"]
+    assert anonymous.json()["detail"]
+    bad = await http.get("/api/v1/users", headers={"Authorization": "Bearer not.a.token"})
+    assert bad.status_code == 401
+    plain = await http.post("/oauth/token", data={"grant_type": "client_credentials"},
+                            auth=(api.app.client_id, api.app.client_secret))
+    forbidden = await http.get("/api/v1/users", headers=api.bearer(plain.json()))
+    assert forbidden.status_code == 403
+    assert "administrator" in forbidden.json()["detail"]
+
+
+async def test_user_lifecycle(api: Api) -> None:
+    http = api.app.http
+    r = await http.post("/api/v1/users", json={"username": "alice", "email": "a@example.com",
+                                               "password": PASSWORD})
+    assert r.status_code == 201, r.text
+    alice = r.json()
+    assert set(alice) == {"id", "username", "email", "is_administrator", "created_at",
+                          "updated_at", "deleted_at"}
+    assert (await http.get(f"/api/v1/users/{alice['id']}")).json() == alice
+    r = await http.patch(f"/api/v1/users/{alice['id']}", json={"email": "alice@example.com"})
+    assert r.json()["email"] == "alice@example.com"
+    listing = (await http.get("/api/v1/users", params={"q": "ALICE@"})).json()
+    assert listing["count"] == 1 and listing["items"][0]["id"] == alice["id"]
+    assert (await http.get("/api/v1/users/count")).json() == {"count": 1}
+    # the user's own view
+    token = await api.user_token("alice")
+    me = await http.get("/api/v1/users/me", headers=api.bearer(token))
+    assert me.json()["id"] == alice["id"]
+    assert (await http.get("/api/v1/users", headers=api.bearer(token))).status_code == 403
+    # soft delete: no login, tokens revoked, restore brings login back
+    assert (await http.delete(f"/api/v1/users/{alice['id']}")).status_code == 204
+    assert (await http.get("/api/v1/users/me", headers=api.bearer(token))).status_code == 401
+    refresh = await http.post("/oauth/token", auth=(api.web_id, api.web_secret), data={
+        "grant_type": "refresh_token", "refresh_token": token["refresh_token"]})
+    assert refresh.json()["error"] == "invalid_grant"
+    assert (await http.get("/api/v1/users/count")).json() == {"count": 0}
+    assert (await http.get("/api/v1/users/count", params={"include_deleted": True})
+            ).json() == {"count": 1}
+    failed = await http.post("/oauth/token", auth=(api.web_id, api.web_secret), data={
+        "grant_type": "password", "username": "alice", "password": PASSWORD})
+    assert failed.json()["error"] == "invalid_grant"
+    restored = await http.post(f"/api/v1/users/{alice['id']}/restore")
+    assert restored.json()["deleted_at"] is None
+    await api.user_token("alice")
+
+
+async def test_an_administrator_user_may_use_the_api(api: Api) -> None:
+    await create_user(api.app.ctx.storage, api.app.ctx.passwords, username="root",
+                      email="root@example.com", password=PASSWORD, is_administrator=True)
+    token = await api.user_token("root")
+    r = await api.app.http.get("/api/v1/users", headers=api.bearer(token))
+    assert r.status_code == 200 and r.json()["count"] == 1
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status", "needle"), [
+    ("get", "/api/v1/users", {"params": {"limit": 0}}, 422, "limit"),
+    ("get", "/api/v1/users", {"params": {"limit": 10_000}}, 422, "limit"),
+    ("get", "/api/v1/users", {"params": {"offset": -1}}, 422, "offset"),
+    ("get", "/api/v1/users/nope", {}, 404, "nope"),
+    ("post", "/api/v1/users", {"content": b"{not json", "headers": {
+        "content-type": "application/json"}}, 422, ""),
+    ("post", "/api/v1/users", {"json": {"username": "x", "email": "x@example.com",
+                                        "admin": True}}, 422, "admin"),
+    ("post", "/api/v1/users", {"json": {"username": "bad name", "email": "x@example.com"}},
+     422, "username"),
+    ("post", "/api/v1/users", {"json": {"username": "x", "email": "nope"}}, 422, "email"),
+    ("post", "/api/v1/organizations", {"json": {"name": ""}}, 422, "name"),
+    ("get", "/api/v1/organizations/missing/roles", {}, 404, "organization"),
+    ("get", "/api/v1/events", {"params": {"since": "yesterday"}}, 422, "since"),
+])
+async def test_bad_input_gets_a_clear_4xx(api: Api, method, path, kwargs, status, needle):
+    r = await api.app.http.request(method.upper(), path, **kwargs)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert needle in r.json()["detail"]
+
+
+async def test_duplicates_are_conflicts(api: Api) -> None:
+    http = api.app.http
+    body = {"username": "dup", "email": "dup@example.com"}
+    assert (await http.post("/api/v1/users", json=body)).status_code == 201
+    r = await http.post("/api/v1/users", json={**body, "email": "other@example.com"})
+    assert r.status_code == 409 and r.json()["field"] == "username"
+    assert (await http.post("/api/v1/organizations", json={"name": "acme"})).status_code == 201
+    r = await http.post("/api/v1/organizations", json={"name": "ACME"})
+    assert r.status_code == 409
+    await http.post("/api/v1/organizations/acme/roles", json={"name": "editor"})
+    r = await http.post("/api/v1/organizations/acme/roles", json={"name": "Editor"})
+    assert r.status_code == 409
+
+
+async def test_roles_permissions_and_tokens(api: Api) -> None:
+    http = api.app.http
+    user = (await http.post("/api/v1/users", json={"username": "erin", "email": "e@example.com",
+                                                   "password": PASSWORD})).json()
+    org = (await http.post("/api/v1/organizations", json={"name": "acme"})).json()
+    editor = (await http.post(f"/api/v1/organizations/{org['id']}/roles", json={
+        "name": "editor", "permissions": ["posts:read", "posts:write"]})).json()
+    await http.post("/api/v1/organizations/acme/roles", json={"name": "viewer",
+                                                              "permissions": ["posts:read"]})
+    r = await http.post(f"/api/v1/organizations/acme/roles/{editor['id']}/permissions",
+                        json={"permissions": ["posts:delete", "posts:publish"]})
+    assert r.json()["permissions"] == ["posts:delete", "posts:publish", "posts:read",
+                                       "posts:write"]
+    r = await http.delete("/api/v1/organizations/acme/roles/editor/permissions",
+                          params=[("permission", "posts:publish"), ("permission", "posts:write")])
+    assert r.json()["permissions"] == ["posts:delete", "posts:read"]
+    listed = (await http.get("/api/v1/organizations/acme/roles")).json()
+    assert [(r["name"], r["permissions"]) for r in listed["items"]] == [
+        ("editor", ["posts:delete", "posts:read"]), ("viewer", ["posts:read"])]
+    # not a member yet: a token for the organization is refused
+    r = await http.post("/oauth/token", auth=(api.web_id, api.web_secret), data={
+        "grant_type": "password", "username": "erin", "password": PASSWORD,
+        "organization": "acme"})
+    assert r.json()["error"] == "access_denied"
+    roles_url = f"/api/v1/organizations/acme/users/{user['id']}/roles"
+    r = await http.post(roles_url, json={"add": ["viewer"]})
+    assert [x["name"] for x in r.json()["items"]] == ["viewer"]
+    tokens = await api.user_token("erin", organization="acme")
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    assert (claims["org"], claims["roles"], claims["permissions"]) == (
+        org["id"], ["viewer"], ["posts:read"])
+    introspected = (await http.post("/oauth/introspect", auth=(api.web_id, api.web_secret),
+                                    data={"token": tokens["access_token"]})).json()
+    assert introspected["roles"] == ["viewer"] and introspected["org"] == org["id"]
+    # update in one call, reissuing the user's tokens so the roles apply at once
+    r = await http.post(roles_url, json={"add": ["editor"], "remove": ["viewer"],
+                                         "reissue": {"refresh_token": tokens["refresh_token"]}})
+    body = r.json()
+    assert [x["name"] for x in body["items"]] == ["editor"]
+    fresh = jwt.decode(body["tokens"]["access_token"], options={"verify_signature": False})
+    assert fresh["roles"] == ["editor"] and fresh["permissions"] == ["posts:delete", "posts:read"]
+    old = await http.post("/oauth/introspect", auth=(api.web_id, api.web_secret),
+                          data={"token": tokens["access_token"]})
+    assert old.json() == {"active": False}
+    # unknown roles change nothing
+    r = await http.post(roles_url, json={"add": ["viewer", "ghost"]})
+    assert r.status_code == 404 and "ghost" in r.json()["detail"]
+    assert [x["name"] for x in (await http.get(roles_url)).json()["items"]] == ["editor"]
+    # a role in use is not deleted without force
+    r = await http.delete("/api/v1/organizations/acme/roles/editor")
+    assert r.status_code == 409 and "force" in r.json()["detail"]
+    assert (await http.delete("/api/v1/organizations/acme/roles/editor",
+                              params={"force": True})).status_code == 204
+    assert (await http.get(roles_url)).json()["count"] == 0
+
+
+async def test_roles_in_tokens_through_the_authorization_endpoint(api: Api) -> None:
+    from bastion.oauth import pkce
+    from support import callback_params, sign_in
+
+    http = api.app.http
+    web = await create_client(api.app.ctx.storage, name="spa", public=True,
+                              redirect_uris=["https://spa.example/cb"], scopes=["openid"])
+    user = (await http.post("/api/v1/users", json={"username": "fay", "email": "f@example.com",
+                                                   "password": PASSWORD})).json()
+    await http.post("/api/v1/organizations", json={"name": "acme"})
+    await http.post("/api/v1/organizations/acme/roles", json={"name": "owner",
+                                                              "permissions": ["*"]})
+    await http.post(f"/api/v1/organizations/acme/users/{user['id']}/roles",
+                    json={"add": ["owner"]})
+    verifier = pkce.new_verifier()
+    url = "/oauth/authorize?" + "&".join([
+        "response_type=code", f"client_id={web.client.client_id}", "scope=openid",
+        "redirect_uri=https://spa.example/cb", "organization=acme",
+        f"code_challenge={pkce.challenge(verifier)}", "code_challenge_method=S256"])
+    del http.headers["Authorization"]
+    code = callback_params(await sign_in(http, url, "fay", PASSWORD))["code"]
+    r = await http.post("/oauth/token", data={
+        "grant_type": "authorization_code", "code": code, "client_id": web.client.client_id,
+        "redirect_uri": "https://spa.example/cb", "code_verifier": verifier})
+    claims = jwt.decode(r.json()["access_token"], options={"verify_signature": False})
+    assert claims["roles"] == ["owner"] and claims["permissions"] == ["*"]
+
+
+async def test_audit_events_record_admin_changes_and_logins(api: Api) -> None:
+    http = api.app.http
+    created = (await http.post("/api/v1/users", json={"username": "gus", "email": "g@example.com",
+                                                      "password": PASSWORD})).json()
+    await api.user_token("gus")
+    await http.post("/oauth/token", auth=(api.web_id, api.web_secret), data={
+        "grant_type": "password", "username": "gus", "password": "wrong password"})
+    events = (await http.get("/api/v1/events")).json()
+    actions = [e["action"] for e in events["items"]]
+    assert actions[:3] == ["login.failure", "login.success", "user.create"]
+    create = events["items"][2]
+    assert create["target"] == created["id"] and create["actor_type"] == "client"
+    assert create["ip"] and create["client_id"]
+    failures = (await http.get("/api/v1/events", params={"action": "login.failure"})).json()
+    assert failures["count"] == 1 and failures["items"][0]["target"] == "gus"
+    page = (await http.get("/api/v1/events", params={"limit": 1, "offset": 1})).json()
+    assert page["count"] == events["count"] and page["items"][0]["action"] == "login.success"
+
+
+async def test_revoke_all_self_and_admin(api: Api) -> None:
+    http = api.app.http
+    user = (await http.post("/api/v1/users", json={"username": "hal", "email": "h@example.com",
+                                                   "password": PASSWORD})).json()
+    first, second = await api.user_token("hal"), await api.user_token("hal")
+    r = await http.delete("/api/v1/users/me/sessions", headers=api.bearer(first))
+    assert r.status_code == 204
+    for token in (first, second):
+        r = await http.post("/oauth/introspect", auth=(api.web_id, api.web_secret),
+                            data={"token": token["access_token"]})
+        assert r.json() == {"active": False}
+    third = await api.user_token("hal")
+    assert (await http.delete(f"/api/v1/users/{user['id']}/sessions")).status_code == 204
+    r = await http.post("/oauth/token", auth=(api.web_id, api.web_secret), data={
+        "grant_type": "refresh_token", "refresh_token": third["refresh_token"]})
+    assert r.json()["error"] == "invalid_grant"
+    other = (await http.post("/api/v1/users", json={"username": "ivy", "email": "i@example.com",
+                                                    "password": PASSWORD})).json()
+    ivy = await api.user_token("ivy")
+    r = await http.delete(f"/api/v1/users/{user['id']}/sessions", headers=api.bearer(ivy))
+    assert r.status_code == 403
+    assert other["id"]
+
+
+async def test_openapi_documents_every_operation_with_errors() -> None:
+    from bastion.server.app import create_app
+    from bastion.server.settings import Settings
+
+    app = create_app(Settings(issuer="https://x.example", secret_key="k" * 32))
+    schema = app.api.openapi()  # type: ignore[attr-defined]
+    ops = [(path, method, op) for path, item in schema["paths"].items()
+           for method, op in item.items() if path.startswith("/api/")]
+    assert len(ops) >= 15
+    for path, method, op in ops:
+        assert op.get("summary"), (path, method)
+        assert {"401", "403", "422"} <= set(op["responses"]), (path, method)
