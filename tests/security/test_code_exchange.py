@@ -1,0 +1,116 @@
+"""Authorization codes: single use, short-lived, bound to their client and redirect
+URI (RFC 6749 section 4.1.2 and 4.1.3; RFC 9700 section 4.5)."""
+
+from __future__ import annotations
+
+import secrets as _secrets
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from security_helpers import (
+    REDIRECT,
+    REDIRECT_WITH_QUERY,
+    SPA_REDIRECT,
+    Env,
+    exchange,
+    get_code,
+    oauth_error,
+)
+
+from bastion.oauth import pkce
+from bastion.server.models import AuthorizationCode, Grant
+from bastion.server.services import secrets
+
+
+async def test_replayed_code_is_invalid_grant(env: Env) -> None:
+    code = await get_code(env)
+    assert (await exchange(env, code)).status_code == 200
+    assert oauth_error(await exchange(env, code)) == "invalid_grant"
+
+
+async def test_replayed_code_revokes_the_tokens_of_its_first_use(env: Env) -> None:
+    code = await get_code(env)
+    first = (await exchange(env, code)).json()
+    assert (await env.introspect(first["access_token"]))["active"] is True
+    await exchange(env, code)  # the replay
+    assert await env.introspect(first["access_token"]) == {"active": False}
+    assert await env.introspect(first["refresh_token"]) == {"active": False}
+    assert oauth_error(await env.refresh(first["refresh_token"])) == "invalid_grant"
+    assert (await env.userinfo(first["access_token"])).status_code == 401
+
+
+async def test_code_issued_to_another_client_is_invalid_grant(env: Env) -> None:
+    code = await get_code(env)  # for the web client
+    r = await exchange(env, code, client=env.other)
+    assert oauth_error(r) == "invalid_grant"
+    assert "access_token" not in r.text
+
+
+async def test_code_issued_to_another_client_is_refused_for_a_public_client_too(env: Env):
+    code = await get_code(env)
+    r = await exchange(env, code, client=env.spa, redirect_uri=REDIRECT,
+                       verifier=pkce.new_verifier())
+    assert oauth_error(r) == "invalid_grant"
+
+
+async def _stored_code(env: Env, *, expires_at: datetime) -> str:
+    """A code row written straight through the storage API (e.g. already expired)."""
+    now = datetime.now(UTC)
+    grant = Grant(id=_secrets.token_urlsafe(18), client_id=env.web.client_id,
+                  user_id=env.user.id, session_id=None, scope="openid",
+                  auth_time=now - timedelta(minutes=5), created_at=now - timedelta(minutes=5))
+    plain = secrets.new_secret()
+    await env.ctx.storage.create_code(AuthorizationCode(
+        digest=secrets.digest(plain), client_id=env.web.client_id, user_id=env.user.id,
+        session_id=None, grant_id=grant.id, redirect_uri=REDIRECT, scope="openid", nonce=None,
+        code_challenge=None, auth_time=grant.auth_time, expires_at=expires_at), grant)
+    return plain
+
+
+async def test_a_fresh_stored_code_is_accepted(env: Env) -> None:
+    # The control for the next test: the hand-written row is a valid code.
+    code = await _stored_code(env, expires_at=datetime.now(UTC) + timedelta(seconds=60))
+    assert (await exchange(env, code)).status_code == 200
+
+
+async def test_expired_code_is_invalid_grant(env: Env) -> None:
+    code = await _stored_code(env, expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    r = await exchange(env, code)
+    assert oauth_error(r) == "invalid_grant"
+    assert "expired" in r.json()["error_description"]
+
+
+async def test_unknown_code_is_invalid_grant(env: Env) -> None:
+    assert oauth_error(await exchange(env, secrets.new_secret())) == "invalid_grant"
+
+
+@pytest.mark.parametrize("sent", [
+    REDIRECT_WITH_QUERY,  # registered for the client, but not the one in the request
+    REDIRECT + "/",
+    REDIRECT.upper(),
+    "https://evil.example/callback",
+], ids=["other-registered", "trailing-slash", "case", "foreign"])
+async def test_redirect_uri_differing_from_the_authorization_request_is_invalid_grant(
+        env: Env, sent: str) -> None:
+    code = await get_code(env)
+    r = await exchange(env, code, redirect_uri=sent)
+    assert oauth_error(r) == "invalid_grant"
+    assert "redirect_uri" in r.json()["error_description"]
+
+
+async def test_missing_redirect_uri_when_the_request_had_one_is_invalid_grant(env: Env):
+    code = await get_code(env)
+    assert oauth_error(await exchange(env, code, redirect_uri=None)) == "invalid_grant"
+
+
+@pytest.mark.xfail(strict=True, reason="RFC 6749 4.1.3: redirect_uri is required at the token "
+                   "endpoint only if the authorization request included it; the server "
+                   "compares against the defaulted URI and refuses a request without it")
+async def test_redirect_uri_may_be_omitted_when_the_authorization_request_omitted_it(
+        env: Env) -> None:
+    verifier = pkce.new_verifier()
+    # The SPA has one registered redirect URI, so the request may leave it out.
+    code = await get_code(env, env.spa.client_id, redirect_uri=SPA_REDIRECT, verifier=verifier,
+                          send_redirect_uri=False)
+    r = await exchange(env, code, client=env.spa, redirect_uri=None, verifier=verifier)
+    assert r.status_code == 200, r.text

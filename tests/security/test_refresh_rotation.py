@@ -1,0 +1,87 @@
+"""Refresh tokens: opaque, single use, rotated, bound to their client; a reused one
+revokes its whole family (RFC 9700 section 4.14.2)."""
+
+from __future__ import annotations
+
+import secrets as _secrets
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from security_helpers import Env, oauth_error
+
+from bastion.server.models import Grant
+from bastion.server.services import secrets
+from bastion.server.services.tokens import new_refresh_token
+
+
+async def _tokens(env: Env, scope: str = "openid read") -> dict[str, str]:
+    r = await env.password_grant(scope=scope)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_refresh_rotates_and_the_old_token_is_spent(env: Env) -> None:
+    first = await _tokens(env)
+    r = await env.refresh(first["refresh_token"])
+    assert r.status_code == 200
+    assert r.json()["refresh_token"] != first["refresh_token"]
+    assert await env.introspect(first["refresh_token"]) == {"active": False}
+
+
+async def test_reuse_of_a_rotated_token_revokes_the_whole_family(env: Env) -> None:
+    first = await _tokens(env)
+    second = (await env.refresh(first["refresh_token"])).json()
+    third = (await env.refresh(second["refresh_token"])).json()
+    assert oauth_error(await env.refresh(first["refresh_token"])) == "invalid_grant"
+    # every generation is gone: refresh tokens and access tokens
+    assert oauth_error(await env.refresh(third["refresh_token"])) == "invalid_grant"
+    for generation in (first, second, third):
+        assert await env.introspect(generation["access_token"]) == {"active": False}
+    assert (await env.userinfo(third["access_token"])).status_code == 401
+
+
+async def test_reuse_does_not_touch_other_families_of_the_same_user(env: Env) -> None:
+    victim, bystander = await _tokens(env), await _tokens(env)
+    await env.refresh(victim["refresh_token"])
+    await env.refresh(victim["refresh_token"])  # reuse
+    assert (await env.refresh(bystander["refresh_token"])).status_code == 200
+
+
+async def test_refresh_token_of_another_client_is_invalid_grant(env: Env) -> None:
+    tokens = await _tokens(env)
+    r = await env.refresh(tokens["refresh_token"], client=env.other)
+    assert oauth_error(r) == "invalid_grant"
+    # and the owner can still use it: a foreign client cannot burn it
+    assert (await env.refresh(tokens["refresh_token"])).status_code == 200
+
+
+async def test_refresh_cannot_widen_the_scope(env: Env) -> None:
+    tokens = await _tokens(env, scope="openid")
+    r = await env.token(env.web, grant_type="refresh_token",
+                        refresh_token=tokens["refresh_token"], scope="openid read")
+    assert oauth_error(r) == "invalid_scope"
+
+
+async def test_revoked_refresh_token_is_invalid_grant(env: Env) -> None:
+    tokens = await _tokens(env)
+    r = await env.http.post("/oauth/revoke", data={"token": tokens["refresh_token"]},
+                            auth=env.web.auth)
+    assert r.status_code == 200
+    assert oauth_error(await env.refresh(tokens["refresh_token"])) == "invalid_grant"
+    assert await env.introspect(tokens["access_token"]) == {"active": False}
+
+
+async def test_expired_refresh_token_is_invalid_grant(env: Env) -> None:
+    past = datetime.now(UTC) - timedelta(days=31)
+    grant = Grant(id=_secrets.token_urlsafe(18), client_id=env.web.client_id,
+                  user_id=env.user.id, session_id=None, scope="openid", auth_time=past,
+                  created_at=past)
+    plain, record = new_refresh_token(env.ctx.settings, grant, "openid")
+    record = replace(record, created_at=past, expires_at=past + timedelta(days=30))
+    await env.ctx.storage.create_grant(grant, record)
+    assert await env.introspect(plain) == {"active": False}
+    assert oauth_error(await env.refresh(plain)) == "invalid_grant"
+
+
+async def test_unknown_refresh_token_is_invalid_grant(env: Env) -> None:
+    assert oauth_error(await env.refresh(secrets.new_secret())) == "invalid_grant"
