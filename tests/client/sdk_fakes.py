@@ -20,6 +20,10 @@ from bastion.oauth.jose import PrivateKey
 ISSUER = "https://id.example/tenant"
 CLIENT_ID = "svc client"  # a space, to prove RFC 6749 2.3.1 form-encoding
 CLIENT_SECRET = "s3cr:t/+%"
+STATE_KEY = "a state key for tests"
+REDIRECT_URI = "https://app.example/cb"
+#: RSA keys are slow to make: one for the whole run.
+ID_KEY = PrivateKey.generate("id-1", "RS256")
 
 Handler = Callable[[httpx2.Request], httpx2.Response]
 
@@ -33,13 +37,17 @@ class FakeProvider:
 
     def __init__(self) -> None:
         self.key = PrivateKey.generate("key-1", "ES256")
-        self.jwks_keys = [self.key]
+        self.id_key = ID_KEY
+        self.jwks_keys = [self.key, self.id_key]
         self.metadata: dict[str, Any] = {
             "issuer": ISSUER,
+            "authorization_endpoint": ISSUER + "/oauth/authorize",
             "token_endpoint": ISSUER + "/oauth/token",
             "jwks_uri": ISSUER + "/jwks",
             "introspection_endpoint": ISSUER + "/oauth/introspect",
             "revocation_endpoint": ISSUER + "/oauth/revoke",
+            "userinfo_endpoint": ISSUER + "/oauth/userinfo",
+            "end_session_endpoint": ISSUER + "/oauth/logout",
             "token_endpoint_auth_methods_supported": [
                 "client_secret_basic",
                 "client_secret_post",
@@ -50,6 +58,31 @@ class FakeProvider:
         self.overrides: dict[str, list[httpx2.Response | Exception]] = {}
         self.expires_in = 300
         self.issued = 0
+        #: The nonce the next ID token carries (tests copy it from the login URL).
+        self.nonce: str | None = None
+        #: Claims merged into the next ID tokens (``None`` values remove a claim).
+        self.id_claims: dict[str, Any] = {}
+        #: Scope granted by the code and password grants.
+        self.user_scope = "openid profile"
+
+    def id_token(self, access_token: str) -> str:
+        from bastion.client.id_token import at_hash
+
+        now = int(time.time())
+        claims = {
+            "iss": ISSUER,
+            "sub": "user-1",
+            "aud": CLIENT_ID,
+            "azp": CLIENT_ID,
+            "iat": now,
+            "exp": now + 300,
+            "auth_time": now,
+            "nonce": self.nonce,
+            "at_hash": at_hash(access_token, self.id_key.alg),
+            **self.id_claims,
+        }
+        key = claims.pop("_key", self.id_key)
+        return key.sign({k: v for k, v in claims.items() if v is not None}, typ="JWT")
 
     def path(self, url: str) -> str:
         return httpx2.URL(url).path
@@ -105,9 +138,23 @@ class FakeProvider:
                 "expires_in": self.expires_in,
                 "scope": form.get("scope", "read write"),
             }
-            if form.get("grant_type") == "refresh_token":
-                body["refresh_token"] = "rotated-refresh"
+            grant = form.get("grant_type")
+            if grant == "refresh_token":
+                body["refresh_token"] = f"rotated-refresh-{self.issued}"
+            if grant in ("authorization_code", "password"):
+                body["refresh_token"] = f"refresh-{self.issued}"
+                body["scope"] = form.get("scope", self.user_scope)
+                if "openid" in body["scope"].split():
+                    body["id_token"] = self.id_token(body["access_token"])
             return httpx2.Response(200, json=body)
+        if path == "/tenant/oauth/userinfo":
+            if request.headers.get("authorization", "").startswith("Bearer "):
+                return httpx2.Response(200, json={"sub": "user-1", "preferred_username": "ann"})
+            return httpx2.Response(
+                401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            )
+        if path.startswith("/tenant/api/v1/users/") and request.method == "DELETE":
+            return httpx2.Response(204)
         if path == "/tenant/oauth/introspect":
             return httpx2.Response(200, json={"active": True, "client_id": CLIENT_ID})
         if path == "/tenant/oauth/revoke":

@@ -80,7 +80,7 @@ def test_public_client_sends_only_its_id(make_client: Any, provider: FakeProvide
 
 def test_refresh_returns_the_rotated_refresh_token(make_client: Any):
     tokens = make_client().refresh("old-refresh", scope="read")
-    assert tokens.refresh_token == "rotated-refresh"
+    assert tokens.refresh_token == "rotated-refresh-1"
     assert "rotated-refresh" not in repr(tokens)
 
 

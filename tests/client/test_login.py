@@ -1,0 +1,323 @@
+"""Login flows against the fake provider, each test run with Client and AsyncClient."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import httpx2
+import pytest
+from sdk_fakes import CLIENT_ID, ISSUER, REDIRECT_URI, STATE_KEY, FakeProvider
+
+from bastion import (
+    AccessDenied,
+    ConfigurationError,
+    EndpointNotAdvertised,
+    Forbidden,
+    InvalidGrant,
+    InvalidStateError,
+    InvalidToken,
+    MemoryReplayStore,
+    ProtocolError,
+    RateLimited,
+    TemporarilyUnavailable,
+)
+from bastion.oauth import pkce
+from bastion.oauth.jose import PrivateKey
+
+LOGIN = {"redirect_uri": REDIRECT_URI, "state_key": STATE_KEY}
+
+
+def params(url: str) -> dict[str, str]:
+    return dict(parse_qsl(urlsplit(url).query))
+
+
+def start(client: Any, provider: FakeProvider, scope: str = "openid profile") -> tuple[str, str]:
+    """Start a login; the fake provider will answer with the nonce it was sent."""
+    state, url = client.start_authorization(scope)
+    provider.nonce = params(url).get("nonce")
+    return state, url
+
+
+def callback(state: str, **extra: str) -> str:
+    return REDIRECT_URI + "?" + urlencode({"code": "c-1", "state": state, "iss": ISSUER, **extra})
+
+
+def test_authorization_url_carries_pkce_and_a_sealed_state(make_client: Any, provider: Any):
+    client = make_client(**LOGIN)
+    state, url = start(client, provider)
+    assert url.startswith(ISSUER + "/oauth/authorize?")
+    sent = params(url)
+    assert sent["response_type"] == "code" and sent["client_id"] == CLIENT_ID
+    assert sent["redirect_uri"] == REDIRECT_URI and sent["state"] == state
+    assert sent["code_challenge_method"] == "S256" and len(sent["code_challenge"]) == 43
+    assert sent["scope"] == "openid profile" and len(sent["nonce"]) >= 32
+    # A caller's nonce is used as given; no openid, no nonce.
+    assert params(client.start_authorization("openid", nonce="mine")[1])["nonce"] == "mine"
+    assert "nonce" not in params(client.start_authorization("read")[1])
+    extra = params(client.start_authorization(prompt="login", login_hint="ann")[1])
+    assert extra["prompt"] == "login" and extra["login_hint"] == "ann"
+
+
+def test_finish_sends_verifier_and_redirect_uri_and_checks_the_id_token(
+    make_client: Any, provider: FakeProvider
+):
+    client = make_client(**LOGIN)
+    state, url = start(client, provider)
+    tokens = client.finish_authorization_response(callback(state), expected_state=state)
+    token_request = next(
+        provider.form(r) for r in provider.requests if r.url.path.endswith("/oauth/token")
+    )
+    assert token_request["grant_type"] == "authorization_code"
+    assert token_request["redirect_uri"] == REDIRECT_URI
+    assert pkce.challenge(token_request["code_verifier"]) == params(url)["code_challenge"]
+    assert tokens.id_token_claims is not None and tokens.id_token_claims["sub"] == "user-1"
+    assert tokens.client is not None
+
+
+def test_the_callback_error_is_raised_only_for_a_good_state(make_client: Any, provider: Any):
+    client = make_client(**LOGIN)
+    state, _ = start(client, provider)
+    denied = REDIRECT_URI + "?" + urlencode(
+        {"error": "access_denied", "error_description": "no", "state": state, "iss": ISSUER}
+    )
+    with pytest.raises(AccessDenied, match="no"):
+        client.finish_authorization_response(denied, state)
+    forged = denied.replace("state=v1.", "state=v1.AAAA")
+    with pytest.raises(InvalidStateError):
+        client.finish_authorization_response(forged)
+    assert provider.calls["/tenant/oauth/token"] == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"iss": "https://evil.example"}, "another issuer"),
+        ({"iss": None}, "lacks the iss"),
+    ],
+)
+def test_iss_in_the_response_is_checked(
+    make_client: Any, provider: FakeProvider, changes: dict[str, Any], message: str
+):
+    provider.metadata["authorization_response_iss_parameter_supported"] = True
+    client = make_client(**LOGIN)
+    state, _ = start(client, provider)
+    query = {"code": "c-1", "state": state, "iss": ISSUER, **changes}
+    url = REDIRECT_URI + "?" + urlencode({k: v for k, v in query.items() if v is not None})
+    with pytest.raises(InvalidStateError, match=message):
+        client.finish_authorization_response(url)
+    assert provider.calls["/tenant/oauth/token"] == 0
+
+
+def test_state_from_another_client_or_issuer_is_refused(make_client: Any, provider: Any):
+    state, _ = start(make_client(**LOGIN), provider)
+    with pytest.raises(InvalidStateError, match="another client"):
+        make_client(**LOGIN, client_id="someone-else").finish_authorization("c", state)
+    with pytest.raises(InvalidStateError):
+        make_client(redirect_uri=REDIRECT_URI, state_key="other").finish_authorization("c", state)
+    with pytest.raises(InvalidStateError, match="does not match"):
+        make_client(**LOGIN).finish_authorization("c", state, expected_state=state + "x")
+
+
+def test_replay_store_refuses_a_second_use(make_client: Any, provider: FakeProvider):
+    client = make_client(**LOGIN)
+    store = MemoryReplayStore()
+    state, _ = start(client, provider)
+    client.finish_authorization("c-1", state, replay_store=store)
+    with pytest.raises(InvalidStateError, match="already used"):
+        client.finish_authorization("c-1", state, replay_store=store)
+    assert provider.calls["/tenant/oauth/token"] == 1
+
+
+@pytest.mark.parametrize(
+    ("claims", "message"),
+    [
+        ({"nonce": "other"}, "nonce"),
+        ({"aud": "other-client"}, "not meant for this client"),
+        ({"aud": [CLIENT_ID, "x"], "azp": "x"}, "authorized party"),
+        ({"iss": "https://evil.example"}, "another issuer"),
+        ({"exp": 1000}, "expired"),
+        ({"iat": 4_000_000_000}, "future"),
+        ({"at_hash": "AAAAAAAAAAAAAAAAAAAAAA"}, "at_hash"),
+        ({"sub": None}, "subject"),
+        ({"_key": PrivateKey("id-1", "RS256", PrivateKey.generate("x", "RS256").key)}, "signat"),
+    ],
+)
+def test_a_bad_id_token_is_refused(
+    make_client: Any, provider: FakeProvider, claims: dict[str, Any], message: str
+):
+    client = make_client(**LOGIN)
+    state, _ = start(client, provider)
+    provider.id_claims = claims
+    with pytest.raises(InvalidToken, match=message):
+        client.finish_authorization_response(callback(state))
+
+
+def test_an_id_token_by_an_unknown_key_refetches_the_jwks_once(
+    make_client: Any, provider: FakeProvider
+):
+    client = make_client(**LOGIN, jwks_refresh_interval=0)
+    state, _ = start(client, provider)
+    provider.id_claims = {"_key": PrivateKey.generate("id-unknown", "ES256")}
+    with pytest.raises(InvalidToken, match="unknown key"):
+        client.finish_authorization_response(callback(state))
+    assert provider.calls["/tenant/jwks"] == 2
+
+
+def test_missing_id_token_for_openid_is_a_protocol_error(make_client: Any, provider: Any):
+    client = make_client(**LOGIN)
+    state, _ = start(client, provider)
+    provider.user_scope = "profile"  # the provider "forgets" the ID token
+    with pytest.raises(ProtocolError, match="no ID token"):
+        client.finish_authorization_response(callback(state))
+
+
+def test_token_endpoint_errors_are_mapped(make_client: Any, provider: FakeProvider):
+    client = make_client(**LOGIN, retries=0)
+    provider.overrides["/tenant/oauth/token"] = [
+        httpx2.Response(400, json={"error": "invalid_grant", "error_description": "used"}),
+        httpx2.Response(429, json={"error": "slow_down"}, headers={"Retry-After": "7"}),
+    ]
+    state, _ = start(client, provider)
+    with pytest.raises(InvalidGrant, match="used"):
+        client.finish_authorization("c-1", state)
+    with pytest.raises(RateLimited) as caught:
+        client.login_password("ann", "pw")
+    assert caught.value.retry_after == 7 and caught.value.error_code == "slow_down"
+
+
+def test_missing_options_and_endpoints(make_client: Any, provider: FakeProvider):
+    with pytest.raises(ConfigurationError, match="state_key"):
+        make_client(redirect_uri=REDIRECT_URI).start_authorization()
+    with pytest.raises(ConfigurationError, match="redirect_uri"):
+        make_client(state_key=STATE_KEY).start_authorization()
+    with pytest.raises(ConfigurationError, match="expiration"):
+        make_client(**LOGIN).start_authorization(expiration=0)
+    del provider.metadata["authorization_endpoint"]
+    del provider.metadata["end_session_endpoint"]
+    with pytest.raises(EndpointNotAdvertised, match="authorization_endpoint"):
+        make_client(**LOGIN).start_authorization()
+    with pytest.raises(EndpointNotAdvertised, match="end_session_endpoint"):
+        make_client(**LOGIN).logout_url()
+
+
+def test_password_grant_validates_the_id_token(make_client: Any, provider: FakeProvider):
+    client = make_client()
+    tokens = client.login_password("ann", "pw", scope=["openid"])
+    assert provider.form(provider.requests[1]) == {
+        "grant_type": "password",
+        "username": "ann",
+        "password": "pw",
+        "scope": "openid",
+    }
+    assert tokens.id_token_claims and tokens.id_token_claims["sub"] == "user-1"
+    provider.id_claims = {"aud": "another"}
+    with pytest.raises(InvalidToken):
+        client.login_password("ann", "pw", scope="openid")
+
+
+def test_userinfo(make_client: Any, provider: FakeProvider):
+    client = make_client()
+    assert client.userinfo("at")["preferred_username"] == "ann"
+    assert provider.requests[-1].headers["authorization"] == "Bearer at"
+    provider.overrides["/tenant/oauth/userinfo"] = [
+        httpx2.Response(401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}),
+        httpx2.Response(200, json={"name": "no sub"}),
+    ]
+    with pytest.raises(InvalidToken):
+        client.userinfo("at")
+    with pytest.raises(ProtocolError, match="sub"):
+        client.userinfo("at")
+    with pytest.raises(ConfigurationError):
+        client.userinfo("")
+
+
+def test_userinfo_subject_must_match_the_id_token(make_client: Any, provider: FakeProvider):
+    client = make_client()
+    tokens = client.login_password("ann", "pw", scope="openid")
+    provider.overrides["/tenant/oauth/userinfo"] = [httpx2.Response(200, json={"sub": "other"})]
+    with pytest.raises(ProtocolError, match="differs"):
+        client.userinfo(tokens)
+
+
+def test_logout_url(make_client: Any, provider: FakeProvider):
+    client = make_client()
+    url = client.logout_url("id.tok.en", "https://app.example/bye", state="s")
+    assert url.startswith(ISSUER + "/oauth/logout?")
+    assert params(url) == {
+        "id_token_hint": "id.tok.en",
+        "post_logout_redirect_uri": "https://app.example/bye",
+        "state": "s",
+        "client_id": CLIENT_ID,
+    }
+
+
+def test_revoke_all(make_client: Any, provider: FakeProvider):
+    client = make_client()
+    client.revoke_all("user-at")
+    request = provider.requests[-1]
+    assert (request.method, request.url.path) == ("DELETE", "/tenant/api/v1/users/me/sessions")
+    assert request.headers["authorization"] == "Bearer user-at"
+    client.revoke_all(user_id="u/1")
+    token_request, delete = provider.requests[-2:]
+    assert provider.form(token_request) == {"grant_type": "client_credentials",
+                                            "scope": "bastion:admin"}
+    assert delete.url.raw_path == b"/tenant/api/v1/users/u%2F1/sessions"
+    assert delete.headers["authorization"].startswith("Bearer ey")
+    with pytest.raises(ConfigurationError):
+        client.revoke_all()
+    with pytest.raises(ConfigurationError):
+        client.revoke_all("at", user_id="u")
+    provider.overrides["/tenant/api/v1/users/me/sessions"] = [
+        httpx2.Response(403, json={"title": "Forbidden", "status": 403})
+    ]
+    with pytest.raises(Forbidden):
+        client.revoke_all("at")
+
+
+def test_revoking_a_token_set_revokes_refresh_then_access(make_client: Any, provider: Any):
+    client = make_client()
+    tokens = client.login_password("ann", "pw")
+    client.revoke(tokens)
+    forms = [provider.form(r) for r in provider.requests if r.url.path.endswith("/revoke")]
+    assert forms == [
+        {"token": tokens.refresh_token, "token_type_hint": "refresh_token"},
+        {"token": tokens.access_token, "token_type_hint": "access_token"},
+    ]
+
+
+def test_a_refresh_token_is_sent_once_per_client(make_client: Any, provider: FakeProvider):
+    client = make_client()
+    first = client.refresh("r-1")
+    assert client.refresh("r-1") == first  # answered from memory: no reuse at the provider
+    assert provider.calls["/tenant/oauth/token"] == 1
+    client.refresh("r-2")
+    assert provider.calls["/tenant/oauth/token"] == 2
+
+
+def test_validate_token_set_states(make_client: Any, provider: FakeProvider):
+    client = make_client()
+    access = provider.sign()
+    valid = client.validate_token_set(access, "r-1")
+    assert valid.state == "valid" and valid.tokens and valid.tokens.refresh_token == "r-1"
+    assert valid.claims and valid.claims["sub"] == "svc" and valid.is_valid
+    expired = provider.sign(exp=1000, iat=900)
+    refreshed = client.validate_token_set(expired, "r-1")
+    assert refreshed.state == "refreshed" and refreshed.tokens
+    assert refreshed.tokens.refresh_token == "rotated-refresh-1"
+    assert client.validate_token_set(expired).state == "invalid"
+    provider.overrides["/tenant/oauth/token"] = [
+        httpx2.Response(400, json={"error": "invalid_grant"})
+    ]
+    invalid = client.validate_token_set(expired, "r-2")
+    assert invalid.state == "invalid" and isinstance(invalid.error, InvalidGrant)
+    assert not invalid.is_valid and invalid.tokens is None
+    introspected = client.validate_token_set(access, "r-3", introspect=True)
+    assert introspected.state == "valid"
+
+
+def test_validate_token_set_raises_when_the_provider_is_down(make_client: Any, provider: Any):
+    client = make_client(retries=0)
+    provider.overrides["/tenant/oauth/token"] = [httpx2.Response(503)]
+    with pytest.raises(TemporarilyUnavailable):
+        client.validate_token_set(provider.sign(exp=1000, iat=900), "r-1")
