@@ -1,0 +1,129 @@
+"""CSRF protection of the hosted forms: the login form and the logout confirmation.
+
+The form token is the MAC of the browser's own CSRF cookie, so a token copied from
+another browser, a forged one, or a missing one is refused."""
+
+from __future__ import annotations
+
+import httpx2
+import pytest
+from security_helpers import (
+    Env,
+    authorize_url,
+    get_code,
+    hidden_fields,
+    location_params,
+    login_form,
+    post_login,
+)
+
+from bastion.server.pages import CSRF_COOKIE
+from bastion.server.services.sessions import COOKIE as SESSION_COOKIE
+
+
+async def signed_in(env: Env, http: httpx2.AsyncClient) -> bool:
+    r = await http.get(authorize_url(env.web.client_id, prompt="none"))
+    return "code" in location_params(r)
+
+
+def assert_refused_login(r: httpx2.Response) -> None:
+    assert r.status_code == 400
+    assert "This form has expired" in r.text
+    assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
+
+
+async def test_login_with_a_valid_token_is_accepted(env: Env) -> None:
+    # The control for the refusals below.
+    fields = await login_form(env.http, authorize_url(env.web.client_id))
+    assert (await post_login(env.http, fields)).status_code == 303
+    assert await signed_in(env, env.http)
+
+
+async def test_login_without_csrf_token_is_refused(env: Env) -> None:
+    fields = await login_form(env.http, authorize_url(env.web.client_id))
+    del fields["csrf_token"]
+    assert_refused_login(await post_login(env.http, fields))
+    assert not await signed_in(env, env.http)
+
+
+@pytest.mark.parametrize("token", ["forged", "", "A" * 43, "x" * 5000])
+async def test_login_with_a_wrong_csrf_token_is_refused(env: Env, token: str) -> None:
+    fields = await login_form(env.http, authorize_url(env.web.client_id))
+    assert_refused_login(await post_login(env.http, {**fields, "csrf_token": token}))
+    assert not await signed_in(env, env.http)
+
+
+async def test_login_with_the_token_of_another_browsers_cookie_is_refused(env: Env) -> None:
+    attacker = await env.browser()
+    attacker_fields = await login_form(attacker, authorize_url(env.web.client_id))
+    victim_fields = await login_form(env.http, authorize_url(env.web.client_id))
+    assert attacker_fields["csrf_token"] != victim_fields["csrf_token"]
+    assert_refused_login(await post_login(env.http, attacker_fields))
+    assert not await signed_in(env, env.http)
+
+
+async def test_login_without_the_csrf_cookie_is_refused(env: Env) -> None:
+    fields = await login_form(env.http, authorize_url(env.web.client_id))
+    env.http.cookies.delete(CSRF_COOKIE)
+    assert_refused_login(await post_login(env.http, fields))
+
+
+async def test_csrf_cookie_is_httponly_samesite_lax_and_secure(env: Env) -> None:
+    # SameSite=Lax: a cross-site POST does not carry it; HttpOnly: scripts cannot read it.
+    page = await env.http.get(authorize_url(env.web.client_id))
+    cookie = page.headers["set-cookie"]
+    assert cookie.startswith(CSRF_COOKIE + "=")
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" in cookie
+
+
+async def test_login_page_cannot_be_framed(env: Env) -> None:
+    page = await env.http.get(authorize_url(env.web.client_id))
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store"
+
+
+# -- the logout confirmation form -------------------------------------------------
+
+
+async def logout_confirmation(env: Env, http: httpx2.AsyncClient) -> dict[str, str]:
+    page = await http.get("/oauth/logout")  # no id_token_hint: the user must confirm
+    assert page.status_code == 200 and 'action="/oauth/logout"' in page.text
+    return hidden_fields(page.text)
+
+
+async def test_logout_without_hint_only_asks_for_confirmation(env: Env) -> None:
+    await get_code(env)
+    await logout_confirmation(env, env.http)
+    assert await signed_in(env, env.http)
+
+
+async def test_confirmed_logout_with_a_valid_token_signs_out(env: Env) -> None:
+    await get_code(env)
+    fields = await logout_confirmation(env, env.http)
+    r = await env.http.post("/oauth/logout", data=fields)
+    assert r.status_code == 200 and "signed out" in r.text
+    assert not await signed_in(env, env.http)
+
+
+@pytest.mark.parametrize("token", [None, "forged"])
+async def test_logout_post_without_a_valid_csrf_token_is_refused(env: Env,
+                                                                 token: str | None) -> None:
+    await get_code(env)
+    fields = await logout_confirmation(env, env.http)
+    if token is None:
+        del fields["csrf_token"]
+    else:
+        fields["csrf_token"] = token
+    r = await env.http.post("/oauth/logout", data=fields)
+    assert r.status_code == 400
+    assert await signed_in(env, env.http)
+
+
+async def test_logout_post_with_another_browsers_token_is_refused(env: Env) -> None:
+    await get_code(env)
+    attacker = await env.browser()
+    fields = await logout_confirmation(env, attacker)
+    r = await env.http.post("/oauth/logout", data=fields)
+    assert r.status_code == 400
+    assert await signed_in(env, env.http)

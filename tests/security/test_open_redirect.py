@@ -1,0 +1,141 @@
+"""No open redirects: logout goes back only to a ``post_logout_redirect_uri`` the
+client registered (exact match), and the login form's ``continue`` field only ever
+leads to the authorization endpoint."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode, urlsplit
+
+import httpx2
+import pytest
+from security_helpers import (
+    LOGOUT_TARGET,
+    OTHER_LOGOUT_TARGET,
+    PASSWORD,
+    Env,
+    authorize_url,
+    get_code,
+    hidden_fields,
+    login_form,
+)
+
+LOOKALIKES = {
+    "foreign": "https://evil.example/",
+    "trailing-slash": LOGOUT_TARGET + "/",
+    "extra-query": LOGOUT_TARGET + "?next=https://evil.example",
+    "fragment": LOGOUT_TARGET + "#x",
+    "host-case": "https://APP.example/bye",
+    "http": "http://app.example/bye",
+    "other-port": "https://app.example:444/bye",
+    "subdomain-lookalike": "https://app.example.evil.example/bye",
+    "userinfo-trick": "https://app.example@evil.example/bye",
+    "scheme-relative": "//evil.example/bye",
+    "backslash": "https:\\\\evil.example\\bye",
+    "javascript": "javascript:alert(1)",
+}
+
+
+async def id_token(env: Env) -> str:
+    r = await env.password_grant(scope="openid")
+    return str(r.json()["id_token"])
+
+
+def assert_no_redirect(r: httpx2.Response) -> None:
+    assert "location" not in r.headers, r.headers.get("location")
+    assert r.status_code in (200, 400)
+
+
+async def test_registered_target_with_id_token_hint_is_followed(env: Env) -> None:
+    # The control for the refusals below.
+    r = await env.http.get("/oauth/logout?" + urlencode({
+        "id_token_hint": await id_token(env), "post_logout_redirect_uri": LOGOUT_TARGET,
+        "state": "s"}))
+    assert r.status_code == 303 and r.headers["location"] == LOGOUT_TARGET + "?state=s"
+
+
+@pytest.mark.parametrize("target", LOOKALIKES.values(), ids=LOOKALIKES.keys())
+async def test_unregistered_target_with_id_token_hint_is_not_followed(env: Env,
+                                                                      target: str) -> None:
+    r = await env.http.get("/oauth/logout?" + urlencode({
+        "id_token_hint": await id_token(env), "post_logout_redirect_uri": target}))
+    assert_no_redirect(r)
+
+
+@pytest.mark.parametrize("target", LOOKALIKES.values(), ids=LOOKALIKES.keys())
+async def test_unregistered_target_without_hint_is_not_followed_even_once_confirmed(
+        env: Env, target: str) -> None:
+    query = {"client_id": env.web.client_id, "post_logout_redirect_uri": target}
+    page = await env.http.get("/oauth/logout?" + urlencode(query))
+    assert_no_redirect(page)
+    confirmed = await env.http.post("/oauth/logout", data=hidden_fields(page.text))
+    assert_no_redirect(confirmed)
+
+
+async def test_target_without_any_client_is_not_followed(env: Env) -> None:
+    page = await env.http.get("/oauth/logout?" + urlencode(
+        {"post_logout_redirect_uri": LOGOUT_TARGET}))
+    confirmed = await env.http.post("/oauth/logout", data=hidden_fields(page.text))
+    assert_no_redirect(confirmed)
+
+
+async def test_forged_id_token_hint_does_not_name_a_client(env: Env) -> None:
+    hint = await id_token(env)
+    header, payload, signature = hint.split(".")
+    forged = ".".join([header, payload, signature[::-1]])
+    r = await env.http.get("/oauth/logout?" + urlencode({
+        "id_token_hint": forged, "post_logout_redirect_uri": LOGOUT_TARGET}))
+    # Not trusted: the user is asked to confirm instead of being signed out and sent on.
+    assert_no_redirect(r)
+    assert 'action="/oauth/logout"' in r.text
+
+
+async def test_access_token_as_id_token_hint_is_not_trusted(env: Env) -> None:
+    access = (await env.password_grant(scope="openid")).json()["access_token"]
+    r = await env.http.get("/oauth/logout?" + urlencode({
+        "id_token_hint": access, "post_logout_redirect_uri": LOGOUT_TARGET}))
+    assert_no_redirect(r)
+
+
+@pytest.mark.xfail(strict=True, reason="RP-Initiated Logout 1.0 section 2: when client_id and "
+                   "id_token_hint are both sent the OP must check they match; logout.py "
+                   "takes client_id over the hint without comparing")
+async def test_client_id_differing_from_the_id_token_hint_is_not_followed(env: Env) -> None:
+    r = await env.http.get("/oauth/logout?" + urlencode({
+        "id_token_hint": await id_token(env),  # issued to the web client
+        "client_id": env.other.client_id, "post_logout_redirect_uri": OTHER_LOGOUT_TARGET}))
+    assert_no_redirect(r)
+
+
+# -- the login form's continue field ------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [
+    "//evil.example",
+    "https://evil.example/",
+    "/\\evil.example",
+    "https://evil.example/?client_id=x",
+    "next=https://evil.example",
+    "",
+], ids=["scheme-relative", "absolute", "backslash", "absolute-with-query", "next", "empty"])
+async def test_login_continue_cannot_leave_the_authorization_endpoint(env: Env,
+                                                                     value: str) -> None:
+    fields = await login_form(env.http, authorize_url(env.web.client_id))
+    r = await env.http.post("/login", data={**fields, "continue": value, "login": "alice",
+                                            "password": PASSWORD})
+    assert_no_redirect(r)
+
+
+async def test_login_continue_with_extra_parameters_still_goes_to_authorize(env: Env) -> None:
+    fields = await login_form(env.http, authorize_url(env.web.client_id))
+    value = fields["continue"] + "&next=https%3A%2F%2Fevil.example&return_to=%2F%2Fevil.example"
+    r = await env.http.post("/login", data={**fields, "continue": value, "login": "alice",
+                                            "password": PASSWORD})
+    assert r.status_code == 303
+    target = urlsplit(r.headers["location"])
+    assert (target.scheme, target.netloc, target.path) == ("", "", "/oauth/authorize")
+
+
+async def test_code_after_login_goes_only_to_the_registered_redirect_uri(env: Env) -> None:
+    await get_code(env)
+    r = await env.http.get(authorize_url(env.web.client_id))
+    assert r.headers["location"].startswith("https://app.example/callback?")
