@@ -94,9 +94,11 @@ def _hidden(html: str) -> dict[str, str]:
 
 def _login_post(page: httpx2.Response, account: Account) -> tuple[str, dict[str, str]]:
     assert page.status_code == 200 and "<form" in page.text, (page.status_code, page.text[:300])
-    fields = _hidden(page.text)
+    # The page may hold other forms (a sign-in link by email): use the password one.
+    form_html = next(f for f in page.text.split("</form>") if 'id="password"' in f)
+    fields = _hidden(form_html)
     assert {"csrf_token", "continue"} <= set(fields), fields
-    action = _FORM_ACTION.search(page.text)
+    action = _FORM_ACTION.search(form_html)
     url = urljoin(str(page.url), unescape(action.group(1)) if action else "/login")
     return url, {**fields, "login": account.username, "password": account.password}
 

@@ -1,0 +1,146 @@
+"""Browser tests: Playwright driving Debian's Chromium (``/usr/bin/chromium``).
+
+Never ``playwright install``: the system Chromium is used through
+``executable_path``. Without Chromium or Playwright these tests are skipped.
+
+``relying_party`` is a tiny web app (``http.server`` in a thread, on a free
+loopback port) that uses the SDK the way a real app would: ``/login`` starts the
+authorization and keeps the state in an HttpOnly cookie, ``/callback`` finishes
+it with that cookie as ``expected_state`` (and a replay store) and greets the
+user by the name userinfo returns, ``/logout`` sends the browser to the provider's end-session
+endpoint, which comes back to ``/bye``.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from bastion import BastionError, Client, MemoryReplayStore, TokenSet
+from support import ServerProcess
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+STATE_COOKIE = "rp_oauth_state"
+
+
+@pytest.fixture(scope="session")
+def base_url() -> str | None:
+    """Replaces pytest-playwright's fallback ``base_url``: a session fixture defined
+    on a plugin instance, which pytest 9.2 deprecates (and warnings are errors)."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """Keep pytest-playwright's own options, and point it at Debian's Chromium."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+@dataclass
+class RelyingParty:
+    url: str
+    client: Client
+    #: What the callback did: the tokens and userinfo of each completed login.
+    logins: list[tuple[TokenSet, dict[str, Any]]] = field(default_factory=list)
+    replay_store: MemoryReplayStore = field(default_factory=MemoryReplayStore)
+    errors: list[BaseException] = field(default_factory=list)
+
+
+def _handler(app: RelyingParty) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+            pass
+
+        def _send(self, status: int, body: str = "", headers: dict[str, str] | None = None):
+            data = f"<!doctype html><title>RP</title><body>{body}</body>".encode()
+            self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            try:
+                if path == "/login":
+                    state, url = app.client.start_authorization("openid profile email")
+                    cookie = f"{STATE_COOKIE}={state}; Path=/; HttpOnly; SameSite=Lax"
+                    self._send(303, headers={"Location": url, "Set-Cookie": cookie})
+                elif path == "/callback":
+                    cookies = SimpleCookie(self.headers.get("Cookie", ""))
+                    expected = cookies[STATE_COOKIE].value if STATE_COOKIE in cookies else None
+                    tokens = app.client.finish_authorization_response(
+                        app.url + self.path, expected_state=expected,
+                        replay_store=app.replay_store,
+                    )
+                    info = app.client.userinfo(tokens)
+                    app.logins.append((tokens, info))
+                    name = html.escape(str(info.get("preferred_username")))
+                    self._send(200, f'<p id="hello">Hello {name}</p>', {
+                        "Set-Cookie": f"{STATE_COOKIE}=; Path=/; Max-Age=0",
+                    })
+                elif path == "/logout":
+                    tokens = app.logins[-1][0]
+                    url = app.client.logout_url(tokens, app.url + "/bye", state="bye")
+                    self._send(303, headers={"Location": url})
+                elif path == "/bye":
+                    self._send(200, '<p id="bye">Signed out</p>')
+                else:
+                    self._send(404, "not found")
+            except BastionError as exc:
+                app.errors.append(exc)
+                self._send(400, f'<p id="error">{html.escape(type(exc).__name__)}</p>')
+
+    return Handler
+
+
+@pytest.fixture(scope="session")
+def relying_party(bastion_server: ServerProcess) -> Iterator[RelyingParty]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    registered = bastion_server.create_client(
+        "--name", "Browser test app", "--redirect-uri", url + "/callback",
+        "--post-logout-redirect-uri", url + "/bye",
+        "--grant-type", "authorization_code", "--grant-type", "refresh_token",
+        "--scope", "openid", "--scope", "profile", "--scope", "email",
+    )
+    client = Client(
+        url=bastion_server.url,
+        client_id=str(registered["client_id"]),
+        client_secret=str(registered["client_secret"]),
+        redirect_uri=url + "/callback",
+        state_key=secrets.token_urlsafe(32),
+    )
+    app = RelyingParty(url, client)
+    httpd.RequestHandlerClass = _handler(app)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()  # the socket is bound and listening already: ready at once
+    try:
+        yield app
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+        client.close()

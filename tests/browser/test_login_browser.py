@@ -1,0 +1,111 @@
+"""A real browser signs in on Bastion's hosted page and lands on an app using the SDK.
+
+Screenshots of the login page (empty, after a wrong password, filled) and of the
+app after sign-in are kept under ``test-results/browser/`` as artefacts of the
+run (pytest-playwright empties ``test-results/`` when a session starts).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+from playwright.sync_api import Page, expect
+
+from support import ServerProcess
+
+ARTEFACTS = Path(__file__).resolve().parents[2] / "test-results" / "browser"
+
+#: The login page's ``Content-Security-Policy: form-action 'self'`` also applies to
+#: the redirects that follow the form's POST (CSP 3), so Chromium blocks the final
+#: 303 to the client's redirect URI on another origin: a browser can never complete
+#: a login into an app. Reported to the server side; strict, so it flips when fixed.
+CSP_BLOCKS_REDIRECT = pytest.mark.xfail(
+    reason="server: login page CSP form-action 'self' blocks the redirect to the client",
+    raises=AssertionError,
+    strict=True,
+)
+
+
+def new_user(server: ServerProcess) -> tuple[str, str, str]:
+    username = "b" + secrets.token_hex(5)
+    password = secrets.token_urlsafe(18)
+    done = server.cli("users", "create", "--username", username, "--email",
+                      f"{username}@example.com", "--password-stdin", "--json", stdin=password)
+    assert done.returncode == 0, done.stderr
+    return str(json.loads(done.stdout)["id"]), username, password
+
+
+def shot(page: Page, name: str) -> None:
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTEFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page: Page, username: str, password: str) -> None:
+    page.fill("#login", username)
+    page.fill("#password", password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_the_login_page_and_a_failed_sign_in(
+    page: Page, relying_party: Any, bastion_server: ServerProcess
+) -> None:
+    _, username, password = new_user(bastion_server)
+    page.context.clear_cookies()
+    page.goto(relying_party.url + "/login")
+    # The SDK's authorization URL led to Bastion's hosted login page.
+    assert page.url.startswith(bastion_server.url + "/oauth/authorize?")
+    expect(page.get_by_label("Username or email")).to_be_visible()
+    expect(page.get_by_label("Password")).to_be_visible()
+    expect(page.get_by_text("Browser test app")).to_be_visible()
+    shot(page, "login-page")
+    sign_in(page, username, password + "-wrong")
+    expect(page.get_by_role("alert")).to_have_text("Incorrect username or password.")
+    shot(page, "login-failed")
+    page.fill("#login", username)
+    page.fill("#password", password)
+    shot(page, "login-filled")
+
+
+@CSP_BLOCKS_REDIRECT
+def test_sign_in_finish_with_the_sdk_and_log_out(
+    page: Page, relying_party: Any, bastion_server: ServerProcess
+) -> None:
+    user_id, username, password = new_user(bastion_server)
+    page.context.clear_cookies()
+    page.goto(relying_party.url + "/login")
+    sign_in(page, username, password)
+    try:
+        expect(page.locator("#hello")).to_have_text(f"Hello {username}")
+    finally:
+        shot(page, "after-sign-in")
+    assert page.url.startswith(relying_party.url + "/callback?")
+    assert not relying_party.errors
+    tokens, info = relying_party.logins[-1]
+    assert info["sub"] == user_id and info["email"] == f"{username}@example.com"
+    assert tokens.id_token_claims is not None and tokens.id_token_claims["sub"] == user_id
+    assert tokens.refresh_token
+
+    # A second login within the provider session skips the form.
+    page.goto(relying_party.url + "/login")
+    expect(page.locator("#hello")).to_have_text(f"Hello {username}")
+    assert relying_party.logins[-1][1]["sub"] == user_id
+
+    # Reloading the callback replays its state: the app's replay store refuses it
+    # before the (spent) code is even sent.
+    page.reload()
+    expect(page.locator("#error")).to_have_text("InvalidStateError")
+    relying_party.errors.clear()
+
+    # RP-initiated logout ends the provider session; the next login shows the form.
+    page.goto(relying_party.url + "/logout")
+    expect(page.locator("#bye")).to_have_text("Signed out")
+    assert page.url == relying_party.url + "/bye?state=bye"
+    page.goto(relying_party.url + "/login")
+    expect(page.locator("#password")).to_be_visible()
