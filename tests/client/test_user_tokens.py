@@ -127,6 +127,16 @@ def test_bound_token_set_refresh_and_revoke(provider: FakeProvider):
         TokenSet(access_token="a", client=client).refresh()
 
 
+def test_a_bound_token_set_pickles_without_its_client(provider: FakeProvider):
+    import pickle
+
+    with SyncClient(ISSUER, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                    transport=httpx2.MockTransport(provider)) as client:
+        tokens = client.login_password("ann", "pw")
+        copy = pickle.loads(pickle.dumps(tokens))  # noqa: S301 - our own bytes
+    assert copy == tokens and copy.client is None and copy.expires_at == tokens.expires_at
+
+
 async def test_bound_token_set_async(provider: FakeProvider):
     async with AsyncClient(ISSUER, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
                            transport=httpx2.MockTransport(provider)) as client:

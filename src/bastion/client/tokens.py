@@ -12,7 +12,7 @@ with rotating refresh tokens the old one is spent, so always keep the new one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -89,6 +89,14 @@ class TokenSet:
         """The ``Authorization`` header value for this token."""
         scheme = "Bearer" if self.token_type.lower() == "bearer" else self.token_type
         return f"{scheme} {self.access_token}"
+
+    def __getstate__(self) -> list[Any]:
+        """Pickle without the bound client (sessions often pickle their values)."""
+        return [None if f.name == "client" else getattr(self, f.name) for f in fields(self)]
+
+    def __setstate__(self, state: list[Any]) -> None:
+        for f, value in zip(fields(self), state, strict=True):
+            object.__setattr__(self, f.name, value)
 
     # -- bound operations -----------------------------------------------------
 
