@@ -211,3 +211,45 @@ async def sign_in(http: httpx2.AsyncClient, authorize_url: str, login: str,
 def callback_params(response: httpx2.Response) -> dict[str, str]:
     assert response.status_code == 303, (response.status_code, response.text[:500])
     return dict(parse_qsl(urlsplit(response.headers["location"]).query))
+
+
+# -- a real SMTP server (aiosmtpd) ---------------------------------------------------
+
+
+class Mailbox:
+    """Collects what the SMTP server receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        from email import message_from_bytes, policy
+
+        msg = message_from_bytes(envelope.original_content or envelope.content,
+                                 policy=policy.default)
+        self.messages.append(msg)
+        return "250 Message accepted for delivery"
+
+    def wait_for(self, count: int = 1, timeout: float = 20.0) -> list[Any]:
+        wait_until(lambda: len(self.messages) >= count, timeout=timeout, what="mail")
+        return self.messages
+
+    @staticmethod
+    def link(msg: Any) -> str:
+        body = msg.get_body(preferencelist=("plain",)).get_content()
+        match = re.search(r"https?://\S+token=[A-Za-z0-9_\-]+", body)
+        assert match, body
+        return match.group(0)
+
+
+@contextmanager
+def smtp_server() -> Iterator[tuple[str, int, Mailbox]]:
+    from aiosmtpd.controller import Controller
+
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield "127.0.0.1", controller.port, box
+    finally:
+        controller.stop()

@@ -73,9 +73,6 @@ async def test_lock_covers_other_spellings_of_the_username(locking: Env) -> None
     assert (await form_attempt(locking, " ALICE ", PASSWORD)).status_code == 429
 
 
-@pytest.mark.xfail(strict=True, reason="throttle keys are the login as typed "
-                   "(services/throttle.py login_keys()): an account locked through its username "
-                   "can still be tried through its email, and vice versa")
 async def test_lock_covers_the_accounts_email_too(locking: Env) -> None:
     for _ in range(LOCK_AFTER):
         await form_attempt(locking, "alice")

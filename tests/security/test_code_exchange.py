@@ -103,9 +103,6 @@ async def test_missing_redirect_uri_when_the_request_had_one_is_invalid_grant(en
     assert oauth_error(await exchange(env, code, redirect_uri=None)) == "invalid_grant"
 
 
-@pytest.mark.xfail(strict=True, reason="RFC 6749 4.1.3: redirect_uri is required at the token "
-                   "endpoint only if the authorization request included it; the server "
-                   "compares against the defaulted URI and refuses a request without it")
 async def test_redirect_uri_may_be_omitted_when_the_authorization_request_omitted_it(
         env: Env) -> None:
     verifier = pkce.new_verifier()

@@ -3,7 +3,6 @@ before the deletion keeps working."""
 
 from __future__ import annotations
 
-import pytest
 from security_helpers import (
     Env,
     authorize_url,
@@ -61,8 +60,6 @@ async def test_code_issued_before_the_deletion_cannot_be_exchanged(env: Env) -> 
     assert oauth_error(await exchange(env, code)) == "invalid_grant"
 
 
-@pytest.mark.xfail(strict=True, reason="endpoints/introspect.py _refresh_token() checks the "
-                   "token row only, not whether its user is deleted")
 async def test_deleted_users_refresh_token_is_inactive_on_introspection(env: Env) -> None:
     tokens = (await env.password_grant(scope="openid")).json()
     await env.delete_user(env.user.id)

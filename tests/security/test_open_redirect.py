@@ -96,9 +96,6 @@ async def test_access_token_as_id_token_hint_is_not_trusted(env: Env) -> None:
     assert_no_redirect(r)
 
 
-@pytest.mark.xfail(strict=True, reason="RP-Initiated Logout 1.0 section 2: when client_id and "
-                   "id_token_hint are both sent the OP must check they match; logout.py "
-                   "takes client_id over the hint without comparing")
 async def test_client_id_differing_from_the_id_token_hint_is_not_followed(env: Env) -> None:
     r = await env.http.get("/oauth/logout?" + urlencode({
         "id_token_hint": await id_token(env),  # issued to the web client

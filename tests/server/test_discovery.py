@@ -24,7 +24,8 @@ async def test_metadata_lists_only_what_is_served(app: App, path: str) -> None:
     # every advertised endpoint is served
     for key, value in meta.items():
         if key.endswith("_endpoint") or key == "jwks_uri":
-            post = key in ("token_endpoint", "revocation_endpoint", "introspection_endpoint")
+            post = key in ("token_endpoint", "revocation_endpoint", "introspection_endpoint",
+                           "passwordless_endpoint")
             r = await app.http.request("POST" if post else "GET", value)
             assert r.status_code not in (404, 405, 500), key
 

@@ -14,7 +14,10 @@ def test_production_refuses_development_defaults(tmp_path) -> None:
         Settings(environment="production", data_dir=tmp_path, issuer="https://id.example")
     with pytest.raises(ValidationError, match="https"):
         Settings(environment="production", secret_key="s" * 40, issuer="http://id.example")
-    Settings(environment="production", secret_key="s" * 40, issuer="https://id.example")
+    with pytest.raises(ValidationError, match="smtp_host"):
+        Settings(environment="production", secret_key="s" * 40, issuer="https://id.example")
+    Settings(environment="production", secret_key="s" * 40, issuer="https://id.example",
+             smtp_host="mail.example")
 
 
 def test_environment_and_config_file(tmp_path, monkeypatch) -> None:

@@ -201,3 +201,36 @@ async def test_events_filter_and_page_newest_first(storage: SQLStorage) -> None:
     assert count == 3 and [e.id for e in items] == ["e4", "e2"]
     items, count = await storage.list_events({"since": NOW + timedelta(seconds=3)}, 10, 0)
     assert [e.id for e in items] == ["e4", "e3"] and items[0].detail == {"i": 4}
+
+
+# -- mail outbox and one-time tokens --------------------------------------------------
+
+from bastion.server.models import OneTimeToken, OutgoingMail  # noqa: E402
+
+
+async def test_outbox_claims_each_message_once_and_retries(storage: SQLStorage) -> None:
+    mail = OutgoingMail(id="m1", to="a@example.com", subject="s", text="t", html="h",
+                        created_at=NOW)
+    await storage.enqueue_mail(mail)
+    later = NOW + timedelta(seconds=1)
+    first, second = await asyncio.gather(storage.claim_mail(later), storage.claim_mail(later))
+    assert len(first) + len(second) == 1
+    await storage.mail_failed("m1", "boom", retry_at=later + timedelta(minutes=1), at=later)
+    assert await storage.claim_mail(later) == []
+    (again,) = await storage.claim_mail(later + timedelta(minutes=2))
+    assert again.attempts == 1 and again.text == "t"
+    await storage.mail_sent("m1", later)
+    stored = await storage.get_mail("m1")
+    assert stored is not None and stored.sent_at == later and stored.text == ""
+    assert await storage.claim_mail(later + timedelta(days=1)) == []
+
+
+async def test_one_time_tokens_work_once_and_expire(storage: SQLStorage) -> None:
+    token = OneTimeToken(digest=b"x" * 32, purpose="sign_in", email="a@example.com",
+                         user_id=None, client_id="c", payload={"authorize": "q"},
+                         created_at=NOW, expires_at=NOW + timedelta(minutes=15))
+    await storage.create_one_time_token(token)
+    assert await storage.use_one_time_token(b"x" * 32, NOW + timedelta(minutes=16)) is None
+    uses = await asyncio.gather(*(storage.use_one_time_token(b"x" * 32, NOW) for _ in range(5)))
+    assert sum(u is not None for u in uses) == 1
+    assert await storage.get_one_time_token(b"x" * 32) is not None

@@ -35,12 +35,14 @@ from bastion.server.api.problems import (
 )
 from bastion.server.context import Context
 from bastion.server.endpoints import (
+    account,
     authorize,
     discovery,
     introspect,
     jwks,
     login,
     logout,
+    passwordless,
     revoke,
     token,
     userinfo,
@@ -62,6 +64,7 @@ class BastionApp:
             token.TOKEN_PATH: token.endpoint(ctx),
             revoke.REVOKE_PATH: revoke.endpoint(ctx),
             introspect.INTROSPECT_PATH: introspect.endpoint(ctx),
+            passwordless.PASSWORDLESS_PATH: passwordless.endpoint(ctx),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -100,8 +103,8 @@ def create_app(settings: Settings, ctx: Context | None = None) -> ASGIApp:
     api.add_exception_handler(RequestValidationError, validation_handler)
     api.add_exception_handler(HTTPException, http_error_handler)
     api.add_exception_handler(ServiceError, service_error_handler)
-    for module in (discovery, jwks, authorize, login, userinfo, logout, api_users, api_sessions,
-                   api_organizations, api_user_roles, api_events):
+    for module in (discovery, jwks, authorize, login, passwordless, account, userinfo, logout,
+                   api_users, api_sessions, api_organizations, api_user_roles, api_events):
         api.include_router(module.router)
     return BastionApp(context, api)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bastion.server.keys import KeyRing
+from bastion.server.mail import Mailer, mailer
 from bastion.server.services.clients import ClientCache
+from bastion.server.services.outbox import OutboxWorker
 from bastion.server.services.passwords import Passwords
 from bastion.server.services.signing import Signer
 from bastion.server.settings import Settings
@@ -21,9 +23,12 @@ class Context:
     clients: ClientCache = field(init=False)
     passwords: Passwords = field(init=False)
     signer: Signer = field(init=False)
+    mailer: Mailer | None = None
+    outbox: OutboxWorker = field(init=False)
 
     def __post_init__(self) -> None:
         self.signer = Signer(self.settings.secret_key_bytes())
+        self.outbox = OutboxWorker(self.storage, self.mailer or mailer(self.settings))
         self.keys = KeyRing(self.storage, self.settings)
         self.clients = ClientCache(self.storage, self.settings.cache_ttl)
         self.passwords = Passwords(self.settings)
@@ -37,6 +42,8 @@ class Context:
 
     async def start(self) -> None:
         await self.keys.ensure()
+        await self.outbox.start()
 
     async def close(self) -> None:
+        await self.outbox.stop()
         await self.storage.close()

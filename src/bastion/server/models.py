@@ -73,6 +73,9 @@ class AuthorizationCode:
     expires_at: datetime
     consumed_at: datetime | None = None
     organization_id: str | None = None
+    #: Whether the authorization request named the redirect URI; only then must the
+    #: token request repeat it (RFC 6749 section 4.1.3).
+    redirect_uri_sent: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +148,36 @@ class Event:
     client_id: str | None
     ip: str | None
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMail:
+    """A message in the outbox: kept until sent, retried with backoff when sending fails.
+    Its body is erased once it is sent (it may hold a sign-in link)."""
+
+    id: str
+    to: str
+    subject: str
+    text: str = field(repr=False)
+    html: str = field(repr=False)
+    created_at: datetime
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    sent_at: datetime | None = None
+    failed_at: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OneTimeToken:
+    """A single-use emailed token (sign-in link, email change), stored as a digest."""
+
+    digest: bytes = field(repr=False)
+    purpose: Literal["sign_in", "email_change"]
+    email: str
+    user_id: str | None
+    client_id: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None

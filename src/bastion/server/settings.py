@@ -106,6 +106,35 @@ class Settings(BaseSettings):
     login_lock_seconds: int = Field(
         900, ge=1, description="How long a locked account (or IP) must wait."
     )
+    smtp_host: str | None = Field(
+        None,
+        description="SMTP server for outgoing mail. Unset: mail is written to the log "
+        "instead (development only; refused in production).",
+    )
+    smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port.")
+    smtp_tls: Literal["none", "starttls", "tls"] = Field(
+        "starttls", description="'starttls' upgrades a plain connection, 'tls' connects over "
+        "TLS (port 465), 'none' only for a local relay."
+    )
+    smtp_username: str | None = Field(None, description="SMTP login, if the server needs one.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
+    smtp_timeout: float = Field(15.0, gt=0, description="Seconds before an SMTP attempt fails.")
+    mail_from: str = Field(
+        "Bastion <no-reply@localhost>", description="The From header of every message."
+    )
+    sign_in_link_ttl: int = Field(
+        900, ge=60, le=3600, description="How long an emailed sign-in link works (seconds)."
+    )
+    passwordless_signup: bool = Field(
+        False, description="Create an account the first time an unknown address uses a "
+        "sign-in link. Off: unknown addresses get no mail (and the same answer)."
+    )
+    link_limit_per_email: int = Field(
+        5, ge=1, description="Sign-in and email-change links per address per hour."
+    )
+    link_limit_per_ip: int = Field(
+        30, ge=1, description="Sign-in links requested per client IP per hour."
+    )
     max_body_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest request body accepted on OAuth endpoints."
     )
@@ -135,6 +164,8 @@ class Settings(BaseSettings):
                 raise ValueError("secret_key (BASTION_SECRET_KEY) must be set in production")
             if self.issuer is None or not self.issuer.startswith("https://"):
                 raise ValueError("issuer (BASTION_ISSUER) must be an https URL in production")
+            if self.smtp_host is None:
+                raise ValueError("smtp_host (BASTION_SMTP_HOST) must be set in production")
         return self
 
     @property
@@ -178,6 +209,9 @@ class Settings(BaseSettings):
             warnings.append(f"issuer {self.issuer} is not https: tokens travel in clear")
         if not self.database_url:
             warnings.append("embedded SQLite database: use PostgreSQL for several instances")
+        if self.smtp_host is None:
+            warnings.append("no smtp_host: emails (sign-in links) are written to the log, "
+                            "not sent")
         return warnings
 
 

@@ -42,11 +42,14 @@ def error_page(ctx: Context, exc: OAuthError) -> Response:
                   message=exc.description)
 
 
-def login_page(ctx: Context, request: Request, req: AuthorizationRequest, query: str,
-               error: str | None = None, status: int = 200) -> Response:
+def login_page(ctx: Context, request: Request, req: AuthorizationRequest | None, query: str,
+               error: str | None = None, status: int = 200, next_url: str = "") -> Response:
+    """The sign-in form, for an authorization request (``query``) or for one of
+    Bastion's own pages (``next_url``)."""
     return form_page(ctx, request, "login.html", status, continue_query=query, error=error,
-                     login_hint=req.params.get("login_hint", ""),
-                     client_name=req.client.name if req.client else "")
+                     next_url=next_url,
+                     login_hint=req.params.get("login_hint", "") if req else "",
+                     client_name=req.client.name if req and req.client else "")
 
 
 @router.get(AUTHORIZE_PATH, summary="Authorization endpoint (code flow with PKCE)",
@@ -83,5 +86,6 @@ async def authorize(request: Request) -> Response:
         ctx.storage, ctx.settings, client=req.client, session=session,
         redirect_uri=req.redirect_uri, scope=req.scope, nonce=req.params.get("nonce"),
         code_challenge=req.params.get("code_challenge"), organization_id=org_id,
+        redirect_uri_sent="redirect_uri" in req.params,
     )
     return redirect_to_client(ctx, req, {"code": code})

@@ -11,9 +11,11 @@ from fastapi import APIRouter, Request
 
 from bastion.server.checks.client_auth import METHODS
 from bastion.server.context import Context
+from bastion.server.endpoints.account import ACCOUNT_PATH
 from bastion.server.endpoints.authorize import AUTHORIZE_PATH
 from bastion.server.endpoints.introspect import INTROSPECT_PATH
 from bastion.server.endpoints.logout import LOGOUT_PATH
+from bastion.server.endpoints.passwordless import PASSWORDLESS_PATH
 from bastion.server.endpoints.revoke import REVOKE_PATH
 from bastion.server.endpoints.token import TOKEN_PATH
 from bastion.server.endpoints.userinfo import USERINFO_PATH
@@ -35,6 +37,9 @@ def metadata(ctx: Context) -> dict[str, Any]:
         "revocation_endpoint": issuer + REVOKE_PATH,
         "introspection_endpoint": issuer + INTROSPECT_PATH,
         "end_session_endpoint": issuer + LOGOUT_PATH,
+        # Bastion extensions: emailed sign-in links, and the hosted account page.
+        "passwordless_endpoint": issuer + PASSWORDLESS_PATH,
+        "account_endpoint": issuer + ACCOUNT_PATH,
         "grant_types_supported": sorted(GRANTS),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

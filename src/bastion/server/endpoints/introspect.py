@@ -45,6 +45,9 @@ async def _refresh_token(ctx: Context, request: TokenRequest, token: str) -> dic
     if (stored is None or stored.client_id != request.client.client_id or stored.used_at
             or stored.revoked_at or stored.expires_at <= now):
         return _INACTIVE
+    user = await ctx.storage.get_user(stored.user_id)
+    if user is None or user.deleted_at is not None:
+        return _INACTIVE
     return {"active": True, "token_type": "refresh_token", "client_id": stored.client_id,
             "sub": stored.user_id, "scope": stored.scope, "iss": ctx.settings.issuer_url,
             "iat": int(stored.created_at.timestamp()), "exp": int(stored.expires_at.timestamp())}

@@ -1,9 +1,9 @@
 """The login form's POST: check CSRF and the password, start a session, and go back
-to the authorization request that asked for the sign-in."""
+to what asked for the sign-in: an authorization request, or an account page."""
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
@@ -13,10 +13,46 @@ from bastion.server.checks.authorization import BEFORE_REDIRECT, AuthorizationRe
 from bastion.server.context import Context
 from bastion.server.endpoints._query import single_params
 from bastion.server.endpoints.authorize import AUTHORIZE_PATH, error_page, login_page
+from bastion.server.models import User
 from bastion.server.pages import cookie_options, csrf_ok, render
 from bastion.server.services import audit, login, sessions
 
 router = APIRouter(tags=["pages"])
+_LOCAL_PAGES = ("/account",)
+
+
+def local_page(url: str) -> str | None:
+    """``url`` if it is one of Bastion's own pages (a path, never another site)."""
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc or url.startswith(("//", "\\")) or "\\" in url:
+        return None
+    return url if parts.path in _LOCAL_PAGES else None
+
+
+async def login_target(ctx: Context, form_continue: str, form_next: str,
+                       ) -> tuple[AuthorizationRequest | None, str]:
+    """Where a sign-in goes next: (the authorization request or None, the URL).
+    Raises ``OAuthError`` for an authorization request that cannot be honoured."""
+    next_url = local_page(form_next) if form_next else None
+    if next_url:
+        return None, next_url
+    params = single_params(form_continue)
+    req = AuthorizationRequest(params)
+    for check in BEFORE_REDIRECT:
+        await check(req, ctx.clients)
+    if params.get("prompt") == "login":  # the sign-in is happening now
+        del params["prompt"]
+    return req, AUTHORIZE_PATH + "?" + urlencode(params)
+
+
+async def signed_in(ctx: Context, request: Request, user: User, url: str) -> Response:
+    """Start a session (a new id: no fixation) and go on to ``url``."""
+    _session, cookie = await sessions.start(ctx.storage, ctx.settings, ctx.signer, user,
+                                            request.headers.get("user-agent", ""))
+    response = RedirectResponse(url, status_code=303)
+    response.set_cookie(sessions.COOKIE, cookie, max_age=ctx.settings.session_ttl,
+                        **cookie_options(ctx))
+    return response
 
 
 @router.post("/login", summary="Sign in (the hosted login form posts here)",
@@ -24,46 +60,39 @@ router = APIRouter(tags=["pages"])
 async def login_submit(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     form = await request.form()
-    query = str(form.get("continue") or "")
+    query, next_url = str(form.get("continue") or ""), str(form.get("next") or "")
     try:
-        params = single_params(query)
-        req = AuthorizationRequest(params)
-        for check in BEFORE_REDIRECT:
-            await check(req, ctx.clients)
+        req, target = await login_target(ctx, query, next_url)
     except OAuthError as exc:
         return error_page(ctx, exc)
+    next_url = "" if req else target
+
+    def again(error: str, status: int) -> Response:
+        return login_page(ctx, request, req, query, error=error, status=status,
+                          next_url=next_url)
+
     if not csrf_ok(ctx, request, form.get("csrf_token")):
-        return login_page(ctx, request, req, query, status=400,
-                          error="This form has expired. Please sign in again.")
+        return again("This form has expired. Please sign in again.", 400)
     username, password = form.get("login"), form.get("password")
     if not isinstance(username, str) or not isinstance(password, str) or not username:
-        return login_page(ctx, request, req, query, status=400,
-                          error="Enter your username or email and your password.")
+        return again("Enter your username or email and your password.", 400)
     ip = request.client.host if request.client else None
-    client_id = req.client.client_id if req.client else None
+    client_id = req.client.client_id if req and req.client else None
     who = audit.Actor(None, "anonymous", client_id, ip)
     try:
         user = await login.authenticate(ctx.storage, ctx.passwords, ctx.settings,
                                         username[:320], password[:1024], ip)
     except login.TooManyAttempts as exc:
         await audit.record(ctx.storage, who, "login.throttled", username[:200])
-        page = login_page(ctx, request, req, query, error=str(exc), status=429)
+        page = again(str(exc), 429)
         page.headers["Retry-After"] = str(exc.retry_after)
         return page
     except login.LoginFailed as exc:
         await audit.record(ctx.storage, who, "login.failure", username[:200], method="form")
-        return login_page(ctx, request, req, query, error=str(exc), status=401)
+        return again(str(exc), 401)
     await audit.record(ctx.storage, audit.Actor(user.id, "user", client_id, ip),
                        "login.success", user.id, method="form")
-    _session, cookie = await sessions.start(ctx.storage, ctx.settings, ctx.signer, user,
-                                            request.headers.get("user-agent", ""))
-    # The sign-in just happened, so prompt=login is satisfied.
-    if params.get("prompt") == "login":
-        del params["prompt"]
-    response = RedirectResponse(AUTHORIZE_PATH + "?" + urlencode(params), status_code=303)
-    response.set_cookie(sessions.COOKIE, cookie, max_age=ctx.settings.session_ttl,
-                        **cookie_options(ctx))
-    return response
+    return await signed_in(ctx, request, user, target)
 
 
 @router.get("/", include_in_schema=False)
@@ -72,5 +101,4 @@ async def home(request: Request) -> Response:
     current = await sessions.current(ctx.storage, ctx.signer, request.cookies.get(sessions.COOKIE))
     if current is None:
         return render(ctx, "message.html", title="Bastion", message="You are not signed in.")
-    return render(ctx, "message.html", title="Bastion",
-                  message=f"You are signed in as {current[1].username}.")
+    return RedirectResponse("/account", status_code=303)

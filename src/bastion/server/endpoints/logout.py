@@ -45,6 +45,8 @@ async def _logout(ctx: Context, request: Request, params: dict[str, str],
                   hinted_client: str | None) -> Response:
     current = await sessions.current(ctx.storage, ctx.signer, request.cookies.get(sessions.COOKIE))
     client_id = params.get("client_id") or hinted_client
+    if hinted_client and client_id != hinted_client:  # RP-Initiated Logout 1.0 section 2
+        client_id = None
     if current is not None:
         await sessions.end(ctx.storage, current[0].id)
         ip = request.client.host if request.client else None

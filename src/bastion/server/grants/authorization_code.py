@@ -36,7 +36,8 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
         raise InvalidGrant("The code was already used; the tokens it issued are revoked.")
     if stored.expires_at <= now:
         raise InvalidGrant("The code has expired.")
-    if form.get("redirect_uri") != stored.redirect_uri:
+    given = form.get("redirect_uri")
+    if (given is not None or stored.redirect_uri_sent) and given != stored.redirect_uri:
         raise InvalidGrant("redirect_uri does not match the authorization request.")
     verifier = form.get("code_verifier")
     if stored.code_challenge is None:

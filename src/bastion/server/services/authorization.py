@@ -14,7 +14,7 @@ from bastion.server.storage.base import Storage
 async def issue_code(
     storage: Storage, settings: Settings, *, client: Client, session: LoginSession,
     redirect_uri: str, scope: str, nonce: str | None, code_challenge: str | None,
-    organization_id: str | None = None,
+    organization_id: str | None = None, redirect_uri_sent: bool = True,
 ) -> str:
     """A new code and the grant its tokens will belong to; returns the plain code."""
     now = datetime.now(UTC)
@@ -28,7 +28,7 @@ async def issue_code(
         session_id=session.id, grant_id=grant.id, redirect_uri=redirect_uri, scope=scope,
         nonce=nonce, code_challenge=code_challenge, auth_time=session.auth_time,
         expires_at=now + timedelta(seconds=settings.authorization_code_ttl),
-        organization_id=organization_id,
+        organization_id=organization_id, redirect_uri_sent=redirect_uri_sent,
     )
     await storage.create_code(code, grant)
     return plain

@@ -32,15 +32,18 @@ async def authenticate(
     login: str, password: str, ip: str | None,
 ) -> User:
     now = datetime.now(UTC)
-    blocked = await throttle.check(storage, settings, login, ip, now)
+    user = await storage.get_user_by_login(login.strip()) if 0 < len(login) <= 320 else None
+    # Counted per spelling typed (unknown accounts behave like real ones) and, for a real
+    # account, per account: typing the username and then the email shares one count.
+    keys = throttle.login_keys(settings, login, ip, user.id if user else None)
+    blocked = await throttle.check(storage, keys, now)
     if blocked:
         raise TooManyAttempts(blocked.retry_after, blocked.locked)
-    user = await storage.get_user_by_login(login.strip()) if 0 < len(login) <= 320 else None
     usable = user is not None and user.deleted_at is None
     # Always run the hash, so a missing account costs the same time as a wrong password.
     ok = await passwords.averify(user.password_hash if user and usable else None, password)
     if not ok or user is None or not usable:
-        await throttle.failed(storage, settings, login, ip, now)
+        await throttle.record(storage, keys, now)
         raise LoginFailed()
-    await throttle.succeeded(storage, login)
+    await throttle.clear(storage, [k for k, _ in keys if not k.startswith("ip:")])
     return user

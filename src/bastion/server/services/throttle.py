@@ -1,15 +1,17 @@
-"""Brute-force protection for password sign-in (login form and password grant).
+"""Counting attempts per key in the database, so every instance sees the same counts.
 
-Counters live in the database, so every instance sees the same ones. Keys are the
-login as typed (lower-cased; unknown accounts are throttled exactly like real ones,
-so the answer reveals nothing) and the client IP. After ``login_delay_after``
-failures each attempt must wait, doubling from 1 s up to 60 s; at
-``login_lock_after`` failures the key is locked for ``login_lock_seconds``.
-A success clears the account's counter; counters older than an hour start over.
+Used for brute-force protection of password sign-in and for rate limits on emailed
+links. A ``Policy`` says when attempts must wait (doubling from 1 s up to 60 s,
+after ``delay_after``) and when the key is locked (``lock_after`` attempts locks it
+for ``lock_seconds``). Counts older than an hour start over.
+
+Sign-in keys are the login as typed (lower-cased: unknown accounts are throttled
+exactly like real ones, so the answer reveals nothing) and the client IP.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,36 +23,55 @@ _MAX_DELAY = 60
 
 
 @dataclass(frozen=True, slots=True)
+class Policy:
+    lock_after: int
+    lock_seconds: int
+    delay_after: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Blocked:
     retry_after: int  # seconds
     locked: bool
 
 
-def keys(login: str, ip: str | None) -> list[str]:
-    out = ["acct:" + login.strip().lower()[:300]]
+Keys = Sequence[tuple[str, Policy]]
+
+
+def login_keys(settings: Settings, login: str, ip: str | None,
+               user_id: str | None = None) -> list[tuple[str, Policy]]:
+    account = Policy(settings.login_lock_after, settings.login_lock_seconds,
+                     settings.login_delay_after)
+    keys = [("acct:" + login.strip().lower()[:300], account)]
+    if user_id:
+        keys.append(("user:" + user_id, account))
     if ip:
-        out.append("ip:" + ip)
-    return out
+        keys.append(("ip:" + ip, Policy(account.lock_after * 10, account.lock_seconds,
+                                        settings.login_delay_after * 10)))
+    return keys
 
 
-def _limits(key: str, settings: Settings) -> tuple[int, int]:
-    factor = 10 if key.startswith("ip:") else 1
-    return settings.login_delay_after * factor, settings.login_lock_after * factor
+def link_keys(settings: Settings, email: str, ip: str | None) -> list[tuple[str, Policy]]:
+    keys = [("link:" + email.strip().lower()[:300], Policy(settings.link_limit_per_email, 3600))]
+    if ip:
+        keys.append(("link-ip:" + ip, Policy(settings.link_limit_per_ip, 3600)))
+    return keys
 
 
-async def check(storage: Storage, settings: Settings, login: str, ip: str | None,
-                now: datetime) -> Blocked | None:
+async def check(storage: Storage, keys: Keys, now: datetime) -> Blocked | None:
     """Whether an attempt may be made now; if not, how long to wait."""
+    policies = dict(keys)
     worst: Blocked | None = None
-    for t in await storage.get_throttles(keys(login, ip)):
-        if now - t.last_failure_at > _FORGET_AFTER:
+    for t in await storage.get_throttles(list(policies)):
+        if now - t.last_failure_at > _FORGET_AFTER and not (t.locked_until and
+                                                           t.locked_until > now):
             continue
-        delay_after, _ = _limits(t.key, settings)
+        policy = policies[t.key]
         blocked: Blocked | None = None
         if t.locked_until and t.locked_until > now:
             blocked = Blocked(int((t.locked_until - now).total_seconds()) + 1, locked=True)
-        elif t.failures >= delay_after:
-            wait = min(2 ** (t.failures - delay_after), _MAX_DELAY)
+        elif policy.delay_after is not None and t.failures >= policy.delay_after:
+            wait = min(2 ** (t.failures - policy.delay_after), _MAX_DELAY)
             ready = t.last_failure_at + timedelta(seconds=wait)
             if ready > now:
                 blocked = Blocked(int((ready - now).total_seconds()) + 1, locked=False)
@@ -59,17 +80,17 @@ async def check(storage: Storage, settings: Settings, login: str, ip: str | None
     return worst
 
 
-async def failed(storage: Storage, settings: Settings, login: str, ip: str | None,
-                 now: datetime) -> None:
-    lock_until = now + timedelta(seconds=settings.login_lock_seconds)
-    stale = {t.key for t in await storage.get_throttles(keys(login, ip))
+async def record(storage: Storage, keys: Keys, now: datetime) -> None:
+    """Count one attempt (a failed sign-in, a link sent) for every key."""
+    stale = {t.key for t in await storage.get_throttles([k for k, _ in keys])
              if now - t.last_failure_at > _FORGET_AFTER}
-    for key in keys(login, ip):
+    for key, policy in keys:
         if key in stale:
             await storage.clear_throttle(key)
-        _, lock_after = _limits(key, settings)
-        await storage.record_failure(key, now, lock_after, lock_until)
+        await storage.record_failure(key, now, policy.lock_after,
+                                     now + timedelta(seconds=policy.lock_seconds))
 
 
-async def succeeded(storage: Storage, login: str) -> None:
-    await storage.clear_throttle(keys(login, None)[0])
+async def clear(storage: Storage, keys: list[str]) -> None:
+    """Forget the counts of ``keys`` (one statement; nothing is written if none exist)."""
+    await storage.clear_throttles(keys)

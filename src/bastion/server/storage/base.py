@@ -16,7 +16,9 @@ from bastion.server.models import (
     Event,
     Grant,
     LoginSession,
+    OneTimeToken,
     Organization,
+    OutgoingMail,
     RefreshToken,
     Role,
     SigningKey,
@@ -69,6 +71,9 @@ class Storage(Protocol):
 
     async def get_session(self, session_id: str) -> LoginSession | None: ...
 
+    async def list_sessions(self, user_id: str) -> list[LoginSession]:
+        """A user's live sessions, newest first."""
+
     async def revoke_session(self, session_id: str, at: datetime) -> None:
         """End a login session and revoke every grant made in it."""
 
@@ -116,6 +121,8 @@ class Storage(Protocol):
 
     async def clear_throttle(self, key: str) -> None: ...
 
+    async def clear_throttles(self, keys: list[str]) -> None: ...
+
     async def search_users(self, query: str | None, limit: int, offset: int,
                            include_deleted: bool = False) -> list[User]:
         """Users whose username or email contains ``query`` (case-insensitive),
@@ -162,6 +169,26 @@ class Storage(Protocol):
         self, where: EventFilter, limit: int, offset: int
     ) -> tuple[list[Event], int]:
         """Newest first, with the total count for the filter."""
+
+    async def enqueue_mail(self, mail: OutgoingMail) -> None: ...
+
+    async def claim_mail(self, now: datetime, limit: int = 10) -> list[OutgoingMail]:
+        """Due messages, claimed so that no other instance sends them meanwhile."""
+
+    async def mail_sent(self, mail_id: str, at: datetime) -> None: ...
+
+    async def mail_failed(
+        self, mail_id: str, error: str, retry_at: datetime | None, at: datetime
+    ) -> None: ...
+
+    async def get_mail(self, mail_id: str) -> OutgoingMail | None: ...
+
+    async def create_one_time_token(self, token: OneTimeToken) -> None: ...
+
+    async def get_one_time_token(self, digest: bytes) -> OneTimeToken | None: ...
+
+    async def use_one_time_token(self, digest: bytes, at: datetime) -> OneTimeToken | None:
+        """Mark a token used, once: None if it is unknown, used or expired."""
 
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""

@@ -28,6 +28,7 @@ from bastion.server.models import (
 from bastion.server.storage.base import Conflict, RotateResult
 from bastion.server.storage.conflicts import conflict
 from bastion.server.storage.sql_directory import DirectoryMixin
+from bastion.server.storage.sql_mail import MailMixin
 from bastion.server.storage.tables import (
     authorization_codes,
     clients,
@@ -80,7 +81,7 @@ def _client(row: Mapping[str, Any]) -> Client:
     )
 
 
-class SQLStorage(DirectoryMixin):
+class SQLStorage(DirectoryMixin, MailMixin):
     """``Storage`` on an ``AsyncEngine``. Every method is one short transaction."""
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -166,6 +167,15 @@ class SQLStorage(DirectoryMixin):
     async def get_session(self, session_id: str) -> LoginSession | None:
         row = await self._one(sa.select(login_sessions).where(login_sessions.c.id == session_id))
         return LoginSession(**row) if row else None
+
+    async def list_sessions(self, user_id: str) -> list[LoginSession]:
+        now = datetime.now(UTC)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(login_sessions).where(
+                login_sessions.c.user_id == user_id, login_sessions.c.revoked_at.is_(None),
+                login_sessions.c.expires_at > now).order_by(login_sessions.c.created_at.desc())
+            )).mappings()
+            return [LoginSession(**row) for row in rows]
 
     async def revoke_session(self, session_id: str, at: datetime) -> None:
         async with self.engine.begin() as conn:
@@ -306,8 +316,11 @@ class SQLStorage(DirectoryMixin):
         return Throttle(**row)
 
     async def clear_throttle(self, key: str) -> None:
+        await self.clear_throttles([key])
+
+    async def clear_throttles(self, keys: list[str]) -> None:
         async with self.engine.begin() as conn:
-            await conn.execute(login_throttle.delete().where(login_throttle.c.key == key))
+            await conn.execute(login_throttle.delete().where(login_throttle.c.key.in_(keys)))
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -118,6 +118,7 @@ authorization_codes = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("consumed_at", UTCDateTime, nullable=True),
     sa.Column("organization_id", sa.String(36), nullable=True),
+    sa.Column("redirect_uri_sent", sa.Boolean, nullable=False),
 )
 
 refresh_tokens = sa.Table(
@@ -202,3 +203,34 @@ events = sa.Table(
     sa.Column("detail", sa.JSON, nullable=False),
 )
 sa.Index("ix_users_created", users.c.created_at, users.c.id)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("to", sa.String(320), nullable=False),
+    sa.Column("subject", sa.String(300), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("html", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=True, index=True),
+    sa.Column("claimed_until", UTCDateTime, nullable=True),
+    sa.Column("sent_at", UTCDateTime, nullable=True),
+    sa.Column("failed_at", UTCDateTime, nullable=True),
+    sa.Column("last_error", sa.String(500), nullable=True),
+)
+
+one_time_tokens = sa.Table(
+    "one_time_tokens",
+    metadata,
+    sa.Column("digest", sa.LargeBinary(32), primary_key=True),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("user_id", sa.String(36), nullable=True),
+    sa.Column("client_id", sa.String(64), nullable=True),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("used_at", UTCDateTime, nullable=True),
+)

@@ -1,0 +1,199 @@
+"""The account page: edit username and email, change password, see and end sessions.
+
+It relies on the Bastion session (no token or secret in its URL); without one it
+shows the sign-in form first. ``return_to`` is honoured only when it is a
+registered redirect URI of ``client_id``; anything else is ignored.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from starlette.datastructures import FormData
+from starlette.responses import RedirectResponse, Response
+
+from bastion.server.context import Context
+from bastion.server.endpoints.authorize import login_page
+from bastion.server.models import LoginSession, User
+from bastion.server.pages import csrf_ok, form_page, render
+from bastion.server.services import audit, links, login, sessions
+from bastion.server.services import users as user_service
+from bastion.server.services.errors import ServiceError
+
+router = APIRouter(tags=["pages"])
+ACCOUNT_PATH = "/account"
+FRESH_LOGIN = timedelta(minutes=5)  # a password change needs no current password this soon
+_NOTICES = {
+    "profile": "Your profile is saved.",
+    "email": "We sent a confirmation link to your new address.",
+    "password": "Your password is changed.",
+    "session": "That session is signed out.",
+}
+
+
+async def _return_to(ctx: Context, client_id: str, return_to: str) -> tuple[str, str] | None:
+    """(url, client name) when ``return_to`` is registered for ``client_id``."""
+    client = await ctx.clients.get(client_id) if client_id else None
+    if client is None or return_to not in client.redirect_uris:
+        return None
+    return return_to, client.name
+
+
+def _keep(source: FormData | dict[str, str]) -> dict[str, str]:
+    return {k: str(source[k]) for k in ("client_id", "return_to") if source.get(k)}
+
+
+async def _page(ctx: Context, request: Request, session: LoginSession, user: User,
+                keep: dict[str, str], notice: str = "", error: str = "",
+                status: int = 200) -> Response:
+    back = await _return_to(ctx, keep.get("client_id", ""), keep.get("return_to", ""))
+    own = await ctx.storage.list_sessions(user.id)
+    return form_page(ctx, request, "account.html", status, user=user, keep=keep, notice=notice,
+                     error=error, sessions=own, current_id=session.id,
+                     back_url=back[0] if back else "", back_name=back[1] if back else "",
+                     needs_current=datetime.now(UTC) - session.auth_time > FRESH_LOGIN)
+
+
+def _after(keep: dict[str, str], done: str) -> Response:
+    return RedirectResponse(ACCOUNT_PATH + "?" + urlencode({**keep, "done": done}), 303)
+
+
+async def _current(ctx: Context, request: Request) -> tuple[LoginSession, User] | None:
+    return await sessions.current(ctx.storage, ctx.signer, request.cookies.get(sessions.COOKIE))
+
+
+@router.get(ACCOUNT_PATH, include_in_schema=False)
+async def account(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    keep = _keep(dict(request.query_params))
+    current = await _current(ctx, request)
+    if current is None:
+        return login_page(ctx, request, None, "", next_url=ACCOUNT_PATH + (
+            "?" + urlencode(keep) if keep else ""))
+    notice = _NOTICES.get(request.query_params.get("done", ""), "")
+    return await _page(ctx, request, *current, keep, notice=notice)
+
+
+async def _form(ctx: Context, request: Request
+                ) -> tuple[FormData, dict[str, str], tuple[LoginSession, User] | None, bool]:
+    form = await request.form()
+    return form, _keep(form), await _current(ctx, request), csrf_ok(ctx, request,
+                                                                     form.get("csrf_token"))
+
+
+def _who(user: User, request: Request) -> audit.Actor:
+    return audit.Actor(user.id, "user", None, request.client.host if request.client else None)
+
+
+@router.post(ACCOUNT_PATH + "/profile", include_in_schema=False)
+async def save_profile(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    form, keep, current, csrf = await _form(ctx, request)
+    if current is None:
+        return RedirectResponse(ACCOUNT_PATH, 303)
+    session, user = current
+    if not csrf:
+        return await _page(ctx, request, session, user, keep, status=400,
+                           error="This form has expired. Please try again.")
+    username, email = str(form.get("username", "")).strip(), str(form.get("email", "")).strip()
+    done = "profile"
+    try:
+        if username and username != user.username:
+            user = await user_service.update_user(ctx.storage, ctx.passwords, user.id,
+                                                  username=username)
+            await audit.record(ctx.storage, _who(user, request), "account.username", user.id)
+        if email and email.lower() != user.email.lower():
+            ip = request.client.host if request.client else None
+            await links.send_email_change(ctx.storage, ctx.settings, user=user, new_email=email,
+                                          ip=ip)
+            ctx.outbox.poke()
+            done = "email"
+    except (ServiceError, login.TooManyAttempts) as exc:
+        return await _page(ctx, request, session, user, keep, error=str(exc), status=400)
+    return _after(keep, done)
+
+
+@router.post(ACCOUNT_PATH + "/password", include_in_schema=False)
+async def change_password(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    form, keep, current, csrf = await _form(ctx, request)
+    if current is None:
+        return RedirectResponse(ACCOUNT_PATH, 303)
+    session, user = current
+    if not csrf:
+        return await _page(ctx, request, session, user, keep, status=400,
+                           error="This form has expired. Please try again.")
+    if datetime.now(UTC) - session.auth_time > FRESH_LOGIN:
+        try:
+            await login.authenticate(ctx.storage, ctx.passwords, ctx.settings, user.username,
+                                     str(form.get("current_password", ""))[:1024],
+                                     request.client.host if request.client else None)
+        except (login.LoginFailed, login.TooManyAttempts) as exc:
+            message = ("The current password is not right." if isinstance(exc, login.LoginFailed)
+                       else str(exc))
+            return await _page(ctx, request, session, user, keep, error=message, status=400)
+    try:
+        await user_service.update_user(ctx.storage, ctx.passwords, user.id,
+                                       password=str(form.get("new_password", ""))[:1024])
+    except ServiceError as exc:
+        return await _page(ctx, request, session, user, keep, error=str(exc), status=400)
+    await audit.record(ctx.storage, _who(user, request), "account.password", user.id)
+    return _after(keep, "password")
+
+
+@router.post(ACCOUNT_PATH + "/sessions/revoke", include_in_schema=False)
+async def revoke_session(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    form, keep, current, csrf = await _form(ctx, request)
+    if current is None:
+        return RedirectResponse(ACCOUNT_PATH, 303)
+    session, user = current
+    if not csrf:
+        return await _page(ctx, request, session, user, keep, status=400,
+                           error="This form has expired. Please try again.")
+    target = await ctx.storage.get_session(str(form.get("session_id", "")))
+    if target is not None and target.user_id == user.id:  # only one's own sessions
+        await sessions.end(ctx.storage, target.id)
+        await audit.record(ctx.storage, _who(user, request), "account.session.revoke", user.id)
+    return _after(keep, "session")
+
+
+@router.get(links.EMAIL_CHANGE_PATH, include_in_schema=False)
+async def confirm_email_page(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    token = request.query_params.get("token", "")
+    found = await links.peek(ctx.storage, token, "email_change")
+    if found is None:
+        return _bad_email_link(ctx)
+    return form_page(ctx, request, "message.html", title="Confirm your email",
+                     message=f"Make {found.email} the email address of your account?",
+                     form_action=links.EMAIL_CHANGE_PATH, button="Confirm",
+                     hidden={"token": token})
+
+
+def _bad_email_link(ctx: Context) -> Response:
+    return render(ctx, "message.html", 400, title="This link cannot be used", error=True,
+                  message="This confirmation link is invalid, has expired or was already used.")
+
+
+@router.post(links.EMAIL_CHANGE_PATH, include_in_schema=False)
+async def confirm_email(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    form = await request.form()
+    if not csrf_ok(ctx, request, form.get("csrf_token")):
+        return render(ctx, "message.html", 400, title="This form has expired", error=True,
+                      message="Open the link from your email again.")
+    used = await links.use(ctx.storage, str(form.get("token", "")), "email_change")
+    if used is None or used.user_id is None:
+        return _bad_email_link(ctx)
+    try:
+        user = await user_service.update_user(ctx.storage, ctx.passwords, used.user_id,
+                                              email=used.email)
+    except ServiceError as exc:
+        return render(ctx, "message.html", 400, title="Cannot change the email", error=True,
+                      message=str(exc))
+    await audit.record(ctx.storage, _who(user, request), "account.email", user.id)
+    return render(ctx, "message.html", title="Email changed",
+                  message=f"Your email address is now {user.email}.")

@@ -1,0 +1,166 @@
+"""Passwordless sign-in by emailed link.
+
+- ``POST /login/link/request``: the login page's "Email me a sign-in link" form.
+- ``POST /oauth/passwordless``: the same for first-party apps (client-authenticated
+  form, with the authorization request's parameters).
+- ``GET /login/link?token=...``: a confirmation page (mail scanners that prefetch
+  links must not use them up); its button POSTs the token, which signs the user in
+  and completes the pending authorization request.
+
+The answer to a request never says whether the address has an account.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets as _secrets
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from bastion.oauth.errors import InvalidRequest, OAuthError, SlowDown
+from bastion.server.checks.authorization import (
+    AFTER_REDIRECT,
+    BEFORE_REDIRECT,
+    AuthorizationRequest,
+)
+from bastion.server.context import Context
+from bastion.server.endpoints._form import FormEndpoint
+from bastion.server.endpoints._query import single_params
+from bastion.server.endpoints.authorize import error_page, login_page
+from bastion.server.endpoints.login import login_target, signed_in
+from bastion.server.grants._request import TokenRequest
+from bastion.server.models import User
+from bastion.server.pages import csrf_ok, form_page, render
+from bastion.server.services import audit, links, login, users
+from bastion.server.services.errors import AlreadyExists, InvalidInput
+
+router = APIRouter(tags=["pages"])
+PASSWORDLESS_PATH = "/oauth/passwordless"
+_SENT = ("If an account can sign in with that address, a sign-in link is on its way. "
+         "It works once, for {minutes} minutes.")
+
+
+def _ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+@router.post("/login/link/request", include_in_schema=False)
+async def request_link_page(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    form = await request.form()
+    query = str(form.get("continue") or "")
+    try:
+        req = AuthorizationRequest(single_params(query))
+        for check in BEFORE_REDIRECT:
+            await check(req, ctx.clients)
+        for after in AFTER_REDIRECT:
+            after(req)
+    except OAuthError as exc:
+        return error_page(ctx, exc)
+    if not csrf_ok(ctx, request, form.get("csrf_token")):
+        return login_page(ctx, request, req, query, status=400,
+                          error="This form has expired. Please try again.")
+    assert req.client is not None
+    try:
+        await links.send_sign_in_link(ctx.storage, ctx.settings, email=str(form.get("email", "")),
+                                      client=req.client, authorize_query=query, ip=_ip(request))
+    except InvalidInput:
+        return login_page(ctx, request, req, query, status=400,
+                          error="Enter a valid email address.")
+    except login.TooManyAttempts as exc:
+        page = login_page(ctx, request, req, query, error=str(exc), status=429)
+        page.headers["Retry-After"] = str(exc.retry_after)
+        return page
+    ctx.outbox.poke()
+    return render(ctx, "message.html", title="Check your email", message=_SENT.format(
+        minutes=ctx.settings.sign_in_link_ttl // 60))
+
+
+async def request_link_api(ctx: Context, request: TokenRequest) -> dict[str, Any]:
+    form = dict(request.form)
+    email = form.pop("email", None)
+    if not email:
+        raise InvalidRequest("Missing email.")
+    if form.setdefault("client_id", request.client.client_id) != request.client.client_id:
+        raise InvalidRequest("client_id differs from the authenticated client.")
+    form.pop("client_secret", None)
+    req = AuthorizationRequest(form)
+    for check in BEFORE_REDIRECT:
+        await check(req, ctx.clients)
+    for after in AFTER_REDIRECT:
+        after(req)
+    try:
+        await links.send_sign_in_link(ctx.storage, ctx.settings, email=email,
+                                      client=request.client, authorize_query=urlencode(form),
+                                      ip=request.client_ip)
+    except InvalidInput as exc:
+        raise InvalidRequest(str(exc)) from None
+    except login.TooManyAttempts as exc:
+        raise SlowDown(str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+    ctx.outbox.poke()
+    return {"status": "accepted", "expires_in": ctx.settings.sign_in_link_ttl}
+
+
+def endpoint(ctx: Context) -> FormEndpoint:
+    return FormEndpoint(ctx, request_link_api)
+
+
+def _invalid(ctx: Context) -> Response:
+    return render(ctx, "message.html", 400, title="This link cannot be used", error=True,
+                  message="This sign-in link is invalid, has expired or was already used. "
+                  "Go back to the app and ask for a new one.")
+
+
+@router.get(links.SIGN_IN_PATH, include_in_schema=False)
+async def link_page(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    token = request.query_params.get("token", "")
+    if await links.peek(ctx.storage, token, "sign_in") is None:
+        return _invalid(ctx)
+    return form_page(ctx, request, "message.html", title="Sign in",
+                     message="Continue to sign in with this link.",
+                     form_action=links.SIGN_IN_PATH, button="Continue",
+                     hidden={"token": token})
+
+
+async def _signup(ctx: Context, email: str) -> User:
+    base = re.sub(r"[^A-Za-z0-9_.+-]", "", email.split("@")[0])[:40] or "user"
+    for _ in range(5):
+        try:
+            return await users.create_user(ctx.storage, ctx.passwords, username=base, email=email,
+                                           password=None)
+        except AlreadyExists as exc:
+            if exc.field == "email":
+                existing = await ctx.storage.get_user_by_login(email)
+                if existing is not None:
+                    return existing
+            base = f"{base[:40]}{_secrets.randbelow(10_000)}"
+    raise InvalidInput("username", "could not choose a free username")
+
+
+@router.post(links.SIGN_IN_PATH, include_in_schema=False)
+async def use_link(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    form = await request.form()
+    if not csrf_ok(ctx, request, form.get("csrf_token")):
+        return render(ctx, "message.html", 400, title="This form has expired", error=True,
+                      message="Open the link from your email again.")
+    used = await links.use(ctx.storage, str(form.get("token", "")), "sign_in")
+    if used is None:
+        return _invalid(ctx)
+    if used.user_id:
+        user = await ctx.storage.get_user(used.user_id)
+    else:
+        user = await _signup(ctx, used.email)
+    if user is None or user.deleted_at is not None:
+        return _invalid(ctx)
+    try:
+        _req, target = await login_target(ctx, str(used.payload.get("authorize", "")), "")
+    except OAuthError as exc:  # e.g. the client was removed meanwhile
+        return error_page(ctx, exc)
+    await audit.record(ctx.storage, audit.Actor(user.id, "user", used.client_id, _ip(request)),
+                       "login.success", user.id, method="link")
+    return await signed_in(ctx, request, user, target)

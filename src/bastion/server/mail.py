@@ -1,0 +1,65 @@
+"""Sending mail: SMTP (aiosmtplib) in production, the log in development.
+
+Requests never send mail themselves: they put it in the outbox
+(``services.outbox``), and the outbox worker sends it with retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from email.message import EmailMessage
+from typing import Protocol
+
+import aiosmtplib
+
+from bastion.server.models import OutgoingMail
+from bastion.server.settings import Settings
+
+log = logging.getLogger("bastion.mail")
+
+
+class Mailer(Protocol):
+    async def send(self, mail: OutgoingMail) -> None:
+        """Deliver or raise; the outbox retries on any exception."""
+
+
+def message(mail: OutgoingMail, sender: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = mail.to
+    msg["Subject"] = mail.subject
+    msg.set_content(mail.text)
+    if mail.html:
+        msg.add_alternative(mail.html, subtype="html")
+    return msg
+
+
+class SMTPMailer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def send(self, mail: OutgoingMail) -> None:
+        s = self.settings
+        assert s.smtp_host is not None
+        await aiosmtplib.send(
+            message(mail, s.mail_from),
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            use_tls=s.smtp_tls == "tls",
+            start_tls=s.smtp_tls == "starttls",
+            username=s.smtp_username,
+            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+            timeout=s.smtp_timeout,
+        )
+
+
+class LogMailer:
+    """Development only: prints the message, loudly, instead of sending it."""
+
+    async def send(self, mail: OutgoingMail) -> None:
+        log.warning("DEVELOPMENT MAIL (not sent; set BASTION_SMTP_HOST) to %s: %s\n%s",
+                    mail.to, mail.subject, mail.text)
+
+
+def mailer(settings: Settings) -> Mailer:
+    return SMTPMailer(settings) if settings.smtp_host else LogMailer()

@@ -1,0 +1,99 @@
+"""Emailed single-use links: passwordless sign-in and email-address changes.
+
+A link carries 256 random bits; only their SHA-256 digest is stored. It works
+once, for ``sign_in_link_ttl`` seconds, and a sign-in link is bound to the
+authorization request (and so the client) that asked for it. The answer to
+"send me a link" never depends on whether the address has an account.
+"""
+
+from __future__ import annotations
+
+import secrets as _secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from bastion.server.models import Client, OneTimeToken, User
+from bastion.server.services import outbox, secrets, throttle
+from bastion.server.services.errors import InvalidInput
+from bastion.server.services.login import TooManyAttempts
+from bastion.server.services.users import check_email
+from bastion.server.settings import Settings
+from bastion.server.storage.base import Storage
+
+SIGN_IN_PATH = "/login/link"
+EMAIL_CHANGE_PATH = "/account/email/confirm"
+
+
+async def _limit(storage: Storage, settings: Settings, email: str, ip: str | None) -> None:
+    keys = throttle.link_keys(settings, email, ip)
+    now = datetime.now(UTC)
+    blocked = await throttle.check(storage, keys, now)
+    if blocked:
+        raise TooManyAttempts(blocked.retry_after, blocked.locked)
+    await throttle.record(storage, keys, now)
+
+
+async def _user_by_email(storage: Storage, email: str) -> User | None:
+    user = await storage.get_user_by_login(email)
+    return user if user is not None and user.email.lower() == email.lower() else None
+
+
+async def _issue(storage: Storage, settings: Settings, purpose: Literal["sign_in", "email_change"],
+                 email: str, user: User | None, client_id: str | None,
+                 payload: dict[str, Any]) -> str:
+    plain = _secrets.token_urlsafe(32)  # 256 bits
+    now = datetime.now(UTC)
+    await storage.create_one_time_token(OneTimeToken(
+        digest=secrets.digest(plain), purpose=purpose, email=email,
+        user_id=user.id if user else None, client_id=client_id, payload=payload,
+        created_at=now, expires_at=now + timedelta(seconds=settings.sign_in_link_ttl)))
+    return plain
+
+
+async def send_sign_in_link(storage: Storage, settings: Settings, *, email: str,
+                            client: Client, authorize_query: str, ip: str | None) -> bool:
+    """Email a sign-in link for this authorization request, if the address may sign in.
+    Returns whether a mail was queued (never shown to the requester)."""
+    email = check_email(email.strip())
+    await _limit(storage, settings, email, ip)
+    user = await _user_by_email(storage, email)
+    if user is not None and user.deleted_at is not None:
+        return False
+    if user is None and not settings.passwordless_signup:
+        return False
+    token = await _issue(storage, settings, "sign_in", email, user, client.client_id,
+                         {"authorize": authorize_query})
+    await outbox.enqueue(storage, email, "Your sign-in link", "sign_in",
+                         link=f"{settings.issuer_url}{SIGN_IN_PATH}?token={token}",
+                         client_name=client.name, minutes=settings.sign_in_link_ttl // 60)
+    return True
+
+
+async def send_email_change(storage: Storage, settings: Settings, *, user: User,
+                            new_email: str, ip: str | None) -> None:
+    new_email = check_email(new_email.strip())
+    if new_email.lower() == user.email.lower():
+        raise InvalidInput("email", "that is already your address")
+    await _limit(storage, settings, new_email, ip)
+    token = await _issue(storage, settings, "email_change", new_email, user, None, {})
+    await outbox.enqueue(storage, new_email, "Confirm your new email address", "email_change",
+                         link=f"{settings.issuer_url}{EMAIL_CHANGE_PATH}?token={token}",
+                         username=user.username, email=new_email,
+                         minutes=settings.sign_in_link_ttl // 60)
+
+
+async def peek(storage: Storage, token: str, purpose: str) -> OneTimeToken | None:
+    """The token if it could be used now (for the confirmation page; not consumed)."""
+    if not token or len(token) > 100:
+        return None
+    found = await storage.get_one_time_token(secrets.digest(token))
+    if found is None or found.purpose != purpose or found.used_at is not None:
+        return None
+    return found if found.expires_at > datetime.now(UTC) else None
+
+
+async def use(storage: Storage, token: str, purpose: str) -> OneTimeToken | None:
+    if not token or len(token) > 100:
+        return None
+    used = await storage.use_one_time_token(secrets.digest(token), datetime.now(UTC))
+    return used if used is not None and used.purpose == purpose else None

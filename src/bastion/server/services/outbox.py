@@ -1,0 +1,106 @@
+"""The outbox: mail is stored first, then sent by a background worker with retries.
+
+A request only inserts a row, so a slow or broken SMTP server never holds it up,
+and nothing is lost if the process stops: another instance (or the next start)
+sends what is due. Failed attempts back off exponentially (30 s doubling, at most
+an hour); after ``MAX_ATTEMPTS`` the message is marked failed and logged as an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from bastion.server.mail import Mailer
+from bastion.server.models import OutgoingMail
+from bastion.server.storage.base import Storage
+
+log = logging.getLogger("bastion.mail")
+
+MAX_ATTEMPTS = 8
+POLL_SECONDS = 5.0
+_templates = Environment(
+    loader=FileSystemLoader(Path(__file__).parents[1] / "pages" / "templates" / "mail"),
+    autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+)
+
+
+def render(template: str, **values: object) -> tuple[str, str]:
+    """The plain-text and HTML bodies of a mail template."""
+    return (_templates.get_template(f"{template}.txt").render(**values),
+            _templates.get_template(f"{template}.html").render(**values))
+
+
+async def enqueue(storage: Storage, to: str, subject: str, template: str,
+                  **values: object) -> OutgoingMail:
+    text, html = render(template, **values)
+    mail = OutgoingMail(id=str(uuid.uuid4()), to=to, subject=subject, text=text, html=html,
+                        created_at=datetime.now(UTC))
+    await storage.enqueue_mail(mail)
+    return mail
+
+
+def backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(30 * 2 ** max(attempts - 1, 0), 3600))
+
+
+async def send_due(storage: Storage, mailer: Mailer) -> int:
+    """Send what is due now; returns how many were sent."""
+    sent = 0
+    for mail in await storage.claim_mail(datetime.now(UTC)):
+        try:
+            await mailer.send(mail)
+        except Exception as exc:  # any failure is retried; the reason is kept
+            attempts = mail.attempts + 1
+            now = datetime.now(UTC)
+            retry = now + backoff(attempts) if attempts < MAX_ATTEMPTS else None
+            reason = f"{type(exc).__name__}: {exc}"
+            if retry is None:
+                log.error("giving up on mail %s to %s after %d attempts: %s", mail.id, mail.to,
+                          attempts, reason)
+            else:
+                log.warning("mail %s to %s failed (attempt %d), retrying at %s: %s", mail.id,
+                            mail.to, attempts, retry.isoformat(), reason)
+            await storage.mail_failed(mail.id, reason, retry, now)
+        else:
+            await storage.mail_sent(mail.id, datetime.now(UTC))
+            sent += 1
+    return sent
+
+
+class OutboxWorker:
+    """Runs ``send_due`` in the background: woken at once by ``poke`` after a request
+    enqueues mail, and every ``POLL_SECONDS`` for retries and other instances' mail."""
+
+    def __init__(self, storage: Storage, mailer: Mailer) -> None:
+        self.storage, self.mailer = storage, mailer
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="bastion-outbox")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await send_due(self.storage, self.mailer)
+            except Exception:  # the database may be briefly away; try again later
+                log.exception("outbox worker failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+            self._wake.clear()

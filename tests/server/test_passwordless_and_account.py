@@ -1,0 +1,251 @@
+"""Sign-in links over real SMTP (aiosmtpd) and the account pages, in process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode, urlsplit
+
+import httpx2
+import pytest
+import sqlalchemy as sa
+
+from bastion.oauth import pkce
+from bastion.server.app import create_app
+from bastion.server.context import Context
+from bastion.server.models import OutgoingMail
+from bastion.server.services import outbox
+from bastion.server.services.clients import create_client
+from bastion.server.services.users import create_user
+from bastion.server.settings import Settings
+from bastion.server.storage import migrate
+from bastion.server.storage.tables import one_time_tokens
+from support import ISSUER, Mailbox, callback_params, hidden_fields, sign_in, smtp_server
+
+REDIRECT = "https://app.example/cb"
+PASSWORD = "a long enough password"
+
+
+class Env:
+    def __init__(self, http: httpx2.AsyncClient, ctx: Context, box: Mailbox, client_id: str,
+                 secret: str) -> None:
+        self.http, self.ctx, self.box = http, ctx, box
+        self.client_id, self.secret = client_id, secret
+        self.verifier = pkce.new_verifier()
+
+    def authorize_query(self, **extra: str) -> str:
+        return urlencode({"response_type": "code", "client_id": self.client_id,
+                          "redirect_uri": REDIRECT, "scope": "openid email", "state": "s1",
+                          "code_challenge": pkce.challenge(self.verifier),
+                          "code_challenge_method": "S256", **extra})
+
+    async def mails(self, count: int = 1) -> list[object]:
+        await asyncio.to_thread(self.box.wait_for, count)
+        return self.box.messages
+
+    async def request_link(self, email: str) -> httpx2.Response:
+        page = await self.http.get("/oauth/authorize?" + self.authorize_query(prompt="login"))
+        fields = hidden_fields(page.text)
+        return await self.http.post("/login/link/request", data={
+            "csrf_token": fields["csrf_token"], "continue": fields["continue"], "email": email})
+
+    async def follow_link(self, link: str) -> httpx2.Response:
+        path = urlsplit(link).path + "?" + urlsplit(link).query
+        page = await self.http.get(path)
+        if page.status_code != 200 or "<form" not in page.text:
+            return page
+        return await self.http.post(urlsplit(link).path, data=hidden_fields(page.text))
+
+
+@pytest.fixture
+async def env(tmp_path) -> AsyncIterator[Env]:
+    with smtp_server() as (host, port, box):
+        settings = Settings(data_dir=tmp_path, issuer=ISSUER, secret_key="k" * 40,
+                            smtp_host=host, smtp_port=port, smtp_tls="none",
+                            password_hash_memory_kib=8192, password_hash_time_cost=1,
+                            link_limit_per_email=3)
+        ctx = Context.open(settings)
+        await migrate.upgrade(ctx.storage.engine)  # type: ignore[attr-defined]
+        await ctx.start()
+        try:
+            web = await create_client(ctx.storage, name="Web app", redirect_uris=[REDIRECT],
+                                      scopes=["openid", "email"],
+                                      grant_types=["authorization_code", "refresh_token"])
+            await create_user(ctx.storage, ctx.passwords, username="alice",
+                              email="alice@example.com", password=PASSWORD)
+            transport = httpx2.ASGITransport(app=create_app(settings, ctx))
+            async with httpx2.AsyncClient(transport=transport, base_url=ISSUER) as http:
+                assert web.client_secret
+                yield Env(http, ctx, box, web.client.client_id, web.client_secret)
+        finally:
+            await ctx.close()
+
+
+async def test_sign_in_link_completes_the_authorization(env: Env) -> None:
+    answer = await env.request_link("Alice@Example.com")
+    assert answer.status_code == 200 and "Check your email" in answer.text
+    (msg,) = await env.mails()
+    assert msg["To"] == "Alice@Example.com" and msg["From"].startswith("Bastion")
+    assert msg.get_body(preferencelist=("html",)) is not None
+    link = Mailbox.link(msg)
+    assert link.startswith(ISSUER + "/login/link?token=")
+    assert len(link.split("token=")[1]) >= 43  # 256 bits
+    back = await env.follow_link(link)
+    assert back.status_code == 303 and back.headers["location"].startswith("/oauth/authorize?")
+    params = callback_params(await env.http.get(back.headers["location"]))
+    r = await env.http.post("/oauth/token", auth=(env.client_id, env.secret), data={
+        "grant_type": "authorization_code", "code": params["code"], "redirect_uri": REDIRECT,
+        "code_verifier": env.verifier})
+    assert r.status_code == 200 and r.json()["id_token"]
+    # the sent mail's body is erased from the outbox
+    async with env.ctx.storage.engine.connect() as conn:  # type: ignore[attr-defined]
+        texts = (await conn.execute(sa.text("SELECT text FROM outbox"))).scalars().all()
+    assert texts == [""]
+
+
+async def test_replayed_and_expired_links_are_refused(env: Env) -> None:
+    await env.request_link("alice@example.com")
+    link = Mailbox.link((await env.mails())[0])
+    assert (await env.follow_link(link)).status_code == 303
+    replay = await env.follow_link(link)
+    assert replay.status_code == 400 and "already used" in replay.text
+    await env.request_link("alice@example.com")
+    second = Mailbox.link((await env.mails(2))[1])
+    async with env.ctx.storage.engine.begin() as conn:  # type: ignore[attr-defined]
+        await conn.execute(one_time_tokens.update().values(
+            expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    expired = await env.follow_link(second)
+    assert expired.status_code == 400 and "expired" in expired.text
+    forged = await env.follow_link(ISSUER + "/login/link?token=" + "A" * 43)
+    assert forged.status_code == 400
+
+
+async def test_unknown_addresses_get_the_same_answer_and_no_mail(env: Env) -> None:
+    known = await env.request_link("alice@example.com")
+    unknown = await env.request_link("nobody@example.com")
+    assert known.status_code == unknown.status_code == 200
+    assert known.text == unknown.text
+    await env.mails(1)
+    await outbox.send_due(env.ctx.storage, env.ctx.outbox.mailer)
+    assert len(env.box.messages) == 1
+
+
+async def test_link_requests_are_rate_limited_per_address(env: Env) -> None:
+    for _ in range(3):
+        assert (await env.request_link("alice@example.com")).status_code == 200
+    limited = await env.request_link("alice@example.com")
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) > 0 and "Try again in" in limited.text
+
+
+async def test_the_api_sends_links_for_its_own_client_only(env: Env) -> None:
+    form = dict(pair.split("=", 1) for pair in env.authorize_query().split("&"))
+    from urllib.parse import unquote_plus
+    form = {k: unquote_plus(v) for k, v in form.items()}
+    ok = await env.http.post("/oauth/passwordless", auth=(env.client_id, env.secret),
+                             data={**form, "email": "alice@example.com"})
+    assert ok.status_code == 200 and ok.json()["status"] == "accepted"
+    same = await env.http.post("/oauth/passwordless", auth=(env.client_id, env.secret),
+                               data={**form, "email": "ghost@example.com"})
+    assert same.json() == ok.json()
+    other = await create_client(env.ctx.storage, name="Other", redirect_uris=[REDIRECT],
+                                scopes=["openid"])
+    assert other.client_secret
+    foreign = await env.http.post("/oauth/passwordless",
+                                  auth=(other.client.client_id, other.client_secret),
+                                  data={**form, "email": "alice@example.com"})
+    assert (foreign.status_code, foreign.json()["error"]) == (400, "invalid_request")
+    bad = await env.http.post("/oauth/passwordless", auth=(env.client_id, env.secret),
+                              data={**form, "email": "not-an-address"})
+    assert bad.json()["error"] == "invalid_request"
+    link = Mailbox.link((await env.mails())[0])
+    back = await env.follow_link(link)
+    assert "code" in callback_params(await env.http.get(back.headers["location"]))
+
+
+async def test_failed_sends_are_retried_not_lost(env: Env) -> None:
+    class Down:
+        async def send(self, mail: OutgoingMail) -> None:
+            raise ConnectionRefusedError("smtp down")
+
+    await env.ctx.outbox.stop()
+    await outbox.enqueue(env.ctx.storage, "x@example.com", "hello", "sign_in", link="L",
+                         client_name="", minutes=15)
+    assert await outbox.send_due(env.ctx.storage, Down()) == 0
+    (mail_id,) = [m.id for m in await env.ctx.storage.claim_mail(
+        datetime.now(UTC) + timedelta(hours=2))]
+    stored = await env.ctx.storage.get_mail(mail_id)
+    assert stored is not None and stored.attempts == 1 and "smtp down" in str(stored.last_error)
+    await env.ctx.storage.mail_failed(mail_id, "reset claim", datetime.now(UTC), datetime.now(UTC))
+    assert await outbox.send_due(env.ctx.storage, env.ctx.outbox.mailer) == 1
+    assert env.box.wait_for(1)[0]["Subject"] == "hello"
+
+
+async def _sign_in_to_account(env: Env, **query: str) -> httpx2.Response:
+    page = await env.http.get("/account?" + urlencode(query))
+    assert page.status_code == 200 and 'name="next"' in page.text
+    fields = hidden_fields(page.text)
+    r = await env.http.post("/login", data={**fields, "login": "alice", "password": PASSWORD})
+    assert r.status_code == 303 and r.headers["location"].startswith("/account")
+    return await env.http.get(r.headers["location"])
+
+
+async def test_account_edits_persist(env: Env) -> None:
+    page = await _sign_in_to_account(env)
+    fields = hidden_fields(page.text)
+    r = await env.http.post("/account/profile", data={
+        "csrf_token": fields["csrf_token"], "username": "alice2", "email": "alice@example.com"})
+    assert r.status_code == 303
+    assert (await env.ctx.storage.get_user_by_login("alice2")) is not None
+    r = await env.http.post("/account/password", data={
+        "csrf_token": fields["csrf_token"], "new_password": "a brand new password"})
+    assert r.status_code == 303
+    user = await env.ctx.storage.get_user_by_login("alice2")
+    assert user is not None and env.ctx.passwords.verify(user.password_hash,
+                                                         "a brand new password")
+    # an email change waits for the confirmation link sent to the new address
+    await env.http.post("/account/profile", data={
+        "csrf_token": fields["csrf_token"], "username": "alice2", "email": "new@example.com"})
+    (msg,) = await env.mails()
+    assert msg["To"] == "new@example.com"
+    assert (await env.ctx.storage.get_user_by_login("alice2")).email == "alice@example.com"
+    done = await env.follow_link(Mailbox.link(msg))
+    assert done.status_code == 200 and "new@example.com" in done.text
+    assert (await env.ctx.storage.get_user_by_login("alice2")).email == "new@example.com"
+
+
+async def test_account_forms_need_csrf_and_a_session(env: Env) -> None:
+    r = await env.http.post("/account/profile", data={"username": "mallory"})
+    assert r.status_code == 303 and r.headers["location"] == "/account"
+    await _sign_in_to_account(env)
+    r = await env.http.post("/account/profile", data={"csrf_token": "forged",
+                                                      "username": "mallory"})
+    assert r.status_code == 400
+    assert await env.ctx.storage.get_user_by_login("mallory") is None
+
+
+async def test_return_to_only_for_registered_redirect_uris(env: Env) -> None:
+    page = await _sign_in_to_account(env, client_id=env.client_id, return_to=REDIRECT)
+    assert f'href="{REDIRECT}"' in page.text and "Back to Web app" in page.text
+    for foreign in ("https://evil.example/", REDIRECT + "/../evil", "javascript:alert(1)"):
+        page = await env.http.get("/account?" + urlencode({"client_id": env.client_id,
+                                                           "return_to": foreign}))
+        assert page.status_code == 200 and 'id="back"' not in page.text
+
+
+async def test_sessions_are_listed_and_can_be_ended(env: Env) -> None:
+    await sign_in(env.http, "/oauth/authorize?" + env.authorize_query(), "alice", PASSWORD)
+    other = httpx2.AsyncClient(transport=env.http._transport, base_url=ISSUER)
+    async with other:
+        await sign_in(other, "/oauth/authorize?" + env.authorize_query(), "alice", PASSWORD)
+        page = await env.http.get("/account")
+        assert page.text.count("<li>") == 2
+        fields = [f for f in page.text.split("<form") if "session_id" in f]
+        session_id = hidden_fields(fields[0])["session_id"]
+        r = await env.http.post("/account/sessions/revoke", data={
+            "csrf_token": hidden_fields(page.text)["csrf_token"], "session_id": session_id})
+        assert r.status_code == 303
+        # the other browser is signed out
+        r = await other.get("/oauth/authorize?" + env.authorize_query(prompt="none"))
+        assert callback_params(r)["error"] == "login_required"
