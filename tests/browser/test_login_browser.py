@@ -22,17 +22,6 @@ from support import ServerProcess
 
 ARTEFACTS = Path(__file__).resolve().parents[2] / "test-results" / "browser"
 
-#: The login page's ``Content-Security-Policy: form-action 'self'`` also applies to
-#: the redirects that follow the form's POST (CSP 3), so Chromium blocks the final
-#: 303 to the client's redirect URI on another origin: a browser can never complete
-#: a login into an app. Reported to the server side; strict, so it flips when fixed.
-CSP_BLOCKS_REDIRECT = pytest.mark.xfail(
-    reason="server: login page CSP form-action 'self' blocks the redirect to the client",
-    raises=AssertionError,
-    strict=True,
-)
-
-
 def new_user(server: ServerProcess) -> tuple[str, str, str]:
     username = "b" + secrets.token_hex(5)
     password = secrets.token_urlsafe(18)
@@ -73,7 +62,6 @@ def test_the_login_page_and_a_failed_sign_in(
     shot(page, "login-filled")
 
 
-@CSP_BLOCKS_REDIRECT
 def test_sign_in_finish_with_the_sdk_and_log_out(
     page: Page, relying_party: Any, bastion_server: ServerProcess
 ) -> None:
