@@ -58,3 +58,9 @@ def bastion_server_pg(
     data_dir: Path = tmp_path_factory.mktemp("bastion-e2e-pg")
     with running_server(data_dir, url) as server:
         yield _provision(server)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the browser tests last: Playwright's sync API keeps an event loop running
+    for the rest of the session, which the asyncio tests cannot share."""
+    items.sort(key=lambda item: "tests/browser/" in item.nodeid.replace("\\", "/"))

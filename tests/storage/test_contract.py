@@ -234,3 +234,10 @@ async def test_one_time_tokens_work_once_and_expire(storage: SQLStorage) -> None
     uses = await asyncio.gather(*(storage.use_one_time_token(b"x" * 32, NOW) for _ in range(5)))
     assert sum(u is not None for u in uses) == 1
     assert await storage.get_one_time_token(b"x" * 32) is not None
+
+
+async def test_search_pages_of_a_common_substring(storage: SQLStorage) -> None:
+    await seed_users(storage)
+    pages = [await storage.search_users("EXAMPLE", 2, offset) for offset in (0, 2, 4)]
+    assert [[u.username for u in page] for page in pages] == [
+        ["alice", "Bob_99"], ["carol", "dave%x"], []]

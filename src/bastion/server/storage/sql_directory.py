@@ -23,6 +23,9 @@ from bastion.server.storage.tables import (
 )
 
 _MIN_TRIGRAM = 3  # shorter queries cannot use a trigram index and scan instead
+# SQLite: how many users (in page order) to scan for a page before asking the FTS
+# index; a common substring fills its page from the first rows at once.
+_SCAN_FIRST = 5000
 
 
 def _like(query: str) -> str:
@@ -35,6 +38,14 @@ class DirectoryMixin:
 
     # -- users ------------------------------------------------------------------
 
+    def _like_filter(self, query: str) -> Any:
+        pattern = _like(query)
+        if self.engine.dialect.name == "sqlite":  # SQLite's LIKE already ignores ASCII case
+            return sa.or_(users.c.username.like(pattern, escape="\\"),
+                          users.c.email.like(pattern, escape="\\"))
+        return sa.or_(sa.func.lower(users.c.username).like(pattern, escape="\\"),
+                      sa.func.lower(users.c.email).like(pattern, escape="\\"))
+
     def _user_filter(self, query: str | None, include_deleted: bool) -> list[Any]:
         where: list[Any] = []
         if not include_deleted:
@@ -46,16 +57,27 @@ class DirectoryMixin:
                     sa.text("SELECT rowid FROM users_fts WHERE users_fts MATCH :phrase")
                     .bindparams(phrase=phrase)))
             else:
-                pattern = _like(query)
-                where.append(sa.or_(sa.func.lower(users.c.username).like(pattern, escape="\\"),
-                                    sa.func.lower(users.c.email).like(pattern, escape="\\")))
+                where.append(self._like_filter(query))
         return where
 
     async def search_users(self, query: str | None, limit: int, offset: int,
                            include_deleted: bool = False) -> list[User]:
-        stmt = (sa.select(users).where(*self._user_filter(query, include_deleted))
-                .order_by(users.c.created_at, users.c.id).limit(limit).offset(offset))
+        order = (users.c.created_at, users.c.id)
         async with self.engine.connect() as conn:
+            if query and self.engine.dialect.name == "sqlite" and len(query) >= _MIN_TRIGRAM:
+                # The FTS index materialises every match before sorting; for a common
+                # substring the page is found sooner among the first rows in order.
+                first = (sa.select(users).where(*self._user_filter(None, include_deleted))
+                         .order_by(*order).limit(_SCAN_FIRST + offset).subquery())
+                head = (sa.select(first).where(sa.or_(
+                    first.c.username.like(_like(query), escape="\\"),
+                    first.c.email.like(_like(query), escape="\\")))
+                    .order_by(first.c.created_at, first.c.id).limit(limit).offset(offset))
+                rows = (await conn.execute(head)).mappings().all()
+                if len(rows) == limit:
+                    return [User(**row) for row in rows]
+            stmt = (sa.select(users).where(*self._user_filter(query, include_deleted))
+                    .order_by(*order).limit(limit).offset(offset))
             return [User(**row) for row in (await conn.execute(stmt)).mappings()]
 
     async def count_users(self, query: str | None, include_deleted: bool = False) -> int:
