@@ -241,3 +241,24 @@ async def test_search_pages_of_a_common_substring(storage: SQLStorage) -> None:
     pages = [await storage.search_users("EXAMPLE", 2, offset) for offset in (0, 2, 4)]
     assert [[u.username for u in page] for page in pages] == [
         ["alice", "Bob_99"], ["carol", "dave%x"], []]
+
+
+async def test_concurrent_migrations_apply_once(storage: SQLStorage, tmp_path) -> None:
+    """Several instances migrating one fresh database at once (bastion migrate/serve)."""
+    from bastion.server.storage.sql import create_engine
+
+    url = storage.engine.url
+    if url.get_backend_name() == "sqlite":
+        fresh = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+    else:
+        from support import create_database
+
+        admin = url.set(database="postgres").render_as_string(hide_password=False)
+        fresh = await create_database(admin, f"fresh_{id(tmp_path) % 10**8}")
+    engines = [create_engine(fresh) for _ in range(4)]
+    try:
+        await asyncio.gather(*(migrate.upgrade(e) for e in engines))
+        assert await migrate.current_revision(engines[0]) == migrate.head_revision()
+    finally:
+        for e in engines:
+            await e.dispose()

@@ -38,6 +38,7 @@ from bastion.server.endpoints import (
     account,
     authorize,
     discovery,
+    health,
     introspect,
     jwks,
     login,
@@ -48,6 +49,7 @@ from bastion.server.endpoints import (
     userinfo,
 )
 from bastion.server.errors import oauth_error_response
+from bastion.server.metrics import MetricsMiddleware
 from bastion.server.services.errors import ServiceError
 from bastion.server.settings import Settings, load_settings
 
@@ -66,10 +68,16 @@ class BastionApp:
             introspect.INTROSPECT_PATH: introspect.endpoint(ctx),
             passwordless.PASSWORDLESS_PATH: passwordless.endpoint(ctx),
         }
+        engine = getattr(ctx.storage, "engine", None)
+        self._handle = MetricsMiddleware(self._route, frozenset(self.lean),
+                                         engine.pool if engine is not None else None)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         lean = self.lean.get(scope["path"]) if scope["type"] == "http" else None
         await (lean or self.api)(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._handle(scope, receive, send)
 
 
 async def _oauth_error(request: Request, exc: Exception) -> Response:
@@ -103,7 +111,8 @@ def create_app(settings: Settings, ctx: Context | None = None) -> ASGIApp:
     api.add_exception_handler(RequestValidationError, validation_handler)
     api.add_exception_handler(HTTPException, http_error_handler)
     api.add_exception_handler(ServiceError, service_error_handler)
-    for module in (discovery, jwks, authorize, login, passwordless, account, userinfo, logout,
+    for module in (health, discovery, jwks, authorize, login, passwordless, account, userinfo,
+                   logout,
                    api_users, api_sessions, api_organizations, api_user_roles, api_events):
         api.include_router(module.router)
     return BastionApp(context, api)

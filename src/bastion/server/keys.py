@@ -158,6 +158,10 @@ class KeyRing:
             cached = self._decrypted[key.kid] = PrivateKey.from_pem(key.kid, key.alg, pem)
         return cached
 
+    def loaded(self) -> bool:
+        """Whether both signing keys are in memory (for the readiness check)."""
+        return self._active is not None and all(u in self._active.signers for u in USES)
+
     async def signer(self, use: KeyUse) -> PrivateKey:
         active = self._active
         if active is None or time.monotonic() - active.loaded_at >= self._settings.cache_ttl:

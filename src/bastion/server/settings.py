@@ -135,6 +135,12 @@ class Settings(BaseSettings):
     link_limit_per_ip: int = Field(
         30, ge=1, description="Sign-in links requested per client IP per hour."
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses of reverse proxies whose X-Forwarded-For/-Proto headers are "
+        "believed (e.g. [\"10.0.0.5\"], or [\"*\"] behind a private load balancer). Empty: "
+        "the socket's peer is the client. Throttling and the audit log use this address.",
+    )
     max_body_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest request body accepted on OAuth endpoints."
     )

@@ -9,6 +9,7 @@ from bastion.server.context import Context
 from bastion.server.endpoints._form import FormEndpoint
 from bastion.server.grants import GRANTS
 from bastion.server.grants._request import TokenRequest
+from bastion.server.metrics import TOKENS
 
 TOKEN_PATH = "/oauth/token"
 
@@ -25,7 +26,9 @@ async def token(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     grant_type = request.form["grant_type"]
     if grant_type not in request.client.grant_types:
         raise UnauthorizedClient(f"This client may not use {grant_type}.")
-    return await GRANTS[grant_type].handle(ctx, request)
+    body = await GRANTS[grant_type].handle(ctx, request)
+    TOKENS.labels(grant_type).inc()
+    return body
 
 
 def endpoint(ctx: Context) -> FormEndpoint:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from bastion.server.metrics import LOGIN_FAILURES
 from bastion.server.models import User
 from bastion.server.services import throttle
 from bastion.server.services.errors import ServiceError
@@ -38,12 +39,14 @@ async def authenticate(
     keys = throttle.login_keys(settings, login, ip, user.id if user else None)
     blocked = await throttle.check(storage, keys, now)
     if blocked:
+        LOGIN_FAILURES.labels("throttled").inc()
         raise TooManyAttempts(blocked.retry_after, blocked.locked)
     usable = user is not None and user.deleted_at is None
     # Always run the hash, so a missing account costs the same time as a wrong password.
     ok = await passwords.averify(user.password_hash if user and usable else None, password)
     if not ok or user is None or not usable:
         await throttle.record(storage, keys, now)
+        LOGIN_FAILURES.labels("bad_credentials").inc()
         raise LoginFailed()
     await throttle.clear(storage, [k for k, _ in keys if not k.startswith("ip:")])
     return user

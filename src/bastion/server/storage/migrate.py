@@ -1,11 +1,16 @@
 """Apply Alembic migrations from code (``bastion migrate``, ``bastion serve``).
 
-On PostgreSQL an advisory lock makes concurrent runs safe: one instance applies,
-the others wait and then find nothing to do.
+Concurrent runs are safe: one instance applies, the others wait and then find
+nothing to do. PostgreSQL serialises them with an advisory lock; SQLite with an
+exclusive lock on a file beside the database.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,8 +43,24 @@ async def upgrade(engine: AsyncEngine) -> None:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
-    async with engine.begin() as conn:
+    async with _sqlite_lock(engine), engine.begin() as conn:
         await conn.run_sync(run)
+
+
+@contextlib.asynccontextmanager
+async def _sqlite_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not path or path == ":memory:":
+        yield
+        return
+    # Held across the awaits below; opening a local lock file does not block for long.
+    lock = open(f"{path}.migrate-lock", "a+")  # noqa: SIM115, ASYNC230
+    try:
+        await asyncio.to_thread(fcntl.flock, lock.fileno(), fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        lock.close()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

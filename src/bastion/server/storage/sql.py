@@ -252,6 +252,12 @@ class SQLStorage(DirectoryMixin, MailMixin):
         self, digest: bytes, new: RefreshToken, at: datetime
     ) -> RotateResult:
         async with self.engine.begin() as conn:
+            # Lock the family's grant row first: every writer of a family (rotation,
+            # reuse revocation) then takes its locks in the same order (grant, tokens),
+            # so concurrent refreshes queue instead of deadlocking on PostgreSQL.
+            await conn.execute(
+                sa.select(grants.c.id).where(grants.c.id == new.grant_id).with_for_update()
+            )
             done = await conn.execute(
                 refresh_tokens.update()
                 .where(refresh_tokens.c.digest == digest, refresh_tokens.c.used_at.is_(None),

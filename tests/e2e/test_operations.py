@@ -1,0 +1,108 @@
+"""Operations against the real process: health, readiness, metrics, workers,
+forwarded headers, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import signal
+
+import httpx2
+import pytest
+
+from support import ServerProcess, running_server, wait_until
+
+
+def test_health_and_readiness(bastion_server: ServerProcess) -> None:
+    assert httpx2.get(bastion_server.url + "/healthz").json() == {"status": "ok"}
+    ready = httpx2.get(bastion_server.url + "/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "migrations": "ok", "keys": "ok"}
+
+
+def test_metrics_count_requests_tokens_and_login_failures(bastion_server) -> None:
+    auth = (bastion_server.client_id, bastion_server.client_secret)
+    for _ in range(3):
+        r = httpx2.post(bastion_server.url + "/oauth/token", auth=auth,
+                        data={"grant_type": "client_credentials"})
+        assert r.status_code == 200
+    httpx2.get(bastion_server.url + "/no/such/page")
+    text = httpx2.get(bastion_server.url + "/metrics").text
+    tokens = re.search(r'bastion_tokens_issued_total\{grant_type="client_credentials"\} (\S+)',
+                       text)
+    assert tokens and float(tokens.group(1)) >= 3
+    assert re.search(r'bastion_http_requests_total\{endpoint="/oauth/token",method="POST",'
+                     r'status="200"\} \S+', text)
+    assert 'endpoint="other"' in text  # unknown paths share one label
+    assert "bastion_http_request_duration_seconds_bucket" in text
+    assert "/no/such/page" not in text
+
+
+def test_two_workers_serve_and_add_up_their_metrics(tmp_path) -> None:
+    with running_server(tmp_path, None, "--workers", "2") as server:
+        app = server.create_client("--name", "w", "--grant-type", "client_credentials")
+        auth = (str(app["client_id"]), str(app["client_secret"]))
+
+        async def burst() -> list[int]:
+            async with httpx2.AsyncClient() as http:
+                calls = [http.post(server.url + "/oauth/token", auth=auth,
+                                   data={"grant_type": "client_credentials"}) for _ in range(40)]
+                return [r.status_code for r in await asyncio.gather(*calls)]
+
+        assert asyncio.run(burst()) == [200] * 40
+        text = httpx2.get(server.url + "/metrics").text
+        total = re.search(r'bastion_tokens_issued_total\{grant_type="client_credentials"\} (\S+)',
+                          text)
+        assert total and float(total.group(1)) == 40.0
+
+
+@pytest.mark.parametrize(("trusted", "expected"), [("[]", "127.0.0.1"),
+                                                   ('["127.0.0.1"]', "203.0.113.9")])
+def test_forwarded_for_is_believed_only_from_trusted_proxies(tmp_path, trusted, expected):
+    with running_server(tmp_path, None, trusted_proxies=trusted,
+                        password_hash_memory_kib="8192", password_hash_time_cost="1") as server:
+        app = server.create_client("--name", "p", "--grant-type", "password", "--scope", "openid")
+        auth = (str(app["client_id"]), str(app["client_secret"]))
+        r = httpx2.post(server.url + "/oauth/token", auth=auth,
+                        headers={"X-Forwarded-For": "203.0.113.9"},
+                        data={"grant_type": "password", "username": "nobody",
+                              "password": "wrong password"})
+        assert r.status_code == 400
+        admin = server.create_client("--name", "a", "--grant-type", "client_credentials",
+                                     "--scope", "bastion:admin")
+        token = httpx2.post(server.url + "/oauth/token", data={"grant_type": "client_credentials"},
+                            auth=(str(admin["client_id"]), str(admin["client_secret"]))).json()
+        events = httpx2.get(server.url + "/api/v1/events", params={"action": "login.failure"},
+                            headers={"Authorization": "Bearer " + token["access_token"]}).json()
+        assert events["items"][0]["ip"] == expected
+
+
+def test_sigterm_lets_in_flight_requests_finish(tmp_path) -> None:
+    with running_server(tmp_path, None) as server:
+        app = server.create_client("--name", "slow", "--grant-type", "password")
+        password = secrets.token_urlsafe(16)
+        server.cli("users", "create", "--username", "u", "--email", "u@example.com",
+                   "--password-stdin", stdin=password)
+        auth = (str(app["client_id"]), str(app["client_secret"]))
+
+        async def logins() -> list[int]:
+            # Password logins cost an argon2id hash each: 12 of them keep the server busy.
+            async with httpx2.AsyncClient(timeout=60) as http:
+                calls = [asyncio.ensure_future(http.post(
+                    server.url + "/oauth/token", auth=auth,
+                    data={"grant_type": "password", "username": "u", "password": password}))
+                    for _ in range(12)]
+                await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+                assert server.proc is not None
+                server.proc.send_signal(signal.SIGTERM)  # the rest are in flight
+                return [r.status_code for r in await asyncio.gather(*calls)]
+
+        assert asyncio.run(logins()) == [200] * 12
+        assert server.proc is not None
+        wait_until(lambda: server.proc.poll() is not None, timeout=30, what="the server to exit")
+        # uvicorn re-raises SIGTERM after its graceful shutdown
+        assert server.proc.returncode in (0, -signal.SIGTERM)
+        log = server.log()
+        assert "Application shutdown complete" in log  # the lifespan closed the pool
+        assert "Traceback" not in log
