@@ -143,3 +143,26 @@ def asign_in() -> Callable[..., Awaitable[str]]:
 @pytest.fixture
 def make_account(bastion_server: ServerProcess) -> Callable[..., Account]:
     return lambda admin=False: new_account(bastion_server, admin)
+
+
+# -- the SDK's admin and passwordless tests: both databases, both shells ----------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_server(request: pytest.FixtureRequest) -> ServerProcess:
+    """The real server on SQLite, then on PostgreSQL."""
+    name = "bastion_server" if request.param == "sqlite" else "bastion_server_pg"
+    server: ServerProcess = request.getfixturevalue(name)
+    return server
+
+
+@pytest.fixture
+def make_app() -> Callable[..., App]:
+    """``make_app(server, *extra_cli_args)`` -> a new login client on ``server``."""
+    return new_app
+
+
+@pytest.fixture
+def account_on() -> Callable[..., Account]:
+    """``account_on(server, admin=False)`` -> a new user on ``server``."""
+    return new_account

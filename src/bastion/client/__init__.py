@@ -7,7 +7,12 @@ revoke-all, token-set checks); ``_client`` and ``_async_client`` are the two
 thin sending shells; ``_auth`` holds the ``httpx2.Auth`` flows (client
 credentials, and a user's refreshing ``TokenAuth``); ``state`` seals the OAuth
 state; ``id_token`` validates ID tokens; ``connections`` holds named settings;
-``models`` the high-level ``User``; ``jwks`` the key cache; ``tokens`` the
+``_admin`` the I/O-free flows of Bastion's REST API, run by the namespaces
+``client.users``, ``.organizations``, ``.roles``, ``.events`` (``_api`` and
+``_async_api``); ``_passwordless`` emailed sign-in links and the account page;
+``models`` the high-level ``User``, ``organizations`` ``Organization``, ``Role``
+and ``Permission``, ``events`` ``Event`` (``_shared``: their clients);
+``paging`` the ``Page`` of a listing; ``jwks`` the key cache; ``tokens`` the
 ``TokenSet`` and ``TokenCheck``; ``exceptions`` the tree.
 
 This package never imports ``bastion.server``.
@@ -21,9 +26,12 @@ from ._async_client import AsyncClient
 from ._auth import ClientCredentialsAuth, TokenAuth
 from ._client import Client
 from .connections import configure, get_settings
+from .events import Event
 from .exceptions import *  # noqa: F403 - the exception tree is part of the API
 from .exceptions import __all__ as _exception_names
 from .models import User
+from .organizations import Organization, Permission, Role, UserRoles
+from .paging import Page
 from .state import MemoryReplayStore, ReplayStore
 from .tokens import TokenCheck, TokenSet
 
@@ -31,13 +39,19 @@ __all__ = [
     "AsyncClient",
     "Client",
     "ClientCredentialsAuth",
+    "Event",
     "MemoryReplayStore",
+    "Organization",
+    "Page",
+    "Permission",
     "ProviderMetadata",
     "ReplayStore",
+    "Role",
     "TokenAuth",
     "TokenCheck",
     "TokenSet",
     "User",
+    "UserRoles",
     "configure",
     "get_settings",
     *_exception_names,

@@ -11,7 +11,8 @@ import httpx2
 
 from bastion.oauth.metadata import ProviderMetadata
 
-from . import _login
+from . import _login, _passwordless
+from ._async_api import AsyncEvents, AsyncOrganizations, AsyncRoles, AsyncUsers
 from ._auth import TOKEN_REQUEST_IN_FLIGHT, ClientCredentialsAuth, TokenAuth
 from ._base import BaseClient, Flow, map_http_error
 from .connections import resolve
@@ -53,6 +54,11 @@ class AsyncClient:
         )
         #: Client-credentials auth for this client's own calls, or any httpx2 client.
         self.auth = ClientCredentialsAuth(self._core)
+        #: Bastion's REST API, as an administrator (``.with_token(tokens)``: as a user).
+        self.users = AsyncUsers(self)
+        self.organizations = AsyncOrganizations(self)
+        self.roles = AsyncRoles(self)
+        self.events = AsyncEvents(self)
 
     def __repr__(self) -> str:
         settings = self._core.settings
@@ -174,6 +180,7 @@ class AsyncClient:
         redirect_uri: str | None = None,
         prompt: str | None = None,
         login_hint: str | None = None,
+        organization: str | None = None,
     ) -> tuple[str, str]:
         """``(state, url)`` for the authorization code flow with PKCE.
 
@@ -190,6 +197,7 @@ class AsyncClient:
             redirect_uri=redirect_uri,
             prompt=prompt,
             login_hint=login_hint,
+            organization=organization,
         )
         return await self._run(flow)
 
@@ -247,10 +255,39 @@ class AsyncClient:
         )
 
     async def login_password(
-        self, username: str, password: str, scope: str | Collection[str] | None = None
+        self,
+        username: str,
+        password: str,
+        scope: str | Collection[str] | None = None,
+        *,
+        organization: str | None = None,
     ) -> TokenSet:
-        """The password grant, for first-party clients the provider enables it for."""
-        return await self._run(_login.password_flow(self._core, username, password, scope))
+        flow = _login.password_flow(self._core, username, password, scope, organization)
+        return await self._run(flow)
+
+    async def start_passwordless(
+        self,
+        email: str,
+        scope: str | Collection[str] | None = "openid",
+        expiration: float = _passwordless.PASSWORDLESS_EXPIRATION,
+        nonce: str | None = None,
+        *,
+        redirect_uri: str | None = None,
+        organization: str | None = None,
+    ) -> str:
+        flow = _passwordless.start_passwordless_flow(
+            self._core,
+            email,
+            scope,
+            expiration,
+            nonce,
+            redirect_uri=redirect_uri,
+            organization=organization,
+        )
+        return await self._run(flow)
+
+    async def edit_profile_url(self, return_to: str | None = None) -> str:
+        return await self._run(_passwordless.edit_profile_url_flow(self._core, return_to))
 
     async def userinfo(self, access_token: str | TokenSet) -> dict[str, Any]:
         """The signed-in user's claims (OIDC userinfo; needs scope ``openid``)."""

@@ -70,6 +70,8 @@ class BaseClient:
         self.owner: Any = None
         #: Recent refreshes, by digest of the spent refresh token (see ``refresh_flow``).
         self.refreshed: dict[bytes, TokenSet] = {}
+        #: This client's own ``bastion:admin`` token for the REST API (see ``_admin``).
+        self.admin_token: TokenSet | None = None
         self._state_key: bytes | None = None
 
     def __repr__(self) -> str:
@@ -96,7 +98,12 @@ class BaseClient:
             )
 
     def endpoint(self, metadata: ProviderMetadata, name: str) -> str:
+        """An advertised endpoint: a standard one, or an extension such as Bastion's
+        ``passwordless_endpoint`` read from the raw document (an http(s) URL)."""
         url = metadata.endpoint(name)
+        extra = metadata.raw.get(name) if name.endswith("_endpoint") else None
+        if url is None and isinstance(extra, str) and extra.startswith(("https://", "http://")):
+            url = extra
         if url is None:
             raise EndpointNotAdvertised(f"the provider's metadata does not advertise {name}")
         return url

@@ -12,7 +12,8 @@ import httpx2
 
 from bastion.oauth.metadata import ProviderMetadata
 
-from . import _login
+from . import _login, _passwordless
+from ._api import Events, Organizations, Roles, Users
 from ._auth import TOKEN_REQUEST_IN_FLIGHT, ClientCredentialsAuth, TokenAuth
 from ._base import BaseClient, Flow, map_http_error
 from .connections import resolve
@@ -54,6 +55,11 @@ class Client:
         )
         #: Client-credentials auth for this client's own calls, or any httpx2 client.
         self.auth = ClientCredentialsAuth(self._core)
+        #: Bastion's REST API, as an administrator (``.with_token(tokens)``: as a user).
+        self.users = Users(self)
+        self.organizations = Organizations(self)
+        self.roles = Roles(self)
+        self.events = Events(self)
 
     def __repr__(self) -> str:
         settings = self._core.settings
@@ -169,6 +175,7 @@ class Client:
         redirect_uri: str | None = None,
         prompt: str | None = None,
         login_hint: str | None = None,
+        organization: str | None = None,
     ) -> tuple[str, str]:
         """``(state, url)`` for the authorization code flow with PKCE.
 
@@ -185,6 +192,7 @@ class Client:
             redirect_uri=redirect_uri,
             prompt=prompt,
             login_hint=login_hint,
+            organization=organization,
         )
         return self._run(flow)
 
@@ -242,10 +250,50 @@ class Client:
         )
 
     def login_password(
-        self, username: str, password: str, scope: str | Collection[str] | None = None
+        self,
+        username: str,
+        password: str,
+        scope: str | Collection[str] | None = None,
+        *,
+        organization: str | None = None,
     ) -> TokenSet:
-        """The password grant, for first-party clients the provider enables it for."""
-        return self._run(_login.password_flow(self._core, username, password, scope))
+        """The password grant, for first-party clients the provider enables it for;
+        ``organization`` asks for the user's roles in it in the token (Bastion)."""
+        flow = _login.password_flow(self._core, username, password, scope, organization)
+        return self._run(flow)
+
+    def start_passwordless(
+        self,
+        email: str,
+        scope: str | Collection[str] | None = "openid",
+        expiration: float = _passwordless.PASSWORDLESS_EXPIRATION,
+        nonce: str | None = None,
+        *,
+        redirect_uri: str | None = None,
+        organization: str | None = None,
+    ) -> str:
+        """Email the user a sign-in link (Bastion); returns the sealed ``state``.
+
+        The link completes an authorization request built like
+        ``start_authorization``'s, so the callback finishes it with
+        ``finish_authorization`` as usual. Same answer for unknown addresses;
+        ``RateLimited`` (``retry_after``) when asked too often.
+        """
+        flow = _passwordless.start_passwordless_flow(
+            self._core,
+            email,
+            scope,
+            expiration,
+            nonce,
+            redirect_uri=redirect_uri,
+            organization=organization,
+        )
+        return self._run(flow)
+
+    def edit_profile_url(self, return_to: str | None = None) -> str:
+        """The hosted account page (Bastion), coming back to ``return_to`` (a
+        registered redirect URI); no token or secret is in the URL."""
+        return self._run(_passwordless.edit_profile_url_flow(self._core, return_to))
 
     def userinfo(self, access_token: str | TokenSet) -> dict[str, Any]:
         """The signed-in user's claims (OIDC userinfo; needs scope ``openid``)."""

@@ -27,6 +27,7 @@ from bastion.oauth import pkce
 from bastion.oauth.errors import InvalidToken, error_class
 from bastion.oauth.jose import UnknownKey
 
+from ._admin import api_flow
 from ._base import BaseClient, Flow, _scope_text
 from ._responses import json_object
 from .exceptions import ConfigurationError, InvalidStateError, ProtocolError
@@ -35,6 +36,7 @@ from .state import AuthorizationState, ReplayStore, seal, unseal
 from .tokens import TokenCheck, TokenSet
 
 __all__ = [
+    "authorization_request_flow",
     "callback_params",
     "finish_authorization_flow",
     "id_token_flow",
@@ -44,41 +46,45 @@ __all__ = [
     "start_authorization_flow",
     "token_check_flow",
     "userinfo_flow",
+    "with_query",
 ]
 
 _JSON_HEADERS = {"Accept": "application/json"}
 #: Bastion's REST paths (not OAuth endpoints, so not in discovery).
-_SESSIONS_SELF = "/api/v1/users/me/sessions"
-_SESSIONS_OF = "/api/v1/users/{}/sessions"
-ADMIN_SCOPE = "bastion:admin"
+_SESSIONS_SELF = "/users/me/sessions"
+_SESSIONS_OF = "/users/{}/sessions"
 
 
-def _with_query(url: str, params: Mapping[str, str]) -> str:
+def with_query(url: str, params: Mapping[str, str]) -> str:
     return url + ("&" if urlsplit(url).query else "?") + urlencode(params)
 
 
 # -- authorization code -----------------------------------------------------------
 
 
-def start_authorization_flow(
+def authorization_request_flow(
     core: BaseClient,
     scope: str | Collection[str] | None = "openid",
     expiration: float = 600,
     nonce: str | None = None,
     *,
     redirect_uri: str | None = None,
-    prompt: str | None = None,
-    login_hint: str | None = None,
-) -> Flow[tuple[str, str]]:
-    """``(state, url)``: send the browser to ``url``, keep ``state`` if you like."""
+    purpose: str = "start_authorization",
+    extra: Mapping[str, str | None] | None = None,
+) -> Flow[tuple[str, dict[str, str]]]:
+    """``(state, params)`` of a new authorization request with PKCE: the sealed
+    state, and the parameters to send (in the URL, or to the passwordless endpoint).
+
+    ``extra`` are more parameters (``prompt``, ``login_hint``,
+    ``organization``...), left out when empty.
+    """
     settings = core.settings
-    client_id = settings.require("client_id", "start_authorization")
-    redirect = redirect_uri or settings.require("redirect_uri", "start_authorization")
+    client_id = settings.require("client_id", purpose)
+    redirect = redirect_uri or settings.require("redirect_uri", purpose)
     if not isinstance(expiration, int | float) or isinstance(expiration, bool) or expiration <= 0:
         raise ConfigurationError("expiration must be a positive number of seconds")
     key = core.state_key()
     metadata = yield from core.metadata_flow()
-    endpoint = core.endpoint(metadata, "authorization_endpoint")
     scope_text = _scope_text(scope) or ""
     openid = "openid" in scope_text.split()
     if openid and nonce is None:
@@ -103,9 +109,26 @@ def start_authorization_flow(
         "code_challenge": pkce.challenge(verifier),
         "code_challenge_method": pkce.METHOD,
     }
-    optional = {"scope": scope_text, "nonce": nonce, "prompt": prompt, "login_hint": login_hint}
+    optional = {**(extra or {}), "scope": scope_text, "nonce": nonce}
     params.update({name: value for name, value in optional.items() if value})
-    return sealed, _with_query(endpoint, params)
+    return sealed, params
+
+
+def start_authorization_flow(
+    core: BaseClient,
+    scope: str | Collection[str] | None = "openid",
+    expiration: float = 600,
+    nonce: str | None = None,
+    *,
+    redirect_uri: str | None = None,
+    **optional: str | None,
+) -> Flow[tuple[str, str]]:
+    """``(state, url)``: send the browser to ``url``, keep ``state`` if you like."""
+    sealed, params = yield from authorization_request_flow(
+        core, scope, expiration, nonce, redirect_uri=redirect_uri, extra=optional
+    )
+    metadata = yield from core.metadata_flow()
+    return sealed, with_query(core.endpoint(metadata, "authorization_endpoint"), params)
 
 
 def callback_params(callback: str | Mapping[str, str]) -> dict[str, str]:
@@ -222,12 +245,19 @@ def id_token_flow(core: BaseClient, tokens: TokenSet, nonce: str | None) -> Flow
 
 
 def password_flow(
-    core: BaseClient, username: str, password: str, scope: str | Collection[str] | None = None
+    core: BaseClient,
+    username: str,
+    password: str,
+    scope: str | Collection[str] | None = None,
+    organization: str | None = None,
 ) -> Flow[TokenSet]:
-    """RFC 6749 section 4.3: only for first-party clients the provider allows it."""
+    """RFC 6749 section 4.3: only for first-party clients the provider allows it.
+    ``organization`` (Bastion) asks for the user's roles in it in the token."""
     data = {"grant_type": "password", "username": username, "password": password}
     if text := _scope_text(scope):
         data["scope"] = text
+    if organization:
+        data["organization"] = organization
     tokens = yield from core.token_flow(data, "login_password")
     return (yield from id_token_flow(core, tokens, None))
 
@@ -279,7 +309,7 @@ def logout_url_flow(
         )
         if value
     }
-    return _with_query(url, params) if params else url
+    return with_query(url, params) if params else url
 
 
 def revoke_all_flow(
@@ -293,18 +323,8 @@ def revoke_all_flow(
     """
     if (access_token is None) == (user_id is None):
         raise ConfigurationError("revoke_all takes either an access token or a user_id")
-    if user_id is not None:
-        admin = yield from core.client_credentials_flow(ADMIN_SCOPE)
-        headers = _bearer(admin)
-        path = _SESSIONS_OF.format(quote(user_id, safe=""))
-    else:
-        assert access_token is not None
-        headers = _bearer(access_token)
-        path = _SESSIONS_SELF
-    metadata = yield from core.metadata_flow()
-    url = metadata.issuer.rstrip("/") + path
-    response = yield httpx2.Request("DELETE", url, headers=headers)
-    core.raise_for_response(response)
+    path = _SESSIONS_SELF if user_id is None else _SESSIONS_OF.format(quote(user_id, safe=""))
+    yield from api_flow(core, "DELETE", path, token=access_token)
 
 
 # -- validate_token_set ---------------------------------------------------------------

@@ -1,0 +1,211 @@
+"""``client.users``, ``client.organizations``, ``client.roles``, ``client.events``:
+Bastion's REST API on the blocking ``Client``, each call one flow of ``_admin``.
+
+Calls run as an administrator with this client's own token (client
+credentials, scope ``bastion:admin``, fetched and renewed automatically);
+``.with_token(tokens)`` gives the same calls with a user's access token (an
+administrator, or a user reading their own account). ``_async_api`` is the
+awaited twin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Generic, Self, TypeVar
+
+from . import _admin
+from ._admin import Token
+from .events import Event
+from .models import User
+from .organizations import Organization, Role, UserRoles
+from .paging import Page
+from .tokens import TokenSet
+
+if TYPE_CHECKING:  # a cycle at run time: the shells import this module
+    from ._client import Client  # noqa: F401 - named in quotes below
+
+__all__ = ["Events", "Namespace", "Organizations", "Roles", "Users"]
+
+C = TypeVar("C")
+RoleRefs = Role | str | Iterable[Role | str]
+OrgRef = Organization | str
+
+
+class Namespace(Generic[C]):
+    """A group of API calls run by one client, optionally with a user's token."""
+
+    def __init__(self, client: C, token: Token | None = None) -> None:
+        self._client = client
+        self._token = token
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._client!r})"
+
+    def with_token(self, token: Token) -> Self:
+        """The same calls, authorized by a user's access token instead."""
+        return type(self)(self._client, token)
+
+
+class Users(Namespace["Client"]):
+    def get(self, user_id: str) -> User:
+        """The user with this id; ``NotFound`` if there is none."""
+        return self._client._run(_admin.get_user_flow(self._client._core, user_id, self._token))
+
+    def me(self, token: Token) -> User:
+        """The user ``token`` belongs to (no admin rights needed)."""
+        return self._client._run(_admin.me_flow(self._client._core, token))
+
+    def search(
+        self,
+        query: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+        include_deleted: bool = False,
+    ) -> Page[User]:
+        """Users whose username or email contains ``query``, oldest first."""
+        flow = _admin.search_users_flow(
+            self._client._core, query, limit, offset, include_deleted, self._token
+        )
+        return self._client._run(flow)
+
+    def count(self, query: str | None = None, include_deleted: bool = False) -> int:
+        flow = _admin.count_users_flow(self._client._core, query, include_deleted, self._token)
+        return self._client._run(flow)
+
+    def create(
+        self,
+        username: str,
+        email: str,
+        password: str | None = None,
+        is_administrator: bool = False,
+    ) -> User:
+        fields = {
+            "username": username,
+            "email": email,
+            "password": password,
+            "is_administrator": is_administrator,
+        }
+        return self._client._run(_admin.create_user_flow(self._client._core, fields, self._token))
+
+    def update(
+        self,
+        user_id: str,
+        *,
+        username: str | None = None,
+        email: str | None = None,
+        password: str | None = None,
+        is_administrator: bool | None = None,
+    ) -> User:
+        changes = {
+            "username": username,
+            "email": email,
+            "password": password,
+            "is_administrator": is_administrator,
+        }
+        flow = _admin.update_user_flow(self._client._core, user_id, changes, self._token)
+        return self._client._run(flow)
+
+    def delete(self, user_id: str) -> None:
+        """Soft delete: no more sign-in, and every token of the user is revoked."""
+        self._client._run(_admin.delete_user_flow(self._client._core, user_id, self._token))
+
+    def restore(self, user_id: str) -> User:
+        return self._client._run(_admin.restore_user_flow(self._client._core, user_id, self._token))
+
+    def roles(self, org: OrgRef, user_id: str) -> Page[Role]:
+        """The user's roles in ``org``."""
+        flow = _admin.user_roles_flow(self._client._core, org, user_id, self._token)
+        return self._client._run(flow)
+
+    def update_roles(
+        self,
+        org: OrgRef,
+        user_id: str,
+        add: RoleRefs = (),
+        remove: RoleRefs = (),
+        reissue: TokenSet | str | None = None,
+    ) -> UserRoles:
+        """Attach and remove in one transaction; ``reissue`` the user's tokens."""
+        flow = _admin.change_user_roles_flow(
+            self._client._core, org, user_id, add, remove, reissue, self._token
+        )
+        return self._client._run(flow)
+
+    def attach_roles(self, org: OrgRef, user_id: str, roles: RoleRefs) -> Page[Role]:
+        return self.update_roles(org, user_id, add=roles).roles
+
+    def remove_roles(self, org: OrgRef, user_id: str, roles: RoleRefs) -> Page[Role]:
+        return self.update_roles(org, user_id, remove=roles).roles
+
+
+class Organizations(Namespace["Client"]):
+    def list(self, limit: int = 20, offset: int = 0) -> Page[Organization]:
+        flow = _admin.list_organizations_flow(self._client._core, limit, offset, self._token)
+        return self._client._run(flow)
+
+    def create(self, name: str) -> Organization:
+        flow = _admin.create_organization_flow(self._client._core, name, self._token)
+        return self._client._run(flow)
+
+    def get(self, org: str) -> Organization:
+        """By id or name."""
+        flow = _admin.get_organization_flow(self._client._core, org, self._token)
+        return self._client._run(flow)
+
+
+class Roles(Namespace["Client"]):
+    def list(self, org: OrgRef) -> Page[Role]:
+        return self._client._run(_admin.list_roles_flow(self._client._core, org, self._token))
+
+    def get(self, org: OrgRef, role: str) -> Role:
+        """By id or name."""
+        flow = _admin.get_role_flow(self._client._core, org, role, self._token)
+        return self._client._run(flow)
+
+    def create(self, org: OrgRef, name: str, permissions: str | Collection[str] = ()) -> Role:
+        flow = _admin.create_role_flow(self._client._core, org, name, permissions, self._token)
+        return self._client._run(flow)
+
+    def delete(self, org: OrgRef, role: Role | str, force: bool = False) -> None:
+        """``Conflict`` while users hold the role, unless ``force``."""
+        flow = _admin.delete_role_flow(self._client._core, org, role, force, self._token)
+        self._client._run(flow)
+
+    def add_permissions(
+        self, org: OrgRef, role: Role | str, permissions: str | Collection[str]
+    ) -> Role:
+        flow = _admin.add_permissions_flow(self._client._core, org, role, permissions, self._token)
+        return self._client._run(flow)
+
+    def remove_permissions(
+        self, org: OrgRef, role: Role | str, permissions: str | Collection[str]
+    ) -> Role:
+        core = self._client._core
+        flow = _admin.remove_permissions_flow(core, org, role, permissions, self._token)
+        return self._client._run(flow)
+
+
+class Events(Namespace["Client"]):
+    def list(
+        self,
+        action: str | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+        client_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[Event]:
+        """Audit events matching every filter given, newest first."""
+        filters = {
+            "action": action,
+            "actor": actor,
+            "target": target,
+            "client_id": client_id,
+            "since": since,
+            "until": until,
+        }
+        flow = _admin.list_events_flow(self._client._core, filters, limit, offset, self._token)
+        return self._client._run(flow)

@@ -1,0 +1,185 @@
+"""The awaited twin of ``_api``: ``AsyncClient.users``, ``.organizations``,
+``.roles`` and ``.events``, each call one flow of ``_admin``."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from . import _admin
+from ._admin import Token
+from ._api import Namespace
+from .events import Event
+from .models import User
+from .organizations import Organization, Role, UserRoles
+from .paging import Page
+from .tokens import TokenSet
+
+if TYPE_CHECKING:  # a cycle at run time: the shells import this module
+    from ._async_client import AsyncClient  # noqa: F401 - named in quotes below
+
+__all__ = ["AsyncEvents", "AsyncOrganizations", "AsyncRoles", "AsyncUsers"]
+
+RoleRefs = Role | str | Iterable[Role | str]
+OrgRef = Organization | str
+
+
+class AsyncUsers(Namespace["AsyncClient"]):
+    async def get(self, user_id: str) -> User:
+        return await self._client._run(
+            _admin.get_user_flow(self._client._core, user_id, self._token)
+        )
+
+    async def me(self, token: Token) -> User:
+        return await self._client._run(_admin.me_flow(self._client._core, token))
+
+    async def search(
+        self,
+        query: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+        include_deleted: bool = False,
+    ) -> Page[User]:
+        flow = _admin.search_users_flow(
+            self._client._core, query, limit, offset, include_deleted, self._token
+        )
+        return await self._client._run(flow)
+
+    async def count(self, query: str | None = None, include_deleted: bool = False) -> int:
+        flow = _admin.count_users_flow(self._client._core, query, include_deleted, self._token)
+        return await self._client._run(flow)
+
+    async def create(
+        self,
+        username: str,
+        email: str,
+        password: str | None = None,
+        is_administrator: bool = False,
+    ) -> User:
+        fields = {
+            "username": username,
+            "email": email,
+            "password": password,
+            "is_administrator": is_administrator,
+        }
+        return await self._client._run(
+            _admin.create_user_flow(self._client._core, fields, self._token)
+        )
+
+    async def update(
+        self,
+        user_id: str,
+        *,
+        username: str | None = None,
+        email: str | None = None,
+        password: str | None = None,
+        is_administrator: bool | None = None,
+    ) -> User:
+        changes = {
+            "username": username,
+            "email": email,
+            "password": password,
+            "is_administrator": is_administrator,
+        }
+        flow = _admin.update_user_flow(self._client._core, user_id, changes, self._token)
+        return await self._client._run(flow)
+
+    async def delete(self, user_id: str) -> None:
+        await self._client._run(_admin.delete_user_flow(self._client._core, user_id, self._token))
+
+    async def restore(self, user_id: str) -> User:
+        return await self._client._run(
+            _admin.restore_user_flow(self._client._core, user_id, self._token)
+        )
+
+    async def roles(self, org: OrgRef, user_id: str) -> Page[Role]:
+        flow = _admin.user_roles_flow(self._client._core, org, user_id, self._token)
+        return await self._client._run(flow)
+
+    async def update_roles(
+        self,
+        org: OrgRef,
+        user_id: str,
+        add: RoleRefs = (),
+        remove: RoleRefs = (),
+        reissue: TokenSet | str | None = None,
+    ) -> UserRoles:
+        flow = _admin.change_user_roles_flow(
+            self._client._core, org, user_id, add, remove, reissue, self._token
+        )
+        return await self._client._run(flow)
+
+    async def attach_roles(self, org: OrgRef, user_id: str, roles: RoleRefs) -> Page[Role]:
+        return (await self.update_roles(org, user_id, add=roles)).roles
+
+    async def remove_roles(self, org: OrgRef, user_id: str, roles: RoleRefs) -> Page[Role]:
+        return (await self.update_roles(org, user_id, remove=roles)).roles
+
+
+class AsyncOrganizations(Namespace["AsyncClient"]):
+    async def list(self, limit: int = 20, offset: int = 0) -> Page[Organization]:
+        flow = _admin.list_organizations_flow(self._client._core, limit, offset, self._token)
+        return await self._client._run(flow)
+
+    async def create(self, name: str) -> Organization:
+        flow = _admin.create_organization_flow(self._client._core, name, self._token)
+        return await self._client._run(flow)
+
+    async def get(self, org: str) -> Organization:
+        flow = _admin.get_organization_flow(self._client._core, org, self._token)
+        return await self._client._run(flow)
+
+
+class AsyncRoles(Namespace["AsyncClient"]):
+    async def list(self, org: OrgRef) -> Page[Role]:
+        return await self._client._run(_admin.list_roles_flow(self._client._core, org, self._token))
+
+    async def get(self, org: OrgRef, role: str) -> Role:
+        flow = _admin.get_role_flow(self._client._core, org, role, self._token)
+        return await self._client._run(flow)
+
+    async def create(self, org: OrgRef, name: str, permissions: str | Collection[str] = ()) -> Role:
+        flow = _admin.create_role_flow(self._client._core, org, name, permissions, self._token)
+        return await self._client._run(flow)
+
+    async def delete(self, org: OrgRef, role: Role | str, force: bool = False) -> None:
+        flow = _admin.delete_role_flow(self._client._core, org, role, force, self._token)
+        await self._client._run(flow)
+
+    async def add_permissions(
+        self, org: OrgRef, role: Role | str, permissions: str | Collection[str]
+    ) -> Role:
+        flow = _admin.add_permissions_flow(self._client._core, org, role, permissions, self._token)
+        return await self._client._run(flow)
+
+    async def remove_permissions(
+        self, org: OrgRef, role: Role | str, permissions: str | Collection[str]
+    ) -> Role:
+        core = self._client._core
+        flow = _admin.remove_permissions_flow(core, org, role, permissions, self._token)
+        return await self._client._run(flow)
+
+
+class AsyncEvents(Namespace["AsyncClient"]):
+    async def list(
+        self,
+        action: str | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+        client_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[Event]:
+        filters = {
+            "action": action,
+            "actor": actor,
+            "target": target,
+            "client_id": client_id,
+            "since": since,
+            "until": until,
+        }
+        flow = _admin.list_events_flow(self._client._core, filters, limit, offset, self._token)
+        return await self._client._run(flow)

@@ -1,0 +1,141 @@
+"""What the high-level models share: their clients, binding, and reading fields.
+
+The models (``User``, ``Organization``, ``Role``, ``Event``) run their calls on a
+client: the one an object was fetched with (it is *bound* to it, like a
+``TokenSet``), or the shared client of the connection named by ``using``. Shared
+clients are one per connection, and per event loop for async ones, so discovery,
+keys and the admin token are fetched once; ``configure()`` starts afresh.
+
+The shells are imported inside the functions: they import the models in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Iterable
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ._config import Settings
+from .connections import DEFAULT, get_settings
+from .exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from ._async_client import AsyncClient
+    from ._client import Client
+
+__all__ = [
+    "Bound",
+    "async_client",
+    "names",
+    "parse_datetime",
+    "shared_async_client",
+    "shared_client",
+    "sync_client",
+]
+
+_lock = threading.Lock()
+_sync_clients: dict[str, tuple[Settings, Client]] = {}
+_async_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, tuple[Settings, AsyncClient]]
+] = weakref.WeakKeyDictionary()
+
+
+def shared_client(using: str | None = None) -> Client:
+    """The ``Client`` the models use for connection ``using``."""
+    from ._client import Client
+
+    name, settings = using or DEFAULT, get_settings(using)
+    with _lock:
+        known = _sync_clients.get(name)
+        if known is not None and known[0] is settings:
+            return known[1]
+        client = Client(using=name)
+        _sync_clients[name] = (settings, client)
+    if known is not None:
+        known[1].close()
+    return client
+
+
+def shared_async_client(using: str | None = None) -> AsyncClient:
+    """The ``AsyncClient`` the models use for ``using`` in the running event loop."""
+    from ._async_client import AsyncClient
+
+    name, settings = using or DEFAULT, get_settings(using)
+    loop = asyncio.get_running_loop()
+    with _lock:
+        clients = _async_clients.setdefault(loop, {})
+        known = clients.get(name)
+        if known is not None and known[0] is settings:
+            return known[1]
+        client = AsyncClient(using=name)
+        clients[name] = (settings, client)
+    return client
+
+
+def sync_client(bound: object, using: str | None, call: str) -> Client:
+    """``using``'s client if named, else the bound one, else the default connection's."""
+    from ._client import Client
+
+    if using is not None or bound is None:
+        return shared_client(using)
+    if not isinstance(bound, Client):
+        raise ConfigurationError(f"this object was fetched with an AsyncClient: use a{call}()")
+    return bound
+
+
+def async_client(bound: object, using: str | None, call: str) -> AsyncClient:
+    from ._async_client import AsyncClient
+
+    if using is not None or bound is None:
+        return shared_async_client(using)
+    if not isinstance(bound, AsyncClient):
+        raise ConfigurationError(f"this object was fetched with a Client: use {call}()")
+    return bound
+
+
+class Bound:
+    """A dataclass with a ``client`` field that pickles without it."""
+
+    __slots__ = ()
+
+    def __getstate__(self) -> list[Any]:
+        return [None if f.name == "client" else getattr(self, f.name) for f in fields(self)]  # type: ignore[arg-type]
+
+    def __setstate__(self, state: list[Any]) -> None:
+        for f, value in zip(fields(self), state, strict=True):  # type: ignore[arg-type]
+            object.__setattr__(self, f.name, value)
+
+
+def parse_datetime(value: Any) -> datetime | None:
+    """A timestamp (seconds) or ISO 8601 text as an aware ``datetime``, else ``None``."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+def names(values: object, what: str) -> list[str]:
+    """One name (or object with an ``id``) or several, as a list of strings.
+
+    A lone string is one name, never its characters.
+    """
+    if isinstance(values, str) or hasattr(values, "id"):
+        values = [values]
+    if not isinstance(values, Iterable):
+        raise ConfigurationError(f"{what} must be a string or a list of strings")
+    out = []
+    for value in values:
+        value = getattr(value, "id", value)
+        if not isinstance(value, str) or not value:
+            raise ConfigurationError(f"{what} must be non-empty strings")
+        out.append(value)
+    return out

@@ -1,0 +1,404 @@
+"""The SDK's REST API calls against the real ``bastion serve``, on SQLite and on
+PostgreSQL, through ``Client`` and through ``AsyncClient`` (every test runs four
+times): users, organizations, roles and permissions, a user's roles with token
+reissue, audit events, and who may call what.
+
+``api`` is a ``Client`` or an ``AsyncClient`` driven through a blocking portal,
+so one test body covers both shells.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import secrets
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio.from_thread
+import pytest
+
+from bastion import (
+    AsyncClient,
+    BadRequest,
+    BastionError,
+    Client,
+    Conflict,
+    Event,
+    Forbidden,
+    InvalidGrant,
+    InvalidScope,
+    NotFound,
+    Organization,
+    Page,
+    Permission,
+    Role,
+    TokenSet,
+    User,
+    UserRoles,
+)
+from bastion.client._api import Namespace
+from support import ServerProcess
+
+App = Account = Any  # the dataclasses of tests/e2e/conftest.py
+
+
+class Blocking:
+    """An ``AsyncClient`` (or one of its API namespaces) run through a portal."""
+
+    def __init__(self, target: Any, portal: anyio.from_thread.BlockingPortal) -> None:
+        self._target, self._portal = target, portal
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if inspect.iscoroutinefunction(attr):
+            return lambda *a, **k: self._portal.call(functools.partial(attr, *a, **k))
+        if isinstance(attr, Namespace):
+            return Blocking(attr, self._portal)
+        if name == "with_token":
+            return lambda *a, **k: Blocking(attr(*a, **k), self._portal)
+        return attr
+
+
+@pytest.fixture(params=["sync", "async"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def portal() -> Iterator[anyio.from_thread.BlockingPortal]:
+    with anyio.from_thread.start_blocking_portal() as portal:
+        yield portal
+
+
+def admin_options(server: ServerProcess, **extra: Any) -> dict[str, Any]:
+    return {"url": server.url, "client_id": server.admin_client_id,
+            "client_secret": server.admin_client_secret, "retries": 0, **extra}
+
+
+@pytest.fixture
+def make_api(mode: str, portal: Any) -> Iterator[Callable[..., Any]]:
+    """``make_api(**options)`` -> a Client, or an AsyncClient behind the portal."""
+    opened: list[Any] = []
+
+    def make(**options: Any) -> Any:
+        if mode == "sync":
+            client: Any = Client(**options)
+            opened.append(client.close)
+        else:
+            client = Blocking(AsyncClient(**options), portal)
+            opened.append(client.aclose)
+        return client
+
+    yield make
+    for close in opened:
+        close()
+
+
+@pytest.fixture
+def api(any_server: ServerProcess, make_api: Callable[..., Any]) -> Any:
+    """An administrator: the admin client's own bastion:admin token."""
+    return make_api(**admin_options(any_server))
+
+
+@pytest.fixture
+def password_app(any_server: ServerProcess, make_app: Callable[..., App]) -> App:
+    return make_app(any_server, "--grant-type", "password")
+
+
+def unique(prefix: str) -> str:
+    return prefix + secrets.token_hex(5)
+
+
+# -- users ------------------------------------------------------------------------------
+
+
+def test_users_create_get_search_count_update(api: Any) -> None:
+    name = unique("Ann")
+    user = api.users.create(name, f"{name}@Example.com", "a long passphrase")
+    assert isinstance(user, User) and user.username == name and not user.is_administrator
+    assert user.created_at is not None and user.created_at.tzinfo and user.deleted_at is None
+    assert api.users.get(user.id) == user
+
+    found = api.users.search(name.upper())  # case-insensitive substring
+    assert isinstance(found, Page) and found == [user] and found.total == 1
+    assert api.users.count(name[1:].lower()) == 1
+    total = api.users.count()
+    assert total >= 1 and api.users.search(limit=1).total == total
+    two = api.users.search(limit=2)
+    assert len(two) <= 2 and api.users.search(limit=1, offset=1)[:1] == two[1:2]
+
+    changed = api.users.update(user.id, email=f"{name}@new.example", is_administrator=True)
+    assert changed.email == f"{name}@new.example" and changed.is_administrator
+    assert changed.updated_at is not None and changed.updated_at >= user.updated_at
+    assert api.users.get(user.id).email == f"{name}@new.example"
+    link_only = api.users.create(unique("link"), f"{unique('l')}@example.com")  # no password
+    assert link_only.username.startswith("link")
+
+
+def test_users_delete_and_restore(api: Any, any_server: ServerProcess, password_app: App,
+                                  make_api: Callable[..., Any]) -> None:
+    name = unique("del")
+    user = api.users.create(name, f"{name}@example.com", "a long passphrase")
+    app = make_api(url=any_server.url, client_id=password_app.client_id,
+                   client_secret=password_app.client_secret, retries=0)
+    tokens = app.login_password(name, "a long passphrase")
+    assert app.introspect(tokens.access_token)["active"]
+
+    api.users.delete(user.id)
+    deleted = api.users.get(user.id)
+    assert deleted.deleted_at is not None
+    assert api.users.search(name) == [] and api.users.count(name) == 0
+    assert api.users.search(name, include_deleted=True) == [deleted]
+    assert api.users.count(name, include_deleted=True) == 1
+    assert not app.introspect(tokens.access_token)["active"]  # every token revoked
+    with pytest.raises(InvalidGrant):
+        app.refresh(tokens.refresh_token)
+    with pytest.raises(InvalidGrant):  # no more sign-in
+        app.login_password(name, "a long passphrase")
+
+    restored = api.users.restore(user.id)
+    assert restored.deleted_at is None and api.users.search(name) == [restored]
+    assert app.login_password(name, "a long passphrase").access_token
+
+
+def test_users_bad_input(api: Any) -> None:
+    for limit in (0, 10_000, -1):
+        with pytest.raises(BadRequest) as caught:
+            api.users.search(limit=limit)
+        assert caught.value.status_code == 422 and "limit" in caught.value.error_description
+    with pytest.raises(BadRequest, match="offset"):
+        api.users.search(offset=-1)
+    with pytest.raises(NotFound):
+        api.users.get("no-such-user")
+    with pytest.raises(NotFound):
+        api.users.update("no-such-user", email="x@example.com")
+    with pytest.raises(NotFound):
+        api.users.delete("no-such-user")
+    name = unique("dup")
+    api.users.create(name, f"{name}@example.com")
+    with pytest.raises(Conflict):
+        api.users.create(name, f"other-{name}@example.com")
+    with pytest.raises(Conflict):
+        api.users.create("other" + name, f"{name}@example.com")
+    with pytest.raises(BadRequest, match="password"):
+        api.users.create(unique("short"), f"{unique('s')}@example.com", "short")
+    with pytest.raises(BastionError, match="at least one field"):  # caught before sending
+        api.users.update("anyone")
+
+
+# -- organizations, roles, permissions ---------------------------------------------------
+
+
+def test_organizations(api: Any) -> None:
+    name = unique("acme")
+    org = api.organizations.create(name)
+    assert isinstance(org, Organization) and org.name == name and org.created_at
+    assert api.organizations.get(name) == org == api.organizations.get(org.id)
+    page = api.organizations.list(limit=100)
+    assert page.total >= 1 and len(page) <= 100
+    everything = [o for offset in range(0, page.total, 100)
+                  for o in api.organizations.list(limit=100, offset=offset)]
+    assert org in everything and len(everything) == page.total
+    with pytest.raises(Conflict):
+        api.organizations.create(name)
+    with pytest.raises(NotFound):
+        api.organizations.get(unique("nope"))
+    with pytest.raises(BadRequest):
+        api.organizations.list(limit=0)
+
+
+def test_roles_and_permissions(api: Any) -> None:
+    org = api.organizations.create(unique("org"))
+    editor = api.roles.create(org, "editor", ["posts:write", "posts:read"])
+    assert isinstance(editor, Role) and editor.organization_id == org.id
+    assert editor.permissions == ("posts:read", "posts:write")
+    assert all(isinstance(p, Permission) for p in editor.permissions)
+    viewer = api.roles.create(org.name, "viewer", "posts:read")  # one permission, by name
+    empty = api.roles.create(org, "empty")
+    assert viewer.permissions == ("posts:read",) and empty.permissions == ()
+    roles = api.roles.list(org)
+    assert sorted(r.name for r in roles) == ["editor", "empty", "viewer"] and roles.total == 3
+    assert api.roles.get(org, "editor") == editor == api.roles.get(org.name, editor.id)
+
+    added = api.roles.add_permissions(org, editor, ["posts:delete", "users:read"])
+    assert added.permissions == ("posts:delete", "posts:read", "posts:write", "users:read")
+    assert api.roles.add_permissions(org, "editor", "posts:read").permissions == added.permissions
+    removed = api.roles.remove_permissions(org, "editor", ["posts:delete", "users:read"])
+    assert removed.permissions == ("posts:read", "posts:write")
+    assert api.roles.remove_permissions(org, editor, "posts:write").permissions == ("posts:read",)
+    assert api.roles.get(org, "editor").permissions == ("posts:read",)
+
+    with pytest.raises(Conflict):
+        api.roles.create(org, "editor")
+    with pytest.raises(NotFound):
+        api.roles.get(org, "no-such-role")
+    with pytest.raises(NotFound):
+        api.roles.add_permissions(org, "no-such-role", "x")
+    with pytest.raises(NotFound):
+        api.roles.list(unique("no-such-org"))
+    with pytest.raises(BadRequest):
+        api.roles.create(org, "x" * 101)
+
+    api.roles.delete(org, empty)
+    with pytest.raises(NotFound):
+        api.roles.delete(org, "empty")
+    assert sorted(r.name for r in api.roles.list(org)) == ["editor", "viewer"]
+
+
+# -- a user's roles, tokens carrying them, reissue -----------------------------------------
+
+
+def test_user_roles_in_tokens_and_reissue(
+    api: Any, any_server: ServerProcess, password_app: App, make_api: Callable[..., Any],
+    account_on: Callable[..., Account],
+) -> None:
+    org = api.organizations.create(unique("org"))
+    editor = api.roles.create(org, "editor", ["posts:read", "posts:write"])
+    api.roles.create(org, "viewer", ["posts:read"])
+    api.roles.create(org, "admin", ["users:manage"])
+    person = account_on(any_server)
+
+    assert api.users.roles(org, person.id) == []
+    roles = api.users.attach_roles(org, person.id, [editor, "viewer"])
+    assert sorted(r.name for r in roles) == ["editor", "viewer"] and roles.total == 2
+    assert sorted(r.name for r in api.users.roles(org.name, person.id)) == ["editor", "viewer"]
+
+    app = make_api(url=any_server.url, client_id=password_app.client_id,
+                   client_secret=password_app.client_secret, retries=0)
+    tokens = app.login_password(person.username, person.password, organization=org.name)
+    claims = app.verify_token(tokens.access_token)
+    assert claims["org"] == org.id and sorted(claims["roles"]) == ["editor", "viewer"]
+    assert sorted(claims["permissions"]) == ["posts:read", "posts:write"]
+    assert app.introspect(tokens.access_token)["roles"] == claims["roles"]
+
+    # One transaction: add admin, drop viewer; the user's tokens are reissued at once.
+    result = api.users.update_roles(org, person.id, add=["admin"], remove=["viewer"],
+                                    reissue=tokens)
+    assert isinstance(result, UserRoles)
+    assert sorted(r.name for r in result.roles) == ["admin", "editor"]
+    new = result.tokens
+    assert isinstance(new, TokenSet) and new.refresh_token and new.expires_at
+    assert new.client is tokens.client  # still the user's app: refresh keeps working
+    claims = app.verify_token(new.access_token)
+    assert sorted(claims["roles"]) == ["admin", "editor"]
+    assert sorted(claims["permissions"]) == ["posts:read", "posts:write", "users:manage"]
+    assert not app.introspect(tokens.access_token)["active"]  # the old family is revoked
+    with pytest.raises(InvalidGrant):
+        app.refresh(tokens.refresh_token)
+    refreshed = app.refresh(new.refresh_token)
+    assert sorted(app.verify_token(refreshed.access_token)["roles"]) == ["admin", "editor"]
+
+    # Removing roles applies at the next refresh even without reissue.
+    left = api.users.remove_roles(org, person.id, "admin")
+    assert [r.name for r in left] == ["editor"]
+    again = app.refresh(refreshed.refresh_token)
+    assert app.verify_token(again.access_token)["roles"] == ["editor"]
+
+    with pytest.raises(NotFound):  # an unknown role: nothing changes
+        api.users.update_roles(org, person.id, add=["viewer", "no-such-role"], remove=["editor"])
+    assert [r.name for r in api.users.roles(org, person.id)] == ["editor"]
+    with pytest.raises(InvalidGrant):  # a refresh token that is not the user's
+        api.users.update_roles(org, person.id, reissue="not-a-refresh-token")
+    with pytest.raises(Conflict):  # a role in use is not deleted...
+        api.roles.delete(org, "editor")
+    api.roles.delete(org, "editor", force=True)  # ...unless forced
+    assert api.users.roles(org, person.id) == []
+
+
+# -- audit events -------------------------------------------------------------------------
+
+
+def test_events(api: Any, any_server: ServerProcess) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    name = unique("ev")
+    user = api.users.create(name, f"{name}@example.com")
+    api.users.update(user.id, email=f"{name}@changed.example")
+    created = api.events.list(action="user.create", target=user.id)
+    assert len(created) == 1 and created.total == 1
+    event = created[0]
+    assert isinstance(event, Event) and event.action == "user.create"
+    assert event.actor == any_server.admin_client_id and event.actor_type == "client"
+    assert event.client_id == any_server.admin_client_id and event.ip == "127.0.0.1"
+    assert event.detail == {"username": name} and before <= event.at <= datetime.now(UTC)
+    both = api.events.list(target=user.id, since=before)
+    assert [e.action for e in both] == ["user.update", "user.create"]  # newest first
+    assert api.events.list(target=user.id, until=before) == []
+    assert api.events.list(target=user.id, since=before.replace(tzinfo=None)).total == 2
+    assert len(api.events.list(actor=any_server.admin_client_id, limit=1)) == 1
+    assert api.events.list(target=user.id, limit=1, offset=1)[0].action == "user.create"
+    with pytest.raises(BadRequest):
+        api.events.list(limit=0)
+
+
+# -- who may call what --------------------------------------------------------------------
+
+
+def test_only_administrators(
+    api: Any, any_server: ServerProcess, password_app: App, make_api: Callable[..., Any],
+    account_on: Callable[..., Account],
+) -> None:
+    app = make_api(url=any_server.url, client_id=password_app.client_id,
+                   client_secret=password_app.client_secret, retries=0)
+    person, boss = account_on(any_server), account_on(any_server, admin=True)
+    user_tokens = app.login_password(person.username, person.password)
+    as_user = app.users.with_token(user_tokens)
+    with pytest.raises(Forbidden):
+        as_user.search()
+    with pytest.raises(Forbidden):
+        as_user.create(unique("x"), f"{unique('x')}@example.com")
+    with pytest.raises(Forbidden):
+        app.organizations.with_token(user_tokens).create(unique("org"))
+    with pytest.raises(Forbidden):
+        app.events.with_token(user_tokens.access_token).list()
+    with pytest.raises(Forbidden):
+        as_user.get(boss.id)
+    assert as_user.get(person.id).username == person.username  # themselves: yes
+    assert app.users.me(user_tokens).id == person.id
+
+    # An administrator user's token works like the admin client's.
+    boss_tokens = app.login_password(boss.username, boss.password)
+    assert app.users.with_token(boss_tokens).get(person.id).id == person.id
+    assert app.users.with_token(boss_tokens).count() >= 2
+
+    # A client without bastion:admin cannot get an admin token at all.
+    plain = make_api(url=any_server.url, client_id=any_server.client_id,
+                     client_secret=any_server.client_secret, retries=0)
+    with pytest.raises(InvalidScope):
+        plain.users.search()
+
+    # A deleted user's token stops working at once, even for /users/me.
+    api.users.delete(person.id)
+    with pytest.raises(BastionError) as caught:
+        app.users.me(user_tokens)
+    assert caught.value.status_code == 401
+
+
+def test_a_token_of_another_organization(
+    api: Any, any_server: ServerProcess, password_app: App, make_api: Callable[..., Any],
+    account_on: Callable[..., Account],
+) -> None:
+    mine, theirs = api.organizations.create(unique("a")), api.organizations.create(unique("b"))
+    api.roles.create(mine, "owner", ["org:manage"])
+    api.roles.create(theirs, "member", ["posts:read"])
+    person, other = account_on(any_server), account_on(any_server)
+    api.users.attach_roles(mine, person.id, "owner")
+    api.users.attach_roles(theirs, other.id, "member")
+    app = make_api(url=any_server.url, client_id=password_app.client_id,
+                   client_secret=password_app.client_secret, retries=0)
+    tokens = app.login_password(person.username, person.password, organization=mine.id)
+    assert app.verify_token(tokens.access_token)["permissions"] == ["org:manage"]
+    # Roles in one organization give no admin rights, here or elsewhere.
+    for org in (mine, theirs):
+        with pytest.raises(Forbidden):
+            app.roles.with_token(tokens).list(org)
+        with pytest.raises(Forbidden):
+            app.users.with_token(tokens).update_roles(org, person.id, add="owner")
+    with pytest.raises(Forbidden):
+        app.users.with_token(tokens).roles(theirs, other.id)
+    assert app.users.with_token(tokens).roles(theirs, person.id) == []  # own roles: yes
+    # Asking for a token in an organization the user has no role in is refused.
+    with pytest.raises(BastionError) as caught:
+        app.login_password(person.username, person.password, organization=theirs.name)
+    assert caught.value.status_code in (400, 403)
