@@ -144,3 +144,108 @@ def relying_party(bastion_server: ServerProcess) -> Iterator[RelyingParty]:
         httpd.server_close()
         thread.join(10)
         client.close()
+
+
+# -- sign-in links and the account page: the real server with a real SMTP server ----------
+
+
+@dataclass
+class MailSite:
+    """The real ``bastion serve`` sending mail to a real SMTP server (aiosmtpd), and a
+    tiny app at ``callback_url`` that the clients registered here redirect to."""
+
+    server: ServerProcess
+    box: Any  # support.Mailbox
+    callback_url: str
+
+    def new_user(self) -> tuple[str, str, str, str]:
+        """(id, username, email, password) of a fresh account."""
+        import json
+
+        username = "m" + secrets.token_hex(5)
+        password = secrets.token_urlsafe(18)
+        email = f"{username}@example.com"
+        done = self.server.cli("users", "create", "--username", username, "--email", email,
+                               "--password-stdin", "--json", stdin=password)
+        assert done.returncode == 0, done.stderr
+        return str(json.loads(done.stdout)["id"]), username, email, password
+
+    def new_client(self, name: str = "") -> tuple[str, str, str, str]:
+        """(client_id, client_secret, redirect_uri, name) of a fresh confidential client."""
+        name = name or "Mail app " + secrets.token_hex(3)
+        redirect_uri = f"{self.callback_url}/cb/{secrets.token_hex(4)}"
+        made = self.server.create_client(
+            "--name", name, "--redirect-uri", redirect_uri,
+            "--grant-type", "authorization_code", "--grant-type", "refresh_token",
+            "--scope", "openid", "--scope", "profile", "--scope", "email")
+        return str(made["client_id"]), str(made["client_secret"]), redirect_uri, name
+
+    def authorize_url(self, client_id: str, redirect_uri: str) -> tuple[str, str, str]:
+        """(url, state, PKCE verifier) of a fresh authorization request."""
+        from urllib.parse import urlencode
+
+        from bastion.oauth import pkce
+
+        state, verifier = secrets.token_urlsafe(16), pkce.new_verifier()
+        query = urlencode({"response_type": "code", "client_id": client_id,
+                           "redirect_uri": redirect_uri, "scope": "openid profile email",
+                           "state": state, "code_challenge": pkce.challenge(verifier),
+                           "code_challenge_method": "S256"})
+        return f"{self.server.url}/oauth/authorize?{query}", state, verifier
+
+    def mail_to(self, address: str, count: int = 1) -> list[Any]:
+        """The mails received for ``address``, once there are at least ``count``."""
+        from support import wait_until
+
+        def received() -> list[Any]:
+            found = [m for m in list(self.box.messages) if m["To"].lower() == address.lower()]
+            return found if len(found) >= count else []
+
+        return wait_until(received, timeout=20, what=f"mail to {address}")
+
+    def sql(self, statement: str, *params: object) -> list[tuple[Any, ...]]:
+        """Run SQL on the server's SQLite database (to age tokens and sessions)."""
+        import sqlite3
+
+        with sqlite3.connect(self.server.data_dir / "bastion.db", timeout=30) as db:
+            rows = db.execute(statement, params).fetchall()
+        db.close()
+        return rows
+
+
+def _callback_handler() -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            data = (b'<!doctype html><title>Callback</title>'
+                    b'<p id="callback">Back at the app</p>')
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler
+
+
+@pytest.fixture(scope="session")
+def mail_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailSite]:
+    """A server of its own (SMTP settings, at most 3 links per address and hour)."""
+    from support import running_server, smtp_server
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _callback_handler())
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with smtp_server() as (host, port, box), running_server(
+            tmp_path_factory.mktemp("bastion-mail-browser"), smtp_host=host,
+            smtp_port=str(port), smtp_tls="none", link_limit_per_email="3",
+            link_limit_per_ip="1000",
+        ) as server:
+            yield MailSite(server, box, f"http://127.0.0.1:{httpd.server_address[1]}")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
