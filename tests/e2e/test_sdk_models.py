@@ -1,0 +1,145 @@
+"""The high-level models (``User``, ``Organization``, ``Role``, ``Event``) over named
+connections, against the real server on SQLite and PostgreSQL; each test runs with
+the sync calls and with their ``a``-prefixed twins.
+
+``call(obj, "get", ...)`` runs ``obj.get(...)``, or ``await obj.aget(...)`` on an
+event loop (a blocking portal: the shared async clients live in that loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import pickle
+import secrets
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anyio.from_thread
+import pytest
+
+from bastion import (
+    Client,
+    ConfigurationError,
+    Conflict,
+    Event,
+    NotFound,
+    Organization,
+    Role,
+    User,
+    configure,
+)
+from support import ServerProcess
+
+App = Account = Any
+
+
+@pytest.fixture(params=["sync", "async"])
+def call(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    if request.param == "sync":
+        yield lambda obj, name, *a, **k: getattr(obj, name)(*a, **k)
+        return
+    with anyio.from_thread.start_blocking_portal() as portal:
+        yield lambda obj, name, *a, **k: portal.call(
+            functools.partial(getattr(obj, "a" + name), *a, **k)
+        )
+
+
+@pytest.fixture
+def connections(any_server: ServerProcess, make_app: Callable[..., App]) -> Iterator[App]:
+    app = make_app(any_server, "--grant-type", "password")
+    configure(
+        default={"url": any_server.url, "client_id": app.client_id,
+                 "client_secret": app.client_secret},
+        admin={"url": any_server.url, "client_id": any_server.admin_client_id,
+               "client_secret": any_server.admin_client_secret},
+    )
+    yield app
+    configure()
+
+
+def unique(prefix: str) -> str:
+    return prefix + secrets.token_hex(5)
+
+
+def test_users(connections: App, call: Callable[..., Any]) -> None:
+    name = unique("Model")
+    user = call(User, "create", name, f"{name}@example.com", "a long passphrase", using="admin")
+    assert user.username == name and user.client is not None
+    assert call(User, "get", user.identifier, using="admin") == user
+    found = call(User, "search", name.lower(), 20, 0, "admin")
+    assert found == [user] and found.total == 1
+    assert call(User, "count", name, "admin") == 1
+    # An object runs its calls on the client it was fetched with ("admin").
+    assert call(user, "update", email=f"{name}@new.example") is user
+    assert user.email == f"{name}@new.example"
+    call(user, "delete")
+    assert call(User, "get", user.id, using="admin").deleted_at is not None
+    assert call(User, "count", name, "admin", include_deleted=True) == 1
+    assert call(user, "restore") is user and user.deleted_at is None
+    assert call(User, "search", name, using="admin", include_deleted=True) == [user]
+    # It pickles without its client (sessions pickle their values).
+    copy = pickle.loads(pickle.dumps(user))  # noqa: S301 - our own bytes
+    assert copy == user and copy.client is None
+    with pytest.raises(NotFound):
+        call(User, "get", "no-such-user", using="admin")
+    with pytest.raises(Conflict):
+        call(User, "create", name, f"other{name}@example.com", using="admin")
+
+
+def test_organizations_roles_and_user_roles(
+    connections: App, call: Callable[..., Any], any_server: ServerProcess,
+    account_on: Callable[..., Account],
+) -> None:
+    org = call(Organization, "create", unique("org"), using="admin")
+    assert call(Organization, "get", org.name, using="admin") == org
+    page = call(Organization, "list", 100, 0, "admin")
+    assert page.total >= 1 and all(isinstance(o, Organization) for o in page)
+    role = call(Role, "create", org, "editor", ["posts:read"], using="admin")
+    assert call(role, "add_permissions", ["posts:write", "posts:delete"]) is role
+    assert role.permissions == ("posts:delete", "posts:read", "posts:write")
+    call(role, "remove_permissions", "posts:delete")
+    assert call(Role, "get", org.id, "editor", using="admin").permissions == role.permissions
+    assert call(Role, "list", org.name, using="admin") == [role] == call(org, "roles")
+    viewer = call(Role, "create", org.id, "viewer", "posts:read", using="admin")
+
+    person = account_on(any_server)
+    user = call(User, "get", person.id, using="admin")
+    # The user's own tokens, from the app's connection, carrying the organization.
+    attached = call(user, "attach_roles", org, [role, "viewer"])
+    assert sorted(r.name for r in attached) == ["editor", "viewer"] and attached.total == 2
+    with Client(using="default") as app:
+        user.token = app.login_password(person.username, person.password, organization=org.name)
+        old = user.token
+        roles, tokens = call(user, "update_roles", org, remove=[viewer], reissue=user.token)
+        assert [r.name for r in roles] == ["editor"]
+        assert tokens is not None and user.token is tokens and tokens is not old
+        assert app.verify_token(tokens.access_token)["roles"] == ["editor"]
+        assert not app.introspect(old.access_token)["active"]
+    assert [r.name for r in call(user, "remove_roles", org, "editor")] == []
+    assert call(user, "roles", org) == []
+    call(viewer, "delete")
+    with pytest.raises(NotFound):
+        call(Role, "get", org, "viewer", using="admin")
+    with pytest.raises(Conflict):
+        call(Organization, "create", org.name, using="admin")
+
+
+def test_events(connections: App, call: Callable[..., Any]) -> None:
+    org = call(Organization, "create", unique("evorg"), using="admin")
+    events = call(Event, "list", action="organization.create", target=org.id, using="admin")
+    assert [(e.action, e.detail) for e in events] == [("organization.create", {"name": org.name})]
+
+
+def test_objects_keep_to_their_shell(connections: App) -> None:
+    user = User.create(unique("shell"), f"{unique('s')}@example.com", using="admin")
+    with pytest.raises(ConfigurationError, match=r"use update\(\)"):
+        asyncio.run(user.aupdate(email="x@example.com"))
+
+    async def fetch() -> User:
+        return await User.aget(user.id, using="admin")
+
+    fetched = asyncio.run(fetch())
+    with pytest.raises(ConfigurationError, match=r"use aupdate\(\)"):
+        fetched.update(email="x@example.com")
+    assert fetched.update(email=f"{unique('y')}@example.com", using="admin").email != user.email
