@@ -15,6 +15,7 @@ import anyio.from_thread
 import httpx2
 
 from bastion import AsyncClient, Client
+from bastion.client._api import Namespace
 from bastion.oauth.jose import PrivateKey
 
 ISSUER = "https://id.example/tenant"
@@ -185,10 +186,20 @@ class Blocking:
             return lambda *args, **kwargs: self._portal.call(
                 functools.partial(attr, *args, **kwargs)
             )
+        if isinstance(attr, Namespace):  # client.users and the like
+            return _BlockingNamespace(attr, self._portal)
         return attr
 
     def __repr__(self) -> str:
         return repr(self._client)
+
+
+class _BlockingNamespace(Blocking):
+    def __init__(self, target: Any, portal: anyio.from_thread.BlockingPortal) -> None:
+        self._client, self._portal = target, portal
+
+    def with_token(self, token: Any) -> Any:
+        return _BlockingNamespace(self._client.with_token(token), self._portal)
 
 
 class SyncClient(Client):
