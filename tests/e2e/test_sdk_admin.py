@@ -402,3 +402,15 @@ def test_a_token_of_another_organization(
     with pytest.raises(BastionError) as caught:
         app.login_password(person.username, person.password, organization=theirs.name)
     assert caught.value.status_code in (400, 403)
+
+
+@pytest.mark.xfail(strict=True, reason="server: change_user_roles commits the role change "
+                   "before reissue() checks the refresh token (api/user_roles.py)")
+def test_a_refused_reissue_changes_no_roles(api: Any, any_server: ServerProcess,
+                                            account_on: Callable[..., Account]) -> None:
+    org = api.organizations.create(unique("org"))
+    api.roles.create(org, "editor")
+    person = account_on(any_server)
+    with pytest.raises(InvalidGrant):
+        api.users.update_roles(org, person.id, add="editor", reissue="not-a-refresh-token")
+    assert api.users.roles(org, person.id) == []  # "one transaction": nothing changed
