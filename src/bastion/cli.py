@@ -199,6 +199,11 @@ def _serve(args: argparse.Namespace, settings: Any) -> int:
     os.environ["BASTION_ISSUER"] = issuer
     os.environ["BASTION_DATABASE_URL"] = settings.resolved_database_url
     os.environ["BASTION_DATA_DIR"] = str(settings.data_dir)
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its metrics here; a scrape of any worker adds them up.
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bastion-metrics-")
     log.info("Bastion listening on %s (issuer %s)", f"{args.host}:{args.port}", issuer)
     uvicorn.run(
         "bastion.server.app:create_app_from_env",
@@ -208,6 +213,8 @@ def _serve(args: argparse.Namespace, settings: Any) -> int:
         workers=args.workers if args.workers > 1 else None,
         access_log=args.access_log,
         log_level="info",
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         server_header=False,
         timeout_graceful_shutdown=20,
     )

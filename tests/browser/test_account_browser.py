@@ -156,10 +156,6 @@ def test_sessions_are_listed_and_another_can_be_signed_out(
         second.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "account.html: every other session's button is just 'Sign out', so a screen-reader "
-    "user tabbing through buttons cannot tell which session each one ends (WCAG 2.4.6); "
-    "give it e.g. aria-describedby pointing at the session's description"))
 def test_each_session_sign_out_button_names_its_session(
     page: Page, browser: Browser, mail_site: Any
 ) -> None:

@@ -171,11 +171,6 @@ def test_too_many_links_for_one_address(page: Page, mail_site: Any) -> None:
     assert len(mail_site.mail_to(email, 3)) == 3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the 429 page after too many link requests says 'Too many failed sign-ins: sign-in is "
-    "temporarily locked. Try again in 3600 seconds.' (services/login.py TooManyAttempts, "
-    "raised by services/links.py _limit): nothing failed and password sign-in is not "
-    "locked; it should say too many links were asked for, in minutes"))
 def test_the_rate_limit_page_says_what_was_limited(page: Page, mail_site: Any) -> None:
     _, _, email, _ = mail_site.new_user()
     client_id, _, redirect_uri, _ = mail_site.new_client()

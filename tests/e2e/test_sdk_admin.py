@@ -404,8 +404,6 @@ def test_a_token_of_another_organization(
     assert caught.value.status_code in (400, 403)
 
 
-@pytest.mark.xfail(strict=True, reason="server: change_user_roles commits the role change "
-                   "before reissue() checks the refresh token (api/user_roles.py)")
 def test_a_refused_reissue_changes_no_roles(api: Any, any_server: ServerProcess,
                                             account_on: Callable[..., Account]) -> None:
     org = api.organizations.create(unique("org"))

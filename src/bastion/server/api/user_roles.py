@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 
 from bastion.server.api.common import ERRORS, Who, actor, context, require_admin
 from bastion.server.api.schemas import RoleOut, TokenPair, UserRoles, UserRolesChange
-from bastion.server.grants._issue import reissue
+from bastion.server.grants._issue import reissuable, reissue
 from bastion.server.services import audit, rbac
 from bastion.server.services.users import get_user
 
@@ -21,6 +21,7 @@ async def list_user_roles(org: str, user_id: str, request: Request, who: Who) ->
         require_admin(who)
     ctx = context(request)
     found = await rbac.organization(ctx.storage, org)
+    await get_user(ctx.storage, user_id)
     roles = await ctx.storage.user_roles(user_id, found.id)
     return UserRoles(items=[RoleOut.of(r) for r in roles], count=len(roles))
 
@@ -34,11 +35,12 @@ async def change_user_roles(org: str, user_id: str, body: UserRolesChange, reque
     ctx = context(request)
     found = await rbac.organization(ctx.storage, org)
     user = await get_user(ctx.storage, user_id)
+    stored = await reissuable(ctx, user, body.reissue.refresh_token) if body.reissue else None
     roles = await rbac.change_user_roles(ctx.storage, user.id, found.id, body.add, body.remove)
     await audit.record(ctx.storage, actor(who, request), "user.roles.update", user.id,
                        organization=found.id, add=body.add, remove=body.remove)
     tokens = None
-    if body.reissue is not None:
-        tokens = TokenPair(**await reissue(ctx, user, body.reissue.refresh_token))
+    if stored is not None:
+        tokens = TokenPair(**await reissue(ctx, user, stored))
         await audit.record(ctx.storage, actor(who, request), "token.reissue", user.id)
     return UserRoles(items=[RoleOut.of(r) for r in roles], count=len(roles), tokens=tokens)

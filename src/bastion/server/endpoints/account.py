@@ -20,7 +20,7 @@ from bastion.server.models import LoginSession, User
 from bastion.server.pages import csrf_ok, form_page, render
 from bastion.server.services import audit, links, login, sessions
 from bastion.server.services import users as user_service
-from bastion.server.services.errors import ServiceError
+from bastion.server.services.errors import RateLimited, ServiceError
 
 router = APIRouter(tags=["pages"])
 ACCOUNT_PATH = "/account"
@@ -110,7 +110,11 @@ async def save_profile(request: Request) -> Response:
                                           ip=ip)
             ctx.outbox.poke()
             done = "email"
-    except (ServiceError, login.TooManyAttempts) as exc:
+    except RateLimited as exc:
+        page = await _page(ctx, request, session, user, keep, error=str(exc), status=429)
+        page.headers["Retry-After"] = str(exc.retry_after)
+        return page
+    except ServiceError as exc:
         return await _page(ctx, request, session, user, keep, error=str(exc), status=400)
     return _after(keep, done)
 

@@ -34,8 +34,8 @@ from bastion.server.endpoints.login import login_target, signed_in
 from bastion.server.grants._request import TokenRequest
 from bastion.server.models import User
 from bastion.server.pages import csrf_ok, form_page, render
-from bastion.server.services import audit, links, login, users
-from bastion.server.services.errors import AlreadyExists, InvalidInput
+from bastion.server.services import audit, links, users
+from bastion.server.services.errors import AlreadyExists, InvalidInput, RateLimited
 
 router = APIRouter(tags=["pages"])
 PASSWORDLESS_PATH = "/oauth/passwordless"
@@ -70,7 +70,7 @@ async def request_link_page(request: Request) -> Response:
     except InvalidInput:
         return login_page(ctx, request, req, query, status=400,
                           error="Enter a valid email address.")
-    except login.TooManyAttempts as exc:
+    except RateLimited as exc:
         page = login_page(ctx, request, req, query, error=str(exc), status=429)
         page.headers["Retry-After"] = str(exc.retry_after)
         return page
@@ -98,7 +98,7 @@ async def request_link_api(ctx: Context, request: TokenRequest) -> dict[str, Any
                                       ip=request.client_ip)
     except InvalidInput as exc:
         raise InvalidRequest(str(exc)) from None
-    except login.TooManyAttempts as exc:
+    except RateLimited as exc:
         raise SlowDown(str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
     ctx.outbox.poke()
     return {"status": "accepted", "expires_in": ctx.settings.sign_in_link_ttl}

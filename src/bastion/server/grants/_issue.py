@@ -9,7 +9,7 @@ from typing import Any
 
 from bastion.oauth.errors import InvalidGrant
 from bastion.server.context import Context
-from bastion.server.models import Client, Grant, User
+from bastion.server.models import Client, Grant, RefreshToken, User
 from bastion.server.services import rbac, secrets
 from bastion.server.services.id_tokens import issue_id_token
 from bastion.server.services.tokens import issue_access_token, new_refresh_token
@@ -47,17 +47,27 @@ def may_refresh(client: Client) -> bool:
     return "refresh_token" in client.grant_types
 
 
-async def reissue(ctx: Context, user: User, refresh_token: str) -> dict[str, Any]:
-    """Revoke the family of ``refresh_token`` (which must be the user's and valid) and
-    issue a new pair from a new grant with the same client, scope and organization."""
+async def reissuable(ctx: Context, user: User, refresh_token: str) -> RefreshToken:
+    """The user's valid refresh token to reissue from; ``InvalidGrant`` otherwise.
+    Checked before anything changes, so a refused reissue changes nothing."""
     stored = await ctx.storage.get_refresh_token(secrets.digest(refresh_token))
     now = datetime.now(UTC)
     if (stored is None or stored.user_id != user.id or stored.used_at or stored.revoked_at
             or stored.expires_at <= now):
         raise InvalidGrant("The refresh token to reissue is not a valid token of this user.")
     old = await ctx.storage.get_grant(stored.grant_id)
+    if old is None or old.revoked_at or await ctx.clients.get(stored.client_id) is None:
+        raise InvalidGrant("The refresh token to reissue is not a valid token of this user.")
+    return stored
+
+
+async def reissue(ctx: Context, user: User, stored: RefreshToken) -> dict[str, Any]:
+    """Revoke the family of ``stored`` and issue a new pair from a new grant with the
+    same client, scope and organization (so new roles apply at once)."""
+    now = datetime.now(UTC)
+    old = await ctx.storage.get_grant(stored.grant_id)
     client = await ctx.clients.get(stored.client_id)
-    if old is None or old.revoked_at or client is None:
+    if old is None or client is None:
         raise InvalidGrant("The refresh token to reissue is not a valid token of this user.")
     await ctx.storage.revoke_grant(old.id, now)
     grant = replace(old, id=_secrets.token_urlsafe(18), created_at=now, revoked_at=None)

@@ -29,3 +29,11 @@ class NotFound(ServiceError):
 
 class InUse(ServiceError):
     """Refused because something still depends on it (e.g. a role assigned to users)."""
+
+
+class RateLimited(ServiceError):
+    """Too many attempts; ``retry_after`` says how many seconds to wait."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

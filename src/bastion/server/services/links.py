@@ -14,8 +14,7 @@ from typing import Any, Literal
 
 from bastion.server.models import Client, OneTimeToken, User
 from bastion.server.services import outbox, secrets, throttle
-from bastion.server.services.errors import InvalidInput
-from bastion.server.services.login import TooManyAttempts
+from bastion.server.services.errors import InvalidInput, RateLimited
 from bastion.server.services.users import check_email
 from bastion.server.settings import Settings
 from bastion.server.storage.base import Storage
@@ -24,12 +23,19 @@ SIGN_IN_PATH = "/login/link"
 EMAIL_CHANGE_PATH = "/account/email/confirm"
 
 
+class TooManyLinks(RateLimited):
+    """Emailed links are rate limited per address and per client IP."""
+
+
 async def _limit(storage: Storage, settings: Settings, email: str, ip: str | None) -> None:
     keys = throttle.link_keys(settings, email, ip)
     now = datetime.now(UTC)
     blocked = await throttle.check(storage, keys, now)
     if blocked:
-        raise TooManyAttempts(blocked.retry_after, blocked.locked)
+        minutes = max(1, round(blocked.retry_after / 60))
+        raise TooManyLinks(f"Too many links were requested for this address. Try again in "
+                           f"about {minutes} minute{'s' if minutes > 1 else ''}.",
+                           blocked.retry_after)
     await throttle.record(storage, keys, now)
 
 

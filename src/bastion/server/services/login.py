@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from bastion.server.metrics import LOGIN_FAILURES
 from bastion.server.models import User
 from bastion.server.services import throttle
-from bastion.server.services.errors import ServiceError
+from bastion.server.services.errors import RateLimited, ServiceError
 from bastion.server.services.passwords import Passwords
 from bastion.server.settings import Settings
 from bastion.server.storage.base import Storage
@@ -20,12 +20,11 @@ class LoginFailed(ServiceError):
         super().__init__("Incorrect username or password.")
 
 
-class TooManyAttempts(ServiceError):
+class TooManyAttempts(RateLimited):
     def __init__(self, retry_after: int, locked: bool) -> None:
         what = "temporarily locked" if locked else "paused"
         super().__init__(f"Too many failed sign-ins: sign-in is {what}. "
-                         f"Try again in {retry_after} seconds.")
-        self.retry_after = retry_after
+                         f"Try again in {retry_after} seconds.", retry_after)
 
 
 async def authenticate(
@@ -37,7 +36,8 @@ async def authenticate(
     # Counted per spelling typed (unknown accounts behave like real ones) and, for a real
     # account, per account: typing the username and then the email shares one count.
     keys = throttle.login_keys(settings, login, ip, user.id if user else None)
-    blocked = await throttle.check(storage, keys, now)
+    counts = await storage.get_throttles([k for k, _ in keys])
+    blocked = throttle.evaluate(counts, keys, now)
     if blocked:
         LOGIN_FAILURES.labels("throttled").inc()
         raise TooManyAttempts(blocked.retry_after, blocked.locked)
@@ -48,5 +48,7 @@ async def authenticate(
         await throttle.record(storage, keys, now)
         LOGIN_FAILURES.labels("bad_credentials").inc()
         raise LoginFailed()
-    await throttle.clear(storage, [k for k, _ in keys if not k.startswith("ip:")])
+    stale = [t.key for t in counts if not t.key.startswith("ip:")]
+    if stale:  # a success forgets the account's failures (the IP's count stays)
+        await throttle.clear(storage, stale)
     return user

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from bastion.server.models import Throttle
 from bastion.server.settings import Settings
 from bastion.server.storage.base import Storage
 
@@ -60,9 +61,14 @@ def link_keys(settings: Settings, email: str, ip: str | None) -> list[tuple[str,
 
 async def check(storage: Storage, keys: Keys, now: datetime) -> Blocked | None:
     """Whether an attempt may be made now; if not, how long to wait."""
+    return evaluate(await storage.get_throttles([k for k, _ in keys]), keys, now)
+
+
+def evaluate(counts: list[Throttle], keys: Keys, now: datetime) -> Blocked | None:
+    """``check`` on counts already read."""
     policies = dict(keys)
     worst: Blocked | None = None
-    for t in await storage.get_throttles(list(policies)):
+    for t in counts:
         if now - t.last_failure_at > _FORGET_AFTER and not (t.locked_until and
                                                            t.locked_until > now):
             continue
