@@ -7,6 +7,7 @@ registered redirect URI of ``client_id``; anything else is ignored.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
@@ -76,11 +77,27 @@ async def account(request: Request) -> Response:
     return await _page(ctx, request, *current, keep, notice=notice)
 
 
-async def _form(ctx: Context, request: Request
-                ) -> tuple[FormData, dict[str, str], tuple[LoginSession, User] | None, bool]:
+@dataclass
+class _Posted:
+    """A checked account form: the signed-in session and user, and what to keep."""
+
+    form: FormData
+    keep: dict[str, str]
+    session: LoginSession
+    user: User
+
+
+async def _posted(ctx: Context, request: Request) -> _Posted | Response:
+    """The form if it comes from a signed-in session with a valid CSRF token; else the
+    answer to give (back to the account page, or the page with an error)."""
     form = await request.form()
-    return form, _keep(form), await _current(ctx, request), csrf_ok(ctx, request,
-                                                                     form.get("csrf_token"))
+    keep, current = _keep(form), await _current(ctx, request)
+    if current is None:
+        return RedirectResponse(ACCOUNT_PATH, 303)
+    if not csrf_ok(ctx, request, form.get("csrf_token")):
+        return await _page(ctx, request, *current, keep, status=400,
+                           error="This form has expired. Please try again.")
+    return _Posted(form, keep, *current)
 
 
 def _who(user: User, request: Request) -> audit.Actor:
@@ -90,13 +107,10 @@ def _who(user: User, request: Request) -> audit.Actor:
 @router.post(ACCOUNT_PATH + "/profile", include_in_schema=False)
 async def save_profile(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
-    form, keep, current, csrf = await _form(ctx, request)
-    if current is None:
-        return RedirectResponse(ACCOUNT_PATH, 303)
-    session, user = current
-    if not csrf:
-        return await _page(ctx, request, session, user, keep, status=400,
-                           error="This form has expired. Please try again.")
+    posted = await _posted(ctx, request)
+    if isinstance(posted, Response):
+        return posted
+    form, keep, session, user = posted.form, posted.keep, posted.session, posted.user
     username, email = str(form.get("username", "")).strip(), str(form.get("email", "")).strip()
     done = "profile"
     try:
@@ -122,13 +136,10 @@ async def save_profile(request: Request) -> Response:
 @router.post(ACCOUNT_PATH + "/password", include_in_schema=False)
 async def change_password(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
-    form, keep, current, csrf = await _form(ctx, request)
-    if current is None:
-        return RedirectResponse(ACCOUNT_PATH, 303)
-    session, user = current
-    if not csrf:
-        return await _page(ctx, request, session, user, keep, status=400,
-                           error="This form has expired. Please try again.")
+    posted = await _posted(ctx, request)
+    if isinstance(posted, Response):
+        return posted
+    form, keep, session, user = posted.form, posted.keep, posted.session, posted.user
     if datetime.now(UTC) - session.auth_time > FRESH_LOGIN:
         try:
             await login.authenticate(ctx.storage, ctx.passwords, ctx.settings, user.username,
@@ -150,13 +161,10 @@ async def change_password(request: Request) -> Response:
 @router.post(ACCOUNT_PATH + "/sessions/revoke", include_in_schema=False)
 async def revoke_session(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
-    form, keep, current, csrf = await _form(ctx, request)
-    if current is None:
-        return RedirectResponse(ACCOUNT_PATH, 303)
-    session, user = current
-    if not csrf:
-        return await _page(ctx, request, session, user, keep, status=400,
-                           error="This form has expired. Please try again.")
+    posted = await _posted(ctx, request)
+    if isinstance(posted, Response):
+        return posted
+    form, keep, user = posted.form, posted.keep, posted.user
     target = await ctx.storage.get_session(str(form.get("session_id", "")))
     if target is not None and target.user_id == user.id:  # only one's own sessions
         await sessions.end(ctx.storage, target.id)
