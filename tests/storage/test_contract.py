@@ -262,3 +262,16 @@ async def test_concurrent_migrations_apply_once(storage: SQLStorage, tmp_path) -
     finally:
         for e in engines:
             await e.dispose()
+
+
+async def test_refresh_family_is_read_at_once(storage: SQLStorage) -> None:
+    from bastion.server.models import Grant, RefreshToken
+
+    await storage.create_user(user())
+    grant = Grant(id="g1", client_id="app", user_id=user().id, session_id=None, scope="openid",
+                  auth_time=NOW, created_at=NOW, organization_id="org")
+    token = RefreshToken(digest=b"r" * 32, grant_id="g1", client_id="app", user_id=user().id,
+                         scope="openid", created_at=NOW, expires_at=NOW + timedelta(days=1))
+    await storage.create_grant(grant, token)
+    assert await storage.get_refresh_family(b"r" * 32) == (token, grant, user())
+    assert await storage.get_refresh_family(b"x" * 32) is None

@@ -27,19 +27,16 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     if not token:
         raise InvalidRequest("Missing refresh_token.")
     digest = secrets.digest(token)
-    stored = await ctx.storage.get_refresh_token(digest)
-    if stored is None or stored.client_id != client.client_id:
+    family = await ctx.storage.get_refresh_family(digest)
+    if family is None or family[0].client_id != client.client_id:
         raise InvalidGrant("The refresh token is invalid.")
+    stored, grant, user = family
     scope = stored.scope
     if "scope" in form:  # RFC 6749 section 6: a narrower scope may be asked for
         wanted = form["scope"].split()
         if not set(wanted) <= set(stored.scope.split()):
             raise InvalidScope("A refresh cannot widen the scope.")
         scope = " ".join(dict.fromkeys(wanted))
-    grant = await ctx.storage.get_grant(stored.grant_id)
-    user = await ctx.storage.get_user(stored.user_id)
-    if grant is None or user is None:
-        raise InvalidGrant("The refresh token is invalid.")
     now = datetime.now(UTC)
     plain, record = new_refresh_token(ctx.settings, grant, scope)
     result = await ctx.storage.rotate_refresh_token(digest, record, now)

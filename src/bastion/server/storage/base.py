@@ -100,6 +100,11 @@ class Storage(Protocol):
 
     async def get_refresh_token(self, digest: bytes) -> RefreshToken | None: ...
 
+    async def get_refresh_family(
+        self, digest: bytes
+    ) -> tuple[RefreshToken, Grant, User] | None:
+        """A refresh token with its grant and user, read at once."""
+
     async def rotate_refresh_token(
         self, digest: bytes, new: RefreshToken, at: datetime
     ) -> RotateResult:

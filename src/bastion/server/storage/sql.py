@@ -254,6 +254,24 @@ class SQLStorage(DirectoryMixin, MailMixin):
         row = await self._one(sa.select(refresh_tokens).where(refresh_tokens.c.digest == digest))
         return RefreshToken(**row) if row else None
 
+    async def get_refresh_family(
+        self, digest: bytes
+    ) -> tuple[RefreshToken, Grant, User] | None:
+        r, g, u = refresh_tokens, grants, users
+        query = (sa.select(*[c.label("r_" + c.name) for c in r.c],
+                           *[c.label("g_" + c.name) for c in g.c],
+                           *[c.label("u_" + c.name) for c in u.c])
+                 .select_from(r.join(g, g.c.id == r.c.grant_id).join(u, u.c.id == r.c.user_id))
+                 .where(r.c.digest == digest))
+        row = await self._one(query)
+        if row is None:
+            return None
+
+        def part(prefix: str) -> dict[str, Any]:
+            return {k[2:]: v for k, v in row.items() if k.startswith(prefix)}
+
+        return RefreshToken(**part("r_")), Grant(**part("g_")), User(**part("u_"))
+
     async def rotate_refresh_token(
         self, digest: bytes, new: RefreshToken, at: datetime
     ) -> RotateResult:
