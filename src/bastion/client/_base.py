@@ -3,9 +3,10 @@
 Every operation is a *flow*: a generator that yields the ``httpx2.Request`` it
 needs sent, receives the ``httpx2.Response`` (already read) and finally returns
 its result. Discovery, JWKS fetches, request building, response parsing, error
-mapping and retry decisions all live here; a shell only drives the generator
-(``for`` a thread or ``await`` for a task). The same flows feed the
-client-credentials ``httpx2.Auth`` in ``_auth``.
+mapping and retry decisions all live here (the first layer, discovery, keys and
+verification, in ``_discovery``); a shell only drives the generator (``for`` a
+thread or ``await`` for a task). The same flows feed the client-credentials
+``httpx2.Auth`` in ``_auth``.
 """
 
 from __future__ import annotations
@@ -14,38 +15,22 @@ import base64
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable, Collection, Generator
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection
+from typing import Any
 from urllib.parse import quote_plus
 
 import httpx2
 
-from bastion.oauth.claims import check_access_token_claims
-from bastion.oauth.errors import InvalidToken
-from bastion.oauth.jose import UnknownKey
-from bastion.oauth.metadata import MetadataError, ProviderMetadata, discovery_urls
+from bastion.oauth.metadata import ProviderMetadata
 
 from ._config import Settings
-from ._responses import error_from_response, json_object
-from ._retry import IDEMPOTENT_METHODS, RetryPolicy
-from ._verify import TokenVerifier
-from .exceptions import (
-    ConfigurationError,
-    EndpointNotAdvertised,
-    ProtocolError,
-    TimeoutError,
-    TransportError,
-)
-from .jwks import KeySet
+from ._discovery import JSON_HEADERS, DiscoveryCore, Flow
+from ._responses import json_object
+from .exceptions import ConfigurationError, ProtocolError, TimeoutError, TransportError
 from .tokens import TokenSet
 
 __all__ = ["BaseClient", "Flow", "map_http_error"]
 
-T = TypeVar("T")
-#: Yields requests, is sent their responses, returns a result.
-Flow = Generator[httpx2.Request, httpx2.Response, T]
-
-_JSON_HEADERS = {"Accept": "application/json"}
 #: Refresh results kept to answer a second refresh of the same token.
 _MAX_REMEMBERED = 1024
 
@@ -56,16 +41,11 @@ def _scope_text(scope: str | Collection[str] | None) -> str | None:
     return " ".join(scope) or None
 
 
-class BaseClient:
-    """Settings, caches (metadata, keys) and every flow; no I/O."""
+class BaseClient(DiscoveryCore):
+    """Settings, caches (metadata, keys, tokens) and every flow; no I/O."""
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.retry = RetryPolicy(retries=settings.retries)
-        self.metadata: ProviderMetadata | None = None
-        self.keys = KeySet()
-        self.verifier = TokenVerifier(self.keys, settings.algorithms)
+        super().__init__(settings, clock=clock)
         #: The ``Client`` or ``AsyncClient`` driving this core; tokens are bound to it.
         self.owner: Any = None
         #: Recent refreshes, by digest of the spent refresh token (see ``refresh_flow``).
@@ -73,68 +53,6 @@ class BaseClient:
         #: This client's own ``bastion:admin`` token for the REST API (see ``_admin``).
         self.admin_token: TokenSet | None = None
         self._state_key: bytes | None = None
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(url={self.settings.url!r})"
-
-    # -- shared decisions -------------------------------------------------------
-
-    def is_idempotent(self, request: httpx2.Request) -> bool:
-        """Safe to send twice? Introspection and revocation POSTs are (RFC 7009 2.2)."""
-        if request.method in IDEMPOTENT_METHODS:
-            return True
-        metadata = self.metadata
-        if metadata is None or request.method != "POST":
-            return False
-        url = str(request.url)
-        return url in (metadata.introspection_endpoint, metadata.revocation_endpoint)
-
-    def raise_for_response(self, response: httpx2.Response) -> None:
-        if 300 <= response.status_code < 400:
-            raise ProtocolError(f"The provider answered with a redirect ({response.status_code}).")
-        if response.status_code >= 400:
-            raise error_from_response(
-                response.status_code, response.headers, response.content, self.clock()
-            )
-
-    def endpoint(self, metadata: ProviderMetadata, name: str) -> str:
-        """An advertised endpoint: a standard one, or an extension such as Bastion's
-        ``passwordless_endpoint`` read from the raw document (an http(s) URL)."""
-        url = metadata.endpoint(name)
-        extra = metadata.raw.get(name) if name.endswith("_endpoint") else None
-        if url is None and isinstance(extra, str) and extra.startswith(("https://", "http://")):
-            url = extra
-        if url is None:
-            raise EndpointNotAdvertised(f"the provider's metadata does not advertise {name}")
-        return url
-
-    # -- discovery and keys -----------------------------------------------------
-
-    def metadata_flow(self) -> Flow[ProviderMetadata]:
-        """Discovery once per client: OpenID Connect first, then RFC 8414."""
-        if self.metadata is not None:
-            return self.metadata
-        oidc_url, rfc8414_url = discovery_urls(self.settings.url)
-        response = yield httpx2.Request("GET", oidc_url, headers=_JSON_HEADERS)
-        if 400 <= response.status_code < 500:  # not an OpenID provider: try RFC 8414
-            response = yield httpx2.Request("GET", rfc8414_url, headers=_JSON_HEADERS)
-        self.raise_for_response(response)
-        try:
-            metadata = ProviderMetadata.from_document(
-                json_object(response.content), expected_issuer=self.settings.url
-            )
-        except MetadataError as exc:
-            raise ProtocolError(f"Unusable provider metadata: {exc}.") from None
-        self.metadata = metadata
-        return metadata
-
-    def jwks_flow(self) -> Flow[KeySet]:
-        metadata = yield from self.metadata_flow()
-        url = self.endpoint(metadata, "jwks_uri")
-        response = yield httpx2.Request("GET", url, headers=_JSON_HEADERS)
-        self.raise_for_response(response)
-        self.keys.load(json_object(response.content), self.clock())
-        return self.keys
 
     # -- token endpoint ---------------------------------------------------------
 
@@ -147,7 +65,7 @@ class BaseClient:
         secret = settings.client_secret
         if secret is None:  # a public client identifies itself only
             data["client_id"] = client_id
-            return dict(_JSON_HEADERS)
+            return dict(JSON_HEADERS)
         method = settings.token_endpoint_auth_method
         if method is None:
             supported = metadata.token_endpoint_auth_methods_supported
@@ -156,10 +74,10 @@ class BaseClient:
         if method == "client_secret_post":
             data["client_id"] = client_id
             data["client_secret"] = secret
-            return dict(_JSON_HEADERS)
+            return dict(JSON_HEADERS)
         # Form-encode each part before base64, as 2.3.1 says (and many forget).
         pair = f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()
-        return {**_JSON_HEADERS, "Authorization": "Basic " + base64.b64encode(pair).decode()}
+        return {**JSON_HEADERS, "Authorization": "Basic " + base64.b64encode(pair).decode()}
 
     def _post_flow(
         self, endpoint: str, data: dict[str, str], purpose: str
@@ -258,70 +176,6 @@ class BaseClient:
         if token_type_hint:
             data["token_type_hint"] = token_type_hint
         yield from self._post_flow("revocation_endpoint", data, "revocation")
-
-    # -- local verification -----------------------------------------------------
-
-    def verify_local(
-        self,
-        token: str,
-        audience: str | None = None,
-        scopes: Collection[str] | str | None = None,
-        leeway: float | None = None,
-    ) -> dict[str, Any]:
-        """Verify with the keys at hand; ``UnknownKey`` means "fetch the JWKS"."""
-        claims = self.verifier.verify(token)
-        settings = self.settings
-        metadata = self.metadata
-        issuer = metadata.issuer if metadata is not None else settings.url
-        check_access_token_claims(
-            claims,
-            issuer=issuer,
-            audience=audience or settings.audience or issuer,
-            now=self.clock(),
-            leeway=settings.leeway if leeway is None else leeway,
-            scopes=scopes.split() if isinstance(scopes, str) else (scopes or ()),
-        )
-        return claims
-
-    def verify_cached(
-        self,
-        token: str,
-        audience: str | None = None,
-        scopes: Collection[str] | str | None = None,
-        leeway: float | None = None,
-    ) -> dict[str, Any] | None:
-        """The fast path: claims, or ``None`` when the JWKS must be fetched first."""
-        if not self.keys.loaded:
-            return None
-        try:
-            return self.verify_local(token, audience, scopes, leeway)
-        except UnknownKey:
-            return None
-
-    def verify_flow(
-        self,
-        token: str,
-        audience: str | None = None,
-        scopes: Collection[str] | str | None = None,
-        leeway: float | None = None,
-    ) -> Flow[dict[str, Any]]:
-        """Verify a JWT access token (RFC 9068) with the provider's JWKS.
-
-        The JWKS is fetched on first use, and again for an unknown ``kid`` (keys
-        rotate) at most once per ``jwks_refresh_interval``.
-        """
-        if not self.keys.loaded:
-            yield from self.jwks_flow()
-        try:
-            return self.verify_local(token, audience, scopes, leeway)
-        except UnknownKey:
-            if not self.keys.may_refetch(self.clock(), self.settings.jwks_refresh_interval):
-                raise InvalidToken("The token is signed by an unknown key.") from None
-        yield from self.jwks_flow()
-        try:
-            return self.verify_local(token, audience, scopes, leeway)
-        except UnknownKey:
-            raise InvalidToken("The token is signed by an unknown key.") from None
 
 
 def map_http_error(exc: Exception) -> Exception:

@@ -1,0 +1,185 @@
+"""The first layer of the I/O-free core: settings, the decisions every flow
+shares, discovery, the provider's keys and local verification.
+
+``DiscoveryCore`` holds the settings and the caches (metadata from OpenID
+Connect Discovery 1.0 or RFC 8414, and the JWKS); it decides whether a request
+is safe to retry, maps error responses to exceptions, finds advertised
+endpoints, and verifies JWT access tokens (RFC 9068) with the keys, fetching
+them again for an unknown key. ``BaseClient`` in ``_base`` builds on it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Generator
+from typing import Any, TypeVar
+
+import httpx2
+
+from bastion.oauth.claims import check_access_token_claims
+from bastion.oauth.errors import InvalidToken
+from bastion.oauth.jose import UnknownKey
+from bastion.oauth.metadata import MetadataError, ProviderMetadata, discovery_urls
+
+from ._config import Settings
+from ._responses import error_from_response, json_object
+from ._retry import IDEMPOTENT_METHODS, RetryPolicy
+from ._verify import TokenVerifier
+from .exceptions import EndpointNotAdvertised, ProtocolError
+from .jwks import KeySet
+
+__all__ = ["JSON_HEADERS", "DiscoveryCore", "Flow"]
+
+T = TypeVar("T")
+#: Yields requests, is sent their responses, returns a result.
+Flow = Generator[httpx2.Request, httpx2.Response, T]
+
+JSON_HEADERS = {"Accept": "application/json"}
+
+
+class DiscoveryCore:
+    """Settings, caches (metadata, keys), shared decisions and verification; no I/O."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.retry = RetryPolicy(retries=settings.retries)
+        self.metadata: ProviderMetadata | None = None
+        self.keys = KeySet()
+        self.verifier = TokenVerifier(self.keys, settings.algorithms)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(url={self.settings.url!r})"
+
+    # -- shared decisions -------------------------------------------------------
+
+    def is_idempotent(self, request: httpx2.Request) -> bool:
+        """Safe to send twice? Introspection and revocation POSTs are (RFC 7009 2.2)."""
+        if request.method in IDEMPOTENT_METHODS:
+            return True
+        metadata = self.metadata
+        if metadata is None or request.method != "POST":
+            return False
+        url = str(request.url)
+        return url in (metadata.introspection_endpoint, metadata.revocation_endpoint)
+
+    def raise_for_response(self, response: httpx2.Response) -> None:
+        if 300 <= response.status_code < 400:
+            raise ProtocolError(f"The provider answered with a redirect ({response.status_code}).")
+        if response.status_code >= 400:
+            raise error_from_response(
+                response.status_code, response.headers, response.content, self.clock()
+            )
+
+    def endpoint(self, metadata: ProviderMetadata, name: str) -> str:
+        """An advertised endpoint: a standard one, or an extension such as Bastion's
+        ``passwordless_endpoint`` read from the raw document (an http(s) URL)."""
+        url = metadata.endpoint(name)
+        extra = metadata.raw.get(name) if name.endswith("_endpoint") else None
+        if url is None and isinstance(extra, str) and extra.startswith(("https://", "http://")):
+            url = extra
+        if url is None:
+            raise EndpointNotAdvertised(f"the provider's metadata does not advertise {name}")
+        return url
+
+    # -- discovery and keys -----------------------------------------------------
+
+    def metadata_flow(self) -> Flow[ProviderMetadata]:
+        """Discovery once per client: OpenID Connect first, then RFC 8414."""
+        if self.metadata is not None:
+            return self.metadata
+        oidc_url, rfc8414_url = discovery_urls(self.settings.url)
+        response = yield httpx2.Request("GET", oidc_url, headers=JSON_HEADERS)
+        if 400 <= response.status_code < 500:  # not an OpenID provider: try RFC 8414
+            response = yield httpx2.Request("GET", rfc8414_url, headers=JSON_HEADERS)
+        self.raise_for_response(response)
+        try:
+            metadata = ProviderMetadata.from_document(
+                json_object(response.content), expected_issuer=self.settings.url
+            )
+        except MetadataError as exc:
+            raise ProtocolError(f"Unusable provider metadata: {exc}.") from None
+        self.metadata = metadata
+        return metadata
+
+    def jwks_flow(self) -> Flow[KeySet]:
+        metadata = yield from self.metadata_flow()
+        url = self.endpoint(metadata, "jwks_uri")
+        response = yield httpx2.Request("GET", url, headers=JSON_HEADERS)
+        self.raise_for_response(response)
+        self.keys.load(json_object(response.content), self.clock())
+        return self.keys
+
+    # -- local verification -----------------------------------------------------
+
+    def verify_local(
+        self,
+        token: str,
+        audience: str | None = None,
+        scopes: Collection[str] | str | None = None,
+        leeway: float | None = None,
+    ) -> dict[str, Any]:
+        """Verify with the keys at hand; ``UnknownKey`` means "fetch the JWKS"."""
+        claims = self.verifier.verify(token)
+        settings = self.settings
+        metadata = self.metadata
+        issuer = metadata.issuer if metadata is not None else settings.url
+        check_access_token_claims(
+            claims,
+            issuer=issuer,
+            audience=audience or settings.audience or issuer,
+            now=self.clock(),
+            leeway=settings.leeway if leeway is None else leeway,
+            scopes=scopes.split() if isinstance(scopes, str) else (scopes or ()),
+        )
+        return claims
+
+    def verify_cached(
+        self,
+        token: str,
+        audience: str | None = None,
+        scopes: Collection[str] | str | None = None,
+        leeway: float | None = None,
+    ) -> dict[str, Any] | None:
+        """The fast path: claims, or ``None`` when the JWKS must be fetched first."""
+        if not self.keys.loaded:
+            return None
+        try:
+            return self.verify_local(token, audience, scopes, leeway)
+        except UnknownKey:
+            return None
+
+    def verify_flow(
+        self,
+        token: str,
+        audience: str | None = None,
+        scopes: Collection[str] | str | None = None,
+        leeway: float | None = None,
+    ) -> Flow[dict[str, Any]]:
+        """Verify a JWT access token (RFC 9068) with the provider's JWKS.
+
+        The JWKS is fetched on first use, and again for an unknown ``kid`` (keys
+        rotate) at most once per ``jwks_refresh_interval``.
+        """
+        return (
+            yield from self.with_keys_flow(
+                lambda: self.verify_local(token, audience, scopes, leeway), "The token"
+            )
+        )
+
+    def with_keys_flow(self, verify: Callable[[], T], what: str) -> Flow[T]:
+        """``verify()`` with the provider's keys: the JWKS is fetched first if none
+        is loaded, and once more (rate-limited) when ``verify`` meets an unknown
+        key; a key still unknown makes ``what`` an ``InvalidToken``."""
+        if not self.keys.loaded:
+            yield from self.jwks_flow()
+        try:
+            return verify()
+        except UnknownKey:
+            if not self.keys.may_refetch(self.clock(), self.settings.jwks_refresh_interval):
+                raise InvalidToken(f"{what} is signed by an unknown key.") from None
+        yield from self.jwks_flow()
+        try:
+            return verify()
+        except UnknownKey:
+            raise InvalidToken(f"{what} is signed by an unknown key.") from None
