@@ -1,5 +1,6 @@
 """``client.users``, ``client.organizations``, ``client.roles``, ``client.events``:
-Bastion's REST API on the blocking ``Client``, each call one flow of ``_admin``.
+Bastion's REST API on the blocking ``Client``, each call one flow of ``_admin_users``,
+``_admin_orgs`` or ``_admin_events``.
 
 Calls run as an administrator with this client's own token (client
 credentials, scope ``bastion:admin``, fetched and renewed automatically);
@@ -14,7 +15,7 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Generic, Self, TypeVar
 
-from . import _admin
+from . import _admin_events, _admin_orgs, _admin_users
 from ._admin import Token
 from .events import Event
 from .models import User
@@ -50,11 +51,13 @@ class Namespace(Generic[C]):
 class Users(Namespace["Client"]):
     def get(self, user_id: str) -> User:
         """The user with this id; ``NotFound`` if there is none."""
-        return self._client._run(_admin.get_user_flow(self._client._core, user_id, self._token))
+        return self._client._run(
+            _admin_users.get_user_flow(self._client._core, user_id, self._token)
+        )
 
     def me(self, token: Token) -> User:
         """The user ``token`` belongs to (no admin rights needed)."""
-        return self._client._run(_admin.me_flow(self._client._core, token))
+        return self._client._run(_admin_users.me_flow(self._client._core, token))
 
     def search(
         self,
@@ -64,13 +67,15 @@ class Users(Namespace["Client"]):
         include_deleted: bool = False,
     ) -> Page[User]:
         """Users whose username or email contains ``query``, oldest first."""
-        flow = _admin.search_users_flow(
+        flow = _admin_users.search_users_flow(
             self._client._core, query, limit, offset, include_deleted, self._token
         )
         return self._client._run(flow)
 
     def count(self, query: str | None = None, include_deleted: bool = False) -> int:
-        flow = _admin.count_users_flow(self._client._core, query, include_deleted, self._token)
+        flow = _admin_users.count_users_flow(
+            self._client._core, query, include_deleted, self._token
+        )
         return self._client._run(flow)
 
     def create(
@@ -86,7 +91,9 @@ class Users(Namespace["Client"]):
             "password": password,
             "is_administrator": is_administrator,
         }
-        return self._client._run(_admin.create_user_flow(self._client._core, fields, self._token))
+        return self._client._run(
+            _admin_users.create_user_flow(self._client._core, fields, self._token)
+        )
 
     def update(
         self,
@@ -103,19 +110,21 @@ class Users(Namespace["Client"]):
             "password": password,
             "is_administrator": is_administrator,
         }
-        flow = _admin.update_user_flow(self._client._core, user_id, changes, self._token)
+        flow = _admin_users.update_user_flow(self._client._core, user_id, changes, self._token)
         return self._client._run(flow)
 
     def delete(self, user_id: str) -> None:
         """Soft delete: no more sign-in, and every token of the user is revoked."""
-        self._client._run(_admin.delete_user_flow(self._client._core, user_id, self._token))
+        self._client._run(_admin_users.delete_user_flow(self._client._core, user_id, self._token))
 
     def restore(self, user_id: str) -> User:
-        return self._client._run(_admin.restore_user_flow(self._client._core, user_id, self._token))
+        return self._client._run(
+            _admin_users.restore_user_flow(self._client._core, user_id, self._token)
+        )
 
     def roles(self, org: OrgRef, user_id: str) -> Page[Role]:
         """The user's roles in ``org``."""
-        flow = _admin.user_roles_flow(self._client._core, org, user_id, self._token)
+        flow = _admin_users.user_roles_flow(self._client._core, org, user_id, self._token)
         return self._client._run(flow)
 
     def update_roles(
@@ -127,7 +136,7 @@ class Users(Namespace["Client"]):
         reissue: TokenSet | str | None = None,
     ) -> UserRoles:
         """Attach and remove in one transaction; ``reissue`` the user's tokens."""
-        flow = _admin.change_user_roles_flow(
+        flow = _admin_users.change_user_roles_flow(
             self._client._core, org, user_id, add, remove, reissue, self._token
         )
         return self._client._run(flow)
@@ -141,48 +150,50 @@ class Users(Namespace["Client"]):
 
 class Organizations(Namespace["Client"]):
     def list(self, limit: int = 20, offset: int = 0) -> Page[Organization]:
-        flow = _admin.list_organizations_flow(self._client._core, limit, offset, self._token)
+        flow = _admin_orgs.list_organizations_flow(self._client._core, limit, offset, self._token)
         return self._client._run(flow)
 
     def create(self, name: str) -> Organization:
-        flow = _admin.create_organization_flow(self._client._core, name, self._token)
+        flow = _admin_orgs.create_organization_flow(self._client._core, name, self._token)
         return self._client._run(flow)
 
     def get(self, org: str) -> Organization:
         """By id or name."""
-        flow = _admin.get_organization_flow(self._client._core, org, self._token)
+        flow = _admin_orgs.get_organization_flow(self._client._core, org, self._token)
         return self._client._run(flow)
 
 
 class Roles(Namespace["Client"]):
     def list(self, org: OrgRef) -> Page[Role]:
-        return self._client._run(_admin.list_roles_flow(self._client._core, org, self._token))
+        return self._client._run(_admin_orgs.list_roles_flow(self._client._core, org, self._token))
 
     def get(self, org: OrgRef, role: str) -> Role:
         """By id or name."""
-        flow = _admin.get_role_flow(self._client._core, org, role, self._token)
+        flow = _admin_orgs.get_role_flow(self._client._core, org, role, self._token)
         return self._client._run(flow)
 
     def create(self, org: OrgRef, name: str, permissions: str | Collection[str] = ()) -> Role:
-        flow = _admin.create_role_flow(self._client._core, org, name, permissions, self._token)
+        flow = _admin_orgs.create_role_flow(self._client._core, org, name, permissions, self._token)
         return self._client._run(flow)
 
     def delete(self, org: OrgRef, role: Role | str, force: bool = False) -> None:
         """``Conflict`` while users hold the role, unless ``force``."""
-        flow = _admin.delete_role_flow(self._client._core, org, role, force, self._token)
+        flow = _admin_orgs.delete_role_flow(self._client._core, org, role, force, self._token)
         self._client._run(flow)
 
     def add_permissions(
         self, org: OrgRef, role: Role | str, permissions: str | Collection[str]
     ) -> Role:
-        flow = _admin.add_permissions_flow(self._client._core, org, role, permissions, self._token)
+        flow = _admin_orgs.add_permissions_flow(
+            self._client._core, org, role, permissions, self._token
+        )
         return self._client._run(flow)
 
     def remove_permissions(
         self, org: OrgRef, role: Role | str, permissions: str | Collection[str]
     ) -> Role:
         core = self._client._core
-        flow = _admin.remove_permissions_flow(core, org, role, permissions, self._token)
+        flow = _admin_orgs.remove_permissions_flow(core, org, role, permissions, self._token)
         return self._client._run(flow)
 
 
@@ -207,5 +218,7 @@ class Events(Namespace["Client"]):
             "since": since,
             "until": until,
         }
-        flow = _admin.list_events_flow(self._client._core, filters, limit, offset, self._token)
+        flow = _admin_events.list_events_flow(
+            self._client._core, filters, limit, offset, self._token
+        )
         return self._client._run(flow)

@@ -1,5 +1,6 @@
 """The awaited twin of ``_api``: ``AsyncClient.users``, ``.organizations``,
-``.roles`` and ``.events``, each call one flow of ``_admin``."""
+``.roles`` and ``.events``, each call one flow of ``_admin_users``,
+``_admin_orgs`` or ``_admin_events``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from . import _admin
+from . import _admin_events, _admin_orgs, _admin_users
 from ._admin import Token
 from ._api import Namespace
 from .events import Event
@@ -28,11 +29,11 @@ OrgRef = Organization | str
 class AsyncUsers(Namespace["AsyncClient"]):
     async def get(self, user_id: str) -> User:
         return await self._client._run(
-            _admin.get_user_flow(self._client._core, user_id, self._token)
+            _admin_users.get_user_flow(self._client._core, user_id, self._token)
         )
 
     async def me(self, token: Token) -> User:
-        return await self._client._run(_admin.me_flow(self._client._core, token))
+        return await self._client._run(_admin_users.me_flow(self._client._core, token))
 
     async def search(
         self,
@@ -41,13 +42,15 @@ class AsyncUsers(Namespace["AsyncClient"]):
         offset: int = 0,
         include_deleted: bool = False,
     ) -> Page[User]:
-        flow = _admin.search_users_flow(
+        flow = _admin_users.search_users_flow(
             self._client._core, query, limit, offset, include_deleted, self._token
         )
         return await self._client._run(flow)
 
     async def count(self, query: str | None = None, include_deleted: bool = False) -> int:
-        flow = _admin.count_users_flow(self._client._core, query, include_deleted, self._token)
+        flow = _admin_users.count_users_flow(
+            self._client._core, query, include_deleted, self._token
+        )
         return await self._client._run(flow)
 
     async def create(
@@ -64,7 +67,7 @@ class AsyncUsers(Namespace["AsyncClient"]):
             "is_administrator": is_administrator,
         }
         return await self._client._run(
-            _admin.create_user_flow(self._client._core, fields, self._token)
+            _admin_users.create_user_flow(self._client._core, fields, self._token)
         )
 
     async def update(
@@ -82,19 +85,21 @@ class AsyncUsers(Namespace["AsyncClient"]):
             "password": password,
             "is_administrator": is_administrator,
         }
-        flow = _admin.update_user_flow(self._client._core, user_id, changes, self._token)
+        flow = _admin_users.update_user_flow(self._client._core, user_id, changes, self._token)
         return await self._client._run(flow)
 
     async def delete(self, user_id: str) -> None:
-        await self._client._run(_admin.delete_user_flow(self._client._core, user_id, self._token))
+        await self._client._run(
+            _admin_users.delete_user_flow(self._client._core, user_id, self._token)
+        )
 
     async def restore(self, user_id: str) -> User:
         return await self._client._run(
-            _admin.restore_user_flow(self._client._core, user_id, self._token)
+            _admin_users.restore_user_flow(self._client._core, user_id, self._token)
         )
 
     async def roles(self, org: OrgRef, user_id: str) -> Page[Role]:
-        flow = _admin.user_roles_flow(self._client._core, org, user_id, self._token)
+        flow = _admin_users.user_roles_flow(self._client._core, org, user_id, self._token)
         return await self._client._run(flow)
 
     async def update_roles(
@@ -105,7 +110,7 @@ class AsyncUsers(Namespace["AsyncClient"]):
         remove: RoleRefs = (),
         reissue: TokenSet | str | None = None,
     ) -> UserRoles:
-        flow = _admin.change_user_roles_flow(
+        flow = _admin_users.change_user_roles_flow(
             self._client._core, org, user_id, add, remove, reissue, self._token
         )
         return await self._client._run(flow)
@@ -119,45 +124,49 @@ class AsyncUsers(Namespace["AsyncClient"]):
 
 class AsyncOrganizations(Namespace["AsyncClient"]):
     async def list(self, limit: int = 20, offset: int = 0) -> Page[Organization]:
-        flow = _admin.list_organizations_flow(self._client._core, limit, offset, self._token)
+        flow = _admin_orgs.list_organizations_flow(self._client._core, limit, offset, self._token)
         return await self._client._run(flow)
 
     async def create(self, name: str) -> Organization:
-        flow = _admin.create_organization_flow(self._client._core, name, self._token)
+        flow = _admin_orgs.create_organization_flow(self._client._core, name, self._token)
         return await self._client._run(flow)
 
     async def get(self, org: str) -> Organization:
-        flow = _admin.get_organization_flow(self._client._core, org, self._token)
+        flow = _admin_orgs.get_organization_flow(self._client._core, org, self._token)
         return await self._client._run(flow)
 
 
 class AsyncRoles(Namespace["AsyncClient"]):
     async def list(self, org: OrgRef) -> Page[Role]:
-        return await self._client._run(_admin.list_roles_flow(self._client._core, org, self._token))
+        return await self._client._run(
+            _admin_orgs.list_roles_flow(self._client._core, org, self._token)
+        )
 
     async def get(self, org: OrgRef, role: str) -> Role:
-        flow = _admin.get_role_flow(self._client._core, org, role, self._token)
+        flow = _admin_orgs.get_role_flow(self._client._core, org, role, self._token)
         return await self._client._run(flow)
 
     async def create(self, org: OrgRef, name: str, permissions: str | Collection[str] = ()) -> Role:
-        flow = _admin.create_role_flow(self._client._core, org, name, permissions, self._token)
+        flow = _admin_orgs.create_role_flow(self._client._core, org, name, permissions, self._token)
         return await self._client._run(flow)
 
     async def delete(self, org: OrgRef, role: Role | str, force: bool = False) -> None:
-        flow = _admin.delete_role_flow(self._client._core, org, role, force, self._token)
+        flow = _admin_orgs.delete_role_flow(self._client._core, org, role, force, self._token)
         await self._client._run(flow)
 
     async def add_permissions(
         self, org: OrgRef, role: Role | str, permissions: str | Collection[str]
     ) -> Role:
-        flow = _admin.add_permissions_flow(self._client._core, org, role, permissions, self._token)
+        flow = _admin_orgs.add_permissions_flow(
+            self._client._core, org, role, permissions, self._token
+        )
         return await self._client._run(flow)
 
     async def remove_permissions(
         self, org: OrgRef, role: Role | str, permissions: str | Collection[str]
     ) -> Role:
         core = self._client._core
-        flow = _admin.remove_permissions_flow(core, org, role, permissions, self._token)
+        flow = _admin_orgs.remove_permissions_flow(core, org, role, permissions, self._token)
         return await self._client._run(flow)
 
 
@@ -181,5 +190,7 @@ class AsyncEvents(Namespace["AsyncClient"]):
             "since": since,
             "until": until,
         }
-        flow = _admin.list_events_flow(self._client._core, filters, limit, offset, self._token)
+        flow = _admin_events.list_events_flow(
+            self._client._core, filters, limit, offset, self._token
+        )
         return await self._client._run(flow)
