@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from ._authorization import authorization_request_flow, with_query
 from ._base import BaseClient, Flow
-from ._login import authorization_request_flow, with_query
 from ._responses import json_object
 from .exceptions import ConfigurationError, ProtocolError
 

@@ -1,0 +1,236 @@
+"""The I/O-free authorization code flow with PKCE (RFC 6749 section 4.1,
+RFC 7636, OAuth 2.1) and ID token validation.
+
+A sealed ``state`` (see ``state``) carries everything the callback needs; the
+callback checks the state, ``iss`` (RFC 9207), replays, exchanges the code with
+the verifier and validates the ID token (OIDC Core 3.1.3.7). The other ways to
+sign in and the token-set flows are in ``_login``; emailed links in
+``_passwordless``.
+
+Each function takes the shared core and returns a flow, like ``BaseClient``'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import secrets
+from collections.abc import Collection, Mapping
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from bastion.oauth import pkce
+from bastion.oauth.errors import error_class
+
+from ._base import BaseClient, Flow, _scope_text
+from .exceptions import ConfigurationError, InvalidStateError, ProtocolError
+from .id_token import check_id_token_claims, verify_id_token_signature
+from .state import AuthorizationState, ReplayStore, seal, unseal
+from .tokens import TokenSet
+
+__all__ = [
+    "authorization_request_flow",
+    "callback_params",
+    "finish_authorization_flow",
+    "finish_authorization_response_flow",
+    "id_token_flow",
+    "open_state",
+    "start_authorization_flow",
+    "with_query",
+]
+
+
+def with_query(url: str, params: Mapping[str, str]) -> str:
+    return url + ("&" if urlsplit(url).query else "?") + urlencode(params)
+
+
+def authorization_request_flow(
+    core: BaseClient,
+    scope: str | Collection[str] | None = "openid",
+    expiration: float = 600,
+    nonce: str | None = None,
+    *,
+    redirect_uri: str | None = None,
+    purpose: str = "start_authorization",
+    extra: Mapping[str, str | None] | None = None,
+) -> Flow[tuple[str, dict[str, str]]]:
+    """``(state, params)`` of a new authorization request with PKCE: the sealed
+    state, and the parameters to send (in the URL, or to the passwordless endpoint).
+
+    ``extra`` are more parameters (``prompt``, ``login_hint``,
+    ``organization``...), left out when empty.
+    """
+    settings = core.settings
+    client_id = settings.require("client_id", purpose)
+    redirect = redirect_uri or settings.require("redirect_uri", purpose)
+    if not isinstance(expiration, int | float) or isinstance(expiration, bool) or expiration <= 0:
+        raise ConfigurationError("expiration must be a positive number of seconds")
+    key = core.state_key()
+    metadata = yield from core.metadata_flow()
+    scope_text = _scope_text(scope) or ""
+    openid = "openid" in scope_text.split()
+    if openid and nonce is None:
+        nonce = secrets.token_urlsafe(32)
+    verifier = pkce.new_verifier()
+    state = AuthorizationState.new(
+        issuer=metadata.issuer,
+        client_id=client_id,
+        redirect_uri=redirect,
+        code_verifier=verifier,
+        now=core.clock(),
+        expiration=expiration,
+        nonce=nonce,
+        openid=openid,
+    )
+    sealed = seal(state, key)
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect,
+        "state": sealed,
+        "code_challenge": pkce.challenge(verifier),
+        "code_challenge_method": pkce.METHOD,
+    }
+    optional = {**(extra or {}), "scope": scope_text, "nonce": nonce}
+    params.update({name: value for name, value in optional.items() if value})
+    return sealed, params
+
+
+def start_authorization_flow(
+    core: BaseClient,
+    scope: str | Collection[str] | None = "openid",
+    expiration: float = 600,
+    nonce: str | None = None,
+    *,
+    redirect_uri: str | None = None,
+    **optional: str | None,
+) -> Flow[tuple[str, str]]:
+    """``(state, url)``: send the browser to ``url``, keep ``state`` if you like."""
+    sealed, params = yield from authorization_request_flow(
+        core, scope, expiration, nonce, redirect_uri=redirect_uri, extra=optional
+    )
+    metadata = yield from core.metadata_flow()
+    return sealed, with_query(core.endpoint(metadata, "authorization_endpoint"), params)
+
+
+def callback_params(callback: str | Mapping[str, str]) -> dict[str, str]:
+    """The parameters of an authorization response: a callback URL or a mapping."""
+    if isinstance(callback, str):
+        query = urlsplit(callback).query if "?" in callback or "://" in callback else callback
+        pairs = parse_qsl(query, keep_blank_values=True)
+        names = [name for name, _ in pairs]
+        if len(names) != len(set(names)):  # RFC 6749 3.1: no repeated parameters
+            raise InvalidStateError("The callback repeats a parameter.")
+        return dict(pairs)
+    return {str(k): str(v) for k, v in callback.items()}
+
+
+def open_state(
+    core: BaseClient, callback_state: object, expected_state: str | None
+) -> AuthorizationState:
+    """The state of a callback, checked against this client; ``InvalidStateError``."""
+    if expected_state is not None and (
+        not isinstance(callback_state, str)
+        or not hmac.compare_digest(callback_state.encode(), expected_state.encode())
+    ):
+        raise InvalidStateError("The state does not match the one this session started.")
+    state = unseal(callback_state, core.state_key(), core.clock())
+    settings = core.settings
+    if core.metadata is not None and state.issuer != core.metadata.issuer:
+        raise InvalidStateError("The state was issued for another provider.")
+    if state.issuer.rstrip("/") != settings.issuer:
+        raise InvalidStateError("The state was issued for another provider.")
+    if state.client_id != settings.client_id:
+        raise InvalidStateError("The state was issued for another client.")
+    return state
+
+
+def finish_authorization_flow(
+    core: BaseClient,
+    code: str | None,
+    callback_state: object,
+    expected_state: str | None = None,
+    *,
+    iss: str | None = None,
+    error: Mapping[str, str] | None = None,
+    replay_store: ReplayStore | None = None,
+    whole_response: bool = False,
+) -> Flow[TokenSet]:
+    """Check the callback, exchange the code (with PKCE) and validate the ID token.
+
+    ``iss`` is checked when given; with ``whole_response`` (the caller passed the
+    whole callback) its absence is an error too if the provider says it sends it.
+    """
+    state = open_state(core, callback_state, expected_state)
+    metadata = yield from core.metadata_flow()
+    if state.issuer != metadata.issuer:
+        raise InvalidStateError("The state was issued for another provider.")
+    if iss is not None and iss != metadata.issuer:  # RFC 9207 section 2.4
+        raise InvalidStateError("The callback comes from another issuer (iss).")
+    sends_iss = metadata.raw.get("authorization_response_iss_parameter_supported") is True
+    if iss is None and whole_response and sends_iss:
+        raise InvalidStateError("The callback lacks the iss parameter its provider sends.")
+    if replay_store is not None and not replay_store.claim(state.id, state.expires_at):
+        raise InvalidStateError("The state was already used.")
+    if error is not None and error.get("error"):
+        code_name = error["error"]
+        raise error_class(code_name)(error.get("error_description"), error=code_name)
+    if not code:
+        raise ProtocolError("The callback carries neither a code nor an error.")
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": state.redirect_uri,
+        "code_verifier": state.code_verifier,
+    }
+    tokens = yield from core.token_flow(data, "finish_authorization")
+    if tokens.id_token is not None:
+        return (yield from id_token_flow(core, tokens, state.nonce))
+    if state.openid:
+        raise ProtocolError("The provider returned no ID token for an openid request.")
+    return tokens
+
+
+def finish_authorization_response_flow(
+    core: BaseClient,
+    callback: str | Mapping[str, str],
+    expected_state: str | None = None,
+    *,
+    replay_store: ReplayStore | None = None,
+) -> Flow[TokenSet]:
+    """``finish_authorization_flow`` for a whole callback (URL or parameters)."""
+    params = callback_params(callback)
+    return (
+        yield from finish_authorization_flow(
+            core,
+            params.get("code"),
+            params.get("state"),
+            expected_state,
+            iss=params.get("iss"),
+            error=params,
+            replay_store=replay_store,
+            whole_response=True,
+        )
+    )
+
+
+def id_token_flow(core: BaseClient, tokens: TokenSet, nonce: str | None) -> Flow[TokenSet]:
+    """``tokens`` with ``id_token_claims`` once the ID token is validated."""
+    token = tokens.id_token
+    if token is None:
+        return tokens
+    metadata = yield from core.metadata_flow()
+    algorithms = core.settings.algorithms
+    alg, claims = yield from core.with_keys_flow(
+        lambda: verify_id_token_signature(token, core.keys.keys, algorithms), "The ID token"
+    )
+    check_id_token_claims(
+        claims,
+        issuer=metadata.issuer,
+        client_id=core.settings.require("client_id", "ID token validation"),
+        now=core.clock(),
+        leeway=core.settings.leeway,
+        nonce=nonce,
+        access_token=tokens.access_token,
+        alg=alg,
+    )
+    return dataclasses.replace(tokens, id_token_claims=claims)
