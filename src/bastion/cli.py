@@ -183,6 +183,7 @@ def _serve(args: argparse.Namespace, settings: Any) -> int:
 
     from bastion.server.demo import ensure_demo
     from bastion.server.keys import KeyRing
+    from bastion.server.logs import uvicorn_log_config
 
     issuer = settings.issuer or f"http://{args.host}:{args.port}"
     settings = settings.model_copy(update={"issuer": issuer})
@@ -212,6 +213,7 @@ def _serve(args: argparse.Namespace, settings: Any) -> int:
         port=args.port,
         workers=args.workers if args.workers > 1 else None,
         access_log=args.access_log,
+        log_config=uvicorn_log_config(),
         log_level="info",
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,

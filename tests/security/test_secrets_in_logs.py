@@ -163,8 +163,6 @@ def test_secret_never_appears_in_cli_output(run: Run, kind: str) -> None:
     assert found(run.cli_output, run.secrets[kind]) == [], kind
 
 
-@pytest.mark.xfail(strict=True, reason="--access-log writes the request line with its query: "
-                   "GET /login/link?token=... puts the sign-in link token in the log")
 def test_sign_in_link_token_never_appears_in_the_server_log(run: Run) -> None:
     assert found(run.log, run.secrets["sign-in link token"]) == []
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from bastion.oauth.claims import check_access_token_type
 from bastion.oauth.errors import InvalidToken
-from bastion.oauth.jose import MAX_TOKEN_LENGTH, UnknownKey
+from bastion.oauth.jose import MAX_TOKEN_LENGTH, JoseError, UnknownKey, b64url_decode
 
 from .jwks import KeySet
 
@@ -98,8 +98,10 @@ class TokenVerifier:
         if key is None:
             raise UnknownKey("unknown kid")
         try:
-            valid = key.verify(signing_input, _b64(signature), alg)
-        except binascii.Error:
+            # Strict decoding: the signature segment is the only part the signature
+            # does not cover, so a lenient decoder would let it be respelled.
+            valid = key.verify(signing_input, b64url_decode(signature), alg)
+        except JoseError:
             valid = False
         if not valid:
             raise InvalidToken("The token's signature is invalid.")

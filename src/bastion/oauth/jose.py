@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -74,12 +75,24 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+#: A canonical unpadded base64url segment (RFC 7515 section 2): only the URL-safe
+#: alphabet, no padding, and never a length that leaves a stray character.
+_SEGMENT = re.compile(rb"[A-Za-z0-9_-]*")
+
+
 def b64url_decode(data: str | bytes) -> bytes:
-    raw = data.encode("ascii") if isinstance(data, str) else data
+    """Strict: anything but the canonical unpadded form is refused, so one value has
+    one spelling (a signature cannot be rewritten into another that still verifies)."""
+    raw = data.encode("ascii", "replace") if isinstance(data, str) else data
+    if len(raw) % 4 == 1 or not _SEGMENT.fullmatch(raw):
+        raise JoseError("malformed base64url")
     try:
-        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+        decoded = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
     except (binascii.Error, ValueError) as exc:
         raise JoseError("malformed base64url") from exc
+    if raw and base64.urlsafe_b64encode(decoded).rstrip(b"=") != raw:
+        raise JoseError("malformed base64url")  # non-zero padding bits
+    return decoded
 
 
 def _alg_matches_key(alg: str, key: _AnyPublic) -> bool:

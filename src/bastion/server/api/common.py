@@ -25,6 +25,14 @@ Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Items to skip.")
 Who = Annotated[Principal, Depends(principal)]
 
 
+def no_nul_in_path(request: Request) -> None:
+    """No stored name or id holds a NUL (and databases refuse them in queries), so a
+    path naming one names nothing: 404, before any query."""
+    for name, value in request.path_params.items():
+        if "\x00" in str(value):
+            raise ApiError(404, "Not Found", f"No {name} with that value.")
+
+
 def context(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
-from bastion.server.api.common import ERRORS, Limit, Offset, Who, actor, context, require_admin
+from bastion.server.api.common import (
+    ERRORS,
+    Limit,
+    Offset,
+    Who,
+    actor,
+    context,
+    no_nul_in_path,
+    require_admin,
+)
 from bastion.server.api.schemas import (
     OrganizationCreate,
     OrganizationList,
@@ -16,7 +25,8 @@ from bastion.server.api.schemas import (
 )
 from bastion.server.services import audit, rbac
 
-router = APIRouter(prefix="/api/v1/organizations", tags=["organizations"], responses=ERRORS)
+router = APIRouter(prefix="/api/v1/organizations", tags=["organizations"], responses=ERRORS,
+                   dependencies=[Depends(no_nul_in_path)])
 
 
 @router.get("", summary="List organizations")

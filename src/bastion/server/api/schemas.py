@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 
 from bastion.server.models import Event, Organization, Role, User
+from bastion.server.services.rbac import NAME_PATTERN, PERMISSION_PATTERN
+from bastion.server.services.users import EMAIL_PATTERN, USERNAME_PATTERN
+
+Username = Annotated[str, Field(min_length=1, max_length=150, pattern=USERNAME_PATTERN)]
+Email = Annotated[str, Field(min_length=3, max_length=320, pattern=EMAIL_PATTERN)]
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=NAME_PATTERN)]
+Permission = Annotated[str, Field(min_length=1, max_length=200, pattern=PERMISSION_PATTERN)]
 
 _USER_EXAMPLE: JsonDict = {"id": "5f0c7a4e-3f1b-4d2e-9a57-1f2b3c4d5e6f", "username": "alice",
                  "email": "alice@example.com", "is_administrator": False,
@@ -51,8 +58,8 @@ class UserCreate(Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"username": "alice", "email": "alice@example.com", "password": "a long passphrase"}]})
 
-    username: str = Field(min_length=1, max_length=150)
-    email: str = Field(min_length=3, max_length=320)
+    username: Username
+    email: Email
     password: str | None = Field(None, min_length=8, max_length=1024,
                                  description="Omit for a user who signs in by email link.")
     is_administrator: bool = False
@@ -62,8 +69,8 @@ class UserUpdate(Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"email": "alice@new.example"}]})
 
-    username: str | None = Field(None, min_length=1, max_length=150)
-    email: str | None = Field(None, min_length=3, max_length=320)
+    username: Username | None = None
+    email: Email | None = None
     password: str | None = Field(None, min_length=8, max_length=1024)
     is_administrator: bool | None = None
 
@@ -89,7 +96,7 @@ class OrganizationList(BaseModel):
 class OrganizationCreate(Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "acme"}]})
 
-    name: str = Field(min_length=1, max_length=100)
+    name: Name
 
 
 class RoleOut(BaseModel):
@@ -118,15 +125,15 @@ class RoleCreate(Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"name": "editor", "permissions": ["posts:read", "posts:write"]}]})
 
-    name: str = Field(min_length=1, max_length=100)
-    permissions: list[str] = Field(default_factory=list, max_length=500)
+    name: Name
+    permissions: list[Permission] = Field(default_factory=list, max_length=500)
 
 
 class Permissions(Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"permissions": ["posts:delete"]}]})
 
-    permissions: list[str] = Field(min_length=1, max_length=500)
+    permissions: list[Permission] = Field(min_length=1, max_length=500)
 
 
 class Reissue(Strict):

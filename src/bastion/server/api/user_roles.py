@@ -3,16 +3,24 @@ optionally re-issue the user's tokens so the new roles apply immediately."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
-from bastion.server.api.common import ERRORS, Who, actor, context, require_admin
+from bastion.server.api.common import (
+    ERRORS,
+    Who,
+    actor,
+    context,
+    no_nul_in_path,
+    require_admin,
+)
 from bastion.server.api.schemas import RoleOut, TokenPair, UserRoles, UserRolesChange
 from bastion.server.grants._issue import reissuable, reissue
 from bastion.server.services import audit, rbac
 from bastion.server.services.users import get_user
 
 router = APIRouter(prefix="/api/v1/organizations/{org}/users/{user_id}/roles",
-                   tags=["organizations"], responses=ERRORS)
+                   tags=["organizations"], responses=ERRORS,
+                   dependencies=[Depends(no_nul_in_path)])
 
 
 @router.get("", summary="A user's roles in an organization")

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
-from bastion.server.api.common import ERRORS, Limit, Offset, Who, actor, context, require_admin
+from bastion.server.api.common import (
+    ERRORS,
+    Limit,
+    Offset,
+    Who,
+    actor,
+    context,
+    no_nul_in_path,
+    require_admin,
+)
 from bastion.server.api.problems import ApiError
 from bastion.server.api.schemas import Count, UserCreate, UserList, UserOut, UserUpdate
 from bastion.server.services import audit
 from bastion.server.services import users as service
 
-router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=ERRORS)
+router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=ERRORS,
+                   dependencies=[Depends(no_nul_in_path)])
 
 Q = Query(None, max_length=200, description="Case-insensitive substring of username or email.")
 
@@ -36,7 +46,7 @@ async def count_users(request: Request, who: Who, q: str | None = Q,
 @router.get("/me", summary="The token's own user")
 async def me(who: Who) -> UserOut:
     if who.user is None:
-        raise ApiError(400, "Bad Request", "This is a client's token; /users/me needs a user's.")
+        raise ApiError(403, "Forbidden", "This is a client's token; /users/me needs a user's.")
     return UserOut.of(who.user)
 
 

@@ -7,6 +7,7 @@ shown, or ``login_required`` is returned for ``prompt=none``.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -52,8 +53,32 @@ def login_page(ctx: Context, request: Request, req: AuthorizationRequest | None,
                      client_name=req.client.name if req and req.client else "")
 
 
+def _param(name: str, description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": {"type": "string"}}
+
+
+_PARAMETERS = [
+    _param("response_type", "Only `code`.", True),
+    _param("client_id", "A registered client.", True),
+    _param("redirect_uri", "One of the client's redirect URIs, exactly; optional when it has "
+           "one."),
+    _param("scope", "Space-separated; default: the client's registered scopes."),
+    _param("state", "Returned unchanged."),
+    _param("nonce", "Put in the ID token."),
+    _param("code_challenge", "PKCE S256 challenge; required for public clients."),
+    _param("code_challenge_method", "`S256` (plain is refused)."),
+    _param("prompt", "`login` or `none`."),
+    _param("login_hint", "Prefills the login form."),
+    _param("organization", "An organization (id or name) whose roles the tokens carry."),
+]
+
+
 @router.get(AUTHORIZE_PATH, summary="Authorization endpoint (code flow with PKCE)",
-            response_class=Response, responses={303: {"description": "Back to the client"}})
+            response_class=Response, openapi_extra={"parameters": _PARAMETERS},
+            responses={200: {"description": "The login page"},
+                       303: {"description": "Back to the client, with a code or an error"},
+                       400: {"description": "Unknown client or redirect URI: an error page"}})
 async def authorize(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     query = request.url.query

@@ -82,7 +82,9 @@ async def logout(request: Request) -> Response:
                      button="Sign out", hidden=params)
 
 
-@router.post(LOGOUT_PATH, include_in_schema=False)
+@router.post(LOGOUT_PATH, summary="Confirm a logout (the confirmation form posts here)",
+             response_class=Response, responses={303: {"description": "Back to the client"},
+                                                 400: {"description": "Expired form"}})
 async def logout_confirmed(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     form = await request.form()

@@ -15,7 +15,13 @@ router = APIRouter(tags=["oauth"])
 USERINFO_PATH = "/oauth/userinfo"
 
 
-@router.get(USERINFO_PATH, summary="Claims about the signed-in user")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, invalid, expired or revoked access token"},
+    403: {"description": "The token lacks the openid scope, or is not a user's"},
+}
+
+
+@router.get(USERINFO_PATH, summary="Claims about the signed-in user", responses=_ERRORS)
 async def userinfo(request: Request) -> dict[str, Any]:
     ctx: Context = request.app.state.ctx
     claims = await verified_claims(request)
@@ -30,6 +36,6 @@ async def userinfo(request: Request) -> dict[str, Any]:
     return {"sub": user.id, **user_claims(user, scope)}
 
 
-@router.post(USERINFO_PATH, summary="Claims about the signed-in user (POST)")
+@router.post(USERINFO_PATH, summary="Claims about the signed-in user (POST)", responses=_ERRORS)
 async def userinfo_post(request: Request) -> dict[str, Any]:
     return await userinfo(request)

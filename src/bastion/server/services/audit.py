@@ -30,6 +30,8 @@ SYSTEM = Actor(None, "system")
 
 async def record(storage: Storage, actor: Actor, action: str, target: str | None = None,
                  **detail: Any) -> None:
+    # A target can be what someone typed (a failed login): keep it storable.
+    target = target.replace("\x00", "\ufffd") if target else target
     event = Event(id=str(uuid.uuid4()), at=datetime.now(UTC), action=action, actor=actor.id,
                   actor_type=actor.type, target=target, client_id=actor.client_id,
                   ip=actor.ip, detail=detail)

@@ -25,6 +25,7 @@ log = logging.getLogger("bastion.mail")
 
 MAX_ATTEMPTS = 8
 POLL_SECONDS = 5.0
+STOP_SECONDS = 10.0
 _templates = Environment(
     loader=FileSystemLoader(Path(__file__).parents[1] / "pages" / "templates" / "mail"),
     autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
@@ -82,6 +83,7 @@ class OutboxWorker:
         self.storage, self.mailer = storage, mailer
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def poke(self) -> None:
         self._wake.set()
@@ -90,17 +92,27 @@ class OutboxWorker:
         self._task = asyncio.create_task(self._run(), name="bastion-outbox")
 
     async def stop(self) -> None:
-        if self._task is not None:
+        """Let a send in progress finish (its connection goes back to the pool), then
+        stop; cancel only if it takes longer than ``STOP_SECONDS``."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), STOP_SECONDS)
+        except TimeoutError:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await send_due(self.storage, self.mailer)
             except Exception:  # the database may be briefly away; try again later
                 log.exception("outbox worker failed; retrying")
+            if self._stopping:
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
             self._wake.clear()

@@ -12,22 +12,24 @@ from bastion.server.models import Organization, Role
 from bastion.server.services.errors import AlreadyExists, InUse, InvalidInput, NotFound
 from bastion.server.storage.base import Conflict, Storage
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,99}$")
-_PERMISSION = re.compile(r"^[A-Za-z0-9_.:/*-]{1,200}$")
+#: The rules, as patterns the API schema states too.
+NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9 _.:-]{0,98}[A-Za-z0-9_.:-])?$"
+PERMISSION_PATTERN = r"^[A-Za-z0-9_.:/*-]{1,200}$"
+_NAME = re.compile(NAME_PATTERN)
+_PERMISSION = re.compile(PERMISSION_PATTERN)
 
 
 def check_name(field: str, name: str) -> str:
-    name = name.strip()
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidInput(field, "1 to 100 letters, digits, spaces or '_.:-', starting with "
-                           "a letter or digit")
+                           "a letter or digit and not ending with a space")
     return name
 
 
 def check_permissions(permissions: Iterable[str]) -> tuple[str, ...]:
     out = tuple(dict.fromkeys(permissions))
     for p in out:
-        if not isinstance(p, str) or not _PERMISSION.match(p):
+        if not isinstance(p, str) or not _PERMISSION.fullmatch(p):
             raise InvalidInput("permissions", f"{p!r} is not a permission (1 to 200 of "
                                "letters, digits and '_.:/*-')")
     return out

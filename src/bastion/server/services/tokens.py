@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bastion.oauth.claims import check_access_token_claims
 from bastion.oauth.errors import InvalidToken
 from bastion.oauth.jose import JoseError, parse_compact, verify_signature
 from bastion.server.keys import KeyRing
@@ -92,9 +93,10 @@ async def verify_access_token(
         claims = compact.claims()
     except JoseError as exc:
         raise InvalidToken() from exc
-    exp = claims.get("exp")
-    if claims.get("iss") != settings.issuer_url or not isinstance(exp, int) or exp <= time.time():
-        raise InvalidToken()
+    # iss, aud, exp, nbf, iat: the same checks the SDK makes (a little leeway for
+    # clocks of several instances).
+    check_access_token_claims(claims, issuer=settings.issuer_url, audience=settings.audience,
+                              now=time.time(), leeway=5.0)
     jti, gid = claims.get("jti"), claims.get("gid")
     if check_revoked and (
         not isinstance(jti, str)

@@ -12,14 +12,17 @@ from bastion.server.services.errors import AlreadyExists, InvalidInput, NotFound
 from bastion.server.services.passwords import Passwords
 from bastion.server.storage.base import Conflict, Storage
 
-_USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,149}$")
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+#: The rules, as patterns the API schema states too.
+USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,149}$"
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$"
+_USERNAME = re.compile(USERNAME_PATTERN)
+_EMAIL = re.compile(EMAIL_PATTERN)
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
 
 
 def check_username(username: str) -> str:
-    if not _USERNAME.match(username):
+    if not _USERNAME.fullmatch(username):
         raise InvalidInput(
             "username", "1 to 150 letters, digits or '_.+-', starting with a letter or digit"
         )
@@ -27,7 +30,7 @@ def check_username(username: str) -> str:
 
 
 def check_email(email: str) -> str:
-    if len(email) > 320 or not _EMAIL.match(email):
+    if len(email) > 320 or not _EMAIL.fullmatch(email):
         raise InvalidInput("email", f"{email!r} is not an email address")
     return email
 

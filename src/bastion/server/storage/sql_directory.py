@@ -62,6 +62,8 @@ class DirectoryMixin:
 
     async def search_users(self, query: str | None, limit: int, offset: int,
                            include_deleted: bool = False) -> list[User]:
+        if query and "\x00" in query:  # no username or email holds one; databases refuse it
+            return []
         order = (users.c.created_at, users.c.id)
         async with self.engine.connect() as conn:
             if query and self.engine.dialect.name == "sqlite" and len(query) >= _MIN_TRIGRAM:
@@ -81,6 +83,8 @@ class DirectoryMixin:
             return [User(**row) for row in (await conn.execute(stmt)).mappings()]
 
     async def count_users(self, query: str | None, include_deleted: bool = False) -> int:
+        if query and "\x00" in query:
+            return 0
         stmt = sa.select(sa.func.count()).select_from(users).where(
             *self._user_filter(query, include_deleted))
         async with self.engine.connect() as conn:
@@ -230,6 +234,9 @@ class DirectoryMixin:
 
     async def list_events(self, where: EventFilter, limit: int,
                           offset: int) -> tuple[list[Event], int]:
+        text = [v for k, v in where.items() if k in ("action", "actor", "target", "client_id")]
+        if any("\x00" in str(v) for v in text):  # stored events hold none
+            return [], 0
         conditions = [getattr(events.c, k) == v for k, v in where.items()
                       if k in ("action", "actor", "target", "client_id") and v]
         if where.get("since"):
