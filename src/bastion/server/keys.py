@@ -110,6 +110,7 @@ class KeyRing:
         self._cipher = KeyCipher(settings.secret_key_bytes())
         self._active: _Active | None = None
         self._decrypted: dict[str, PrivateKey] = {}
+        self._reloading = False
 
     async def ensure(self) -> None:
         """Create the missing keys (first start), then load."""
@@ -134,10 +135,18 @@ class KeyRing:
 
     async def _fresh(self) -> _Active:
         active = self._active
-        if active is None or time.monotonic() - active.loaded_at >= self._settings.cache_ttl:
+        if active is None:
             await self.reload()
-            active = self._active
-            assert active is not None  # set by reload
+        elif time.monotonic() - active.loaded_at >= self._settings.cache_ttl:
+            if self._reloading:  # one reload at a time; the others keep the current keys
+                return active
+            self._reloading = True
+            try:
+                await self.reload()
+            finally:
+                self._reloading = False
+        active = self._active
+        assert active is not None  # set by reload
         return active
 
     async def verifiers(self, kid: str | None = None) -> dict[str, PublicKey]:
@@ -163,11 +172,7 @@ class KeyRing:
         return self._active is not None and all(u in self._active.signers for u in USES)
 
     async def signer(self, use: KeyUse) -> PrivateKey:
-        active = self._active
-        if active is None or time.monotonic() - active.loaded_at >= self._settings.cache_ttl:
-            await self.reload()
-            active = self._active
-            assert active is not None
+        active = await self._fresh()
         signer = active.signers.get(use)
         if signer is None:
             await self.ensure()

@@ -115,13 +115,20 @@ class ClientCache:
     def __init__(self, storage: Storage, ttl: float, max_entries: int = 10_000) -> None:
         self._storage, self._ttl, self._max = storage, ttl, max_entries
         self._entries: dict[str, tuple[float, Client | None]] = {}
+        self._loading: set[str] = set()
 
     async def get(self, client_id: str) -> Client | None:
         now = time.monotonic()
         hit = self._entries.get(client_id)
-        if hit is not None and now - hit[0] < self._ttl:
+        if hit is not None and (now - hit[0] < self._ttl or client_id in self._loading):
+            # Fresh; or stale while another request reloads it: one read per expiry,
+            # not one per request that arrives meanwhile.
             return hit[1]
-        client = await self._storage.get_client(client_id)
+        self._loading.add(client_id)
+        try:
+            client = await self._storage.get_client(client_id)
+        finally:
+            self._loading.discard(client_id)
         if len(self._entries) >= self._max:
             self._entries.clear()
         self._entries[client_id] = (now, client)
