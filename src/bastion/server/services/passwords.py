@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from bastion.server.settings import Settings
+
+
+# One thread per core for hashing: argon2 is CPU- and memory-bound (19 MiB a hash), so
+# more threads add only contention and memory; a flood of logins queues here instead.
+_HASHING = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="argon2")
 
 
 class Passwords:
@@ -35,4 +42,5 @@ class Passwords:
         return await asyncio.to_thread(self.hash, password)
 
     async def averify(self, stored: str | None, password: str) -> bool:
-        return await asyncio.to_thread(self.verify, stored, password)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_HASHING, self.verify, stored, password)
