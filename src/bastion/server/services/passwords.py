@@ -11,7 +11,6 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from bastion.server.settings import Settings
 
-
 # One thread per core for hashing: argon2 is CPU- and memory-bound (19 MiB a hash), so
 # more threads add only contention and memory; a flood of logins queues here instead.
 _HASHING = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="argon2")
