@@ -36,9 +36,9 @@ class Passwords:
         except (VerificationError, InvalidHashError):
             return False
 
+    # argon2 releases the GIL: hashing in the pool keeps the event loop serving.
     async def ahash(self, password: str) -> str:
-        # argon2 releases the GIL; a thread keeps the event loop serving.
-        return await asyncio.to_thread(self.hash, password)
+        return await asyncio.get_running_loop().run_in_executor(_HASHING, self.hash, password)
 
     async def averify(self, stored: str | None, password: str) -> bool:
         loop = asyncio.get_running_loop()
