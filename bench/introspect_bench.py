@@ -49,52 +49,12 @@ HOST = "127.0.0.1"
 sys.path.insert(0, str(BENCH))
 
 from scale_bench import PASSWORD, USERNAME, Server, machine_info  # noqa: E402
-from token_throughput import BenchError, run_wrk  # noqa: E402
+from token_throughput import BenchError, lua_script, run_wrk  # noqa: E402
 
-# Same reporting contract as token_throughput.LUA (run_wrk parses BENCH_JSON and fails
-# on any "non200"); here an answer also counts as bad unless it says "active": true.
-LUA = r"""
-wrk.method = "POST"
-wrk.body = "token=__TOKEN__"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-wrk.headers["Authorization"] = "Basic __BASIC__"
-
-local threads = {}
-
-function setup(thread)
-  table.insert(threads, thread)
-end
-
-function init(args)
-  non200 = 0
-  first_bad = ""
-end
-
-function response(status, headers, body)
-  if status ~= 200 or not string.find(body or "", '"active"%s*:%s*true') then
-    if non200 == 0 then
-      first_bad = string.gsub(status .. " " .. string.sub(body or "", 1, 200), '[%c"\\]', " ")
-    end
-    non200 = non200 + 1
-  end
-end
-
-function done(summary, latency, requests)
-  local bad, sample = 0, ""
-  for _, t in ipairs(threads) do
-    local n = t:get("non200")
-    if n > 0 and sample == "" then sample = t:get("first_bad") end
-    bad = bad + n
-  end
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH_JSON {"requests": %d, "duration_us": %d, "non200": %d, "connect": %d, '
-    .. '"read": %d, "write": %d, "status": %d, "timeout": %d, '
-    .. '"p50_ms": %.3f, "p99_ms": %.3f, "first_bad": "%s"}\n',
-    summary.requests, summary.duration, bad, e.connect, e.read, e.write, e.status,
-    e.timeout, latency:percentile(50) / 1000, latency:percentile(99) / 1000, sample))
-end
-"""
+# The same wrk script as the client-credentials bench; an answer also counts as bad
+# unless it says "active": true.
+LUA = lua_script("token=__TOKEN__",
+                 "status ~= 200 or not string.find(body or \"\", '\"active\"%s*:%s*true')")
 
 
 def user_access_token(server: Server) -> tuple[str, str]:

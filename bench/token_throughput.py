@@ -56,9 +56,9 @@ RESULTS = BENCH / "results"
 HOST = "127.0.0.1"
 GOAL = 1.5
 
-LUA = r"""
+_LUA_TEMPLATE = r"""
 wrk.method = "POST"
-wrk.body = "grant_type=client_credentials&scope=read"
+wrk.body = "__BODY__"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 wrk.headers["Authorization"] = "Basic __BASIC__"
 
@@ -74,7 +74,7 @@ function init(args)
 end
 
 function response(status, headers, body)
-  if status ~= 200 then
+  if __BAD_IF__ then
     if non200 == 0 then
       first_bad = string.gsub(status .. " " .. string.sub(body or "", 1, 200), '[%c"\\]', " ")
     end
@@ -98,6 +98,16 @@ function done(summary, latency, requests)
     e.timeout, latency:percentile(50) / 1000, latency:percentile(99) / 1000, sample))
 end
 """
+
+
+def lua_script(body: str, bad_if: str = "status ~= 200") -> str:
+    """The wrk script: POST ``body`` with Basic auth (``__BASIC__`` filled in later),
+    count every answer for which the Lua condition ``bad_if`` holds, and print one
+    BENCH_JSON line that ``run_wrk`` parses (and fails on when anything was bad)."""
+    return _LUA_TEMPLATE.replace("__BODY__", body).replace("__BAD_IF__", bad_if)
+
+
+LUA = lua_script("grant_type=client_credentials&scope=read")
 
 
 class BenchError(RuntimeError):
