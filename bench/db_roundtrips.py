@@ -4,12 +4,14 @@ Builds the real app (``create_app(settings, ctx)``) over ``httpx2.ASGITransport`
 fresh database, once on SQLite and once on PostgreSQL (a throwaway cluster from
 ``tests/support.py``), and counts for every request:
 
-- **statements**: SQLAlchemy ``before_cursor_execute`` events on the engine (SELECT,
-  INSERT, UPDATE, DELETE; transaction control is not a cursor execute);
+- **statements**: SQLAlchemy ``before_cursor_execute`` events on the engine that runs
+  the storage's statements (``SQLStorage.sync_engine``: on SQLite the engine of the
+  storage's own thread) (SELECT, INSERT, UPDATE, DELETE; transaction control is not a
+  cursor execute);
 - **transactions**: ``begin`` events (explicit ``engine.begin()`` and the autobegin of
   ``engine.connect()``), with their ``commit`` and ``rollback`` ends;
-- **checkouts**: pool ``checkout`` events (one per ``engine.connect()``/``begin()``;
-  on PostgreSQL each is pre-pinged, ``pool_pre_ping=True``);
+- **checkouts**: pool ``checkout`` events (one per storage call: each runs one
+  ``connect()`` or ``begin()``; connections are not pre-pinged);
 - **PostgreSQL wire round trips**: the engine connects through a small TCP proxy in
   this process that counts the frontend messages which wait for the server's
   ``ReadyForQuery``: ``Sync`` (extended protocol: prepare, or bind+execute) and
@@ -96,10 +98,9 @@ class Counts:
 class EngineCounter:
     """SQLAlchemy events of one engine (and the wire proxy's count, if any)."""
 
-    def __init__(self, engine: Any, proxy: WireProxy | None) -> None:
+    def __init__(self, sync: Any, proxy: WireProxy | None) -> None:
         self.c = Counts()
         self.proxy = proxy
-        sync = engine.sync_engine
 
         @event.listens_for(sync, "before_cursor_execute")
         def _stmt(conn: Any, cursor: Any, statement: str, *a: Any) -> None:
@@ -389,8 +390,8 @@ async def run_backend(name: str, url: str, data_dir: Path, requests: int,
         callback_params(await sign_in(http, authorize_url(env.client_id, pkce.new_verifier()),
                                       USERNAME, PASSWORD))
 
-        counters = {"warm": EngineCounter(warm_ctx.storage.engine, proxy),  # type: ignore[attr-defined]
-                    "cold": EngineCounter(cold_ctx.storage.engine, proxy)}  # type: ignore[attr-defined]
+        counters = {"warm": EngineCounter(warm_ctx.storage.sync_engine, proxy),  # type: ignore[attr-defined]
+                    "cold": EngineCounter(cold_ctx.storage.sync_engine, proxy)}  # type: ignore[attr-defined]
         rows = []
         for case, app, prepare, request in cases():
             needs_session = case.startswith("GET /oauth/authorize") or case == "authorization_code"

@@ -170,7 +170,7 @@ class Bench:
         storage = SQLStorage(create_engine(url, pool_size=2))
         captured: list[tuple[str, Any]] = []
 
-        @event.listens_for(storage.engine.sync_engine, "before_cursor_execute")
+        @event.listens_for(storage.sync_engine, "before_cursor_execute")
         def _capture(_c: Any, _cur: Any, statement: str, parameters: Any, _ctx: Any,
                      _many: bool) -> None:
             captured.append((statement, parameters))

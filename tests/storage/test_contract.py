@@ -275,3 +275,42 @@ async def test_refresh_family_is_read_at_once(storage: SQLStorage) -> None:
     await storage.create_grant(grant, token)
     assert await storage.get_refresh_family(b"r" * 32) == (token, grant, user())
     assert await storage.get_refresh_family(b"x" * 32) is None
+
+
+async def test_login_reads_the_user_and_its_throttles_at_once(storage: SQLStorage) -> None:
+    u = user()
+    await storage.create_user(u)
+    later = NOW + timedelta(minutes=5)
+    for k in ("acct:user1", "user:" + u.id, "ip:10.0.0.1", "acct:someone-else"):
+        await storage.record_failure(k, NOW, lock_after=5, lock_until=later)
+
+    found, counts = await storage.get_login("USER1", ["acct:user1", "ip:10.0.0.1"], "user:")
+    assert found == u
+    assert sorted(t.key for t in counts) == sorted(["acct:user1", "ip:10.0.0.1", "user:" + u.id])
+
+    found, counts = await storage.get_login("nobody", ["acct:nobody", "ip:10.0.0.1"], "user:")
+    assert found is None
+    assert [t.key for t in counts] == ["ip:10.0.0.1"]
+
+
+async def test_a_grant_and_its_audit_event_are_written_together(storage: SQLStorage) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from bastion.server.models import Event, Grant
+
+    await storage.create_user(user())
+    grant = Grant(id="g1", client_id="app", user_id=user().id, session_id=None, scope="openid",
+                  auth_time=NOW, created_at=NOW)
+
+    def login_event(n: int) -> Event:
+        return Event(id=f"e{n}", at=NOW, action="login.success", actor=user().id,
+                     actor_type="user", target=user().id, client_id="app", ip=None,
+                     detail={"method": "password"})
+
+    await storage.create_grant(grant, None, login_event(1))
+    assert await storage.get_grant("g1") == grant
+    assert [e.id for e in (await storage.list_events({}, 10, 0))[0]] == ["e1"]
+
+    with pytest.raises(IntegrityError):  # the grant exists: nothing of this call is kept
+        await storage.create_grant(grant, None, login_event(2))
+    assert (await storage.list_events({}, 10, 0))[1] == 1

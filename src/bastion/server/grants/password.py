@@ -45,14 +45,13 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
         org_id = await member_organization(ctx.storage, user.id, form["organization"])
         if org_id is None:
             raise AccessDenied("The user is not a member of that organization.")
-    await audit.record(ctx.storage, audit.Actor(user.id, "user", client.client_id,
-                                                request.client_ip),
-                       "login.success", user.id, method="password")
     now = datetime.now(UTC)
     grant = Grant(id=_secrets.token_urlsafe(18), client_id=client.client_id, user_id=user.id,
                   session_id=None, scope=scope, auth_time=now, created_at=now,
                   organization_id=org_id)
     refresh, record = new_refresh_token(ctx.settings, grant, scope) if may_refresh(client) \
         else (None, None)
-    await ctx.storage.create_grant(grant, record)
+    success = audit.event(audit.Actor(user.id, "user", client.client_id, request.client_ip),
+                          "login.success", user.id, method="password")
+    await ctx.storage.create_grant(grant, record, success)
     return await user_token_response(ctx, client, grant, user, scope, refresh_token=refresh)

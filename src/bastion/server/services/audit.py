@@ -28,14 +28,19 @@ ANONYMOUS = Actor(None, "anonymous")
 SYSTEM = Actor(None, "system")
 
 
-async def record(storage: Storage, actor: Actor, action: str, target: str | None = None,
-                 **detail: Any) -> None:
+def event(actor: Actor, action: str, target: str | None = None, **detail: Any) -> Event:
+    """An audit event, for storage calls that write it with what it records."""
     # A target can be what someone typed (a failed login): keep it storable.
     target = target.replace("\x00", "\ufffd") if target else target
-    event = Event(id=str(uuid.uuid4()), at=datetime.now(UTC), action=action, actor=actor.id,
-                  actor_type=actor.type, target=target, client_id=actor.client_id,
-                  ip=actor.ip, detail=detail)
+    return Event(id=str(uuid.uuid4()), at=datetime.now(UTC), action=action, actor=actor.id,
+                 actor_type=actor.type, target=target, client_id=actor.client_id,
+                 ip=actor.ip, detail=detail)
+
+
+async def record(storage: Storage, actor: Actor, action: str, target: str | None = None,
+                 **detail: Any) -> None:
+    entry = event(actor, action, target, **detail)
     try:
-        await storage.add_event(event)
+        await storage.add_event(entry)
     except Exception:  # the action happened; a lost audit row must be loud, not fatal
         log.exception("could not record audit event %s on %s", action, target)

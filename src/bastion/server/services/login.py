@@ -32,11 +32,16 @@ async def authenticate(
     login: str, password: str, ip: str | None,
 ) -> User:
     now = datetime.now(UTC)
-    user = await storage.get_user_by_login(login.strip()) if 0 < len(login) <= 320 else None
     # Counted per spelling typed (unknown accounts behave like real ones) and, for a real
     # account, per account: typing the username and then the email shares one count.
-    keys = throttle.login_keys(settings, login, ip, user.id if user else None)
-    counts = await storage.get_throttles([k for k, _ in keys])
+    keys = throttle.login_keys(settings, login, ip)
+    names = [k for k, _ in keys]
+    if 0 < len(login) <= 320:
+        user, counts = await storage.get_login(login.strip(), names, throttle.ACCOUNT_KEY)
+    else:
+        user, counts = None, await storage.get_throttles(names)
+    if user is not None:
+        keys = throttle.login_keys(settings, login, ip, user.id)
     blocked = throttle.evaluate(counts, keys, now)
     if blocked:
         LOGIN_FAILURES.labels("throttled").inc()

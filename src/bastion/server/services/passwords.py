@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from bastion.server.offload import Offload
 from bastion.server.settings import Settings
 
 # One thread per core for hashing: argon2 is CPU- and memory-bound (19 MiB a hash), so
 # more threads add only contention and memory; a flood of logins queues here instead.
-_HASHING = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="argon2")
+_HASHING = Offload(os.cpu_count() or 2, "argon2")
 
 
 class Passwords:
@@ -38,8 +37,7 @@ class Passwords:
 
     # argon2 releases the GIL: hashing in the pool keeps the event loop serving.
     async def ahash(self, password: str) -> str:
-        return await asyncio.get_running_loop().run_in_executor(_HASHING, self.hash, password)
+        return await _HASHING.run(self.hash, password)
 
     async def averify(self, stored: str | None, password: str) -> bool:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_HASHING, self.verify, stored, password)
+        return await _HASHING.run(self.verify, stored, password)

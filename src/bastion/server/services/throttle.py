@@ -20,6 +20,7 @@ from bastion.server.settings import Settings
 from bastion.server.storage.base import Storage
 
 _FORGET_AFTER = timedelta(hours=1)
+ACCOUNT_KEY = "user:"  # + user id: the count shared by every spelling of one account
 _MAX_DELAY = 60
 
 
@@ -45,7 +46,7 @@ def login_keys(settings: Settings, login: str, ip: str | None,
                      settings.login_delay_after)
     keys = [("acct:" + login.strip().lower()[:300], account)]
     if user_id:
-        keys.append(("user:" + user_id, account))
+        keys.append((ACCOUNT_KEY + user_id, account))
     if ip:
         keys.append(("ip:" + ip, Policy(account.lock_after * 10, account.lock_seconds,
                                         settings.login_delay_after * 10)))

@@ -88,8 +88,10 @@ class Storage(Protocol):
     ) -> tuple[AuthorizationCode | None, bool]:
         """Mark a code used; returns it and whether this call was the first use."""
 
-    async def create_grant(self, grant: Grant, refresh: RefreshToken | None) -> None:
-        """Store a grant and, optionally, its first refresh token, atomically."""
+    async def create_grant(self, grant: Grant, refresh: RefreshToken | None,
+                           event: Event | None = None) -> None:
+        """Store a grant and, optionally, its first refresh token and the audit event
+        of its issue, atomically."""
 
     async def get_grant(self, grant_id: str) -> Grant | None: ...
 
@@ -118,6 +120,12 @@ class Storage(Protocol):
     async def is_revoked(self, jti: str, grant_id: str | None) -> bool: ...
 
     async def get_throttles(self, keys: list[str]) -> list[Throttle]: ...
+
+    async def get_login(self, login: str, keys: list[str], account_prefix: str,
+                        ) -> tuple[User | None, list[Throttle]]:
+        """What a password sign-in reads, at once: the user whose username or email is
+        ``login`` (any case), and the throttle counts of ``keys`` and, if that user
+        exists, of ``account_prefix + user.id``."""
 
     async def record_failure(
         self, key: str, at: datetime, lock_after: int, lock_until: datetime

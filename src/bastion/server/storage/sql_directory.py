@@ -8,11 +8,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bastion.server.models import Event, Organization, Role, User
 from bastion.server.storage.base import Conflict, DeleteRoleResult, EventFilter
 from bastion.server.storage.conflicts import conflict
+from bastion.server.storage.sql_base import SQLBase, values
 from bastion.server.storage.tables import (
     events,
     organizations,
@@ -33,9 +33,7 @@ def _like(query: str) -> str:
     return f"%{escaped}%"
 
 
-class DirectoryMixin:
-    engine: AsyncEngine
-
+class DirectoryMixin(SQLBase):
     # -- users ------------------------------------------------------------------
 
     def _like_filter(self, query: str) -> Any:
@@ -65,172 +63,158 @@ class DirectoryMixin:
         if query and "\x00" in query:  # no username or email holds one; databases refuse it
             return []
         order = (users.c.created_at, users.c.id)
-        async with self.engine.connect() as conn:
-            if query and self.engine.dialect.name == "sqlite" and len(query) >= _MIN_TRIGRAM:
-                # The FTS index materialises every match before sorting; for a common
-                # substring the page is found sooner among the first rows in order.
-                first = (sa.select(users).where(*self._user_filter(None, include_deleted))
-                         .order_by(*order).limit(_SCAN_FIRST + offset).subquery())
-                head = (sa.select(first).where(sa.or_(
-                    first.c.username.like(_like(query), escape="\\"),
-                    first.c.email.like(_like(query), escape="\\")))
-                    .order_by(first.c.created_at, first.c.id).limit(limit).offset(offset))
-                rows = (await conn.execute(head)).mappings().all()
+        head = None
+        if query and self.engine.dialect.name == "sqlite" and len(query) >= _MIN_TRIGRAM:
+            # The FTS index materialises every match before sorting; for a common
+            # substring the page is found sooner among the first rows in order.
+            first = (sa.select(users).where(*self._user_filter(None, include_deleted))
+                     .order_by(*order).limit(_SCAN_FIRST + offset).subquery())
+            head = (sa.select(first).where(sa.or_(
+                first.c.username.like(_like(query), escape="\\"),
+                first.c.email.like(_like(query), escape="\\")))
+                .order_by(first.c.created_at, first.c.id).limit(limit).offset(offset))
+        stmt = (sa.select(users).where(*self._user_filter(query, include_deleted))
+                .order_by(*order).limit(limit).offset(offset))
+
+        def search(conn: sa.Connection) -> list[User]:
+            if head is not None:
+                rows = conn.execute(head).mappings().all()
                 if len(rows) == limit:
                     return [User(**row) for row in rows]
-            stmt = (sa.select(users).where(*self._user_filter(query, include_deleted))
-                    .order_by(*order).limit(limit).offset(offset))
-            return [User(**row) for row in (await conn.execute(stmt)).mappings()]
+            return [User(**row) for row in conn.execute(stmt).mappings()]
+        return await self._read(search)
 
     async def count_users(self, query: str | None, include_deleted: bool = False) -> int:
         if query and "\x00" in query:
             return 0
         stmt = sa.select(sa.func.count()).select_from(users).where(
             *self._user_filter(query, include_deleted))
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(stmt)).scalar_one())
+        return await self._read(lambda conn: int(conn.execute(stmt).scalar_one()))
 
     async def update_user(self, user_id: str, changes: Mapping[str, Any]) -> User | None:
         values = {**changes, "updated_at": datetime.now(UTC)}
+
+        def update(conn: sa.Connection) -> User | None:
+            done = conn.execute(users.update().where(users.c.id == user_id).values(**values))
+            if done.rowcount != 1:
+                return None
+            return User(**conn.execute(sa.select(users).where(users.c.id == user_id)
+                                       ).mappings().one())
         try:
-            async with self.engine.begin() as conn:
-                done = await conn.execute(users.update().where(users.c.id == user_id)
-                                          .values(**values))
-                if done.rowcount != 1:
-                    return None
-                row = (await conn.execute(sa.select(users).where(users.c.id == user_id))
-                       ).mappings().one()
+            return await self._write(update)
         except IntegrityError as exc:
             raise conflict(exc) from None
-        return User(**row)
 
     # -- organizations ------------------------------------------------------------
 
     async def create_organization(self, org: Organization) -> None:
         try:
-            async with self.engine.begin() as conn:
-                await conn.execute(organizations.insert().values(
-                    id=org.id, name=org.name, created_at=org.created_at))
+            await self._write(lambda conn: conn.execute(organizations.insert(), {
+                "id": org.id, "name": org.name, "created_at": org.created_at}))
         except IntegrityError:
             raise Conflict("name") from None
 
     async def get_organization(self, org_id: str) -> Organization | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(organizations).where(
-                sa.or_(organizations.c.id == org_id,
-                       sa.func.lower(organizations.c.name) == org_id.lower())))).mappings().first()
+        row = await self._one(sa.select(organizations).where(
+            sa.or_(organizations.c.id == org_id,
+                   sa.func.lower(organizations.c.name) == org_id.lower())))
         return Organization(**row) if row else None
 
     async def list_organizations(self, limit: int, offset: int) -> tuple[list[Organization], int]:
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(sa.select(organizations).order_by(
+        def page(conn: sa.Connection) -> tuple[list[Organization], int]:
+            rows = conn.execute(sa.select(organizations).order_by(
                 organizations.c.created_at, organizations.c.id).limit(limit).offset(offset)
-            )).mappings()
+            ).mappings()
             items = [Organization(**row) for row in rows]
-            total = (await conn.execute(sa.select(sa.func.count()).select_from(organizations))
-                     ).scalar_one()
-        return items, int(total)
+            total = conn.execute(sa.select(sa.func.count()).select_from(organizations)
+                                 ).scalar_one()
+            return items, int(total)
+        return await self._read(page)
 
     # -- roles and permissions ----------------------------------------------------------
 
-    async def _roles(self, conn: AsyncConnection, where: Any) -> list[Role]:
-        rows = (await conn.execute(sa.select(roles).where(where)
-                                   .order_by(roles.c.name, roles.c.id))).mappings().all()
-        if not rows:
-            return []
-        perms: dict[str, list[str]] = {row["id"]: [] for row in rows}
-        for role_id, permission in await conn.execute(
-            sa.select(role_permissions.c.role_id, role_permissions.c.permission)
-            .where(role_permissions.c.role_id.in_(list(perms)))
-            .order_by(role_permissions.c.permission)
-        ):
-            perms[role_id].append(permission)
-        return [Role(id=r["id"], organization_id=r["organization_id"], name=r["name"],
-                     permissions=tuple(perms[r["id"]]), created_at=r["created_at"]) for r in rows]
-
     async def create_role(self, role: Role) -> None:
+        def create(conn: sa.Connection) -> None:
+            conn.execute(roles.insert(), {
+                "id": role.id, "organization_id": role.organization_id, "name": role.name,
+                "created_at": role.created_at})
+            if role.permissions:
+                conn.execute(role_permissions.insert(), [
+                    {"role_id": role.id, "permission": p} for p in role.permissions])
         try:
-            async with self.engine.begin() as conn:
-                await conn.execute(roles.insert().values(
-                    id=role.id, organization_id=role.organization_id, name=role.name,
-                    created_at=role.created_at))
-                if role.permissions:
-                    await conn.execute(role_permissions.insert(), [
-                        {"role_id": role.id, "permission": p} for p in role.permissions])
+            await self._write(create)
         except IntegrityError:
             raise Conflict("name") from None
 
     async def list_roles(self, org_id: str) -> list[Role]:
-        async with self.engine.connect() as conn:
-            return await self._roles(conn, roles.c.organization_id == org_id)
+        return await self._read(lambda conn: _roles(conn, roles.c.organization_id == org_id))
 
     async def get_role(self, org_id: str, role: str) -> Role | None:
         """A role of the organization by id or (case-insensitive) name."""
-        async with self.engine.connect() as conn:
-            found = await self._roles(conn, sa.and_(
-                roles.c.organization_id == org_id,
-                sa.or_(roles.c.id == role, sa.func.lower(roles.c.name) == role.lower())))
+        found = await self._read(lambda conn: _roles(conn, sa.and_(
+            roles.c.organization_id == org_id,
+            sa.or_(roles.c.id == role, sa.func.lower(roles.c.name) == role.lower()))))
         return found[0] if found else None
 
     async def delete_role(self, org_id: str, role_id: str, force: bool) -> DeleteRoleResult:
-        async with self.engine.begin() as conn:
-            in_use = (await conn.execute(sa.select(sa.func.count()).select_from(user_roles)
-                                         .where(user_roles.c.role_id == role_id))).scalar_one()
+        def delete(conn: sa.Connection) -> DeleteRoleResult:
+            in_use = conn.execute(sa.select(sa.func.count()).select_from(user_roles)
+                                  .where(user_roles.c.role_id == role_id)).scalar_one()
             if in_use and not force:
                 return "in_use"
-            await conn.execute(user_roles.delete().where(user_roles.c.role_id == role_id))
-            await conn.execute(role_permissions.delete().where(
-                role_permissions.c.role_id == role_id))
-            done = await conn.execute(roles.delete().where(
+            conn.execute(user_roles.delete().where(user_roles.c.role_id == role_id))
+            conn.execute(role_permissions.delete().where(role_permissions.c.role_id == role_id))
+            done = conn.execute(roles.delete().where(
                 roles.c.id == role_id, roles.c.organization_id == org_id))
-        return "deleted" if done.rowcount == 1 else "missing"
+            return "deleted" if done.rowcount == 1 else "missing"
+        return await self._write(delete)
 
     async def change_permissions(self, role_id: str, add: Iterable[str],
                                  remove: Iterable[str]) -> None:
-        async with self.engine.begin() as conn:
-            gone = list(remove)
+        gone, wanted = list(remove), list(dict.fromkeys(add))
+
+        def change(conn: sa.Connection) -> None:
             if gone:
-                await conn.execute(role_permissions.delete().where(
+                conn.execute(role_permissions.delete().where(
                     role_permissions.c.role_id == role_id,
                     role_permissions.c.permission.in_(gone)))
-            current = set((await conn.execute(
-                sa.select(role_permissions.c.permission)
-                .where(role_permissions.c.role_id == role_id))).scalars())
-            new = [p for p in dict.fromkeys(add) if p not in current]
+            current = set(conn.execute(sa.select(role_permissions.c.permission)
+                                       .where(role_permissions.c.role_id == role_id)).scalars())
+            new = [p for p in wanted if p not in current]
             if new:
-                await conn.execute(role_permissions.insert(), [
+                conn.execute(role_permissions.insert(), [
                     {"role_id": role_id, "permission": p} for p in new])
+        await self._write(change)
 
     async def user_roles(self, user_id: str, org_id: str) -> list[Role]:
-        async with self.engine.connect() as conn:
-            ids = sa.select(user_roles.c.role_id).where(
-                user_roles.c.user_id == user_id, user_roles.c.organization_id == org_id)
-            return await self._roles(conn, roles.c.id.in_(ids))
+        ids = sa.select(user_roles.c.role_id).where(
+            user_roles.c.user_id == user_id, user_roles.c.organization_id == org_id)
+        return await self._read(lambda conn: _roles(conn, roles.c.id.in_(ids)))
 
     async def change_user_roles(self, user_id: str, org_id: str, add: Iterable[str],
                                 remove: Iterable[str]) -> list[Role]:
         """Add and remove role ids in one transaction; returns the roles after."""
-        async with self.engine.begin() as conn:
-            gone = list(remove)
+        gone, wanted = list(remove), list(dict.fromkeys(add))
+
+        def change(conn: sa.Connection) -> list[Role]:
             if gone:
-                await conn.execute(user_roles.delete().where(
+                conn.execute(user_roles.delete().where(
                     user_roles.c.user_id == user_id, user_roles.c.role_id.in_(gone)))
-            current = set((await conn.execute(sa.select(user_roles.c.role_id).where(
-                user_roles.c.user_id == user_id))).scalars())
-            new = [r for r in dict.fromkeys(add) if r not in current]
+            current = set(conn.execute(sa.select(user_roles.c.role_id).where(
+                user_roles.c.user_id == user_id)).scalars())
+            new = [r for r in wanted if r not in current]
             if new:
-                await conn.execute(user_roles.insert(), [
+                conn.execute(user_roles.insert(), [
                     {"user_id": user_id, "role_id": r, "organization_id": org_id} for r in new])
             ids = sa.select(user_roles.c.role_id).where(
                 user_roles.c.user_id == user_id, user_roles.c.organization_id == org_id)
-            return await self._roles(conn, roles.c.id.in_(ids))
+            return _roles(conn, roles.c.id.in_(ids))
+        return await self._write(change)
 
     # -- audit events ---------------------------------------------------------------
 
     async def add_event(self, event: Event) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(events.insert().values(
-                {f: getattr(event, f) for f in Event.__dataclass_fields__}))
+        await self._insert(events, values(event))
 
     async def list_events(self, where: EventFilter, limit: int,
                           offset: int) -> tuple[list[Event], int]:
@@ -243,10 +227,28 @@ class DirectoryMixin:
             conditions.append(events.c.at >= where["since"])
         if where.get("until"):
             conditions.append(events.c.at < where["until"])
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(sa.select(events).where(*conditions).order_by(
-                events.c.at.desc(), events.c.id.desc()).limit(limit).offset(offset))).mappings()
+
+        def page(conn: sa.Connection) -> tuple[list[Event], int]:
+            rows = conn.execute(sa.select(events).where(*conditions).order_by(
+                events.c.at.desc(), events.c.id.desc()).limit(limit).offset(offset)).mappings()
             items = [Event(**row) for row in rows]
-            total = (await conn.execute(sa.select(sa.func.count()).select_from(events)
-                                        .where(*conditions))).scalar_one()
-        return items, int(total)
+            total = conn.execute(sa.select(sa.func.count()).select_from(events)
+                                 .where(*conditions)).scalar_one()
+            return items, int(total)
+        return await self._read(page)
+
+
+def _roles(conn: sa.Connection, where: Any) -> list[Role]:
+    rows = conn.execute(sa.select(roles).where(where)
+                        .order_by(roles.c.name, roles.c.id)).mappings().all()
+    if not rows:
+        return []
+    perms: dict[str, list[str]] = {row["id"]: [] for row in rows}
+    for role_id, permission in conn.execute(
+        sa.select(role_permissions.c.role_id, role_permissions.c.permission)
+        .where(role_permissions.c.role_id.in_(list(perms)))
+        .order_by(role_permissions.c.permission)
+    ):
+        perms[role_id].append(permission)
+    return [Role(id=r["id"], organization_id=r["organization_id"], name=r["name"],
+                 permissions=tuple(perms[r["id"]]), created_at=r["created_at"]) for r in rows]

@@ -10,10 +10,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bastion.server.models import (
     AuthorizationCode,
+    Event,
     Grant,
     LoginSession,
     RefreshToken,
@@ -21,10 +21,11 @@ from bastion.server.models import (
     User,
 )
 from bastion.server.storage.base import Conflict, RotateResult
-from bastion.server.storage.sql_base import SQLBase
+from bastion.server.storage.sql_base import SQLBase, insert_into
 from bastion.server.storage.sql_base import values as _values
 from bastion.server.storage.tables import (
     authorization_codes,
+    events,
     grants,
     login_sessions,
     login_throttle,
@@ -45,70 +46,76 @@ class GrantsMixin(SQLBase):
         return LoginSession(**row) if row else None
 
     async def list_sessions(self, user_id: str) -> list[LoginSession]:
-        now = datetime.now(UTC)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(sa.select(login_sessions).where(
-                login_sessions.c.user_id == user_id, login_sessions.c.revoked_at.is_(None),
-                login_sessions.c.expires_at > now).order_by(login_sessions.c.created_at.desc())
-            )).mappings()
-            return [LoginSession(**row) for row in rows]
+        query = sa.select(login_sessions).where(
+            login_sessions.c.user_id == user_id, login_sessions.c.revoked_at.is_(None),
+            login_sessions.c.expires_at > datetime.now(UTC),
+        ).order_by(login_sessions.c.created_at.desc())
+        return await self._read(lambda conn: [
+            LoginSession(**row) for row in conn.execute(query).mappings()])
 
     async def revoke_session(self, session_id: str, at: datetime) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
+        def revoke(conn: sa.Connection) -> None:
+            conn.execute(
                 login_sessions.update()
                 .where(login_sessions.c.id == session_id, login_sessions.c.revoked_at.is_(None))
                 .values(revoked_at=at)
             )
-            ids = sa.select(grants.c.id).where(grants.c.session_id == session_id)
-            await _revoke_grants(conn, ids, at)
+            _revoke_grants(conn, sa.select(grants.c.id).where(grants.c.session_id == session_id),
+                           at)
+        await self._write(revoke)
 
     async def revoke_user_sessions(self, user_id: str, at: datetime) -> int:
-        async with self.engine.begin() as conn:
-            done = await conn.execute(
+        def revoke(conn: sa.Connection) -> int:
+            done = conn.execute(
                 login_sessions.update()
                 .where(login_sessions.c.user_id == user_id, login_sessions.c.revoked_at.is_(None))
                 .values(revoked_at=at)
             )
-            ids = sa.select(grants.c.id).where(grants.c.user_id == user_id)
-            revoked = await _revoke_grants(conn, ids, at)
-        return int(done.rowcount or 0) + revoked
+            revoked = _revoke_grants(
+                conn, sa.select(grants.c.id).where(grants.c.user_id == user_id), at)
+            return int(done.rowcount or 0) + revoked
+        return await self._write(revoke)
 
     # authorization codes and grants
 
     async def create_code(self, code: AuthorizationCode, grant: Grant) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(grants.insert().values(_values(grant)))
-            await conn.execute(authorization_codes.insert().values(_values(code)))
+        def create(conn: sa.Connection) -> None:
+            conn.execute(insert_into(grants), _values(grant))
+            conn.execute(insert_into(authorization_codes), _values(code))
+        await self._write(create)
 
     async def consume_code(
         self, digest: bytes, at: datetime
     ) -> tuple[AuthorizationCode | None, bool]:
-        async with self.engine.begin() as conn:
-            done = await conn.execute(
+        def consume(conn: sa.Connection) -> tuple[AuthorizationCode | None, bool]:
+            done = conn.execute(
                 authorization_codes.update()
                 .where(authorization_codes.c.digest == digest,
                        authorization_codes.c.consumed_at.is_(None))
                 .values(consumed_at=at)
             )
-            row = (await conn.execute(
+            row = conn.execute(
                 sa.select(authorization_codes).where(authorization_codes.c.digest == digest)
-            )).mappings().first()
-        return (AuthorizationCode(**row) if row else None), done.rowcount == 1
+            ).mappings().first()
+            return (AuthorizationCode(**row) if row else None), done.rowcount == 1
+        return await self._write(consume)
 
-    async def create_grant(self, grant: Grant, refresh: RefreshToken | None) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(grants.insert().values(_values(grant)))
+    async def create_grant(self, grant: Grant, refresh: RefreshToken | None,
+                           event: Event | None = None) -> None:
+        def create(conn: sa.Connection) -> None:
+            conn.execute(insert_into(grants), _values(grant))
             if refresh is not None:
-                await conn.execute(refresh_tokens.insert().values(_values(refresh)))
+                conn.execute(insert_into(refresh_tokens), _values(refresh))
+            if event is not None:
+                conn.execute(insert_into(events), _values(event))
+        await self._write(create)
 
     async def get_grant(self, grant_id: str) -> Grant | None:
         row = await self._one(sa.select(grants).where(grants.c.id == grant_id))
         return Grant(**row) if row else None
 
     async def revoke_grant(self, grant_id: str, at: datetime) -> None:
-        async with self.engine.begin() as conn:
-            await _revoke_grants(conn, [grant_id], at)
+        await self._write(lambda conn: _revoke_grants(conn, [grant_id], at))
 
     # refresh tokens
 
@@ -122,13 +129,7 @@ class GrantsMixin(SQLBase):
     async def get_refresh_family(
         self, digest: bytes
     ) -> tuple[RefreshToken, Grant, User] | None:
-        r, g, u = refresh_tokens, grants, users
-        query = (sa.select(*[c.label("r_" + c.name) for c in r.c],
-                           *[c.label("g_" + c.name) for c in g.c],
-                           *[c.label("u_" + c.name) for c in u.c])
-                 .select_from(r.join(g, g.c.id == r.c.grant_id).join(u, u.c.id == r.c.user_id))
-                 .where(r.c.digest == digest))
-        row = await self._one(query)
+        row = await self._one(_FAMILY, {"digest": digest})
         if row is None:
             return None
 
@@ -140,31 +141,32 @@ class GrantsMixin(SQLBase):
     async def rotate_refresh_token(
         self, digest: bytes, new: RefreshToken, at: datetime
     ) -> RotateResult:
-        async with self.engine.begin() as conn:
+        def rotate(conn: sa.Connection) -> RotateResult:
             # Lock the family's grant row first: every writer of a family (rotation,
             # reuse revocation) then takes its locks in the same order (grant, tokens),
             # so concurrent refreshes queue instead of deadlocking on PostgreSQL.
-            await conn.execute(
+            conn.execute(
                 sa.select(grants.c.id).where(grants.c.id == new.grant_id).with_for_update()
             )
-            done = await conn.execute(
+            done = conn.execute(
                 refresh_tokens.update()
                 .where(refresh_tokens.c.digest == digest, refresh_tokens.c.used_at.is_(None),
                        refresh_tokens.c.revoked_at.is_(None), refresh_tokens.c.expires_at > at)
                 .values(used_at=at)
             )
             if done.rowcount == 1:
-                await conn.execute(refresh_tokens.insert().values(_values(new)))
+                conn.execute(insert_into(refresh_tokens), _values(new))
                 return "rotated"
-            row = (await conn.execute(
+            row = conn.execute(
                 sa.select(refresh_tokens.c.used_at, refresh_tokens.c.grant_id)
                 .where(refresh_tokens.c.digest == digest)
-            )).first()
+            ).first()
             if row is not None and row.used_at is not None:
                 # Reuse of a rotated token: the family is compromised.
-                await _revoke_grants(conn, [row.grant_id], at)
+                _revoke_grants(conn, [row.grant_id], at)
                 return "reused"
             return "invalid"
+        return await self._write(rotate)
 
     # access token revocation
 
@@ -181,17 +183,20 @@ class GrantsMixin(SQLBase):
                 sa.select(grants.c.id).where(grants.c.id == grant_id,
                                              grants.c.revoked_at.is_not(None))
             )  # type: ignore[assignment]
-        async with self.engine.connect() as conn:
-            return (await conn.execute(query)).first() is not None
+        return await self._read(lambda conn: conn.execute(query).first() is not None)
 
     # sign-in throttling
 
     async def get_throttles(self, keys: list[str]) -> list[Throttle]:
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(
-                sa.select(login_throttle).where(login_throttle.c.key.in_(keys))
-            )).mappings()
-            return [Throttle(**row) for row in rows]
+        return await self._read(lambda conn: _throttles(conn, keys))
+
+    async def get_login(self, login: str, keys: list[str], account_prefix: str,
+                        ) -> tuple[User | None, list[Throttle]]:
+        def read(conn: sa.Connection) -> tuple[User | None, list[Throttle]]:
+            row = conn.execute(BY_LOGIN, {"login": login.lower()}).mappings().first()
+            user = User(**row) if row else None
+            return user, _throttles(conn, [*keys, account_prefix + user.id] if user else keys)
+        return await self._read(read)
 
     async def record_failure(self, key: str, at: datetime, lock_after: int,
                              lock_until: datetime) -> Throttle:
@@ -209,28 +214,49 @@ class GrantsMixin(SQLBase):
                                         else_=login_throttle.c.locked_until),
             },
         )
-        async with self.engine.begin() as conn:
-            await conn.execute(stmt)
-            row = (await conn.execute(
-                sa.select(login_throttle).where(login_throttle.c.key == key))).mappings().one()
-        return Throttle(**row)
+
+        def record(conn: sa.Connection) -> Throttle:
+            conn.execute(stmt)
+            return Throttle(**conn.execute(
+                sa.select(login_throttle).where(login_throttle.c.key == key)).mappings().one())
+        return await self._write(record)
 
     async def clear_throttle(self, key: str) -> None:
         await self.clear_throttles([key])
 
     async def clear_throttles(self, keys: list[str]) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(login_throttle.delete().where(login_throttle.c.key.in_(keys)))
+        await self._write(lambda conn: conn.execute(
+            login_throttle.delete().where(login_throttle.c.key.in_(keys))))
 
 
-async def _revoke_grants(conn: AsyncConnection, ids: Any, at: datetime) -> int:
+# Built once: composing a statement costs more than running it on SQLite.
+BY_LOGIN = sa.select(users).where(sa.or_(
+    sa.func.lower(users.c.username) == sa.bindparam("login"),
+    sa.func.lower(users.c.email) == sa.bindparam("login")))
+_THROTTLES = sa.select(login_throttle).where(
+    login_throttle.c.key.in_(sa.bindparam("keys", expanding=True)))
+_FAMILY = (
+    sa.select(*[c.label("r_" + c.name) for c in refresh_tokens.c],
+              *[c.label("g_" + c.name) for c in grants.c],
+              *[c.label("u_" + c.name) for c in users.c])
+    .select_from(refresh_tokens.join(grants, grants.c.id == refresh_tokens.c.grant_id)
+                 .join(users, users.c.id == refresh_tokens.c.user_id))
+    .where(refresh_tokens.c.digest == sa.bindparam("digest"))
+)
+
+
+def _throttles(conn: sa.Connection, keys: list[str]) -> list[Throttle]:
+    return [Throttle(**row) for row in conn.execute(_THROTTLES, {"keys": keys}).mappings()]
+
+
+def _revoke_grants(conn: sa.Connection, ids: Any, at: datetime) -> int:
     """Revoke grants and every refresh token they issued (access tokens carry the
     grant id, so they are seen as revoked too)."""
-    done = await conn.execute(
+    done = conn.execute(
         grants.update().where(grants.c.id.in_(ids), grants.c.revoked_at.is_(None))
         .values(revoked_at=at)
     )
-    await conn.execute(
+    conn.execute(
         refresh_tokens.update()
         .where(refresh_tokens.c.grant_id.in_(ids), refresh_tokens.c.revoked_at.is_(None))
         .values(revoked_at=at)
