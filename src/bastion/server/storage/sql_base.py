@@ -29,7 +29,8 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 class SQLiteThread:
-    """A SQLite file through the standard sync driver, on one thread of its own.
+    """A SQLite file through the standard sync driver: writes and longer reads on one
+    thread of its own, reads by a unique key right on the event loop.
 
     A storage call is one hand-off to this thread, its whole transaction run there.
     Through aiosqlite each statement costs four or five hand-offs (cursor, execute,
@@ -38,34 +39,45 @@ class SQLiteThread:
     keep this process's transactions in order: SQLite has one write lock, and writers
     that find it taken sleep and retry rather than queue (p99 of refreshes with a pool
     of connections: 1 s; with one: 0.2 s).
+
+    A lookup (a few index pages: a user by login, a refresh token, a revocation) costs
+    less than a hand-off, and in WAL mode a reader never waits for a lock, so lookups
+    run on the caller's thread with a second connection. Never a scan: searches,
+    counts and lists go to the thread.
     """
 
     def __init__(self, url: sa.URL) -> None:
         self.engine = sa.create_engine(
-            url.set(drivername="sqlite+pysqlite"), pool_size=1, max_overflow=0,
+            url.set(drivername="sqlite+pysqlite"), pool_size=2, max_overflow=0,
             connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(self.engine, "connect", sqlite_pragmas)
         self._thread = Offload(1, "sqlite")
-        self._conn: sa.Connection | None = None  # used on the thread only
+        # Both kept open: checking a connection out of the pool for every call cost a
+        # fifth of the call.
+        self._writer: sa.Connection | None = None  # used on the thread only
+        self._reader: sa.Connection | None = None  # used on the event loop only
 
     def _call(self, fn: Callable[[sa.Connection], T], write: bool) -> T:
-        # One connection kept open: checking one out of the pool for every call cost
-        # a fifth of the call.
-        conn = self._conn
-        if conn is None or conn.closed or conn.invalidated:
-            conn = self._conn = self.engine.connect()
-        if write:
-            with conn.begin():
-                return fn(conn)
-        try:
+        self._writer = conn = self._open(self._writer)
+        if not write:
+            return _read_with(conn, fn)
+        with conn.begin():
             return fn(conn)
-        finally:
-            conn.rollback()  # ends the read (the driver began none: nothing to send)
+
+    def lookup(self, fn: Callable[[sa.Connection], T]) -> T:
+        self._reader = conn = self._open(self._reader)
+        return _read_with(conn, fn)
+
+    def _open(self, conn: sa.Connection | None) -> sa.Connection:
+        if conn is None or conn.closed or conn.invalidated:
+            return self.engine.connect()
+        return conn
 
     def _disconnect(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                conn.close()
+        self._writer = self._reader = None
         self.engine.dispose()
 
     async def run(self, fn: Callable[[sa.Connection], T], write: bool) -> T:
@@ -74,6 +86,13 @@ class SQLiteThread:
     async def close(self) -> None:
         await self._thread.run(self._disconnect)  # after the calls queued before it
         await asyncio.to_thread(self._thread.close)
+
+
+def _read_with(conn: sa.Connection, fn: Callable[[sa.Connection], T]) -> T:
+    try:
+        return fn(conn)
+    finally:
+        conn.rollback()  # ends the read (the driver began no transaction: nothing sent)
 
 
 class SQLBase:
@@ -92,6 +111,12 @@ class SQLBase:
         async with self.engine.connect() as conn:
             return await conn.run_sync(fn)
 
+    async def _lookup(self, fn: Callable[[sa.Connection], T]) -> T:
+        """``_read`` for a read by a unique key (see ``SQLiteThread``)."""
+        if self._sqlite is not None:
+            return self._sqlite.lookup(fn)
+        return await self._read(fn)
+
     async def _write(self, fn: Callable[[sa.Connection], T]) -> T:
         """Run ``fn`` in a transaction, committed if it returns."""
         if self._sqlite is not None:
@@ -107,9 +132,10 @@ class SQLBase:
 
     async def _one(self, query: sa.Select[Any], params: dict[str, Any] | None = None,
                    ) -> sa.RowMapping | None:
+        """The row a unique key selects, or None."""
         def one(conn: sa.Connection) -> sa.RowMapping | None:
             return conn.execute(query, params).mappings().first()
-        return await self._read(one)
+        return await self._lookup(one)
 
 
 @functools.cache

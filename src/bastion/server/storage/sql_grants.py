@@ -183,12 +183,12 @@ class GrantsMixin(SQLBase):
                 sa.select(grants.c.id).where(grants.c.id == grant_id,
                                              grants.c.revoked_at.is_not(None))
             )  # type: ignore[assignment]
-        return await self._read(lambda conn: conn.execute(query).first() is not None)
+        return await self._lookup(lambda conn: conn.execute(query).first() is not None)
 
     # sign-in throttling
 
     async def get_throttles(self, keys: list[str]) -> list[Throttle]:
-        return await self._read(lambda conn: _throttles(conn, keys))
+        return await self._lookup(lambda conn: _throttles(conn, keys))
 
     async def get_login(self, login: str, keys: list[str], account_prefix: str,
                         ) -> tuple[User | None, list[Throttle]]:
@@ -196,7 +196,7 @@ class GrantsMixin(SQLBase):
             row = conn.execute(BY_LOGIN, {"login": login.lower()}).mappings().first()
             user = User(**row) if row else None
             return user, _throttles(conn, [*keys, account_prefix + user.id] if user else keys)
-        return await self._read(read)
+        return await self._lookup(read)
 
     async def record_failure(self, key: str, at: datetime, lock_after: int,
                              lock_until: datetime) -> Throttle:
