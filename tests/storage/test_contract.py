@@ -314,3 +314,24 @@ async def test_a_grant_and_its_audit_event_are_written_together(storage: SQLStor
     with pytest.raises(IntegrityError):  # the grant exists: nothing of this call is kept
         await storage.create_grant(grant, None, login_event(2))
     assert (await storage.list_events({}, 10, 0))[1] == 1
+
+
+async def test_a_session_and_its_sign_in_event_are_written_together(storage: SQLStorage) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from bastion.server.models import Event, LoginSession
+
+    await storage.create_user(user())
+    session = LoginSession(id="s1", user_id=user().id, auth_time=NOW,
+                           expires_at=NOW + timedelta(hours=1), created_at=NOW, user_agent="ua")
+
+    def sign_in(n: int) -> Event:
+        return Event(id=f"e{n}", at=NOW, action="login.success", actor=user().id,
+                     actor_type="user", target=user().id, client_id=None, ip=None,
+                     detail={"method": "form"})
+
+    await storage.create_session(session, sign_in(1))
+    assert await storage.get_session("s1") == session
+    with pytest.raises(IntegrityError):  # the session exists: nothing of this call is kept
+        await storage.create_session(session, sign_in(2))
+    assert [e.id for e in (await storage.list_events({}, 10, 0))[0]] == ["e1"]

@@ -13,7 +13,7 @@ from bastion.server.checks.authorization import BEFORE_REDIRECT, AuthorizationRe
 from bastion.server.context import Context
 from bastion.server.endpoints._query import single_params
 from bastion.server.endpoints.authorize import AUTHORIZE_PATH, error_page, login_page
-from bastion.server.models import User
+from bastion.server.models import Event, User
 from bastion.server.pages import cookie_options, csrf_ok, render
 from bastion.server.services import audit, login, sessions
 
@@ -45,10 +45,12 @@ async def login_target(ctx: Context, form_continue: str, form_next: str,
     return req, AUTHORIZE_PATH + "?" + urlencode(params)
 
 
-async def signed_in(ctx: Context, request: Request, user: User, url: str) -> Response:
-    """Start a session (a new id: no fixation) and go on to ``url``."""
+async def signed_in(ctx: Context, request: Request, user: User, url: str,
+                    success: Event) -> Response:
+    """Start a session (a new id: no fixation), stored with the sign-in's audit event
+    ``success``, and go on to ``url``."""
     _session, cookie = await sessions.start(ctx.storage, ctx.settings, ctx.signer, user,
-                                            request.headers.get("user-agent", ""))
+                                            request.headers.get("user-agent", ""), success)
     response = RedirectResponse(url, status_code=303)
     response.set_cookie(sessions.COOKIE, cookie, max_age=ctx.settings.session_ttl,
                         **cookie_options(ctx))
@@ -90,9 +92,9 @@ async def login_submit(request: Request) -> Response:
     except login.LoginFailed as exc:
         await audit.record(ctx.storage, who, "login.failure", username[:200], method="form")
         return again(str(exc), 401)
-    await audit.record(ctx.storage, audit.Actor(user.id, "user", client_id, ip),
-                       "login.success", user.id, method="form")
-    return await signed_in(ctx, request, user, target)
+    success = audit.event(audit.Actor(user.id, "user", client_id, ip), "login.success",
+                          user.id, method="form")
+    return await signed_in(ctx, request, user, target, success)
 
 
 @router.get("/", include_in_schema=False)

@@ -161,6 +161,6 @@ async def use_link(request: Request) -> Response:
         _req, target = await login_target(ctx, str(used.payload.get("authorize", "")), "")
     except OAuthError as exc:  # e.g. the client was removed meanwhile
         return error_page(ctx, exc)
-    await audit.record(ctx.storage, audit.Actor(user.id, "user", used.client_id, _ip(request)),
-                       "login.success", user.id, method="link")
-    return await signed_in(ctx, request, user, target)
+    success = audit.event(audit.Actor(user.id, "user", used.client_id, _ip(request)),
+                          "login.success", user.id, method="link")
+    return await signed_in(ctx, request, user, target, success)

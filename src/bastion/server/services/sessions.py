@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from bastion.server.models import LoginSession, User
+from bastion.server.models import Event, LoginSession, User
 from bastion.server.services.signing import Signer
 from bastion.server.settings import Settings
 from bastion.server.storage.base import Storage
@@ -15,8 +15,9 @@ _PURPOSE = "session"
 
 
 async def start(storage: Storage, settings: Settings, signer: Signer, user: User,
-                user_agent: str) -> tuple[LoginSession, str]:
-    """A new session (a fresh id on every sign-in: no fixation) and its cookie value."""
+                user_agent: str, event: Event | None = None) -> tuple[LoginSession, str]:
+    """A new session (a fresh id on every sign-in: no fixation) and its cookie value;
+    ``event`` (the sign-in's audit event) is stored with it."""
     now = datetime.now(UTC)
     session = LoginSession(
         id=secrets.token_urlsafe(24),
@@ -26,7 +27,7 @@ async def start(storage: Storage, settings: Settings, signer: Signer, user: User
         created_at=now,
         user_agent=user_agent[:300],
     )
-    await storage.create_session(session)
+    await storage.create_session(session, event)
     return session, signer.sign(_PURPOSE, session.id)
 
 

@@ -67,7 +67,8 @@ class Storage(Protocol):
     async def signing_keys(self) -> list[SigningKey]:
         """Every key, active and retired, oldest first."""
 
-    async def create_session(self, session: LoginSession) -> None: ...
+    async def create_session(self, session: LoginSession, event: Event | None = None) -> None:
+        """Store a session and, optionally, the audit event of the sign-in, atomically."""
 
     async def get_session(self, session_id: str) -> LoginSession | None: ...
 

@@ -38,8 +38,12 @@ from bastion.server.storage.tables import (
 class GrantsMixin(SQLBase):
     # login sessions
 
-    async def create_session(self, session: LoginSession) -> None:
-        await self._insert(login_sessions, _values(session))
+    async def create_session(self, session: LoginSession, event: Event | None = None) -> None:
+        def create(conn: sa.Connection) -> None:
+            conn.execute(insert_into(login_sessions), _values(session))
+            if event is not None:
+                conn.execute(insert_into(events), _values(event))
+        await self._write(create)
 
     async def get_session(self, session_id: str) -> LoginSession | None:
         row = await self._one(sa.select(login_sessions).where(login_sessions.c.id == session_id))
