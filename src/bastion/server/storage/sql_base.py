@@ -29,8 +29,7 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 class SQLiteThread:
-    """A SQLite file through the standard sync driver: writes and longer reads on one
-    thread of its own, reads by a unique key right on the event loop.
+    """A SQLite file through the standard sync driver, on one thread of its own.
 
     A storage call is one hand-off to this thread, its whole transaction run there.
     Through aiosqlite each statement costs four or five hand-offs (cursor, execute,
@@ -40,44 +39,37 @@ class SQLiteThread:
     that find it taken sleep and retry rather than queue (p99 of refreshes with a pool
     of connections: 1 s; with one: 0.2 s).
 
-    A lookup (a few index pages: a user by login, a refresh token, a revocation) costs
-    less than a hand-off, and in WAL mode a reader never waits for a lock, so lookups
-    run on the caller's thread with a second connection. Never a scan: searches,
-    counts and lists go to the thread.
+    (Reads by a unique key were also tried on the event loop with a second connection:
+    no gain for a login, and refreshes cost 10% more, as every write on one connection
+    drops the other's page cache.)
     """
 
     def __init__(self, url: sa.URL) -> None:
         self.engine = sa.create_engine(
-            url.set(drivername="sqlite+pysqlite"), pool_size=2, max_overflow=0,
+            url.set(drivername="sqlite+pysqlite"), pool_size=1, max_overflow=0,
             connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(self.engine, "connect", sqlite_pragmas)
         self._thread = Offload(1, "sqlite")
-        # Both kept open: checking a connection out of the pool for every call cost a
-        # fifth of the call.
-        self._writer: sa.Connection | None = None  # used on the thread only
-        self._reader: sa.Connection | None = None  # used on the event loop only
+        # Kept open: checking the connection out of the pool for every call cost a fifth
+        # of the call.
+        self._conn: sa.Connection | None = None  # used on the thread only
 
     def _call(self, fn: Callable[[sa.Connection], T], write: bool) -> T:
-        self._writer = conn = self._open(self._writer)
-        if not write:
-            return _read_with(conn, fn)
-        with conn.begin():
-            return fn(conn)
-
-    def lookup(self, fn: Callable[[sa.Connection], T]) -> T:
-        self._reader = conn = self._open(self._reader)
-        return _read_with(conn, fn)
-
-    def _open(self, conn: sa.Connection | None) -> sa.Connection:
+        conn = self._conn
         if conn is None or conn.closed or conn.invalidated:
-            return self.engine.connect()
-        return conn
+            conn = self._conn = self.engine.connect()
+        if write:
+            with conn.begin():
+                return fn(conn)
+        try:
+            return fn(conn)
+        finally:
+            conn.rollback()  # ends the read (the driver began no transaction: nothing sent)
 
     def _disconnect(self) -> None:
-        for conn in (self._writer, self._reader):
-            if conn is not None:
-                conn.close()
-        self._writer = self._reader = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
         self.engine.dispose()
 
     async def run(self, fn: Callable[[sa.Connection], T], write: bool) -> T:
@@ -86,13 +78,6 @@ class SQLiteThread:
     async def close(self) -> None:
         await self._thread.run(self._disconnect)  # after the calls queued before it
         await asyncio.to_thread(self._thread.close)
-
-
-def _read_with(conn: sa.Connection, fn: Callable[[sa.Connection], T]) -> T:
-    try:
-        return fn(conn)
-    finally:
-        conn.rollback()  # ends the read (the driver began no transaction: nothing sent)
 
 
 class SQLBase:
@@ -112,11 +97,11 @@ class SQLBase:
             return await conn.run_sync(fn)
 
     async def _lookup(self, fn: Callable[[sa.Connection], T]) -> T:
-        """``_read`` for reads by a unique key: on SQLite on the event loop (see
-        ``SQLiteThread``); on PostgreSQL without a transaction, so a lookup is one round
-        trip instead of three (``BEGIN``, the statement, ``ROLLBACK``)."""
+        """``_read`` for reads by a unique key: on PostgreSQL without a transaction, so
+        a lookup is one round trip instead of three (``BEGIN``, the statement,
+        ``ROLLBACK``)."""
         if self._sqlite is not None:
-            return self._sqlite.lookup(fn)
+            return await self._sqlite.run(fn, write=False)
         async with self.engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             return await conn.run_sync(fn)

@@ -4,6 +4,7 @@ access tokens and sign-in throttling on SQLAlchemy (mixed into SQLStorage)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -237,8 +238,6 @@ class GrantsMixin(SQLBase):
 BY_LOGIN = sa.select(users).where(sa.or_(
     sa.func.lower(users.c.username) == sa.bindparam("login"),
     sa.func.lower(users.c.email) == sa.bindparam("login")))
-_THROTTLES = sa.select(login_throttle).where(
-    login_throttle.c.key.in_(sa.bindparam("keys", expanding=True)))
 _FAMILY = (
     sa.select(*[c.label("r_" + c.name) for c in refresh_tokens.c],
               *[c.label("g_" + c.name) for c in grants.c],
@@ -249,8 +248,19 @@ _FAMILY = (
 )
 
 
+@functools.cache
+def _throttles_of(count: int) -> sa.Select[Any]:
+    # A statement per number of keys (a sign-in has two or three): an expanding IN is
+    # rewritten on every execution.
+    return sa.select(login_throttle).where(
+        login_throttle.c.key.in_([sa.bindparam(f"k{i}") for i in range(count)]))
+
+
 def _throttles(conn: sa.Connection, keys: list[str]) -> list[Throttle]:
-    return [Throttle(**row) for row in conn.execute(_THROTTLES, {"keys": keys}).mappings()]
+    if not keys:
+        return []
+    rows = conn.execute(_throttles_of(len(keys)), {f"k{i}": k for i, k in enumerate(keys)})
+    return [Throttle(**row) for row in rows.mappings()]
 
 
 def _revoke_grants(conn: sa.Connection, ids: Any, at: datetime) -> int:
