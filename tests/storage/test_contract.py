@@ -335,3 +335,21 @@ async def test_a_session_and_its_sign_in_event_are_written_together(storage: SQL
     with pytest.raises(IntegrityError):  # the session exists: nothing of this call is kept
         await storage.create_session(session, sign_in(2))
     assert [e.id for e in (await storage.list_events({}, 10, 0))[0]] == ["e1"]
+
+
+async def test_a_call_that_fails_half_way_keeps_nothing_and_the_next_one_works(
+        storage: SQLStorage) -> None:
+    import sqlalchemy as sa
+
+    from bastion.server.storage.sql_base import insert_into, values
+    from bastion.server.storage.tables import users
+
+    def insert_then_fail(conn: sa.Connection) -> None:
+        conn.execute(insert_into(users), values(user(1)))
+        raise RuntimeError("failed half-way")
+
+    with pytest.raises(RuntimeError):
+        await storage._write(insert_then_fail)
+    assert await storage.get_user(user(1).id) is None
+    await storage.create_user(user(2))
+    assert await storage.get_user(user(2).id) == user(2)

@@ -58,6 +58,8 @@ class SQLiteThread:
         conn = self._conn
         if conn is None or conn.closed or conn.invalidated:
             conn = self._conn = self.engine.connect()
+        elif conn.in_transaction():  # a call that failed half-way (its rollback too)
+            conn.rollback()
         if write:
             with conn.begin():
                 return fn(conn)
@@ -101,7 +103,7 @@ class SQLBase:
         a lookup is one round trip instead of three (``BEGIN``, the statement,
         ``ROLLBACK``)."""
         if self._sqlite is not None:
-            return await self._sqlite.run(fn, write=False)
+            return await self._read(fn)
         async with self.engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             return await conn.run_sync(fn)
