@@ -41,7 +41,7 @@ async def authenticate(
     else:
         user, counts = None, await storage.get_throttles(names)
     if user is not None:
-        keys = throttle.login_keys(settings, login, ip, user.id)
+        keys.append(throttle.account_key(settings, user.id))
     blocked = throttle.evaluate(counts, keys, now)
     if blocked:
         LOGIN_FAILURES.labels("throttled").inc()

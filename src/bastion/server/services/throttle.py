@@ -6,7 +6,8 @@ after ``delay_after``) and when the key is locked (``lock_after`` attempts locks
 for ``lock_seconds``). Counts older than an hour start over.
 
 Sign-in keys are the login as typed (lower-cased: unknown accounts are throttled
-exactly like real ones, so the answer reveals nothing) and the client IP.
+exactly like real ones, so the answer reveals nothing), the client IP and, for a real
+account, the account itself (``account_key``).
 """
 
 from __future__ import annotations
@@ -40,17 +41,24 @@ class Blocked:
 Keys = Sequence[tuple[str, Policy]]
 
 
-def login_keys(settings: Settings, login: str, ip: str | None,
-               user_id: str | None = None) -> list[tuple[str, Policy]]:
-    account = Policy(settings.login_lock_after, settings.login_lock_seconds,
-                     settings.login_delay_after)
+def _account_policy(settings: Settings) -> Policy:
+    return Policy(settings.login_lock_after, settings.login_lock_seconds,
+                  settings.login_delay_after)
+
+
+def login_keys(settings: Settings, login: str, ip: str | None) -> list[tuple[str, Policy]]:
+    """The keys of a sign-in known before its account is: the spelling and the IP."""
+    account = _account_policy(settings)
     keys = [("acct:" + login.strip().lower()[:300], account)]
-    if user_id:
-        keys.append((ACCOUNT_KEY + user_id, account))
     if ip:
         keys.append(("ip:" + ip, Policy(account.lock_after * 10, account.lock_seconds,
                                         settings.login_delay_after * 10)))
     return keys
+
+
+def account_key(settings: Settings, user_id: str) -> tuple[str, Policy]:
+    """The key of a real account, shared by every spelling of it."""
+    return ACCOUNT_KEY + user_id, _account_policy(settings)
 
 
 def link_keys(settings: Settings, email: str, ip: str | None) -> list[tuple[str, Policy]]:
