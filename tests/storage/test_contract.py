@@ -341,11 +341,12 @@ async def test_a_call_that_fails_half_way_keeps_nothing_and_the_next_one_works(
         storage: SQLStorage) -> None:
     import sqlalchemy as sa
 
-    from bastion.server.storage.sql_base import insert_into, values
+    from bastion.server.storage.prepared import insert
+    from bastion.server.storage.sql_base import values
     from bastion.server.storage.tables import users
 
     def insert_then_fail(conn: sa.Connection) -> None:
-        conn.execute(insert_into(users), values(user(1)))
+        insert(conn, users, values(user(1)))
         raise RuntimeError("failed half-way")
 
     with pytest.raises(RuntimeError):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -15,6 +17,7 @@ from bastion.server.models import (
     SigningKey,
     User,
 )
+from bastion.server.storage.prepared import select_by
 from bastion.server.storage.sql_base import SQLiteThread, sqlite_pragmas
 from bastion.server.storage.sql_directory import DirectoryMixin
 from bastion.server.storage.sql_grants import BY_LOGIN, GrantsMixin
@@ -49,11 +52,11 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
-def _user(row: sa.RowMapping) -> User:
+def _user(row: Mapping[str, Any]) -> User:
     return User(**row)
 
 
-def _client(row: sa.RowMapping) -> Client:
+def _client(row: Mapping[str, Any]) -> Client:
     return Client(
         client_id=row["client_id"],
         name=row["name"],
@@ -82,7 +85,7 @@ class SQLStorage(GrantsMixin, DirectoryMixin, MailMixin):
         await self._insert(users, {f: getattr(user, f) for f in User.__dataclass_fields__})
 
     async def get_user(self, user_id: str) -> User | None:
-        row = await self._one(sa.select(users).where(users.c.id == user_id))
+        row = await self._one(select_by(users, "id"), {"id": user_id})
         return _user(row) if row else None
 
     async def get_user_by_login(self, login: str) -> User | None:
@@ -99,7 +102,7 @@ class SQLStorage(GrantsMixin, DirectoryMixin, MailMixin):
         await self._insert(clients, values)
 
     async def get_client(self, client_id: str) -> Client | None:
-        row = await self._one(sa.select(clients).where(clients.c.client_id == client_id))
+        row = await self._one(select_by(clients, "client_id"), {"client_id": client_id})
         return _client(row) if row else None
 
     # signing keys

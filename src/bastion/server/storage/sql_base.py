@@ -4,7 +4,6 @@ transaction, and two small helpers."""
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -14,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bastion.server.offload import Offload
+from bastion.server.storage import prepared
 from bastion.server.storage.conflicts import conflict
 
 T = TypeVar("T")
@@ -117,23 +117,17 @@ class SQLBase:
 
     async def _insert(self, table: sa.Table, values: dict[str, Any]) -> None:
         try:
-            await self._write(lambda conn: conn.execute(insert_into(table), values))
+            await self._write(lambda conn: prepared.insert(conn, table, values))
         except IntegrityError as exc:
             raise conflict(exc) from None
 
-    async def _one(self, query: sa.Select[Any], params: dict[str, Any] | None = None,
-                   ) -> sa.RowMapping | None:
-        """The row a unique key selects, or None."""
-        def one(conn: sa.Connection) -> sa.RowMapping | None:
-            return conn.execute(query, params).mappings().first()
+    async def _one(self, query: sa.Select[Any], params: dict[str, Any]) -> dict[str, Any] | None:
+        """The row a unique key selects, or None. ``query`` is built once (see
+        ``prepared``), its values are bound from ``params``."""
+        def one(conn: sa.Connection) -> dict[str, Any] | None:
+            found = prepared.rows(conn, query, params)
+            return found[0] if found else None
         return await self._lookup(one)
-
-
-@functools.cache
-def insert_into(table: sa.Table) -> sa.Insert:
-    """``table.insert()`` built once: a statement built anew is walked again on every
-    call to find it in the compiled cache (a tenth of a warm insert's cost)."""
-    return table.insert()
 
 
 def values(record: Any) -> dict[str, Any]:

@@ -22,6 +22,10 @@ from bastion.server.storage.tables import (
     users,
 )
 
+_ORGANIZATION = sa.select(organizations).where(sa.or_(  # by id or by name
+    organizations.c.id == sa.bindparam("id"),
+    sa.func.lower(organizations.c.name) == sa.bindparam("name")))
+
 _MIN_TRIGRAM = 3  # shorter queries cannot use a trigram index and scan instead
 # SQLite: how many users (in page order) to scan for a page before asking the FTS
 # index; a common substring fills its page from the first rows at once.
@@ -115,9 +119,7 @@ class DirectoryMixin(SQLBase):
             raise Conflict("name") from None
 
     async def get_organization(self, org_id: str) -> Organization | None:
-        row = await self._one(sa.select(organizations).where(
-            sa.or_(organizations.c.id == org_id,
-                   sa.func.lower(organizations.c.name) == org_id.lower())))
+        row = await self._one(_ORGANIZATION, {"id": org_id, "name": org_id.lower()})
         return Organization(**row) if row else None
 
     async def list_organizations(self, limit: int, offset: int) -> tuple[list[Organization], int]:

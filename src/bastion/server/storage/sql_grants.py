@@ -21,8 +21,10 @@ from bastion.server.models import (
     Throttle,
     User,
 )
+from bastion.server.storage import prepared
 from bastion.server.storage.base import Conflict, RotateResult
-from bastion.server.storage.sql_base import SQLBase, insert_into
+from bastion.server.storage.prepared import select_by
+from bastion.server.storage.sql_base import SQLBase
 from bastion.server.storage.sql_base import values as _values
 from bastion.server.storage.tables import (
     authorization_codes,
@@ -41,13 +43,13 @@ class GrantsMixin(SQLBase):
 
     async def create_session(self, session: LoginSession, event: Event | None = None) -> None:
         def create(conn: sa.Connection) -> None:
-            conn.execute(insert_into(login_sessions), _values(session))
+            prepared.insert(conn, login_sessions, _values(session))
             if event is not None:
-                conn.execute(insert_into(events), _values(event))
+                prepared.insert(conn, events, _values(event))
         await self._write(create)
 
     async def get_session(self, session_id: str) -> LoginSession | None:
-        row = await self._one(sa.select(login_sessions).where(login_sessions.c.id == session_id))
+        row = await self._one(select_by(login_sessions, "id"), {"id": session_id})
         return LoginSession(**row) if row else None
 
     async def list_sessions(self, user_id: str) -> list[LoginSession]:
@@ -85,38 +87,32 @@ class GrantsMixin(SQLBase):
 
     async def create_code(self, code: AuthorizationCode, grant: Grant) -> None:
         def create(conn: sa.Connection) -> None:
-            conn.execute(insert_into(grants), _values(grant))
-            conn.execute(insert_into(authorization_codes), _values(code))
+            prepared.insert(conn, grants, _values(grant))
+            prepared.insert(conn, authorization_codes, _values(code))
         await self._write(create)
 
     async def consume_code(
         self, digest: bytes, at: datetime
     ) -> tuple[AuthorizationCode | None, bool]:
         def consume(conn: sa.Connection) -> tuple[AuthorizationCode | None, bool]:
-            done = conn.execute(
-                authorization_codes.update()
-                .where(authorization_codes.c.digest == digest,
-                       authorization_codes.c.consumed_at.is_(None))
-                .values(consumed_at=at)
-            )
-            row = conn.execute(
-                sa.select(authorization_codes).where(authorization_codes.c.digest == digest)
-            ).mappings().first()
-            return (AuthorizationCode(**row) if row else None), done.rowcount == 1
+            done = prepared.run(conn, _CONSUME_CODE, {"code": digest, "at": at})
+            found = prepared.rows(conn, select_by(authorization_codes, "digest"),
+                                  {"digest": digest})
+            return (AuthorizationCode(**found[0]) if found else None), done == 1
         return await self._write(consume)
 
     async def create_grant(self, grant: Grant, refresh: RefreshToken | None,
                            event: Event | None = None) -> None:
         def create(conn: sa.Connection) -> None:
-            conn.execute(insert_into(grants), _values(grant))
+            prepared.insert(conn, grants, _values(grant))
             if refresh is not None:
-                conn.execute(insert_into(refresh_tokens), _values(refresh))
+                prepared.insert(conn, refresh_tokens, _values(refresh))
             if event is not None:
-                conn.execute(insert_into(events), _values(event))
+                prepared.insert(conn, events, _values(event))
         await self._write(create)
 
     async def get_grant(self, grant_id: str) -> Grant | None:
-        row = await self._one(sa.select(grants).where(grants.c.id == grant_id))
+        row = await self._one(select_by(grants, "id"), {"id": grant_id})
         return Grant(**row) if row else None
 
     async def revoke_grant(self, grant_id: str, at: datetime) -> None:
@@ -128,7 +124,7 @@ class GrantsMixin(SQLBase):
         await self._insert(refresh_tokens, _values(token))
 
     async def get_refresh_token(self, digest: bytes) -> RefreshToken | None:
-        row = await self._one(sa.select(refresh_tokens).where(refresh_tokens.c.digest == digest))
+        row = await self._one(select_by(refresh_tokens, "digest"), {"digest": digest})
         return RefreshToken(**row) if row else None
 
     async def get_refresh_family(
@@ -150,17 +146,9 @@ class GrantsMixin(SQLBase):
             # Lock the family's grant row first: every writer of a family (rotation,
             # reuse revocation) then takes its locks in the same order (grant, tokens),
             # so concurrent refreshes queue instead of deadlocking on PostgreSQL.
-            conn.execute(
-                sa.select(grants.c.id).where(grants.c.id == new.grant_id).with_for_update()
-            )
-            done = conn.execute(
-                refresh_tokens.update()
-                .where(refresh_tokens.c.digest == digest, refresh_tokens.c.used_at.is_(None),
-                       refresh_tokens.c.revoked_at.is_(None), refresh_tokens.c.expires_at > at)
-                .values(used_at=at)
-            )
-            if done.rowcount == 1:
-                conn.execute(insert_into(refresh_tokens), _values(new))
+            prepared.rows(conn, _LOCK_GRANT, {"id": new.grant_id})
+            if prepared.run(conn, _USE_REFRESH, {"token": digest, "at": at}) == 1:
+                prepared.insert(conn, refresh_tokens, _values(new))
                 return "rotated"
             row = conn.execute(
                 sa.select(refresh_tokens.c.used_at, refresh_tokens.c.grant_id)
@@ -181,14 +169,9 @@ class GrantsMixin(SQLBase):
 
     async def is_revoked(self, jti: str, grant_id: str | None) -> bool:
         """True if the access token ``jti`` or its grant has been revoked."""
-        query: sa.Select[Any] = sa.select(revoked_access_tokens.c.jti).where(
-            revoked_access_tokens.c.jti == jti)
-        if grant_id:
-            query = query.union_all(
-                sa.select(grants.c.id).where(grants.c.id == grant_id,
-                                             grants.c.revoked_at.is_not(None))
-            )  # type: ignore[assignment]
-        return await self._lookup(lambda conn: conn.execute(query).first() is not None)
+        query = _REVOKED_IN_GRANT if grant_id else _REVOKED
+        params = {"jti": jti, "grant_id": grant_id}
+        return await self._lookup(lambda conn: bool(prepared.rows(conn, query, params)))
 
     # sign-in throttling
 
@@ -198,8 +181,8 @@ class GrantsMixin(SQLBase):
     async def get_login(self, login: str, keys: list[str], account_prefix: str,
                         ) -> tuple[User | None, list[Throttle]]:
         def read(conn: sa.Connection) -> tuple[User | None, list[Throttle]]:
-            row = conn.execute(BY_LOGIN, {"login": login.lower()}).mappings().first()
-            user = User(**row) if row else None
+            found = prepared.rows(conn, BY_LOGIN, {"login": login.lower()})
+            user = User(**found[0]) if found else None
             return user, _throttles(conn, [*keys, account_prefix + user.id] if user else keys)
         return await self._lookup(read)
 
@@ -235,6 +218,20 @@ class GrantsMixin(SQLBase):
 
 
 # Built once: composing a statement costs more than running it on SQLite.
+_CONSUME_CODE = (authorization_codes.update()
+                 .where(authorization_codes.c.digest == sa.bindparam("code"),
+                        authorization_codes.c.consumed_at.is_(None))
+                 .values(consumed_at=sa.bindparam("at")))
+_LOCK_GRANT = sa.select(grants.c.id).where(grants.c.id == sa.bindparam("id")).with_for_update()
+_USE_REFRESH = (refresh_tokens.update()
+                .where(refresh_tokens.c.digest == sa.bindparam("token"),
+                       refresh_tokens.c.used_at.is_(None), refresh_tokens.c.revoked_at.is_(None),
+                       refresh_tokens.c.expires_at > sa.bindparam("at"))
+                .values(used_at=sa.bindparam("at")))
+_REVOKED = sa.select(revoked_access_tokens.c.jti).where(
+    revoked_access_tokens.c.jti == sa.bindparam("jti"))
+_REVOKED_IN_GRANT = _REVOKED.union_all(sa.select(grants.c.id).where(
+    grants.c.id == sa.bindparam("grant_id"), grants.c.revoked_at.is_not(None)))
 BY_LOGIN = sa.select(users).where(sa.or_(
     sa.func.lower(users.c.username) == sa.bindparam("login"),
     sa.func.lower(users.c.email) == sa.bindparam("login")))
@@ -259,8 +256,8 @@ def _throttles_of(count: int) -> sa.Select[Any]:
 def _throttles(conn: sa.Connection, keys: list[str]) -> list[Throttle]:
     if not keys:
         return []
-    rows = conn.execute(_throttles_of(len(keys)), {f"k{i}": k for i, k in enumerate(keys)})
-    return [Throttle(**row) for row in rows.mappings()]
+    found = prepared.rows(conn, _throttles_of(len(keys)), {f"k{i}": k for i, k in enumerate(keys)})
+    return [Throttle(**row) for row in found]
 
 
 def _revoke_grants(conn: sa.Connection, ids: Any, at: datetime) -> int:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from bastion.server.models import OneTimeToken, OutgoingMail
+from bastion.server.storage.prepared import select_by
 from bastion.server.storage.sql_base import SQLBase, values
 from bastion.server.storage.tables import one_time_tokens, outbox
 
@@ -62,7 +63,7 @@ class MailMixin(SQLBase):
             outbox.update().where(outbox.c.id == mail_id).values(**values)))
 
     async def get_mail(self, mail_id: str) -> OutgoingMail | None:
-        row = await self._one(sa.select(outbox).where(outbox.c.id == mail_id))
+        row = await self._one(select_by(outbox, "id"), {"id": mail_id})
         if row is None:
             return None
         return OutgoingMail(**{k: v for k, v in row.items() if k != "claimed_until"})
@@ -71,8 +72,7 @@ class MailMixin(SQLBase):
         await self._insert(one_time_tokens, values(token))
 
     async def get_one_time_token(self, digest: bytes) -> OneTimeToken | None:
-        row = await self._one(sa.select(one_time_tokens).where(
-            one_time_tokens.c.digest == digest))
+        row = await self._one(select_by(one_time_tokens, "digest"), {"digest": digest})
         return OneTimeToken(**row) if row else None
 
     async def use_one_time_token(self, digest: bytes, at: datetime) -> OneTimeToken | None:

@@ -1,0 +1,128 @@
+"""Hot statements compiled once and run straight on the SQLite driver.
+
+Running a compiled Core statement through ``Connection.execute`` builds an execution
+context and a result object every time: on SQLite that costs more CPU than SQLite
+needs to run the statement, and a login runs five of them. ``rows`` and ``run`` keep
+what SQLAlchemy would do (the dialect's bind and result processors, wrapped driver
+errors, the ``before/after_cursor_execute`` events) and skip the rest. On other
+backends they are ``Connection.execute``.
+
+Only for statements built once (module constants, ``functools.cache``): the compiled
+form is kept per statement object.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+Row = dict[str, Any]
+Statement = sa.Select[Any] | sa.CompoundSelect[Any] | sa.Insert | sa.Update | sa.Delete
+_Processor = Callable[[Any], Any] | None
+
+
+class Compiled:
+    """A statement's SQL, its parameters in order, and its result columns."""
+
+    def __init__(self, stmt: Statement, dialect: Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        if compiled.post_compile_params:
+            raise ValueError("expanding parameters are rewritten per call: use Core")
+        self.sql = str(compiled)
+        binds = compiled.binds
+        self.params = [(name, binds[name].value, _bind_processor(binds[name].type, dialect))
+                       for name in compiled.positiontup or ()]
+        columns = getattr(stmt, "selected_columns", None)
+        self.keys = list(columns.keys()) if columns is not None else []
+        self.results = [_result_processor(c.type, dialect) for c in columns or ()]
+
+    def bind(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        out = []
+        for name, default, process in self.params:
+            value = values.get(name, default)
+            out.append(process(value) if process is not None and value is not None else value)
+        return tuple(out)
+
+    def row(self, raw: tuple[Any, ...]) -> Row:
+        return {key: (process(value) if process is not None else value)
+                for key, process, value in zip(self.keys, self.results, raw, strict=True)}
+
+
+def _bind_processor(type_: sa.types.TypeEngine[Any], dialect: Dialect) -> _Processor:
+    return type_.dialect_impl(dialect).bind_processor(dialect)
+
+
+def _result_processor(type_: sa.types.TypeEngine[Any], dialect: Dialect) -> _Processor:
+    return type_.dialect_impl(dialect).result_processor(dialect, None)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(stmt: Statement, dialect: Dialect) -> Compiled:
+    return Compiled(stmt, dialect)
+
+
+def rows(conn: sa.Connection, stmt: Statement, values: Mapping[str, Any] | None = None,
+         ) -> list[Row]:
+    """The rows ``stmt`` selects, as dicts keyed like ``Result.mappings()``."""
+    if conn.dialect.name != "sqlite":
+        return [dict(r) for r in conn.execute(stmt, dict(values or {})).mappings()]
+    compiled = _compiled(stmt, conn.dialect)
+    cursor = _execute(conn, compiled, values or {})
+    try:
+        return [compiled.row(raw) for raw in cursor.fetchall()]
+    finally:
+        cursor.close()
+
+
+def run(conn: sa.Connection, stmt: Statement, values: Mapping[str, Any] | None = None,
+        ) -> int:
+    """Run an INSERT, UPDATE or DELETE; the number of rows it matched."""
+    if conn.dialect.name != "sqlite":
+        return int(conn.execute(stmt, dict(values or {})).rowcount)
+    cursor = _execute(conn, _compiled(stmt, conn.dialect), values or {})
+    cursor.close()
+    return int(cursor.rowcount)
+
+
+@functools.cache
+def select_by(table: sa.Table, *columns: str) -> sa.Select[Any]:
+    """``SELECT * FROM table WHERE column = :column AND ...``, built once."""
+    return sa.select(table).where(*(table.c[c] == sa.bindparam(c) for c in columns))
+
+
+@functools.cache
+def _insert(table: sa.Table) -> tuple[sa.Insert, frozenset[str]]:
+    return table.insert(), frozenset(table.c.keys())
+
+
+def insert(conn: sa.Connection, table: sa.Table, values: Mapping[str, Any]) -> None:
+    """Insert one row of ``table``."""
+    stmt, columns = _insert(table)
+    if columns <= values.keys():
+        run(conn, stmt, values)
+    else:  # Core fills in the defaults of the columns left out
+        conn.execute(stmt, dict(values))
+
+
+def _execute(conn: sa.Connection, compiled: Compiled, values: Mapping[str, Any]) -> Any:
+    sql, params = compiled.sql, compiled.bind(values)
+    driver = conn.connection.dbapi_connection
+    assert driver is not None  # a checked-out connection has one
+    cursor = driver.cursor()
+    dispatch = conn.dispatch
+    if dispatch.before_cursor_execute:  # the benches count statements
+        dispatch.before_cursor_execute(conn, cursor, sql, params, None, False)
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        cursor.execute(sql, params)
+    except dbapi.Error as exc:
+        cursor.close()
+        raise sa.exc.DBAPIError.instance(sql, params, exc, dbapi.Error,
+                                         dialect=conn.dialect) from exc
+    if dispatch.after_cursor_execute:
+        dispatch.after_cursor_execute(conn, cursor, sql, params, None, False)
+    return cursor

@@ -1,0 +1,133 @@
+"""The storage contract for the token-path statements (run through ``prepared`` on
+SQLite): round trips of every record they read, code consumption, refresh rotation and
+revocation checks, on SQLite and on a real PostgreSQL cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from test_contract import NOW, client, user
+
+from bastion.server.models import (
+    AuthorizationCode,
+    Grant,
+    LoginSession,
+    OneTimeToken,
+    Organization,
+    OutgoingMail,
+    RefreshToken,
+)
+from bastion.server.storage import Conflict, SQLStorage
+
+LATER = NOW + timedelta(hours=1)
+
+
+def grant(grant_id: str = "g1", **changes: object) -> Grant:
+    values: dict[str, object] = dict(id=grant_id, client_id="app", user_id=user().id,
+                                     session_id=None, scope="openid", auth_time=NOW,
+                                     created_at=NOW)
+    return Grant(**(values | changes))  # type: ignore[arg-type]
+
+
+def refresh(digest: bytes, grant_id: str = "g1", expires_at=LATER) -> RefreshToken:
+    return RefreshToken(digest=digest, grant_id=grant_id, client_id="app", user_id=user().id,
+                        scope="openid", created_at=NOW, expires_at=expires_at)
+
+
+@pytest.fixture
+async def store(storage: SQLStorage) -> SQLStorage:
+    await storage.create_user(user())
+    await storage.create_client(client())
+    return storage
+
+
+async def test_records_read_by_their_key_keep_every_field(store: SQLStorage) -> None:
+    session = LoginSession(id="s1", user_id=user().id, auth_time=NOW, expires_at=LATER,
+                           created_at=NOW, user_agent="Firefox")
+    await store.create_session(session)
+    assert await store.get_session("s1") == session
+    assert await store.get_session("s2") is None
+
+    revoked = grant(session_id="s1", revoked_at=LATER, organization_id="org")
+    await store.create_grant(revoked, refresh(b"r" * 32))
+    assert await store.get_grant("g1") == revoked
+    assert await store.get_refresh_token(b"r" * 32) == refresh(b"r" * 32)
+    assert await store.get_refresh_token(b"x" * 32) is None
+
+    mail = OutgoingMail(id="m1", to="a@example.com", subject="Hi", text="t", html="<p>t</p>",
+                        created_at=NOW)
+    await store.enqueue_mail(mail)
+    assert await store.get_mail("m1") == replace(mail, next_attempt_at=NOW)  # due at once
+
+    link = OneTimeToken(digest=b"o" * 32, purpose="sign_in", email="a@example.com",
+                        user_id=None, client_id="app", payload={"return_to": "x", "n": [1, 2]},
+                        created_at=NOW, expires_at=LATER)
+    await store.create_one_time_token(link)
+    assert await store.get_one_time_token(b"o" * 32) == link
+
+
+async def test_an_organization_is_found_by_id_or_by_name_in_any_case(store: SQLStorage) -> None:
+    org = Organization(id="o1", name="Acme", created_at=NOW)
+    await store.create_organization(org)
+    assert await store.get_organization("o1") == org
+    assert await store.get_organization("ACME") == org
+    assert await store.get_organization("other") is None
+
+
+async def test_a_code_is_consumed_once(store: SQLStorage) -> None:
+    code = AuthorizationCode(digest=b"c" * 32, client_id="app", user_id=user().id,
+                             session_id=None, grant_id="g1", redirect_uri="https://app.example/cb",
+                             scope="openid", nonce="n", code_challenge="x" * 43, auth_time=NOW,
+                             expires_at=LATER)
+    await store.create_code(code, grant())
+    results = await asyncio.gather(*(store.consume_code(b"c" * 32, NOW) for _ in range(5)))
+    assert sorted(first for _, first in results) == [False] * 4 + [True]
+    assert {found for found, _ in results} == {replace(code, consumed_at=NOW)}
+    assert await store.consume_code(b"x" * 32, NOW) == (None, False)
+
+
+async def test_a_refresh_token_rotates_once_then_its_reuse_revokes_the_family(
+        store: SQLStorage) -> None:
+    await store.create_grant(grant(), refresh(b"1" * 32))
+    assert await store.rotate_refresh_token(b"1" * 32, refresh(b"2" * 32), NOW) == "rotated"
+    assert (await store.get_refresh_token(b"1" * 32)).used_at == NOW  # type: ignore[union-attr]
+    assert await store.get_refresh_token(b"2" * 32) == refresh(b"2" * 32)
+
+    assert await store.rotate_refresh_token(b"1" * 32, refresh(b"3" * 32), NOW) == "reused"
+    assert (await store.get_grant("g1")).revoked_at == NOW  # type: ignore[union-attr]
+    assert (await store.get_refresh_token(b"2" * 32)).revoked_at == NOW  # type: ignore[union-attr]
+    assert await store.get_refresh_token(b"3" * 32) is None
+
+
+async def test_an_unknown_or_expired_refresh_token_does_not_rotate(store: SQLStorage) -> None:
+    await store.create_grant(grant(), refresh(b"1" * 32, expires_at=NOW))
+    assert await store.rotate_refresh_token(b"1" * 32, refresh(b"2" * 32), NOW) == "invalid"
+    assert await store.rotate_refresh_token(b"9" * 32, refresh(b"3" * 32), NOW) == "invalid"
+    assert await store.get_refresh_token(b"2" * 32) is None
+    assert (await store.get_grant("g1")).revoked_at is None  # type: ignore[union-attr]
+
+
+async def test_revocation_is_seen_by_token_id_and_by_grant(store: SQLStorage) -> None:
+    await store.create_grant(grant(), None)
+    assert not await store.is_revoked("jti-1", "g1")
+    assert not await store.is_revoked("jti-1", None)
+
+    await store.revoke_access_token("jti-1", LATER)
+    await store.revoke_access_token("jti-1", LATER)  # twice is fine
+    assert await store.is_revoked("jti-1", None)
+    assert await store.is_revoked("jti-1", "g1")
+    assert not await store.is_revoked("jti-2", "g1")
+
+    await store.revoke_grant("g1", NOW)
+    assert await store.is_revoked("jti-2", "g1")
+    assert not await store.is_revoked("jti-2", None)
+
+
+async def test_a_duplicate_insert_is_a_conflict_and_keeps_the_first(store: SQLStorage) -> None:
+    with pytest.raises(Conflict) as err:
+        await store.create_client(client())
+    assert err.value.field == "client_id"
+    assert await store.get_client("app") == client()
