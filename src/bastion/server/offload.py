@@ -2,7 +2,8 @@
 
 ``loop.run_in_executor`` chains a ``concurrent.futures.Future`` to an asyncio one and
 costs about 80 µs of CPU a call on a 2-core VM; this is one queue put and one
-``call_soon_threadsafe`` back, about half that. A login makes three such calls.
+``call_soon_threadsafe`` back, about half that. A password login makes one such call
+(the hash); SQLite calls go through one only when they would wait or may scan.
 """
 
 from __future__ import annotations

@@ -4,12 +4,14 @@ transaction, and two small helpers."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bastion.server.offload import Offload
@@ -17,6 +19,7 @@ from bastion.server.storage import prepared
 from bastion.server.storage.conflicts import conflict
 
 T = TypeVar("T")
+log = logging.getLogger("bastion.storage")
 
 
 def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -29,44 +32,104 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 class SQLiteThread:
-    """A SQLite file through the standard sync driver, on one thread of its own.
+    """A SQLite file through the standard sync driver and one connection, kept open.
 
-    A storage call is one hand-off to this thread, its whole transaction run there.
-    Through aiosqlite each statement costs four or five hand-offs (cursor, execute,
-    fetch, close, commit), and a hand-off costs about 0.1 ms of CPU: that was most of
-    what a login spent outside the password hash. One thread and one connection also
-    keep this process's transactions in order: SQLite has one write lock, and writers
-    that find it taken sleep and retry rather than queue (p99 of refreshes with a pool
-    of connections: 1 s; with one: 0.2 s).
+    A call runs on the event loop itself when SQLite can answer at once, and on this
+    storage's thread when it would have to wait:
 
-    (Reads by a unique key were also tried on the event loop with a second connection:
-    no gain for a login, and refreshes cost 10% more, as every write on one connection
-    drops the other's page cache.)
+    - On the loop, the connection's busy timeout is 0: a call that finds the write
+      lock taken (by another process: a second worker, the CLI) fails at once; it is
+      rolled back and run again on the thread, where the busy timeout is 30 s.
+    - While the thread has work, every call queues behind it, so the connection is
+      never used by two threads at once and this process's writes keep their order.
+    - Reads that may scan (``SQLBase._read``: lists, searches, counts) always run on
+      the thread, and so do checkpoints (they fsync): automatic checkpoints are off on
+      this connection and one runs on the thread every ``CHECKPOINT_EVERY`` writes.
+
+    Calls on the loop are single-row reads and writes of a few rows, tens of µs of
+    SQLite work with no fsync (WAL, ``synchronous=NORMAL``). Handing each one to a
+    thread cost more than that: two wake-ups each way, and the cores' caches, which
+    the password hash shares (a login costs about 2% less CPU; see bench/README.md).
     """
+
+    CHECKPOINT_EVERY = 100
 
     def __init__(self, url: sa.URL) -> None:
         self.engine = sa.create_engine(
             url.set(drivername="sqlite+pysqlite"), pool_size=1, max_overflow=0,
-            connect_args={"timeout": 30, "check_same_thread": False})
+            connect_args={"timeout": 0, "check_same_thread": False})
         event.listen(self.engine, "connect", sqlite_pragmas)
+        event.listen(self.engine, "connect", _answer_at_once)
         self._thread = Offload(1, "sqlite")
+        self._queued = 0  # calls handed to the thread and not yet done
+        self._writes = 0  # since the last checkpoint
+        self._checkpoint: asyncio.Task[None] | None = None
         # Kept open: checking the connection out of the pool for every call cost a fifth
         # of the call.
-        self._conn: sa.Connection | None = None  # used on the thread only
+        self._conn: sa.Connection | None = None
 
-    def _call(self, fn: Callable[[sa.Connection], T], write: bool) -> T:
+    async def run(self, fn: Callable[[sa.Connection], T], write: bool, *,
+                  may_wait: bool = False) -> T:
+        """Run ``fn`` in a transaction (committed if ``write``). ``may_wait``: ``fn``
+        may take long (a scan), so it runs on the thread."""
+        if write:
+            self._count_write()
+        if not self._queued and not may_wait:
+            try:
+                return self._call(fn, write)
+            except OperationalError as exc:
+                if not _busy(exc):
+                    raise
+        return await self._on_thread(self._call, fn, write, True)
+
+    def _call(self, fn: Callable[[sa.Connection], T], write: bool, wait: bool = False) -> T:
         conn = self._conn
         if conn is None or conn.closed or conn.invalidated:
             conn = self._conn = self.engine.connect()
         elif conn.in_transaction():  # a call that failed half-way (its rollback too)
             conn.rollback()
-        if write:
-            with conn.begin():
-                return fn(conn)
+        driver = conn.connection.dbapi_connection
+        assert driver is not None
+        if wait:
+            driver.execute("PRAGMA busy_timeout=30000")
         try:
-            return fn(conn)
+            if write:
+                with conn.begin():
+                    return fn(conn)
+            try:
+                return fn(conn)
+            finally:
+                conn.rollback()  # ends the read (the driver began no transaction)
         finally:
-            conn.rollback()  # ends the read (the driver began no transaction: nothing sent)
+            if wait:
+                driver.execute("PRAGMA busy_timeout=0")
+
+    async def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        self._queued += 1
+        try:
+            return await self._thread.run(fn, *args)
+        finally:
+            self._queued -= 1
+
+    def _count_write(self) -> None:
+        self._writes += 1
+        if self._writes >= self.CHECKPOINT_EVERY and self._checkpoint is None:
+            self._writes = 0
+            self._checkpoint = asyncio.ensure_future(self._on_thread(self._run_checkpoint))
+            self._checkpoint.add_done_callback(self._checkpoint_done)
+
+    def _run_checkpoint(self) -> None:
+        """Copy the WAL into the database as far as readers allow (never waits)."""
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.in_transaction():
+            driver = conn.connection.dbapi_connection
+            assert driver is not None
+            driver.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+
+    def _checkpoint_done(self, task: asyncio.Task[None]) -> None:
+        self._checkpoint = None
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("SQLite checkpoint failed: %s", task.exception())
 
     def _disconnect(self) -> None:
         if self._conn is not None:
@@ -74,12 +137,23 @@ class SQLiteThread:
             self._conn = None
         self.engine.dispose()
 
-    async def run(self, fn: Callable[[sa.Connection], T], write: bool) -> T:
-        return await self._thread.run(self._call, fn, write)
-
     async def close(self) -> None:
-        await self._thread.run(self._disconnect)  # after the calls queued before it
+        if self._checkpoint is not None:
+            await asyncio.wait([self._checkpoint])
+        await self._on_thread(self._disconnect)  # after the calls queued before it
         await asyncio.to_thread(self._thread.close)
+
+
+def _answer_at_once(dbapi_conn: Any, _record: Any) -> None:
+    # Calls on the event loop must not wait for a lock; see SQLiteThread.
+    dbapi_conn.execute("PRAGMA busy_timeout=0")
+    dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
+
+
+def _busy(exc: OperationalError) -> bool:
+    """SQLITE_BUSY (and its extended codes): the lock is taken, try again later."""
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
 class SQLBase:
@@ -94,16 +168,16 @@ class SQLBase:
     async def _read(self, fn: Callable[[sa.Connection], T]) -> T:
         """Run ``fn`` with a connection (no transaction is committed)."""
         if self._sqlite is not None:
-            return await self._sqlite.run(fn, write=False)
+            return await self._sqlite.run(fn, write=False, may_wait=True)
         async with self.engine.connect() as conn:
             return await conn.run_sync(fn)
 
     async def _lookup(self, fn: Callable[[sa.Connection], T]) -> T:
-        """``_read`` for reads by a unique key: on PostgreSQL without a transaction, so
-        a lookup is one round trip instead of three (``BEGIN``, the statement,
-        ``ROLLBACK``)."""
+        """``_read`` for reads by a unique key: on SQLite on the event loop when it can
+        (see ``SQLiteThread``); on PostgreSQL without a transaction, so a lookup is one
+        round trip instead of three (``BEGIN``, the statement, ``ROLLBACK``)."""
         if self._sqlite is not None:
-            return await self._read(fn)
+            return await self._sqlite.run(fn, write=False)
         async with self.engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             return await conn.run_sync(fn)

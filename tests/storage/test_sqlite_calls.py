@@ -1,0 +1,90 @@
+"""Where SQLite storage calls run (``SQLiteThread``): on the event loop when SQLite can
+answer at once, on the storage thread when they would wait or may scan; checkpoints
+on the thread."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from test_contract import user
+
+from bastion.server.storage import SQLStorage, migrate, open_storage
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLStorage]:
+    store = open_storage(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}")
+    await migrate.upgrade(store.engine)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def where(conn: sa.Connection) -> int:
+    return threading.get_ident()
+
+
+async def test_lookups_and_writes_run_on_the_loop_and_scans_on_the_thread(
+        store: SQLStorage) -> None:
+    loop_thread = threading.get_ident()
+    assert await store._lookup(where) == loop_thread
+    assert await store._write(where) == loop_thread
+    assert await store._read(where) != loop_thread
+
+
+async def test_a_write_that_would_wait_for_the_lock_waits_on_the_thread(
+        store: SQLStorage, tmp_path: Path) -> None:
+    await store.create_user(user(1))
+    other = sqlite3.connect(tmp_path / "calls.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        write = asyncio.ensure_future(store.create_user(user(2)))
+        read = asyncio.ensure_future(store.get_user(user(1).id))
+        ticks = 0
+        while ticks < 20:  # the loop keeps running while the write waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not write.done()
+        assert not read.done()  # queued behind the write: one connection, in order
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    await write
+    assert await read == user(1)
+    assert await store.get_user(user(2).id) == user(2)
+    loop_thread = threading.get_ident()
+    assert await store._write(where) == loop_thread  # back on the loop once idle
+
+
+async def test_a_checkpoint_runs_every_so_many_writes(
+        store: SQLStorage, tmp_path: Path) -> None:
+    sqlite = store._sqlite
+    assert sqlite is not None
+    sqlite.CHECKPOINT_EVERY = 3
+    path = tmp_path / "calls.db"
+
+    def in_database_file() -> int:
+        # immutable: the database file alone, without the WAL's newer pages
+        db = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            return int(db.execute("SELECT count(*) FROM users").fetchone()[0])
+        finally:
+            db.close()
+
+    migrated = sqlite3.connect(path)
+    migrated.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the schema, into the file
+    migrated.close()
+    await store.create_user(user(1))
+    await store.create_user(user(2))
+    assert in_database_file() == 0  # still in the WAL: no automatic checkpoint
+    await store.create_user(user(3))
+    assert sqlite._checkpoint is not None
+    await sqlite._checkpoint
+    assert in_database_file() == 3
