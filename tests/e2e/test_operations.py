@@ -57,6 +57,44 @@ def test_two_workers_serve_and_add_up_their_metrics(tmp_path) -> None:
         assert total and float(total.group(1)) == 40.0
 
 
+def test_two_workers_write_one_sqlite_file_at_once_and_lose_nothing(tmp_path) -> None:
+    """Each worker writes on its event loop while the lock is free and waits on its
+    storage thread when the other worker (or the CLI) holds it."""
+    with running_server(tmp_path, None, "--workers", "2", password_hash_memory_kib="8192",
+                        password_hash_time_cost="1") as server:
+        app = server.create_client("--name", "w", "--grant-type", "password",
+                                   "--grant-type", "refresh_token", "--scope", "openid")
+        auth = (str(app["client_id"]), str(app["client_secret"]))
+        done = server.cli("users", "create", "--username", "pat", "--email", "pat@example.com",
+                          "--password-stdin", stdin="a long enough password")
+        assert done.returncode == 0, done.stderr
+
+        async def logins() -> list[int]:
+            async with httpx2.AsyncClient(timeout=60) as http:
+                calls = [http.post(server.url + "/oauth/token", auth=auth, data={
+                    "grant_type": "password", "username": "pat",
+                    "password": "a long enough password", "scope": "openid"})
+                    for _ in range(60)]
+                return [r.status_code for r in await asyncio.gather(*calls)]
+
+        async def with_cli_writes() -> list[int]:  # a third process writes meanwhile
+            others = [asyncio.to_thread(server.cli, "clients", "create", "--name", f"c{i}",
+                                        "--grant-type", "client_credentials")
+                      for i in range(3)]
+            codes, *created = await asyncio.gather(logins(), *others)
+            assert all(c.returncode == 0 for c in created)
+            return codes
+
+        assert asyncio.run(with_cli_writes()) == [200] * 60
+        admin = server.create_client("--name", "a", "--grant-type", "client_credentials",
+                                     "--scope", "bastion:admin")
+        token = httpx2.post(server.url + "/oauth/token", data={"grant_type": "client_credentials"},
+                            auth=(str(admin["client_id"]), str(admin["client_secret"]))).json()
+        events = httpx2.get(server.url + "/api/v1/events", params={"action": "login.success"},
+                            headers={"Authorization": "Bearer " + token["access_token"]}).json()
+        assert events["count"] == 60
+
+
 @pytest.mark.parametrize(("trusted", "expected"), [("[]", "127.0.0.1"),
                                                    ('["127.0.0.1"]', "203.0.113.9")])
 def test_forwarded_for_is_believed_only_from_trusted_proxies(tmp_path, trusted, expected):
