@@ -7,6 +7,7 @@ import asyncio
 import re
 import secrets
 import signal
+from typing import Any
 
 import httpx2
 import pytest
@@ -86,13 +87,7 @@ def test_two_workers_write_one_sqlite_file_at_once_and_lose_nothing(tmp_path) ->
             return codes
 
         assert asyncio.run(with_cli_writes()) == [200] * 60
-        admin = server.create_client("--name", "a", "--grant-type", "client_credentials",
-                                     "--scope", "bastion:admin")
-        token = httpx2.post(server.url + "/oauth/token", data={"grant_type": "client_credentials"},
-                            auth=(str(admin["client_id"]), str(admin["client_secret"]))).json()
-        events = httpx2.get(server.url + "/api/v1/events", params={"action": "login.success"},
-                            headers={"Authorization": "Bearer " + token["access_token"]}).json()
-        assert events["count"] == 60
+        assert audit_events(server, "login.success")["count"] == 60
 
 
 @pytest.mark.parametrize(("trusted", "expected"), [("[]", "127.0.0.1"),
@@ -107,13 +102,7 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(tmp_path, trusted, 
                         data={"grant_type": "password", "username": "nobody",
                               "password": "wrong password"})
         assert r.status_code == 400
-        admin = server.create_client("--name", "a", "--grant-type", "client_credentials",
-                                     "--scope", "bastion:admin")
-        token = httpx2.post(server.url + "/oauth/token", data={"grant_type": "client_credentials"},
-                            auth=(str(admin["client_id"]), str(admin["client_secret"]))).json()
-        events = httpx2.get(server.url + "/api/v1/events", params={"action": "login.failure"},
-                            headers={"Authorization": "Bearer " + token["access_token"]}).json()
-        assert events["items"][0]["ip"] == expected
+        assert audit_events(server, "login.failure")["items"][0]["ip"] == expected
 
 
 def test_sigterm_lets_in_flight_requests_finish(tmp_path) -> None:
@@ -144,3 +133,15 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path) -> None:
         log = server.log()
         assert "Application shutdown complete" in log  # the lifespan closed the pool
         assert "Traceback" not in log
+
+
+def audit_events(server: ServerProcess, action: str) -> dict[str, Any]:
+    """The audit events of one action, read through the admin API."""
+    admin = server.create_client("--name", "audit", "--grant-type", "client_credentials",
+                                 "--scope", "bastion:admin")
+    token = httpx2.post(server.url + "/oauth/token", data={"grant_type": "client_credentials"},
+                        auth=(str(admin["client_id"]), str(admin["client_secret"]))).json()
+    events: dict[str, Any] = httpx2.get(
+        server.url + "/api/v1/events", params={"action": action},
+        headers={"Authorization": "Bearer " + token["access_token"]}).json()
+    return events
