@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bastion.server.models import Client, SigningKey, User
+from bastion.server.models import Client, Event, Grant, SigningKey, User
 from bastion.server.storage import Conflict, SQLStorage, migrate
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -19,6 +19,19 @@ def user(n: int = 1, **changes: object) -> User:
                 email=f"user{n}@example.com", password_hash="$argon2id$x", is_administrator=False,
                 created_at=NOW, updated_at=NOW)
     return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def grant(grant_id: str = "g1", **changes: object) -> Grant:
+    base = Grant(id=grant_id, client_id="app", user_id=user().id, session_id=None,
+                 scope="openid", auth_time=NOW, created_at=NOW)
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def sign_in(n: int, method: str = "password", client_id: str | None = "app") -> Event:
+    """The login.success audit event ``e<n>`` of ``user()``."""
+    return Event(id=f"e{n}", at=NOW, action="login.success", actor=user().id,
+                 actor_type="user", target=user().id, client_id=client_id, ip=None,
+                 detail={"method": method})
 
 
 def client(client_id: str = "app") -> Client:
@@ -73,6 +86,7 @@ async def test_client_round_trip_and_conflict(storage: SQLStorage) -> None:
     with pytest.raises(Conflict) as err:
         await storage.create_client(client())
     assert err.value.field == "client_id"
+    assert await storage.get_client("app") == client()  # the first one is kept
 
 
 async def test_rotation_retires_only_the_same_use(storage: SQLStorage) -> None:
@@ -101,7 +115,7 @@ async def test_ping(storage: SQLStorage) -> None:
 
 # -- directory: users search, organizations, roles, events ------------------------
 
-from bastion.server.models import Event, Organization, Role  # noqa: E402
+from bastion.server.models import Organization, Role  # noqa: E402
 
 
 async def seed_users(storage: SQLStorage) -> None:
@@ -265,15 +279,14 @@ async def test_concurrent_migrations_apply_once(storage: SQLStorage, tmp_path) -
 
 
 async def test_refresh_family_is_read_at_once(storage: SQLStorage) -> None:
-    from bastion.server.models import Grant, RefreshToken
+    from bastion.server.models import RefreshToken
 
     await storage.create_user(user())
-    grant = Grant(id="g1", client_id="app", user_id=user().id, session_id=None, scope="openid",
-                  auth_time=NOW, created_at=NOW, organization_id="org")
+    family = grant(organization_id="org")
     token = RefreshToken(digest=b"r" * 32, grant_id="g1", client_id="app", user_id=user().id,
                          scope="openid", created_at=NOW, expires_at=NOW + timedelta(days=1))
-    await storage.create_grant(grant, token)
-    assert await storage.get_refresh_family(b"r" * 32) == (token, grant, user())
+    await storage.create_grant(family, token)
+    assert await storage.get_refresh_family(b"r" * 32) == (token, family, user())
     assert await storage.get_refresh_family(b"x" * 32) is None
 
 
@@ -296,44 +309,28 @@ async def test_login_reads_the_user_and_its_throttles_at_once(storage: SQLStorag
 async def test_a_grant_and_its_audit_event_are_written_together(storage: SQLStorage) -> None:
     from sqlalchemy.exc import IntegrityError
 
-    from bastion.server.models import Event, Grant
-
     await storage.create_user(user())
-    grant = Grant(id="g1", client_id="app", user_id=user().id, session_id=None, scope="openid",
-                  auth_time=NOW, created_at=NOW)
-
-    def login_event(n: int) -> Event:
-        return Event(id=f"e{n}", at=NOW, action="login.success", actor=user().id,
-                     actor_type="user", target=user().id, client_id="app", ip=None,
-                     detail={"method": "password"})
-
-    await storage.create_grant(grant, None, login_event(1))
-    assert await storage.get_grant("g1") == grant
+    await storage.create_grant(grant(), None, sign_in(1))
+    assert await storage.get_grant("g1") == grant()
     assert [e.id for e in (await storage.list_events({}, 10, 0))[0]] == ["e1"]
 
     with pytest.raises(IntegrityError):  # the grant exists: nothing of this call is kept
-        await storage.create_grant(grant, None, login_event(2))
+        await storage.create_grant(grant(), None, sign_in(2))
     assert (await storage.list_events({}, 10, 0))[1] == 1
 
 
 async def test_a_session_and_its_sign_in_event_are_written_together(storage: SQLStorage) -> None:
     from sqlalchemy.exc import IntegrityError
 
-    from bastion.server.models import Event, LoginSession
+    from bastion.server.models import LoginSession
 
     await storage.create_user(user())
     session = LoginSession(id="s1", user_id=user().id, auth_time=NOW,
                            expires_at=NOW + timedelta(hours=1), created_at=NOW, user_agent="ua")
-
-    def sign_in(n: int) -> Event:
-        return Event(id=f"e{n}", at=NOW, action="login.success", actor=user().id,
-                     actor_type="user", target=user().id, client_id=None, ip=None,
-                     detail={"method": "form"})
-
-    await storage.create_session(session, sign_in(1))
+    await storage.create_session(session, sign_in(1, "form", None))
     assert await storage.get_session("s1") == session
     with pytest.raises(IntegrityError):  # the session exists: nothing of this call is kept
-        await storage.create_session(session, sign_in(2))
+        await storage.create_session(session, sign_in(2, "form", None))
     assert [e.id for e in (await storage.list_events({}, 10, 0))[0]] == ["e1"]
 
 

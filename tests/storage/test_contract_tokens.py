@@ -9,27 +9,19 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from test_contract import NOW, client, user
+from test_contract import NOW, client, grant, user
 
 from bastion.server.models import (
     AuthorizationCode,
-    Grant,
     LoginSession,
     OneTimeToken,
     Organization,
     OutgoingMail,
     RefreshToken,
 )
-from bastion.server.storage import Conflict, SQLStorage
+from bastion.server.storage import SQLStorage
 
 LATER = NOW + timedelta(hours=1)
-
-
-def grant(grant_id: str = "g1", **changes: object) -> Grant:
-    values: dict[str, object] = dict(id=grant_id, client_id="app", user_id=user().id,
-                                     session_id=None, scope="openid", auth_time=NOW,
-                                     created_at=NOW)
-    return Grant(**(values | changes))  # type: ignore[arg-type]
 
 
 def refresh(digest: bytes, grant_id: str = "g1", expires_at=LATER) -> RefreshToken:
@@ -124,10 +116,3 @@ async def test_revocation_is_seen_by_token_id_and_by_grant(store: SQLStorage) ->
     await store.revoke_grant("g1", NOW)
     assert await store.is_revoked("jti-2", "g1")
     assert not await store.is_revoked("jti-2", None)
-
-
-async def test_a_duplicate_insert_is_a_conflict_and_keeps_the_first(store: SQLStorage) -> None:
-    with pytest.raises(Conflict) as err:
-        await store.create_client(client())
-    assert err.value.field == "client_id"
-    assert await store.get_client("app") == client()

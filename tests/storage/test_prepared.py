@@ -3,14 +3,14 @@ statement on the driver) and on PostgreSQL (where it is ``Connection.execute``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
-from test_contract import NOW, user
-from test_contract_tokens import grant
+from test_contract import NOW, grant, sign_in, user
 
 from bastion.server.storage import SQLStorage, prepared
 from bastion.server.storage.sql_base import values
@@ -29,12 +29,11 @@ def core(conn: sa.Connection, stmt: Any, params: dict[str, Any]) -> list[dict[st
 
 
 async def test_rows_match_core_for_every_column_type(storage: SQLStorage) -> None:
-    from bastion.server.models import Event, OneTimeToken
+    from bastion.server.models import OneTimeToken
 
     await storage.create_user(user(is_administrator=True))
-    await storage.create_grant(grant(revoked_at=NOW), None, Event(
-        id="e1", at=NOW, action="login.success", actor=user().id, actor_type="user",
-        target=None, client_id="app", ip=None, detail={"method": "password", "n": [1, None]}))
+    await storage.create_grant(grant(revoked_at=NOW), None,
+                               replace(sign_in(1), target=None, detail={"n": [1, None]}))
     await storage.create_one_time_token(OneTimeToken(
         digest=b"\x00\xff" * 16, purpose="sign_in", email="a@example.com", user_id=None,
         client_id=None, payload={"k": "v"}, created_at=NOW, expires_at=NOW))

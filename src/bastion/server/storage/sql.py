@@ -18,7 +18,7 @@ from bastion.server.models import (
     User,
 )
 from bastion.server.storage.prepared import select_by
-from bastion.server.storage.sql_base import SQLiteThread, sqlite_pragmas
+from bastion.server.storage.sql_base import SQLiteThread, sqlite_pragmas, values
 from bastion.server.storage.sql_directory import DirectoryMixin
 from bastion.server.storage.sql_grants import BY_LOGIN, GrantsMixin
 from bastion.server.storage.sql_mail import MailMixin
@@ -35,8 +35,8 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         path = sa.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # One connection: storage calls run on their own thread and connection
-        # (``SQLiteThread``); this engine serves migrations and a ``:memory:`` database.
+        # Storage calls on a file use their own connection (``SQLiteThread``); this
+        # engine serves migrations and a ``:memory:`` database.
         engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=1,
                                      max_overflow=0, pool_timeout=60)
 
@@ -72,7 +72,8 @@ def _client(row: Mapping[str, Any]) -> Client:
 
 class SQLStorage(GrantsMixin, DirectoryMixin, MailMixin):
     """``Storage`` on an ``AsyncEngine``. Every method is one short transaction; on a
-    SQLite file it runs on the storage's own thread (``SQLiteThread``)."""
+    SQLite file it runs through ``SQLiteThread`` (on the event loop when SQLite can
+    answer at once, else on the storage's thread)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -82,7 +83,7 @@ class SQLStorage(GrantsMixin, DirectoryMixin, MailMixin):
     # users
 
     async def create_user(self, user: User) -> None:
-        await self._insert(users, {f: getattr(user, f) for f in User.__dataclass_fields__})
+        await self._insert(users, values(user))
 
     async def get_user(self, user_id: str) -> User | None:
         row = await self._one(select_by(users, "id"), {"id": user_id})
@@ -95,11 +96,11 @@ class SQLStorage(GrantsMixin, DirectoryMixin, MailMixin):
     # clients
 
     async def create_client(self, client: Client) -> None:
-        values = {f: getattr(client, f) for f in Client.__dataclass_fields__}
+        row = values(client)
         for f in ("redirect_uris", "grant_types", "scopes", "post_logout_redirect_uris"):
-            values[f] = list(values[f])
-        values["created_at"] = client.created_at or datetime.now(UTC)
-        await self._insert(clients, values)
+            row[f] = list(row[f])
+        row["created_at"] = client.created_at or datetime.now(UTC)
+        await self._insert(clients, row)
 
     async def get_client(self, client_id: str) -> Client | None:
         row = await self._one(select_by(clients, "client_id"), {"client_id": client_id})
@@ -108,7 +109,7 @@ class SQLStorage(GrantsMixin, DirectoryMixin, MailMixin):
     # signing keys
 
     async def rotate_signing_key(self, key: SigningKey) -> None:
-        values = {f: getattr(key, f) for f in SigningKey.__dataclass_fields__}
+        row = values(key)
         # A concurrent rotation trips the one-active-key index; the retry then
         # retires the key it committed.
         def rotate(conn: sa.Connection) -> None:
@@ -117,7 +118,7 @@ class SQLStorage(GrantsMixin, DirectoryMixin, MailMixin):
                 .where(signing_keys.c.use == key.use, signing_keys.c.retired_at.is_(None))
                 .values(retired_at=key.created_at)
             )
-            conn.execute(signing_keys.insert(), values)
+            conn.execute(signing_keys.insert(), row)
 
         for attempt in range(10):
             try:
