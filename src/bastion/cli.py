@@ -218,6 +218,7 @@ def _serve(args: argparse.Namespace, settings: Any) -> int:
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         server_header=False,
+        http="bastion.server.http_protocol:HttpProtocol",  # one send per response
         timeout_graceful_shutdown=20,
     )
     return 0
