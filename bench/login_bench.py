@@ -4,7 +4,7 @@ argon2id cost, in one run on one machine.
 Starts ``bastion serve`` (one worker) on 127.0.0.1 with a fresh SQLite data dir,
 the default argon2id parameters (``Settings``: 19 MiB, 2 iterations, 1 lane), one
 confidential client created with ``bastion clients create --grant-type password
---grant-type refresh_token --scope openid`` and one user. Then, ``--rounds`` times,
+--grant-type refresh_token --scope openid --scope read`` and one user. Then, ``--rounds`` times,
 for ``--seconds`` each:
 
 - **hash**: argon2-cffi ``PasswordHasher`` with the server's parameters verifying
@@ -100,7 +100,7 @@ class Server:
                 time.sleep(0.1)
         client = json.loads(self.cli("clients", "create", "--name", "login bench", "--grant-type",
                                      "password", "--grant-type", "refresh_token", "--scope",
-                                     "openid", "--json"))
+                                     "openid", "--scope", "read", "--json"))
         self.auth = (client["client_id"], client["client_secret"])
         self.cli("users", "create", "--username", USERNAME, "--email", "bench@example.com",
                  "--password-stdin", "--json", stdin=PASSWORD)
@@ -164,9 +164,9 @@ async def _drive(server: Server, http: httpx2.AsyncClient, workers: list[Any],
 
 
 async def login(server: Server, http: httpx2.AsyncClient, concurrency: int,
-                seconds: float) -> dict[str, float]:
+                seconds: float, scope: str = "openid") -> dict[str, float]:
     form = {"grant_type": "password", "username": USERNAME, "password": PASSWORD,
-            "scope": "openid"}
+            "scope": scope}
     deadline = time.perf_counter() + seconds
 
     async def worker() -> int:
@@ -206,16 +206,17 @@ async def run(args: argparse.Namespace, server: Server) -> dict[str, list[dict[s
     results: dict[str, list[dict[str, float]]] = {"hash": [], "login": [], "refresh": []}
     limits = httpx2.Limits(max_connections=max(args.chains, args.concurrency) + 4)
     async with httpx2.AsyncClient(base_url=server.url, limits=limits, timeout=30) as http:
-        await login(server, http, args.concurrency, 1.0)  # warm up
+        await login(server, http, args.concurrency, 1.0, args.scope)  # warm up
         tokens = await asyncio.gather(*(http.post("/oauth/token", auth=server.auth, data={
             "grant_type": "password", "username": USERNAME, "password": PASSWORD,
-            "scope": "openid"}) for _ in range(args.chains)))
+            "scope": args.scope}) for _ in range(args.chains)))
         chains = [t.json()["refresh_token"] for t in tokens]
         await refresh(server, http, chains, 1.0)  # warm up
         for n in range(args.rounds):
             results["hash"].append(await asyncio.to_thread(bare_hash, args.concurrency,
                                                            args.seconds))
-            results["login"].append(await login(server, http, args.concurrency, args.seconds))
+            results["login"].append(await login(server, http, args.concurrency, args.seconds,
+                                                args.scope))
             results["refresh"].append(await refresh(server, http, chains, args.seconds))
             print(f"round {n + 1}: " + ", ".join(
                 f"{k} {v[-1]['per_second']:.1f}/s" for k, v in results.items()), flush=True)
@@ -240,6 +241,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2,
                         help="parallel logins and hashing threads (default: vCPUs)")
     parser.add_argument("--chains", type=int, default=16, help="parallel refresh chains")
+    parser.add_argument("--scope", default="openid",
+                        help="scope the logins and refresh chains ask for; 'read' (no ID "
+                             "token) shows what the RS256 ID token costs")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bastion-login-bench-") as tmp:
@@ -260,7 +264,7 @@ def main() -> int:
     print(f"argon2id m={defaults.password_hash_memory_kib} KiB t="
           f"{defaults.password_hash_time_cost} p={defaults.password_hash_parallelism}; "
           f"concurrency {args.concurrency}, {args.chains} refresh chains, "
-          f"{args.rounds} rounds x {args.seconds:g} s, medians\n")
+          f"scope {args.scope!r}, {args.rounds} rounds x {args.seconds:g} s, medians\n")
     print("| measurement | per second | CPU ms per operation |")
     print("|---|---:|---:|")
     for name, label in (("hash", "bare argon2id verify"), ("login", "password grant (login)"),
