@@ -5,6 +5,9 @@ Tokens are verified with a third-party library (joserfc) against the served JWKS
 
 from __future__ import annotations
 
+import socket
+from urllib.parse import urlsplit
+
 import httpx2
 import pytest
 from joserfc import jwt
@@ -92,3 +95,39 @@ def test_a_rotated_key_keeps_old_tokens_verifiable(server: ServerProcess) -> Non
     new = wait_until(new_token, timeout=30, interval=0.2, what="the rotated key to sign")
     assert verify(server, new).header["kid"] in kids
     assert verify(server, old).claims["client_id"] == server.client_id
+
+
+def raw_exchange(server: ServerProcess, request: bytes) -> bytes:
+    """Send raw bytes to the server and read until it closes the connection."""
+    address = urlsplit(server.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_http_keep_alive_pipelining_and_close_over_a_raw_socket(
+        bastion_server: ServerProcess) -> None:
+    # bastion serve sends each response in one piece (bastion.server.http_protocol):
+    # pipelined requests still get whole answers in order, and "connection: close" gets
+    # the whole answer before the close.
+    health = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+    received = raw_exchange(bastion_server, health + b"\r\n" + health
+                            + b"Connection: close\r\n\r\n")
+    answers = received.split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == 2
+    for answer in answers:
+        assert answer.startswith(b"200 OK\r\n")
+        assert answer.endswith(b"\r\n\r\n{\"status\":\"ok\"}")
+    assert b"connection: close" in answers[1].lower()
+
+
+def test_a_websocket_upgrade_is_refused(bastion_server: ServerProcess) -> None:
+    received = raw_exchange(bastion_server, (
+        b"GET /oauth/token HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"))
+    assert received.startswith(b"HTTP/1.1 403 ")
+    assert httpx2.get(bastion_server.url + "/healthz").status_code == 200
