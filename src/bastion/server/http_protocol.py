@@ -5,7 +5,7 @@ to the socket: two sends and two TCP segments per response, and two wake-ups for
 the reader. Here what the protocol writes during one pass of the event loop is
 held and sent together when the pass ends, so a response that is ready at once
 (every answer Bastion gives) leaves in one send. A streamed body still goes out as
-it comes, one send per pass. Measured in ``bench/README.md`` (round trips).
+it comes, one send per pass. Measured in ``bench/README.md`` (Token introspection).
 """
 
 from __future__ import annotations
