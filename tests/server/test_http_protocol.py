@@ -22,8 +22,7 @@ class Recorder(asyncio.Transport):
         self.closed = False
 
     def write(self, data: Any) -> None:
-        assert not self.closed
-        self.sends.append(bytes(data))
+        self.sends.append(bytes(data))  # even when closed: the tests check that none come
 
     def close(self) -> None:
         self.closed = True
