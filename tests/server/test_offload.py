@@ -72,3 +72,15 @@ async def test_close_finishes_queued_calls_and_a_later_call_starts_again() -> No
     assert [await c for c in calls] == [1, 3, 9]
     assert await pool.run(pow, 2, 3) == 8
     pool.close()
+
+
+async def test_a_call_goes_to_the_thread_that_went_idle_last() -> None:
+    # A hash reuses its thread's memory of the previous hash, warm only if that was the
+    # latest: one call at a time must keep to one thread, not go round them in turn.
+    pool = Offload(3, "t")
+    try:
+        names = [await pool.run(lambda: threading.current_thread().name) for _ in range(12)]
+        assert len(set(names)) == 1
+    finally:
+        pool.close()
+
