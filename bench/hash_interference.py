@@ -15,7 +15,20 @@ hash read with ``time.thread_time()`` in the hashing threads:
 It shows that part of the gap between a login and the bare hash is the hash itself
 running slower once anything else runs on the same cores, whatever that work is.
 
-Run from the repository root (about 40 s):
+Then, one hash at a time (a lightly loaded server), in CPU time per hash:
+
+- **one thread**: one plain thread hashing back to back;
+- **two threads in turn**: two plain threads taking the hashes alternately, which is
+  what a pool handing calls round its threads in order does;
+- **pool, one call at a time**: the server's pool of two threads, fed by one worker.
+
+argon2 takes its memory (19 MiB) from the allocator of the thread that hashes, and
+the next hash on that thread gets the same memory back, still in cache if it was
+used last. Taking turns makes every hash start on the memory idle longest;
+``Offload`` hands a call to the thread that went idle last, so its figure should be
+the one thread's.
+
+Run from the repository root (about 75 s):
 
     .venv/bin/python bench/hash_interference.py
 """
@@ -81,7 +94,7 @@ def bare(seconds: float) -> float:
     return tally.ms_per_hash()
 
 
-async def pooled(seconds: float, work_ms: float) -> float:
+async def pooled(seconds: float, work_ms: float, callers: int = 2) -> float:
     tally, pool = Tally(), Offload(2, "argon2")
     deadline = time.perf_counter() + seconds
 
@@ -91,8 +104,32 @@ async def pooled(seconds: float, work_ms: float) -> float:
             await pool.run(tally.verify)
             python_work(work_ms / 2)
 
-    await asyncio.gather(worker(), worker())
+    await asyncio.gather(*(worker() for _ in range(callers)))
     pool.close()
+    return tally.ms_per_hash()
+
+
+def in_turn(seconds: float, threads: int) -> float:
+    """One hash at a time, on ``threads`` plain threads taking turns."""
+    tally = Tally()
+    deadline = time.perf_counter() + seconds
+    turns = [threading.Semaphore(0) for _ in range(threads)]
+
+    def hash_on(i: int) -> None:
+        while True:
+            turns[i].acquire()
+            if time.perf_counter() >= deadline:
+                turns[(i + 1) % threads].release()  # pass the end on, so every thread stops
+                return
+            tally.verify()
+            turns[(i + 1) % threads].release()
+
+    workers = [threading.Thread(target=hash_on, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    turns[0].release()
+    for t in workers:
+        t.join()
     return tally.ms_per_hash()
 
 
@@ -104,21 +141,27 @@ def main() -> int:
                         help="Python work around each hash, per worker")
     args = parser.parse_args()
     rows: dict[str, list[float]] = {"bare": [], "pool": [], "pool + Python work": []}
+    alone: dict[str, list[float]] = {"one thread": [], "two threads in turn": [],
+                                     "pool, one call at a time": []}
     for n in range(args.rounds):
         rows["bare"].append(bare(args.seconds))
         rows["pool"].append(asyncio.run(pooled(args.seconds, 0.0)))
         rows["pool + Python work"].append(asyncio.run(pooled(args.seconds, args.work_ms)))
-        print(f"round {n + 1}: " + ", ".join(f"{k} {v[-1]:.2f} ms" for k, v in rows.items()),
-              flush=True)
-    base = statistics.median(rows["bare"])
+        alone["one thread"].append(in_turn(args.seconds, 1))
+        alone["two threads in turn"].append(in_turn(args.seconds, 2))
+        alone["pool, one call at a time"].append(asyncio.run(pooled(args.seconds, 0.0, 1)))
+        print(f"round {n + 1}: " + ", ".join(
+            f"{k} {v[-1]:.2f} ms" for k, v in (rows | alone).items()), flush=True)
     print(f"\nargon2id m={_DEFAULTS.password_hash_memory_kib} KiB "
           f"t={_DEFAULTS.password_hash_time_cost}; 2 hashing threads; "
-          f"{args.work_ms:g} ms of Python work per hash; medians of {args.rounds} rounds\n")
-    print("| hashing | CPU ms per hash | vs bare |")
-    print("|---|---:|---:|")
-    for name, values in rows.items():
-        med = statistics.median(values)
-        print(f"| {name} | {med:.2f} | {med / base:.3f}x |")
+          f"{args.work_ms:g} ms of Python work per hash; medians of {args.rounds} rounds")
+    for title, table, base in (("two hashes at a time", rows, "bare"),
+                               ("one hash at a time", alone, "one thread")):
+        print(f"\n{title}\n\n| hashing | CPU ms per hash | vs {base} |\n|---|---:|---:|")
+        ref = statistics.median(table[base])
+        for name, values in table.items():
+            med = statistics.median(values)
+            print(f"| {name} | {med:.2f} | {med / ref:.3f}x |")
     return 0
 
 
