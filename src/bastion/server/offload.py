@@ -44,7 +44,7 @@ class Offload:
     allocator of the thread that hashes, so a hash reuses the memory of that thread's
     previous hash, still in cache if that hash was the latest. Handing calls round
     the threads in turn (a shared queue's order) made each hash at low load start on
-    the memory idle longest: about 7% more CPU a hash (``bench/README.md``, Refresh
+    the memory idle longest: 7-9% more CPU a hash (``bench/README.md``, Refresh
     and password login). Calls that find every thread busy wait in order.
 
     A call whose caller is cancelled still runs to its end (a transaction commits or
