@@ -83,4 +83,3 @@ async def test_a_call_goes_to_the_thread_that_went_idle_last() -> None:
         assert len(set(names)) == 1
     finally:
         pool.close()
-
