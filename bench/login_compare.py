@@ -80,8 +80,8 @@ async def compare(servers: dict[str, Server], rounds: int, seconds: float, concu
         line = f"{name}: median {statistics.median(f) * 1000:.0f} µs of server CPU per login"
         if hashes:
             ratios = [a / b for a, b in zip(f, hashes, strict=True)]
-            line = (f"{name}: {statistics.median(f) / statistics.median(hashes):.3f}x the bare "
-                    f"hash (per round: {', '.join(f'{x:.3f}' for x in ratios)})")
+            line = (f"{name}: {statistics.median(ratios):.3f}x the bare hash, the median of "
+                    f"the rounds ({', '.join(f'{x:.3f}' for x in ratios)})")
         print(line)
 
 
