@@ -23,7 +23,7 @@ the server's CPU time from /proc, so the cost per request is measured where it i
 spent (the load generator shares the machine). Prints medians over the rounds and
 writes the figures as JSON to ``bench/results/``.
 
-Run from the repository root (about 170 s with the defaults):
+Run from the repository root (about 160 s with the defaults):
 
     .venv/bin/python bench/login_bench.py
 
