@@ -41,6 +41,7 @@ import json
 import statistics
 import threading
 import time
+from typing import Any
 
 from argon2 import PasswordHasher, Type
 
@@ -52,7 +53,7 @@ HASHER = PasswordHasher(time_cost=_DEFAULTS.password_hash_time_cost,
                         memory_cost=_DEFAULTS.password_hash_memory_kib,
                         parallelism=_DEFAULTS.password_hash_parallelism, type=Type.ID)
 STORED = HASHER.hash("bench password")
-BLOB = [{f"k{i}": list(range(20)), "s": "x" * 50} for i in range(300)]
+BLOB: list[dict[str, Any]] = [{f"k{i}": list(range(20)), "s": "x" * 50} for i in range(300)]
 
 
 class Tally:

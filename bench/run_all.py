@@ -544,13 +544,13 @@ def details(steps: list[Step]) -> str:
         out.append("")
     if "db_roundtrips" in by:
         rows = by["db_roundtrips"].result["rows"]  # type: ignore[index]
-        pg = {x["case"]: x for x in rows if x["backend"] == "postgresql"}
+        on_pg = {x["case"]: x for x in rows if x["backend"] == "postgresql"}
         ref = [x for x in rows if x["backend"] == rows[0]["backend"]]
         out += ["### db_roundtrips", "", "| request | statements | transactions "
                 "(commit/rollback) | pool checkouts | PostgreSQL round trips |",
                 "|---|---:|---:|---:|---:|"]
         for x in ref:
-            wire = pg[x["case"]]["wire"] if x["case"] in pg else None
+            wire = on_pg[x["case"]]["wire"] if x["case"] in on_pg else None
             out.append(f"| {x['case']} | {x['statements']:g} | {x['begins']:g} "
                        f"({x['commits']:g}/{x['rollbacks']:g}) | {x['checkouts']:g} | "
                        f"{NA if wire is None else f'{wire:g}'} |")

@@ -230,7 +230,7 @@ class Bench:
         async with storage.engine.connect() as conn:
             rows = (await conn.exec_driver_sql(prefix + statement, parameters)).all()
         if backend == "sqlite":
-            plan = "\n".join(f"{r[0]}|{r[1]}|{r[3]}" for r in rows)
+            plan = "\n".join("{0}|{1}|{3}".format(*r) for r in rows)
         else:
             plan = "\n".join(r[0] for r in rows)
         self.run.plans.append({"backend": backend, "size": size, "case": case.name,

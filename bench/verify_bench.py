@@ -22,7 +22,7 @@ from typing import Any
 import httpx2
 import jwt as pyjwt
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import ECKey, RSAKey
@@ -71,8 +71,9 @@ def raw_floor(key: PrivateKey, token: str) -> Callable[[], Any]:
         )
         algorithm = ec.ECDSA(hashes.SHA256())
         return lambda: public.verify(der, signing_input, algorithm)
+    assert isinstance(public, rsa.RSAPublicKey)
     pad, sha = padding.PKCS1v15(), hashes.SHA256()
-    return lambda: public.verify(signature, signing_input, pad, sha)  # type: ignore[union-attr]
+    return lambda: public.verify(signature, signing_input, pad, sha)
 
 
 def contenders(alg: str) -> dict[str, Callable[[], Any]]:

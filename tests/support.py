@@ -12,12 +12,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import unescape
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx2
@@ -42,7 +42,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05,
+               what: str = "condition") -> T:
     """Poll ``predicate`` until it returns a truthy value (readiness, not timing)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -132,7 +136,8 @@ class ServerProcess:
     def create_client(self, *args: str) -> dict[str, object]:
         done = self.cli("clients", "create", "--json", *args)
         assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
+        created: dict[str, object] = json.loads(done.stdout)
+        return created
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path else ""
