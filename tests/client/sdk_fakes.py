@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import inspect
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -13,15 +14,17 @@ from urllib.parse import parse_qsl
 
 import anyio.from_thread
 import httpx2
+import pytest
 
 from bastion import AsyncClient, Client
 from bastion.client._api import Namespace
+from bastion.client._flight import Flight
 from bastion.oauth.jose import PrivateKey
 
 ISSUER = "https://id.example/tenant"
 CLIENT_ID = "svc client"  # a space, to prove RFC 6749 2.3.1 form-encoding
 CLIENT_SECRET = "s3cr:t/+%"
-STATE_KEY = "a state key for tests"
+STATE_KEY = "a state key for tests, 32+ bytes long"
 REDIRECT_URI = "https://app.example/cb"
 #: RSA keys are slow to make: one for the whole run.
 ID_KEY = PrivateKey.generate("id-1", "RS256")
@@ -65,6 +68,8 @@ class FakeProvider:
         self.id_claims: dict[str, Any] = {}
         #: Scope granted by the code and password grants.
         self.user_scope = "openid profile"
+        #: Send a new ID token with each refresh too (OIDC Core 12.2).
+        self.refresh_id_token = False
 
     def id_token(self, access_token: str) -> str:
         from bastion.client.id_token import at_hash
@@ -142,6 +147,8 @@ class FakeProvider:
             grant = form.get("grant_type")
             if grant == "refresh_token":
                 body["refresh_token"] = f"rotated-refresh-{self.issued}"
+                if self.refresh_id_token:
+                    body["id_token"] = self.id_token(body["access_token"])
             if grant in ("authorization_code", "password"):
                 body["refresh_token"] = f"refresh-{self.issued}"
                 body["scope"] = form.get("scope", self.user_scope)
@@ -209,3 +216,58 @@ class SyncClient(Client):
         super().__init__(*args, **kwargs)
         self.sleeps: list[float] = []
         self._sleep = self.sleeps.append  # type: ignore[method-assign]
+
+
+# -- concurrency helpers: events, never sleeps --------------------------------------
+
+
+class Gate:
+    """A transport handler that holds the answer at ``path`` (once ``skip`` earlier
+    requests there went through) until ``followers`` callers wait for that flight."""
+
+    def __init__(self, provider: FakeProvider, path: str, followers: int = 1,
+                 skip: int = 0) -> None:
+        self.provider, self.path, self.skip = provider, path, skip
+        self.needed, self.count = followers, 0
+        self.lock = threading.Lock()
+        self.leader_in, self.followed = threading.Event(), threading.Event()
+
+    def follow(self) -> None:
+        with self.lock:
+            self.count += 1
+            if self.count >= self.needed:
+                self.followed.set()
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == self.path and self.provider.calls[self.path] >= self.skip:
+            self.leader_in.set()
+            assert self.followed.wait(10), "the followers never waited"
+        return self.provider(request)
+
+
+def watch_followers(monkeypatch: pytest.MonkeyPatch, on_follow: Callable[[], None]) -> None:
+    """Call ``on_follow`` each time a caller starts waiting for someone's flight."""
+    original = Flight.event
+
+    def event(self: Flight, make: Any) -> Any:
+        made = original(self, make)
+        if made is not None:
+            on_follow()
+        return made
+
+    monkeypatch.setattr(Flight, "event", event)
+
+
+def run_in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Start ``target`` in a thread; the list gets its result or exception."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(target())
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome

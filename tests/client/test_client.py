@@ -167,25 +167,51 @@ def test_request_authenticates_and_refetches_once_on_401(make_client: Any, provi
     assert provider.calls["/tenant/oauth/token"] == 2  # refetched once, then retried
 
 
-def test_rate_limited_token_request_honours_retry_after(make_client: Any, provider: FakeProvider):
-    provider.overrides["/tenant/oauth/token"] = [
-        error(429, {"error": "slow_down"}, **{"Retry-After": "3"}),
-    ]
-    client = make_client()
-    client.client_credentials()
-    assert client.sleeps and client.sleeps[0] >= 3
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.client_credentials(),
+        lambda c: c.refresh("r-1"),
+        lambda c: c.login_password("ann", "pw"),
+        lambda c: c.revoke("tok"),
+    ],
+)
+def test_a_rate_limited_post_raises_at_once_without_sleeping(
+    make_client: Any, provider: FakeProvider, call: Any
+):
+    """A user waits on these: the SDK does not sleep a Retry-After of up to 60 s
+    (twice) while holding them; the caller gets retry_after and decides."""
+    limited = [error(429, {"error": "slow_down"}, **{"Retry-After": "30"}) for _ in range(3)]
+    provider.overrides["/tenant/oauth/token"] = list(limited)
+    provider.overrides["/tenant/oauth/revoke"] = list(limited)
+    client = make_client(retries=2)
+    with pytest.raises(RateLimited) as caught:
+        call(client)
+    assert caught.value.retry_after == 30
+    assert client.sleeps == []
+    assert provider.calls["/tenant/oauth/token"] + provider.calls["/tenant/oauth/revoke"] == 1
 
 
-def test_rate_limited_beyond_retries_raises_with_retry_after(
+def test_an_unavailable_revocation_is_not_waited_for(make_client: Any, provider: FakeProvider):
+    provider.overrides["/tenant/oauth/revoke"] = [error(503, {}, **{"Retry-After": "60"})]
+    client = make_client(retries=2)
+    with pytest.raises(TemporarilyUnavailable):
+        client.revoke("tok")
+    assert client.sleeps == [] and provider.calls["/tenant/oauth/revoke"] == 1
+
+
+def test_a_rate_limited_get_is_retried_then_raises_with_retry_after(
     make_client: Any, provider: FakeProvider
 ):
-    provider.overrides["/tenant/oauth/token"] = [
+    provider.overrides["/tenant/oauth/userinfo"] = [
         error(429, {"title": "Too Many"}, **{"Retry-After": "7"}) for _ in range(3)
     ]
+    client = make_client(retries=2)
     with pytest.raises(RateLimited) as caught:
-        make_client(retries=2).client_credentials()
+        client.userinfo("at")
     assert caught.value.retry_after == 7
-    assert provider.calls["/tenant/oauth/token"] == 3
+    assert provider.calls["/tenant/oauth/userinfo"] == 3
+    assert len(client.sleeps) == 2 and min(client.sleeps) >= 7
 
 
 def test_idempotent_get_is_retried_on_503_and_read_errors(make_client: Any, provider: FakeProvider):

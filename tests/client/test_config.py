@@ -69,6 +69,20 @@ def test_unknown_connection_and_unknown_override():
 
 
 def test_secrets_stay_out_of_reprs():
-    settings = Client(url="https://id.example", client_secret="hunter2", state_key="k3y")
+    key = "k3y" * 11
+    settings = Client(url="https://id.example", client_secret="hunter2", state_key=key)
     assert "hunter2" not in repr(settings._core.settings)
-    assert "k3y" not in repr(settings._core.settings)
+    assert key not in repr(settings._core.settings)
+
+
+@pytest.mark.parametrize("key", ["", "summer", "x" * 31, "é" * 15])
+def test_a_short_state_key_is_refused_with_a_recipe(key: str):
+    with pytest.raises(ConfigurationError, match="state_key") as caught:
+        Client(url="https://id.example", state_key=key)
+    assert "secrets.token_urlsafe(32)" in str(caught.value)
+    with pytest.raises(ConfigurationError, match="32 bytes"):
+        configure(default={"url": "https://id.example", "state_key": key})
+
+
+def test_a_32_byte_state_key_is_accepted():
+    assert Client(url="https://id.example", state_key="é" * 16)._core.settings.state_key

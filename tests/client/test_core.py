@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import httpx2
 import pytest
 
-from bastion import InvalidToken
+from bastion import InvalidToken, TransportError
 from bastion.client._base import BaseClient, Flow
 from bastion.client._config import Settings
+from bastion.client._flight import Flights, Wait
 from bastion.oauth.jose import PrivateKey
 
 ISSUER = "https://id.example"
@@ -23,6 +25,7 @@ def drive(flow: Flow[Any], *responses: httpx2.Response) -> tuple[Any, list[httpx
     try:
         request = next(flow)
         while True:
+            assert isinstance(request, httpx2.Request)
             sent.append(request)
             request = flow.send(queue.pop(0))
     except StopIteration as done:
@@ -71,3 +74,53 @@ def test_verify_flow_fetches_keys_then_uses_the_clock():
     now += 120
     with pytest.raises(InvalidToken, match="expired"):
         core.verify_cached(token)
+
+
+def token_core() -> BaseClient:
+    core = BaseClient(
+        Settings.from_options({"url": ISSUER, "client_id": "c", "client_secret": "s"})
+    )
+    drive(core.metadata_flow(), ok(METADATA))
+    return core
+
+
+def test_a_second_refresh_of_the_same_token_waits_for_the_first():
+    """Two flows for one refresh token: the second yields Wait, not a request."""
+    core = token_core()
+    first, second = core.refresh_flow("r-0"), core.refresh_flow("r-0")
+    request = next(first)
+    assert isinstance(request, httpx2.Request) and b"refresh_token=r-0" in request.content
+    wait = next(second)
+    assert isinstance(wait, Wait) and not wait.flight.landed
+    assert isinstance(next(core.refresh_flow("r-other")), httpx2.Request)  # another token
+    with pytest.raises(StopIteration) as done:
+        first.send(ok({"access_token": "at-1", "refresh_token": "r-1"}))
+    assert wait.flight.landed
+    with pytest.raises(StopIteration) as followed:
+        next(second)
+    assert followed.value.value is done.value.value
+    third, sent = drive(core.refresh_flow("r-0"))  # remembered: nothing is sent
+    assert third is done.value.value and sent == []
+
+
+def test_an_abandoned_leader_lands_its_flight_with_an_error():
+    core = token_core()
+    leader, follower = core.refresh_flow("r-0"), core.refresh_flow("r-0")
+    next(leader)
+    wait = next(follower)
+    leader.close()  # e.g. httpx2 closing an auth flow after a failed send
+    assert wait.flight.landed and len(core.flights) == 0
+    with pytest.raises(TransportError, match="interrupted"):
+        next(follower)
+
+
+def test_a_flight_lands_once_for_every_waiter():
+    flights = Flights()
+    flight, lead = flights.join("k")
+    assert lead and flights.join("k") == (flight, False)
+    events = [flight.event(threading.Event) for _ in range(3)]
+    flights.land("k", flight, "result")
+    assert all(event is not None and event.is_set() for event in events)
+    assert flight.event(threading.Event) is None and flight.outcome() == "result"
+    settled, lead = flights.join("k", lambda: "known")
+    assert not lead and settled.landed and settled.outcome() == "known" and len(flights) == 0

@@ -114,7 +114,8 @@ def test_state_from_another_client_or_issuer_is_refused(make_client: Any, provid
     with pytest.raises(InvalidStateError, match="another client"):
         make_client(**LOGIN, client_id="someone-else").finish_authorization("c", state)
     with pytest.raises(InvalidStateError):
-        make_client(redirect_uri=REDIRECT_URI, state_key="other").finish_authorization("c", state)
+        other_key = "another state key, just as long!!"
+        make_client(redirect_uri=REDIRECT_URI, state_key=other_key).finish_authorization("c", state)
     with pytest.raises(InvalidStateError, match="does not match"):
         make_client(**LOGIN).finish_authorization("c", state, expected_state=state + "x")
 
@@ -191,8 +192,9 @@ def test_missing_options_and_endpoints(make_client: Any, provider: FakeProvider)
         make_client(redirect_uri=REDIRECT_URI).start_authorization()
     with pytest.raises(ConfigurationError, match="redirect_uri"):
         make_client(state_key=STATE_KEY).start_authorization()
-    with pytest.raises(ConfigurationError, match="expiration"):
-        make_client(**LOGIN).start_authorization(expiration=0)
+    for expiration in (0, -1, float("nan"), float("inf"), float("-inf"), True, "600"):
+        with pytest.raises(ConfigurationError, match="expiration"):
+            make_client(**LOGIN).start_authorization(expiration=expiration)
     del provider.metadata["authorization_endpoint"]
     del provider.metadata["end_session_endpoint"]
     with pytest.raises(EndpointNotAdvertised, match="authorization_endpoint"):
@@ -321,3 +323,16 @@ def test_validate_token_set_raises_when_the_provider_is_down(make_client: Any, p
     provider.overrides["/tenant/oauth/token"] = [httpx2.Response(503)]
     with pytest.raises(TemporarilyUnavailable):
         client.validate_token_set(provider.sign(exp=1000, iat=900), "r-1")
+
+
+def test_validate_token_set_with_an_absurd_exp(make_client: Any, provider: FakeProvider):
+    client = make_client()
+    check = client.validate_token_set(provider.sign(exp=1e300), "r-1")
+    assert check.state == "valid" and check.tokens and check.tokens.expires_at is None
+    provider.overrides["/tenant/oauth/introspect"] = [
+        httpx2.Response(200, content=b'{"active": true, "exp": 1e400}'),
+        httpx2.Response(200, content=b'{"active": true, "exp": NaN}'),
+    ]
+    for _ in range(2):
+        check = client.validate_token_set("opaque", "r-1", introspect=True)
+        assert check.state == "valid" and check.tokens and check.tokens.expires_at is None

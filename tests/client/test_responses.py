@@ -16,12 +16,13 @@ from bastion import (
     InvalidToken,
     NotFound,
     OAuthError,
+    ProtocolError,
     RateLimited,
     ServerError,
     TemporarilyUnavailable,
     Unauthorized,
 )
-from bastion.client._responses import error_from_response, retry_after_seconds
+from bastion.client._responses import error_from_response, json_object, retry_after_seconds
 from bastion.client._retry import RetryPolicy
 
 
@@ -101,6 +102,33 @@ def test_retry_after_forms():
     assert retry_after_seconds({}, now=0) is None
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "\u00b2",  # isdigit() says yes, float() says no
+        "\u0663",  # an Arabic-Indic three
+        "9" * 400,  # float("inf")
+        "Wed, 21 Oct 2015 07:28:00",  # no zone
+        "Wed, 21 Oct 99999 07:28:00 GMT",
+    ],
+)
+def test_odd_retry_after_values_are_ignored(value: str):
+    assert retry_after_seconds({"retry-after": value}, now=0) is None
+
+
+def test_an_odd_retry_after_still_gives_rate_limited():
+    headers = httpx2.Headers([(b"Retry-After", "\u00b2".encode("latin-1"))])
+    limited = error_from_response(429, headers, b"", now=0)
+    assert isinstance(limited, RateLimited) and limited.retry_after is None
+    policy = RetryPolicy(jitter=lambda: 1.0)
+    assert policy.after_response(429, headers, 0, method="GET", now=0) == 0.5
+
+
+def test_deeply_nested_json_is_a_protocol_error():
+    with pytest.raises(ProtocolError, match="not JSON"):
+        json_object(b"[" * 100_000 + b"]" * 100_000)
+
+
 def test_retry_policy_decisions():
     policy = RetryPolicy(retries=2, backoff=1, max_backoff=3, jitter=lambda: 1.0)
     read_error = httpx2.ReadError("x")
@@ -110,9 +138,10 @@ def test_retry_policy_decisions():
     assert policy.after_error(read_error, 0, idempotent=False) is None  # may be processed
     assert policy.after_error(httpx2.ConnectError("x"), 0, idempotent=False) == 1
     assert policy.after_error(ValueError("x"), 0, idempotent=True) is None
-    assert policy.after_response(503, {}, 5 - 5, idempotent=True, now=0) == 1
-    assert policy.after_response(503, {}, 0, idempotent=False, now=0) is None
-    assert policy.after_response(429, {"retry-after": "4"}, 0, idempotent=False, now=0) == 4
-    assert policy.after_response(429, {"retry-after": "600"}, 0, idempotent=True, now=0) is None
-    assert policy.after_response(500, {}, 0, idempotent=True, now=0) is None
+    assert policy.after_response(503, {}, 5 - 5, method="GET", now=0) == 1
+    assert policy.after_response(503, {}, 0, method="POST", now=0) is None
+    assert policy.after_response(429, {"retry-after": "4"}, 0, method="GET", now=0) == 4
+    assert policy.after_response(429, {"retry-after": "4"}, 0, method="POST", now=0) is None
+    assert policy.after_response(429, {"retry-after": "600"}, 0, method="GET", now=0) is None
+    assert policy.after_response(500, {}, 0, method="GET", now=0) is None
     assert RetryPolicy(backoff=1, max_backoff=3, jitter=lambda: 1.0)._backoff(10) == 3

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx2
 import pytest
 
 from bastion import ProtocolError, TokenSet
+from bastion.client.tokens import MAX_EXPIRES_IN
 
 
 def test_from_response_keeps_unknown_fields():
@@ -45,3 +49,32 @@ def test_repr_hides_tokens():
     tokens = TokenSet(access_token="secret-access", refresh_token="secret-refresh", scope="a")
     assert "secret" not in repr(tokens)
     assert "scope='a'" in repr(tokens)
+
+
+@pytest.mark.parametrize(
+    "expires_in",
+    [1e20, float("nan"), float("inf"), -5, "99999999999999999999", "9" * 5000, "\u00b2", True],
+)
+def test_absurd_expires_in_is_treated_as_absent(expires_in: object):
+    tokens = TokenSet.from_response({"access_token": "a", "expires_in": expires_in}, now=1000.0)
+    assert tokens.expires_at is None
+
+
+def test_a_ten_year_expires_in_is_still_taken():
+    tokens = TokenSet.from_response({"access_token": "a", "expires_in": MAX_EXPIRES_IN}, now=0)
+    assert tokens.expires_at is not None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"access_token":"a","expires_in":1e20}',
+        b'{"access_token":"a","expires_in":NaN}',
+        b'{"access_token":"a","expires_in":"99999999999999999999"}',
+        b'{"access_token":"a","expires_in":Infinity}',
+    ],
+)
+def test_a_token_response_with_absurd_expires_in_is_read(make_client: Any, provider: Any,
+                                                          body: bytes):
+    provider.overrides["/tenant/oauth/token"] = [httpx2.Response(200, content=body)]
+    assert make_client().client_credentials().expires_at is None

@@ -165,6 +165,12 @@ def test_user_from_claims_tolerates_missing_fields():
     assert full.token is None
 
 
+@pytest.mark.parametrize("when", [1e20, float("nan"), float("inf"), -1e20])
+def test_an_absurd_timestamp_is_no_datetime(when: float):
+    user = User.from_claims({"sub": "u1", "created_at": when, "deleted_at": when})
+    assert user.created_at is None and user.deleted_at is None
+
+
 def test_models_share_one_client_per_connection():
     configure(default={"url": ISSUER}, other={"url": ISSUER + "/other"})
     try:

@@ -7,11 +7,12 @@ import json
 import time
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
-from sdk_fakes import ISSUER, FakeProvider
+from sdk_fakes import ISSUER, FakeProvider, Gate, run_in_thread, watch_followers
 
-from bastion import InsufficientScope, InvalidToken
+from bastion import AsyncClient, Client, InsufficientScope, InvalidToken, TemporarilyUnavailable
 from bastion.oauth.jose import PrivateKey, b64url_encode
 
 
@@ -154,3 +155,93 @@ def test_unusable_jwks_entries_are_skipped(make_client: Any, provider: FakeProvi
         )
     ]
     assert make_client().verify_token(provider.sign())
+
+
+# -- the refetch limit: one fetch for many callers, failures count ------------------
+
+
+def test_a_failed_refetch_counts_and_gives_invalid_token(make_client: Any, provider: FakeProvider):
+    client = make_client(retries=0)
+    client.verify_token(provider.sign())
+    client._core.keys.fetched_at -= 120  # a refetch is allowed again
+    provider.overrides["/tenant/jwks"] = [httpx2.Response(503)]
+    stranger = PrivateKey.generate("who", "ES256")
+    with pytest.raises(InvalidToken, match="unknown key") as caught:
+        client.verify_token(provider.sign(key=stranger))
+    assert isinstance(caught.value.__cause__, TemporarilyUnavailable)
+    for _ in range(3):  # the failed attempt counts: no JWKS request until the interval
+        with pytest.raises(InvalidToken, match="unknown key"):
+            client.verify_token(provider.sign(key=PrivateKey.generate("other", "ES256")))
+    assert provider.calls["/tenant/jwks"] == 2
+    assert client.verify_token(provider.sign())  # the keys at hand still work
+
+
+def test_without_keys_an_unreachable_jwks_is_not_an_invalid_token(
+    make_client: Any, provider: FakeProvider
+):
+    client = make_client(retries=0)
+    provider.overrides["/tenant/jwks"] = [httpx2.Response(503)]
+    with pytest.raises(TemporarilyUnavailable):
+        client.verify_token(provider.sign())
+    assert client.verify_token(provider.sign())  # the first load is not rate-limited
+
+
+def test_concurrent_threads_share_one_refetch(provider: FakeProvider, monkeypatch: Any):
+    """Keys rotated: the first token with the new kid refetches the JWKS, the
+    others wait for that fetch and are verified with its keys."""
+    gate = Gate(provider, "/tenant/jwks", followers=4, skip=1)
+    watch_followers(monkeypatch, gate.follow)
+    with Client(ISSUER, transport=httpx2.MockTransport(gate)) as client:
+        client.verify_token(provider.sign())
+        new_key = PrivateKey.generate("key-2", "ES256")
+        provider.jwks_keys = [provider.key, new_key]
+        client._core.keys.fetched_at -= 120
+        threads = [run_in_thread(lambda: client.verify_token(provider.sign(key=new_key)))]
+        assert gate.leader_in.wait(10)
+        threads += [
+            run_in_thread(lambda: client.verify_token(provider.sign(key=new_key)))
+            for _ in range(4)
+        ]
+        for thread, _ in threads:
+            thread.join()
+    assert [out[0]["iss"] for _, out in threads] == [ISSUER] * 5
+    assert provider.calls["/tenant/jwks"] == 2
+
+
+async def test_fifty_concurrent_junk_tokens_cause_one_jwks_request(
+    provider: FakeProvider, monkeypatch: Any
+):
+    """b_jwks_herd.py: unknown kids in a burst, after the interval has passed."""
+    followed = anyio.Event()
+    waiting = [0]
+
+    def follow() -> None:
+        waiting[0] += 1
+        if waiting[0] == 49:
+            followed.set()
+
+    watch_followers(monkeypatch, follow)
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == "/tenant/jwks" and provider.calls["/tenant/jwks"]:
+            with anyio.fail_after(10):
+                await followed.wait()
+        return provider(request)
+
+    outcomes: list[str] = []
+    async with AsyncClient(ISSUER, transport=httpx2.MockTransport(handler)) as client:
+        await client.verify_token(provider.sign())
+        client._core.keys.fetched_at -= 120
+
+        async def junk(i: int) -> None:
+            header = {"alg": "ES256", "kid": f"x{i}", "typ": "at+jwt"}
+            try:
+                await client.verify_token(_forge(header, {"iss": ISSUER}))
+            except InvalidToken:
+                outcomes.append("invalid")
+
+        async with anyio.create_task_group() as group:
+            for i in range(50):
+                group.start_soon(junk, i)
+    assert outcomes == ["invalid"] * 50
+    assert provider.calls["/tenant/jwks"] == 2  # the warm-up, then one refetch

@@ -121,7 +121,7 @@ def test_state_checks_at_the_callback(
         client.finish_authorization_response(callback, expected_state=state[:-2] + "AA")
     with pytest.raises(InvalidStateError):  # another issuer in the response (RFC 9207)
         client.finish_authorization(params["code"], state, iss="https://evil.example")
-    other_key = options(bastion_server, web_app, state_key="another key")
+    other_key = options(bastion_server, web_app, state_key=secrets.token_urlsafe(32))
     with Client(**other_key) as other, pytest.raises(InvalidStateError):
         other.finish_authorization_response(callback)
     store = MemoryReplayStore()

@@ -15,6 +15,7 @@ from ._async_api import AsyncEvents, AsyncOrganizations, AsyncRoles, AsyncUsers
 from ._async_signin import AsyncSignIn
 from ._auth import TOKEN_REQUEST_IN_FLIGHT, ClientCredentialsAuth
 from ._base import BaseClient, Flow, map_http_error
+from ._flight import Wait, wait_in_task
 from .connections import resolve
 from .tokens import TokenSet
 
@@ -42,7 +43,6 @@ class AsyncClient(AsyncSignIn):
         settings = resolve(url, using, options)
         self._core = BaseClient(settings)
         self._core.owner = self
-        self._refresh_lock: anyio.Lock | None = None
         self._http = httpx2.AsyncClient(
             base_url=settings.url,
             transport=transport,
@@ -101,7 +101,7 @@ class AsyncClient(AsyncSignIn):
                     response.status_code,
                     response.headers,
                     attempt,
-                    idempotent=idempotent,
+                    method=request.method,
                     now=core.clock(),
                 )
                 if delay is None:
@@ -112,12 +112,23 @@ class AsyncClient(AsyncSignIn):
 
     async def _run(self, flow: Flow[T]) -> T:
         try:
-            request = next(flow)
+            step = next(flow)
             while True:
-                request = flow.send(await self._send(request))
+                if isinstance(step, Wait):
+                    await wait_in_task(step)
+                    step = next(flow)
+                    continue
+                try:
+                    response = await self._send(step)
+                except BaseException as exc:  # let a flow leading a flight land it
+                    step = flow.throw(exc)
+                else:
+                    step = flow.send(response)
         except StopIteration as done:
             result: T = done.value
             return result
+        finally:
+            flow.close()
 
     # -- the public calls: each runs one flow of the core --------------------------
 
@@ -130,17 +141,16 @@ class AsyncClient(AsyncSignIn):
         return await self._run(self._core.client_credentials_flow(scope))
 
     async def refresh(
-        self, refresh_token: str, scope: str | Collection[str] | None = None
+        self, refresh_token: str | TokenSet, scope: str | Collection[str] | None = None
     ) -> TokenSet:
         """Trade a refresh token for new tokens; keep the *new* refresh token.
 
-        Refreshes are serialized, and a refresh token already traded by this
-        client returns the same new tokens instead of being sent again.
+        Tasks refreshing the same token share one request, and a refresh token
+        already traded by this client returns the same new tokens instead of
+        being sent again. Given a ``TokenSet``, a new ID token must be about the
+        same user, and the old one is kept if the provider sends none.
         """
-        if self._refresh_lock is None:
-            self._refresh_lock = anyio.Lock()
-        async with self._refresh_lock:
-            return await self._run(self._core.refresh_flow(refresh_token, scope))
+        return await self._run(self._core.refresh_flow(refresh_token, scope))
 
     async def verify_token(
         self,

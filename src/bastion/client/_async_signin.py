@@ -31,7 +31,7 @@ class AsyncSignIn:
         async def _run(self, flow: Flow[T]) -> T: ...
 
         async def refresh(
-            self, refresh_token: str, scope: str | Collection[str] | None = None
+            self, refresh_token: str | TokenSet, scope: str | Collection[str] | None = None
         ) -> TokenSet: ...
 
     async def start_authorization(

@@ -9,7 +9,10 @@ Both cache the token, replace it ``refresh_margin`` seconds before it expires,
 and once more when the resource server answers 401. The flow itself is
 lock-free and shared; ``sync_auth_flow`` and ``async_auth_flow`` only add the
 lock (a thread lock or an anyio lock) around "get a usable token", so
-concurrent callers trigger a single fetch or refresh.
+concurrent callers of one auth trigger a single fetch or refresh. A refresh
+is also a single flight in the core (``BaseClient.refresh_flow``): another
+``TokenAuth``, or a ``Client.refresh``, holding the same refresh token waits
+for it instead of sending the token again.
 
 While a token request is in flight the outer request carries the extension
 ``TOKEN_REQUEST_IN_FLIGHT``: if sending fails then, the token request may have
@@ -19,7 +22,6 @@ refresh token revokes its whole family).
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import AsyncGenerator, Callable, Collection, Generator
 
@@ -27,6 +29,7 @@ import anyio
 import httpx2
 
 from ._base import BaseClient, Flow
+from ._flight import Wait, wait_in_task, wait_in_thread
 from .tokens import TokenSet
 
 __all__ = ["TOKEN_REQUEST_IN_FLIGHT", "ClientCredentialsAuth", "TokenAuth"]
@@ -62,17 +65,8 @@ class _CachedTokenAuth(httpx2.Auth):
         request.headers["Authorization"] = token.authorization
         return request
 
-    def auth_flow(
-        self, request: httpx2.Request
-    ) -> Generator[httpx2.Request, httpx2.Response, None]:
-        token = yield from self.token_flow()
-        response = yield self._authorize(request, token)
-        if response.status_code == 401:
-            renewed = yield from self.token_flow(stale=token)
-            if renewed is not token:
-                yield self._authorize(request, renewed)
-
-    # -- the shells: same steps, plus a lock and reading each token response -----
+    # -- the shells: the same steps, each with its lock, waiting on single flights
+    # and reading each token response (``auth_flow`` is not used: it cannot wait)
 
     def _sync_token(
         self, request: httpx2.Request, stale: TokenSet | None
@@ -80,15 +74,21 @@ class _CachedTokenAuth(httpx2.Auth):
         with self._thread_lock:
             flow = self.token_flow(stale)
             try:
-                token_request = next(flow)
+                step = next(flow)
                 while True:
+                    if isinstance(step, Wait):  # another caller is refreshing this token
+                        wait_in_thread(step)
+                        step = next(flow)
+                        continue
                     request.extensions[TOKEN_REQUEST_IN_FLIGHT] = True
-                    response = yield token_request
+                    response = yield step
                     del request.extensions[TOKEN_REQUEST_IN_FLIGHT]
                     response.read()
-                    token_request = flow.send(response)
+                    step = flow.send(response)
             except StopIteration as done:
                 token: TokenSet = done.value
+            finally:
+                flow.close()
         return token
 
     def sync_auth_flow(
@@ -115,15 +115,21 @@ class _CachedTokenAuth(httpx2.Auth):
                 # An async generator cannot ``yield from``: step the flow by hand.
                 flow = self.token_flow(stale)
                 try:
-                    token_request = next(flow)
+                    step = next(flow)
                     while True:
+                        if isinstance(step, Wait):  # another caller is refreshing this token
+                            await wait_in_task(step)
+                            step = next(flow)
+                            continue
                         request.extensions[TOKEN_REQUEST_IN_FLIGHT] = True
-                        token_response = yield token_request
+                        token_response = yield step
                         del request.extensions[TOKEN_REQUEST_IN_FLIGHT]
                         await token_response.aread()
-                        token_request = flow.send(token_response)
+                        step = flow.send(token_response)
                 except StopIteration as done:
                     token: TokenSet = done.value
+                finally:
+                    flow.close()
             if token is stale:  # nothing better to offer: the 401 stands
                 return
             response = yield self._authorize(request, token)
@@ -181,11 +187,7 @@ class TokenAuth(_CachedTokenAuth):
         current = self.tokens
         if not current.refresh_token:
             return current
-        tokens = yield from self._core.refresh_flow(current.refresh_token)
-        if tokens.id_token is None and current.id_token is not None:
-            tokens = dataclasses.replace(
-                tokens, id_token=current.id_token, id_token_claims=current.id_token_claims
-            )
+        tokens = yield from self._core.refresh_flow(current)
         if self._on_refresh is not None and tokens is not current:
             self._on_refresh(tokens)
         return tokens

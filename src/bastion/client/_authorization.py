@@ -1,19 +1,19 @@
 """The I/O-free authorization code flow with PKCE (RFC 6749 section 4.1,
-RFC 7636, OAuth 2.1) and ID token validation.
+RFC 7636, OAuth 2.1).
 
 A sealed ``state`` (see ``state``) carries everything the callback needs; the
 callback checks the state, ``iss`` (RFC 9207), replays, exchanges the code with
-the verifier and validates the ID token (OIDC Core 3.1.3.7). The other ways to
-sign in and the token-set flows are in ``_login``; emailed links in
-``_passwordless``.
+the verifier and validates the ID token (OIDC Core 3.1.3.7, with
+``BaseClient.id_token_flow``). The other ways to sign in and the token-set
+flows are in ``_login``; emailed links in ``_passwordless``.
 
 Each function takes the shared core and returns a flow, like ``BaseClient``'s.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
+import math
 import secrets
 from collections.abc import Collection, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -23,7 +23,6 @@ from bastion.oauth.errors import error_class
 
 from ._base import BaseClient, Flow, _scope_text
 from .exceptions import ConfigurationError, InvalidStateError, ProtocolError
-from .id_token import check_id_token_claims, verify_id_token_signature
 from .state import AuthorizationState, ReplayStore, seal, unseal
 from .tokens import TokenSet
 
@@ -32,7 +31,6 @@ __all__ = [
     "callback_params",
     "finish_authorization_flow",
     "finish_authorization_response_flow",
-    "id_token_flow",
     "open_state",
     "start_authorization_flow",
     "with_query",
@@ -62,7 +60,12 @@ def authorization_request_flow(
     settings = core.settings
     client_id = settings.require("client_id", purpose)
     redirect = redirect_uri or settings.require("redirect_uri", purpose)
-    if not isinstance(expiration, int | float) or isinstance(expiration, bool) or expiration <= 0:
+    if (
+        not isinstance(expiration, int | float)
+        or isinstance(expiration, bool)
+        or not math.isfinite(expiration)
+        or expiration <= 0
+    ):
         raise ConfigurationError("expiration must be a positive number of seconds")
     key = core.state_key()
     metadata = yield from core.metadata_flow()
@@ -184,7 +187,7 @@ def finish_authorization_flow(
     }
     tokens = yield from core.token_flow(data, "finish_authorization")
     if tokens.id_token is not None:
-        return (yield from id_token_flow(core, tokens, state.nonce))
+        return (yield from core.id_token_flow(tokens, state.nonce))
     if state.openid:
         raise ProtocolError("The provider returned no ID token for an openid request.")
     return tokens
@@ -211,26 +214,3 @@ def finish_authorization_response_flow(
             whole_response=True,
         )
     )
-
-
-def id_token_flow(core: BaseClient, tokens: TokenSet, nonce: str | None) -> Flow[TokenSet]:
-    """``tokens`` with ``id_token_claims`` once the ID token is validated."""
-    token = tokens.id_token
-    if token is None:
-        return tokens
-    metadata = yield from core.metadata_flow()
-    algorithms = core.settings.algorithms
-    alg, claims = yield from core.with_keys_flow(
-        lambda: verify_id_token_signature(token, core.keys.keys, algorithms), "The ID token"
-    )
-    check_id_token_claims(
-        claims,
-        issuer=metadata.issuer,
-        client_id=core.settings.require("client_id", "ID token validation"),
-        now=core.clock(),
-        leeway=core.settings.leeway,
-        nonce=nonce,
-        access_token=tokens.access_token,
-        alg=alg,
-    )
-    return dataclasses.replace(tokens, id_token_claims=claims)

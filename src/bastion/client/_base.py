@@ -5,14 +5,16 @@ needs sent, receives the ``httpx2.Response`` (already read) and finally returns
 its result. Discovery, JWKS fetches, request building, response parsing, error
 mapping and retry decisions all live here (the first layer, discovery, keys and
 verification, in ``_discovery``); a shell only drives the generator (``for`` a
-thread or ``await`` for a task). The same flows feed the client-credentials
-``httpx2.Auth`` in ``_auth``.
+thread or ``await`` for a task), waiting where a flow yields ``Wait`` for another
+caller's single flight (``_flight``). The same flows feed the ``httpx2.Auth``
+classes in ``_auth``.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Collection
@@ -21,12 +23,15 @@ from urllib.parse import quote_plus
 
 import httpx2
 
+from bastion.oauth.errors import InvalidToken
+from bastion.oauth.jose import JoseError, parse_compact
 from bastion.oauth.metadata import ProviderMetadata
 
 from ._config import Settings
 from ._discovery import JSON_HEADERS, DiscoveryCore, Flow
 from ._responses import json_object
 from .exceptions import ConfigurationError, ProtocolError, TimeoutError, TransportError
+from .id_token import check_id_token_claims, verify_id_token_signature
 from .tokens import TokenSet
 
 __all__ = ["BaseClient", "Flow", "map_http_error"]
@@ -109,42 +114,98 @@ class BaseClient(DiscoveryCore):
             data["scope"] = text
         return (yield from self.token_flow(data, "client_credentials"))
 
+    def id_token_flow(self, tokens: TokenSet, nonce: str | None) -> Flow[TokenSet]:
+        """``tokens`` with ``id_token_claims`` once the ID token is validated
+        (OIDC Core 3.1.3.7); ``nonce`` is checked when given."""
+        token = tokens.id_token
+        if token is None:
+            return tokens
+        metadata = yield from self.metadata_flow()
+        algorithms = self.settings.algorithms
+        alg, claims = yield from self.with_keys_flow(
+            lambda: verify_id_token_signature(token, self.keys.keys, algorithms), "The ID token"
+        )
+        check_id_token_claims(
+            claims,
+            issuer=metadata.issuer,
+            client_id=self.settings.require("client_id", "ID token validation"),
+            now=self.clock(),
+            leeway=self.settings.leeway,
+            nonce=nonce,
+            access_token=tokens.access_token,
+            alg=alg,
+        )
+        return dataclasses.replace(tokens, id_token_claims=claims)
+
     def refresh_flow(
-        self, refresh_token: str, scope: str | Collection[str] | None = None
+        self, refresh_token: str | TokenSet, scope: str | Collection[str] | None = None
     ) -> Flow[TokenSet]:
-        """RFC 6749 section 6, sending each refresh token once per process.
+        """RFC 6749 section 6, sending each refresh token once per client.
 
         With rotation (RFC 9700 section 4.14.2) a refresh token is single use and
-        a reused one revokes its whole family. So the result of a refresh is kept
-        for a short while, keyed by the spent token: a second caller holding the
-        same old token (two requests of one browser session) gets the same new
-        tokens instead of presenting the spent one. The shells serialize refreshes
-        so the second caller waits for the first.
+        a reused one revokes its whole family. So every refresh of one token is a
+        single flight (see ``_flight``): concurrent callers holding the same token
+        (two requests of one browser session, a ``TokenAuth`` and a
+        ``validate_token_set``) wait for the one request and share its answer.
+        The answer is then remembered, keyed by the spent token, so a later
+        caller still holding it gets the new tokens instead of presenting it.
+
+        An ID token in the answer is validated like a login's, without nonce
+        (OIDC Core 12.2). Given a ``TokenSet``, its ID token is kept when the
+        refresh brings none, and a new one must be about the same user (``sub``).
         """
-        key = hashlib.sha256(refresh_token.encode()).digest()
+        previous = refresh_token if isinstance(refresh_token, TokenSet) else None
+        token = previous.refresh_token if previous is not None else refresh_token
+        if not isinstance(token, str) or not token:
+            raise ConfigurationError("refresh needs a refresh token (or tokens that have one)")
+        digest = hashlib.sha256(token.encode()).digest()
+        key = ("refresh", digest)
         now = self.clock()
-        known = self.refreshed.get(key)
-        if known is not None and not known.expires_within(self.settings.refresh_margin, now):
-            return known
+        flight, lead = self.flights.join(key, lambda: self._remembered(digest, token, now))
+        if lead:
+            request = self._refresh_once_flow(token, scope)
+            keep = functools.partial(self._remember, digest, token)
+            tokens: TokenSet = yield from self.lead(key, flight, request, keep)
+        else:
+            tokens = yield from self.follow(flight)
+        return _same_user(previous, tokens)
+
+    def _refresh_once_flow(
+        self, refresh_token: str, scope: str | Collection[str] | None
+    ) -> Flow[TokenSet]:
         data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         if text := _scope_text(scope):
             data["scope"] = text
         tokens = yield from self.token_flow(data, "refresh")
         if tokens.refresh_token is None:  # no rotation: the old one stays valid
             tokens = dataclasses.replace(tokens, refresh_token=refresh_token)
-        self._remember_refresh(key, tokens, now)
-        return tokens
+        return (yield from self.id_token_flow(tokens, None))  # no nonce on refresh (12.2)
 
-    def _remember_refresh(self, key: bytes, tokens: TokenSet, now: float) -> None:
-        margin = self.settings.refresh_margin
-        if len(self.refreshed) >= _MAX_REMEMBERED:
-            self.refreshed = {
-                k: v for k, v in self.refreshed.items() if not v.expires_within(margin, now)
-            }
-            while len(self.refreshed) >= _MAX_REMEMBERED:
-                del self.refreshed[next(iter(self.refreshed))]
-        if tokens.expires_at is not None:
-            self.refreshed[key] = tokens
+    # ``refreshed`` is read and written only under the flights' lock (``settled``
+    # and ``keep``), so threads refreshing different tokens never trip over it.
+
+    def _remembered(self, digest: bytes, refresh_token: str, now: float) -> TokenSet | None:
+        """The tokens ``refresh_token`` was traded for, if it must not be sent again.
+
+        A rotated token is spent for good: its new tokens are handed back even when
+        their access token is about to expire (their refresh token is the one to
+        use next). A token the provider did not rotate may be sent again once the
+        tokens it brought are due for renewal.
+        """
+        known = self.refreshed.get(digest)
+        if known is None:
+            return None
+        if known.refresh_token != refresh_token:
+            return known
+        return None if known.expires_within(self.settings.refresh_margin, now) else known
+
+    def _remember(self, digest: bytes, refresh_token: str, tokens: TokenSet) -> None:
+        # Without rotation and expiry there is nothing to protect or to share.
+        if tokens.refresh_token == refresh_token and tokens.expires_at is None:
+            return
+        while len(self.refreshed) >= _MAX_REMEMBERED:  # forget the oldest first
+            del self.refreshed[next(iter(self.refreshed))]
+        self.refreshed[digest] = tokens
 
     # -- introspection and revocation -------------------------------------------
 
@@ -176,6 +237,33 @@ class BaseClient(DiscoveryCore):
         if token_type_hint:
             data["token_type_hint"] = token_type_hint
         yield from self._post_flow("revocation_endpoint", data, "revocation")
+
+
+def _subject(tokens: TokenSet) -> object:
+    """The ``sub`` of the ID token in ``tokens``, validated or as stored."""
+    if tokens.id_token_claims is not None:
+        return tokens.id_token_claims.get("sub")
+    if tokens.id_token is None:
+        return None
+    try:  # tokens kept from a login this app already validated
+        return parse_compact(tokens.id_token).claims().get("sub")
+    except JoseError:
+        return None
+
+
+def _same_user(previous: TokenSet | None, tokens: TokenSet) -> TokenSet:
+    """The refreshed ``tokens``, keeping ``previous``'s ID token when they bring
+    none; a new ID token must be about the same user (OIDC Core 12.2)."""
+    if previous is None or previous.id_token is None:
+        return tokens
+    if tokens.id_token is None:
+        return dataclasses.replace(
+            tokens, id_token=previous.id_token, id_token_claims=previous.id_token_claims
+        )
+    before = _subject(previous)
+    if before is not None and _subject(tokens) != before:
+        raise InvalidToken("The refreshed ID token is about another user.")
+    return tokens
 
 
 def map_http_error(exc: Exception) -> Exception:

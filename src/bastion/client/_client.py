@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Collection
 from types import TracebackType
@@ -15,6 +14,7 @@ from bastion.oauth.metadata import ProviderMetadata
 from ._api import Events, Organizations, Roles, Users
 from ._auth import TOKEN_REQUEST_IN_FLIGHT, ClientCredentialsAuth
 from ._base import BaseClient, Flow, map_http_error
+from ._flight import Wait, wait_in_thread
 from ._signin import SignIn
 from .connections import resolve
 from .tokens import TokenSet
@@ -43,7 +43,6 @@ class Client(SignIn):
         settings = resolve(url, using, options)
         self._core = BaseClient(settings)
         self._core.owner = self
-        self._refresh_lock = threading.Lock()
         self._http = httpx2.Client(
             base_url=settings.url,
             transport=transport,
@@ -100,7 +99,7 @@ class Client(SignIn):
                     response.status_code,
                     response.headers,
                     attempt,
-                    idempotent=idempotent,
+                    method=request.method,
                     now=core.clock(),
                 )
                 if delay is None:
@@ -111,12 +110,23 @@ class Client(SignIn):
 
     def _run(self, flow: Flow[T]) -> T:
         try:
-            request = next(flow)
+            step = next(flow)
             while True:
-                request = flow.send(self._send(request))
+                if isinstance(step, Wait):
+                    wait_in_thread(step)
+                    step = next(flow)
+                    continue
+                try:
+                    response = self._send(step)
+                except BaseException as exc:  # let a flow leading a flight land it
+                    step = flow.throw(exc)
+                else:
+                    step = flow.send(response)
         except StopIteration as done:
             result: T = done.value
             return result
+        finally:
+            flow.close()
 
     # -- the public calls: each runs one flow of the core --------------------------
 
@@ -128,14 +138,17 @@ class Client(SignIn):
         """A fresh token for this client itself (RFC 6749 section 4.4)."""
         return self._run(self._core.client_credentials_flow(scope))
 
-    def refresh(self, refresh_token: str, scope: str | Collection[str] | None = None) -> TokenSet:
+    def refresh(
+        self, refresh_token: str | TokenSet, scope: str | Collection[str] | None = None
+    ) -> TokenSet:
         """Trade a refresh token for new tokens; keep the *new* refresh token.
 
-        Refreshes are serialized, and a refresh token already traded by this
-        client returns the same new tokens instead of being sent again.
+        Threads refreshing the same token share one request, and a refresh token
+        already traded by this client returns the same new tokens instead of
+        being sent again. Given a ``TokenSet``, a new ID token must be about the
+        same user, and the old one is kept if the provider sends none.
         """
-        with self._refresh_lock:
-            return self._run(self._core.refresh_flow(refresh_token, scope))
+        return self._run(self._core.refresh_flow(refresh_token, scope))
 
     def verify_token(
         self,

@@ -19,6 +19,8 @@ from .exceptions import ConfigurationError
 __all__ = ["Settings"]
 
 _AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+#: Shortest ``state_key``, in UTF-8 bytes: it must be random, not a passphrase.
+MIN_STATE_KEY_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +33,8 @@ class Settings:
     client_secret: str | None = field(default=None, repr=False)
     #: Where the provider sends the browser back (authorization code flow).
     redirect_uri: str | None = None
-    #: Key that signs and encrypts the self-contained OAuth state.
+    #: Key that signs and encrypts the self-contained OAuth state: random text of
+    #: at least 32 bytes, e.g. ``secrets.token_urlsafe(32)``.
     state_key: str | None = field(default=None, repr=False)
     #: Seconds per request (connect, read, write and pool each).
     timeout: float = 10.0
@@ -84,6 +87,14 @@ class Settings:
         for option in ("client_id", "client_secret", "redirect_uri", "state_key", "audience"):
             if not isinstance(getattr(self, option), str | None):
                 raise bad(option, "a string")
+        key = self.state_key
+        if key is not None and len(key.encode("utf-8")) < MIN_STATE_KEY_BYTES:
+            # Nothing slows a guess (HKDF is fast), so the key itself must be strong.
+            raise ConfigurationError(
+                f"option 'state_key'{where} must be at least {MIN_STATE_KEY_BYTES} bytes of"
+                " random text; make one with"
+                ' python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
         for option in ("verify_ssl", "allow_redirects"):
             if not isinstance(getattr(self, option), bool):
                 raise bad(option, "True or False")

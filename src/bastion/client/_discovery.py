@@ -5,13 +5,15 @@ shares, discovery, the provider's keys and local verification.
 Connect Discovery 1.0 or RFC 8414, and the JWKS); it decides whether a request
 is safe to retry, maps error responses to exceptions, finds advertised
 endpoints, and verifies JWT access tokens (RFC 9068) with the keys, fetching
-them again for an unknown key. ``BaseClient`` in ``_base`` builds on it.
+them again for an unknown key. Work that many callers may need at once (a JWKS
+fetch, a refresh) runs as a single flight (see ``_flight``). ``BaseClient`` in
+``_base`` builds on it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Generator
+from collections.abc import Callable, Collection, Generator, Hashable
 from typing import Any, TypeVar
 
 import httpx2
@@ -22,17 +24,19 @@ from bastion.oauth.jose import UnknownKey
 from bastion.oauth.metadata import MetadataError, ProviderMetadata, discovery_urls
 
 from ._config import Settings
+from ._flight import Flight, Flights, Wait
 from ._responses import error_from_response, json_object
 from ._retry import IDEMPOTENT_METHODS, RetryPolicy
 from ._verify import TokenVerifier
-from .exceptions import EndpointNotAdvertised, ProtocolError
+from .exceptions import BastionError, EndpointNotAdvertised, ProtocolError, TransportError
 from .jwks import KeySet
 
 __all__ = ["JSON_HEADERS", "DiscoveryCore", "Flow"]
 
 T = TypeVar("T")
-#: Yields requests, is sent their responses, returns a result.
-Flow = Generator[httpx2.Request, httpx2.Response, T]
+#: Yields requests (or a ``Wait`` for another caller's flight), is sent their
+#: responses, returns a result.
+Flow = Generator[httpx2.Request | Wait, httpx2.Response, T]
 
 JSON_HEADERS = {"Accept": "application/json"}
 
@@ -47,6 +51,7 @@ class DiscoveryCore:
         self.metadata: ProviderMetadata | None = None
         self.keys = KeySet()
         self.verifier = TokenVerifier(self.keys, settings.algorithms)
+        self.flights = Flights()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.settings.url!r})"
@@ -110,6 +115,55 @@ class DiscoveryCore:
         self.keys.load(json_object(response.content), self.clock())
         return self.keys
 
+    def keys_flow(self, *, refetch: bool = False) -> Flow[bool]:
+        """Fetch the JWKS once for all concurrent callers: if none is loaded, or
+        with ``refetch`` at most once per ``jwks_refresh_interval``, counted from
+        the attempt, failed or not. ``False`` when that limit refuses a refetch."""
+        now, interval = self.clock(), self.settings.jwks_refresh_interval
+
+        def settled() -> bool | None:
+            if not refetch:
+                return True if self.keys.loaded else None
+            return None if self.keys.may_refetch(now, interval) else False
+
+        flight, lead = self.flights.join("jwks", settled)
+        if lead:
+            self.keys.fetched_at = now  # the attempt counts, even if the fetch fails
+            yield from self.lead("jwks", flight, self.jwks_flow())
+            return True
+        answer = yield from self.follow(flight)  # settled: True or False; else the keys
+        return answer is not False
+
+    # -- single flights (see ``_flight``) -----------------------------------------
+
+    def lead(
+        self,
+        key: Hashable,
+        flight: Flight,
+        flow: Flow[T],
+        keep: Callable[[T], object] | None = None,
+    ) -> Flow[T]:
+        """Run ``flow`` for everyone following ``flight``, then land it; ``keep``
+        stores a result for later callers (see ``Flights.land``)."""
+        try:
+            result = yield from flow
+        except Exception as exc:
+            self.flights.land(key, flight, error=exc)
+            raise
+        except BaseException:  # cancelled or abandoned: the request may have left
+            interrupted = TransportError("The request this call waited for was interrupted.")
+            self.flights.land(key, flight, error=interrupted)
+            raise
+        stored = None if keep is None else lambda: keep(result)
+        self.flights.land(key, flight, result, keep=stored)
+        return result
+
+    def follow(self, flight: Flight) -> Flow[Any]:
+        """The outcome of another caller's ``flight``, once it has landed."""
+        if not flight.landed:
+            yield Wait(flight)
+        return flight.outcome()
+
     # -- local verification -----------------------------------------------------
 
     def verify_local(
@@ -170,16 +224,22 @@ class DiscoveryCore:
     def with_keys_flow(self, verify: Callable[[], T], what: str) -> Flow[T]:
         """``verify()`` with the provider's keys: the JWKS is fetched first if none
         is loaded, and once more (rate-limited) when ``verify`` meets an unknown
-        key; a key still unknown makes ``what`` an ``InvalidToken``."""
+        key; a key still unknown, or a refetch refused or failed, makes ``what``
+        an ``InvalidToken``."""
         if not self.keys.loaded:
-            yield from self.jwks_flow()
+            yield from self.keys_flow()
         try:
             return verify()
         except UnknownKey:
-            if not self.keys.may_refetch(self.clock(), self.settings.jwks_refresh_interval):
-                raise InvalidToken(f"{what} is signed by an unknown key.") from None
-        yield from self.jwks_flow()
+            pass
+        unknown = f"{what} is signed by an unknown key."
+        try:
+            fetched = yield from self.keys_flow(refetch=True)
+        except BastionError as exc:  # we have keys, and this is not one of them
+            raise InvalidToken(unknown) from exc
+        if not fetched:
+            raise InvalidToken(unknown)
         try:
             return verify()
         except UnknownKey:
-            raise InvalidToken(f"{what} is signed by an unknown key.") from None
+            raise InvalidToken(unknown) from None

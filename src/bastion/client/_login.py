@@ -12,6 +12,7 @@ shared core and returns a flow, like ``BaseClient``'s.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Collection
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +22,7 @@ import httpx2
 from bastion.oauth.errors import InvalidToken
 
 from ._admin import api_flow, authorization
-from ._authorization import id_token_flow, with_query
+from ._authorization import with_query
 from ._base import BaseClient, Flow, _scope_text
 from ._discovery import JSON_HEADERS
 from ._responses import json_object
@@ -59,7 +60,7 @@ def password_flow(
     if organization:
         data["organization"] = organization
     tokens = yield from core.token_flow(data, "login_password")
-    return (yield from id_token_flow(core, tokens, None))
+    return (yield from core.id_token_flow(tokens, None))
 
 
 # -- user endpoints -----------------------------------------------------------------
@@ -142,8 +143,8 @@ def token_check_flow(
         return TokenCheck("invalid", error=exc)
     body: dict[str, Any] = {"access_token": access_token, "refresh_token": refresh_token}
     exp, scope = claims.get("exp"), claims.get("scope")
-    if isinstance(exp, int | float) and not isinstance(exp, bool):
-        body["expires_in"] = max(0, int(exp - core.clock()))
+    if isinstance(exp, int | float) and not isinstance(exp, bool) and math.isfinite(exp):
+        body["expires_in"] = max(0, int(exp - core.clock()))  # TokenSet drops absurd ones
     if isinstance(scope, str):
         body["scope"] = scope
     tokens = TokenSet.from_response(body, core.clock())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -35,7 +36,8 @@ def json_object(content: bytes) -> dict[str, Any]:
     """The body as a JSON object, or ``ProtocolError``."""
     try:
         value = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+    # RecursionError: a few kilobytes of nested brackets.
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProtocolError("The provider's response is not JSON.") from None
     if not isinstance(value, dict):
         raise ProtocolError("The provider's response is not a JSON object.")
@@ -55,15 +57,16 @@ def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():  # not "²", which isdigit() accepts
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:  # an HTTP-date is GMT by definition
+            return None
+        return max(0.0, when.timestamp() - now)
+    except (TypeError, ValueError, OverflowError, OSError):
         return None
-    if when.tzinfo is None:  # an HTTP-date is GMT by definition
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 def _text(value: Any) -> str | None:

@@ -6,8 +6,12 @@
   GET/HEAD/OPTIONS/PUT/DELETE, or a POST the caller marks safe (introspection
   and revocation are). A token request is never repeated once it may have been
   received: it could mint a second token, or burn a single-use code.
-- Responses 429/502/503/504 are retried for idempotent requests; 429 also for
-  the others, since RFC 6585 says the request was refused, not processed.
+- Responses 429/502/503/504 are retried for idempotent methods (GET, PUT...),
+  never for a POST: a token, login, passwordless or revocation request has a
+  user waiting on it, so its 429 is raised at once as ``RateLimited`` with
+  ``retry_after`` and the caller decides whether to wait (sleeping here would
+  hold that user, and any caller sharing the request, for up to ``max_wait``
+  seconds per retry).
 - Waits grow exponentially with "full jitter" and honour ``Retry-After``;
   a ``Retry-After`` longer than ``max_wait`` is not waited for.
 """
@@ -58,13 +62,13 @@ class RetryPolicy:
         headers: Mapping[str, str],
         attempt: int,
         *,
-        idempotent: bool,
+        method: str,
         now: float,
     ) -> float | None:
-        """Seconds to wait before retrying after this response, or ``None``."""
+        """Seconds to wait before sending ``method`` again after this response, or ``None``."""
         if attempt >= self.retries or status_code not in RETRY_STATUSES:
             return None
-        if not idempotent and status_code != 429:
+        if method not in IDEMPOTENT_METHODS:
             return None
         hinted = retry_after_seconds(headers, now)
         if hinted is None:

@@ -113,7 +113,10 @@ class Bound:
 def parse_datetime(value: Any) -> datetime | None:
     """A timestamp (seconds) or ISO 8601 text as an aware ``datetime``, else ``None``."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, ValueError, OSError):  # NaN, Infinity, 1e20...
+            return None
     if isinstance(value, str) and value:
         try:
             parsed = datetime.fromisoformat(value)

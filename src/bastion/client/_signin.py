@@ -31,7 +31,7 @@ class SignIn:
         def _run(self, flow: Flow[T]) -> T: ...
 
         def refresh(
-            self, refresh_token: str, scope: str | Collection[str] | None = None
+            self, refresh_token: str | TokenSet, scope: str | Collection[str] | None = None
         ) -> TokenSet: ...
 
     def start_authorization(

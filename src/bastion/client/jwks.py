@@ -1,8 +1,9 @@
 """The provider's signing keys (a JWKS, RFC 7517 section 5), parsed once and cached.
 
 Keys are looked up by ``kid``. A token naming an unknown ``kid`` may trigger a
-refetch (keys rotate), but at most once per ``refresh_interval``: otherwise a
-stream of junk tokens would turn into a stream of JWKS requests.
+refetch (keys rotate), but at most once per ``refresh_interval`` counted from the
+last attempt, failed or not: otherwise a stream of junk tokens would turn into a
+stream of JWKS requests (see ``DiscoveryCore.keys_flow``).
 """
 
 from __future__ import annotations
@@ -18,18 +19,17 @@ __all__ = ["KeySet"]
 
 
 class KeySet:
-    __slots__ = ("fetched_at", "keys")
+    __slots__ = ("fetched_at", "keys", "loaded")
 
     def __init__(self) -> None:
         self.keys: dict[str, PublicKey] = {}
+        #: When the JWKS was last requested (set before the request is sent).
         self.fetched_at: float | None = None
+        #: A JWKS has been read (its keys may still be none).
+        self.loaded = False
 
     def __repr__(self) -> str:
         return f"KeySet(kids={sorted(self.keys)!r})"
-
-    @property
-    def loaded(self) -> bool:
-        return self.fetched_at is not None
 
     def may_refetch(self, now: float, interval: float) -> bool:
         return self.fetched_at is None or now - self.fetched_at >= interval
@@ -54,3 +54,4 @@ class KeySet:
             keys[key.kid] = key
         self.keys = keys
         self.fetched_at = now
+        self.loaded = True

@@ -3,9 +3,11 @@ worker holding the connection's ``state_key`` can finish a login it did not star
 
 A sealed state is ``v1.`` followed by the base64url of a 12-byte random nonce and
 an AES-256-GCM ciphertext (tag included). The AES key is derived from
-``state_key`` with HKDF-SHA256, so a passphrase-like key is stretched into a
-uniform one and the same ``state_key`` is never used raw. The version prefix is
-bound as associated data. The plaintext is compact JSON carrying the PKCE
+``state_key`` with HKDF-SHA256, so the same ``state_key`` is never used raw.
+HKDF does not stretch a weak key: a guess costs a microsecond, and a sealed state
+is enough to test guesses offline. So ``state_key`` must itself be random, at
+least 32 bytes (the settings refuse a shorter one). The version prefix is bound
+as associated data. The plaintext is compact JSON carrying the PKCE
 verifier, the OIDC nonce, the issuer, client and redirect URI, the expiry and a
 random ``id`` for replay detection.
 
@@ -94,7 +96,10 @@ class AuthorizationState:
 
 
 def derive_key(state_key: str) -> bytes:
-    """The 256-bit AES key for ``state_key`` (HKDF-SHA256, fixed context)."""
+    """The 256-bit AES key for ``state_key`` (HKDF-SHA256, fixed context).
+
+    Its strength is the strength of ``state_key``; ``Settings`` checks the length.
+    """
     if not state_key:
         raise InvalidStateError("No state_key is configured.")
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO)

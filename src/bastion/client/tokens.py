@@ -1,7 +1,9 @@
 """``TokenSet``: a token endpoint response (RFC 6749 section 5.1), and ``TokenCheck``.
 
 Unknown fields are kept in ``extra``, never rejected; ``repr`` never shows a
-token. ``expires_at`` is computed once, from the local clock at receipt.
+token. ``expires_at`` is computed once, from the local clock at receipt; an
+``expires_in`` that is not a number of seconds between 0 and ten years (NaN,
+Infinity, 1e20, a negative or 40-digit one) is treated as absent.
 
 A ``TokenSet`` obtained through a ``Client`` or ``AsyncClient`` is bound to it:
 ``tokens.refresh()`` / ``tokens.revoke()`` use that client (``arefresh`` /
@@ -11,6 +13,7 @@ with rotating refresh tokens the old one is spent, so always keep the new one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -27,6 +30,19 @@ __all__ = ["TokenCheck", "TokenSet"]
 _KNOWN = frozenset(
     {"access_token", "token_type", "expires_in", "refresh_token", "scope", "id_token"}
 )
+#: The longest ``expires_in`` taken at its word (ten years, in seconds).
+MAX_EXPIRES_IN = 10 * 365 * 86400
+
+
+def _lifetime(value: Any) -> float | None:
+    """``expires_in`` as seconds, or ``None`` when absent or not a sane number."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+        value = int(value)  # a string of digits is seen in the wild
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    if not math.isfinite(value) or not 0 <= value <= MAX_EXPIRES_IN:
+        return None
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -52,12 +68,8 @@ class TokenSet:
         if not isinstance(access_token, str) or not access_token:
             raise ProtocolError("The token response has no access_token.")
         token_type = body.get("token_type", "Bearer")
-        expires_in = body.get("expires_in")
-        if isinstance(expires_in, str) and expires_in.isdigit():  # seen in the wild
-            expires_in = int(expires_in)
-        expires_at = None
-        if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
-            expires_at = datetime.fromtimestamp(now + expires_in, UTC)
+        expires_in = _lifetime(body.get("expires_in"))
+        expires_at = None if expires_in is None else datetime.fromtimestamp(now + expires_in, UTC)
 
         def text(name: str) -> str | None:
             value = body.get(name)
@@ -120,17 +132,20 @@ class TokenSet:
             )
         return self.client
 
-    def _refresh_token(self) -> str:
+    def _refreshable(self) -> TokenSet:
         if not self.refresh_token:
             raise ConfigurationError("These tokens have no refresh_token to refresh with.")
-        return self.refresh_token
+        return self
 
     def refresh(self) -> TokenSet:
-        """New tokens from the refresh token; the old refresh token is spent."""
-        return self._sync_client("refresh").refresh(self._refresh_token())
+        """New tokens from the refresh token; the old refresh token is spent.
+
+        A new ID token must be about the same user; without one, this one is kept.
+        """
+        return self._sync_client("refresh").refresh(self._refreshable())
 
     async def arefresh(self) -> TokenSet:
-        return await self._async_client("refresh").refresh(self._refresh_token())
+        return await self._async_client("refresh").refresh(self._refreshable())
 
     def revoke(self) -> None:
         """Revoke the refresh token (its whole family) and the access token (RFC 7009)."""

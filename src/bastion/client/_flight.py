@@ -1,0 +1,139 @@
+"""Single-flight: one request on the wire for every caller that needs the same thing.
+
+A refresh token is single use (rotation, RFC 9700 section 4.14.2: a reused one
+revokes the whole token family), and a burst of tokens naming an unknown ``kid``
+must not become a burst of JWKS requests. So such work runs as a *flight*, keyed
+by what it fetches: the first caller leads (its flow sends the request), and
+callers arriving before it lands follow it and get the same result, or the same
+exception.
+
+The core never blocks: a following flow yields ``Wait(flight)`` instead of a
+request, and the shell that drives it waits on a primitive of its own kind
+(``wait_in_thread``: a ``threading.Event``; ``wait_in_task``: an ``anyio.Event``)
+before resuming it. No lock is held while a request is sent.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol, TypeVar
+
+import anyio
+
+__all__ = ["Flight", "Flights", "Wait", "wait_in_task", "wait_in_thread"]
+
+
+class _Event(Protocol):
+    def set(self) -> None: ...
+
+
+E = TypeVar("E", bound=_Event)
+
+
+class Flight:
+    """One piece of work in progress, and its outcome once it has landed."""
+
+    __slots__ = ("_events", "_lock", "error", "landed", "result")
+
+    def __init__(self) -> None:
+        self.landed = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._events: list[_Event] = []
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Flight(landed={self.landed})"
+
+    def event(self, make: Callable[[], E]) -> E | None:
+        """A new event, set when the flight lands; ``None`` if it has landed."""
+        with self._lock:
+            if self.landed:
+                return None
+            event = make()
+            self._events.append(event)
+            return event
+
+    def land(self, result: Any = None, error: BaseException | None = None) -> None:
+        with self._lock:
+            self.result, self.error, self.landed = result, error, True
+            events, self._events = self._events, []
+        for event in events:
+            event.set()
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class Wait:
+    """Yielded by a flow instead of a request: resume me once ``flight`` has landed."""
+
+    __slots__ = ("flight",)
+
+    def __init__(self, flight: Flight) -> None:
+        self.flight = flight
+
+    def __repr__(self) -> str:
+        return f"Wait({self.flight!r})"
+
+
+class Flights:
+    """The flights in progress, by key. The lock guards the map only, never I/O."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flights: dict[Hashable, Flight] = {}
+
+    def __len__(self) -> int:
+        return len(self._flights)
+
+    def join(self, key: Hashable, settled: Callable[[], Any] = lambda: None) -> tuple[Flight, bool]:
+        """``(flight, lead)``: the flight in progress for ``key`` to follow; else,
+        if ``settled()`` has an answer (not ``None``), a landed flight holding it;
+        else a new flight that the caller leads and must ``land``."""
+        with self._lock:
+            flight = self._flights.get(key)
+            if flight is not None:
+                return flight, False
+            answer = settled()
+            flight = Flight()
+            if answer is not None:
+                flight.land(answer)
+                return flight, False
+            self._flights[key] = flight
+            return flight, True
+
+    def land(
+        self,
+        key: Hashable,
+        flight: Flight,
+        result: Any = None,
+        error: BaseException | None = None,
+        keep: Callable[[], object] | None = None,
+    ) -> None:
+        """End ``flight`` and wake its followers. ``keep`` (storing the result
+        where ``join``'s ``settled`` will find it) runs under the same lock as
+        ``settled``, before the flight leaves the map: no caller slips between."""
+        with self._lock:
+            if keep is not None:
+                keep()
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+        flight.land(result, error)
+
+
+def wait_in_thread(wait: Wait) -> None:
+    """Block this thread until the flight has landed (``Client``)."""
+    event = wait.flight.event(threading.Event)
+    if event is not None:
+        event.wait()
+
+
+async def wait_in_task(wait: Wait) -> None:
+    """Suspend this task until the flight has landed (``AsyncClient``)."""
+    event = wait.flight.event(anyio.Event)
+    if event is not None:
+        await event.wait()

@@ -1,0 +1,420 @@
+"""Refreshing: one request per refresh token (a single flight) across threads and
+tasks, the memory of traded tokens, and the ID token that comes with a refresh.
+
+The concurrent tests never sleep: the provider holds the leader's token request
+until the followers are seen waiting for it (``Flight.event``), then answers.
+Each wait has a generous timeout only so that a regression fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from sdk_fakes import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    ISSUER,
+    FakeProvider,
+    Gate,
+    run_in_thread,
+    watch_followers,
+)
+
+from bastion import (
+    AsyncClient,
+    Client,
+    InvalidGrant,
+    InvalidToken,
+    TokenSet,
+    TransportError,
+)
+from bastion.oauth.jose import b64url_encode
+
+TOKEN_PATH = "/tenant/oauth/token"
+#: Only a safety net against hanging on a regression; no test waits this long.
+PATIENCE = 10
+
+
+def user_tokens(expires_in: float = 0, refresh: str = "r-0") -> TokenSet:
+    return TokenSet.from_response(
+        {"access_token": "at-0", "expires_in": expires_in, "refresh_token": refresh},
+        time.time(),
+    )
+
+
+def sync_client(handler: Any) -> Client:
+    return Client(ISSUER, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                  transport=httpx2.MockTransport(handler))
+
+
+# -- threads ------------------------------------------------------------------------
+
+
+def test_two_token_auths_of_one_session_send_the_refresh_token_once(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+):
+    """Two requests of one browser session, each with its own ``token_auth``."""
+    gate = Gate(provider, TOKEN_PATH)
+    watch_followers(monkeypatch, gate.follow)
+    seen: list[TokenSet] = []
+    with sync_client(gate) as client:
+        auths = [client.token_auth(user_tokens(), on_refresh=seen.append) for _ in range(2)]
+        first, first_out = run_in_thread(lambda: client.request("GET", "api/thing", auth=auths[0]))
+        assert gate.leader_in.wait(PATIENCE)
+        second, second_out = run_in_thread(
+            lambda: client.request("GET", "api/thing", auth=auths[1])
+        )
+        first.join()
+        second.join()
+    assert [out.status_code for out in first_out + second_out] == [200, 200]
+    assert provider.calls[TOKEN_PATH] == 1
+    assert auths[0].tokens == auths[1].tokens
+    assert auths[0].tokens.refresh_token == "rotated-refresh-1"
+    assert len(seen) == 2  # each auth tells its app about the new tokens
+
+
+def test_token_auth_and_validate_token_set_share_one_refresh(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+):
+    gate = Gate(provider, TOKEN_PATH)
+    watch_followers(monkeypatch, gate.follow)
+    with sync_client(gate) as client:
+        client.verify_token(provider.sign())  # keys loaded: the check itself sends nothing
+        auth = client.token_auth(user_tokens())
+        first, first_out = run_in_thread(lambda: client.request("GET", "api/thing", auth=auth))
+        assert gate.leader_in.wait(PATIENCE)
+        expired = provider.sign(exp=1000, iat=900)
+        second, second_out = run_in_thread(lambda: client.validate_token_set(expired, "r-0"))
+        first.join()
+        second.join()
+    check = second_out[0]
+    assert first_out[0].status_code == 200
+    assert check.state == "refreshed" and check.tokens == auth.tokens
+    assert provider.calls[TOKEN_PATH] == 1
+
+
+def test_followers_get_the_leaders_exception(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+):
+    provider.overrides[TOKEN_PATH] = [httpx2.Response(400, json={"error": "invalid_grant"})]
+    gate = Gate(provider, TOKEN_PATH)
+    watch_followers(monkeypatch, gate.follow)
+    with sync_client(gate) as client:
+        client.discover()
+        first, first_out = run_in_thread(lambda: client.refresh("r-0"))
+        assert gate.leader_in.wait(PATIENCE)
+        second, second_out = run_in_thread(lambda: client.refresh("r-0"))
+        first.join()
+        second.join()
+    assert isinstance(first_out[0], InvalidGrant)
+    assert second_out[0] is first_out[0]
+    assert provider.calls[TOKEN_PATH] == 1
+
+
+def test_one_users_slow_refresh_does_not_hold_up_another(provider: FakeProvider):
+    """No client-wide lock: user B's refresh finishes while A's is still in flight."""
+    release = threading.Event()
+    a_in = threading.Event()
+    finished: list[str] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == TOKEN_PATH and provider.form(request)["refresh_token"] == "r-a":
+            a_in.set()
+            release.wait(PATIENCE)
+            finished.append("a")
+        return provider(request)
+
+    with sync_client(handler) as client:
+        client.discover()
+        slow, _ = run_in_thread(lambda: client.refresh("r-a"))
+        assert a_in.wait(PATIENCE)
+        client.refresh("r-b")
+        finished.append("b")
+        release.set()
+        slow.join()
+    assert finished == ["b", "a"]
+
+
+# -- tasks --------------------------------------------------------------------------
+
+
+class AsyncGate:
+    """``Gate`` for tasks: the leader's token request waits on an anyio event."""
+
+    def __init__(self, provider: FakeProvider, followers: int = 1) -> None:
+        self.provider = provider
+        self.needed = followers
+        self.count = 0
+        self.leader_in = anyio.Event()
+        self.followed = anyio.Event()
+
+    def follow(self) -> None:
+        self.count += 1
+        if self.count >= self.needed:
+            self.followed.set()
+
+    async def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == TOKEN_PATH:
+            self.leader_in.set()
+            with anyio.fail_after(PATIENCE):
+                await self.followed.wait()
+        return self.provider(request)
+
+
+def async_client(handler: Any) -> AsyncClient:
+    return AsyncClient(ISSUER, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                       transport=httpx2.MockTransport(handler))
+
+
+async def test_two_token_auths_send_the_refresh_token_once_across_tasks(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+):
+    gate = AsyncGate(provider)
+    watch_followers(monkeypatch, gate.follow)
+    seen: list[TokenSet] = []
+    statuses: list[int] = []
+    async with async_client(gate) as client:
+        auths = [client.token_auth(user_tokens(), on_refresh=seen.append) for _ in range(2)]
+
+        async def call(auth: Any) -> None:
+            statuses.append((await client.request("GET", "api/thing", auth=auth)).status_code)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(call, auths[0])
+            await gate.leader_in.wait()
+            group.start_soon(call, auths[1])
+    assert statuses == [200, 200]
+    assert provider.calls[TOKEN_PATH] == 1
+    assert auths[0].tokens == auths[1].tokens and len(seen) == 2
+
+
+async def test_client_refresh_and_token_auth_share_one_refresh_across_tasks(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+):
+    gate = AsyncGate(provider)
+    watch_followers(monkeypatch, gate.follow)
+    refreshed: list[TokenSet] = []
+    async with async_client(gate) as client:
+        await client.discover()
+        auth = client.token_auth(user_tokens())
+
+        async def refresh() -> None:
+            refreshed.append(await client.refresh("r-0"))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(refresh)
+            await gate.leader_in.wait()
+            response = await client.request("GET", "api/thing", auth=auth)
+    assert response.status_code == 200
+    assert refreshed == [auth.tokens]
+    assert provider.calls[TOKEN_PATH] == 1
+
+
+async def test_followers_get_the_leaders_exception_across_tasks(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+):
+    provider.overrides[TOKEN_PATH] = [httpx2.Response(400, json={"error": "invalid_grant"})]
+    gate = AsyncGate(provider)
+    watch_followers(monkeypatch, gate.follow)
+    errors: list[Exception] = []
+    async with async_client(gate) as client:
+        await client.discover()
+
+        async def refresh() -> None:
+            try:
+                await client.refresh("r-0")
+            except InvalidGrant as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(refresh)
+            await gate.leader_in.wait()
+            group.start_soon(refresh)
+    assert len(errors) == 2 and errors[0] is errors[1]
+    assert provider.calls[TOKEN_PATH] == 1
+
+
+async def test_a_cancelled_leader_wakes_its_followers(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+):
+    """The request may or may not have reached the provider: the follower is told,
+    rather than sending the token a second time or waiting forever."""
+    leader_in, followed = anyio.Event(), anyio.Event()
+    watch_followers(monkeypatch, followed.set)
+    sent: list[str] = []
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == TOKEN_PATH:
+            sent.append(provider.form(request)["refresh_token"])
+            leader_in.set()
+            await anyio.sleep_forever()
+        return provider(request)
+
+    async with async_client(handler) as client:
+        await client.discover()
+        errors: list[Exception] = []
+
+        async def follow() -> None:
+            try:
+                await client.refresh("r-0")
+            except TransportError as exc:
+                errors.append(exc)
+
+        with anyio.fail_after(PATIENCE):
+            async with anyio.create_task_group() as group:
+                leader = anyio.CancelScope()
+
+                async def lead() -> None:
+                    with leader:
+                        await client.refresh("r-0")
+
+                group.start_soon(lead)
+                await leader_in.wait()
+                group.start_soon(follow)
+                await followed.wait()
+                leader.cancel()
+    assert len(errors) == 1 and "interrupted" in str(errors[0])
+    assert sent == ["r-0"]
+    assert len(client._core.flights) == 0
+
+
+async def test_one_users_slow_refresh_does_not_hold_up_another_task(provider: FakeProvider):
+    release, a_in = anyio.Event(), anyio.Event()
+    finished: list[str] = []
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == TOKEN_PATH and provider.form(request)["refresh_token"] == "r-a":
+            a_in.set()
+            await release.wait()
+            finished.append("a")
+        return provider(request)
+
+    async with async_client(handler) as client:
+        await client.discover()
+        with anyio.fail_after(PATIENCE):
+            async with anyio.create_task_group() as group:
+                group.start_soon(client.refresh, "r-a")
+                await a_in.wait()
+                await client.refresh("r-b")
+                finished.append("b")
+                release.set()
+    assert finished == ["b", "a"]
+
+
+# -- what is remembered (both shells) ----------------------------------------------
+
+
+def test_tokens_without_expires_in_are_remembered(make_client: Any, provider: FakeProvider):
+    provider.overrides[TOKEN_PATH] = [
+        httpx2.Response(200, json={"access_token": "at-1", "refresh_token": "r-1"})
+    ]
+    client = make_client()
+    first = client.refresh("r-0")
+    assert first.expires_at is None
+    assert client.refresh("r-0") == first  # late, but the spent token is not sent again
+    assert provider.calls[TOKEN_PATH] == 1
+
+
+def test_remembered_tokens_about_to_expire_are_handed_back(
+    make_client: Any, provider: FakeProvider
+):
+    provider.expires_in = 10
+    client = make_client(refresh_margin=30)
+    first = client.refresh("r-0")
+    assert first.expires_within(30)
+    again = client.refresh("r-0")
+    assert again == first and provider.calls[TOKEN_PATH] == 1
+    client.refresh(again)  # its own refresh token is the one to use next
+    assert provider.form(provider.requests[-1])["refresh_token"] == "rotated-refresh-1"
+
+
+def test_a_refresh_token_that_was_not_rotated_is_sent_again_when_due(
+    make_client: Any, provider: FakeProvider
+):
+    provider.overrides[TOKEN_PATH] = [
+        httpx2.Response(200, json={"access_token": f"at-{n}", "expires_in": 10})
+        for n in range(2)
+    ]
+    client = make_client(refresh_margin=30)
+    assert client.refresh("r-0").refresh_token == "r-0"  # still valid: not spent
+    assert client.refresh("r-0").access_token == "at-1"
+    assert provider.calls[TOKEN_PATH] == 2
+
+
+# -- the ID token of a refresh (OIDC Core 12.2) -------------------------------------
+
+
+def signed_in(client: Any, provider: FakeProvider) -> TokenSet:
+    tokens: TokenSet = client.login_password("ann", "pw", scope="openid")
+    assert tokens.id_token_claims and tokens.id_token_claims["sub"] == "user-1"
+    provider.refresh_id_token = True
+    return tokens
+
+
+def test_a_refreshed_id_token_is_validated(make_client: Any, provider: FakeProvider):
+    client = make_client()
+    tokens = signed_in(client, provider)
+    renewed = client.refresh(tokens)
+    assert renewed.id_token != tokens.id_token
+    assert renewed.id_token_claims and renewed.id_token_claims["sub"] == "user-1"
+    assert "nonce" not in renewed.id_token_claims
+
+
+@pytest.mark.parametrize(
+    ("claims", "message"),
+    [
+        ({"aud": "another-client"}, "not meant for this client"),
+        ({"iss": "https://evil.example"}, "another issuer"),
+        ({"exp": 1000}, "expired"),
+        ({"sub": "user-2"}, "another user"),
+    ],
+)
+def test_a_bad_refreshed_id_token_is_refused(
+    make_client: Any, provider: FakeProvider, claims: dict[str, Any], message: str
+):
+    client = make_client()
+    tokens = signed_in(client, provider)
+    provider.id_claims = claims
+    with pytest.raises(InvalidToken, match=message):
+        client.refresh(tokens)
+
+
+def test_an_unsigned_refreshed_id_token_is_refused(make_client: Any, provider: FakeProvider):
+    def part(value: dict[str, Any]) -> str:
+        return b64url_encode(json.dumps(value).encode())
+
+    forged = part({"alg": "none"}) + "." + part({"iss": ISSUER, "sub": "user-1"}) + "."
+    provider.overrides[TOKEN_PATH] = [
+        httpx2.Response(200, json={"access_token": "at", "expires_in": 300,
+                                   "refresh_token": "r-1", "id_token": forged})
+    ]
+    with pytest.raises(InvalidToken):
+        make_client().refresh("r-0")
+
+
+def test_token_auth_refuses_an_id_token_about_another_user(
+    make_client: Any, provider: FakeProvider
+):
+    provider.expires_in = 0  # the login's access token is due at once
+    client = make_client()
+    auth = client.token_auth(signed_in(client, provider))
+    provider.id_claims = {"sub": "user-2"}
+    with pytest.raises(InvalidToken, match="another user"):
+        client.request("GET", "api/thing", auth=auth)
+    assert auth.tokens.id_token_claims and auth.tokens.id_token_claims["sub"] == "user-1"
+
+
+def test_a_refresh_without_id_token_keeps_the_validated_one(
+    make_client: Any, provider: FakeProvider
+):
+    client = make_client()
+    tokens = client.login_password("ann", "pw", scope="openid")
+    renewed = client.refresh(tokens)
+    assert renewed.id_token == tokens.id_token
+    assert renewed.id_token_claims == tokens.id_token_claims
