@@ -11,7 +11,7 @@ for ``--seconds`` each:
   the user's password against its hash, from ``--concurrency`` threads (argon2
   releases the GIL), in this process, with the server idle;
 - **login**: ``--concurrency`` async workers (one ``httpx2.AsyncClient``) each
-  POSTing ``grant_type=password`` back to back;
+  POSTing ``grant_type=password`` back to back, each as its own user;
 - **hash, one at a time** and **login, one at a time**: the same with one thread and
   one worker, a lightly loaded server (the hashing pool's other threads stay idle);
 - **refresh**: ``--chains`` independent token chains, each POSTing
@@ -83,10 +83,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-class Server:
-    """``bastion serve`` on a free loopback port, with a password client and a user."""
+def username(worker: int) -> str:
+    """Each login worker signs in as its own user: logins to one account are decided
+    one after another (the brute-force gate), as a person rarely signs in twice at once."""
+    return USERNAME if worker == 0 else f"{USERNAME}-{worker}"
 
-    def __init__(self, data_dir: Path) -> None:
+
+class Server:
+    """``bastion serve`` on a free loopback port, with a password client and ``users``
+    users (one per login worker)."""
+
+    def __init__(self, data_dir: Path, users: int = os.cpu_count() or 2) -> None:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
         self.env["BASTION_DATA_DIR"] = str(data_dir)
         self.port = free_port()
@@ -111,8 +118,9 @@ class Server:
                                      "password", "--grant-type", "refresh_token", "--scope",
                                      "openid", "--scope", "read", "--json"))
         self.auth = (client["client_id"], client["client_secret"])
-        self.cli("users", "create", "--username", USERNAME, "--email", "bench@example.com",
-                 "--password-stdin", "--json", stdin=PASSWORD)
+        for i in range(users):
+            self.cli("users", "create", "--username", username(i), "--email",
+                     f"{username(i)}@example.com", "--password-stdin", "--json", stdin=PASSWORD)
 
     def cli(self, *args: str, stdin: str | None = None) -> str:
         done = subprocess.run([sys.executable, "-m", "bastion.cli", *args], env=self.env,
@@ -174,11 +182,11 @@ async def _drive(server: Server, http: httpx2.AsyncClient, workers: list[Any],
 
 async def login(server: Server, http: httpx2.AsyncClient, concurrency: int,
                 seconds: float, scope: str = "openid") -> dict[str, float]:
-    form = {"grant_type": "password", "username": USERNAME, "password": PASSWORD,
-            "scope": scope}
     deadline = time.perf_counter() + seconds
 
-    async def worker() -> int:
+    async def worker(i: int) -> int:
+        form = {"grant_type": "password", "username": username(i), "password": PASSWORD,
+                "scope": scope}
         n = 0
         while time.perf_counter() < deadline:
             r = await http.post("/oauth/token", data=form, auth=server.auth)
@@ -187,7 +195,7 @@ async def login(server: Server, http: httpx2.AsyncClient, concurrency: int,
             n += 1
         return n
 
-    return await _drive(server, http, [worker() for _ in range(concurrency)])
+    return await _drive(server, http, [worker(i) for i in range(concurrency)])
 
 
 async def refresh(server: Server, http: httpx2.AsyncClient, chains: list[str],
@@ -266,7 +274,7 @@ def main() -> int:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bastion-login-bench-") as tmp:
-        server = Server(Path(tmp))
+        server = Server(Path(tmp), users=args.concurrency)
         try:
             results = asyncio.run(run(args, server))
         finally:

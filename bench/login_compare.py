@@ -35,12 +35,12 @@ from argon2 import PasswordHasher, Type
 from login_bench import PASSWORD, Server, bare_hash, login
 
 
-def start(name: str, src: str, data_dir: Path, cheap_hash: bool) -> Server:
+def start(name: str, src: str, data_dir: Path, cheap_hash: bool, users: int) -> Server:
     saved = dict(os.environ)
     if src != ".":
         os.environ["PYTHONPATH"] = str(Path(src).resolve())
     try:
-        server = Server(data_dir)
+        server = Server(data_dir, users=users)
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -100,7 +100,7 @@ def main() -> None:
         servers: dict[str, Server] = {}
         for name, src in versions.items():
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            servers[name] = start(name, src, data_dir, args.cheap_hash)
+            servers[name] = start(name, src, data_dir, args.cheap_hash, args.concurrency)
             stack.callback(servers[name].stop)
         asyncio.run(compare(servers, args.rounds, args.seconds, args.concurrency,
                             args.cheap_hash))

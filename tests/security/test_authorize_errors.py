@@ -36,10 +36,15 @@ def assert_error_back_with_state(r: httpx2.Response, error: str,
     ({"scope": "openid admin"}, "invalid_scope"),
     ({"prompt": "none login"}, "invalid_request"),
     ({"prompt": "none"}, "login_required"),
+    ({"prompt": "login bogus"}, "invalid_request"),
+    ({"max_age": "ten"}, "invalid_request"),
+    ({"max_age": "-1"}, "invalid_request"),
+    ({"max_age": "1" * 13}, "invalid_request"),
     ({"nonce": "n" * 3000}, "invalid_request"),
     ({"login_hint": "h" * 3000}, "invalid_request"),
 ], ids=["implicit", "hybrid", "missing-response-type", "scope", "prompt-combo",
-        "prompt-none", "long-nonce", "long-login-hint"])
+        "prompt-none", "prompt-unknown", "max-age-word", "max-age-negative", "max-age-huge",
+        "long-nonce", "long-login-hint"])
 async def test_error_after_redirect_verification_goes_back_with_state_and_iss(
         env: Env, extra: dict[str, str], error: str) -> None:
     r = await env.http.get(authorize_url(env.web.client_id, **extra))

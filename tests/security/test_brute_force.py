@@ -1,18 +1,26 @@
 """Brute-force protection of password sign-in (login form and password grant): per
-account and per client IP, growing delays then a temporary lock, a 429 that names
-the wait, counters shared through the database.
+account and per client IP (per client for a confidential client's back channel),
+growing delays then a temporary lock, a 429 that names the wait, counters shared
+through the database, and bursts of concurrent attempts held to the limits.
 
 Time never passes in these tests: throttle rows with past timestamps are written
 through the storage API instead."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import uuid
+from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx2
 import pytest
 from security_helpers import PASSWORD, Env, authorize_url, login_form, post_login
+
+from bastion.server.services import throttle
+from support import create_database
 
 WRONG = "wrong password!"
 LOCK_AFTER = 3
@@ -162,3 +170,183 @@ async def test_counters_are_shared_by_two_instances_on_one_database(make_env) ->
     for instance in (first, second):
         assert (await form_attempt(instance, password=PASSWORD)).status_code == 429
         assert (await instance.password_grant()).status_code == 429
+
+
+# -- bursts of concurrent attempts (asyncio.gather: they really overlap) ----------
+
+BURST = 60
+
+
+def statuses(responses: Sequence[httpx2.Response]) -> Counter[int]:
+    return Counter(r.status_code for r in responses)
+
+
+async def burst(env: Env, logins: Sequence[str], http: httpx2.AsyncClient | None = None,
+                ) -> list[httpx2.Response]:
+    """Wrong passwords for ``logins``, all posted to the login form at once."""
+    http = http or env.http
+    fields = await login_form(http, authorize_url(env.web.client_id, prompt="login"))
+    return list(await asyncio.gather(*(post_login(http, fields, login, WRONG)
+                                       for login in logins)))
+
+
+@pytest.mark.parametrize("via", ["form", "grant"])
+async def test_a_burst_of_guesses_gets_exactly_as_many_checks_as_the_lock_allows(
+        locking: Env, via: str) -> None:
+    if via == "form":
+        answers = await burst(locking, ["alice"] * BURST)
+    else:
+        answers = list(await asyncio.gather(*(locking.password_grant(password=WRONG)
+                                              for _ in range(BURST))))
+    failed = 401 if via == "form" else 400
+    assert statuses(answers) == {failed: LOCK_AFTER, 429: BURST - LOCK_AFTER}
+    [row] = await locking.ctx.storage.get_throttles(["user:" + locking.user.id])
+    assert row.failures == LOCK_AFTER and row.locked_until is not None
+
+
+async def test_a_burst_at_an_unknown_account_is_answered_as_at_a_real_one(
+        locking: Env) -> None:
+    real, unknown = await burst(locking, ["alice"] * 20), await burst(locking, ["nobody"] * 20)
+    assert statuses(real) == statuses(unknown) == {401: LOCK_AFTER, 429: 20 - LOCK_AFTER}
+
+
+async def test_a_burst_stops_at_the_first_delay(make_env) -> None:
+    env = await make_env(login_delay_after=3, login_lock_after=10)
+    answers = await burst(env, ["alice"] * BURST)
+    assert statuses(answers) == {401: 3, 429: BURST - 3}
+    assert all("paused" in r.text for r in answers if r.status_code == 429)
+
+
+async def test_a_burst_through_both_spellings_of_an_account_shares_its_count(
+        locking: Env) -> None:
+    answers = await burst(locking, ["alice", "alice@example.com"] * (BURST // 2))
+    assert statuses(answers) == {401: LOCK_AFTER, 429: BURST - LOCK_AFTER}
+
+
+async def test_a_burst_from_one_ip_at_many_accounts_stops_near_the_ip_limit(make_env) -> None:
+    env = await make_env(login_delay_after=100, login_lock_after=2)
+    [_, (_, ip)] = throttle.login_keys(env.ctx.settings, "x", "127.0.0.1")
+    assert ip.lock_after == 20 and ip.in_flight == 2
+    answers = await burst(env, [f"user{i}" for i in range(BURST)])
+    # in_flight attempts of one IP are checked at once, each blind to the others
+    checked = statuses(answers)[401]
+    assert ip.lock_after <= checked <= ip.lock_after + ip.in_flight - 1
+    assert statuses(answers)[429] == BURST - checked
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings for a fresh database of each backend (SQLite: the env's own file)."""
+    if request.param == "sqlite":
+        return {}
+    admin = request.getfixturevalue("pg_admin_url")
+    return {"database_url": await create_database(admin, f"bf_{uuid.uuid4().hex[:12]}")}
+
+
+async def test_a_burst_split_over_two_instances_gets_one_extra_check_at_most(
+        make_env, database: dict[str, str]) -> None:
+    first = await make_env(**LOCK_ONLY, **database)
+    second = await make_env(share=first, **LOCK_ONLY, **database)
+    half = ["alice"] * (BURST // 2)
+    answers = [r for rs in await asyncio.gather(burst(first, half), burst(second, half))
+               for r in rs]
+    # each instance checks one attempt on the account at a time: lock_after + 2 - 1
+    checked = statuses(answers)[401]
+    assert LOCK_AFTER <= checked <= LOCK_AFTER + 1, statuses(answers)
+    assert statuses(answers)[429] == BURST - checked
+    for instance in (first, second):
+        assert (await form_attempt(instance, password=PASSWORD)).status_code == 429
+
+
+# -- a confidential client's back channel: its own budget, not its server's IP -----
+
+
+async def test_password_grant_failures_count_against_the_client_not_its_servers_ip(
+        make_env) -> None:
+    env = await make_env(login_delay_after=100, login_lock_after=2)
+    for i in range(25):  # more than the per-IP limit (20), each for another account
+        r = await env.password_grant(f"user{i}", WRONG)
+        assert (r.status_code, r.json()["error"]) == (400, "invalid_grant")
+    assert (await env.password_grant()).status_code == 200
+    # a browser at the app server's address is not held back either
+    assert (await form_attempt(env, password=PASSWORD)).status_code == 303
+    assert await env.ctx.storage.get_throttles(["ip:127.0.0.1"]) == []
+    [row] = await env.ctx.storage.get_throttles(["client:" + env.web.client_id])
+    assert row.failures == 25
+
+
+async def test_a_clients_budget_locks_its_password_grants_and_says_so(make_env) -> None:
+    env = await make_env(login_delay_after=100, login_client_lock_after=5)
+    for i in range(5):
+        assert (await env.password_grant(f"user{i}", WRONG)).status_code == 400
+    r = await env.password_grant()
+    assert (r.status_code, r.json()["error"]) == (429, "slow_down")
+    assert LOCK_SECONDS - 5 <= int(r.headers["retry-after"]) <= LOCK_SECONDS + 1
+    description = r.json()["error_description"]
+    assert "through this client" in description and "address" not in description
+    assert (await form_attempt(env, password=PASSWORD)).status_code == 303  # the form: per IP
+
+
+async def link_request_api(env: Env, email: str) -> httpx2.Response:
+    return await env.http.post("/oauth/passwordless", auth=env.web.auth, data={
+        "email": email, "response_type": "code", "redirect_uri": "https://app.example/callback",
+        "scope": "openid", "state": "s", "code_challenge_method": "S256",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"})
+
+
+async def test_passwordless_api_is_limited_per_client_not_per_ip(make_env) -> None:
+    env = await make_env(link_limit_per_ip=3, link_limit_per_client=5)
+    await env.ctx.outbox.stop()
+    for i in range(5):  # more than the per-IP limit
+        assert (await link_request_api(env, f"p{i}@example.com")).status_code == 200
+    r = await link_request_api(env, "alice@example.com")
+    assert (r.status_code, r.json()["error"]) == (429, "slow_down")
+    description = r.json()["error_description"]
+    assert "by this client" in description and "address" not in description
+    assert await env.ctx.storage.get_throttles(["link-ip:127.0.0.1"]) == []
+
+
+async def test_concurrent_link_requests_for_one_address_stop_at_its_limit(
+        make_env, database: dict[str, str]) -> None:
+    env = await make_env(link_limit_per_email=3, **database)
+    await env.ctx.outbox.stop()
+    answers = await asyncio.gather(*(link_request_api(env, "alice@example.com")
+                                     for _ in range(20)))
+    assert statuses(answers) == {200: 3, 429: 17}
+    assert all("for this address" in r.json()["error_description"]
+               for r in answers if r.status_code == 429)
+
+
+# -- when a lock ends, the count starts over --------------------------------------
+
+
+async def lock_that_ended(env: Env, lock_seconds: int = LOCK_SECONDS, failures: int = LOCK_AFTER,
+                          ) -> None:
+    """``failures`` failures on alice (both keys), locked, the lock over a minute ago."""
+    then = datetime.now(UTC) - timedelta(seconds=lock_seconds + 60)
+    for key in ("acct:alice", "user:" + env.user.id):
+        for _ in range(failures):
+            await env.ctx.storage.record_failure(key, then, failures,
+                                                 then + timedelta(seconds=lock_seconds))
+
+
+async def test_after_a_lock_ends_the_full_number_of_failures_is_needed_again(
+        locking: Env) -> None:
+    await lock_that_ended(locking)
+    for _ in range(LOCK_AFTER - 1):
+        assert (await form_attempt(locking)).status_code == 401
+    [row] = await locking.ctx.storage.get_throttles(["user:" + locking.user.id])
+    assert (row.failures, row.locked_until) == (LOCK_AFTER - 1, None)
+    assert (await form_attempt(locking, password=PASSWORD)).status_code == 303
+    # and a full count locks again
+    for _ in range(LOCK_AFTER):
+        assert (await form_attempt(locking)).status_code == 401
+    assert (await form_attempt(locking, password=PASSWORD)).status_code == 429
+
+
+async def test_an_ended_lock_leaves_no_delay_behind(make_env) -> None:
+    # 10 failures would ask for a 60 s pause after the last one; the 30 s lock is over
+    env = await make_env(login_delay_after=3, login_lock_after=10, login_lock_seconds=30)
+    await lock_that_ended(env, lock_seconds=30, failures=10)
+    assert (await form_attempt(env)).status_code == 401
+    assert (await form_attempt(env, password=PASSWORD)).status_code == 303

@@ -5,11 +5,16 @@ another browser, a forged one, or a missing one is refused."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import httpx2
 import pytest
 from security_helpers import (
+    LOGOUT_TARGET,
+    PASSWORD,
     Env,
     authorize_url,
+    exchange,
     get_code,
     hidden_fields,
     location_params,
@@ -19,6 +24,7 @@ from security_helpers import (
 
 from bastion.server.pages import CSRF_COOKIE
 from bastion.server.services.sessions import COOKIE as SESSION_COOKIE
+from bastion.server.services.users import create_user
 
 
 async def signed_in(env: Env, http: httpx2.AsyncClient) -> bool:
@@ -127,3 +133,43 @@ async def test_logout_post_with_another_browsers_token_is_refused(env: Env) -> N
     r = await env.http.post("/oauth/logout", data=fields)
     assert r.status_code == 400
     assert await signed_in(env, env.http)
+
+
+# -- logout with an id_token_hint ---------------------------------------------------
+
+
+async def test_logout_with_an_id_token_of_another_user_only_asks(env: Env) -> None:
+    # A third-party page navigates the victim's browser to logout with an ID token of
+    # its own (RP-Initiated Logout 1.0 section 2): the victim is asked, not signed out.
+    await create_user(env.ctx.storage, env.ctx.passwords, username="mallory",
+                      email="mallory@example.com", password=PASSWORD)
+    attacker = await env.browser("10.0.0.9")
+    fields = await login_form(attacker, authorize_url(env.web.client_id))
+    posted = await post_login(attacker, fields, login="mallory")
+    code = location_params(await attacker.get(posted.headers["location"]))["code"]
+    hint = (await exchange(env, code)).json()["id_token"]
+
+    await get_code(env)  # the victim signs in
+    r = await env.http.get("/oauth/logout?" + urlencode(
+        {"id_token_hint": hint, "post_logout_redirect_uri": LOGOUT_TARGET}))
+    assert r.status_code == 200 and 'action="/oauth/logout"' in r.text
+    assert "location" not in r.headers
+    assert await signed_in(env, env.http)
+
+
+async def test_logout_with_an_id_token_of_an_ended_session_only_asks(env: Env) -> None:
+    old = (await exchange(env, await get_code(env))).json()["id_token"]
+    fields = await logout_confirmation(env, env.http)
+    await env.http.post("/oauth/logout", data=fields)
+    await get_code(env)  # the same user signs in again: a new session
+    r = await env.http.get("/oauth/logout?" + urlencode({"id_token_hint": old}))
+    assert r.status_code == 200 and 'action="/oauth/logout"' in r.text
+    assert await signed_in(env, env.http)
+
+
+async def test_logout_with_the_sessions_own_id_token_signs_out_at_once(env: Env) -> None:
+    hint = (await exchange(env, await get_code(env))).json()["id_token"]
+    r = await env.http.get("/oauth/logout?" + urlencode(
+        {"id_token_hint": hint, "post_logout_redirect_uri": LOGOUT_TARGET}))
+    assert r.status_code == 303 and r.headers["location"] == LOGOUT_TARGET
+    assert not await signed_in(env, env.http)

@@ -63,7 +63,9 @@ async def test_code_challenge_method_without_challenge_is_refused(env: Env) -> N
     "+" * 43,  # not base64url
     "A" * 42 + "=",  # padding
     "A" * 42 + "\u00e9",
-], ids=["short", "42-chars", "44-chars", "not-base64url", "padded", "non-ascii"])
+    "A" * 43 + "\n",  # a regex with $ would let the newline through
+], ids=["short", "42-chars", "44-chars", "not-base64url", "padded", "non-ascii",
+        "trailing-newline"])
 async def test_malformed_code_challenge_is_refused(env: Env, challenge: str) -> None:
     r = await env.http.get(authorize_url(env.spa.client_id, redirect_uri=SPA_REDIRECT,
                                          code_challenge=challenge, code_challenge_method="S256"))

@@ -12,6 +12,7 @@ from security_helpers import Env, oauth_error
 from bastion.server.models import Grant
 from bastion.server.services import secrets
 from bastion.server.services.tokens import new_refresh_token
+from bastion.server.storage.tables import grants
 
 
 async def _tokens(env: Env, scope: str = "openid read") -> dict[str, str]:
@@ -60,6 +61,31 @@ async def test_refresh_cannot_widen_the_scope(env: Env) -> None:
     r = await env.token(env.web, grant_type="refresh_token",
                         refresh_token=tokens["refresh_token"], scope="openid read")
     assert oauth_error(r) == "invalid_scope"
+
+
+async def test_a_narrower_scope_narrows_the_access_token_not_the_refresh_token(
+        env: Env) -> None:
+    # RFC 6749 section 6: the new refresh token's scope is identical to the old one's.
+    tokens = await _tokens(env, scope="openid read")
+    narrow = await env.token(env.web, grant_type="refresh_token",
+                             refresh_token=tokens["refresh_token"], scope="read")
+    assert narrow.status_code == 200 and narrow.json()["scope"] == "read"
+    assert (await env.introspect(narrow.json()["access_token"]))["scope"] == "read"
+    full = await env.token(env.web, grant_type="refresh_token",
+                           refresh_token=narrow.json()["refresh_token"], scope="openid read")
+    assert full.status_code == 200 and full.json()["scope"] == "openid read"
+    assert "id_token" in full.json()
+
+
+async def test_refresh_token_of_a_revoked_grant_is_inactive_and_refused(env: Env) -> None:
+    # The state a replayed code can leave: the grant is revoked, but its first exchange
+    # stored its refresh token after the revocation, so the token row itself is live.
+    tokens = await _tokens(env)
+    engine = env.ctx.storage.engine  # type: ignore[attr-defined]
+    async with engine.begin() as conn:
+        await conn.execute(grants.update().values(revoked_at=datetime.now(UTC)))
+    assert await env.introspect(tokens["refresh_token"]) == {"active": False}
+    assert oauth_error(await env.refresh(tokens["refresh_token"])) == "invalid_grant"
 
 
 async def test_revoked_refresh_token_is_invalid_grant(env: Env) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import jwt
@@ -283,3 +284,52 @@ async def test_openapi_documents_every_operation_with_errors() -> None:
     for path, method, op in ops:
         assert op.get("summary"), (path, method)
         assert {"401", "403", "422"} <= set(op["responses"]), (path, method)
+
+
+async def test_a_new_password_through_the_api_ends_every_session_and_token(api: Api) -> None:
+    http = api.app.http
+    user = (await http.post("/api/v1/users", json={"username": "joe", "email": "j@example.com",
+                                                   "password": PASSWORD})).json()
+    token = await api.user_token("joe")
+    r = await http.patch(f"/api/v1/users/{user['id']}", json={"password": "another password"})
+    assert r.status_code == 200
+    r = await http.post("/oauth/token", auth=(api.web_id, api.web_secret), data={
+        "grant_type": "refresh_token", "refresh_token": token["refresh_token"]})
+    assert r.json()["error"] == "invalid_grant"
+    assert (await http.get("/api/v1/users/me", headers=api.bearer(token))).status_code == 401
+    # other changes leave the tokens alone
+    fresh = await api.user_token("joe", password="another password")
+    await http.patch(f"/api/v1/users/{user['id']}", json={"email": "joe@example.com"})
+    assert (await http.get("/api/v1/users/me", headers=api.bearer(fresh))).status_code == 200
+
+
+async def test_api_bodies_over_the_limit_are_refused_before_authentication(api: Api) -> None:
+    """413 problem JSON whether the size is declared (Content-Length) or only streamed,
+    and the stream is not read to its end."""
+    http, limit = api.app.http, api.app.ctx.settings.max_api_body_bytes
+    anonymous = {"Authorization": "", "content-type": "application/json"}
+    r = await http.post("/api/v1/users", content=b" " * (limit + 1), headers=anonymous)
+    assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+    assert str(limit) in r.json()["detail"]
+    sent = 0
+
+    async def stream() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for _ in range(100):
+            sent += 1
+            yield b" " * (limit // 4)
+
+    r = await http.post("/api/v1/users", content=stream(), headers=anonymous)
+    assert r.status_code == 413 and r.json()["status"] == 413
+    assert sent < 10  # refused once past the limit, not after reading everything
+    # At the limit the body goes on to authentication, and to the route with a token.
+    body = b'{"username": "kim", "email": "k@example.com"}'
+    r = await http.post("/api/v1/users", content=body.ljust(limit), headers=anonymous)
+    assert r.status_code == 401
+    r = await http.post("/api/v1/users", content=body.ljust(limit),
+                        headers={"content-type": "application/json"})
+    assert r.status_code == 201, r.text
+    # Only the API is limited this way: the OAuth endpoints keep their own limit.
+    r = await http.post("/oauth/token", content=b"a" * (limit + 1),
+                        headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.json()["error"] == "invalid_request"

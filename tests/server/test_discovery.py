@@ -18,7 +18,12 @@ async def test_metadata_lists_only_what_is_served(app: App, path: str) -> None:
     assert meta["grant_types_supported"] == ["authorization_code", "client_credentials",
                                              "password", "refresh_token"]
     assert meta["token_endpoint_auth_methods_supported"] == ["client_secret_basic",
-                                                             "client_secret_post"]
+                                                             "client_secret_post", "none"]
+    assert meta["revocation_endpoint_auth_methods_supported"] == [
+        "client_secret_basic", "client_secret_post", "none"]
+    assert meta["introspection_endpoint_auth_methods_supported"] == ["client_secret_basic",
+                                                                     "client_secret_post"]
+    assert meta["prompt_values_supported"] == ["consent", "login", "none", "select_account"]
     assert meta["code_challenge_methods_supported"] == ["S256"]
     assert meta["response_types_supported"] == ["code"]
     # every advertised endpoint is served

@@ -72,7 +72,7 @@ async def test_full_flow_issues_tokens_and_id_token(app: App, web) -> None:
     assert claims["email"] == "alice@example.com"
     assert claims["preferred_username"] == "alice"
     assert claims["sid"] and claims["auth_time"] <= claims["iat"]
-    from bastion.server.services.id_tokens import token_hash
+    from bastion.oauth.jose import token_hash
     assert claims["at_hash"] == token_hash(body["access_token"], "RS256")
     # userinfo with the access token
     info = await app.http.get("/oauth/userinfo",
@@ -88,6 +88,31 @@ async def test_second_authorization_skips_the_form_and_prompt_login_forces_it(ap
     assert "code" in callback_params(again)
     forced = await app.http.get(authorize_url(client_id, prompt="login"))
     assert forced.status_code == 200 and "<form" in forced.text
+
+
+async def test_max_age_past_asks_to_sign_in_again_and_the_sign_in_meets_it(app: App,
+                                                                             web) -> None:
+    # OpenID Connect Core 3.1.2.1: past max_age the user must sign in again.
+    client_id, _secret, _user = web
+    callback_params(await sign_in(app.http, authorize_url(client_id), "alice", PASSWORD))
+    assert "code" in callback_params(await app.http.get(authorize_url(client_id,
+                                                                      max_age="3600")))
+    stale = await app.http.get(authorize_url(client_id, prompt="none", max_age="0"))
+    assert callback_params(stale)["error"] == "login_required"
+    # max_age=0 shows the form; the sign-in it asks for then meets it (no loop).
+    answer = await sign_in(app.http, authorize_url(client_id, max_age="0"), "alice", PASSWORD)
+    assert "code" in callback_params(answer)
+
+
+@pytest.mark.parametrize("prompt", ["login consent", "select_account"])
+async def test_sign_in_meets_prompt_login_and_select_account(app: App, web,
+                                                            prompt: str) -> None:
+    client_id, _secret, _user = web
+    callback_params(await sign_in(app.http, authorize_url(client_id), "alice", PASSWORD))
+    page = await app.http.get(authorize_url(client_id, prompt=prompt))
+    assert page.status_code == 200 and "<form" in page.text  # asked, though signed in
+    answer = await sign_in(app.http, authorize_url(client_id, prompt=prompt), "alice", PASSWORD)
+    assert "code" in callback_params(answer)  # and not asked again after signing in
 
 
 async def test_prompt_none_without_session_is_login_required(app: App, web) -> None:

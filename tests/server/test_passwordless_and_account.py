@@ -20,7 +20,8 @@ from bastion.server.services.clients import create_client
 from bastion.server.services.users import create_user
 from bastion.server.settings import Settings
 from bastion.server.storage import migrate
-from bastion.server.storage.tables import one_time_tokens
+from bastion.server.storage.tables import login_sessions, one_time_tokens
+from bastion.server.storage.tables import outbox as outbox_table
 from support import ISSUER, Mailbox, callback_params, hidden_fields, sign_in, smtp_server
 
 REDIRECT = "https://app.example/cb"
@@ -249,3 +250,85 @@ async def test_sessions_are_listed_and_can_be_ended(env: Env) -> None:
         # the other browser is signed out
         r = await other.get("/oauth/authorize?" + env.authorize_query(prompt="none"))
         assert callback_params(r)["error"] == "login_required"
+
+
+async def _age_sessions(env: Env) -> None:
+    """Move every sign-in six minutes back: past FRESH_LOGIN."""
+    async with env.ctx.storage.engine.begin() as conn:  # type: ignore[attr-defined]
+        await conn.execute(login_sessions.update().values(
+            auth_time=datetime.now(UTC) - timedelta(minutes=6)))
+
+
+async def _queued(env: Env) -> list[str]:
+    async with env.ctx.storage.engine.connect() as conn:  # type: ignore[attr-defined]
+        return list((await conn.execute(sa.select(outbox_table.c.to))).scalars())
+
+
+async def test_an_email_change_needs_the_current_password_after_five_minutes(env: Env) -> None:
+    await _sign_in_to_account(env)
+    await _age_sessions(env)
+    page = await env.http.get("/account")
+    assert 'id="profile_password"' in page.text
+    change = {"csrf_token": hidden_fields(page.text)["csrf_token"], "username": "alice",
+              "email": "new@example.com"}
+    r = await env.http.post("/account/profile", data=change)
+    assert r.status_code == 400 and "Enter your current password" in r.text
+    r = await env.http.post("/account/profile", data={**change, "username": "alice2",
+                                                      "current_password": "not the password"})
+    assert r.status_code == 400 and "The current password is not right." in r.text
+    assert await _queued(env) == []
+    assert await env.ctx.storage.get_user_by_login("alice2") is None  # nothing was changed
+    # a new username alone needs no password
+    r = await env.http.post("/account/profile", data={**change, "username": "alice2",
+                                                      "email": "alice@example.com"})
+    assert r.status_code == 303 and await env.ctx.storage.get_user_by_login("alice2")
+    r = await env.http.post("/account/profile", data={**change, "username": "alice2",
+                                                      "current_password": PASSWORD})
+    assert r.status_code == 303 and r.headers["location"].endswith("done=email")
+    assert await _queued(env) == ["new@example.com"]
+
+
+async def test_the_old_address_is_told_when_the_email_changes(env: Env) -> None:
+    page = await _sign_in_to_account(env)
+    await env.http.post("/account/profile", data={
+        "csrf_token": hidden_fields(page.text)["csrf_token"], "username": "alice",
+        "email": "new@example.com"})
+    (confirm,) = await env.mails()
+    assert confirm["To"] == "new@example.com"  # asking tells only the new address
+    done = await env.follow_link(Mailbox.link(confirm))
+    assert done.status_code == 200 and "new@example.com" in done.text
+    notice = (await env.mails(2))[1]
+    assert notice["To"] == "alice@example.com"
+    assert notice["Subject"] == "Your email address was changed"
+    text = notice.get_body(preferencelist=("plain",)).get_content()
+    assert "now new@example.com" in text and f"{ISSUER}/account" in text
+    assert "new@example.com" in notice.get_body(preferencelist=("html",)).get_content()
+
+
+async def test_a_new_password_ends_the_other_sessions_and_every_grant(env: Env) -> None:
+    native = await create_client(env.ctx.storage, name="Native", scopes=["openid"],
+                                 grant_types=["password", "refresh_token"])
+    assert native.client_secret
+    auth = (native.client.client_id, native.client_secret)
+    r = await env.http.post("/oauth/token", auth=auth, data={
+        "grant_type": "password", "username": "alice", "password": PASSWORD, "scope": "openid"})
+    refresh_token = r.json()["refresh_token"]
+    other = httpx2.AsyncClient(transport=env.http._transport, base_url=ISSUER)
+    async with other:
+        await sign_in(other, "/oauth/authorize?" + env.authorize_query(), "alice", PASSWORD)
+        page = await _sign_in_to_account(env)
+        r = await env.http.post("/account/password", data={
+            "csrf_token": hidden_fields(page.text)["csrf_token"],
+            "new_password": "a brand new password"})
+        assert r.status_code == 303
+        # the other browser is signed out, the password grant's refresh token is revoked
+        r = await other.get("/oauth/authorize?" + env.authorize_query(prompt="none"))
+        assert callback_params(r)["error"] == "login_required"
+        r = await env.http.post("/oauth/token", auth=auth, data={
+            "grant_type": "refresh_token", "refresh_token": refresh_token})
+        assert r.json()["error"] == "invalid_grant"
+    # this browser stays signed in, alone
+    page = await env.http.get("/account")
+    assert page.status_code == 200 and page.text.count("<li>") == 1
+    r = await env.http.get("/oauth/authorize?" + env.authorize_query(prompt="none"))
+    assert "code" in callback_params(r)

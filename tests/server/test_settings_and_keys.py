@@ -35,6 +35,18 @@ def test_unknown_setting_is_refused(tmp_path) -> None:
         Settings(data_dir=tmp_path, acess_token_ttl=5)  # type: ignore[call-arg]
 
 
+@pytest.mark.parametrize("proxy", ["*", "0.0.0.0/0", "::/0", "proxy.internal", "10.0.0.0/33"])
+def test_trusted_proxies_must_be_named(tmp_path, proxy: str) -> None:
+    """Trusting anyone's X-Forwarded-For would let clients pick their own address."""
+    with pytest.raises(ValidationError, match="name each one"):
+        Settings(data_dir=tmp_path, trusted_proxies=["10.0.0.5", proxy])
+
+
+def test_trusted_proxies_are_addresses_or_networks(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("BASTION_TRUSTED_PROXIES", '["10.0.0.5", " 10.1.2.3/16", "::1"]')
+    assert Settings(data_dir=tmp_path).trusted_proxies == ["10.0.0.5", "10.1.0.0/16", "::1"]
+
+
 def test_development_secret_key_is_generated_once_with_mode_0600(tmp_path) -> None:
     settings = Settings(data_dir=tmp_path / "data")
     first = settings.secret_key_bytes()

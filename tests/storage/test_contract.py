@@ -306,6 +306,33 @@ async def test_login_reads_the_user_and_its_throttles_at_once(storage: SQLStorag
     assert [t.key for t in counts] == ["ip:10.0.0.1"]
 
 
+async def test_failures_lock_at_the_limit_and_start_over_when_the_lock_ends(
+        storage: SQLStorage) -> None:
+    lock = NOW + timedelta(minutes=5)
+    counts = [await storage.record_failure("k", NOW, 3, lock) for _ in range(3)]
+    assert [(t.failures, t.locked_until) for t in counts] == [(1, None), (2, None), (3, lock)]
+    assert (await storage.record_failure("k", NOW, 3, lock + timedelta(1))).failures == 4
+    ended = lock + timedelta(days=1)  # the lock (extended by that failure) is over
+    again = await storage.record_failure("k", ended, 3, ended + timedelta(minutes=5))
+    assert (again.failures, again.locked_until, again.last_failure_at) == (1, None, ended)
+    # a limit of one locks at the first failure
+    assert (await storage.record_failure("one", NOW, 1, lock)).locked_until == lock
+
+
+async def test_failures_start_over_after_an_idle_window_but_a_lock_is_kept(
+        storage: SQLStorage) -> None:
+    hour = timedelta(hours=1)
+    await storage.record_failure("idle", NOW, 5, NOW + hour)
+    later = NOW + 2 * hour
+    assert (await storage.record_failure("idle", later, 5, later, later - hour)).failures == 1
+    assert (await storage.record_failure("idle", later, 5, later, NOW)).failures == 2
+    long_lock = NOW + 3 * hour
+    for _ in range(2):
+        await storage.record_failure("locked", NOW, 2, long_lock)
+    kept = await storage.record_failure("locked", later, 2, long_lock, later - hour)
+    assert (kept.failures, kept.locked_until) == (3, long_lock)
+
+
 async def test_a_grant_and_its_audit_event_are_written_together(storage: SQLStorage) -> None:
     from sqlalchemy.exc import IntegrityError
 

@@ -116,3 +116,25 @@ async def test_revocation_is_seen_by_token_id_and_by_grant(store: SQLStorage) ->
     await store.revoke_grant("g1", NOW)
     assert await store.is_revoked("jti-2", "g1")
     assert not await store.is_revoked("jti-2", None)
+
+
+async def test_revoking_a_users_sessions_can_keep_one(store: SQLStorage) -> None:
+    """A password change: every session but the browser's own ends, every grant (the
+    kept session's too) and its refresh tokens are revoked, other users untouched."""
+    await store.create_user(user(2))
+    for session_id, owner in (("s1", user()), ("s2", user()), ("s3", user(2))):
+        await store.create_session(LoginSession(id=session_id, user_id=owner.id, auth_time=NOW,
+                                                expires_at=LATER, created_at=NOW,
+                                                user_agent=""))
+    await store.create_grant(grant("g1", session_id="s1"), refresh(b"1" * 32, "g1"))
+    await store.create_grant(grant("g2", session_id="s2"), None)
+    await store.create_grant(grant("g3"), refresh(b"3" * 32, "g3"))  # a password grant
+    await store.create_grant(grant("g4", user_id=user(2).id, session_id="s3"), None)
+
+    assert await store.revoke_user_sessions(user().id, NOW, keep_session="s1") == 4
+    assert [(await store.get_session(s)).revoked_at  # type: ignore[union-attr]
+            for s in ("s1", "s2", "s3")] == [None, NOW, None]
+    assert [(await store.get_grant(g)).revoked_at  # type: ignore[union-attr]
+            for g in ("g1", "g2", "g3", "g4")] == [NOW, NOW, NOW, None]
+    assert (await store.get_refresh_token(b"3" * 32)).revoked_at == NOW  # type: ignore[union-attr]
+    assert await store.revoke_user_sessions(user().id, NOW) == 1  # then the kept one too

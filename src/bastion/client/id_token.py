@@ -12,7 +12,6 @@ https://openid.net/specs/openid-connect-core-1_0.html#IDTokenValidation
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -22,20 +21,14 @@ from bastion.oauth.jose import (
     JoseError,
     PublicKey,
     UnknownKey,
-    b64url_encode,
     parse_compact,
+    token_hash,
     verify_signature,
 )
 
 __all__ = ["at_hash", "check_id_token_claims", "verify_id_token_signature"]
 
-_HASHES = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
-
-
-def at_hash(access_token: str, alg: str) -> str:
-    """Core 3.1.3.6: base64url of the left half of the hash named by ``alg``."""
-    digest = _HASHES.get(alg[-3:], hashlib.sha256)(access_token.encode("ascii")).digest()
-    return b64url_encode(digest[: len(digest) // 2])
+at_hash = token_hash  # Core 3.1.3.6, shared with the server
 
 
 def verify_id_token_signature(

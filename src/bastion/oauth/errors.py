@@ -71,6 +71,9 @@ class BastionError(Exception):
         return f"{type(self).__name__}({self.message!r})"
 
 
+_NOT_ALLOWED = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+
+
 class OAuthError(BastionError):
     """An OAuth error response: ``error``, ``error_description`` and an HTTP status.
 
@@ -108,7 +111,9 @@ class OAuthError(BastionError):
     def to_dict(self) -> dict[str, str]:
         body = {"error": self.error_code}
         if self.description:
-            body["error_description"] = self.description
+            # RFC 6749 section 5.2 allows printable ASCII but '"' and '\\'; a description
+            # that echoes a request value may hold anything.
+            body["error_description"] = _NOT_ALLOWED.sub("?", self.description)
         return body
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -75,6 +76,20 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+#: The hash of each algorithm's signature; Ed25519 (EdDSA) hashes with SHA-512, as the
+#: OpenID Connect working group settled for ``at_hash`` (openid/connect issue 1125).
+_TOKEN_HASHES = {"ES256": hashlib.sha256, "ES384": hashlib.sha384, "RS256": hashlib.sha256,
+                 "RS384": hashlib.sha384, "RS512": hashlib.sha512, "PS256": hashlib.sha256,
+                 "EdDSA": hashlib.sha512}
+
+
+def token_hash(token: str, alg: str) -> str:
+    """``at_hash`` or ``c_hash`` (OpenID Connect Core 3.1.3.6): the base64url of the
+    left half of the hash that ``alg`` signs with."""
+    digest = _TOKEN_HASHES.get(alg, hashlib.sha256)(token.encode("ascii")).digest()
+    return b64url_encode(digest[: len(digest) // 2])
+
+
 #: A canonical unpadded base64url segment (RFC 7515 section 2): only the URL-safe
 #: alphabet, no padding, and never a length that leaves a stray character.
 _SEGMENT = re.compile(rb"[A-Za-z0-9_-]*")
@@ -118,13 +133,18 @@ class Compact:
     signature: bytes
 
     def claims(self) -> dict[str, Any]:
-        try:
-            claims = json.loads(b64url_decode(self.payload_b64))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise JoseError("malformed payload") from exc
-        if not isinstance(claims, dict):
-            raise JoseError("payload is not a JSON object")
-        return claims
+        return _json_object(self.payload_b64, "payload")
+
+
+def _json_object(part: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(b64url_decode(part))
+    # RecursionError: deeply nested arrays fit well inside the size limit.
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise JoseError(f"malformed {what}") from exc
+    if not isinstance(value, dict):
+        raise JoseError(f"{what} is not a JSON object")
+    return value
 
 
 def parse_compact(token: str | bytes, max_length: int = MAX_TOKEN_LENGTH) -> Compact:
@@ -135,12 +155,7 @@ def parse_compact(token: str | bytes, max_length: int = MAX_TOKEN_LENGTH) -> Com
     if raw.count(b".") != 2:
         raise JoseError("not a compact JWS")
     header_b64, payload_b64, sig_b64 = raw.split(b".")
-    try:
-        header = json.loads(b64url_decode(header_b64))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise JoseError("malformed header") from exc
-    if not isinstance(header, dict):
-        raise JoseError("header is not a JSON object")
+    header = _json_object(header_b64, "header")
     return Compact(header, raw[: len(header_b64) + 1 + len(payload_b64)], payload_b64,
                    b64url_decode(sig_b64))
 

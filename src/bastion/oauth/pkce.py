@@ -14,9 +14,9 @@ from bastion.oauth.jose import b64url_encode
 
 METHOD = "S256"
 # RFC 7636 section 4.1: 43 to 128 characters of [A-Za-z0-9-._~].
-_VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+_VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 # An S256 challenge is the base64url of a SHA-256 digest: exactly 43 characters.
-_CHALLENGE = re.compile(r"^[A-Za-z0-9\-_]{43}$")
+_CHALLENGE = re.compile(r"[A-Za-z0-9\-_]{43}")
 
 
 def new_verifier() -> str:
@@ -28,11 +28,11 @@ def challenge(verifier: str) -> str:
 
 
 def is_valid_verifier(verifier: str) -> bool:
-    return bool(_VERIFIER.match(verifier))
+    return bool(_VERIFIER.fullmatch(verifier))
 
 
 def is_valid_challenge(value: str) -> bool:
-    return bool(_CHALLENGE.match(value))
+    return bool(_CHALLENGE.fullmatch(value))
 
 
 def verify(verifier: str, expected_challenge: str) -> bool:

@@ -2,7 +2,8 @@
 
 ``create_app`` returns a small ASGI dispatcher: the token endpoint (the hot path)
 is served directly; everything else goes to the FastAPI app, which also owns the
-lifespan (open storage, ensure keys, close the pool).
+lifespan (open storage, ensure keys, close the pool). In front of both: metrics, the
+client address as stored, and the REST API's body limit (``middleware``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from bastion.server.endpoints import (
 )
 from bastion.server.errors import oauth_error_response
 from bastion.server.metrics import MetricsMiddleware
+from bastion.server.middleware import ApiBodyLimit, ClientAddress
 from bastion.server.services.errors import ServiceError
 from bastion.server.settings import Settings, load_settings
 
@@ -69,7 +71,8 @@ class BastionApp:
             passwordless.PASSWORDLESS_PATH: passwordless.endpoint(ctx),
         }
         engine = getattr(ctx.storage, "engine", None)
-        self._handle = MetricsMiddleware(self._route, frozenset(self.lean),
+        routes = ClientAddress(ApiBodyLimit(self._route, ctx.settings.max_api_body_bytes))
+        self._handle = MetricsMiddleware(routes, frozenset(self.lean),
                                          engine.pool if engine is not None else None)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -10,13 +10,14 @@ laptop and log a loud warning; with ``environment = "production"`` they are refu
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import secrets
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -106,6 +107,13 @@ class Settings(BaseSettings):
     login_lock_seconds: int = Field(
         900, ge=1, description="How long a locked account (or IP) must wait."
     )
+    login_client_lock_after: int = Field(
+        1000, ge=2, description="Failed password grants through one confidential client "
+        "before that client's password grants are locked for login_lock_seconds. Its "
+        "server calls for all its users from one address, so this budget replaces the "
+        "per-IP one there (each account keeps its own limit). Ends with a lock, never "
+        "delays; a count with no failure for an hour, or whose lock ended, starts over."
+    )
     smtp_host: str | None = Field(
         None,
         description="SMTP server for outgoing mail. Unset: mail is written to the log "
@@ -135,14 +143,25 @@ class Settings(BaseSettings):
     link_limit_per_ip: int = Field(
         30, ge=1, description="Sign-in links requested per client IP per hour."
     )
+    link_limit_per_client: int = Field(
+        1000, ge=1, description="Sign-in links one confidential client may request per "
+        "hour through POST /oauth/passwordless (its server asks for all its users, so "
+        "this replaces the per-IP limit there; each address keeps its own)."
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
-        description="Addresses of reverse proxies whose X-Forwarded-For/-Proto headers are "
-        "believed (e.g. [\"10.0.0.5\"], or [\"*\"] behind a private load balancer). Empty: "
-        "the socket's peer is the client. Throttling and the audit log use this address.",
+        description="IP addresses or networks (CIDR) of the reverse proxies whose "
+        "X-Forwarded-For/-Proto headers are believed, e.g. [\"10.0.0.5\", \"10.1.0.0/16\"]. "
+        "Name them: '*' (or 0.0.0.0/0) is refused, since behind a proxy that appends to "
+        "X-Forwarded-For it would let clients pick their own address. Empty: the socket's "
+        "peer is the client. Throttling and the audit log use this address.",
     )
     max_body_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest request body accepted on OAuth endpoints."
+    )
+    max_api_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body accepted on the REST API "
+        "(/api/): a larger one is refused with 413 before it is read or authenticated."
     )
     db_pool_size: int = Field(
         10, ge=1, description="Connections per instance in the PostgreSQL pool."
@@ -162,6 +181,23 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _explicit_proxies(cls, proxies: list[str]) -> list[str]:
+        """Each proxy as an address or a network; '*' (and 0.0.0.0/0) trust anyone."""
+        named = []
+        for proxy in (p.strip() for p in proxies):
+            try:
+                network = ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                network = None
+            if network is None or network.prefixlen == 0:
+                raise ValueError(f"trusted_proxies: {proxy!r} is not the IP address or network "
+                                 "of a proxy; name each one (e.g. '10.0.0.5' or '10.0.0.0/24'), "
+                                 "'*' is not allowed")
+            named.append(str(network) if "/" in proxy else str(network.network_address))
+        return named
 
     @model_validator(mode="after")
     def _refuse_development_defaults(self) -> Settings:

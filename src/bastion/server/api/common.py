@@ -10,6 +10,7 @@ from bastion.server.api.auth import Principal, principal
 from bastion.server.api.problems import ApiError
 from bastion.server.context import Context
 from bastion.server.services.audit import Actor
+from bastion.server.text import storable
 
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -26,10 +27,10 @@ Who = Annotated[Principal, Depends(principal)]
 
 
 def no_nul_in_path(request: Request) -> None:
-    """No stored name or id holds a NUL (and databases refuse them in queries), so a
-    path naming one names nothing: 404, before any query."""
+    """No stored name or id holds a NUL or a lone surrogate (and databases refuse them
+    in queries), so a path naming one names nothing: 404, before any query."""
     for name, value in request.path_params.items():
-        if "\x00" in str(value):
+        if not storable(str(value)):
             raise ApiError(404, "Not Found", f"No {name} with that value.")
 
 

@@ -1,21 +1,45 @@
-"""Request and response bodies of the REST API (documented in OpenAPI with examples)."""
+"""Request and response bodies of the REST API (documented in OpenAPI with examples).
+
+Every string of a request body is bounded and ends in ``STORABLE``: a NUL or a lone
+surrogate (which no backend can store) is refused with the other validation errors (422).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 
 from bastion.server.models import Event, Organization, Role, User
 from bastion.server.services.rbac import NAME_PATTERN, PERMISSION_PATTERN
-from bastion.server.services.users import EMAIL_PATTERN, USERNAME_PATTERN
+from bastion.server.services.users import (
+    EMAIL_PATTERN,
+    MAX_PASSWORD_LENGTH,
+    MIN_PASSWORD_LENGTH,
+    USERNAME_PATTERN,
+)
+from bastion.server.text import storable
 
-Username = Annotated[str, Field(min_length=1, max_length=150, pattern=USERNAME_PATTERN)]
-Email = Annotated[str, Field(min_length=3, max_length=320, pattern=EMAIL_PATTERN)]
-Name = Annotated[str, Field(min_length=1, max_length=100, pattern=NAME_PATTERN)]
-Permission = Annotated[str, Field(min_length=1, max_length=200, pattern=PERMISSION_PATTERN)]
+
+def _storable(value: str) -> str:
+    if not storable(value):
+        raise ValueError("must not hold a NUL or a character that cannot be encoded as UTF-8")
+    return value
+
+
+#: The last annotation of every request string (after its bounds).
+STORABLE = AfterValidator(_storable)
+Username = Annotated[str, Field(min_length=1, max_length=150, pattern=USERNAME_PATTERN), STORABLE]
+Email = Annotated[str, Field(min_length=3, max_length=320, pattern=EMAIL_PATTERN), STORABLE]
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=NAME_PATTERN), STORABLE]
+Permission = Annotated[str, Field(min_length=1, max_length=200, pattern=PERMISSION_PATTERN),
+                       STORABLE]
+Password = Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH),
+                     STORABLE]
+RoleRef = Annotated[str, Field(min_length=1, max_length=100), STORABLE]  # a role id or name
+RefreshTokenText = Annotated[str, Field(min_length=1, max_length=512), STORABLE]
 
 _USER_EXAMPLE: JsonDict = {"id": "5f0c7a4e-3f1b-4d2e-9a57-1f2b3c4d5e6f", "username": "alice",
                  "email": "alice@example.com", "is_administrator": False,
@@ -60,8 +84,8 @@ class UserCreate(Strict):
 
     username: Username
     email: Email
-    password: str | None = Field(None, min_length=8, max_length=1024,
-                                 description="Omit for a user who signs in by email link.")
+    password: Password | None = Field(None, description="Omit for a user who signs in by "
+                                      "email link.")
     is_administrator: bool = False
 
 
@@ -71,7 +95,8 @@ class UserUpdate(Strict):
 
     username: Username | None = None
     email: Email | None = None
-    password: str | None = Field(None, min_length=8, max_length=1024)
+    password: Password | None = Field(None, description="A new password ends every session "
+                                      "and revokes every token of the user.")
     is_administrator: bool | None = None
 
 
@@ -137,19 +162,19 @@ class Permissions(Strict):
 
 
 class Reissue(Strict):
-    refresh_token: str = Field(min_length=1, max_length=512,
-                               description="The user's current refresh token; its token "
-                               "family is revoked and a new pair returned.")
+    refresh_token: RefreshTokenText = Field(
+        description="The user's current refresh token; its token family is revoked and a "
+        "new pair returned.")
 
 
 class UserRolesChange(Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"add": ["editor"], "remove": ["viewer"]}]})
 
-    add: list[str] = Field(default_factory=list, max_length=100,
-                           description="Role ids or names to attach.")
-    remove: list[str] = Field(default_factory=list, max_length=100,
-                              description="Role ids or names to remove.")
+    add: list[RoleRef] = Field(default_factory=list, max_length=100,
+                               description="Role ids or names to attach.")
+    remove: list[RoleRef] = Field(default_factory=list, max_length=100,
+                                  description="Role ids or names to remove.")
     reissue: Reissue | None = None
 
 

@@ -41,6 +41,7 @@ class AuthorizationRequest:
     redirect_uri: str = ""
     scope: str = ""
     prompt: frozenset[str] = field(default_factory=frozenset)
+    max_age: int | None = None
 
     @property
     def state(self) -> str | None:
@@ -104,11 +105,30 @@ def check_scope(req: AuthorizationRequest) -> None:
     req.scope = granted_scope(req.params.get("scope"), req.client)
 
 
+#: OpenID Connect Core 3.1.2.1. Bastion asks no consent of the clients its operator
+#: registered, so ``consent`` is met by the sign-in; ``select_account`` shows the form.
+PROMPTS = frozenset({"none", "login", "consent", "select_account"})
+#: The prompt values a completed sign-in satisfies (dropped when the flow goes on).
+SIGN_IN_PROMPTS = frozenset({"login", "select_account"})
+_MAX_AGE_LIMIT = 10 ** 9  # about 31 years: any larger value means "no limit"
+
+
 def check_prompt(req: AuthorizationRequest) -> None:
     values = frozenset(req.params.get("prompt", "").split())
+    if not values <= PROMPTS:
+        raise InvalidRequest("prompt may only hold none, login, consent or select_account.")
     if "none" in values and len(values) > 1:
         raise InvalidRequest("prompt=none cannot be combined with other values.")
     req.prompt = values
+
+
+def check_max_age(req: AuthorizationRequest) -> None:
+    raw = req.params.get("max_age")
+    if raw is None:
+        return
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
+        raise InvalidRequest("max_age must be a whole number of seconds.")
+    req.max_age = min(int(raw), _MAX_AGE_LIMIT)
 
 
 def check_lengths(req: AuthorizationRequest) -> None:
@@ -127,5 +147,6 @@ AFTER_REDIRECT: tuple[Callable[[AuthorizationRequest], None], ...] = (
     check_pkce,
     check_scope,
     check_prompt,
+    check_max_age,
     check_lengths,
 )

@@ -8,7 +8,6 @@ client identifies itself with ``client_id`` alone.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping
 from urllib.parse import unquote_plus
 
@@ -25,7 +24,7 @@ def _basic(header: str) -> tuple[str, str]:
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
         client_id, sep, secret = decoded.partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII input
         sep = ""
     if not sep:
         raise InvalidClient("Malformed Basic credentials.", headers=_BASIC_CHALLENGE)

@@ -3,6 +3,11 @@
 It relies on the Bastion session (no token or secret in its URL); without one it
 shows the sign-in form first. ``return_to`` is honoured only when it is a
 registered redirect URI of ``client_id``; anything else is ignored.
+
+Changing the email or the password needs the current password unless the session
+signed in within ``FRESH_LOGIN``. A new email takes effect through a link sent to it,
+and the old address is told once it has. A new password ends every other session
+and revokes every grant of the user; this browser stays signed in.
 """
 
 from __future__ import annotations
@@ -12,10 +17,10 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from bastion.server.context import Context
+from bastion.server.endpoints._query import page_form
 from bastion.server.endpoints.authorize import login_page
 from bastion.server.models import LoginSession, User
 from bastion.server.pages import csrf_ok, form_page, render
@@ -25,7 +30,7 @@ from bastion.server.services.errors import RateLimited, ServiceError
 
 router = APIRouter(tags=["pages"])
 ACCOUNT_PATH = "/account"
-FRESH_LOGIN = timedelta(minutes=5)  # a password change needs no current password this soon
+FRESH_LOGIN = timedelta(minutes=5)  # a password or email change needs no current password
 _NOTICES = {
     "profile": "Your profile is saved.",
     "email": "We sent a confirmation link to your new address.",
@@ -42,7 +47,7 @@ async def _return_to(ctx: Context, client_id: str, return_to: str) -> tuple[str,
     return return_to, client.name
 
 
-def _keep(source: FormData | dict[str, str]) -> dict[str, str]:
+def _keep(source: dict[str, str]) -> dict[str, str]:
     return {k: str(source[k]) for k in ("client_id", "return_to") if source.get(k)}
 
 
@@ -81,7 +86,7 @@ async def account(request: Request) -> Response:
 class _Posted:
     """A checked account form: the signed-in session and user, and what to keep."""
 
-    form: FormData
+    form: dict[str, str]
     keep: dict[str, str]
     session: LoginSession
     user: User
@@ -90,18 +95,41 @@ class _Posted:
 async def _posted(ctx: Context, request: Request) -> _Posted | Response:
     """The form if it comes from a signed-in session with a valid CSRF token; else the
     answer to give (back to the account page, or the page with an error)."""
-    form = await request.form()
-    keep, current = _keep(form), await _current(ctx, request)
+    form = await page_form(request)
+    keep, current = _keep(form or {}), await _current(ctx, request)
     if current is None:
         return RedirectResponse(ACCOUNT_PATH, 303)
-    if not csrf_ok(ctx, request, form.get("csrf_token")):
+    if form is None or not csrf_ok(ctx, request, form.get("csrf_token")):
         return await _page(ctx, request, *current, keep, status=400,
                            error="This form has expired. Please try again.")
     return _Posted(form, keep, *current)
 
 
+def _ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
 def _who(user: User, request: Request) -> audit.Actor:
-    return audit.Actor(user.id, "user", None, request.client.host if request.client else None)
+    return audit.Actor(user.id, "user", None, _ip(request))
+
+
+async def _reauthenticated(ctx: Context, request: Request, posted: _Posted,
+                           missing: str) -> str | None:
+    """``None`` when the session signed in within ``FRESH_LOGIN`` or the form carries
+    the right current password; else the error to show (``missing`` when it has none)."""
+    if datetime.now(UTC) - posted.session.auth_time <= FRESH_LOGIN:
+        return None
+    current_password = posted.form.get("current_password", "")
+    if not current_password:
+        return missing
+    try:
+        await login.authenticate(ctx.storage, ctx.passwords, ctx.settings, posted.user.username,
+                                 current_password[:1024], _ip(request))
+    except login.LoginFailed:
+        return "The current password is not right."
+    except login.TooManyAttempts as exc:
+        return str(exc)
+    return None
 
 
 @router.post(ACCOUNT_PATH + "/profile", include_in_schema=False)
@@ -111,17 +139,22 @@ async def save_profile(request: Request) -> Response:
     if isinstance(posted, Response):
         return posted
     form, keep, session, user = posted.form, posted.keep, posted.session, posted.user
-    username, email = str(form.get("username", "")).strip(), str(form.get("email", "")).strip()
+    username, email = form.get("username", "").strip(), form.get("email", "").strip()
+    new_email = bool(email) and email.lower() != user.email.lower()
+    if new_email:
+        refused = await _reauthenticated(ctx, request, posted, "Enter your current password to "
+                                         "change your email, or sign in again.")
+        if refused:
+            return await _page(ctx, request, session, user, keep, error=refused, status=400)
     done = "profile"
     try:
         if username and username != user.username:
             user = await user_service.update_user(ctx.storage, ctx.passwords, user.id,
                                                   username=username)
             await audit.record(ctx.storage, _who(user, request), "account.username", user.id)
-        if email and email.lower() != user.email.lower():
-            ip = request.client.host if request.client else None
+        if new_email:
             await links.send_email_change(ctx.storage, ctx.settings, user=user, new_email=email,
-                                          ip=ip)
+                                          ip=_ip(request))
             ctx.outbox.poke()
             done = "email"
     except RateLimited as exc:
@@ -140,18 +173,13 @@ async def change_password(request: Request) -> Response:
     if isinstance(posted, Response):
         return posted
     form, keep, session, user = posted.form, posted.keep, posted.session, posted.user
-    if datetime.now(UTC) - session.auth_time > FRESH_LOGIN:
-        try:
-            await login.authenticate(ctx.storage, ctx.passwords, ctx.settings, user.username,
-                                     str(form.get("current_password", ""))[:1024],
-                                     request.client.host if request.client else None)
-        except (login.LoginFailed, login.TooManyAttempts) as exc:
-            message = ("The current password is not right." if isinstance(exc, login.LoginFailed)
-                       else str(exc))
-            return await _page(ctx, request, session, user, keep, error=message, status=400)
-    try:
+    refused = await _reauthenticated(ctx, request, posted, "Enter your current password.")
+    if refused:
+        return await _page(ctx, request, session, user, keep, error=refused, status=400)
+    try:  # ends every other session and revokes every grant; this browser stays signed in
         await user_service.update_user(ctx.storage, ctx.passwords, user.id,
-                                       password=str(form.get("new_password", ""))[:1024])
+                                       password=form.get("new_password", "")[:1024],
+                                       keep_session=session.id)
     except ServiceError as exc:
         return await _page(ctx, request, session, user, keep, error=str(exc), status=400)
     await audit.record(ctx.storage, _who(user, request), "account.password", user.id)
@@ -165,7 +193,7 @@ async def revoke_session(request: Request) -> Response:
     if isinstance(posted, Response):
         return posted
     form, keep, user = posted.form, posted.keep, posted.user
-    target = await ctx.storage.get_session(str(form.get("session_id", "")))
+    target = await ctx.storage.get_session(form.get("session_id", ""))
     if target is not None and target.user_id == user.id:  # only one's own sessions
         await sessions.end(ctx.storage, target.id)
         await audit.record(ctx.storage, _who(user, request), "account.session.revoke", user.id)
@@ -193,19 +221,22 @@ def _bad_email_link(ctx: Context) -> Response:
 @router.post(links.EMAIL_CHANGE_PATH, include_in_schema=False)
 async def confirm_email(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
-    form = await request.form()
-    if not csrf_ok(ctx, request, form.get("csrf_token")):
+    form = await page_form(request)
+    if form is None or not csrf_ok(ctx, request, form.get("csrf_token")):
         return render(ctx, "message.html", 400, title="This form has expired", error=True,
                       message="Open the link from your email again.")
-    used = await links.use(ctx.storage, str(form.get("token", "")), "email_change")
-    if used is None or used.user_id is None:
+    used = await links.use(ctx.storage, form.get("token", ""), "email_change")
+    before = await ctx.storage.get_user(used.user_id) if used and used.user_id else None
+    if used is None or before is None:
         return _bad_email_link(ctx)
     try:
-        user = await user_service.update_user(ctx.storage, ctx.passwords, used.user_id,
+        user = await user_service.update_user(ctx.storage, ctx.passwords, before.id,
                                               email=used.email)
     except ServiceError as exc:
         return render(ctx, "message.html", 400, title="Cannot change the email", error=True,
                       message=str(exc))
+    await links.send_email_changed(ctx.storage, ctx.settings, user=user, old_email=before.email)
+    ctx.outbox.poke()
     await audit.record(ctx.storage, _who(user, request), "account.email", user.id)
     return render(ctx, "message.html", title="Email changed",
                   message=f"Your email address is now {user.email}.")

@@ -7,6 +7,7 @@ shown, or ``login_required`` is returned for ``prompt=none``.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,10 +18,12 @@ from bastion.oauth.errors import AccessDenied, LoginRequired, OAuthError
 from bastion.server.checks.authorization import (
     AFTER_REDIRECT,
     BEFORE_REDIRECT,
+    SIGN_IN_PROMPTS,
     AuthorizationRequest,
 )
 from bastion.server.context import Context
 from bastion.server.endpoints._query import single_params
+from bastion.server.models import LoginSession
 from bastion.server.pages import form_page, render
 from bastion.server.services import sessions
 from bastion.server.services.authorization import issue_code, member_organization
@@ -58,6 +61,13 @@ def _param(name: str, description: str, required: bool = False) -> dict[str, Any
             "schema": {"type": "string"}}
 
 
+def _too_old(session: LoginSession, max_age: int | None) -> bool:
+    """OpenID Connect Core 3.1.2.1: past ``max_age`` the user must sign in again."""
+    if max_age is None:
+        return False
+    return (datetime.now(UTC) - session.auth_time).total_seconds() > max_age
+
+
 _PARAMETERS = [
     _param("response_type", "Only `code`.", True),
     _param("client_id", "A registered client.", True),
@@ -68,7 +78,9 @@ _PARAMETERS = [
     _param("nonce", "Put in the ID token."),
     _param("code_challenge", "PKCE S256 challenge; required for public clients."),
     _param("code_challenge_method", "`S256` (plain is refused)."),
-    _param("prompt", "`login` or `none`."),
+    _param("prompt", "`none`, `login`, `select_account` (both show the form) or `consent` "
+           "(met by the sign-in: Bastion asks no consent of registered clients)."),
+    _param("max_age", "Seconds since the sign-in after which the user must sign in again."),
     _param("login_hint", "Prefills the login form."),
     _param("organization", "An organization (id or name) whose roles the tokens carry."),
 ]
@@ -95,7 +107,7 @@ async def authorize(request: Request) -> Response:
         return redirect_to_client(ctx, req, exc.to_dict())
     current = await sessions.current(ctx.storage, ctx.signer,
                                      request.cookies.get(sessions.COOKIE))
-    if current is None or "login" in req.prompt:
+    if current is None or req.prompt & SIGN_IN_PROMPTS or _too_old(current[0], req.max_age):
         if "none" in req.prompt:
             return redirect_to_client(ctx, req, LoginRequired().to_dict())
         return login_page(ctx, request, req, query)

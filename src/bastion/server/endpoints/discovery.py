@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from bastion.server.checks.authorization import PROMPTS
 from bastion.server.checks.client_auth import METHODS
 from bastion.server.context import Context
 from bastion.server.endpoints.account import ACCOUNT_PATH
@@ -44,10 +45,11 @@ def metadata(ctx: Context) -> dict[str, Any]:
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],
-        "prompt_values_supported": ["none", "login"],
+        "prompt_values_supported": sorted(PROMPTS),
         "authorization_response_iss_parameter_supported": True,
-        "token_endpoint_auth_methods_supported": list(METHODS),
-        "revocation_endpoint_auth_methods_supported": list(METHODS),
+        # "none": public clients send only their client_id (RFC 8414 section 2).
+        "token_endpoint_auth_methods_supported": [*METHODS, "none"],
+        "revocation_endpoint_auth_methods_supported": [*METHODS, "none"],
         "introspection_endpoint_auth_methods_supported": list(METHODS),
         "scopes_supported": ["openid", "profile", "email"],
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "sid",

@@ -40,13 +40,15 @@ async def introspect(ctx: Context, request: TokenRequest) -> dict[str, Any]:
 
 
 async def _refresh_token(ctx: Context, request: TokenRequest, token: str) -> dict[str, Any]:
-    stored = await ctx.storage.get_refresh_token(secrets.digest(token))
-    now = datetime.now(UTC)
-    if (stored is None or stored.client_id != request.client.client_id or stored.used_at
-            or stored.revoked_at or stored.expires_at <= now):
+    family = await ctx.storage.get_refresh_family(secrets.digest(token))
+    if family is None:
         return _INACTIVE
-    user = await ctx.storage.get_user(stored.user_id)
-    if user is None or user.deleted_at is not None:
+    # The grant too: a replayed code revokes it while its first exchange may still be
+    # storing the refresh token it issued.
+    stored, grant, user = family
+    if (stored.client_id != request.client.client_id or stored.used_at or stored.revoked_at
+            or grant.revoked_at or stored.expires_at <= datetime.now(UTC)
+            or user.deleted_at is not None):
         return _INACTIVE
     return {"active": True, "token_type": "refresh_token", "client_id": stored.client_id,
             "sub": stored.user_id, "scope": stored.scope, "iss": ctx.settings.issuer_url,

@@ -8,10 +8,14 @@ from urllib.parse import urlencode, urlsplit
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from bastion.oauth.errors import OAuthError
-from bastion.server.checks.authorization import BEFORE_REDIRECT, AuthorizationRequest
+from bastion.oauth.errors import InvalidRequest, OAuthError
+from bastion.server.checks.authorization import (
+    BEFORE_REDIRECT,
+    SIGN_IN_PROMPTS,
+    AuthorizationRequest,
+)
 from bastion.server.context import Context
-from bastion.server.endpoints._query import single_params
+from bastion.server.endpoints._query import page_form, single_params
 from bastion.server.endpoints.authorize import AUTHORIZE_PATH, error_page, login_page
 from bastion.server.models import Event, User
 from bastion.server.pages import cookie_options, csrf_ok, render
@@ -40,8 +44,11 @@ async def login_target(ctx: Context, form_continue: str, form_next: str,
     req = AuthorizationRequest(params)
     for check in BEFORE_REDIRECT:
         await check(req, ctx.clients)
-    if params.get("prompt") == "login":  # the sign-in is happening now
-        del params["prompt"]
+    # The sign-in is happening now: it meets prompt=login/select_account and max_age.
+    params.pop("max_age", None)
+    prompt = " ".join(v for v in params.pop("prompt", "").split() if v not in SIGN_IN_PROMPTS)
+    if prompt:
+        params["prompt"] = prompt
     return req, AUTHORIZE_PATH + "?" + urlencode(params)
 
 
@@ -61,8 +68,10 @@ async def signed_in(ctx: Context, request: Request, user: User, url: str,
              response_class=Response, include_in_schema=False)
 async def login_submit(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
-    form = await request.form()
-    query, next_url = str(form.get("continue") or ""), str(form.get("next") or "")
+    form = await page_form(request)
+    if form is None:  # without a readable form there is no sign-in to show again
+        return error_page(ctx, InvalidRequest("This form has expired. Please sign in again."))
+    query, next_url = form.get("continue", ""), form.get("next", "")
     try:
         req, target = await login_target(ctx, query, next_url)
     except OAuthError as exc:

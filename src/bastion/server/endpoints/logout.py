@@ -3,12 +3,14 @@
 The session ends and its grants are revoked; the cookie is cleared. The browser
 goes back to ``post_logout_redirect_uri`` only if it exactly matches one the
 client registered, and the client is known from ``client_id`` or a valid
-``id_token_hint``. Without a valid hint the user confirms first (a CSRF-protected
-form), so a third-party page cannot sign people out.
+``id_token_hint``. The user confirms first (a CSRF-protected form) unless the hint
+is one we issued for the signed-in user and session (section 2 of the spec), so a
+third-party page cannot sign people out, not even with an ID token of its own.
 """
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -17,16 +19,18 @@ from starlette.responses import RedirectResponse, Response
 from bastion.oauth.errors import OAuthError
 from bastion.oauth.jose import JoseError, parse_compact, verify_signature
 from bastion.server.context import Context
-from bastion.server.endpoints._query import single_params
+from bastion.server.endpoints._query import page_form, single_params
+from bastion.server.models import LoginSession, User
 from bastion.server.pages import cookie_options, csrf_ok, form_page, render
 from bastion.server.services import audit, sessions
 
 router = APIRouter(tags=["oauth"])
 LOGOUT_PATH = "/oauth/logout"
+Current = tuple[LoginSession, User]
 
 
-async def _hint_client(ctx: Context, hint: str | None) -> str | None:
-    """The client an ID token we issued was for (expired hints are fine)."""
+async def _hint_claims(ctx: Context, hint: str | None) -> dict[str, Any] | None:
+    """The claims of an ID token we issued (expired hints are fine), else ``None``."""
     if not hint:
         return None
     try:
@@ -37,13 +41,25 @@ async def _hint_client(ctx: Context, hint: str | None) -> str | None:
         claims = compact.claims()
     except JoseError:
         return None
-    aud = claims.get("aud")
-    return aud if isinstance(aud, str) and claims.get("iss") == ctx.settings.issuer_url else None
+    if not isinstance(claims.get("aud"), str) or claims.get("iss") != ctx.settings.issuer_url:
+        return None
+    return claims
+
+
+def _hint_client(claims: dict[str, Any] | None) -> str | None:
+    return None if claims is None else str(claims["aud"])
+
+
+def _names(claims: dict[str, Any], current: Current | None) -> bool:
+    """Whether the hint is for the signed-in user and, when it carries one, this session."""
+    if current is None:
+        return True  # nobody to sign out; only the way back is at stake
+    session, user = current
+    return claims.get("sub") == user.id and claims.get("sid", session.id) == session.id
 
 
 async def _logout(ctx: Context, request: Request, params: dict[str, str],
-                  hinted_client: str | None) -> Response:
-    current = await sessions.current(ctx.storage, ctx.signer, request.cookies.get(sessions.COOKIE))
+                  hinted_client: str | None, current: Current | None) -> Response:
     client_id = params.get("client_id") or hinted_client
     if hinted_client and client_id != hinted_client:  # RP-Initiated Logout 1.0 section 2
         client_id = None
@@ -66,6 +82,10 @@ async def _logout(ctx: Context, request: Request, params: dict[str, str],
     return response
 
 
+async def _current(ctx: Context, request: Request) -> Current | None:
+    return await sessions.current(ctx.storage, ctx.signer, request.cookies.get(sessions.COOKIE))
+
+
 @router.get(LOGOUT_PATH, summary="RP-initiated logout", response_class=Response)
 async def logout(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
@@ -74,9 +94,11 @@ async def logout(request: Request) -> Response:
     except OAuthError as exc:
         return render(ctx, "message.html", 400, title="Cannot sign out", error=True,
                       message=exc.description)
-    hinted = await _hint_client(ctx, params.get("id_token_hint"))
-    if hinted is not None:
-        return await _logout(ctx, request, params, hinted)
+    claims = await _hint_claims(ctx, params.get("id_token_hint"))
+    if claims is not None:
+        current = await _current(ctx, request)
+        if _names(claims, current):
+            return await _logout(ctx, request, params, _hint_client(claims), current)
     return form_page(ctx, request, "message.html", title="Sign out?",
                      message="Do you want to sign out of Bastion?", form_action=LOGOUT_PATH,
                      button="Sign out", hidden=params)
@@ -87,10 +109,10 @@ async def logout(request: Request) -> Response:
                                                  400: {"description": "Expired form"}})
 async def logout_confirmed(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
-    form = await request.form()
-    if not csrf_ok(ctx, request, form.get("csrf_token")):
+    form = await page_form(request)
+    if form is None or not csrf_ok(ctx, request, form.get("csrf_token")):
         return render(ctx, "message.html", 400, title="Cannot sign out", error=True,
                       message="This form has expired. Please try again.")
-    params = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
-    return await _logout(ctx, request, params, await _hint_client(ctx,
-                                                                  params.get("id_token_hint")))
+    params = {k: v for k, v in form.items() if k != "csrf_token"}
+    claims = await _hint_claims(ctx, params.get("id_token_hint"))
+    return await _logout(ctx, request, params, _hint_client(claims), await _current(ctx, request))

@@ -2,7 +2,8 @@
 
 - ``POST /login/link/request``: the login page's "Email me a sign-in link" form.
 - ``POST /oauth/passwordless``: the same for first-party apps (client-authenticated
-  form, with the authorization request's parameters).
+  form, with the authorization request's parameters; a confidential client's calls
+  are rate limited per client, not per IP: they all come from its server).
 - ``GET /login/link?token=...``: a confirmation page (mail scanners that prefetch
   links must not use them up); its button POSTs the token, which signs the user in
   and completes the pending authorization request.
@@ -28,7 +29,7 @@ from bastion.server.checks.authorization import (
 )
 from bastion.server.context import Context
 from bastion.server.endpoints._form import FormEndpoint
-from bastion.server.endpoints._query import single_params
+from bastion.server.endpoints._query import page_form, single_params
 from bastion.server.endpoints.authorize import error_page, login_page
 from bastion.server.endpoints.login import login_target, signed_in
 from bastion.server.grants._request import TokenRequest
@@ -50,8 +51,10 @@ def _ip(request: Request) -> str | None:
 @router.post("/login/link/request", include_in_schema=False)
 async def request_link_page(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
-    form = await request.form()
-    query = str(form.get("continue") or "")
+    form = await page_form(request)
+    if form is None:  # without a readable form there is no sign-in to show again
+        return error_page(ctx, InvalidRequest("This form has expired. Please sign in again."))
+    query = form.get("continue", "")
     try:
         req = AuthorizationRequest(single_params(query))
         for check in BEFORE_REDIRECT:
@@ -65,7 +68,7 @@ async def request_link_page(request: Request) -> Response:
                           error="This form has expired. Please try again.")
     assert req.client is not None
     try:
-        await links.send_sign_in_link(ctx.storage, ctx.settings, email=str(form.get("email", "")),
+        await links.send_sign_in_link(ctx.storage, ctx.settings, email=form.get("email", ""),
                                       client=req.client, authorize_query=query, ip=_ip(request))
     except InvalidInput:
         return login_page(ctx, request, req, query, status=400,
@@ -95,7 +98,7 @@ async def request_link_api(ctx: Context, request: TokenRequest) -> dict[str, Any
     try:
         await links.send_sign_in_link(ctx.storage, ctx.settings, email=email,
                                       client=request.client, authorize_query=urlencode(form),
-                                      ip=request.client_ip)
+                                      ip=request.client_ip, back_channel=True)
     except InvalidInput as exc:
         raise InvalidRequest(str(exc)) from None
     except RateLimited as exc:
@@ -144,11 +147,11 @@ async def _signup(ctx: Context, email: str) -> User:
 @router.post(links.SIGN_IN_PATH, include_in_schema=False)
 async def use_link(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
-    form = await request.form()
-    if not csrf_ok(ctx, request, form.get("csrf_token")):
+    form = await page_form(request)
+    if form is None or not csrf_ok(ctx, request, form.get("csrf_token")):
         return render(ctx, "message.html", 400, title="This form has expired", error=True,
                       message="Open the link from your email again.")
-    used = await links.use(ctx.storage, str(form.get("token", "")), "sign_in")
+    used = await links.use(ctx.storage, form.get("token", ""), "sign_in")
     if used is None:
         return _invalid(ctx)
     if used.user_id:

@@ -1,7 +1,8 @@
 """The resource owner password grant (RFC 6749 section 4.3), for first-party apps only.
 
 Off unless a client is registered with ``--grant-type password``; throttled like
-the login form (counters shared through the database).
+the login form (counters shared through the database), except that a confidential
+client's failures count against that client's budget instead of its server's IP.
 """
 
 from __future__ import annotations
@@ -32,8 +33,12 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     scope = granted_scope(form.get("scope"), client)
     who = audit.Actor(None, "anonymous", client.client_id, request.client_ip)
     try:
-        user = await login.authenticate(ctx.storage, ctx.passwords, ctx.settings, username,
-                                        password, request.client_ip)
+        # A confidential client's server calls for all its users from one address: the
+        # client's own budget stands in for that address's (a public client runs on
+        # the user's device, so its address is the user's).
+        user = await login.authenticate(
+            ctx.storage, ctx.passwords, ctx.settings, username, password, request.client_ip,
+            client_id=None if client.is_public else client.client_id)
     except login.TooManyAttempts as exc:
         await audit.record(ctx.storage, who, "login.throttled", username[:200])
         raise SlowDown(str(exc), headers={"Retry-After": str(exc.retry_after)}) from None

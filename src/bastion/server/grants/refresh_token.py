@@ -38,7 +38,9 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
             raise InvalidScope("A refresh cannot widen the scope.")
         scope = " ".join(dict.fromkeys(wanted))
     now = datetime.now(UTC)
-    plain, record = new_refresh_token(ctx.settings, grant, scope)
+    # The narrower scope is for this access token only: the new refresh token keeps
+    # the scope of the one it replaces ("identical", RFC 6749 section 6).
+    plain, record = new_refresh_token(ctx.settings, grant, stored.scope)
     result = await ctx.storage.rotate_refresh_token(digest, record, now)
     if result == "reused":
         raise InvalidGrant("The refresh token was already used; its whole family is revoked.")

@@ -13,6 +13,8 @@ from bastion.server.storage.base import Storage
 
 log = logging.getLogger("bastion.audit")
 
+MAX_IP_LENGTH = 64  # the width of events.ip
+
 ActorType = Literal["user", "client", "anonymous", "system"]
 
 
@@ -32,9 +34,12 @@ def event(actor: Actor, action: str, target: str | None = None, **detail: Any) -
     """An audit event, for storage calls that write it with what it records."""
     # A target can be what someone typed (a failed login): keep it storable.
     target = target.replace("\x00", "\ufffd") if target else target
+    # The app stores client addresses short already (middleware.ClientAddress); a caller
+    # with an address of its own must not overflow the column either.
+    ip = actor.ip[:MAX_IP_LENGTH] if actor.ip else actor.ip
     return Event(id=str(uuid.uuid4()), at=datetime.now(UTC), action=action, actor=actor.id,
                  actor_type=actor.type, target=target, client_id=actor.client_id,
-                 ip=actor.ip, detail=detail)
+                 ip=ip, detail=detail)
 
 
 async def record(storage: Storage, actor: Actor, action: str, target: str | None = None,

@@ -5,22 +5,13 @@ https://openid.net/specs/openid-connect-core-1_0.html#IDToken
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
-from bastion.oauth.jose import b64url_encode
+from bastion.oauth.jose import token_hash
 from bastion.server.keys import KeyRing
 from bastion.server.models import User
 from bastion.server.settings import Settings
-
-_HASHES = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
-
-
-def token_hash(token: str, alg: str) -> str:
-    """``at_hash``: the left half of the hash of the token (Core 3.1.3.6)."""
-    digest = _HASHES.get(alg[-3:], hashlib.sha256)(token.encode("ascii")).digest()
-    return b64url_encode(digest[: len(digest) // 2])
 
 
 def user_claims(user: User, scope: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Emailed single-use links: passwordless sign-in and email-address changes.
+"""Emailed single-use links: passwordless sign-in and email-address changes (and the
+notice to the old address once a change is made).
 
 A link carries 256 random bits; only their SHA-256 digest is stored. It works
 once, for ``sign_in_link_ttl`` seconds, and a sign-in link is bound to the
@@ -24,19 +25,24 @@ EMAIL_CHANGE_PATH = "/account/email/confirm"
 
 
 class TooManyLinks(RateLimited):
-    """Emailed links are rate limited per address and per client IP."""
+    """Emailed links are rate limited per address and per client IP (or, for a
+    confidential client's back channel, per client)."""
 
 
-async def _limit(storage: Storage, settings: Settings, email: str, ip: str | None) -> None:
-    keys = throttle.link_keys(settings, email, ip)
-    now = datetime.now(UTC)
-    blocked = await throttle.check(storage, keys, now)
-    if blocked:
-        minutes = max(1, round(blocked.retry_after / 60))
-        raise TooManyLinks(f"Too many links were requested for this address. Try again in "
-                           f"about {minutes} minute{'s' if minutes > 1 else ''}.",
-                           blocked.retry_after)
-    await throttle.record(storage, keys, now)
+async def _limit(storage: Storage, settings: Settings, email: str, ip: str | None,
+                 client_id: str | None = None) -> None:
+    keys = throttle.link_keys(settings, email, ip, client_id)
+    async with throttle.gate(storage).hold(keys):  # a burst cannot all pass one check
+        now = datetime.now(UTC)
+        blocked = await throttle.check(storage, keys, now)
+        if blocked:
+            minutes = max(1, round(blocked.retry_after / 60))
+            whom = ("for this address" if blocked.key.startswith("link:") else
+                    "by this client" if client_id is not None else "from this network")
+            raise TooManyLinks(f"Too many links were requested {whom}. Try again in "
+                               f"about {minutes} minute{'s' if minutes > 1 else ''}.",
+                               blocked.retry_after)
+        await throttle.record(storage, keys, now)
 
 
 async def _user_by_email(storage: Storage, email: str) -> User | None:
@@ -57,11 +63,16 @@ async def _issue(storage: Storage, settings: Settings, purpose: Literal["sign_in
 
 
 async def send_sign_in_link(storage: Storage, settings: Settings, *, email: str,
-                            client: Client, authorize_query: str, ip: str | None) -> bool:
+                            client: Client, authorize_query: str, ip: str | None,
+                            back_channel: bool = False) -> bool:
     """Email a sign-in link for this authorization request, if the address may sign in.
-    Returns whether a mail was queued (never shown to the requester)."""
+    Returns whether a mail was queued (never shown to the requester).
+
+    ``back_channel``: the client's server asks, for any of its users (``ip`` is the
+    server's): a confidential client's own budget stands in for that address's."""
     email = check_email(email.strip())
-    await _limit(storage, settings, email, ip)
+    await _limit(storage, settings, email, ip,
+                 client.client_id if back_channel and not client.is_public else None)
     user = await _user_by_email(storage, email)
     if user is not None and user.deleted_at is not None:
         return False
@@ -86,6 +97,15 @@ async def send_email_change(storage: Storage, settings: Settings, *, user: User,
                          link=f"{settings.issuer_url}{EMAIL_CHANGE_PATH}?token={token}",
                          username=user.username, email=new_email,
                          minutes=settings.sign_in_link_ttl // 60)
+
+
+async def send_email_changed(storage: Storage, settings: Settings, *, user: User,
+                             old_email: str) -> None:
+    """Tell the address a user had that the account now has another one, so a change
+    made by someone else does not go unnoticed."""
+    await outbox.enqueue(storage, old_email, "Your email address was changed", "email_changed",
+                         username=user.username, old_email=old_email, email=user.email,
+                         account=f"{settings.issuer_url}/account")
 
 
 async def peek(storage: Storage, token: str, purpose: str) -> OneTimeToken | None:

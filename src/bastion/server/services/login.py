@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from bastion.server.metrics import LOGIN_FAILURES
-from bastion.server.models import User
+from bastion.server.models import Throttle, User
 from bastion.server.services import throttle
 from bastion.server.services.errors import RateLimited, ServiceError
 from bastion.server.services.passwords import Passwords
@@ -21,31 +21,50 @@ class LoginFailed(ServiceError):
 
 
 class TooManyAttempts(RateLimited):
-    def __init__(self, retry_after: int, locked: bool) -> None:
+    def __init__(self, retry_after: int, locked: bool, client: bool = False) -> None:
         what = "temporarily locked" if locked else "paused"
-        super().__init__(f"Too many failed sign-ins: sign-in is {what}. "
+        # ``client``: the budget of a client's back channel, shared by all its users.
+        whose = " through this client" if client else ""
+        super().__init__(f"Too many failed sign-ins{whose}: sign-in is {what}. "
                          f"Try again in {retry_after} seconds.", retry_after)
 
 
 async def authenticate(
     storage: Storage, passwords: Passwords, settings: Settings,
-    login: str, password: str, ip: str | None,
+    login: str, password: str, ip: str | None, *, client_id: str | None = None,
 ) -> User:
-    now = datetime.now(UTC)
+    """The user whose ``login`` (username or email) and ``password`` these are.
+
+    ``client_id``: the confidential client whose server makes this call for one of its
+    users (the password grant); its budget replaces the one of ``ip``, the app
+    server's address, which all its users share."""
     # Counted per spelling typed (unknown accounts behave like real ones) and, for a real
     # account, per account: typing the username and then the email shares one count.
-    keys = throttle.login_keys(settings, login, ip)
+    keys = throttle.login_keys(settings, login, ip, client_id)
     names = [k for k, _ in keys]
-    if 0 < len(login) <= 320:
-        user, counts = await storage.get_login(login.strip(), names, throttle.ACCOUNT_KEY)
-    else:
-        user, counts = None, await storage.get_throttles(names)
-    if user is not None:
-        keys.append(throttle.account_key(settings, user.id))
+    gate = throttle.gate(storage)
+    async with gate.hold(keys):  # see throttle.Gate: within an instance, a burst waits its turn
+        seen = gate.recorded
+        if 0 < len(login) <= 320:
+            user, counts = await storage.get_login(login.strip(), names, throttle.ACCOUNT_KEY)
+        else:
+            user, counts = None, await storage.get_throttles(names)
+        if user is not None:
+            keys.append(throttle.account_key(settings, user.id))
+        async with gate.hold(keys[len(names):]):  # the account, whichever spelling was typed
+            if gate.recorded != seen:  # a failure recorded since the read may be this account's
+                counts = await storage.get_throttles([k for k, _ in keys])
+            return await _decide(storage, passwords, keys, counts, user, password)
+
+
+async def _decide(storage: Storage, passwords: Passwords, keys: throttle.Keys,
+                  counts: list[Throttle], user: User | None, password: str) -> User:
+    now = datetime.now(UTC)
     blocked = throttle.evaluate(counts, keys, now)
     if blocked:
         LOGIN_FAILURES.labels("throttled").inc()
-        raise TooManyAttempts(blocked.retry_after, blocked.locked)
+        raise TooManyAttempts(blocked.retry_after, blocked.locked,
+                              blocked.key.startswith(throttle.CLIENT_KEY))
     usable = user is not None and user.deleted_at is None
     # Always run the hash, so a missing account costs the same time as a wrong password.
     ok = await passwords.averify(user.password_hash if user and usable else None, password)
@@ -53,7 +72,8 @@ async def authenticate(
         await throttle.record(storage, keys, now)
         LOGIN_FAILURES.labels("bad_credentials").inc()
         raise LoginFailed()
-    stale = [t.key for t in counts if not t.key.startswith("ip:")]
-    if stale:  # a success forgets the account's failures (the IP's count stays)
+    # A success forgets the account's failures (the IP's or client's count stays).
+    stale = [t.key for t in counts if t.key.startswith(("acct:", throttle.ACCOUNT_KEY))]
+    if stale:
         await throttle.clear(storage, stale)
     return user

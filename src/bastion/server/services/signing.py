@@ -33,7 +33,7 @@ class Signer:
         if not signed or "." not in signed or len(signed) > 512:
             return None
         value, _, mac = signed.rpartition(".")
-        return value if hmac.compare_digest(mac, self.mac(purpose, value)) else None
+        return value if self.matches(purpose, value, mac) else None
 
     def matches(self, purpose: str, value: str, mac: str) -> bool:
         return hmac.compare_digest(mac.encode(), self.mac(purpose, value).encode())

@@ -3,18 +3,27 @@
 Used for brute-force protection of password sign-in and for rate limits on emailed
 links. A ``Policy`` says when attempts must wait (doubling from 1 s up to 60 s,
 after ``delay_after``) and when the key is locked (``lock_after`` attempts locks it
-for ``lock_seconds``). Counts older than an hour start over.
+for ``lock_seconds``). A count with no attempt for an hour starts over, and so does a
+count whose lock has ended: after a lock, the full number of attempts is needed again.
 
 Sign-in keys are the login as typed (lower-cased: unknown accounts are throttled
-exactly like real ones, so the answer reveals nothing), the client IP and, for a real
-account, the account itself (``account_key``).
+exactly like real ones, so the answer reveals nothing), the account itself for a real
+account (``account_key``), and who is asking: the client IP or, when a confidential
+client's server calls for its users (password grant, ``POST /oauth/passwordless``),
+that client, with a budget of its own (the app server's address is every user's).
+
+A ``Gate`` orders the attempts on a key within one instance, so that a burst of
+concurrent attempts cannot all read the counts before any of them is recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import TracebackType
 
 from bastion.server.models import Throttle
 from bastion.server.settings import Settings
@@ -22,6 +31,7 @@ from bastion.server.storage.base import Storage
 
 _FORGET_AFTER = timedelta(hours=1)
 ACCOUNT_KEY = "user:"  # + user id: the count shared by every spelling of one account
+CLIENT_KEY = "client:"  # + client id: a confidential client's back-channel sign-ins
 _MAX_DELAY = 60
 
 
@@ -30,12 +40,21 @@ class Policy:
     lock_after: int
     lock_seconds: int
     delay_after: int | None = None
+    #: Attempts on this key one instance decides at once (see ``Gate``).
+    in_flight: int = 1
+
+
+def _shared(lock_after: int, lock_seconds: int, delay_after: int | None = None) -> Policy:
+    """The policy of a key many people share (an IP, an app's server): a tenth of its
+    budget may be in flight at once on each instance."""
+    return Policy(lock_after, lock_seconds, delay_after, in_flight=max(1, lock_after // 10))
 
 
 @dataclass(frozen=True, slots=True)
 class Blocked:
     retry_after: int  # seconds
     locked: bool
+    key: str  # the key that blocks (of several, the one with the longest wait)
 
 
 Keys = Sequence[tuple[str, Policy]]
@@ -46,13 +65,18 @@ def _account_policy(settings: Settings) -> Policy:
                   settings.login_delay_after)
 
 
-def login_keys(settings: Settings, login: str, ip: str | None) -> list[tuple[str, Policy]]:
-    """The keys of a sign-in known before its account is: the spelling and the IP."""
+def login_keys(settings: Settings, login: str, ip: str | None, client_id: str | None = None,
+               ) -> list[tuple[str, Policy]]:
+    """The keys of a sign-in known before its account is: the spelling, and the IP or,
+    for a confidential client's back-channel call, the client (``client_id``)."""
     account = _account_policy(settings)
     keys = [("acct:" + login.strip().lower()[:300], account)]
-    if ip:
-        keys.append(("ip:" + ip, Policy(account.lock_after * 10, account.lock_seconds,
-                                        settings.login_delay_after * 10)))
+    if client_id is not None:  # no delays: they would pause every user of the app
+        keys.append((CLIENT_KEY + client_id, _shared(settings.login_client_lock_after,
+                                                     account.lock_seconds)))
+    elif ip:
+        keys.append(("ip:" + ip, _shared(account.lock_after * 10, account.lock_seconds,
+                                         settings.login_delay_after * 10)))
     return keys
 
 
@@ -61,10 +85,16 @@ def account_key(settings: Settings, user_id: str) -> tuple[str, Policy]:
     return ACCOUNT_KEY + user_id, _account_policy(settings)
 
 
-def link_keys(settings: Settings, email: str, ip: str | None) -> list[tuple[str, Policy]]:
+def link_keys(settings: Settings, email: str, ip: str | None, client_id: str | None = None,
+              ) -> list[tuple[str, Policy]]:
+    """The keys of a request for an emailed link: the address, and the IP or, for a
+    confidential client's back-channel call, the client (``client_id``)."""
     keys = [("link:" + email.strip().lower()[:300], Policy(settings.link_limit_per_email, 3600))]
-    if ip:
-        keys.append(("link-ip:" + ip, Policy(settings.link_limit_per_ip, 3600)))
+    if client_id is not None:
+        keys.append(("link-" + CLIENT_KEY + client_id,
+                     _shared(settings.link_limit_per_client, 3600)))
+    elif ip:
+        keys.append(("link-ip:" + ip, _shared(settings.link_limit_per_ip, 3600)))
     return keys
 
 
@@ -73,23 +103,30 @@ async def check(storage: Storage, keys: Keys, now: datetime) -> Blocked | None:
     return evaluate(await storage.get_throttles([k for k, _ in keys]), keys, now)
 
 
+def _over(t: Throttle, now: datetime) -> bool:
+    """Whether a count no longer counts (``Storage.record_failure`` restarts it): its
+    lock has ended, or it saw no attempt for an hour."""
+    if t.locked_until is not None:
+        return t.locked_until <= now
+    return now - t.last_failure_at > _FORGET_AFTER
+
+
 def evaluate(counts: list[Throttle], keys: Keys, now: datetime) -> Blocked | None:
     """``check`` on counts already read."""
     policies = dict(keys)
     worst: Blocked | None = None
     for t in counts:
-        if now - t.last_failure_at > _FORGET_AFTER and not (t.locked_until and
-                                                           t.locked_until > now):
+        if _over(t, now):
             continue
         policy = policies[t.key]
         blocked: Blocked | None = None
-        if t.locked_until and t.locked_until > now:
-            blocked = Blocked(int((t.locked_until - now).total_seconds()) + 1, locked=True)
+        if t.locked_until is not None:
+            blocked = Blocked(int((t.locked_until - now).total_seconds()) + 1, True, t.key)
         elif policy.delay_after is not None and t.failures >= policy.delay_after:
             wait = min(2 ** (t.failures - policy.delay_after), _MAX_DELAY)
             ready = t.last_failure_at + timedelta(seconds=wait)
             if ready > now:
-                blocked = Blocked(int((ready - now).total_seconds()) + 1, locked=False)
+                blocked = Blocked(int((ready - now).total_seconds()) + 1, False, t.key)
         if blocked and (worst is None or blocked.retry_after > worst.retry_after):
             worst = blocked
     return worst
@@ -97,15 +134,111 @@ def evaluate(counts: list[Throttle], keys: Keys, now: datetime) -> Blocked | Non
 
 async def record(storage: Storage, keys: Keys, now: datetime) -> None:
     """Count one attempt (a failed sign-in, a link sent) for every key."""
-    stale = {t.key for t in await storage.get_throttles([k for k, _ in keys])
-             if now - t.last_failure_at > _FORGET_AFTER}
     for key, policy in keys:
-        if key in stale:
-            await storage.clear_throttle(key)
         await storage.record_failure(key, now, policy.lock_after,
-                                     now + timedelta(seconds=policy.lock_seconds))
+                                     now + timedelta(seconds=policy.lock_seconds),
+                                     restart_before=now - _FORGET_AFTER)
+    gate(storage).recorded += 1
 
 
 async def clear(storage: Storage, keys: list[str]) -> None:
     """Forget the counts of ``keys`` (one statement; nothing is written if none exist)."""
     await storage.clear_throttles(keys)
+
+
+# -- attempts in flight on this instance ------------------------------------------
+
+
+class Gate:
+    """Orders the attempts on each key within one instance.
+
+    An attempt is counted only once it has failed, after its password was checked
+    (~20 ms of argon2): a burst whose attempts all read the counts before the first
+    is recorded would all see them under the limit. So an attempt takes a place for
+    each of its keys before it reads their counts, and keeps it until its failure is
+    recorded. A key with ``in_flight`` 1 (a spelling, an account) is decided one
+    attempt after another, each seeing the failures before it; a shared key (an IP,
+    an app) lets ``in_flight`` through at once. Instances do not wait for one another,
+    so a burst spread over n instances gets at most ``lock_after + n * in_flight - 1``
+    attempts on a key past the counts: ``lock_after + n - 1`` on an account.
+
+    Why not count each attempt in the database before checking it: that is a write on
+    every sign-in, and a successful one with clean counts costs a single read besides
+    the hash (``bench/login_bench.py``). The places are in memory and cost no I/O.
+
+    Places must be taken in one order: a spelling, then the IP or client, then (once
+    the read has found it) the account.
+    """
+
+    def __init__(self) -> None:
+        self._places: dict[str, _Place] = {}
+        #: Attempts recorded through this gate: a read older than a change is redone.
+        self.recorded = 0
+
+    def hold(self, keys: Keys) -> _Held:
+        """``async with gate.hold(keys):`` a place for each key, in the order given."""
+        return _Held(self, keys)
+
+    async def _take(self, key: str, width: int) -> None:
+        place = self._places.get(key)
+        if place is None:
+            place = self._places[key] = _Place(asyncio.Semaphore(width))
+        place.users += 1
+        try:
+            await place.free.acquire()
+        except BaseException:  # cancelled while waiting
+            self._leave(key, place)
+            raise
+
+    def _give(self, key: str) -> None:
+        place = self._places[key]
+        place.free.release()
+        self._leave(key, place)
+
+    def _leave(self, key: str, place: _Place) -> None:
+        place.users -= 1
+        if not place.users:  # nobody holds or waits: forget the key
+            del self._places[key]
+
+
+@dataclass(slots=True)
+class _Place:
+    free: asyncio.Semaphore
+    users: int = 0  # holding or waiting
+
+
+@dataclass(slots=True)
+class _Held:
+    gate: Gate
+    keys: Keys
+    taken: list[str] = field(default_factory=list)
+
+    async def __aenter__(self) -> None:
+        try:
+            for key, policy in self.keys:
+                await self.gate._take(key, policy.in_flight)
+                self.taken.append(key)
+        except BaseException:
+            self._release()
+            raise
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        while self.taken:
+            self.gate._give(self.taken.pop())
+
+
+# One gate per storage, that is per running server: in-process apps sharing a database
+# in tests are separate instances, as two processes would be.
+_GATES: weakref.WeakKeyDictionary[Storage, Gate] = weakref.WeakKeyDictionary()
+
+
+def gate(storage: Storage) -> Gate:
+    """The gate of the instance that uses ``storage``."""
+    found = _GATES.get(storage)
+    if found is None:
+        found = _GATES[storage] = Gate()
+    return found

@@ -83,7 +83,11 @@ async def get_user(storage: Storage, user_id: str) -> User:
 async def update_user(
     storage: Storage, passwords: Passwords, user_id: str, *, username: str | None = None,
     email: str | None = None, password: str | None = None, is_administrator: bool | None = None,
+    keep_session: str | None = None,
 ) -> User:
+    """Apply the given changes. A new password ends every session of the user but
+    ``keep_session`` (the browser that changed it, if any) and revokes all their
+    grants, so whoever knew the old password (or holds a token) is signed out."""
     changes: dict[str, Any] = {}
     if username is not None:
         changes["username"] = check_username(username)
@@ -99,6 +103,8 @@ async def update_user(
         raise AlreadyExists(exc.field, str(changes.get(exc.field, ""))) from None
     if user is None:
         raise NotFound("user", user_id)
+    if password is not None:
+        await storage.revoke_user_sessions(user_id, datetime.now(UTC), keep_session=keep_session)
     return user
 
 

@@ -78,8 +78,10 @@ class Storage(Protocol):
     async def revoke_session(self, session_id: str, at: datetime) -> None:
         """End a login session and revoke every grant made in it."""
 
-    async def revoke_user_sessions(self, user_id: str, at: datetime) -> int:
-        """End all of a user's sessions and revoke all their grants; returns how many."""
+    async def revoke_user_sessions(self, user_id: str, at: datetime,
+                                   keep_session: str | None = None) -> int:
+        """End all of a user's sessions but ``keep_session`` and revoke all their grants
+        (those made in ``keep_session`` too); returns how many."""
 
     async def create_code(self, code: AuthorizationCode, grant: Grant) -> None:
         """Store a code and the grant its tokens will belong to, atomically."""
@@ -129,9 +131,13 @@ class Storage(Protocol):
         exists, of ``account_prefix + user.id``."""
 
     async def record_failure(
-        self, key: str, at: datetime, lock_after: int, lock_until: datetime
+        self, key: str, at: datetime, lock_after: int, lock_until: datetime,
+        restart_before: datetime | None = None,
     ) -> Throttle:
-        """Count one failed attempt atomically (several instances share the count)."""
+        """Count one failed attempt atomically (several instances share the count); at
+        ``lock_after`` the key is locked until ``lock_until``. The count starts over (at
+        1, unlocked) when the key's lock has ended by ``at``, or when it is not locked
+        and its last failure is older than ``restart_before``."""
 
     async def clear_throttle(self, key: str) -> None: ...
 

@@ -71,11 +71,14 @@ class GrantsMixin(SQLBase):
                            at)
         await self._write(revoke)
 
-    async def revoke_user_sessions(self, user_id: str, at: datetime) -> int:
+    async def revoke_user_sessions(self, user_id: str, at: datetime,
+                                   keep_session: str | None = None) -> int:
         def revoke(conn: sa.Connection) -> int:
+            kept = () if keep_session is None else (login_sessions.c.id != keep_session,)
             done = conn.execute(
                 login_sessions.update()
-                .where(login_sessions.c.user_id == user_id, login_sessions.c.revoked_at.is_(None))
+                .where(login_sessions.c.user_id == user_id, login_sessions.c.revoked_at.is_(None),
+                       *kept)
                 .values(revoked_at=at)
             )
             revoked = _revoke_grants(
@@ -187,19 +190,28 @@ class GrantsMixin(SQLBase):
         return await self._lookup(read)
 
     async def record_failure(self, key: str, at: datetime, lock_after: int,
-                             lock_until: datetime) -> Throttle:
-        """Count one failure atomically; lock the key once it reaches ``lock_after``."""
+                             lock_until: datetime, restart_before: datetime | None = None,
+                             ) -> Throttle:
+        """Count one failure atomically; lock the key once it reaches ``lock_after``. An
+        ended lock (or a count last touched before ``restart_before``) starts over, in
+        the same statement, so two instances cannot both restart it."""
         insert = (pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert)(
             login_throttle)
-        failures = login_throttle.c.failures + 1
-        stmt = insert.values(key=key, failures=1, last_failure_at=at, locked_until=None)
+        row = login_throttle.c
+        restart = sa.and_(row.locked_until.is_not(None), row.locked_until <= at)
+        if restart_before is not None:  # a lock, even a long one, is kept to its end
+            restart = sa.or_(restart, sa.and_(row.locked_until.is_(None),
+                                              row.last_failure_at < restart_before))
+        failures = sa.case((restart, 1), else_=row.failures + 1)
+        stmt = insert.values(key=key, failures=1, last_failure_at=at,
+                             locked_until=lock_until if lock_after <= 1 else None)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[login_throttle.c.key],
+            index_elements=[row.key],
             set_={
                 "failures": failures,
                 "last_failure_at": at,
-                "locked_until": sa.case((failures >= lock_after, lock_until),
-                                        else_=login_throttle.c.locked_until),
+                "locked_until": sa.case((failures >= lock_after, lock_until), (restart, None),
+                                        else_=row.locked_until),
             },
         )
 

@@ -1,0 +1,83 @@
+"""ASGI middleware in front of every route: the client's address as Bastion stores
+it, and the size limit of REST API bodies.
+
+``ClientAddress`` makes ``scope["client"]`` hold an address that fits where it is
+stored (the audit log's ``ip``, throttle keys): an IP address in its canonical form,
+or, for anything else a proxy header or a server may have put there, the first
+``MAX_IP_LENGTH`` characters.
+
+``ApiBodyLimit`` reads a REST API body (``/api/``) before any route sees it and
+refuses one over ``max_api_body_bytes`` with 413 problem JSON: a declared
+Content-Length over the limit is refused without reading, a streamed body as soon
+as it grows past it. So no body is held in memory beyond the limit, even before
+authentication.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bastion.oauth.errors import InvalidRequest
+from bastion.server.endpoints._form import BodyTooLarge, read_body
+from bastion.server.errors import problem
+from bastion.server.services.audit import MAX_IP_LENGTH
+
+API_PREFIX = "/api/"
+
+
+def client_ip(host: str) -> str:
+    """``host`` as stored: a canonical IP address, else cut to ``MAX_IP_LENGTH``."""
+    with contextlib.suppress(ValueError):
+        host = str(ipaddress.ip_address(host))
+    return host[:MAX_IP_LENGTH]
+
+
+class ClientAddress:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        if client and isinstance(client[0], str):
+            host = client_ip(client[0])
+            if host != client[0]:
+                scope = {**scope, "client": (host, client[1])}
+        await self.app(scope, receive, send)
+
+
+class ApiBodyLimit:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await read_body(scope, receive, self.limit)
+        except BodyTooLarge:
+            await problem(413, "Content Too Large", f"The request body is larger than "
+                          f"{self.limit} bytes.")(scope, receive, send)
+            return
+        except InvalidRequest as exc:  # a malformed Content-Length, or the client left
+            await problem(400, "Bad Request", exc.description)(scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands over the body already read, then waits as before (for
+    the disconnect)."""
+    pending = True
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

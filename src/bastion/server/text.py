@@ -1,0 +1,19 @@
+"""Text that every backend can store and every page can show back.
+
+PostgreSQL refuses a NUL in text, and neither asyncpg nor SQLite's driver can send
+a lone surrogate (a string that is not encodable as UTF-8), so input holding either
+is refused where it enters: OAuth parameters, hosted forms, REST bodies and paths.
+"""
+
+from __future__ import annotations
+
+
+def storable(text: str) -> bool:
+    """Whether ``text`` holds no NUL and encodes as UTF-8."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -1,0 +1,43 @@
+"""``throttle.Gate``: the places an instance gives attempts on a key, in memory."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bastion.server.services.throttle import Gate, Policy
+
+ONE = Policy(lock_after=3, lock_seconds=60)
+TWO = Policy(lock_after=30, lock_seconds=60, in_flight=2)
+
+
+async def test_a_key_admits_in_flight_attempts_at_once_and_queues_the_rest() -> None:
+    gate, inside, most = Gate(), 0, {}
+
+    async def attempt(key: str, policy: Policy) -> None:
+        nonlocal inside
+        async with gate.hold([(key, policy)]):
+            inside += 1
+            most[key] = max(most.get(key, 0), inside)
+            for _ in range(3):  # let every other attempt run up to its place
+                await asyncio.sleep(0)
+            inside -= 1
+
+    await asyncio.gather(*(attempt("one", ONE) for _ in range(10)))
+    await asyncio.gather(*(attempt("two", TWO) for _ in range(10)))
+    assert most == {"one": 1, "two": 2}
+    assert gate._places == {}  # nothing is kept once no attempt holds or waits
+
+
+async def test_an_attempt_cancelled_while_waiting_gives_its_places_back() -> None:
+    gate = Gate()
+    held = gate.hold([("ip", TWO), ("acct", ONE)])
+    await held.__aenter__()
+    waiting = asyncio.create_task(gate.hold([("ip", TWO), ("acct", ONE)]).__aenter__())
+    await asyncio.sleep(0)  # it has the second IP place and waits for the account
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await held.__aexit__(None, None, None)
+    assert gate._places == {}
