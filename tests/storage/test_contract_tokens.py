@@ -20,6 +20,7 @@ from bastion.server.models import (
     RefreshToken,
 )
 from bastion.server.storage import SQLStorage
+from bastion.server.storage.base import Conflict
 
 LATER = NOW + timedelta(hours=1)
 
@@ -138,3 +139,28 @@ async def test_revoking_a_users_sessions_can_keep_one(store: SQLStorage) -> None
             for g in ("g1", "g2", "g3", "g4")] == [NOW, NOW, NOW, None]
     assert (await store.get_refresh_token(b"3" * 32)).revoked_at == NOW  # type: ignore[union-attr]
     assert await store.revoke_user_sessions(user().id, NOW) == 1  # then the kept one too
+
+
+async def test_a_user_change_and_the_end_of_their_sessions_are_one_transaction(
+        store: SQLStorage) -> None:
+    """A new password ends the other sessions in the same transaction: a change that
+    fails (here a taken username) revokes nothing, one that succeeds revokes both."""
+    await store.create_user(user(2))
+    for session_id in ("s1", "s2"):
+        await store.create_session(LoginSession(id=session_id, user_id=user().id, auth_time=NOW,
+                                                expires_at=LATER, created_at=NOW,
+                                                user_agent=""))
+    await store.create_grant(grant("g1", session_id="s2"), refresh(b"1" * 32, "g1"))
+    with pytest.raises(Conflict):
+        await store.update_user(user().id, {"password_hash": "$argon2id$new",
+                                            "username": user(2).username},
+                                end_sessions_at=NOW, keep_session="s1")
+    assert (await store.get_session("s2")).revoked_at is None  # type: ignore[union-attr]
+    assert (await store.get_grant("g1")).revoked_at is None  # type: ignore[union-attr]
+
+    changed = await store.update_user(user().id, {"password_hash": "$argon2id$new"},
+                                      end_sessions_at=NOW, keep_session="s1")
+    assert changed is not None and changed.password_hash == "$argon2id$new"
+    assert [(await store.get_session(s)).revoked_at  # type: ignore[union-attr]
+            for s in ("s1", "s2")] == [None, NOW]
+    assert (await store.get_refresh_token(b"1" * 32)).revoked_at == NOW  # type: ignore[union-attr]

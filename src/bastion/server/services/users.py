@@ -98,13 +98,13 @@ async def update_user(
     if is_administrator is not None:
         changes["is_administrator"] = is_administrator
     try:
-        user = await storage.update_user(user_id, changes)
+        user = await storage.update_user(
+            user_id, changes, keep_session=keep_session,
+            end_sessions_at=datetime.now(UTC) if password is not None else None)
     except Conflict as exc:
         raise AlreadyExists(exc.field, str(changes.get(exc.field, ""))) from None
     if user is None:
         raise NotFound("user", user_id)
-    if password is not None:
-        await storage.revoke_user_sessions(user_id, datetime.now(UTC), keep_session=keep_session)
     return user
 
 
@@ -113,8 +113,9 @@ async def delete_user(storage: Storage, user_id: str) -> User:
     now = datetime.now(UTC)
     user = await get_user(storage, user_id)
     if user.deleted_at is None:
-        user = await storage.update_user(user_id, {"deleted_at": now}) or user
-    await storage.revoke_user_sessions(user_id, now)
+        return await storage.update_user(user_id, {"deleted_at": now},
+                                         end_sessions_at=now) or user
+    await storage.revoke_user_sessions(user_id, now)  # deleted before: make sure
     return user
 
 

@@ -150,8 +150,12 @@ class Storage(Protocol):
 
     async def count_users(self, query: str | None, include_deleted: bool = False) -> int: ...
 
-    async def update_user(self, user_id: str, changes: Mapping[str, Any]) -> User | None:
-        """Apply column changes (and ``updated_at``); raises ``Conflict``."""
+    async def update_user(self, user_id: str, changes: Mapping[str, Any], *,
+                          end_sessions_at: datetime | None = None,
+                          keep_session: str | None = None) -> User | None:
+        """Apply column changes (and ``updated_at``); raises ``Conflict``. With
+        ``end_sessions_at``, in the same transaction, what ``revoke_user_sessions``
+        does (a new password, a deletion: never one without the other)."""
 
     async def create_organization(self, org: Organization) -> None: ...
 

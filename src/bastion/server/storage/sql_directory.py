@@ -13,6 +13,7 @@ from bastion.server.models import Event, Organization, Role, User
 from bastion.server.storage.base import Conflict, DeleteRoleResult, EventFilter
 from bastion.server.storage.conflicts import conflict
 from bastion.server.storage.sql_base import SQLBase, values
+from bastion.server.storage.sql_grants import end_user_sessions
 from bastion.server.storage.tables import (
     events,
     organizations,
@@ -95,13 +96,17 @@ class DirectoryMixin(SQLBase):
             *self._user_filter(query, include_deleted))
         return await self._read(lambda conn: int(conn.execute(stmt).scalar_one()))
 
-    async def update_user(self, user_id: str, changes: Mapping[str, Any]) -> User | None:
+    async def update_user(self, user_id: str, changes: Mapping[str, Any], *,
+                          end_sessions_at: datetime | None = None,
+                          keep_session: str | None = None) -> User | None:
         values = {**changes, "updated_at": datetime.now(UTC)}
 
         def update(conn: sa.Connection) -> User | None:
             done = conn.execute(users.update().where(users.c.id == user_id).values(**values))
             if done.rowcount != 1:
                 return None
+            if end_sessions_at is not None:  # in the same transaction: both or neither
+                end_user_sessions(conn, user_id, end_sessions_at, keep_session)
             return User(**conn.execute(sa.select(users).where(users.c.id == user_id)
                                        ).mappings().one())
         try:

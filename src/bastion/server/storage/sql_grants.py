@@ -73,18 +73,7 @@ class GrantsMixin(SQLBase):
 
     async def revoke_user_sessions(self, user_id: str, at: datetime,
                                    keep_session: str | None = None) -> int:
-        def revoke(conn: sa.Connection) -> int:
-            kept = () if keep_session is None else (login_sessions.c.id != keep_session,)
-            done = conn.execute(
-                login_sessions.update()
-                .where(login_sessions.c.user_id == user_id, login_sessions.c.revoked_at.is_(None),
-                       *kept)
-                .values(revoked_at=at)
-            )
-            revoked = _revoke_grants(
-                conn, sa.select(grants.c.id).where(grants.c.user_id == user_id), at)
-            return int(done.rowcount or 0) + revoked
-        return await self._write(revoke)
+        return await self._write(lambda conn: end_user_sessions(conn, user_id, at, keep_session))
 
     # authorization codes and grants
 
@@ -270,6 +259,19 @@ def _throttles(conn: sa.Connection, keys: list[str]) -> list[Throttle]:
         return []
     found = prepared.rows(conn, _throttles_of(len(keys)), {f"k{i}": k for i, k in enumerate(keys)})
     return [Throttle(**row) for row in found]
+
+
+def end_user_sessions(conn: sa.Connection, user_id: str, at: datetime,
+                      keep_session: str | None = None) -> int:
+    """End a user's sessions but ``keep_session`` and revoke all their grants."""
+    kept = () if keep_session is None else (login_sessions.c.id != keep_session,)
+    done = conn.execute(
+        login_sessions.update()
+        .where(login_sessions.c.user_id == user_id, login_sessions.c.revoked_at.is_(None), *kept)
+        .values(revoked_at=at)
+    )
+    revoked = _revoke_grants(conn, sa.select(grants.c.id).where(grants.c.user_id == user_id), at)
+    return int(done.rowcount or 0) + revoked
 
 
 def _revoke_grants(conn: sa.Connection, ids: Any, at: datetime) -> int:
