@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import secrets as _secrets
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from security_helpers import (
     REDIRECT,
     REDIRECT_WITH_QUERY,
@@ -20,6 +22,7 @@ from security_helpers import (
 from bastion.oauth import pkce
 from bastion.server.models import AuthorizationCode, Grant
 from bastion.server.services import secrets
+from bastion.server.storage.tables import refresh_tokens
 
 
 async def test_replayed_code_is_invalid_grant(env: Env) -> None:
@@ -37,6 +40,30 @@ async def test_replayed_code_revokes_the_tokens_of_its_first_use(env: Env) -> No
     assert await env.introspect(first["refresh_token"]) == {"active": False}
     assert oauth_error(await env.refresh(first["refresh_token"])) == "invalid_grant"
     assert (await env.userinfo(first["access_token"])).status_code == 401
+
+
+async def test_a_replay_during_the_first_exchange_leaves_it_no_refresh_token(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The replay lands after the first exchange has read the grant and before it
+    # stores its refresh token: the first exchange must not store a live one.
+    code = await get_code(env)
+    storage = env.ctx.storage
+    read_user, replays = storage.get_user, []
+
+    async def get_user(user_id: str) -> Any:
+        if not replays:
+            replays.append(await exchange(env, code))
+        return await read_user(user_id)
+
+    monkeypatch.setattr(storage, "get_user", get_user)
+    first = await exchange(env, code)
+    assert oauth_error(replays[0]) == "invalid_grant"
+    assert oauth_error(first) == "invalid_grant"
+    engine = storage.engine  # type: ignore[attr-defined]
+    async with engine.connect() as conn:
+        live = await conn.scalar(sa.select(sa.func.count()).select_from(refresh_tokens)
+                                 .where(refresh_tokens.c.revoked_at.is_(None)))
+    assert live == 0
 
 
 async def test_code_issued_to_another_client_is_invalid_grant(env: Env) -> None:

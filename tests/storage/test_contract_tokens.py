@@ -164,3 +164,14 @@ async def test_a_user_change_and_the_end_of_their_sessions_are_one_transaction(
     assert [(await store.get_session(s)).revoked_at  # type: ignore[union-attr]
             for s in ("s1", "s2")] == [None, NOW]
     assert (await store.get_refresh_token(b"1" * 32)).revoked_at == NOW  # type: ignore[union-attr]
+
+
+async def test_a_refresh_token_of_a_revoked_grant_is_not_stored(store: SQLStorage) -> None:
+    await store.create_grant(grant("g1"), None)
+    await store.revoke_grant("g1", NOW)
+    assert not await store.create_refresh_token(refresh(b"1" * 32, "g1"))
+    assert await store.get_refresh_token(b"1" * 32) is None
+    assert not await store.create_refresh_token(refresh(b"2" * 32, "no-such-grant"))
+    await store.create_grant(grant("g2"), None)
+    assert await store.create_refresh_token(refresh(b"3" * 32, "g2"))
+    assert await store.get_refresh_token(b"3" * 32) is not None

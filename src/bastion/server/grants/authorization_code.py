@@ -52,7 +52,8 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     refresh = None
     if may_refresh(client):
         refresh, record = new_refresh_token(ctx.settings, grant, stored.scope)
-        await ctx.storage.create_refresh_token(record)
+        if not await ctx.storage.create_refresh_token(record):  # a replay revoked it meanwhile
+            raise InvalidGrant("The authorization is no longer valid.")
     return await user_token_response(
         ctx, client, grant, user, stored.scope, refresh_token=refresh, nonce=stored.nonce
     )

@@ -101,7 +101,8 @@ class Storage(Protocol):
     async def revoke_grant(self, grant_id: str, at: datetime) -> None:
         """Revoke a grant and its whole token family."""
 
-    async def create_refresh_token(self, token: RefreshToken) -> None: ...
+    async def create_refresh_token(self, token: RefreshToken) -> bool:
+        """Store ``token`` unless its grant is revoked (or gone); whether it was."""
 
     async def get_refresh_token(self, digest: bytes) -> RefreshToken | None: ...
 

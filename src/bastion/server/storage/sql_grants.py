@@ -112,8 +112,16 @@ class GrantsMixin(SQLBase):
 
     # refresh tokens
 
-    async def create_refresh_token(self, token: RefreshToken) -> None:
-        await self._insert(refresh_tokens, _values(token))
+    async def create_refresh_token(self, token: RefreshToken) -> bool:
+        def create(conn: sa.Connection) -> bool:
+            # Under the grant's row lock, like rotation: a revocation of the grant (a
+            # replayed code) either comes first and is seen, or waits and sees this row.
+            grant = prepared.rows(conn, _LOCK_GRANT, {"id": token.grant_id})
+            if not grant or grant[0]["revoked_at"] is not None:
+                return False
+            prepared.insert(conn, refresh_tokens, _values(token))
+            return True
+        return await self._write(create)
 
     async def get_refresh_token(self, digest: bytes) -> RefreshToken | None:
         row = await self._one(select_by(refresh_tokens, "digest"), {"digest": digest})
@@ -223,7 +231,8 @@ _CONSUME_CODE = (authorization_codes.update()
                  .where(authorization_codes.c.digest == sa.bindparam("code"),
                         authorization_codes.c.consumed_at.is_(None))
                  .values(consumed_at=sa.bindparam("at")))
-_LOCK_GRANT = sa.select(grants.c.id).where(grants.c.id == sa.bindparam("id")).with_for_update()
+_LOCK_GRANT = (sa.select(grants.c.revoked_at).where(grants.c.id == sa.bindparam("id"))
+               .with_for_update())
 _USE_REFRESH = (refresh_tokens.update()
                 .where(refresh_tokens.c.digest == sa.bindparam("token"),
                        refresh_tokens.c.used_at.is_(None), refresh_tokens.c.revoked_at.is_(None),
