@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
 from bastion import InvalidToken, TransportError
 from bastion.client._base import BaseClient, Flow
 from bastion.client._config import Settings
-from bastion.client._flight import Flights, Wait
+from bastion.client._flight import Flights, Wait, wait_in_task
 from bastion.oauth.jose import PrivateKey
 
 ISSUER = "https://id.example"
@@ -124,3 +126,48 @@ def test_a_flight_lands_once_for_every_waiter():
     assert flight.event(threading.Event) is None and flight.outcome() == "result"
     settled, lead = flights.join("k", lambda: "known")
     assert not lead and settled.landed and settled.outcome() == "known" and len(flights) == 0
+
+
+def test_a_task_following_a_flight_that_a_thread_lands_is_woken_through_its_loop(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    # A sync client's auth serving an async httpx2 client: the flight lands in the
+    # leader's thread. An event loop is not thread-safe, so the task's event must be
+    # set in the loop's own thread (set from another, an idle loop never wakes).
+    real_event = anyio.Event
+    set_in: list[int] = []
+
+    class Recording:
+        def __init__(self) -> None:
+            self.inner = real_event()
+
+        def set(self) -> None:
+            set_in.append(threading.get_ident())
+            self.inner.set()
+
+        async def wait(self) -> None:
+            await self.inner.wait()
+
+    monkeypatch.setattr(anyio, "Event", Recording)
+    flights = Flights()
+    flight, lead = flights.join("k")
+    assert lead
+    following = threading.Event()
+
+    async def follow() -> Any:
+        waiter = asyncio.ensure_future(wait_in_task(Wait(flight)))
+        await asyncio.sleep(0)  # one step: the task registers its event and waits
+        assert flight._events
+        following.set()
+        await asyncio.wait_for(waiter, 30)
+        return flight.outcome()
+
+    def land() -> None:
+        assert following.wait(30)
+        flights.land("k", flight, "result")
+
+    thread = threading.Thread(target=land)
+    thread.start()
+    assert asyncio.run(follow()) == "result"
+    thread.join()
+    assert set_in == [threading.get_ident()]

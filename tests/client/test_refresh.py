@@ -34,7 +34,7 @@ from bastion import (
     TokenSet,
     TransportError,
 )
-from bastion.oauth.jose import b64url_encode
+from bastion.oauth.jose import PrivateKey, b64url_encode
 
 TOKEN_PATH = "/tenant/oauth/token"
 #: Only a safety net against hanging on a regression; no test waits this long.
@@ -364,6 +364,27 @@ def test_a_refreshed_id_token_is_validated(make_client: Any, provider: FakeProvi
     assert renewed.id_token != tokens.id_token
     assert renewed.id_token_claims and renewed.id_token_claims["sub"] == "user-1"
     assert "nonce" not in renewed.id_token_claims
+
+
+def test_a_refreshed_id_token_that_cannot_be_checked_yet_keeps_the_traded_tokens(
+    make_client: Any, provider: FakeProvider
+):
+    # The provider rotated its ID-token key moments after the JWKS was read: the new
+    # kid cannot be checked until the next refetch. The refresh fails, but the tokens
+    # it was traded for are remembered; trying again sends no spent refresh token.
+    client = make_client()
+    tokens = signed_in(client, provider)
+    new_key = PrivateKey.generate("id-2", "ES256")
+    provider.id_claims = {"_key": new_key}
+    provider.jwks_keys = [provider.key, provider.id_key, new_key]
+    with pytest.raises(InvalidToken):
+        client.refresh(tokens)
+    client._core.keys.fetched_at -= 3600  # the refetch interval has passed
+    renewed = client.refresh(tokens)
+    assert renewed.id_token_claims and renewed.id_token_claims["sub"] == "user-1"
+    sent = [provider.form(r)["refresh_token"] for r in provider.requests
+            if r.url.path == TOKEN_PATH and provider.form(r).get("grant_type") == "refresh_token"]
+    assert sent == [tokens.refresh_token]
 
 
 @pytest.mark.parametrize(

@@ -149,10 +149,14 @@ class BaseClient(DiscoveryCore):
         ``validate_token_set``) wait for the one request and share its answer.
         The answer is then remembered, keyed by the spent token, so a later
         caller still holding it gets the new tokens instead of presenting it.
+        Followers share the leader's answer whatever ``scope`` they asked for: the
+        token can be presented only once.
 
         An ID token in the answer is validated like a login's, without nonce
-        (OIDC Core 12.2). Given a ``TokenSet``, its ID token is kept when the
-        refresh brings none, and a new one must be about the same user (``sub``).
+        (OIDC Core 12.2), after the flight: the traded tokens are remembered even
+        when that check fails (a JWKS briefly unreachable), so trying again does
+        not present the spent token. Given a ``TokenSet``, its ID token is kept
+        when the refresh brings none, and a new one must be about the same user.
         """
         previous = refresh_token if isinstance(refresh_token, TokenSet) else None
         token = previous.refresh_token if previous is not None else refresh_token
@@ -168,6 +172,7 @@ class BaseClient(DiscoveryCore):
             tokens: TokenSet = yield from self.lead(key, flight, request, keep)
         else:
             tokens = yield from self.follow(flight)
+        tokens = yield from self.id_token_flow(tokens, None)  # no nonce on refresh (12.2)
         return _same_user(previous, tokens)
 
     def _refresh_once_flow(
@@ -179,7 +184,7 @@ class BaseClient(DiscoveryCore):
         tokens = yield from self.token_flow(data, "refresh")
         if tokens.refresh_token is None:  # no rotation: the old one stays valid
             tokens = dataclasses.replace(tokens, refresh_token=refresh_token)
-        return (yield from self.id_token_flow(tokens, None))  # no nonce on refresh (12.2)
+        return tokens
 
     # ``refreshed`` is read and written only under the flights' lock (``settled``
     # and ``keep``), so threads refreshing different tokens never trip over it.

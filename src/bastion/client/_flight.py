@@ -15,11 +15,14 @@ before resuming it. No lock is held while a request is sent.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol, TypeVar
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 
 __all__ = ["Flight", "Flights", "Wait", "wait_in_task", "wait_in_thread"]
 
@@ -132,8 +135,36 @@ def wait_in_thread(wait: Wait) -> None:
         event.wait()
 
 
+class _TaskEvent:
+    """An ``anyio.Event`` that may be set from another thread: a flight led by a sync
+    client (its auth serves an async httpx2 client too) lands in the leader's thread,
+    and an event loop is not thread-safe, so the event is then set through the loop."""
+
+    __slots__ = ("_call_soon", "_thread", "event")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self._thread = threading.get_ident()
+        call_soon: Callable[[Callable[[], None]], object]
+        try:
+            call_soon = asyncio.get_running_loop().call_soon_threadsafe
+        except RuntimeError:  # not asyncio: anyio's (blocking) hand-over to the loop
+            token = anyio.lowlevel.current_token()
+
+            def call_soon(fn: Callable[[], None]) -> object:
+                return anyio.from_thread.run_sync(fn, token=token)
+
+        self._call_soon = call_soon
+
+    def set(self) -> None:
+        if threading.get_ident() == self._thread:
+            self.event.set()
+        else:
+            self._call_soon(self.event.set)
+
+
 async def wait_in_task(wait: Wait) -> None:
     """Suspend this task until the flight has landed (``AsyncClient``)."""
-    event = wait.flight.event(anyio.Event)
-    if event is not None:
-        await event.wait()
+    waiting = wait.flight.event(_TaskEvent)
+    if waiting is not None:
+        await waiting.event.wait()

@@ -158,8 +158,8 @@ class Gate:
     each of its keys before it reads their counts, and keeps it until its failure is
     recorded. A key with ``in_flight`` 1 (a spelling, an account) is decided one
     attempt after another, each seeing the failures before it; a shared key (an IP,
-    an app) lets ``in_flight`` through at once. Instances do not wait for one another,
-    so a burst spread over n instances gets at most ``lock_after + n * in_flight - 1``
+    an app) lets ``in_flight`` through at once. Processes (instances, workers) do not
+    wait for one another, so a burst spread over n gets at most ``lock_after + n * in_flight - 1``
     attempts on a key past the counts: ``lock_after + n - 1`` on an account.
 
     Why not count each attempt in the database before checking it: that is a write on
