@@ -23,7 +23,8 @@ log = logging.getLogger("bastion")
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--database-url", help="SQLAlchemy async URL (env BASTION_DATABASE_URL)")
+    common.add_argument("--database-url", help="SQLAlchemy async URL (env BASTION_DATABASE_URL; "
+                        "prefer the environment for a URL with a password: argv is public)")
     common.add_argument("--data-dir", help="directory of the default SQLite database and "
                         "development secret key (env BASTION_DATA_DIR)")
 

@@ -75,3 +75,25 @@ def test_every_setting_is_documented() -> None:
     for name, field in Settings.model_fields.items():
         assert f"`{name}`" in docs, f"docs/server.md does not document {name}"
         assert field.description, f"{name} has no description"
+
+
+def test_a_new_data_directory_and_its_database_are_private_whatever_the_umask(tmp_path) -> None:
+    # The database holds password hashes, secret digests and the encrypted signing
+    # keys: with the usual umask 022 it used to be created readable by every user.
+    import os
+    import subprocess
+
+    from support import BASTION
+
+    data_dir = tmp_path / "new" / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    env["BASTION_DATA_DIR"] = str(data_dir)
+    done = subprocess.run(["sh", "-c", 'umask 022 && exec "$@"', "sh", *BASTION, "migrate"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    files = [p for p in data_dir.iterdir() if p.name in ("bastion.db", "bastion.db-wal",
+                                                          "bastion.db-shm")]
+    assert any(p.name == "bastion.db" for p in files), files
+    for path in files:  # the database and any -wal / -shm beside it
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,12 +31,22 @@ from bastion.server.storage.tables import (
 )
 
 
+def private_file(path: Path) -> None:
+    """Create ``path`` (and a missing directory) readable by this user only: the
+    database holds password hashes, secret digests and the encrypted signing keys.
+    SQLite gives its -wal and -shm files the database file's mode. An existing file
+    or directory keeps the mode its operator chose."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and foreign keys."""
     if url.startswith("sqlite"):
         path = sa.make_url(url).database
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_file(Path(path))
         # Storage calls on a file use their own connection (``SQLiteThread``); this
         # engine serves migrations and a ``:memory:`` database.
         engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=1,
