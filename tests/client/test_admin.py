@@ -146,6 +146,10 @@ def test_answers_outside_the_contract(make_client: Any, provider: FakeProvider) 
         httpx2.Response(200, json={"items": [], "count": 0})]
     with pytest.raises(ProtocolError):  # asked to reissue, no tokens came back
         client.users.update_roles("o1", "u1", reissue="r1")
+    provider.overrides[api_path("/organizations/o1/users/u1/roles")] = [
+        httpx2.Response(200, json={"items": [], "count": 0, "tokens": None})]
+    # null: the change left the user without a role there, so none were issued
+    assert client.users.update_roles("o1", "u1", reissue="r1").tokens is None
 
 
 def test_bad_arguments_fail_before_sending(make_client: Any, provider: FakeProvider) -> None:

@@ -229,6 +229,109 @@ async def test_roles_in_tokens_through_the_authorization_endpoint(api: Api) -> N
     assert claims["roles"] == ["owner"] and claims["permissions"] == ["*"]
 
 
+async def _member(api: Api, name: str, roles: list[str]) -> tuple[dict[str, str], str]:
+    """A user ``name`` holding ``roles`` (created) in organization acme; the user and
+    the roles URL."""
+    http = api.app.http
+    user = (await http.post("/api/v1/users", json={
+        "username": name, "email": f"{name}@example.com", "password": PASSWORD})).json()
+    await http.post("/api/v1/organizations", json={"name": "acme"})
+    for role in roles:
+        await http.post("/api/v1/organizations/acme/roles", json={
+            "name": role, "permissions": [f"{role}:x"]})
+    url = f"/api/v1/organizations/acme/users/{user['id']}/roles"
+    assert (await http.post(url, json={"add": roles[:1]})).status_code == 200
+    return user, url
+
+
+async def test_concurrent_adds_of_one_role_or_permission_all_succeed(api: Api) -> None:
+    import asyncio
+
+    http = api.app.http
+    _, url = await _member(api, "gil", ["editor", "viewer"])
+    added = await asyncio.gather(*[http.post(url, json={"add": ["viewer"]}) for _ in range(8)])
+    assert [r.status_code for r in added] == [200] * 8
+    assert [x["name"] for x in added[-1].json()["items"]] == ["editor", "viewer"]
+    permitted = await asyncio.gather(*[http.post(
+        "/api/v1/organizations/acme/roles/viewer/permissions",
+        json={"permissions": ["posts:read"]}) for _ in range(8)])
+    assert [r.status_code for r in permitted] == [200] * 8
+    assert permitted[-1].json()["permissions"] == ["posts:read", "viewer:x"]
+
+
+async def test_adding_a_role_deleted_meanwhile_is_not_found(api: Api, monkeypatch) -> None:
+    """The role is force-deleted between its lookup and the write: a clean 404."""
+    http, storage = api.app.http, api.app.ctx.storage
+    _, url = await _member(api, "hal", ["editor", "viewer", "tester"])
+    org = (await http.get("/api/v1/organizations/acme")).json()
+
+    def deleting_first(method):  # runs the concurrent force delete, then the write
+        async def hooked(*args, **kwargs):
+            for name in ("viewer", "tester"):
+                role = await storage.get_role(org["id"], name)
+                if role is not None:
+                    assert await storage.delete_role(org["id"], role.id, True) == "deleted"
+            return await method(*args, **kwargs)
+        return hooked
+
+    monkeypatch.setattr(storage, "change_user_roles", deleting_first(storage.change_user_roles))
+    monkeypatch.setattr(storage, "change_permissions", deleting_first(storage.change_permissions))
+    r = await http.post(url, json={"add": ["viewer"], "remove": ["editor"]})
+    assert r.status_code == 404, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "viewer" in r.json()["detail"]
+    monkeypatch.undo()
+    assert [x["name"] for x in (await http.get(url)).json()["items"]] == ["editor"]
+    await _member(api, "ida", ["viewer", "tester"])
+    monkeypatch.setattr(storage, "change_permissions", deleting_first(storage.change_permissions))
+    r = await http.post("/api/v1/organizations/acme/roles/tester/permissions",
+                        json={"permissions": ["posts:read"]})
+    assert r.status_code == 404 and "tester" in r.json()["detail"]
+
+
+async def test_a_user_who_left_the_organization_cannot_refresh_into_it(
+        api: Api, monkeypatch) -> None:
+    http, storage = api.app.http, api.app.ctx.storage
+    _, url = await _member(api, "jo", ["viewer"])
+    in_org = await api.user_token("jo", organization="acme")
+    plain = await api.user_token("jo")
+    reissue = await api.user_token("jo", organization="acme")
+    assert (await http.post(url, json={"remove": ["viewer"]})).json()["count"] == 0
+    # an admin reissue of a token of the organization revokes it and issues none
+    r = await http.post(url, json={"reissue": {"refresh_token": reissue["refresh_token"]}})
+    assert r.status_code == 200 and r.json()["tokens"] is None, r.text
+    r = await http.post("/oauth/introspect", auth=(api.web_id, api.web_secret),
+                        data={"token": reissue["access_token"]})
+    assert r.json() == {"active": False}
+    r = await http.post("/oauth/token", auth=(api.web_id, api.web_secret), data={
+        "grant_type": "refresh_token", "refresh_token": reissue["refresh_token"]})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
+    r = await http.post("/oauth/token", auth=(api.web_id, api.web_secret), data={
+        "grant_type": "refresh_token", "refresh_token": in_org["refresh_token"]})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
+    assert "member" in r.json()["error_description"]
+    r = await http.post("/oauth/introspect", auth=(api.web_id, api.web_secret),
+                        data={"token": in_org["access_token"]})
+    assert r.json() == {"active": False}  # the grant is revoked
+    # a grant without an organization refreshes, without reading roles
+    reads: list[object] = []
+    read_roles = storage.user_roles
+
+    async def counted(*args, **kwargs):
+        reads.append(args)
+        return await read_roles(*args, **kwargs)
+    monkeypatch.setattr(storage, "user_roles", counted)
+    r = await http.post("/oauth/token", auth=(api.web_id, api.web_secret), data={
+        "grant_type": "refresh_token", "refresh_token": plain["refresh_token"]})
+    assert r.status_code == 200 and "org" not in jwt.decode(
+        r.json()["access_token"], options={"verify_signature": False})
+    assert reads == []
+    # back in the organization, a new sign-in works again
+    monkeypatch.undo()
+    await http.post(url, json={"add": ["viewer"]})
+    assert "refresh_token" in await api.user_token("jo", organization="acme")
+
+
 async def test_audit_events_record_admin_changes_and_logins(api: Api) -> None:
     http = api.app.http
     created = (await http.post("/api/v1/users", json={"username": "gus", "email": "g@example.com",

@@ -174,11 +174,13 @@ async def test_failed_sends_are_retried_not_lost(env: Env) -> None:
     await outbox.enqueue(env.ctx.storage, "x@example.com", "hello", "sign_in", link="L",
                          client_name="", minutes=15)
     assert await outbox.send_due(env.ctx.storage, Down()) == 0
-    (mail_id,) = [m.id for m in await env.ctx.storage.claim_mail(
-        datetime.now(UTC) + timedelta(hours=2))]
+    (claimed,) = await env.ctx.storage.claim_mail(datetime.now(UTC) + timedelta(hours=2))
+    mail_id = claimed.id
     stored = await env.ctx.storage.get_mail(mail_id)
     assert stored is not None and stored.attempts == 1 and "smtp down" in str(stored.last_error)
-    await env.ctx.storage.mail_failed(mail_id, "reset claim", datetime.now(UTC), datetime.now(UTC))
+    assert claimed.claimed_until is not None
+    await env.ctx.storage.mail_failed(mail_id, "reset claim", datetime.now(UTC), datetime.now(UTC),
+                                      claimed_until=claimed.claimed_until)
     assert await outbox.send_due(env.ctx.storage, env.ctx.outbox.mailer) == 1
     assert env.box.wait_for(1)[0]["Subject"] == "hello"
 
@@ -332,3 +334,136 @@ async def test_a_new_password_ends_the_other_sessions_and_every_grant(env: Env) 
     assert page.status_code == 200 and page.text.count("<li>") == 1
     r = await env.http.get("/oauth/authorize?" + env.authorize_query(prompt="none"))
     assert "code" in callback_params(r)
+
+
+async def test_a_send_that_outlives_its_claim_is_not_recorded_twice(env: Env) -> None:
+    """Each message is claimed just before its own send, and a worker whose claim
+    expired mid-send (another instance took the message) does not settle it."""
+    await env.ctx.outbox.stop()
+    for n in range(3):
+        await outbox.enqueue(env.ctx.storage, f"u{n}@example.com", f"m{n}", "sign_in",
+                             link="L", client_name="", minutes=15)
+    storage, smtp = env.ctx.storage, env.ctx.outbox.mailer
+    taken: list[OutgoingMail] = []
+
+    class SlowFirst:
+        async def send(self, mail: OutgoingMail) -> None:
+            if not taken:  # the first send outlives its claim: another instance takes it
+                assert mail.claimed_until is not None
+                # the rest of the batch is not held by this worker meanwhile
+                free = await storage.claim_mail(datetime.now(UTC), limit=10)
+                for other in free:
+                    assert other.claimed_until is not None
+                    await storage.mail_failed(other.id, "released", datetime.now(UTC),
+                                              datetime.now(UTC),
+                                              claimed_until=other.claimed_until)
+                assert len(free) == 2
+                taken.extend(await storage.claim_mail(
+                    mail.claimed_until + timedelta(seconds=1), limit=1))
+                assert [m.id for m in taken] == [mail.id]
+            await smtp.send(mail)
+
+    assert await outbox.send_due(storage, SlowFirst()) == 2
+    assert sorted(m["To"] for m in env.box.wait_for(3)) == [
+        "u0@example.com", "u1@example.com", "u2@example.com"]
+    first = await storage.get_mail(taken[0].id)
+    assert first is not None and first.sent_at is None and first.attempts == 0  # not settled
+    assert first.claimed_until == taken[0].claimed_until  # still the other instance's
+    assert taken[0].claimed_until is not None
+    assert await storage.mail_sent(first.id, datetime.now(UTC),
+                                   claimed_until=taken[0].claimed_until)
+
+
+async def test_a_hung_send_is_cut_off_inside_the_claim(env: Env, monkeypatch) -> None:
+    from bastion.server.storage import sql_mail
+
+    assert outbox.SEND_SECONDS < sql_mail._CLAIM_SECONDS
+    await env.ctx.outbox.stop()
+    mail = await outbox.enqueue(env.ctx.storage, "x@example.com", "hello", "sign_in",
+                                link="L", client_name="", minutes=15)
+
+    class Hung:
+        async def send(self, mail: OutgoingMail) -> None:
+            await asyncio.Event().wait()  # an SMTP server that never answers
+
+    monkeypatch.setattr(outbox, "SEND_SECONDS", 0)  # the deadline has passed at once
+    assert await outbox.send_due(env.ctx.storage, Hung()) == 0
+    stored = await env.ctx.storage.get_mail(mail.id)
+    assert stored is not None and stored.attempts == 1 and stored.sent_at is None
+    assert "TimeoutError" in str(stored.last_error) and stored.claimed_until is None
+    monkeypatch.undo()
+    (due,) = await env.ctx.storage.claim_mail(datetime.now(UTC) + timedelta(hours=2))
+    assert due.claimed_until is not None
+    await env.ctx.storage.mail_failed(mail.id, "reset claim", datetime.now(UTC),
+                                      datetime.now(UTC), claimed_until=due.claimed_until)
+    assert await outbox.send_due(env.ctx.storage, env.ctx.outbox.mailer) == 1
+    assert env.box.wait_for(1)[0]["Subject"] == "hello"
+
+
+async def _link_to(env: Env, to: str) -> str:
+    for msg in env.box.messages:
+        if msg["To"] == to:
+            return Mailbox.link(msg)
+    raise AssertionError(f"no mail to {to}")
+
+
+async def test_only_the_newest_email_change_link_works(env: Env) -> None:
+    page = await _sign_in_to_account(env)
+    csrf = hidden_fields(page.text)["csrf_token"]
+    for address in ("typo@exampel.com", "new@example.com"):
+        r = await env.http.post("/account/profile", data={
+            "csrf_token": csrf, "username": "alice", "email": address})
+        assert r.status_code == 303
+    await env.mails(2)
+    typo, new = await _link_to(env, "typo@exampel.com"), await _link_to(env, "new@example.com")
+    refused = await env.follow_link(typo)
+    assert refused.status_code == 400 and "cannot be used" in refused.text
+    done = await env.follow_link(new)
+    assert done.status_code == 200 and "new@example.com" in done.text
+    assert (await env.follow_link(typo)).status_code == 400
+    assert (await env.ctx.storage.get_user_by_login("alice")).email == "new@example.com"
+
+
+async def test_a_sign_in_link_to_an_old_address_is_refused(env: Env) -> None:
+    """Even with the link not cancelled, its address must still be the user's."""
+    await env.request_link("alice@example.com")
+    link = Mailbox.link((await env.mails())[0])
+    user = await env.ctx.storage.get_user_by_login("alice")
+    assert user is not None
+    await env.ctx.storage.update_user(user.id, {"email": "moved@example.com"})  # no cancelling
+    refused = await env.follow_link(link)
+    assert refused.status_code == 400 and "invalid, has expired" in refused.text
+    r = await env.http.get("/oauth/authorize?" + env.authorize_query(prompt="none"))
+    assert callback_params(r)["error"] == "login_required"
+
+
+async def test_an_admin_email_change_cancels_pending_links(env: Env) -> None:
+    admin = await create_client(env.ctx.storage, name="admin", scopes=["bastion:admin"],
+                                grant_types=["client_credentials"])
+    assert admin.client_secret
+    token = (await env.http.post("/oauth/token", data={"grant_type": "client_credentials"},
+                                 auth=(admin.client.client_id, admin.client_secret))).json()
+    page = await _sign_in_to_account(env)
+    await env.http.post("/account/profile", data={
+        "csrf_token": hidden_fields(page.text)["csrf_token"], "username": "alice",
+        "email": "new@example.com"})
+    await env.request_link("alice@example.com")
+    await env.mails(2)
+    change, sign_in_link = (await _link_to(env, "new@example.com"),
+                            await _link_to(env, "alice@example.com"))
+    user = await env.ctx.storage.get_user_by_login("alice")
+    assert user is not None
+    r = await env.http.patch(f"/api/v1/users/{user.id}", json={"email": "Other@Example.com"},
+                             headers={"Authorization": "Bearer " + token["access_token"]})
+    assert r.status_code == 200, r.text
+    assert (await env.follow_link(change)).status_code == 400
+    assert (await env.follow_link(sign_in_link)).status_code == 400
+    assert (await env.ctx.storage.get_user(user.id)).email == "Other@Example.com"
+    # a change that keeps the address leaves new links alone
+    await env.request_link("other@example.com")
+    link = Mailbox.link((await env.mails(3))[2])
+    r = await env.http.patch(f"/api/v1/users/{user.id}", json={"username": "alice"},
+                             headers={"Authorization": "Bearer " + token["access_token"]})
+    assert r.status_code == 200
+    back = await env.follow_link(link)
+    assert back.status_code == 303 and back.headers["location"].startswith("/oauth/authorize?")

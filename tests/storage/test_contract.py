@@ -10,6 +10,7 @@ import pytest
 
 from bastion.server.models import Client, Event, Grant, SigningKey, User
 from bastion.server.storage import Conflict, SQLStorage, migrate
+from bastion.server.storage.base import Missing
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -205,6 +206,64 @@ async def test_user_roles_change_atomically_and_block_deletion(storage: SQLStora
     assert await storage.delete_role("o", "b", force=True) == "missing"
 
 
+async def test_concurrent_adds_of_one_role_or_permission_all_succeed(
+        storage: SQLStorage) -> None:
+    await storage.create_user(user())
+    await storage.create_organization(Organization(id="o", name="o", created_at=NOW))
+    await storage.create_role(Role(id="a", organization_id="o", name="a",
+                                   permissions=("a:x",), created_at=NOW))
+    uid = user().id
+    added = await asyncio.gather(*[storage.change_user_roles(uid, "o", ["a"], [])
+                                   for _ in range(8)])
+    assert [[r.id for r in roles] for roles in added] == [["a"]] * 8
+    await asyncio.gather(*[storage.change_permissions("a", ["a:new", "a:x"], [])
+                           for _ in range(8)])
+    role = await storage.get_role("o", "a")
+    assert role is not None and role.permissions == ("a:new", "a:x")
+    assert [r.id for r in await storage.user_roles(uid, "o")] == ["a"]
+
+
+async def test_adding_a_missing_role_changes_nothing(storage: SQLStorage) -> None:
+    await storage.create_user(user())
+    for org in ("o", "other"):
+        await storage.create_organization(Organization(id=org, name=org, created_at=NOW))
+    for rid, org in (("a", "o"), ("b", "o"), ("x", "other")):
+        await storage.create_role(Role(id=rid, organization_id=org, name=rid,
+                                       permissions=(), created_at=NOW))
+    uid = user().id
+    await storage.change_user_roles(uid, "o", ["b"], [])
+    assert await storage.delete_role("o", "a", force=True) == "deleted"
+    for wanted in (["a"], ["x"]):  # deleted meanwhile; of another organization
+        with pytest.raises(Missing) as caught:
+            await storage.change_user_roles(uid, "o", ["b", *wanted], ["b"])
+        assert caught.value.key == wanted[0]
+        assert [r.id for r in await storage.user_roles(uid, "o")] == ["b"]
+    with pytest.raises(Missing):
+        await storage.change_permissions("a", ["a:x"], [])
+    await storage.change_permissions("a", [], ["a:x"])  # nothing to add: nothing to refuse
+
+
+async def test_adding_a_role_while_it_is_force_deleted(storage: SQLStorage) -> None:
+    """Either the add goes first (and the delete takes it away) or it finds no role:
+    never a foreign-key error."""
+    await storage.create_user(user())
+    await storage.create_organization(Organization(id="o", name="o", created_at=NOW))
+    uid = user().id
+    for i in range(5):
+        rid = f"r{i}"
+        await storage.create_role(Role(id=rid, organization_id="o", name=rid,
+                                       permissions=("p",), created_at=NOW))
+        added, permitted, deleted = await asyncio.gather(
+            storage.change_user_roles(uid, "o", [rid], []),
+            storage.change_permissions(rid, ["q"], []),
+            storage.delete_role("o", rid, force=True), return_exceptions=True)
+        assert deleted == "deleted"
+        assert isinstance(added, (list, Missing)), added
+        assert permitted is None or isinstance(permitted, Missing), permitted
+        assert await storage.user_roles(uid, "o") == []
+        assert await storage.get_role("o", rid) is None
+
+
 async def test_events_filter_and_page_newest_first(storage: SQLStorage) -> None:
     for i in range(5):
         await storage.add_event(Event(id=f"e{i}", at=NOW + timedelta(seconds=i),
@@ -229,14 +288,72 @@ async def test_outbox_claims_each_message_once_and_retries(storage: SQLStorage) 
     later = NOW + timedelta(seconds=1)
     first, second = await asyncio.gather(storage.claim_mail(later), storage.claim_mail(later))
     assert len(first) + len(second) == 1
-    await storage.mail_failed("m1", "boom", retry_at=later + timedelta(minutes=1), at=later)
+    (claimed,) = first + second
+    assert claimed.claimed_until is not None and claimed.claimed_until > later
+    assert await storage.mail_failed("m1", "boom", retry_at=later + timedelta(minutes=1),
+                                     at=later, claimed_until=claimed.claimed_until)
     assert await storage.claim_mail(later) == []
     (again,) = await storage.claim_mail(later + timedelta(minutes=2))
     assert again.attempts == 1 and again.text == "t"
-    await storage.mail_sent("m1", later)
+    assert again.claimed_until is not None
+    assert await storage.mail_sent("m1", later, claimed_until=again.claimed_until)
     stored = await storage.get_mail("m1")
     assert stored is not None and stored.sent_at == later and stored.text == ""
     assert await storage.claim_mail(later + timedelta(days=1)) == []
+
+
+async def test_settling_mail_needs_the_claim_still_held(storage: SQLStorage) -> None:
+    for n in (1, 2):
+        await storage.enqueue_mail(OutgoingMail(id=f"m{n}", to="a@example.com", subject="s",
+                                                text="t", html="h", created_at=NOW))
+    (mine,) = await storage.claim_mail(NOW, limit=1)
+    assert mine.id == "m1" and mine.claimed_until is not None
+    # one at a time: the other message stays free for another instance meanwhile
+    assert [m.id for m in await storage.claim_mail(NOW, limit=1)] == ["m2"]
+    # the claim expires mid-send and another instance takes the message
+    (theirs,) = await storage.claim_mail(mine.claimed_until + timedelta(seconds=1), limit=1)
+    assert theirs.id == "m1" and theirs.claimed_until != mine.claimed_until
+    assert theirs.claimed_until is not None
+    assert not await storage.mail_sent("m1", NOW, claimed_until=mine.claimed_until)
+    assert not await storage.mail_failed("m1", "late", None, NOW,
+                                         claimed_until=mine.claimed_until)
+    stored = await storage.get_mail("m1")
+    assert stored is not None and stored.sent_at is None and stored.failed_at is None
+    assert stored.attempts == 0 and stored.claimed_until == theirs.claimed_until
+    sent_at = NOW + timedelta(minutes=3)
+    assert await storage.mail_sent("m1", sent_at, claimed_until=theirs.claimed_until)
+    assert not await storage.mail_sent("m1", sent_at, claimed_until=theirs.claimed_until)
+    stored = await storage.get_mail("m1")
+    assert stored is not None and stored.sent_at == sent_at and stored.attempts == 1
+
+
+async def test_cancelling_a_users_one_time_tokens(storage: SQLStorage) -> None:
+    await storage.create_user(user(1))
+    await storage.create_user(user(2))
+
+    def token(n: int, purpose: str, user_n: int | None) -> OneTimeToken:
+        return OneTimeToken(digest=bytes([n]) * 32, purpose=purpose,  # type: ignore[arg-type]
+                            email="a@example.com", user_id=user(user_n).id if user_n else None,
+                            client_id=None, payload={}, created_at=NOW,
+                            expires_at=NOW + timedelta(minutes=15))
+    for t in (token(1, "email_change", 1), token(2, "email_change", 1), token(3, "sign_in", 1),
+              token(4, "email_change", 2), token(5, "sign_in", None)):
+        await storage.create_one_time_token(t)
+    assert await storage.use_one_time_token(bytes([1]) * 32, NOW) is not None
+    later = NOW + timedelta(seconds=5)
+    assert await storage.cancel_one_time_tokens(user(1).id, ("email_change",), later) == 1
+    assert await storage.use_one_time_token(bytes([2]) * 32, NOW) is None
+
+    async def used_at(n: int) -> datetime | None:
+        found = await storage.get_one_time_token(bytes([n]) * 32)
+        assert found is not None
+        return found.used_at
+    assert await used_at(1) == NOW and await used_at(2) == later  # a used one is kept as was
+    assert [await used_at(n) for n in (3, 4, 5)] == [None, None, None]  # others untouched
+    assert await storage.cancel_one_time_tokens(user(1).id, ("sign_in", "email_change"),
+                                                later) == 1
+    assert await storage.use_one_time_token(bytes([3]) * 32, NOW) is None
+    assert await storage.use_one_time_token(bytes([4]) * 32, NOW) is not None
 
 
 async def test_one_time_tokens_work_once_and_expire(storage: SQLStorage) -> None:

@@ -125,7 +125,8 @@ def change_user_roles_flow(
     token: Token | None = None,
 ) -> Flow[UserRoles]:
     """Attach ``add`` and remove ``remove`` in one transaction; with ``reissue``
-    (the user's tokens, or their refresh token) also revoke them and return new ones."""
+    (the user's tokens, or their refresh token) also revoke them and return new ones,
+    or ``None`` when the change left the user without a role in the organization."""
     change: dict[str, Any] = {"add": names(add, "roles"), "remove": names(remove, "roles")}
     if reissue is not None:
         refresh = reissue.refresh_token if isinstance(reissue, TokenSet) else reissue
@@ -136,7 +137,8 @@ def change_user_roles_flow(
     response = yield from api_flow(core, "POST", path, token=token, json=change)
     answer = body(response)
     tokens = None
-    if reissue is not None:
+    if reissue is not None and answer.get("tokens", ...) is not None:
+        # null: the user has left the organization, so none were issued
         if not isinstance(answer.get("tokens"), dict):
             raise ProtocolError("The API did not return the reissued tokens.")
         tokens = TokenSet.from_response(answer["tokens"], core.clock())

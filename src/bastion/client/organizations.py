@@ -202,7 +202,9 @@ class Role(Bound):
 
 class UserRoles(NamedTuple):
     """What changing a user's roles returns: their roles in the organization now,
-    and the new tokens when ``reissue`` was asked for (else ``None``)."""
+    and the new tokens when ``reissue`` was asked for (else ``None``; ``None`` too when
+    the change removed the user's last role there: the old tokens are revoked, and a
+    user who left an organization gets no tokens for it)."""
 
     roles: Page[Role]
     tokens: TokenSet | None = None

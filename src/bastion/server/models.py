@@ -166,6 +166,7 @@ class OutgoingMail:
     sent_at: datetime | None = None
     failed_at: datetime | None = None
     last_error: str | None = None
+    claimed_until: datetime | None = None  # set by ``claim_mail``: the claim to settle it with
 
 
 @dataclass(frozen=True, slots=True)

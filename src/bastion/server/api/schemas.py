@@ -190,7 +190,9 @@ class TokenPair(BaseModel):
 class UserRoles(BaseModel):
     items: list[RoleOut]
     count: int
-    tokens: TokenPair | None = Field(None, description="Present when reissue was asked for.")
+    tokens: TokenPair | None = Field(None, description=(
+        "Present when reissue was asked for, unless the change left the user without a "
+        "role in the organization: the old tokens are then revoked and none issued."))
 
 
 class EventOut(BaseModel):

@@ -38,7 +38,8 @@ async def list_user_roles(org: str, user_id: str, request: Request, who: Who) ->
 async def change_user_roles(org: str, user_id: str, body: UserRolesChange, request: Request,
                             who: Who) -> UserRoles:
     """`add` and `remove` take role ids or names. With `reissue`, the user's token family
-    is revoked and a new token pair carrying the new roles is returned."""
+    is revoked and a new token pair carrying the new roles is returned; none when the
+    change left the user without a role in the organization (they left it)."""
     require_admin(who)
     ctx = context(request)
     found = await rbac.organization(ctx.storage, org)
@@ -49,6 +50,8 @@ async def change_user_roles(org: str, user_id: str, body: UserRolesChange, reque
                        organization=found.id, add=body.add, remove=body.remove)
     tokens = None
     if stored is not None:
-        tokens = TokenPair(**await reissue(ctx, user, stored))
-        await audit.record(ctx.storage, actor(who, request), "token.reissue", user.id)
+        issued = await reissue(ctx, user, stored)
+        tokens = TokenPair(**issued) if issued is not None else None
+        await audit.record(ctx.storage, actor(who, request), "token.reissue", user.id,
+                           issued=issued is not None)
     return UserRoles(items=[RoleOut.of(r) for r in roles], count=len(roles), tokens=tokens)

@@ -160,6 +160,8 @@ async def use_link(request: Request) -> Response:
         user = await _signup(ctx, used.email)
     if user is None or user.deleted_at is not None:
         return _invalid(ctx)
+    if user.email.lower() != used.email.lower():  # mailed to an address no longer theirs
+        return _invalid(ctx)
     try:
         _req, target = await login_target(ctx, str(used.payload.get("authorize", "")), "")
     except OAuthError as exc:  # e.g. the client was removed meanwhile

@@ -21,7 +21,11 @@ async def user_token_response(
 ) -> dict[str, Any]:
     extra: dict[str, Any] = {"gid": grant.id}
     if grant.organization_id:  # roles are read at every issue, so changes apply on refresh
-        extra.update(await rbac.token_claims(ctx.storage, user.id, grant.organization_id))
+        try:
+            extra.update(await organization_claims(ctx, user.id, grant.organization_id))
+        except InvalidGrant:  # the user left: the grant cannot issue for it any more
+            await ctx.storage.revoke_grant(grant.id, datetime.now(UTC))
+            raise
     access = await issue_access_token(
         ctx.keys, ctx.settings, subject=user.id, client_id=client.client_id, scope=scope,
         extra=extra,
@@ -43,6 +47,16 @@ async def user_token_response(
     return body
 
 
+async def organization_claims(ctx: Context, user_id: str, org_id: str) -> dict[str, Any]:
+    """``org``, ``roles`` and ``permissions`` for a grant in an organization;
+    ``InvalidGrant`` if the user is no longer a member (holds no role in it, as
+    ``member_organization`` decides when the grant is made)."""
+    claims = await rbac.token_claims(ctx.storage, user_id, org_id)
+    if not claims["roles"]:
+        raise InvalidGrant("The user is no longer a member of the grant's organization.")
+    return claims
+
+
 def may_refresh(client: Client) -> bool:
     return "refresh_token" in client.grant_types
 
@@ -61,14 +75,22 @@ async def reissuable(ctx: Context, user: User, refresh_token: str) -> RefreshTok
     return stored
 
 
-async def reissue(ctx: Context, user: User, stored: RefreshToken) -> dict[str, Any]:
+async def reissue(ctx: Context, user: User, stored: RefreshToken) -> dict[str, Any] | None:
     """Revoke the family of ``stored`` and issue a new pair from a new grant with the
-    same client, scope and organization (so new roles apply at once)."""
+    same client, scope and organization (so new roles apply at once). ``None`` when
+    the user holds no role in that organization any more: they left it, so the family
+    is revoked and nothing can be issued for it."""
     now = datetime.now(UTC)
     old = await ctx.storage.get_grant(stored.grant_id)
     client = await ctx.clients.get(stored.client_id)
     if old is None or client is None:
         raise InvalidGrant("The refresh token to reissue is not a valid token of this user.")
+    if old.organization_id:
+        try:
+            await organization_claims(ctx, user.id, old.organization_id)
+        except InvalidGrant:
+            await ctx.storage.revoke_grant(old.id, now)
+            return None
     await ctx.storage.revoke_grant(old.id, now)
     grant = replace(old, id=_secrets.token_urlsafe(18), created_at=now, revoked_at=None)
     plain, record = new_refresh_token(ctx.settings, grant, stored.scope)

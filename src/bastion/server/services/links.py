@@ -5,6 +5,10 @@ A link carries 256 random bits; only their SHA-256 digest is stored. It works
 once, for ``sign_in_link_ttl`` seconds, and a sign-in link is bound to the
 authorization request (and so the client) that asked for it. The answer to
 "send me a link" never depends on whether the address has an account.
+
+Only a user's newest email-change link works, and a change of their email address
+cancels every link they have pending (``services.users.update_user``); a sign-in link
+also stops working once its address is no longer the user's.
 """
 
 from __future__ import annotations
@@ -92,6 +96,8 @@ async def send_email_change(storage: Storage, settings: Settings, *, user: User,
     if new_email.lower() == user.email.lower():
         raise InvalidInput("email", "that is already your address")
     await _limit(storage, settings, new_email, ip)
+    # only the newest change link works: an earlier one (say to a mistyped address) dies
+    await storage.cancel_one_time_tokens(user.id, ("email_change",), datetime.now(UTC))
     token = await _issue(storage, settings, "email_change", new_email, user, None, {})
     await outbox.enqueue(storage, new_email, "Confirm your new email address", "email_change",
                          link=f"{settings.issuer_url}{EMAIL_CHANGE_PATH}?token={token}",

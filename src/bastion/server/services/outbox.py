@@ -4,6 +4,13 @@ A request only inserts a row, so a slow or broken SMTP server never holds it up,
 and nothing is lost if the process stops: another instance (or the next start)
 sends what is due. Failed attempts back off exponentially (30 s doubling, at most
 an hour); after ``MAX_ATTEMPTS`` the message is marked failed and logged as an error.
+
+Delivery is at least once, not exactly once. A worker claims one message at a time
+for two minutes and bounds its whole send by ``SEND_SECONDS``, well inside the claim,
+and records the result only if its claim still holds, so instances do not send a
+message twice while they run. But a process that stops between the SMTP server
+accepting a message and the row being marked sent leaves the claim to expire, and the
+message is sent again.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from bastion.server.storage.base import Storage
 log = logging.getLogger("bastion.mail")
 
 MAX_ATTEMPTS = 8
+BATCH = 10  # messages one ``send_due`` sends at most (each claimed just before its send)
+SEND_SECONDS = 60.0  # one whole send (every SMTP step); below the storage's 120 s claim
 POLL_SECONDS = 5.0
 STOP_SECONDS = 10.0
 _templates = Environment(
@@ -54,9 +63,15 @@ def backoff(attempts: int) -> timedelta:
 async def send_due(storage: Storage, mailer: Mailer) -> int:
     """Send what is due now; returns how many were sent."""
     sent = 0
-    for mail in await storage.claim_mail(datetime.now(UTC)):
+    for _ in range(BATCH):
+        claimed = await storage.claim_mail(datetime.now(UTC), limit=1)
+        if not claimed:
+            break
+        mail = claimed[0]
+        assert mail.claimed_until is not None
         try:
-            await mailer.send(mail)
+            async with asyncio.timeout(SEND_SECONDS):
+                await mailer.send(mail)
         except Exception as exc:  # any failure is retried; the reason is kept
             attempts = mail.attempts + 1
             now = datetime.now(UTC)
@@ -68,10 +83,15 @@ async def send_due(storage: Storage, mailer: Mailer) -> int:
             else:
                 log.warning("mail %s to %s failed (attempt %d), retrying at %s: %s", mail.id,
                             mail.to, attempts, retry.isoformat(), reason)
-            await storage.mail_failed(mail.id, reason, retry, now)
+            if not await storage.mail_failed(mail.id, reason, retry, now,
+                                             claimed_until=mail.claimed_until):
+                log.warning("mail %s: claim lost before its failure was recorded", mail.id)
         else:
-            await storage.mail_sent(mail.id, datetime.now(UTC))
-            sent += 1
+            if await storage.mail_sent(mail.id, datetime.now(UTC),
+                                       claimed_until=mail.claimed_until):
+                sent += 1
+            else:  # another instance took it after the claim expired: it may go twice
+                log.warning("mail %s to %s was sent after its claim expired", mail.id, mail.to)
     return sent
 
 

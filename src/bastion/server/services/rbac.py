@@ -10,7 +10,7 @@ from typing import Any
 
 from bastion.server.models import Organization, Role
 from bastion.server.services.errors import AlreadyExists, InUse, InvalidInput, NotFound
-from bastion.server.storage.base import Conflict, Storage
+from bastion.server.storage.base import Conflict, Missing, Storage
 
 #: The rules, as patterns the API schema states too.
 NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9 _.:-]{0,98}[A-Za-z0-9_.:-])?$"
@@ -85,16 +85,23 @@ async def delete_role(storage: Storage, org_id: str, key: str, force: bool) -> R
 async def change_permissions(storage: Storage, org_id: str, key: str, add: Iterable[str] = (),
                              remove: Iterable[str] = ()) -> Role:
     found = await role(storage, org_id, key)
-    await storage.change_permissions(found.id, check_permissions(add), check_permissions(remove))
+    try:
+        await storage.change_permissions(found.id, check_permissions(add),
+                                         check_permissions(remove))
+    except Missing:  # deleted since it was looked up
+        raise NotFound("role", key) from None
     return await role(storage, org_id, found.id)
 
 
 async def change_user_roles(storage: Storage, user_id: str, org_id: str,
                             add: Iterable[str] = (), remove: Iterable[str] = ()) -> list[Role]:
     """Resolve role ids or names (all or nothing), then apply in one transaction."""
-    add_ids = [(await role(storage, org_id, key)).id for key in add]
+    keys = {(await role(storage, org_id, key)).id: key for key in add}
     remove_ids = [(await role(storage, org_id, key)).id for key in remove]
-    return await storage.change_user_roles(user_id, org_id, add_ids, remove_ids)
+    try:
+        return await storage.change_user_roles(user_id, org_id, list(keys), remove_ids)
+    except Missing as exc:  # a role to add was deleted since it was looked up
+        raise NotFound("role", keys.get(exc.key, exc.key)) from None
 
 
 async def token_claims(storage: Storage, user_id: str, org_id: str) -> dict[str, Any]:

@@ -97,6 +97,7 @@ async def update_user(
         changes["password_hash"] = await passwords.ahash(check_password(password))
     if is_administrator is not None:
         changes["is_administrator"] = is_administrator
+    before = await storage.get_user(user_id) if email is not None else None
     try:
         user = await storage.update_user(
             user_id, changes, keep_session=keep_session,
@@ -105,6 +106,10 @@ async def update_user(
         raise AlreadyExists(exc.field, str(changes.get(exc.field, ""))) from None
     if user is None:
         raise NotFound("user", user_id)
+    if before is not None and before.email != user.email:
+        # links mailed for the old address (sign-in) or for an earlier change stop working
+        await storage.cancel_one_time_tokens(user_id, ("sign_in", "email_change"),
+                                             datetime.now(UTC))
     return user
 
 

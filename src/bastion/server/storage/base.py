@@ -6,7 +6,7 @@ Methods are small and single-purpose; anything that must be atomic is one method
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypedDict
 
@@ -45,6 +45,14 @@ class Conflict(Exception):
     def __init__(self, field: str) -> None:
         super().__init__(f"{field} already exists")
         self.field = field
+
+
+class Missing(Exception):
+    """A record to refer to does not exist (e.g. deleted meanwhile); ``key`` names it."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{key} does not exist")
+        self.key = key
 
 
 class Storage(Protocol):
@@ -179,14 +187,18 @@ class Storage(Protocol):
 
     async def change_permissions(
         self, role_id: str, add: Iterable[str], remove: Iterable[str]
-    ) -> None: ...
+    ) -> None:
+        """Add (idempotently, also when concurrent) and remove permissions of a role;
+        raises ``Missing`` if there is something to add and the role does not exist."""
 
     async def user_roles(self, user_id: str, org_id: str) -> list[Role]: ...
 
     async def change_user_roles(
         self, user_id: str, org_id: str, add: Iterable[str], remove: Iterable[str]
     ) -> list[Role]:
-        """Add and remove a user's roles in one transaction; the roles after."""
+        """Add (idempotently, also when concurrent) and remove a user's roles in one
+        transaction; the roles after. Raises ``Missing`` (changing nothing) if a role
+        to add is not (or no longer) one of the organization's."""
 
     async def add_event(self, event: Event) -> None: ...
 
@@ -200,11 +212,15 @@ class Storage(Protocol):
     async def claim_mail(self, now: datetime, limit: int = 10) -> list[OutgoingMail]:
         """Due messages, claimed so that no other instance sends them meanwhile."""
 
-    async def mail_sent(self, mail_id: str, at: datetime) -> None: ...
+    async def mail_sent(self, mail_id: str, at: datetime, *, claimed_until: datetime) -> bool:
+        """Record a claimed message sent; False (and nothing changed) if the claim
+        ``claimed_until`` from ``claim_mail`` no longer holds (it expired and was taken)."""
 
     async def mail_failed(
-        self, mail_id: str, error: str, retry_at: datetime | None, at: datetime
-    ) -> None: ...
+        self, mail_id: str, error: str, retry_at: datetime | None, at: datetime, *,
+        claimed_until: datetime,
+    ) -> bool:
+        """Record a failed attempt of a claimed message; False as for ``mail_sent``."""
 
     async def get_mail(self, mail_id: str) -> OutgoingMail | None: ...
 
@@ -214,6 +230,12 @@ class Storage(Protocol):
 
     async def use_one_time_token(self, digest: bytes, at: datetime) -> OneTimeToken | None:
         """Mark a token used, once: None if it is unknown, used or expired."""
+
+    async def cancel_one_time_tokens(
+        self, user_id: str, purposes: Collection[str], at: datetime
+    ) -> int:
+        """Mark every unused token of the user with one of these purposes used (so its
+        link stops working); returns how many."""
 
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from bastion.server.models import Event, Organization, Role, User
-from bastion.server.storage.base import Conflict, DeleteRoleResult, EventFilter
+from bastion.server.storage.base import Conflict, DeleteRoleResult, EventFilter, Missing
 from bastion.server.storage.conflicts import conflict
 from bastion.server.storage.sql_base import SQLBase, values
 from bastion.server.storage.sql_grants import end_user_sessions
@@ -181,16 +183,15 @@ class DirectoryMixin(SQLBase):
         gone, wanted = list(remove), list(dict.fromkeys(add))
 
         def change(conn: sa.Connection) -> None:
+            if wanted and not _live_roles(conn, [role_id]):  # deleted meanwhile
+                raise Missing(role_id)
             if gone:
                 conn.execute(role_permissions.delete().where(
                     role_permissions.c.role_id == role_id,
                     role_permissions.c.permission.in_(gone)))
-            current = set(conn.execute(sa.select(role_permissions.c.permission)
-                                       .where(role_permissions.c.role_id == role_id)).scalars())
-            new = [p for p in wanted if p not in current]
-            if new:
-                conn.execute(role_permissions.insert(), [
-                    {"role_id": role_id, "permission": p} for p in new])
+            if wanted:  # concurrent adds of one permission all succeed
+                conn.execute(self._insert_ignore(role_permissions), [
+                    {"role_id": role_id, "permission": p} for p in wanted])
         await self._write(change)
 
     async def user_roles(self, user_id: str, org_id: str) -> list[Role]:
@@ -200,23 +201,33 @@ class DirectoryMixin(SQLBase):
 
     async def change_user_roles(self, user_id: str, org_id: str, add: Iterable[str],
                                 remove: Iterable[str]) -> list[Role]:
-        """Add and remove role ids in one transaction; returns the roles after."""
+        """Add and remove role ids in one transaction; returns the roles after. Raises
+        ``Missing`` (changing nothing) if a role to add is not (or no longer) one of
+        the organization's."""
         gone, wanted = list(remove), list(dict.fromkeys(add))
 
         def change(conn: sa.Connection) -> list[Role]:
+            if wanted:  # resolved before this transaction: a role may be deleted meanwhile
+                live = _live_roles(conn, wanted, org_id)
+                missing = [r for r in wanted if r not in live]
+                if missing:
+                    raise Missing(missing[0])
             if gone:
                 conn.execute(user_roles.delete().where(
                     user_roles.c.user_id == user_id, user_roles.c.role_id.in_(gone)))
-            current = set(conn.execute(sa.select(user_roles.c.role_id).where(
-                user_roles.c.user_id == user_id)).scalars())
-            new = [r for r in wanted if r not in current]
-            if new:
-                conn.execute(user_roles.insert(), [
-                    {"user_id": user_id, "role_id": r, "organization_id": org_id} for r in new])
+            if wanted:  # concurrent adds of one role all succeed
+                conn.execute(self._insert_ignore(user_roles), [
+                    {"user_id": user_id, "role_id": r, "organization_id": org_id}
+                    for r in wanted])
             ids = sa.select(user_roles.c.role_id).where(
                 user_roles.c.user_id == user_id, user_roles.c.organization_id == org_id)
             return _roles(conn, roles.c.id.in_(ids))
         return await self._write(change)
+
+    def _insert_ignore(self, table: sa.Table) -> Any:
+        """``INSERT`` that skips rows whose key exists (``ON CONFLICT DO NOTHING``)."""
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        return insert(table).on_conflict_do_nothing()
 
     # -- audit events ---------------------------------------------------------------
 
@@ -243,6 +254,18 @@ class DirectoryMixin(SQLBase):
                                  .where(*conditions)).scalar_one()
             return items, int(total)
         return await self._read(page)
+
+
+def _live_roles(conn: sa.Connection, role_ids: list[str], org_id: str | None = None,
+                ) -> set[str]:
+    """Which of ``role_ids`` exist (in ``org_id``), locked until the transaction ends
+    (PostgreSQL ``FOR KEY SHARE``: a concurrent delete waits, or went first and the
+    role is not found), so rows referencing them can be inserted."""
+    where: list[Any] = [roles.c.id.in_(role_ids)]
+    if org_id is not None:
+        where.append(roles.c.organization_id == org_id)
+    return set(conn.execute(sa.select(roles.c.id).where(*where)
+                            .with_for_update(read=True, key_share=True)).scalars())
 
 
 def _roles(conn: sa.Connection, where: Any) -> list[Role]:

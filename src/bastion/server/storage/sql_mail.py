@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ from bastion.server.storage.sql_base import SQLBase, values
 from bastion.server.storage.tables import one_time_tokens, outbox
 
 _CLAIM_SECONDS = 120  # a claimed message not settled by then is taken again
+# (services.outbox.SEND_SECONDS bounds a send well below this)
 
 
 class MailMixin(SQLBase):
@@ -23,7 +25,8 @@ class MailMixin(SQLBase):
 
     async def claim_mail(self, now: datetime, limit: int = 10) -> list[OutgoingMail]:
         """Due messages, claimed for this worker (several instances never send one twice
-        while a claim holds)."""
+        while a claim holds). Each carries its ``claimed_until``: settling it with
+        ``mail_sent``/``mail_failed`` only works while that claim is still the current one."""
         claimable = sa.and_(outbox.c.sent_at.is_(None), outbox.c.failed_at.is_(None),
                             outbox.c.next_attempt_at <= now,
                             sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
@@ -42,31 +45,40 @@ class MailMixin(SQLBase):
                 claimed.append(OutgoingMail(
                     id=row["id"], to=row["to"], subject=row["subject"], text=row["text"],
                     html=row["html"], created_at=row["created_at"], attempts=row["attempts"],
-                    next_attempt_at=row["next_attempt_at"]))
+                    next_attempt_at=row["next_attempt_at"], claimed_until=row["claimed_until"]))
             return claimed
         return await self._write(claim)
 
-    async def mail_sent(self, mail_id: str, at: datetime) -> None:
-        await self._write(lambda conn: conn.execute(
-            outbox.update().where(outbox.c.id == mail_id).values(
-                sent_at=at, claimed_until=None, text="", html="",
-                attempts=outbox.c.attempts + 1)))
+    async def _settle(self, mail_id: str, claimed_until: datetime,
+                      values: dict[str, object]) -> bool:
+        def settle(conn: sa.Connection) -> bool:
+            done = conn.execute(outbox.update().where(
+                outbox.c.id == mail_id, outbox.c.claimed_until == claimed_until,
+                outbox.c.sent_at.is_(None), outbox.c.failed_at.is_(None)).values(**values))
+            return done.rowcount == 1
+        return await self._write(settle)
+
+    async def mail_sent(self, mail_id: str, at: datetime, *, claimed_until: datetime) -> bool:
+        """Record the message sent, if this worker's claim (``claimed_until``) still holds."""
+        return await self._settle(mail_id, claimed_until, {
+            "sent_at": at, "claimed_until": None, "text": "", "html": "",
+            "attempts": outbox.c.attempts + 1})
 
     async def mail_failed(self, mail_id: str, error: str, retry_at: datetime | None,
-                          at: datetime) -> None:
-        """Record a failed attempt; ``retry_at`` None gives up (and erases the body)."""
+                          at: datetime, *, claimed_until: datetime) -> bool:
+        """Record a failed attempt, if this worker's claim still holds; ``retry_at`` None
+        gives up (and erases the body)."""
         values: dict[str, object] = {"attempts": outbox.c.attempts + 1, "claimed_until": None,
                                      "last_error": error[:500], "next_attempt_at": retry_at}
         if retry_at is None:
             values.update(failed_at=at, text="", html="")
-        await self._write(lambda conn: conn.execute(
-            outbox.update().where(outbox.c.id == mail_id).values(**values)))
+        return await self._settle(mail_id, claimed_until, values)
 
     async def get_mail(self, mail_id: str) -> OutgoingMail | None:
         row = await self._one(select_by(outbox, "id"), {"id": mail_id})
         if row is None:
             return None
-        return OutgoingMail(**{k: v for k, v in row.items() if k != "claimed_until"})
+        return OutgoingMail(**row)
 
     async def create_one_time_token(self, token: OneTimeToken) -> None:
         await self._insert(one_time_tokens, values(token))
@@ -86,3 +98,13 @@ class MailMixin(SQLBase):
             return OneTimeToken(**conn.execute(sa.select(one_time_tokens).where(
                 one_time_tokens.c.digest == digest)).mappings().one())
         return await self._write(use)
+
+    async def cancel_one_time_tokens(self, user_id: str, purposes: Collection[str],
+                                     at: datetime) -> int:
+        """Mark the user's unused tokens of these purposes used; returns how many."""
+        def cancel(conn: sa.Connection) -> int:
+            return conn.execute(one_time_tokens.update().where(
+                one_time_tokens.c.user_id == user_id,
+                one_time_tokens.c.purpose.in_(list(purposes)),
+                one_time_tokens.c.used_at.is_(None)).values(used_at=at)).rowcount
+        return await self._write(cancel)
