@@ -19,6 +19,7 @@ import contextlib
 import functools
 import ipaddress
 
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion.oauth.errors import InvalidRequest
@@ -35,6 +36,11 @@ def client_ip(host: str) -> str:
     with contextlib.suppress(ValueError):
         host = str(ipaddress.ip_address(host))
     return host[:MAX_IP_LENGTH]
+
+
+def request_ip(request: HTTPConnection) -> str | None:
+    """The client's address as ``ClientAddress`` left it; ``None`` without one."""
+    return request.client.host if request.client else None
 
 
 class ClientAddress:

@@ -9,6 +9,7 @@ from fastapi import Depends, Query, Request
 from bastion.server.api.auth import Principal, principal
 from bastion.server.api.problems import ApiError
 from bastion.server.context import Context
+from bastion.server.middleware import request_ip
 from bastion.server.services.audit import Actor
 from bastion.server.text import storable
 
@@ -46,7 +47,7 @@ def require_admin(who: Principal) -> None:
 
 
 def actor(who: Principal, request: Request) -> Actor:
-    ip = request.client.host if request.client else None
+    ip = request_ip(request)
     if who.user is not None:
         return Actor(who.user.id, "user", who.client_id, ip)
     return Actor(who.client_id, "client", who.client_id, ip)

@@ -22,6 +22,7 @@ from starlette.responses import RedirectResponse, Response
 from bastion.server.context import Context
 from bastion.server.endpoints._query import page_form
 from bastion.server.endpoints.authorize import login_page
+from bastion.server.middleware import request_ip
 from bastion.server.models import LoginSession, User
 from bastion.server.pages import csrf_ok, form_page, render
 from bastion.server.services import audit, links, login, sessions
@@ -105,12 +106,8 @@ async def _posted(ctx: Context, request: Request) -> _Posted | Response:
     return _Posted(form, keep, *current)
 
 
-def _ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
 def _who(user: User, request: Request) -> audit.Actor:
-    return audit.Actor(user.id, "user", None, _ip(request))
+    return audit.Actor(user.id, "user", None, request_ip(request))
 
 
 async def _reauthenticated(ctx: Context, request: Request, posted: _Posted,
@@ -124,7 +121,7 @@ async def _reauthenticated(ctx: Context, request: Request, posted: _Posted,
         return missing
     try:
         await login.authenticate(ctx.storage, ctx.passwords, ctx.settings, posted.user.username,
-                                 current_password[:1024], _ip(request))
+                                 current_password[:1024], request_ip(request))
     except login.LoginFailed:
         return "The current password is not right."
     except login.TooManyAttempts as exc:
@@ -154,7 +151,7 @@ async def save_profile(request: Request) -> Response:
             await audit.record(ctx.storage, _who(user, request), "account.username", user.id)
         if new_email:
             await links.send_email_change(ctx.storage, ctx.settings, user=user, new_email=email,
-                                          ip=_ip(request))
+                                          ip=request_ip(request))
             ctx.outbox.poke()
             done = "email"
     except RateLimited as exc:

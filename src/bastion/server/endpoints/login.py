@@ -17,6 +17,7 @@ from bastion.server.checks.authorization import (
 from bastion.server.context import Context
 from bastion.server.endpoints._query import page_form, single_params
 from bastion.server.endpoints.authorize import AUTHORIZE_PATH, error_page, login_page
+from bastion.server.middleware import request_ip
 from bastion.server.models import Event, User
 from bastion.server.pages import cookie_options, csrf_ok, render
 from bastion.server.services import audit, login, sessions
@@ -87,7 +88,7 @@ async def login_submit(request: Request) -> Response:
     username, password = form.get("login"), form.get("password")
     if not isinstance(username, str) or not isinstance(password, str) or not username:
         return again("Enter your username or email and your password.", 400)
-    ip = request.client.host if request.client else None
+    ip = request_ip(request)
     client_id = req.client.client_id if req and req.client else None
     who = audit.Actor(None, "anonymous", client_id, ip)
     try:

@@ -20,6 +20,7 @@ from bastion.oauth.errors import OAuthError
 from bastion.oauth.jose import JoseError, parse_compact, verify_signature
 from bastion.server.context import Context
 from bastion.server.endpoints._query import page_form, single_params
+from bastion.server.middleware import request_ip
 from bastion.server.models import LoginSession, User
 from bastion.server.pages import cookie_options, csrf_ok, form_page, render
 from bastion.server.services import audit, sessions
@@ -65,7 +66,7 @@ async def _logout(ctx: Context, request: Request, params: dict[str, str],
         client_id = None
     if current is not None:
         await sessions.end(ctx.storage, current[0].id)
-        ip = request.client.host if request.client else None
+        ip = request_ip(request)
         await audit.record(ctx.storage, audit.Actor(current[1].id, "user", client_id, ip),
                            "logout", current[1].id)
     client = await ctx.clients.get(client_id) if client_id else None

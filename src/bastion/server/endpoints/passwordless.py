@@ -33,6 +33,7 @@ from bastion.server.endpoints._query import page_form, single_params
 from bastion.server.endpoints.authorize import error_page, login_page
 from bastion.server.endpoints.login import login_target, signed_in
 from bastion.server.grants._request import TokenRequest
+from bastion.server.middleware import request_ip
 from bastion.server.models import User
 from bastion.server.pages import csrf_ok, form_page, render
 from bastion.server.services import audit, links, users
@@ -42,10 +43,6 @@ router = APIRouter(tags=["pages"])
 PASSWORDLESS_PATH = "/oauth/passwordless"
 _SENT = ("If an account can sign in with that address, a sign-in link is on its way. "
          "It works once, for {minutes} minutes.")
-
-
-def _ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 @router.post("/login/link/request", include_in_schema=False)
@@ -69,7 +66,8 @@ async def request_link_page(request: Request) -> Response:
     assert req.client is not None
     try:
         await links.send_sign_in_link(ctx.storage, ctx.settings, email=form.get("email", ""),
-                                      client=req.client, authorize_query=query, ip=_ip(request))
+                                      client=req.client, authorize_query=query,
+                                      ip=request_ip(request))
     except InvalidInput:
         return login_page(ctx, request, req, query, status=400,
                           error="Enter a valid email address.")
@@ -166,6 +164,6 @@ async def use_link(request: Request) -> Response:
         _req, target = await login_target(ctx, str(used.payload.get("authorize", "")), "")
     except OAuthError as exc:  # e.g. the client was removed meanwhile
         return error_page(ctx, exc)
-    success = audit.event(audit.Actor(user.id, "user", used.client_id, _ip(request)),
+    success = audit.event(audit.Actor(user.id, "user", used.client_id, request_ip(request)),
                           "login.success", user.id, method="link")
     return await signed_in(ctx, request, user, target, success)
