@@ -41,3 +41,21 @@ async def test_an_attempt_cancelled_while_waiting_gives_its_places_back() -> Non
         await waiting
     await held.__aexit__(None, None, None)
     assert gate._places == {}
+
+
+def test_a_count_begun_over_an_hour_ago_no_longer_delays() -> None:
+    """``evaluate`` forgets a count an hour after its first failure, even one that had
+    a failure a moment ago (``Storage.record_failure`` then starts it over)."""
+    from datetime import UTC, datetime, timedelta
+
+    from bastion.server.models import Throttle
+    from bastion.server.services.throttle import evaluate
+
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    policy = Policy(lock_after=10, lock_seconds=60, delay_after=3)
+    recent = Throttle("k", 5, last_failure_at=now - timedelta(seconds=1),
+                      first_failure_at=now - timedelta(minutes=59))
+    assert evaluate([recent], [("k", policy)], now) is not None  # waits: 5 failures
+    old = Throttle("k", 5, last_failure_at=now - timedelta(seconds=1),
+                   first_failure_at=now - timedelta(minutes=61))
+    assert evaluate([old], [("k", policy)], now) is None

@@ -450,6 +450,17 @@ async def test_failures_start_over_after_an_idle_window_but_a_lock_is_kept(
     assert (kept.failures, kept.locked_until) == (3, long_lock)
 
 
+async def test_a_count_lasts_an_hour_from_its_first_failure_however_busy(
+        storage: SQLStorage) -> None:
+    """A budget is per hour even for a key that never rests (an app's server)."""
+    hour = timedelta(hours=1)
+    counts = [await storage.record_failure("busy", NOW + n * timedelta(minutes=40), 5,
+                                           NOW + 2 * hour, NOW + n * timedelta(minutes=40) - hour)
+              for n in range(3)]
+    assert [(t.failures, t.first_failure_at) for t in counts] == [
+        (1, NOW), (2, NOW), (1, NOW + timedelta(minutes=80))]
+
+
 async def test_a_grant_and_its_audit_event_are_written_together(storage: SQLStorage) -> None:
     from sqlalchemy.exc import IntegrityError
 

@@ -114,6 +114,8 @@ class Throttle:
     key: str
     failures: int
     last_failure_at: datetime
+    #: When this count began: it starts over an hour later (or when its lock ends).
+    first_failure_at: datetime
     locked_until: datetime | None = None
 
 

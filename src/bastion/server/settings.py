@@ -112,7 +112,7 @@ class Settings(BaseSettings):
         "before that client's password grants are locked for login_lock_seconds. Its "
         "server calls for all its users from one address, so this budget replaces the "
         "per-IP one there (each account keeps its own limit). Ends with a lock, never "
-        "delays; a count with no failure for an hour, or whose lock ended, starts over."
+        "delays; a count starts over an hour after its first failure, or when its lock ends."
     )
     smtp_host: str | None = Field(
         None,

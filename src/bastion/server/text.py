@@ -7,6 +7,8 @@ is refused where it enters: OAuth parameters, hosted forms, REST bodies and path
 
 from __future__ import annotations
 
+import unicodedata
+
 
 def storable(text: str) -> bool:
     """Whether ``text`` holds no NUL and encodes as UTF-8."""
@@ -17,3 +19,12 @@ def storable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def fold(text: str) -> str:
+    """The one form of every spelling of a login or an email address: lower case and
+    NFC, so ``Ärne``, ``ärne`` and ``a`` + U+0308 ``rne`` are one. Emails are stored
+    folded because SQLite's ``lower()`` folds only ASCII: its unique index and its
+    lookups could not tell ``Ärne@`` from ``ärne@``."""
+    folded = text.lower()
+    return folded if folded.isascii() else unicodedata.normalize("NFC", folded)

@@ -28,6 +28,7 @@ from bastion.server.pages import csrf_ok, form_page, render
 from bastion.server.services import audit, links, login, sessions
 from bastion.server.services import users as user_service
 from bastion.server.services.errors import RateLimited, ServiceError
+from bastion.server.text import fold
 
 router = APIRouter(tags=["pages"])
 ACCOUNT_PATH = "/account"
@@ -137,7 +138,7 @@ async def save_profile(request: Request) -> Response:
         return posted
     form, keep, session, user = posted.form, posted.keep, posted.session, posted.user
     username, email = form.get("username", "").strip(), form.get("email", "").strip()
-    new_email = bool(email) and email.lower() != user.email.lower()
+    new_email = bool(email) and fold(email) != fold(user.email)
     if new_email:
         refused = await _reauthenticated(ctx, request, posted, "Enter your current password to "
                                          "change your email, or sign in again.")

@@ -38,6 +38,7 @@ from bastion.server.models import User
 from bastion.server.pages import csrf_ok, form_page, render
 from bastion.server.services import audit, links, users
 from bastion.server.services.errors import AlreadyExists, InvalidInput, RateLimited
+from bastion.server.text import fold
 
 router = APIRouter(tags=["pages"])
 PASSWORDLESS_PATH = "/oauth/passwordless"
@@ -158,7 +159,7 @@ async def use_link(request: Request) -> Response:
         user = await _signup(ctx, used.email)
     if user is None or user.deleted_at is not None:
         return _invalid(ctx)
-    if user.email.lower() != used.email.lower():  # mailed to an address no longer theirs
+    if fold(user.email) != fold(used.email):  # mailed to an address no longer theirs
         return _invalid(ctx)
     try:
         _req, target = await login_target(ctx, str(used.payload.get("authorize", "")), "")

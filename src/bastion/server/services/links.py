@@ -23,6 +23,7 @@ from bastion.server.services.errors import InvalidInput, RateLimited
 from bastion.server.services.users import check_email
 from bastion.server.settings import Settings
 from bastion.server.storage.base import Storage
+from bastion.server.text import fold
 
 SIGN_IN_PATH = "/login/link"
 EMAIL_CHANGE_PATH = "/account/email/confirm"
@@ -51,7 +52,7 @@ async def _limit(storage: Storage, settings: Settings, email: str, ip: str | Non
 
 async def _user_by_email(storage: Storage, email: str) -> User | None:
     user = await storage.get_user_by_login(email)
-    return user if user is not None and user.email.lower() == email.lower() else None
+    return user if user is not None and fold(user.email) == fold(email) else None
 
 
 async def _issue(storage: Storage, settings: Settings, purpose: Literal["sign_in", "email_change"],
@@ -93,7 +94,7 @@ async def send_sign_in_link(storage: Storage, settings: Settings, *, email: str,
 async def send_email_change(storage: Storage, settings: Settings, *, user: User,
                             new_email: str, ip: str | None) -> None:
     new_email = check_email(new_email.strip())
-    if new_email.lower() == user.email.lower():
+    if new_email == fold(user.email):
         raise InvalidInput("email", "that is already your address")
     await _limit(storage, settings, new_email, ip)
     # only the newest change link works: an earlier one (say to a mistyped address) dies

@@ -3,8 +3,11 @@
 Used for brute-force protection of password sign-in and for rate limits on emailed
 links. A ``Policy`` says when attempts must wait (doubling from 1 s up to 60 s,
 after ``delay_after``) and when the key is locked (``lock_after`` attempts locks it
-for ``lock_seconds``). A count with no attempt for an hour starts over, and so does a
-count whose lock has ended: after a lock, the full number of attempts is needed again.
+for ``lock_seconds``). A count starts over an hour after its first attempt, so a
+budget is per hour, and so does a count whose lock has ended: after a lock, the full
+number of attempts is needed again. (A count kept until an hour without attempts would
+never end for a key many people share: a busy app's steady trickle of typos would
+lock all its users out.)
 
 Sign-in keys are the login as typed (lower-cased: unknown accounts are throttled
 exactly like real ones, so the answer reveals nothing), the account itself for a real
@@ -28,6 +31,7 @@ from types import TracebackType
 from bastion.server.models import Throttle
 from bastion.server.settings import Settings
 from bastion.server.storage.base import Storage
+from bastion.server.text import fold
 
 _FORGET_AFTER = timedelta(hours=1)
 ACCOUNT_KEY = "user:"  # + user id: the count shared by every spelling of one account
@@ -70,7 +74,7 @@ def login_keys(settings: Settings, login: str, ip: str | None, client_id: str | 
     """The keys of a sign-in known before its account is: the spelling, and the IP or,
     for a confidential client's back-channel call, the client (``client_id``)."""
     account = _account_policy(settings)
-    keys = [("acct:" + login.strip().lower()[:300], account)]
+    keys = [("acct:" + fold(login.strip())[:300], account)]
     if client_id is not None:  # no delays: they would pause every user of the app
         keys.append((CLIENT_KEY + client_id, _shared(settings.login_client_lock_after,
                                                      account.lock_seconds)))
@@ -89,7 +93,7 @@ def link_keys(settings: Settings, email: str, ip: str | None, client_id: str | N
               ) -> list[tuple[str, Policy]]:
     """The keys of a request for an emailed link: the address, and the IP or, for a
     confidential client's back-channel call, the client (``client_id``)."""
-    keys = [("link:" + email.strip().lower()[:300], Policy(settings.link_limit_per_email, 3600))]
+    keys = [("link:" + fold(email.strip())[:300], Policy(settings.link_limit_per_email, 3600))]
     if client_id is not None:
         keys.append(("link-" + CLIENT_KEY + client_id,
                      _shared(settings.link_limit_per_client, 3600)))
@@ -105,10 +109,10 @@ async def check(storage: Storage, keys: Keys, now: datetime) -> Blocked | None:
 
 def _over(t: Throttle, now: datetime) -> bool:
     """Whether a count no longer counts (``Storage.record_failure`` restarts it): its
-    lock has ended, or it saw no attempt for an hour."""
+    lock has ended, or it began over an hour ago."""
     if t.locked_until is not None:
         return t.locked_until <= now
-    return now - t.last_failure_at > _FORGET_AFTER
+    return now - t.first_failure_at > _FORGET_AFTER
 
 
 def evaluate(counts: list[Throttle], keys: Keys, now: datetime) -> Blocked | None:

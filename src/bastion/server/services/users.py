@@ -11,6 +11,7 @@ from bastion.server.models import User
 from bastion.server.services.errors import AlreadyExists, InvalidInput, NotFound
 from bastion.server.services.passwords import Passwords
 from bastion.server.storage.base import Conflict, Storage
+from bastion.server.text import fold
 
 #: The rules, as patterns the API schema states too.
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,149}$"
@@ -30,9 +31,12 @@ def check_username(username: str) -> str:
 
 
 def check_email(email: str) -> str:
-    if len(email) > 320 or not _EMAIL.fullmatch(email):
+    """The address in the form it is stored and compared in (``text.fold``: lower case,
+    NFC), or ``InvalidInput``."""
+    folded = fold(email)
+    if len(folded) > 320 or not _EMAIL.fullmatch(folded):
         raise InvalidInput("email", f"{email!r} is not an email address")
-    return email
+    return folded
 
 
 def check_password(password: str) -> str:
@@ -53,7 +57,7 @@ async def create_user(
     is_administrator: bool = False,
 ) -> User:
     check_username(username)
-    check_email(email)
+    email = check_email(email)
     password_hash = await passwords.ahash(check_password(password)) if password else None
     now = datetime.now(UTC)
     user = User(

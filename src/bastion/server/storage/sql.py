@@ -29,6 +29,7 @@ from bastion.server.storage.tables import (
     signing_keys,
     users,
 )
+from bastion.server.text import fold
 
 
 def private_file(path: Path) -> None:
@@ -102,7 +103,7 @@ class SQLStorage(GrantsMixin, DirectoryMixin, MailMixin):
         return _user(row) if row else None
 
     async def get_user_by_login(self, login: str) -> User | None:
-        row = await self._one(BY_LOGIN, {"login": login.lower()})
+        row = await self._one(BY_LOGIN, {"login": fold(login)})
         return _user(row) if row else None
 
     # clients

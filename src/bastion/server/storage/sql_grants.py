@@ -36,6 +36,7 @@ from bastion.server.storage.tables import (
     revoked_access_tokens,
     users,
 )
+from bastion.server.text import fold
 
 
 class GrantsMixin(SQLBase):
@@ -181,7 +182,7 @@ class GrantsMixin(SQLBase):
     async def get_login(self, login: str, keys: list[str], account_prefix: str,
                         ) -> tuple[User | None, list[Throttle]]:
         def read(conn: sa.Connection) -> tuple[User | None, list[Throttle]]:
-            found = prepared.rows(conn, BY_LOGIN, {"login": login.lower()})
+            found = prepared.rows(conn, BY_LOGIN, {"login": fold(login)})
             user = User(**found[0]) if found else None
             return user, _throttles(conn, [*keys, account_prefix + user.id] if user else keys)
         return await self._lookup(read)
@@ -190,23 +191,24 @@ class GrantsMixin(SQLBase):
                              lock_until: datetime, restart_before: datetime | None = None,
                              ) -> Throttle:
         """Count one failure atomically; lock the key once it reaches ``lock_after``. An
-        ended lock (or a count last touched before ``restart_before``) starts over, in
-        the same statement, so two instances cannot both restart it."""
+        ended lock (or a count begun before ``restart_before``) starts over, in the same
+        statement, so two instances cannot both restart it."""
         insert = (pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert)(
             login_throttle)
         row = login_throttle.c
         restart = sa.and_(row.locked_until.is_not(None), row.locked_until <= at)
         if restart_before is not None:  # a lock, even a long one, is kept to its end
             restart = sa.or_(restart, sa.and_(row.locked_until.is_(None),
-                                              row.last_failure_at < restart_before))
+                                              row.first_failure_at < restart_before))
         failures = sa.case((restart, 1), else_=row.failures + 1)
-        stmt = insert.values(key=key, failures=1, last_failure_at=at,
+        stmt = insert.values(key=key, failures=1, last_failure_at=at, first_failure_at=at,
                              locked_until=lock_until if lock_after <= 1 else None)
         stmt = stmt.on_conflict_do_update(
             index_elements=[row.key],
             set_={
                 "failures": failures,
                 "last_failure_at": at,
+                "first_failure_at": sa.case((restart, at), else_=row.first_failure_at),
                 "locked_until": sa.case((failures >= lock_after, lock_until), (restart, None),
                                         else_=row.locked_until),
             },

@@ -149,6 +149,7 @@ login_throttle = sa.Table(
     sa.Column("failures", sa.Integer, nullable=False),
     sa.Column("last_failure_at", UTCDateTime, nullable=False),
     sa.Column("locked_until", UTCDateTime, nullable=True),
+    sa.Column("first_failure_at", UTCDateTime, nullable=False),
 )
 
 organizations = sa.Table(

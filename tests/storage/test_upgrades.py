@@ -1,0 +1,108 @@
+"""Email addresses are one account whatever their letter case or Unicode form, on
+every backend (SQLite's own ``lower()`` folds only ASCII); the upgrades that brought
+that and the hourly throttle window keep the data stored before them."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from bastion.server.services import users as user_service
+from bastion.server.services.errors import AlreadyExists
+from bastion.server.services.passwords import Passwords
+from bastion.server.settings import Settings
+from bastion.server.storage import SQLStorage, migrate, open_storage
+from bastion.server.storage.tables import users
+
+NFD = unicodedata.normalize("NFD", "ärne@example.de")
+SPELLINGS = ["ärne@example.de", "ÄRNE@Example.DE", "Ärne@example.de", NFD]
+
+
+async def _create(storage: SQLStorage, username: str, email: str):
+    passwords = Passwords(Settings(_env_file=None))  # type: ignore[call-arg]
+    return await user_service.create_user(storage, passwords, username=username, email=email,
+                                          password=None)
+
+
+async def test_an_address_is_stored_folded_and_found_by_every_spelling(
+        storage: SQLStorage) -> None:
+    user = await _create(storage, "arne", "Ärne@Example.DE")
+    assert user.email == "ärne@example.de"
+    assert (await storage.get_user(user.id)).email == "ärne@example.de"  # type: ignore[union-attr]
+    for spelling in SPELLINGS:
+        found = await storage.get_user_by_login(spelling)
+        assert found is not None and found.id == user.id, spelling
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+async def test_no_second_account_for_another_spelling(storage: SQLStorage, spelling: str) -> None:
+    await _create(storage, "arne", "Ärne@example.de")
+    with pytest.raises(AlreadyExists) as err:
+        await _create(storage, "twin", spelling)
+    assert err.value.field == "email"
+    other = await _create(storage, "other", "other@example.de")
+    passwords = Passwords(Settings(_env_file=None))  # type: ignore[call-arg]
+    with pytest.raises(AlreadyExists):
+        await user_service.update_user(storage, passwords, other.id, email=spelling)
+
+
+NOW = datetime(2026, 1, 2, tzinfo=UTC)
+
+
+def _row(n: int, email: str) -> dict[str, object]:
+    return {"id": f"u{n}", "username": f"user{n}", "email": email, "password_hash": None,
+            "is_administrator": False, "created_at": NOW, "updated_at": NOW}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def at_0004(request: pytest.FixtureRequest, tmp_path):
+    """An empty store at revision 0004, before addresses were folded."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    else:
+        import uuid
+
+        from support import create_database
+        url = await create_database(request.getfixturevalue("pg_admin_url"),
+                                    f"fold_{uuid.uuid4().hex[:12]}")
+    store = open_storage(url, pool_size=2)
+    await migrate.upgrade(store.engine, "0004")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_the_upgrade_folds_stored_addresses(at_0004: SQLStorage) -> None:
+    async with at_0004.engine.begin() as conn:
+        await conn.execute(sa.insert(users), [_row(1, "Alice@Example.COM"), _row(2, NFD),
+                                              _row(3, "bob@example.com")])
+    await migrate.upgrade(at_0004.engine)
+    assert [u.email for u in [await at_0004.get_user(f"u{n}") for n in (1, 2, 3)] if u] == [
+        "alice@example.com", "ärne@example.de", "bob@example.com"]
+    found = await at_0004.get_user_by_login("ÄRNE@example.de")
+    assert found is not None and found.id == "u2"
+
+
+async def test_the_upgrade_stops_at_twins_and_names_both(at_0004: SQLStorage) -> None:
+    async with at_0004.engine.begin() as conn:  # one address, two Unicode forms
+        await conn.execute(sa.insert(users), [_row(1, "ärne@example.de"), _row(2, NFD)])
+    with pytest.raises(RuntimeError, match="u1 and u2 have email addresses"):
+        await migrate.upgrade(at_0004.engine)
+    assert await migrate.current_revision(at_0004.engine) == "0004"  # nothing half done
+    assert (await at_0004.get_user("u2")).email == NFD  # type: ignore[union-attr]
+
+
+async def test_the_upgrade_starts_each_throttle_count_at_its_last_failure(
+        at_0004: SQLStorage) -> None:
+    async with at_0004.engine.begin() as conn:
+        await conn.execute(sa.text(
+            "INSERT INTO login_throttle (key, failures, last_failure_at) VALUES ('k', 3, :at)"),
+            {"at": NOW if at_0004.engine.dialect.name == "postgresql"
+             else NOW.replace(tzinfo=None)})
+    await migrate.upgrade(at_0004.engine)
+    [count] = await at_0004.get_throttles(["k"])
+    assert (count.failures, count.first_failure_at, count.last_failure_at) == (3, NOW, NOW)
