@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     create_user.add_argument("--json", action="store_true", help="print one JSON object")
 
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
-    keys.add_parser("rotate", parents=[common], help="publish and start using new signing keys")
+    keys.add_parser("rotate", parents=[common], help="sign with the keys published at the last "
+                    "rotation and publish the next ones")
     return parser
 
 
@@ -165,9 +166,10 @@ async def _keys_rotate(_args: argparse.Namespace, settings: Any) -> int:
     from bastion.server import keys
 
     kids = await _with_storage(settings, lambda storage: keys.rotate(storage, settings))
-    print("new signing keys: " + ", ".join(kids))
+    print("signing keys now: " + ", ".join(kids) + " (published since the last rotation)")
     print(f"running servers start signing with them within {settings.cache_ttl:g} s; "
-          "old public keys stay published until their tokens expire")
+          "the next keys are published now, and old public keys stay published until "
+          "their tokens expire")
     return 0
 
 

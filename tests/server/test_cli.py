@@ -138,9 +138,9 @@ def test_keys_rotate(run) -> None:
     code, out, _ = run("keys", "rotate")
     assert code == 0
     assert out.count("access-") == 1 and out.count("id-") == 1
-    assert count(run.url, "signing_keys") == 2
+    assert count(run.url, "signing_keys") == 4  # an active and a next key per use
     run("keys", "rotate")
-    assert count(run.url, "signing_keys") == 4
+    assert count(run.url, "signing_keys") == 6
 
 
 def test_unknown_command_is_an_error(run) -> None:

@@ -45,13 +45,17 @@ async def test_jwks_publishes_public_keys_only(app: App) -> None:
         assert not {"d", "p", "q", "dp", "dq", "qi"} & jwk.keys()
 
 
-async def test_rotation_publishes_at_once_and_keeps_the_old_key(app: App) -> None:
+async def test_a_rotation_signs_with_a_key_published_before_it(app: App) -> None:
     old = (await app.ctx.keys.signer("access")).kid
-    (new_access, _new_id) = await keys.rotate(app.ctx.storage, app.ctx.settings)
-    kids = {k["kid"] for k in (await app.http.get("/.well-known/jwks.json")).json()["keys"]}
-    assert {old, new_access} <= kids
+    before = {k["kid"] for k in (await app.http.get("/.well-known/jwks.json")).json()["keys"]}
+    assert len(before) == 4  # an active and a next key per use
+    (new_access, new_id) = await keys.rotate(app.ctx.storage, app.ctx.settings)
+    assert {new_access, new_id} <= before - {old}
+    after = {k["kid"] for k in (await app.http.get("/.well-known/jwks.json")).json()["keys"]}
+    assert before < after and len(after) == 6  # the old keys stay, two new next keys
     await app.ctx.keys.reload()
     assert (await app.ctx.keys.signer("access")).kid == new_access
+    assert (await app.ctx.keys.signer("id")).kid == new_id
 
 
 async def test_retired_keys_leave_the_jwks_after_their_tokens_expire(app: App) -> None:
@@ -65,5 +69,5 @@ async def test_retired_keys_leave_the_jwks_after_their_tokens_expire(app: App) -
     assert retired[0] in keys.published(stored, settings, at_expiry)
     later = at_expiry + timedelta(seconds=120)
     assert retired[0] not in keys.published(stored, settings, later)
-    assert len(keys.published(stored, settings, later)) == 2
+    assert len(keys.published(stored, settings, later)) == 4  # active and next, per use
     assert datetime.now(UTC) < later

@@ -103,11 +103,32 @@ async def test_rotation_retires_only_the_same_use(storage: SQLStorage) -> None:
     assert keys["a2"].public_jwk == {"kid": "a2", "kty": "EC"}
 
 
-async def test_concurrent_rotations_leave_one_active_key(storage: SQLStorage) -> None:
+async def test_a_rotation_activates_the_next_key_and_publishes_the_new_one(
+        storage: SQLStorage) -> None:
+    assert await storage.rotate_signing_key(key("a1")) == "a1"  # no next key: at once
+    assert await storage.publish_signing_key(key("a2"))
+    assert not await storage.publish_signing_key(key("a3"))  # one next key per use
+    later = NOW + timedelta(hours=1)
+    assert await storage.rotate_signing_key(key("a4", at=later)) == "a2"
+    stored = {k.kid: k for k in await storage.signing_keys()}
+    assert set(stored) == {"a1", "a2", "a4"}
+    assert (stored["a1"].activated_at, stored["a1"].retired_at) == (NOW, later)
+    assert (stored["a2"].activated_at, stored["a2"].retired_at) == (later, None)
+    assert (stored["a4"].activated_at, stored["a4"].retired_at) == (None, None)
+
+
+@pytest.mark.parametrize("published", [False, True])
+async def test_concurrent_rotations_leave_one_active_and_one_next_key(
+        storage: SQLStorage, published: bool) -> None:
+    if published:
+        await storage.publish_signing_key(key("next"))
     await asyncio.gather(*(storage.rotate_signing_key(key(f"k{i}", at=NOW + timedelta(seconds=i)))
                            for i in range(5)))
-    active = [k for k in await storage.signing_keys() if k.retired_at is None]
+    stored = await storage.signing_keys()
+    active = [k for k in stored if k.retired_at is None and k.activated_at is not None]
+    waiting = [k for k in stored if k.activated_at is None]
     assert len(active) == 1
+    assert len(waiting) == (1 if published else 0)  # rotate publishes one only after one
 
 
 async def test_ping(storage: SQLStorage) -> None:

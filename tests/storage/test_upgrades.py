@@ -5,6 +5,7 @@ that and the hourly throttle window keep the data stored before them."""
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -106,3 +107,21 @@ async def test_the_upgrade_starts_each_throttle_count_at_its_last_failure(
     await migrate.upgrade(at_0004.engine)
     [count] = await at_0004.get_throttles(["k"])
     assert (count.failures, count.first_failure_at, count.last_failure_at) == (3, NOW, NOW)
+
+
+async def test_the_upgrade_keeps_stored_signing_keys_signing(at_0004: SQLStorage) -> None:
+    from bastion.server.models import SigningKey
+
+    async with at_0004.engine.begin() as conn:
+        await conn.execute(sa.text(
+            "INSERT INTO signing_keys (kid, alg, use, private_key_enc, public_jwk, created_at) "
+            "VALUES ('old', 'ES256', 'access', :blob, '{}', :at)"),
+            {"blob": b"\x01", "at": NOW if at_0004.engine.dialect.name == "postgresql"
+             else NOW.replace(tzinfo=None)})
+    await migrate.upgrade(at_0004.engine)
+    [old] = await at_0004.signing_keys()
+    assert (old.activated_at, old.retired_at) == (NOW, None)  # it signs, as before
+    new = SigningKey(kid="new", alg="ES256", use="access", private_key_enc=b"\x01",
+                     public_jwk={}, created_at=NOW)
+    assert await at_0004.publish_signing_key(new)  # published ahead of its turn
+    assert await at_0004.rotate_signing_key(replace(new, kid="next")) == "new"

@@ -1,5 +1,11 @@
 """Signing keys: generated on first start, encrypted at rest, rotated without
-breaking tokens already issued.
+breaking tokens already issued, and published before they sign.
+
+Each use (access tokens, ID tokens) has an active key, which signs, and a next key,
+which is in the JWKS but does not sign yet. A rotation retires the active key,
+activates the next one and publishes a new next key. So a new key has been in the
+JWKS since the previous rotation when its first token appears, and relying parties
+that cache the JWKS (ours for 60 s, some for much longer) already know it.
 
 Private keys are stored AES-256-GCM encrypted under a key derived (HKDF-SHA256)
 from ``Settings.secret_key``; the ``kid`` is the associated data, so a ciphertext
@@ -76,14 +82,31 @@ def new_signing_key(settings: Settings, cipher: KeyCipher, use: KeyUse) -> Signi
 async def rotate(
     storage: Storage, settings: Settings, uses: tuple[KeyUse, ...] = USES
 ) -> list[str]:
-    """Publish and activate a new key for each use; returns the new kids."""
+    """Activate the next key of each use and publish a new next key; returns the kids
+    that now sign."""
+    cipher = KeyCipher(settings.secret_key_bytes())
+    kids = [await storage.rotate_signing_key(new_signing_key(settings, cipher, use))
+            for use in uses]
+    await publish_next(storage, settings)
+    return kids
+
+
+async def publish_next(storage: Storage, settings: Settings) -> list[str]:
+    """Publish a next key for each use that has none (a first start, a store from
+    before keys were published ahead); returns their kids."""
+    waiting = {k.use for k in await storage.signing_keys() if k.activated_at is None}
     cipher = KeyCipher(settings.secret_key_bytes())
     kids = []
-    for use in uses:
-        key = new_signing_key(settings, cipher, use)
-        await storage.rotate_signing_key(key)
-        kids.append(key.kid)
+    for use in USES:
+        if use not in waiting:
+            key = new_signing_key(settings, cipher, use)
+            if await storage.publish_signing_key(key):
+                kids.append(key.kid)
     return kids
+
+
+def signs(key: SigningKey) -> bool:
+    return key.retired_at is None and key.activated_at is not None
 
 
 def published(keys: list[SigningKey], settings: Settings, now: datetime) -> list[SigningKey]:
@@ -115,17 +138,19 @@ class KeyRing:
     async def ensure(self) -> None:
         """Create the missing keys (first start), then load."""
         keys = await self._storage.signing_keys()
-        active = {k.use for k in keys if k.retired_at is None}
+        active = {k.use for k in keys if signs(k)}
         missing = tuple(u for u in USES if u not in active)
         if missing:
             await rotate(self._storage, self._settings, missing)
+        elif len({k.use for k in keys if k.activated_at is None}) < len(USES):
+            await publish_next(self._storage, self._settings)
         await self.reload()
 
     async def reload(self) -> None:
         signers: dict[KeyUse, PrivateKey] = {}
         keys = await self._storage.signing_keys()
         for key in keys:
-            if key.retired_at is None:
+            if signs(key):
                 signers[key.use] = self._private(key)
         verifiers = {
             k.kid: self._private(k).public()

@@ -43,6 +43,8 @@ class SigningKey:
     public_jwk: dict[str, Any] = field(repr=False)
     created_at: datetime
     retired_at: datetime | None = None
+    #: When it began to sign; ``None`` for the next key, published ahead of its turn.
+    activated_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

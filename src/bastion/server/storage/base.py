@@ -69,8 +69,14 @@ class Storage(Protocol):
 
     async def get_client(self, client_id: str) -> Client | None: ...
 
-    async def rotate_signing_key(self, key: SigningKey) -> None:
-        """Insert ``key`` and, in the same transaction, retire the active keys of its use."""
+    async def rotate_signing_key(self, key: SigningKey) -> str:
+        """In one transaction, for ``key``'s use: retire the active key, activate the
+        next one and insert ``key`` as the new next key. With no next key (a first
+        start) ``key`` is activated itself. Returns the kid that now signs."""
+
+    async def publish_signing_key(self, key: SigningKey) -> bool:
+        """Insert ``key`` as the next key of its use, unless that use has one already
+        (then ``False``)."""
 
     async def signing_keys(self) -> list[SigningKey]:
         """Every key, active and retired, oldest first."""

@@ -121,25 +121,40 @@ class SQLStorage(GrantsMixin, DirectoryMixin, MailMixin):
 
     # signing keys
 
-    async def rotate_signing_key(self, key: SigningKey) -> None:
-        row = values(key)
-        # A concurrent rotation trips the one-active-key index; the retry then
-        # retires the key it committed.
-        def rotate(conn: sa.Connection) -> None:
-            conn.execute(
-                signing_keys.update()
-                .where(signing_keys.c.use == key.use, signing_keys.c.retired_at.is_(None))
-                .values(retired_at=key.created_at)
-            )
-            conn.execute(signing_keys.insert(), row)
+    async def rotate_signing_key(self, key: SigningKey) -> str:
+        at = key.created_at
+        same_use = signing_keys.c.use == key.use
+        # A concurrent rotation trips the one-active or one-next index; the retry
+        # then rotates once more past the keys it committed.
+        def rotate(conn: sa.Connection) -> str:
+            _lock_keys(conn)
+            conn.execute(signing_keys.update().where(
+                same_use, signing_keys.c.retired_at.is_(None),
+                signing_keys.c.activated_at.is_not(None)).values(retired_at=at))
+            activated = conn.execute(signing_keys.update().where(
+                same_use, signing_keys.c.activated_at.is_(None)).values(activated_at=at)
+                .returning(signing_keys.c.kid)).scalar()
+            conn.execute(signing_keys.insert(),
+                         {**values(key), "activated_at": None if activated else at})
+            return activated or key.kid
 
         for attempt in range(10):
             try:
-                await self._write(rotate)
-                return
+                return await self._write(rotate)
             except IntegrityError:
                 if attempt == 9:
                     raise
+        raise AssertionError("unreachable")
+
+    async def publish_signing_key(self, key: SigningKey) -> bool:
+        def publish(conn: sa.Connection) -> None:
+            _lock_keys(conn)
+            conn.execute(signing_keys.insert(), {**values(key), "activated_at": None})
+        try:
+            await self._write(publish)
+        except IntegrityError:
+            return False
+        return True
 
     async def signing_keys(self) -> list[SigningKey]:
         query = sa.select(signing_keys).order_by(signing_keys.c.created_at, signing_keys.c.kid)
@@ -157,3 +172,14 @@ class SQLStorage(GrantsMixin, DirectoryMixin, MailMixin):
 
 def open_storage(url: str, *, pool_size: int = 10) -> SQLStorage:
     return SQLStorage(create_engine(url, pool_size=pool_size))
+
+
+_KEYS_LOCK = 0x6B657973  # "keys"
+
+
+def _lock_keys(conn: sa.Connection) -> None:
+    """Rotations and publications, rare as they are, run one at a time on PostgreSQL:
+    two of them updating and inserting the same use's rows could deadlock. (SQLite
+    runs one write at a time anyway.)"""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _KEYS_LOCK})

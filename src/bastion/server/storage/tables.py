@@ -71,10 +71,15 @@ signing_keys = sa.Table(
     sa.Column("public_jwk", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("retired_at", UTCDateTime, nullable=True),
+    sa.Column("activated_at", UTCDateTime, nullable=True),
 )
+# Per use, at most one key signs and one waits its turn, even under concurrent rotations.
+_ACTIVE = sa.and_(signing_keys.c.retired_at.is_(None), signing_keys.c.activated_at.is_not(None))
 sa.Index("uq_signing_keys_active", signing_keys.c.use, unique=True,
-         sqlite_where=signing_keys.c.retired_at.is_(None),
-         postgresql_where=signing_keys.c.retired_at.is_(None))
+         sqlite_where=_ACTIVE, postgresql_where=_ACTIVE)
+sa.Index("uq_signing_keys_next", signing_keys.c.use, unique=True,
+         sqlite_where=signing_keys.c.activated_at.is_(None),
+         postgresql_where=signing_keys.c.activated_at.is_(None))
 
 login_sessions = sa.Table(
     "login_sessions",
