@@ -165,8 +165,16 @@ async def _users_create(args: argparse.Namespace, settings: Any) -> int:
 async def _keys_rotate(_args: argparse.Namespace, settings: Any) -> int:
     from bastion.server import keys
 
-    kids = await _with_storage(settings, lambda storage: keys.rotate(storage, settings))
-    print("signing keys now: " + ", ".join(kids) + " (published since the last rotation)")
+    async def rotate(storage: Any) -> tuple[list[str], set[str]]:
+        waiting = {k.kid for k in await storage.signing_keys()
+                   if k.activated_at is None and k.retired_at is None}
+        return await keys.rotate(storage, settings), waiting
+
+    kids, waiting = await _with_storage(settings, rotate)
+    print("signing keys now: " + ", ".join(kids))
+    if fresh := [k for k in kids if k not in waiting]:
+        print(f"{', '.join(fresh)}: new, as no next key was stored: relying parties that "
+              "cache the JWKS may refuse its tokens until they fetch it again")
     print(f"running servers start signing with them within {settings.cache_ttl:g} s; "
           "the next keys are published now, and old public keys stay published until "
           "their tokens expire")

@@ -135,11 +135,12 @@ def test_password_is_stored_as_argon2id(run) -> None:
 
 
 def test_keys_rotate(run) -> None:
-    code, out, _ = run("keys", "rotate")
-    assert code == 0
-    assert out.count("access-") == 1 and out.count("id-") == 1
+    code, out, _ = run("keys", "rotate")  # an empty store: no next key to activate
+    assert code == 0 and "as no next key was stored" in out
     assert count(run.url, "signing_keys") == 4  # an active and a next key per use
-    run("keys", "rotate")
+    code, out, _ = run("keys", "rotate")
+    assert code == 0 and "no next key" not in out  # the next keys, published before
+    assert out.count("access-") == 1 and out.count("id-") == 1
     assert count(run.url, "signing_keys") == 6
 
 

@@ -527,3 +527,11 @@ async def test_a_call_that_fails_half_way_keeps_nothing_and_the_next_one_works(
     assert await storage.get_user(user(1).id) is None
     await storage.create_user(user(2))
     assert await storage.get_user(user(2).id) == user(2)
+
+
+async def test_a_retired_key_that_never_signed_does_not_block_the_next(
+        storage: SQLStorage) -> None:
+    await storage.rotate_signing_key(key("a1"))
+    await storage.publish_signing_key(replace(key("stale"), retired_at=NOW))
+    assert await storage.publish_signing_key(key("a2"))
+    assert await storage.rotate_signing_key(key("a3")) == "a2"

@@ -97,6 +97,18 @@ async def test_the_upgrade_stops_at_twins_and_names_both(at_0004: SQLStorage) ->
     assert (await at_0004.get_user("u2")).email == NFD  # type: ignore[union-attr]
 
 
+async def test_the_upgrade_finds_twins_that_fold_to_ascii(at_0004: SQLStorage) -> None:
+    try:  # the Kelvin sign folds to an ASCII k; SQLite's lower() leaves it alone
+        async with at_0004.engine.begin() as conn:
+            await conn.execute(sa.insert(users), [_row(1, "\u212aim@example.io"),
+                                                  _row(2, "kim@example.io")])
+    except sa.exc.IntegrityError:  # PostgreSQL's lower() made them one address already
+        assert at_0004.engine.dialect.name == "postgresql"
+        return
+    with pytest.raises(RuntimeError, match="u2 and u1 have email addresses"):
+        await migrate.upgrade(at_0004.engine)
+
+
 async def test_the_upgrade_starts_each_throttle_count_at_its_last_failure(
         at_0004: SQLStorage) -> None:
     async with at_0004.engine.begin() as conn:

@@ -9,7 +9,7 @@ number of attempts is needed again. (A count kept until an hour without attempts
 never end for a key many people share: a busy app's steady trickle of typos would
 lock all its users out.)
 
-Sign-in keys are the login as typed (lower-cased: unknown accounts are throttled
+Sign-in keys are the login as typed (folded, ``text.fold``: unknown accounts are throttled
 exactly like real ones, so the answer reveals nothing), the account itself for a real
 account (``account_key``), and who is asking: the client IP or, when a confidential
 client's server calls for its users (password grant, ``POST /oauth/passwordless``),

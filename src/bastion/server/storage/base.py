@@ -152,7 +152,7 @@ class Storage(Protocol):
         """Count one failed attempt atomically (several instances share the count); at
         ``lock_after`` the key is locked until ``lock_until``. The count starts over (at
         1, unlocked) when the key's lock has ended by ``at``, or when it is not locked
-        and its last failure is older than ``restart_before``."""
+        and its first failure is older than ``restart_before``."""
 
     async def clear_throttle(self, key: str) -> None: ...
 

@@ -131,9 +131,12 @@ class SQLStorage(GrantsMixin, DirectoryMixin, MailMixin):
             conn.execute(signing_keys.update().where(
                 same_use, signing_keys.c.retired_at.is_(None),
                 signing_keys.c.activated_at.is_not(None)).values(retired_at=at))
-            activated = conn.execute(signing_keys.update().where(
-                same_use, signing_keys.c.activated_at.is_(None)).values(activated_at=at)
-                .returning(signing_keys.c.kid)).scalar()
+            # no UPDATE ... RETURNING: SQLite has it only since 3.35 (RHEL 9 ships 3.34)
+            activated = conn.execute(sa.select(signing_keys.c.kid).where(
+                same_use, _NEXT)).scalar()
+            if activated is not None:
+                conn.execute(signing_keys.update().where(signing_keys.c.kid == activated)
+                             .values(activated_at=at))
             conn.execute(signing_keys.insert(),
                          {**values(key), "activated_at": None if activated else at})
             return activated or key.kid
@@ -175,6 +178,7 @@ def open_storage(url: str, *, pool_size: int = 10) -> SQLStorage:
 
 
 _KEYS_LOCK = 0x6B657973  # "keys"
+_NEXT = sa.and_(signing_keys.c.activated_at.is_(None), signing_keys.c.retired_at.is_(None))
 
 
 def _lock_keys(conn: sa.Connection) -> None:

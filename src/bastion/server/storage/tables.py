@@ -77,9 +77,9 @@ signing_keys = sa.Table(
 _ACTIVE = sa.and_(signing_keys.c.retired_at.is_(None), signing_keys.c.activated_at.is_not(None))
 sa.Index("uq_signing_keys_active", signing_keys.c.use, unique=True,
          sqlite_where=_ACTIVE, postgresql_where=_ACTIVE)
+_NEXT = sa.and_(signing_keys.c.retired_at.is_(None), signing_keys.c.activated_at.is_(None))
 sa.Index("uq_signing_keys_next", signing_keys.c.use, unique=True,
-         sqlite_where=signing_keys.c.activated_at.is_(None),
-         postgresql_where=signing_keys.c.activated_at.is_(None))
+         sqlite_where=_NEXT, postgresql_where=_NEXT)
 
 login_sessions = sa.Table(
     "login_sessions",

@@ -27,8 +27,8 @@ _users = sa.table("users", sa.column("id", sa.String), sa.column("email", sa.Str
 def upgrade() -> None:
     bind = op.get_bind()
     rows = bind.execute(sa.select(_users.c.id, _users.c.email).execution_options(yield_per=10_000))
-    changed = [{"user_id": user_id, "folded": fold(email)} for user_id, email in rows
-               if fold(email) != email]
+    changed = [{"user_id": user_id, "folded": fold(email), "stored": email}
+               for user_id, email in rows if fold(email) != email]
     _refuse_twins(bind, changed)
     if changed:
         bind.execute(sa.update(_users).where(_users.c.id == sa.bindparam("user_id"))
@@ -36,12 +36,13 @@ def upgrade() -> None:
 
 
 def _refuse_twins(bind: sa.Connection, changed: list[dict[str, str]]) -> None:
-    """Twins can only hide behind non-ASCII letters: the unique index on ``lower(email)``
-    already kept ASCII spellings apart, on both backends."""
+    """Twins can only hide behind non-ASCII characters: the unique index on
+    ``lower(email)`` already kept ASCII spellings apart, on both backends. (Stored, not
+    folded: the Kelvin sign U+212A folds to an ASCII ``k``.)"""
     seen: dict[str, str] = {}
     for row in changed:
         user_id, folded = row["user_id"], row["folded"]
-        if folded.isascii():
+        if row["stored"].isascii():
             continue
         other: str | None = seen.setdefault(folded, user_id)
         if other == user_id:

@@ -20,7 +20,7 @@ branch_labels = None
 depends_on = None
 
 _ACTIVE = "retired_at IS NULL AND activated_at IS NOT NULL"
-_NEXT = "activated_at IS NULL"
+_NEXT = "retired_at IS NULL AND activated_at IS NULL"
 
 
 def upgrade() -> None:
