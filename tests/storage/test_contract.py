@@ -264,6 +264,27 @@ async def test_adding_a_missing_role_changes_nothing(storage: SQLStorage) -> Non
     await storage.change_permissions("a", [], ["a:x"])  # nothing to add: nothing to refuse
 
 
+async def test_a_role_in_use_is_never_deleted_without_force(storage: SQLStorage) -> None:
+    """An add racing a plain delete: either the add goes first and the delete answers
+    ``in_use``, or the delete goes first and the add finds no role. Never both done
+    (the delete's cascade would take the new assignment away unseen)."""
+    await storage.create_user(user())
+    await storage.create_organization(Organization(id="o", name="o", created_at=NOW))
+    uid = user().id
+    for n in range(20):
+        rid = f"r{n}"
+        await storage.create_role(Role(id=rid, organization_id="o", name=rid, permissions=(),
+                                       created_at=NOW))
+        added, deleted = await asyncio.gather(
+            storage.change_user_roles(uid, "o", [rid], []),
+            storage.delete_role("o", rid, force=False), return_exceptions=True)
+        if isinstance(added, Missing):
+            assert deleted == "deleted"
+        else:
+            assert deleted == "in_use", (n, added, deleted)
+            assert rid in [r.id for r in await storage.user_roles(uid, "o")]
+
+
 async def test_adding_a_role_while_it_is_force_deleted(storage: SQLStorage) -> None:
     """Either the add goes first (and the delete takes it away) or it finds no role:
     never a foreign-key error."""
