@@ -36,6 +36,8 @@ async def test_an_address_is_stored_folded_and_found_by_every_spelling(
     for spelling in SPELLINGS:
         found = await storage.get_user_by_login(spelling)
         assert found is not None and found.id == user.id, spelling
+        assert [u.id for u in await storage.search_users(spelling[:4], 10, 0)] == [
+            user.id], spelling
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)

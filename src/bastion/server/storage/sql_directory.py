@@ -24,6 +24,7 @@ from bastion.server.storage.tables import (
     user_roles,
     users,
 )
+from bastion.server.text import fold
 
 _ORGANIZATION = sa.select(organizations).where(sa.or_(  # by id or by name
     organizations.c.id == sa.bindparam("id"),
@@ -69,6 +70,7 @@ class DirectoryMixin(SQLBase):
                            include_deleted: bool = False) -> list[User]:
         if query and "\x00" in query:  # no username or email holds one; databases refuse it
             return []
+        query = fold(query) if query else query  # as addresses are stored
         order = (users.c.created_at, users.c.id)
         head = None
         if query and self.engine.dialect.name == "sqlite" and len(query) >= _MIN_TRIGRAM:
@@ -94,6 +96,7 @@ class DirectoryMixin(SQLBase):
     async def count_users(self, query: str | None, include_deleted: bool = False) -> int:
         if query and "\x00" in query:
             return 0
+        query = fold(query) if query else query
         stmt = sa.select(sa.func.count()).select_from(users).where(
             *self._user_filter(query, include_deleted))
         return await self._read(lambda conn: int(conn.execute(stmt).scalar_one()))
