@@ -51,6 +51,11 @@ def test_configure_and_using():
         ({"url": "https://id.example", "algorithms": ["none"]}, "algorithms"),
         ({"url": "https://id.example", "algorithms": ["HS256"]}, "algorithms"),
         ({"url": "https://id.example", "token_endpoint_auth_method": "x"}, "token_endpoint"),
+        ({"url": "https://admin:secret@id.example"}, "url"),  # repr() would show it
+        ({"url": "https://id.example", "leeway": float("nan")}, "leeway"),  # nan < 0 is False
+        ({"url": "https://id.example", "leeway": float("inf")}, "leeway"),
+        ({"url": "https://id.example", "timeout": float("nan")}, "timeout"),
+        ({"url": "https://id.example", "refresh_margin": -1}, "refresh_margin"),
     ],
 )
 def test_bad_options_name_the_option(options: dict[str, object], named: str):
@@ -86,3 +91,50 @@ def test_a_short_state_key_is_refused_with_a_recipe(key: str):
 
 def test_a_32_byte_state_key_is_accepted():
     assert Client(url="https://id.example", state_key="é" * 16)._core.settings.state_key
+
+
+def test_a_closed_client_says_so(provider_free_url: str = "https://id.example") -> None:
+    client = Client(url=provider_free_url)
+    client.close()
+    with pytest.raises(ConfigurationError, match="closed"):
+        client.client_credentials()
+
+
+def test_configure_leaves_the_replaced_client_to_the_objects_bound_to_it() -> None:
+    """A ``User`` fetched before ``configure()`` keeps working; its client is closed
+    once nothing holds it."""
+    import gc
+
+    from bastion.client._shared import shared_client
+
+    configure(default={"url": "https://id.example"})
+    before = shared_client()
+    configure(default={"url": "https://id.example"})
+    assert shared_client() is not before
+    http = before._http
+    assert not http.is_closed
+    del before
+    gc.collect()
+    assert http.is_closed
+
+
+def test_routes_get_a_client_per_event_loop() -> None:
+    """An app (or its tests) may run several loops in turn; a client made in one
+    cannot be used from another."""
+    import asyncio
+
+    from bastion.client.integrations.bearer import Guard, aclose_clients
+
+    configure(default={"url": "https://id.example"})
+    guard = Guard()
+
+    async def first() -> object:
+        return guard.client  # no request made: nothing to close
+
+    async def second() -> object:
+        client = guard.client
+        assert guard.client is client
+        await aclose_clients()
+        return client
+
+    assert asyncio.run(first()) is not asyncio.run(second())

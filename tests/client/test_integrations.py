@@ -355,3 +355,31 @@ async def test_starlette_backend_with_anonymous_callers(
     assert (await call(app, "/", provider.sign(**ORG_CLAIMS))).status_code == 200
     assert (await call(app, "/", provider.sign())).status_code == 403  # no permissions
     assert (await call(app, "/", "junk")).status_code == 401  # a bad token is never anonymous
+
+
+
+@pytest.mark.parametrize("leeway", [float("nan"), -1.0, float("inf")])
+async def test_a_leeway_that_would_admit_expired_tokens_is_refused(
+        sdk: AsyncClient, provider: FakeProvider, leeway: float) -> None:
+    """``nan < 0`` is false: a NaN leeway passed every expiry check."""
+    expired = provider.sign(exp=1, iat=0)
+    with pytest.raises(ConfigurationError, match="leeway"):
+        await sdk.verify_token(expired, leeway=leeway)
+    with pytest.raises(ConfigurationError, match="leeway"):
+        require_token(client=sdk, leeway=leeway)
+
+
+@pytest.mark.parametrize("first", ["good", "junk"])
+async def test_several_authorization_headers_are_a_bad_request(
+        http: httpx2.AsyncClient, sdk: AsyncClient, provider: FakeProvider, first: str) -> None:
+    """Which of two headers a proxy before the app read is anyone's guess (RFC 6750 3.1)."""
+    tokens = {"good": provider.sign(), "junk": "junk"}
+    headers = [("Authorization", f"Bearer {tokens[first]}"),
+               ("Authorization", f"Bearer {tokens['junk' if first == 'good' else 'good']}")]
+    response = await http.get("/me", headers=headers)
+    assert response.status_code == 400 and "one Authorization header" in response.text
+    app = starlette_app(BearerBackend(client=sdk))
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://api.test") as client:
+        response = await client.get("/", headers=headers)
+    assert response.status_code == 400 and "one Authorization header" in response.text

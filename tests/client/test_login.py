@@ -254,6 +254,14 @@ def test_logout_url(make_client: Any, provider: FakeProvider):
     }
 
 
+def test_an_access_token_is_no_logout_hint(make_client: Any, provider: FakeProvider):
+    """It would travel in the URL (browser history, logs) to an endpoint that wants an
+    ID token."""
+    client = make_client()
+    with pytest.raises(ConfigurationError, match="not an access token"):
+        client.logout_url(provider.sign())
+
+
 def test_revoke_all(make_client: Any, provider: FakeProvider):
     client = make_client()
     client.revoke_all("user-at")

@@ -17,6 +17,7 @@ from ._base import BaseClient, Flow, map_http_error
 from ._flight import Wait, wait_in_thread
 from ._signin import SignIn
 from .connections import resolve
+from .exceptions import ConfigurationError
 from .tokens import TokenSet
 
 __all__ = ["Client"]
@@ -81,6 +82,8 @@ class Client(SignIn):
     _sleep = staticmethod(time.sleep)
 
     def _send(self, request: httpx2.Request, auth: httpx2.Auth | None = None) -> httpx2.Response:
+        if self._http.is_closed:  # httpx would raise a bare RuntimeError
+            raise ConfigurationError("this client has been closed")
         core = self._core
         idempotent = core.is_idempotent(request)
         attempt = 0

@@ -7,6 +7,7 @@ naming the option; so does a call that needs an option left unset
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -84,6 +85,8 @@ class Settings:
             raise bad("url", "an http(s) URL")
         if parts.query or parts.fragment:
             raise bad("url", "an issuer URL without query or fragment")
+        if parts.username is not None or parts.password is not None:  # repr() shows the URL
+            raise bad("url", "an issuer URL without a user name or password")
         for option in ("client_id", "client_secret", "redirect_uri", "state_key", "audience"):
             if not isinstance(getattr(self, option), str | None):
                 raise bad(option, "a string")
@@ -99,8 +102,7 @@ class Settings:
             if not isinstance(getattr(self, option), bool):
                 raise bad(option, "True or False")
         for option in ("timeout", "leeway", "jwks_refresh_interval", "refresh_margin"):
-            value = getattr(self, option)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            if not seconds_ok(getattr(self, option)):
                 raise bad(option, "a non-negative number")
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
             raise bad("retries", "a non-negative integer")
@@ -120,3 +122,17 @@ class Settings:
         if not value:
             raise ConfigurationError(f"option {option!r} is required for {purpose}")
         return str(value)
+
+
+def seconds_ok(value: object) -> bool:
+    """A finite, non-negative number of seconds (``nan < 0`` is false: a NaN leeway
+    would let every expired token through)."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
+def check_leeway(leeway: float) -> float:
+    """A per-call ``leeway``, or ``ConfigurationError``."""
+    if not seconds_ok(leeway):
+        raise ConfigurationError("leeway must be a non-negative number of seconds")
+    return leeway

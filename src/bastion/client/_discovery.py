@@ -23,7 +23,7 @@ from bastion.oauth.errors import InvalidToken
 from bastion.oauth.jose import UnknownKey
 from bastion.oauth.metadata import MetadataError, ProviderMetadata, discovery_urls
 
-from ._config import Settings
+from ._config import Settings, check_leeway
 from ._flight import Flight, Flights, Wait
 from ._responses import error_from_response, json_object
 from ._retry import IDEMPOTENT_METHODS, RetryPolicy
@@ -183,7 +183,7 @@ class DiscoveryCore:
             issuer=issuer,
             audience=audience or settings.audience or issuer,
             now=self.clock(),
-            leeway=settings.leeway if leeway is None else leeway,
+            leeway=settings.leeway if leeway is None else check_leeway(leeway),
             scopes=scopes.split() if isinstance(scopes, str) else (scopes or ()),
         )
         return claims

@@ -19,7 +19,9 @@ from urllib.parse import quote
 
 import httpx2
 
+from bastion.oauth.claims import ACCESS_TOKEN_TYPES
 from bastion.oauth.errors import InvalidToken
+from bastion.oauth.jose import JoseError, parse_compact
 
 from ._admin import api_flow, authorization
 from ._authorization import with_query
@@ -97,6 +99,8 @@ def logout_url_flow(
     url = core.endpoint(metadata, "end_session_endpoint")
     if isinstance(id_token_hint, TokenSet):
         id_token_hint = id_token_hint.id_token
+    elif id_token_hint and _is_access_token(id_token_hint):  # it would end up in a URL
+        raise ConfigurationError("id_token_hint must be an ID token, not an access token")
     params = {
         name: value
         for name, value in (
@@ -149,3 +153,11 @@ def token_check_flow(
         body["scope"] = scope
     tokens = TokenSet.from_response(body, core.clock())
     return TokenCheck("valid", dataclasses.replace(tokens, client=core.owner), claims)
+
+
+def _is_access_token(token: str) -> bool:
+    try:
+        typ = parse_compact(token).header.get("typ")
+    except JoseError:
+        return False
+    return isinstance(typ, str) and typ.lower() in ACCESS_TOKEN_TYPES

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Bound",
+    "aclose_shared",
     "async_client",
     "names",
     "parse_datetime",
@@ -42,6 +43,8 @@ _sync_clients: dict[str, tuple[Settings, Client]] = {}
 _async_clients: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[str, tuple[Settings, AsyncClient]]
 ] = weakref.WeakKeyDictionary()
+_replaced_async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[AsyncClient]] = (
+    weakref.WeakKeyDictionary())
 
 
 def shared_client(using: str | None = None) -> Client:
@@ -55,8 +58,8 @@ def shared_client(using: str | None = None) -> Client:
             return known[1]
         client = Client(using=name)
         _sync_clients[name] = (settings, client)
-    if known is not None:
-        known[1].close()
+    if known is not None:  # objects fetched with it may still call it: close it with them
+        weakref.finalize(known[1], known[1]._http.close)
     return client
 
 
@@ -73,7 +76,19 @@ def shared_async_client(using: str | None = None) -> AsyncClient:
             return known[1]
         client = AsyncClient(using=name)
         clients[name] = (settings, client)
+        if known is not None:  # still usable by objects fetched with it, until aclose
+            _replaced_async.setdefault(loop, []).append(known[1])
     return client
+
+
+async def aclose_shared() -> None:
+    """Close the shared async clients of the running event loop (at shutdown)."""
+    loop = asyncio.get_running_loop()
+    with _lock:
+        clients = [*_replaced_async.pop(loop, []),
+                   *(client for _, client in _async_clients.pop(loop, {}).values())]
+    for client in clients:
+        await client.aclose()
 
 
 def sync_client(bound: object, using: str | None, call: str) -> Client:

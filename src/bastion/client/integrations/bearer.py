@@ -18,18 +18,18 @@ client and refetched only for an unknown ``kid``. ``challenge`` builds the
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 from .._async_client import AsyncClient
-from .._config import Settings
-from ..connections import DEFAULT, get_settings
+from .._config import check_leeway
+from .._shared import aclose_shared, shared_async_client
 from ..exceptions import (
     BastionError,
     ConfigurationError,
     InsufficientScope,
+    InvalidRequest,
     InvalidToken,
     OAuthError,
     TemporarilyUnavailable,
@@ -109,13 +109,19 @@ class MissingToken(InvalidToken):
     default_description = "A Bearer access token is required."
 
 
-def bearer_token(authorization: str | None) -> str:
-    """The token of an ``Authorization: Bearer <token>`` header (RFC 6750 2.1).
+def bearer_token(authorization: str | Sequence[str] | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header (RFC 6750 2.1), given
+    as the header's value or as every value the request has.
 
-    No header, another scheme or an empty token raise ``MissingToken``; the token
-    itself is judged by verification. Tokens in the query or body are not read
-    (RFC 9700 section 4.3.2 advises against them).
+    No header, another scheme or an empty token raise ``MissingToken``; several
+    headers raise ``InvalidRequest`` (which one a proxy before us read is anyone's
+    guess); the token itself is judged by verification. Tokens in the query or body
+    are not read (RFC 9700 section 4.3.2 advises against them).
     """
+    if not isinstance(authorization, str | None):
+        if len(authorization) > 1:
+            raise InvalidRequest("Send one Authorization header, not several.")
+        authorization = authorization[0] if authorization else None
     scheme, _, token = (authorization or "").strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
@@ -144,38 +150,13 @@ def challenge(
     return "Bearer " + ", ".join(params) if params else "Bearer"
 
 
-# -- the clients ``using=`` names: one per connection, shared by every route ----------
-
-_lock = threading.Lock()
-_clients: dict[str, tuple[Settings, AsyncClient]] = {}
-#: Clients of connections ``configure`` has since replaced, closed by ``aclose_clients``.
-_replaced: list[AsyncClient] = []
-
-
-def _shared_client(using: str | None) -> AsyncClient:
-    """The ``AsyncClient`` of connection ``using``, made on first use (after
-    ``configure``), and made anew when ``configure`` changed the connection."""
-    name = using or DEFAULT
-    settings = get_settings(name)
-    with _lock:
-        known = _clients.get(name)
-        if known is not None:
-            if known[0] is settings:
-                return known[1]
-            _replaced.append(known[1])
-        client = AsyncClient(using=name)
-        _clients[name] = (settings, client)
-        return client
+# -- the clients ``using=`` names: those the models share (``_shared``) -------------
 
 
 async def aclose_clients() -> None:
-    """Close the clients routes opened for ``using=`` (e.g. at application shutdown)."""
-    with _lock:
-        clients = [*_replaced, *(client for _, client in _clients.values())]
-        _clients.clear()
-        _replaced.clear()
-    for client in clients:
-        await client.aclose()
+    """Close the clients routes opened for ``using=`` in this event loop (e.g. at
+    application shutdown): the connections' shared async clients."""
+    await aclose_shared()
 
 
 class Guard:
@@ -207,7 +188,7 @@ class Guard:
         )
         self.audience = audience
         self.realm = realm
-        self.leeway = leeway
+        self.leeway = None if leeway is None else check_leeway(leeway)
         self.using = using
         self._client = client
 
@@ -216,18 +197,21 @@ class Guard:
 
     @property
     def client(self) -> AsyncClient:
-        return self._client if self._client is not None else _shared_client(self.using)
+        # per event loop: an app (or its tests) may run several, one after another
+        return self._client if self._client is not None else shared_async_client(self.using)
 
     def challenge(self, error: OAuthError | None) -> str:
         return challenge(error, self.realm, self.scopes)
 
     @overload
-    async def authenticate(self, authorization: str | None) -> Principal: ...
+    async def authenticate(self, authorization: str | Sequence[str] | None) -> Principal: ...
     @overload
-    async def authenticate(self, authorization: str | None, kind: type[P]) -> P: ...
+    async def authenticate(
+        self, authorization: str | Sequence[str] | None, kind: type[P]
+    ) -> P: ...
 
     async def authenticate(
-        self, authorization: str | None, kind: type[Principal] = Principal
+        self, authorization: str | Sequence[str] | None, kind: type[Principal] = Principal
     ) -> Principal:
         """The principal (a ``kind``) of a valid token that meets every requirement."""
         token = bearer_token(authorization)

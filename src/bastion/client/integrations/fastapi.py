@@ -67,7 +67,7 @@ def require_token(
 
     async def bearer_principal(request: Request) -> Principal:
         try:
-            return await guard.authenticate(request.headers.get("authorization"))
+            return await guard.authenticate(request.headers.getlist("authorization"))
         except OAuthError as error:
             raise http_exception(guard, error) from None
 

@@ -89,7 +89,7 @@ class BearerBackend(AuthenticationBackend):
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         try:
             principal = await self.guard.authenticate(
-                conn.headers.get("authorization"), BearerPrincipal
+                conn.headers.getlist("authorization"), BearerPrincipal
             )
         except MissingToken as error:
             if self.allow_anonymous:
