@@ -21,6 +21,18 @@ T = TypeVar("T")
 log = logging.getLogger("bastion")
 
 
+def _within(low: int, high: int) -> Callable[[str], int]:
+    def number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+    return number
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--database-url", help="SQLAlchemy async URL (env BASTION_DATABASE_URL; "
@@ -33,8 +45,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", parents=[common], help="run the server")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--port", type=_within(1, 65535), default=8000)
+    serve.add_argument("--workers", type=_within(1, 256), default=1)
     serve.add_argument("--issuer", help="public URL (env BASTION_ISSUER); default http://HOST:PORT")
     serve.add_argument("--demo", action="store_true",
                        help="create a demo client and user once and print their credentials")
@@ -81,17 +93,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc.name} is missing; install the server: pip install 'bastion[server]'",
               file=sys.stderr)
         return 1
-    from pydantic import ValidationError
-
     try:
         settings = load_settings(database_url=args.database_url, data_dir=args.data_dir,
                                  issuer=getattr(args, "issuer", None))
         if args.command == "serve":
             return _serve(args, settings)
         return _run(_COMMANDS[(args.command, getattr(args, "action", None))](args, settings))
-    except (ServiceError, ValidationError) as exc:
+    except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        message = _failure(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+def _failure(exc: Exception) -> str | None:
+    """One line for what an operator can fix (settings, database, files), without the
+    values given: a setting or a database URL may hold a secret. ``None``: a bug."""
+    import tomllib
+
+    import sqlalchemy.exc
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from bastion.server.keys import KeyDecryptionError
+
+    if isinstance(exc, ValidationError):
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False):
+            field = ".".join(str(part) for part in error["loc"])
+            text = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{field}: {text}" if field else text)
+        return "; ".join(problems)
+    if isinstance(exc, SettingsError | KeyDecryptionError):
+        return str(exc)
+    if isinstance(exc, tomllib.TOMLDecodeError):
+        return f"the config file (BASTION_CONFIG_FILE) is not valid TOML: {exc}"
+    if isinstance(exc, sqlalchemy.exc.ArgumentError):
+        return "the database URL (--database-url, BASTION_DATABASE_URL) is not valid"
+    if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
+        cause = getattr(exc, "orig", None) or exc
+        return f"the database cannot be used: {type(cause).__name__}"
+    if isinstance(exc, ConnectionError):  # asyncpg's, unwrapped
+        return f"the database cannot be reached: {exc}"
+    if isinstance(exc, ModuleNotFoundError):
+        return f"the database driver is not installed: no module {exc.name}"
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or type(exc).__name__}{where}"
+    return None
 
 
 def _run(coro: Awaitable[T]) -> T:
@@ -151,6 +204,9 @@ async def _users_create(args: argparse.Namespace, settings: Any) -> int:
     from bastion.server.services.users import create_user
 
     password = sys.stdin.readline().rstrip("\r\n")
+    if not password:  # create_user takes "no password" to mean a passwordless account
+        print("error: no password on standard input", file=sys.stderr)
+        return 1
     user = await _with_storage(settings, lambda storage: create_user(
         storage, Passwords(settings), username=args.username, email=args.email,
         password=password, is_administrator=args.admin))
@@ -190,11 +246,8 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Any], Awai
 
 
 def _serve(args: argparse.Namespace, settings: Any) -> int:
-    import uvicorn
-
     from bastion.server.demo import ensure_demo
     from bastion.server.keys import KeyRing
-    from bastion.server.logs import uvicorn_log_config
 
     issuer = settings.issuer or f"http://{args.host}:{args.port}"
     settings = settings.model_copy(update={"issuer": issuer})
@@ -211,11 +264,27 @@ def _serve(args: argparse.Namespace, settings: Any) -> int:
     os.environ["BASTION_ISSUER"] = issuer
     os.environ["BASTION_DATABASE_URL"] = settings.resolved_database_url
     os.environ["BASTION_DATA_DIR"] = str(settings.data_dir)
+    made = None
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its metrics here; a scrape of any worker adds them up.
         import tempfile
 
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bastion-metrics-")
+        made = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bastion-metrics-")
+    try:
+        _uvicorn(args, settings, issuer)
+    finally:
+        if made is not None:
+            import shutil
+
+            shutil.rmtree(made, ignore_errors=True)
+    return 0
+
+
+def _uvicorn(args: argparse.Namespace, settings: Any, issuer: str) -> None:
+    import uvicorn
+
+    from bastion.server.logs import uvicorn_log_config
+
     log.info("Bastion listening on %s (issuer %s)", f"{args.host}:{args.port}", issuer)
     uvicorn.run(
         "bastion.server.app:create_app_from_env",
@@ -232,7 +301,6 @@ def _serve(args: argparse.Namespace, settings: Any) -> int:
         http="bastion.server.http_protocol:HttpProtocol",  # one send per response
         timeout_graceful_shutdown=20,
     )
-    return 0
 
 
 if __name__ == "__main__":

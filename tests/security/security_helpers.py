@@ -92,7 +92,7 @@ class Env:
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = dict(
-        data_dir=data_dir, issuer=ISSUER, secret_key="test-" + data_dir.name,
+        data_dir=data_dir, issuer=ISSUER, secret_key="test-key-" + data_dir.name.ljust(32, "k"),
         password_hash_memory_kib=8192, password_hash_time_cost=1, cache_ttl=0)
     return Settings(**(values | overrides))
 

@@ -15,7 +15,8 @@ from support import ISSUER, App
 
 @pytest.fixture
 def settings(tmp_path) -> Settings:
-    return Settings(data_dir=tmp_path, issuer=ISSUER, secret_key="test-" + tmp_path.name,
+    return Settings(data_dir=tmp_path, issuer=ISSUER,
+                    secret_key="test-key-" + tmp_path.name.ljust(32, "k"),
                     password_hash_memory_kib=8192, password_hash_time_cost=1)
 
 

@@ -71,3 +71,20 @@ async def test_retired_keys_leave_the_jwks_after_their_tokens_expire(app: App) -
     assert retired[0] not in keys.published(stored, settings, later)
     assert len(keys.published(stored, settings, later)) == 4  # active and next, per use
     assert datetime.now(UTC) < later
+
+
+async def test_a_key_this_instance_cannot_decrypt_does_not_stop_signing(app: App) -> None:
+    """A key stored under another secret key (an instance started with the wrong
+    BASTION_SECRET_KEY): the reload fails, the keys at hand keep signing, and
+    /readyz says so."""
+    from pydantic import SecretStr
+
+    old = (await app.ctx.keys.signer("access")).kid
+    other = app.ctx.settings.model_copy(update={"secret_key": SecretStr("z" * 40)})
+    foreign = keys.new_signing_key(other, keys.KeyCipher(other.secret_key_bytes()), "access")
+    await app.ctx.storage.rotate_signing_key(foreign)
+    app.ctx.keys._active.loaded_at -= 3600  # type: ignore[union-attr]  # due for a reload
+    assert (await app.ctx.keys.signer("access")).kid == old
+    ready = await app.http.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["keys"] == "reload failed (see the log)"

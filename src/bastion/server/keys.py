@@ -18,6 +18,7 @@ A retired key stays in the JWKS until every token it can have signed has expired
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
@@ -35,6 +36,7 @@ from bastion.server.models import KeyUse, SigningKey
 from bastion.server.settings import Settings
 from bastion.server.storage.base import Storage
 
+log = logging.getLogger("bastion.keys")
 _VERSION = b"\x01"
 USES: tuple[KeyUse, ...] = ("access", "id")
 
@@ -85,17 +87,29 @@ async def rotate(
     """Activate the next key of each use and publish a new next key; returns the kids
     that now sign."""
     cipher = KeyCipher(settings.secret_key_bytes())
+    check_secret_key(cipher, await storage.signing_keys())
     kids = [await storage.rotate_signing_key(new_signing_key(settings, cipher, use))
             for use in uses]
     await publish_next(storage, settings)
     return kids
 
 
+def check_secret_key(cipher: KeyCipher, keys: list[SigningKey]) -> None:
+    """``KeyDecryptionError`` unless ``cipher`` opens the newest stored key: keys made
+    under another secret (a CLI run without BASTION_SECRET_KEY, which would generate a
+    development key) could not be used by the servers, which would stop signing."""
+    if keys:
+        newest = max(keys, key=lambda k: k.created_at)
+        cipher.decrypt(newest.kid, newest.private_key_enc)
+
+
 async def publish_next(storage: Storage, settings: Settings) -> list[str]:
     """Publish a next key for each use that has none (a first start, a store from
     before keys were published ahead); returns their kids."""
-    waiting = {k.use for k in await storage.signing_keys() if k.activated_at is None}
+    keys = await storage.signing_keys()
+    waiting = {k.use for k in keys if k.activated_at is None and k.retired_at is None}
     cipher = KeyCipher(settings.secret_key_bytes())
+    check_secret_key(cipher, keys)
     kids = []
     for use in USES:
         if use not in waiting:
@@ -134,6 +148,8 @@ class KeyRing:
         self._active: _Active | None = None
         self._decrypted: dict[str, PrivateKey] = {}
         self._reloading = False
+        #: Why the last periodic reload failed (``/readyz`` says so), else ``None``.
+        self.reload_error: str | None = None
 
     async def ensure(self) -> None:
         """Create the missing keys (first start), then load."""
@@ -168,6 +184,12 @@ class KeyRing:
             self._reloading = True
             try:
                 await self.reload()
+                self.reload_error = None
+            except KeyDecryptionError as exc:  # keep signing with the keys at hand
+                if self.reload_error is None:
+                    log.error("signing keys not reloaded: %s", exc)
+                self.reload_error = str(exc)
+                active.loaded_at = time.monotonic()
             finally:
                 self._reloading = False
         active = self._active

@@ -8,7 +8,7 @@ import logging
 import re
 from typing import Any
 
-_QUERY_VALUE = re.compile(r"([?&][^=&\s]+=)[^&\s\"]*")
+_QUERY_VALUE = re.compile(r"([?&][^=&\s]+=)[^&\s]*")
 
 
 def redact(text: str) -> str:

@@ -22,8 +22,14 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
+
+MIN_SECRET_KEY_LENGTH = 32
+SHORT_SECRET_KEY = (
+    f"the secret key must be at least {MIN_SECRET_KEY_LENGTH} characters of random text; make "
+    'one with python -c "import secrets; print(secrets.token_urlsafe(48))"')
 
 log = logging.getLogger("bastion")
 
@@ -55,8 +61,8 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr | None = Field(
         None,
-        description="Encrypts private signing keys at rest (any long random string; keep "
-        "it out of the database backups). Every instance on one database needs the same "
+        description="Encrypts private signing keys at rest (at least 32 characters of random "
+        "text; keep it out of the database backups). Every instance on one database needs the same "
         "value. Default in development: generated once into data_dir/secret_key (0600).",
     )
     access_token_ttl: int = Field(
@@ -179,8 +185,17 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config_file = os.environ.get("BASTION_CONFIG_FILE")
         if config_file:
+            if not Path(config_file).is_file():  # a typo would drop every setting in it
+                raise SettingsError(f"BASTION_CONFIG_FILE {config_file} is not a file")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_secret_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value().strip()) < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(SHORT_SECRET_KEY)
+        return key
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -237,7 +252,10 @@ class Settings(BaseSettings):
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(48))
             log.warning("generated a development secret key in %s", path)
-        return path.read_text().strip().encode()
+        key = path.read_text().strip()
+        if len(key) < MIN_SECRET_KEY_LENGTH:
+            raise SettingsError(f"{path}: {SHORT_SECRET_KEY}")
+        return key.encode()
 
     def development_warnings(self) -> list[str]:
         """What a production deployment must change; logged loudly at start."""

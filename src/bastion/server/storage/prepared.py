@@ -122,6 +122,7 @@ def _execute(conn: sa.Connection, compiled: Compiled, values: Mapping[str, Any])
     except dbapi.Error as exc:
         cursor.close()
         raise sa.exc.DBAPIError.instance(sql, params, exc, dbapi.Error,
+                                         hide_parameters=conn.engine.hide_parameters,
                                          dialect=conn.dialect) from exc
     if dispatch.after_cursor_execute:
         dispatch.after_cursor_execute(conn, cursor, sql, params, None, False)

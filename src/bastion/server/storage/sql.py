@@ -43,7 +43,8 @@ def private_file(path: Path) -> None:
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, a busy timeout and foreign keys."""
+    """An async engine; SQLite gets WAL, a busy timeout and foreign keys. Errors leave
+    out the statement's parameters (``hide_parameters``), as they reach the log."""
     if url.startswith("sqlite"):
         path = sa.make_url(url).database
         if path and path != ":memory:":
@@ -51,7 +52,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         # Storage calls on a file use their own connection (``SQLiteThread``); this
         # engine serves migrations and a ``:memory:`` database.
         engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=1,
-                                     max_overflow=0, pool_timeout=60)
+                                     max_overflow=0, pool_timeout=60, hide_parameters=True)
 
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
@@ -61,6 +62,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     # instead, and one broken by a database restart is discarded on its first error.
     return create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=300,
+        hide_parameters=True,  # errors are logged: no digests, logins or addresses in them
         connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}},
     )
 

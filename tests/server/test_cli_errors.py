@@ -1,0 +1,112 @@
+"""What an operator sees when a setting, a file or the database is wrong: one line on
+stderr and exit 1, never a traceback, never a secret echoed; and commands that refuse
+rather than do harm."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+from bastion.cli import main
+from bastion.server.logs import redact
+
+SECRET = "TOPSECRET-" + "x" * 40
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    for key in [k for k in __import__("os").environ if k.startswith("BASTION_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("BASTION_PASSWORD_HASH_MEMORY_KIB", "8192")
+
+    def invoke(*args: str, stdin: str = "", **env: str) -> tuple[int, str]:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return code, out.err
+    return invoke
+
+
+def one_line(err: str) -> str:
+    assert "Traceback" not in err
+    [line] = [line for line in err.splitlines() if line.startswith("error:")]
+    return line
+
+
+def test_keys_rotate_refuses_a_secret_key_that_cannot_open_the_keys(cli, tmp_path) -> None:
+    """Run without BASTION_SECRET_KEY (a development key is generated) or with another
+    one, a rotation made keys the servers could not decrypt: they stopped signing."""
+    data = str(tmp_path / "data")
+    assert cli("keys", "rotate", "--data-dir", data, BASTION_SECRET_KEY=SECRET)[0] == 0
+    code, err = cli("keys", "rotate", "--data-dir", data, BASTION_SECRET_KEY="y" * 40)
+    assert code == 1 and "cannot be decrypted" in one_line(err)
+    code, err = cli("keys", "rotate", "--data-dir", data, BASTION_SECRET_KEY=SECRET)
+    assert code == 0, err  # nothing was changed by the refused run
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"BASTION_ENVIRONMENT": "production", "BASTION_SECRET_KEY": SECRET,
+      "BASTION_ISSUER": "http://id.example", "BASTION_SMTP_PASSWORD": SECRET}, "https URL"),
+    ({"BASTION_SECRET_KEY": "short"}, "at least 32 characters"),
+    ({"BASTION_SECRET_KEY": " " * 40}, "at least 32 characters"),
+    ({"BASTION_CONFIG_FILE": "/no/such/bastion.toml"}, "is not a file"),
+    ({"BASTION_TRUSTED_PROXIES": "not json"}, "trusted_proxies"),
+    ({"BASTION_ACCESS_TOKEN_TTL": "-5", "BASTION_SECRET_KEY": SECRET}, "access_token_ttl"),
+])
+def test_bad_settings_are_one_line_without_their_values(cli, tmp_path, env, says) -> None:
+    code, err = cli("migrate", "--data-dir", str(tmp_path), **env)
+    assert code == 1
+    line = one_line(err)
+    assert says in line and SECRET not in err and "short" not in line
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("nonsense", "database URL"),
+    ("postgresql+asyncpg://bastion:pw-{secret}@127.0.0.1:1/bastion", "cannot be reached"),
+    ("mysql+aiomysql://u@127.0.0.1:1/db", "driver is not installed"),
+])
+def test_a_bad_database_is_one_line_without_the_url(cli, url, says) -> None:
+    code, err = cli("migrate", "--database-url", url.format(secret=SECRET))
+    assert code == 1 and says in one_line(err) and SECRET not in err
+
+
+def test_a_data_dir_that_is_a_file_is_one_line(cli, tmp_path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    code, err = cli("keys", "rotate", "--data-dir", str(afile))
+    assert code == 1 and str(afile) in one_line(err)
+
+
+def test_a_development_secret_key_file_must_be_long_enough(cli, tmp_path) -> None:
+    (tmp_path / "secret_key").write_text("\n")
+    code, err = cli("keys", "rotate", "--data-dir", str(tmp_path))
+    assert code == 1 and "at least 32 characters" in one_line(err)
+
+
+def test_users_create_refuses_an_empty_password(cli, tmp_path) -> None:
+    """An empty line meant "no password": a passwordless account, maybe an admin."""
+    code, err = cli("users", "create", "--username", "root", "--email", "root@example.com",
+                    "--admin", "--password-stdin", "--data-dir", str(tmp_path), stdin="\n")
+    assert code == 1 and "no password" in one_line(err)
+    assert not Path(tmp_path / "bastion.db").exists() or "created" not in err
+
+
+@pytest.mark.parametrize("args", [["--port", "99999"], ["--port", "0"], ["--workers", "0"],
+                                  ["--workers", "two"]])
+def test_serve_checks_port_and_workers(cli, args) -> None:
+    code, err = cli("serve", *args)
+    assert code == 2 and ("between" in err or "whole number" in err)
+
+
+def test_the_access_log_redacts_a_query_value_up_to_the_next_parameter() -> None:
+    line = redact('GET /account?token=abc"QUOTELEAK&x=1 HTTP/1.1')
+    assert "QUOTELEAK" not in line and "abc" not in line
+    assert line == "GET /account?token=***&x=*** HTTP/1.1"
