@@ -137,13 +137,15 @@ def _failure(exc: Exception) -> str | None:
     if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
         cause = getattr(exc, "orig", None) or exc
         return f"the database cannot be used: {type(cause).__name__}"
-    if isinstance(exc, ConnectionError):  # asyncpg's, unwrapped
-        return f"the database cannot be reached: {exc}"
     if isinstance(exc, ModuleNotFoundError):
-        return f"the database driver is not installed: no module {exc.name}"
+        return (f"module {exc.name} is not installed: install the server, pip install "
+                "'bastion[server]', and for a database other than SQLite or PostgreSQL "
+                "its async driver")
     if isinstance(exc, OSError):
-        where = f": {exc.filename}" if exc.filename else ""
-        return f"{exc.strerror or type(exc).__name__}{where}"
+        if exc.filename:  # the data directory, the secret key file, the database file
+            return f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+        # asyncpg's connection errors come unwrapped: refused, timed out, unknown host
+        return f"the database cannot be reached: {type(exc).__name__}: {exc}"
     return None
 
 

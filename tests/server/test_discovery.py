@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -74,17 +75,34 @@ async def test_retired_keys_leave_the_jwks_after_their_tokens_expire(app: App) -
 
 
 async def test_a_key_this_instance_cannot_decrypt_does_not_stop_signing(app: App) -> None:
-    """A key stored under another secret key (an instance started with the wrong
-    BASTION_SECRET_KEY): the reload fails, the keys at hand keep signing, and
-    /readyz says so."""
+    """Keys stored under another secret key (an instance started with the wrong
+    BASTION_SECRET_KEY rotated): the reload skips them, the key at hand keeps signing
+    while it is published, they still verify (public keys need no secret), and
+    /readyz reports it without taking the instance out of service."""
     from pydantic import SecretStr
 
-    old = (await app.ctx.keys.signer("access")).kid
     other = app.ctx.settings.model_copy(update={"secret_key": SecretStr("z" * 40)})
-    foreign = keys.new_signing_key(other, keys.KeyCipher(other.secret_key_bytes()), "access")
-    await app.ctx.storage.rotate_signing_key(foreign)
-    app.ctx.keys._active.loaded_at -= 3600  # type: ignore[union-attr]  # due for a reload
-    assert (await app.ctx.keys.signer("access")).kid == old
+    cipher = keys.KeyCipher(other.secret_key_bytes())
+    for _ in range(2):  # the second rotation makes a foreign key the signing one
+        await app.ctx.storage.rotate_signing_key(keys.new_signing_key(other, cipher, "access"))
+    await app.ctx.keys.reload()
+    before = (await app.ctx.keys.signer("access")).kid
+    stored = {k.kid: k for k in await app.ctx.storage.signing_keys()}
+    assert keys.signs(stored[before]) is False  # kept, though no longer the active one
+    foreign = next(k for k in stored.values() if keys.signs(k) and k.use == "access")
+    assert foreign.kid in await app.ctx.keys.verifiers()
+    ready = await app.http.get("/readyz")
+    assert ready.status_code == 200 and "cannot be decrypted" in ready.json()["warning"]
+
+
+async def test_readyz_answers_when_the_database_does_not(app: App, monkeypatch) -> None:
+    from bastion.server.endpoints import health
+
+    async def stuck() -> None:
+        await asyncio.sleep(2)
+
+    monkeypatch.setattr(health, "READY_TIMEOUT", 0.05)
+    monkeypatch.setattr(app.ctx.storage, "ping", stuck)
     ready = await app.http.get("/readyz")
     assert ready.status_code == 503
-    assert ready.json()["checks"]["keys"] == "reload failed (see the log)"
+    assert ready.json()["checks"]["database"] == "no answer within 0.05 s"

@@ -43,8 +43,6 @@ _sync_clients: dict[str, tuple[Settings, Client]] = {}
 _async_clients: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[str, tuple[Settings, AsyncClient]]
 ] = weakref.WeakKeyDictionary()
-_replaced_async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[AsyncClient]] = (
-    weakref.WeakKeyDictionary())
 
 
 def shared_client(using: str | None = None) -> Client:
@@ -74,10 +72,8 @@ def shared_async_client(using: str | None = None) -> AsyncClient:
         known = clients.get(name)
         if known is not None and known[0] is settings:
             return known[1]
-        client = AsyncClient(using=name)
+        client = AsyncClient(using=name)  # a replaced one stays with objects fetched with it
         clients[name] = (settings, client)
-        if known is not None:  # still usable by objects fetched with it, until aclose
-            _replaced_async.setdefault(loop, []).append(known[1])
     return client
 
 
@@ -85,8 +81,7 @@ async def aclose_shared() -> None:
     """Close the shared async clients of the running event loop (at shutdown)."""
     loop = asyncio.get_running_loop()
     with _lock:
-        clients = [*_replaced_async.pop(loop, []),
-                   *(client for _, client in _async_clients.pop(loop, {}).values())]
+        clients = [client for _, client in _async_clients.pop(loop, {}).values()]
     for client in clients:
         await client.aclose()
 

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bastion.oauth.jose import PrivateKey, PublicKey
 from bastion.server.models import KeyUse, SigningKey
-from bastion.server.settings import Settings
+from bastion.server.settings import MIN_SECRET_KEY_LENGTH, SHORT_SECRET_KEY, Settings
 from bastion.server.storage.base import Storage
 
 log = logging.getLogger("bastion.keys")
@@ -87,20 +87,32 @@ async def rotate(
     """Activate the next key of each use and publish a new next key; returns the kids
     that now sign."""
     cipher = KeyCipher(settings.secret_key_bytes())
-    check_secret_key(cipher, await storage.signing_keys())
+    check_secret_key(settings, cipher, await storage.signing_keys())
     kids = [await storage.rotate_signing_key(new_signing_key(settings, cipher, use))
             for use in uses]
     await publish_next(storage, settings)
     return kids
 
 
-def check_secret_key(cipher: KeyCipher, keys: list[SigningKey]) -> None:
-    """``KeyDecryptionError`` unless ``cipher`` opens the newest stored key: keys made
-    under another secret (a CLI run without BASTION_SECRET_KEY, which would generate a
-    development key) could not be used by the servers, which would stop signing."""
-    if keys:
-        newest = max(keys, key=lambda k: k.created_at)
-        cipher.decrypt(newest.kid, newest.private_key_enc)
+def check_secret_key(settings: Settings, cipher: KeyCipher, keys: list[SigningKey]) -> None:
+    """Refuse to store keys under a secret the servers do not share: ``cipher`` must
+    open the keys that sign and those waiting their turn (a CLI run without
+    BASTION_SECRET_KEY would have generated a development key, and the servers would
+    have stopped signing). A store's first keys need a secret key of 32 characters or
+    more; one that holds keys already keeps working with its shorter one."""
+    live = [k for k in keys if k.retired_at is None]
+    if not keys and len(settings.secret_key_bytes()) < MIN_SECRET_KEY_LENGTH:
+        raise KeyDecryptionError(SHORT_SECRET_KEY)
+    for key in sorted(live, key=lambda k: k.activated_at is None):  # the signing ones first
+        try:
+            cipher.decrypt(key.kid, key.private_key_enc)
+        except KeyDecryptionError:
+            if signs(key) or all(not signs(k) for k in live):
+                raise
+            raise KeyDecryptionError(
+                f"the next key {key.kid} was stored under another secret key, while the "
+                "keys that sign open with this one: delete its row from the signing_keys "
+                "table and rotate again") from None
 
 
 async def publish_next(storage: Storage, settings: Settings) -> list[str]:
@@ -109,7 +121,7 @@ async def publish_next(storage: Storage, settings: Settings) -> list[str]:
     keys = await storage.signing_keys()
     waiting = {k.use for k in keys if k.activated_at is None and k.retired_at is None}
     cipher = KeyCipher(settings.secret_key_bytes())
-    check_secret_key(cipher, keys)
+    check_secret_key(settings, cipher, keys)
     kids = []
     for use in USES:
         if use not in waiting:
@@ -147,8 +159,9 @@ class KeyRing:
         self._cipher = KeyCipher(settings.secret_key_bytes())
         self._active: _Active | None = None
         self._decrypted: dict[str, PrivateKey] = {}
+        self._verifying: dict[str, PublicKey] = {}
         self._reloading = False
-        #: Why the last periodic reload failed (``/readyz`` says so), else ``None``.
+        #: Which active keys the last reload could not decrypt (``/readyz`` says so).
         self.reload_error: str | None = None
 
     async def ensure(self) -> None:
@@ -165,14 +178,25 @@ class KeyRing:
     async def reload(self) -> None:
         signers: dict[KeyUse, PrivateKey] = {}
         keys = await self._storage.signing_keys()
+        shown = published(keys, self._settings, datetime.now(UTC))
+        failed = []
         for key in keys:
             if signs(key):
-                signers[key.use] = self._private(key)
-        verifiers = {
-            k.kid: self._private(k).public()
-            for k in published(keys, self._settings, datetime.now(UTC))
-        }
+                try:
+                    signers[key.use] = self._private(key)
+                except KeyDecryptionError as exc:  # stored under another secret key
+                    failed.append(str(exc))
+        before = self._active.signers if self._active is not None else {}
+        kept = {k.kid for k in shown}
+        for use, signer in before.items():  # keep signing while its tokens verify
+            if use not in signers and signer.kid in kept:
+                signers[use] = signer
+        # Verifying needs no private key: a key we cannot decrypt still verifies.
+        verifiers = {k.kid: self._public(k) for k in shown}
         self._active = _Active(signers, verifiers, time.monotonic())
+        if failed and self.reload_error is None:
+            log.error("signing keys not loaded: %s", "; ".join(failed))
+        self.reload_error = "; ".join(failed) or None
 
     async def _fresh(self) -> _Active:
         active = self._active
@@ -184,12 +208,6 @@ class KeyRing:
             self._reloading = True
             try:
                 await self.reload()
-                self.reload_error = None
-            except KeyDecryptionError as exc:  # keep signing with the keys at hand
-                if self.reload_error is None:
-                    log.error("signing keys not reloaded: %s", exc)
-                self.reload_error = str(exc)
-                active.loaded_at = time.monotonic()
             finally:
                 self._reloading = False
         active = self._active
@@ -207,6 +225,12 @@ class KeyRing:
             active = await self._fresh()
         return active.verifiers
 
+    def _public(self, key: SigningKey) -> PublicKey:
+        cached = self._verifying.get(key.kid)
+        if cached is None:
+            cached = self._verifying[key.kid] = PublicKey.from_jwk(key.public_jwk)
+        return cached
+
     def _private(self, key: SigningKey) -> PrivateKey:
         cached = self._decrypted.get(key.kid)
         if cached is None:
@@ -221,9 +245,11 @@ class KeyRing:
     async def signer(self, use: KeyUse) -> PrivateKey:
         active = await self._fresh()
         signer = active.signers.get(use)
-        if signer is None:
+        if signer is None:  # a first start, or keys deleted meanwhile
             await self.ensure()
-            return await self.signer(use)
+            signer = self._active.signers.get(use) if self._active is not None else None
+            if signer is None:  # stored, but under another secret key
+                raise KeyDecryptionError(self.reload_error or f"no {use} signing key")
         return signer
 
     async def jwks(self) -> dict[str, Any]:

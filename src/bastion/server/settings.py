@@ -192,9 +192,11 @@ class Settings(BaseSettings):
 
     @field_validator("secret_key")
     @classmethod
-    def _long_secret_key(cls, key: SecretStr | None) -> SecretStr | None:
-        if key is not None and len(key.get_secret_value().strip()) < MIN_SECRET_KEY_LENGTH:
-            raise ValueError(SHORT_SECRET_KEY)
+    def _secret_key_given(cls, key: SecretStr | None) -> SecretStr | None:
+        # Shorter than MIN_SECRET_KEY_LENGTH is refused for a store's first keys only
+        # (``keys.check_secret_key``): a store that has keys must keep opening them.
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError("the secret key is empty; " + SHORT_SECRET_KEY.removeprefix("the "))
         return key
 
     @field_validator("trusted_proxies")
@@ -260,6 +262,9 @@ class Settings(BaseSettings):
     def development_warnings(self) -> list[str]:
         """What a production deployment must change; logged loudly at start."""
         warnings = []
+        if (self.secret_key is not None
+                and len(self.secret_key.get_secret_value()) < MIN_SECRET_KEY_LENGTH):
+            warnings.append(f"secret_key is shorter than {MIN_SECRET_KEY_LENGTH} characters")
         if self.secret_key is None:
             warnings.append(
                 f"secret_key is generated into {self.data_dir / SECRET_KEY_FILE}: "

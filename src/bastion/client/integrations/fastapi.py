@@ -59,7 +59,8 @@ def require_token(
 
     ``client`` is an ``AsyncClient`` you own (close it at shutdown); without it the
     connection ``using`` made with ``configure`` (``"default"`` when ``None``) is
-    opened on the first request and shared by every route (``aclose_clients``).
+    opened on the first request in each event loop and shared there by every route
+    and model call (``aclose_clients``).
     """
     guard = Guard(
         scopes, permissions, audience, client=client, using=using, realm=realm, leeway=leeway

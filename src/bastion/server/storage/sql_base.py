@@ -57,7 +57,7 @@ class SQLiteThread:
     def __init__(self, url: sa.URL) -> None:
         self.engine = sa.create_engine(
             url.set(drivername="sqlite+pysqlite"), pool_size=1, max_overflow=0,
-            connect_args={"timeout": 0, "check_same_thread": False})
+            hide_parameters=True, connect_args={"timeout": 0, "check_same_thread": False})
         event.listen(self.engine, "connect", sqlite_pragmas)
         event.listen(self.engine, "connect", _answer_at_once)
         self._thread = Offload(1, "sqlite")

@@ -170,9 +170,16 @@ class DirectoryMixin(SQLBase):
 
     async def delete_role(self, org_id: str, role_id: str, force: bool) -> DeleteRoleResult:
         def delete(conn: sa.Connection) -> DeleteRoleResult:
-            # PostgreSQL: wait for any add holding the role (``_live_roles``), then
-            # count: else an add committed meanwhile would be cascaded away unseen.
-            conn.execute(sa.select(roles.c.id).where(roles.c.id == role_id).with_for_update())
+            # Lock the role, then count: else an add committed meanwhile would be
+            # cascaded away unseen. PostgreSQL: wait for any add holding the role
+            # (``_live_roles``). SQLite: take the write lock now (a SELECT does not),
+            # as another process may add.
+            if conn.dialect.name == "sqlite":
+                conn.execute(roles.update().where(roles.c.id == role_id)
+                             .values(name=roles.c.name))
+            else:
+                conn.execute(sa.select(roles.c.id).where(roles.c.id == role_id)
+                             .with_for_update())
             in_use = conn.execute(sa.select(sa.func.count()).select_from(user_roles)
                                   .where(user_roles.c.role_id == role_id)).scalar_one()
             if in_use and not force:
