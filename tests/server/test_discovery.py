@@ -106,3 +106,32 @@ async def test_readyz_answers_when_the_database_does_not(app: App, monkeypatch) 
     ready = await app.http.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"] == "no answer within 0.05 s"
+
+
+async def test_an_unexpected_failure_answers_in_the_callers_form(app: App, monkeypatch) -> None:
+    """A database gone away on a hosted page is an HTML page, on the REST API a
+    problem document, elsewhere RFC 6749 server_error: never Starlette's plain text."""
+    import httpx2
+
+    from bastion.server.app import create_app
+
+    async def gone(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("the database went away")
+
+    token = (await app.http.post("/oauth/token", auth=(app.client_id, app.client_secret),
+                                 data={"grant_type": "client_credentials"})).json()
+    monkeypatch.setattr(app.ctx.storage, "get_client", gone)
+    monkeypatch.setattr(app.ctx.keys, "verifiers", gone)
+    transport = httpx2.ASGITransport(app=create_app(app.ctx.settings, app.ctx),
+                                     raise_app_exceptions=False)
+    async with httpx2.AsyncClient(transport=transport, base_url=ISSUER) as http:
+        page = await http.get("/oauth/authorize", params={"client_id": "web"},
+                              headers={"Accept": "text/html"})
+        assert page.status_code == 500 and "text/html" in page.headers["content-type"]
+        assert "Something went wrong" in page.text and "went away" not in page.text
+        api = await http.get("/api/v1/users",
+                             headers={"Authorization": "Bearer " + token["access_token"]})
+        assert api.status_code == 500
+        assert api.headers["content-type"] == "application/problem+json"
+        other = await http.get("/oauth/authorize", params={"client_id": "web"})
+        assert other.status_code == 500 and other.json()["error"] == "server_error"

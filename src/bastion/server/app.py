@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bastion.oauth.errors import OAuthError
+from bastion.oauth.errors import OAuthError, ServerError
 from bastion.server.api import events as api_events
 from bastion.server.api import organizations as api_organizations
 from bastion.server.api import sessions as api_sessions
@@ -49,9 +49,10 @@ from bastion.server.endpoints import (
     token,
     userinfo,
 )
-from bastion.server.errors import oauth_error_response
+from bastion.server.errors import oauth_error_parts, oauth_error_response, problem
 from bastion.server.metrics import MetricsMiddleware
 from bastion.server.middleware import ApiBodyLimit, ClientAddress
+from bastion.server.pages import render
 from bastion.server.services.errors import ServiceError
 from bastion.server.settings import Settings, load_settings
 
@@ -90,6 +91,21 @@ async def _oauth_error(request: Request, exc: Exception) -> Response:
     return oauth_error_response(exc)
 
 
+async def _server_error(request: Request, exc: Exception) -> Response:
+    """An unexpected failure (a database gone away, a bug): in the form the caller
+    reads, never a plain-text 500. Starlette logs the exception after this answers."""
+    if request.url.path.startswith("/api/"):
+        return problem(500, "Internal Server Error", "The server could not complete the "
+                       "request; the cause is in its log. Try again shortly.")
+    if "text/html" in request.headers.get("accept", ""):  # a browser on a hosted page
+        ctx: Context = request.app.state.ctx
+        return render(ctx, "message.html", 500, title="Something went wrong", error=True,
+                      message="Bastion could not complete this request. Please try again "
+                              "in a moment.")
+    status, headers, body = oauth_error_parts(ServerError())
+    return Response(body, status_code=status, headers=headers)
+
+
 def create_app(settings: Settings, ctx: Context | None = None) -> ASGIApp:
     context = ctx or Context.open(settings)
 
@@ -114,6 +130,7 @@ def create_app(settings: Settings, ctx: Context | None = None) -> ASGIApp:
     api.add_exception_handler(RequestValidationError, validation_handler)
     api.add_exception_handler(HTTPException, http_error_handler)
     api.add_exception_handler(ServiceError, service_error_handler)
+    api.add_exception_handler(Exception, _server_error)
     for module in (health, discovery, jwks, authorize, login, passwordless, account, userinfo,
                    logout,
                    api_users, api_sessions, api_organizations, api_user_roles, api_events):
