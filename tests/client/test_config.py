@@ -138,3 +138,9 @@ def test_routes_get_a_client_per_event_loop() -> None:
         return client
 
     assert asyncio.run(first()) is not asyncio.run(second())
+
+
+def test_an_empty_connection_name_is_not_the_default() -> None:
+    configure(default={"url": "https://id.example"})
+    with pytest.raises(ConfigurationError, match="no connection named ''"):
+        Client(using="")

@@ -41,8 +41,9 @@ def configured() -> tuple[str, ...]:
 
 
 def get_settings(using: str | None = None) -> Settings:
-    """The settings of connection ``using`` (``"default"`` when ``None``)."""
-    name = using or DEFAULT
+    """The settings of connection ``using`` (``"default"`` when ``None``; an empty
+    name is a mistake, not the default)."""
+    name = DEFAULT if using is None else using
     with _lock:
         settings = _connections.get(name)
     if settings is None:
