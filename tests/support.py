@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -258,3 +259,11 @@ def smtp_server() -> Iterator[tuple[str, int, Mailbox]]:
         yield "127.0.0.1", controller.port, box
     finally:
         controller.stop()
+
+
+async def empty_store_url(request: Any, tmp_path: Path, name: str) -> str:
+    """A new, empty database on the backend ``request.param`` names."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / (name + '.db')}"
+    admin = request.getfixturevalue("pg_admin_url")
+    return await create_database(admin, f"{name}_{uuid.uuid4().hex[:12]}")

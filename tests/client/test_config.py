@@ -93,8 +93,8 @@ def test_a_32_byte_state_key_is_accepted():
     assert Client(url="https://id.example", state_key="é" * 16)._core.settings.state_key
 
 
-def test_a_closed_client_says_so(provider_free_url: str = "https://id.example") -> None:
-    client = Client(url=provider_free_url)
+def test_a_closed_client_says_so() -> None:
+    client = Client(url="https://id.example")
     client.close()
     with pytest.raises(ConfigurationError, match="closed"):
         client.client_credentials()

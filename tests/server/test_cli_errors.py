@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -64,7 +63,7 @@ def test_bad_settings_are_one_line_without_their_values(cli, tmp_path, env, says
     code, err = cli("migrate", "--data-dir", str(tmp_path), **env)
     assert code == 1
     line = one_line(err)
-    assert says in line and SECRET not in err and "short" not in line
+    assert says in line and SECRET not in err
 
 
 @pytest.mark.parametrize(("url", "says"), [
@@ -124,7 +123,9 @@ def test_users_create_refuses_an_empty_password(cli, tmp_path) -> None:
     code, err = cli("users", "create", "--username", "root", "--email", "root@example.com",
                     "--admin", "--password-stdin", "--data-dir", str(tmp_path), stdin="\n")
     assert code == 1 and "no password" in one_line(err)
-    assert not Path(tmp_path / "bastion.db").exists() or "created" not in err
+    code, err = cli("users", "create", "--username", "root", "--email", "root@example.com",
+                    "--password-stdin", "--data-dir", str(tmp_path), stdin="a long passphrase\n")
+    assert code == 0, err  # no "root" was made by the refused call
 
 
 @pytest.mark.parametrize("args", [["--port", "99999"], ["--port", "0"], ["--workers", "0"],

@@ -17,6 +17,7 @@ from bastion.server.services.passwords import Passwords
 from bastion.server.settings import Settings
 from bastion.server.storage import SQLStorage, migrate, open_storage
 from bastion.server.storage.tables import users
+from support import empty_store_url
 
 NFD = unicodedata.normalize("NFD", "ärne@example.de")
 SPELLINGS = ["ärne@example.de", "ÄRNE@Example.DE", "Ärne@example.de", NFD]
@@ -63,15 +64,7 @@ def _row(n: int, email: str) -> dict[str, object]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def at_0004(request: pytest.FixtureRequest, tmp_path):
     """An empty store at revision 0004, before addresses were folded."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-    else:
-        import uuid
-
-        from support import create_database
-        url = await create_database(request.getfixturevalue("pg_admin_url"),
-                                    f"fold_{uuid.uuid4().hex[:12]}")
-    store = open_storage(url, pool_size=2)
+    store = open_storage(await empty_store_url(request, tmp_path, "at_0004"), pool_size=2)
     await migrate.upgrade(store.engine, "0004")
     try:
         yield store
