@@ -11,7 +11,8 @@ import anyio
 import httpx2
 import pytest
 
-from bastion import InvalidToken, TransportError
+from bastion import InvalidGrant, InvalidToken, NotFound, TransportError
+from bastion.client._admin_users import change_user_roles_flow
 from bastion.client._base import BaseClient, Flow
 from bastion.client._config import Settings
 from bastion.client._flight import Flights, Wait, wait_in_task
@@ -114,6 +115,83 @@ def test_an_abandoned_leader_lands_its_flight_with_an_error():
     assert wait.flight.landed and len(core.flights) == 0
     with pytest.raises(TransportError, match="interrupted"):
         next(follower)
+
+
+# A role change with ``reissue`` trades the refresh token by the REST API: it must not
+# race a refresh of the same token (one of them would present a spent token).
+
+
+def reissue(core: BaseClient, refresh_token: str) -> Flow[Any]:
+    return change_user_roles_flow(core, "org", "user", add="editor", reissue=refresh_token,
+                                  token="admin-at")
+
+
+def reissued(tokens: dict[str, Any] | None) -> httpx2.Response:
+    return ok({"items": [], "total": 0, "tokens": tokens})
+
+
+def test_a_reissue_waits_for_a_refresh_of_its_token_and_sends_the_new_one():
+    core = token_core()
+    refresh = core.refresh_flow("r-0")
+    next(refresh)
+    change = reissue(core, "r-0")
+    wait = next(change)
+    assert isinstance(wait, Wait)  # not a request presenting the token being refreshed
+    with pytest.raises(StopIteration):
+        refresh.send(ok({"access_token": "at-1", "refresh_token": "r-1"}))
+    request = next(change)
+    assert isinstance(request, httpx2.Request)
+    assert json.loads(request.content)["reissue"] == {"refresh_token": "r-1"}
+    with pytest.raises(StopIteration) as done:
+        change.send(reissued({"access_token": "at-2", "refresh_token": "r-2",
+                              "token_type": "Bearer"}))
+    assert done.value.value.tokens.refresh_token == "r-2"
+
+
+def test_a_refresh_during_a_reissue_gets_the_reissued_tokens():
+    core = token_core()
+    change = reissue(core, "r-0")
+    assert isinstance(next(change), httpx2.Request)
+    refresh = core.refresh_flow("r-0")
+    wait = next(refresh)
+    assert isinstance(wait, Wait)
+    with pytest.raises(StopIteration) as done:
+        change.send(reissued({"access_token": "at-2", "refresh_token": "r-2",
+                              "token_type": "Bearer"}))
+    assert done.value.value.tokens.refresh_token == "r-2"
+    with pytest.raises(StopIteration) as followed:
+        next(refresh)
+    assert followed.value.value.refresh_token == "r-2"
+    later, sent = drive(core.refresh_flow("r-0"))  # remembered: the spent token stays home
+    assert later.refresh_token == "r-2" and sent == []
+
+
+def test_a_refresh_waiting_on_a_failed_reissue_presents_the_token_itself():
+    core = token_core()
+    change = reissue(core, "r-0")
+    next(change)
+    refresh = core.refresh_flow("r-0")
+    next(refresh)
+    with pytest.raises(NotFound):  # an unknown role: nothing was traded
+        change.send(httpx2.Response(404, json={"title": "Not Found", "detail": "no role"}))
+    request = next(refresh)
+    assert isinstance(request, httpx2.Request) and b"refresh_token=r-0" in request.content
+    with pytest.raises(StopIteration) as done:
+        refresh.send(ok({"access_token": "at-1", "refresh_token": "r-1"}))
+    assert done.value.value.refresh_token == "r-1"
+
+
+def test_a_refresh_waiting_on_a_reissue_that_revoked_the_tokens_fails():
+    core = token_core()
+    change = reissue(core, "r-0")
+    next(change)
+    refresh = core.refresh_flow("r-0")
+    next(refresh)
+    with pytest.raises(StopIteration) as done:  # the user left the organization
+        change.send(reissued(None))
+    assert done.value.value.tokens is None
+    with pytest.raises(InvalidGrant, match="revoked"):
+        next(refresh)
 
 
 def test_a_flight_lands_once_for_every_waiter():

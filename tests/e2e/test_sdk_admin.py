@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -285,8 +286,13 @@ def test_user_roles_in_tokens_and_reissue(
     assert sorted(claims["roles"]) == ["admin", "editor"]
     assert sorted(claims["permissions"]) == ["posts:read", "posts:write", "users:manage"]
     assert not app.introspect(tokens.access_token)["active"]  # the old family is revoked
+    # The app that holds the old tokens hands out the reissued ones instead of
+    # presenting the spent refresh token; the server refuses it from anyone else.
+    assert app.refresh(tokens.refresh_token).access_token == new.access_token
+    stranger = make_api(url=any_server.url, client_id=password_app.client_id,
+                        client_secret=password_app.client_secret, retries=0)
     with pytest.raises(InvalidGrant):
-        app.refresh(tokens.refresh_token)
+        stranger.refresh(tokens.refresh_token)
     refreshed = app.refresh(new.refresh_token)
     assert sorted(app.verify_token(refreshed.access_token)["roles"]) == ["admin", "editor"]
 
@@ -305,6 +311,52 @@ def test_user_roles_in_tokens_and_reissue(
         api.roles.delete(org, "editor")
     api.roles.delete(org, "editor", force=True)  # ...unless forced
     assert api.users.roles(org, person.id) == []
+
+
+def test_a_reissue_and_a_refresh_of_the_same_tokens_at_once_both_succeed(
+    api: Any, any_server: ServerProcess, password_app: App, make_api: Callable[..., Any],
+    account_on: Callable[..., Account],
+) -> None:
+    # Each would present the refresh token the other is trading: the token's client
+    # runs them one after the other, the second with the tokens the first brought.
+    org = api.organizations.create(unique("org"))
+    api.roles.create(org, "editor")
+    api.roles.create(org, "admin")
+    person = account_on(any_server)
+    api.users.attach_roles(org, person.id, "editor")
+    app = make_api(url=any_server.url, client_id=password_app.client_id,
+                   client_secret=password_app.client_secret, retries=0)
+    for turn in range(5):
+        tokens = app.login_password(person.username, person.password, organization=org.name)
+        add, remove = ("admin", "editor") if turn % 2 else ("editor", "admin")
+        refreshed, changed = at_once(
+            functools.partial(app.refresh, tokens),
+            functools.partial(api.users.update_roles, org, person.id, add=add, remove=remove,
+                              reissue=tokens))
+        assert isinstance(refreshed, TokenSet), (refreshed, changed)
+        assert isinstance(changed, UserRoles), (refreshed, changed)
+        latest = app.refresh(changed.tokens)  # the newest pair still works
+        assert app.verify_token(latest.access_token)["roles"] == [add]
+
+
+def at_once(*calls: Callable[[], Any]) -> list[Any]:
+    """Each call's result (or exception), the calls started together in threads."""
+    start = threading.Barrier(len(calls))
+    outcomes: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            outcomes[i] = calls[i]()
+        except Exception as exc:  # returned, so the caller sees both outcomes
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
 
 
 # -- audit events -------------------------------------------------------------------------

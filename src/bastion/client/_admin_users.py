@@ -128,21 +128,33 @@ def change_user_roles_flow(
     (the user's tokens, or their refresh token) also revoke them and return new ones,
     or ``None`` when the change left the user without a role in the organization."""
     change: dict[str, Any] = {"add": names(add, "roles"), "remove": names(remove, "roles")}
-    if reissue is not None:
-        refresh = reissue.refresh_token if isinstance(reissue, TokenSet) else reissue
-        if not isinstance(refresh, str) or not refresh:
-            raise ConfigurationError("reissue needs the user's refresh token")
-        change["reissue"] = {"refresh_token": refresh}
     path = _user_roles_path(org, user_id)
-    response = yield from api_flow(core, "POST", path, token=token, json=change)
-    answer = body(response)
-    tokens = None
-    if reissue is not None and answer.get("tokens", ...) is not None:
-        # null: the user has left the organization, so none were issued
-        if not isinstance(answer.get("tokens"), dict):
-            raise ProtocolError("The API did not return the reissued tokens.")
-        tokens = TokenSet.from_response(answer["tokens"], core.clock())
-        # The new tokens belong to the user's client, as the old ones did.
-        bound = reissue.client if isinstance(reissue, TokenSet) else None
-        tokens = dataclasses.replace(tokens, client=bound)
-    return UserRoles(roles_page(core, answer), tokens)
+    if reissue is None:
+        response = yield from api_flow(core, "POST", path, token=token, json=change)
+        return UserRoles(roles_page(core, body(response)), None)
+    refresh = reissue.refresh_token if isinstance(reissue, TokenSet) else reissue
+    if not isinstance(refresh, str) or not refresh:
+        raise ConfigurationError("reissue needs the user's refresh token")
+    # The new tokens belong to the user's client, as the old ones did.
+    bound = reissue.client if isinstance(reissue, TokenSet) else None
+
+    def send(refresh: str) -> Flow[UserRoles]:
+        change["reissue"] = {"refresh_token": refresh}
+        response = yield from api_flow(core, "POST", path, token=token, json=change)
+        answer = body(response)
+        tokens = None
+        if answer.get("tokens", ...) is not None:
+            # null: the user has left the organization, so none were issued
+            if not isinstance(answer.get("tokens"), dict):
+                raise ProtocolError("The API did not return the reissued tokens.")
+            tokens = TokenSet.from_response(answer["tokens"], core.clock())
+            tokens = dataclasses.replace(tokens, client=bound)
+        return UserRoles(roles_page(core, answer), tokens)
+
+    # The tokens' own client is where their refreshes run as single flights; when it
+    # is driven otherwise (sync, async) than this call, a thread could block an event
+    # loop while waiting for it, so this client's own flights serve instead.
+    holder = core
+    if bound is not None and isinstance(bound, type(core.owner)):
+        holder = bound._core
+    return (yield from holder.reissue_flow(refresh, send, lambda result: result.tokens))

@@ -18,12 +18,12 @@ import functools
 import hashlib
 import time
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote_plus
 
 import httpx2
 
-from bastion.oauth.errors import InvalidToken
+from bastion.oauth.errors import InvalidGrant, InvalidToken
 from bastion.oauth.jose import JoseError, parse_compact
 from bastion.oauth.metadata import ProviderMetadata
 
@@ -35,6 +35,8 @@ from .id_token import check_id_token_claims, verify_id_token_signature
 from .tokens import TokenSet
 
 __all__ = ["BaseClient", "Flow", "map_http_error"]
+
+R = TypeVar("R")
 
 #: Refresh results kept to answer a second refresh of the same token.
 _MAX_REMEMBERED = 1024
@@ -165,15 +167,69 @@ class BaseClient(DiscoveryCore):
         digest = hashlib.sha256(token.encode()).digest()
         key = ("refresh", digest)
         now = self.clock()
-        flight, lead = self.flights.join(key, lambda: self._remembered(digest, token, now))
-        if lead:
-            request = self._refresh_once_flow(token, scope)
-            keep = functools.partial(self._remember, digest, token)
-            tokens: TokenSet = yield from self.lead(key, flight, request, keep)
-        else:
-            tokens = yield from self.follow(flight)
+        while True:
+            flight, lead = self.flights.join(key, lambda: self._remembered(digest, token, now))
+            if lead:
+                request = self._refresh_once_flow(token, scope)
+                keep = functools.partial(self._remember, digest, token)
+                tokens: TokenSet | None = yield from self.lead(key, flight, request, keep)
+            else:
+                tokens = yield from self.follow(flight)
+            if tokens is not None:  # None: a reissue that traded nothing (see below)
+                break
         tokens = yield from self.id_token_flow(tokens, None)  # no nonce on refresh (12.2)
         return _same_user(previous, tokens)
+
+    def reissue_flow(
+        self,
+        refresh_token: str,
+        send: Callable[[str], Flow[R]],
+        traded: Callable[[R], TokenSet | None],
+    ) -> Flow[R]:
+        """Run ``send``, a request that trades ``refresh_token`` for new tokens other
+        than by the token endpoint (the REST API's role change with ``reissue``), as
+        that token's single flight, so it never races a refresh of the same token.
+
+        A refresh already under way is waited for, and the token it brought is sent
+        instead. Refreshes that start meanwhile wait for ``send`` and get the tokens
+        ``traded`` finds in its result, which are remembered as a refresh's are; if
+        ``send`` fails, they go on to present the token themselves, as nothing was
+        traded. ``traded`` returning ``None`` (tokens revoked, none issued) fails them
+        with ``InvalidGrant``, as the token endpoint would.
+        """
+        token = refresh_token
+        while True:
+            digest = hashlib.sha256(token.encode()).digest()
+            key = ("refresh", digest)
+            settled = functools.partial(self._remembered, digest, token, self.clock())
+            flight, lead = self.flights.join(key, settled)
+            if lead:
+                break
+            try:
+                earlier: TokenSet | None = yield from self.follow(flight)
+            except Exception:  # the token is spent or refused: the server will say so
+                return (yield from send(token))
+            if earlier is not None:
+                if earlier.refresh_token in (None, token):  # not rotated: nothing to wait on
+                    return (yield from send(token))
+                token = earlier.refresh_token
+        try:
+            result = yield from send(token)
+        except Exception:
+            self.flights.land(key, flight, None)  # nothing traded: followers go on
+            raise
+        except BaseException:  # cancelled or abandoned: the request may have left
+            interrupted = TransportError("The request this call waited for was interrupted.")
+            self.flights.land(key, flight, error=interrupted)
+            raise
+        tokens = traded(result)
+        if tokens is None:
+            revoked = InvalidGrant("The refresh token was revoked by a role change.")
+            self.flights.land(key, flight, error=revoked)
+        else:
+            keep = functools.partial(self._remember, digest, token, tokens)
+            self.flights.land(key, flight, tokens, keep=keep)
+        return result
 
     def _refresh_once_flow(
         self, refresh_token: str, scope: str | Collection[str] | None
