@@ -22,6 +22,24 @@ def test_health_and_readiness(bastion_server: ServerProcess) -> None:
     assert ready.json()["checks"] == {"database": "ok", "migrations": "ok", "keys": "ok"}
 
 
+def test_readiness_fails_when_the_sqlite_file_is_deleted_or_replaced(tmp_path) -> None:
+    # SQLite writes on to the file it has open: once that is unlinked, everything is
+    # lost at the next start, so the instance must leave service (and say why).
+    with running_server(tmp_path, None) as server:
+        assert httpx2.get(server.url + "/readyz").status_code == 200
+        database = server.data_dir / "bastion.db"
+        kept = database.rename(server.data_dir / "kept.db")
+        ready = httpx2.get(server.url + "/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"] == (
+            f"the database file {database} was deleted; restart the server after restoring it")
+        database.write_bytes(kept.read_bytes())  # a copy is another file
+        ready = httpx2.get(server.url + "/readyz")
+        assert ready.status_code == 503 and "was replaced" in ready.json()["checks"]["database"]
+        kept.rename(database)  # the very file it has open, back in place
+        assert httpx2.get(server.url + "/readyz").status_code == 200
+
+
 def test_metrics_count_requests_tokens_and_login_failures(bastion_server) -> None:
     auth = (bastion_server.client_id, bastion_server.client_secret)
     for _ in range(3):

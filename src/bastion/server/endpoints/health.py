@@ -12,6 +12,7 @@ from starlette.responses import Response
 from bastion.server.context import Context
 from bastion.server.metrics import exposition
 from bastion.server.storage import migrate
+from bastion.server.storage.base import Unusable
 
 router = APIRouter(tags=["operations"])
 READY_TIMEOUT = 5.0  # seconds
@@ -39,6 +40,8 @@ async def readyz(request: Request) -> JSONResponse:
         checks["migrations"] = "ok" if current == head else f"at {current}, expected {head}"
     except TimeoutError:
         checks["database"] = f"no answer within {READY_TIMEOUT:g} s"
+    except Unusable as exc:
+        checks["database"] = str(exc)
     except Exception as exc:  # any failure means not ready; say which
         checks.setdefault("database", f"unreachable: {type(exc).__name__}")
     checks["keys"] = "ok" if ctx.keys.loaded() else "not loaded"

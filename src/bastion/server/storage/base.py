@@ -47,6 +47,10 @@ class Conflict(Exception):
         self.field = field
 
 
+class Unusable(Exception):
+    """The database can no longer serve; the message says why (and holds no secret)."""
+
+
 class Missing(Exception):
     """A record to refer to does not exist (e.g. deleted meanwhile); ``key`` names it."""
 
@@ -244,6 +248,7 @@ class Storage(Protocol):
         link stops working); returns how many."""
 
     async def ping(self) -> None:
-        """Raise if the database cannot be reached."""
+        """Raise if the database cannot be reached; ``Unusable`` if it can but must
+        not be used (a SQLite file deleted under the server)."""
 
     async def close(self) -> None: ...

@@ -168,6 +168,8 @@ class SQLStorage(GrantsMixin, DirectoryMixin, MailMixin):
 
     async def ping(self) -> None:
         await self._read(lambda conn: conn.execute(sa.text("SELECT 1")))
+        if self._sqlite is not None:
+            self._sqlite.check_file()
 
     async def close(self) -> None:
         if self._sqlite is not None:

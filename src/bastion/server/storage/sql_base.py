@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bastion.server.offload import Offload
 from bastion.server.storage import prepared
+from bastion.server.storage.base import Unusable
 from bastion.server.storage.conflicts import conflict
 
 T = TypeVar("T")
@@ -67,6 +69,25 @@ class SQLiteThread:
         # Kept open: checking the connection out of the pool for every call cost a fifth
         # of the call.
         self._conn: sa.Connection | None = None
+        database = url.database or ""
+        self._path = None if database in ("", ":memory:") or database.startswith("file:") \
+            else database
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
+
+    def check_file(self) -> None:
+        """``Unusable`` if the database file was deleted or replaced since it was opened:
+        SQLite would go on with the file it has open, and all that is written would be
+        lost at the next start."""
+        if self._path is None or self._file is None:
+            return
+        try:
+            found = os.stat(self._path)
+        except FileNotFoundError:
+            raise Unusable(f"the database file {self._path} was deleted; restart the "
+                           "server after restoring it") from None
+        if (found.st_dev, found.st_ino) != self._file:
+            raise Unusable(f"the database file {self._path} was replaced; restart the server "
+                           "to use the new one") from None
 
     async def run(self, fn: Callable[[sa.Connection], T], write: bool, *,
                   may_wait: bool = False) -> T:
@@ -86,6 +107,9 @@ class SQLiteThread:
         conn = self._conn
         if conn is None or conn.closed or conn.invalidated:
             conn = self._conn = self.engine.connect()
+            if self._path is not None and self._file is None:
+                opened = os.stat(self._path)
+                self._file = (opened.st_dev, opened.st_ino)
         elif conn.in_transaction():  # a call that failed half-way (its rollback too)
             conn.rollback()
         driver = conn.connection.dbapi_connection
