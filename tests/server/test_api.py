@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -287,6 +288,30 @@ async def test_adding_a_role_deleted_meanwhile_is_not_found(api: Api, monkeypatc
     r = await http.post("/api/v1/organizations/acme/roles/tester/permissions",
                         json={"permissions": ["posts:read"]})
     assert r.status_code == 404 and "tester" in r.json()["detail"]
+
+
+async def test_concurrent_reissues_of_one_refresh_token_leave_one_family(api: Api) -> None:
+    http = api.app.http
+    _, url = await _member(api, "kim", ["viewer", "editor"])
+    tokens = await api.user_token("kim", organization="acme")
+    answers = await asyncio.gather(*(http.post(url, json={
+        "add": ["editor"], "reissue": {"refresh_token": tokens["refresh_token"]}})
+        for _ in range(5)))
+    issued = [r.json()["tokens"] for r in answers if r.status_code == 200]
+    assert len(issued) == 1, [r.text for r in answers]
+    for refused in (r for r in answers if r.status_code != 200):
+        assert refused.status_code == 400 and "no tokens were issued" in refused.json()["detail"]
+    live = [await http.post("/oauth/token", auth=(api.web_id, api.web_secret), data={
+        "grant_type": "refresh_token", "refresh_token": pair["refresh_token"]})
+        for pair in issued]
+    assert [r.status_code for r in live] == [200]
+    # A token of no organization (or another one) would not carry the new roles.
+    plain = await api.user_token("kim")
+    r = await http.post(url, json={"remove": ["editor"],
+                                   "reissue": {"refresh_token": plain["refresh_token"]}})
+    assert r.status_code == 400 and "not issued for this organization" in r.json()["detail"]
+    assert sorted(x["name"] for x in (await http.get(url)).json()["items"]) == [
+        "editor", "viewer"]  # refused before anything changed
 
 
 async def test_a_user_who_left_the_organization_cannot_refresh_into_it(

@@ -175,3 +175,24 @@ async def test_a_refresh_token_of_a_revoked_grant_is_not_stored(store: SQLStorag
     await store.create_grant(grant("g2"), None)
     assert await store.create_refresh_token(refresh(b"3" * 32, "g2"))
     assert await store.get_refresh_token(b"3" * 32) is not None
+
+
+async def test_of_concurrent_reissues_of_one_family_exactly_one_succeeds(
+        store: SQLStorage) -> None:
+    await store.create_grant(grant("g1"), refresh(b"1" * 32))
+    done = await asyncio.gather(*(
+        store.reissue_grant("g1", grant(f"n{i}"), refresh(bytes([i]) * 32, f"n{i}"), NOW)
+        for i in range(5)))
+    assert sorted(done) == [False] * 4 + [True]
+    winner = done.index(True)
+    assert (await store.get_grant("g1")).revoked_at == NOW  # type: ignore[union-attr]
+    assert (await store.get_refresh_token(b"1" * 32)).revoked_at == NOW  # type: ignore[union-attr]
+    assert await store.get_refresh_token(bytes([winner]) * 32) == refresh(
+        bytes([winner]) * 32, f"n{winner}")
+    assert [await store.get_grant(f"n{i}") is not None for i in range(5)] == [
+        i == winner for i in range(5)]
+    # A family revoked first (by a revoke-all) is not brought back either.
+    await store.revoke_grant(f"n{winner}", NOW)
+    assert not await store.reissue_grant(f"n{winner}", grant("n9"), refresh(b"9" * 32, "n9"),
+                                         NOW)
+    assert await store.get_grant("n9") is None

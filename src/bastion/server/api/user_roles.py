@@ -44,7 +44,8 @@ async def change_user_roles(org: str, user_id: str, body: UserRolesChange, reque
     ctx = context(request)
     found = await rbac.organization(ctx.storage, org)
     user = await get_user(ctx.storage, user_id)
-    stored = await reissuable(ctx, user, body.reissue.refresh_token) if body.reissue else None
+    stored = await reissuable(ctx, user, body.reissue.refresh_token, found.id) \
+        if body.reissue else None
     roles = await rbac.change_user_roles(ctx.storage, user.id, found.id, body.add, body.remove)
     await audit.record(ctx.storage, actor(who, request), "user.roles.update", user.id,
                        organization=found.id, add=body.add, remove=body.remove)

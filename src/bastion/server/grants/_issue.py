@@ -61,9 +61,11 @@ def may_refresh(client: Client) -> bool:
     return "refresh_token" in client.grant_types
 
 
-async def reissuable(ctx: Context, user: User, refresh_token: str) -> RefreshToken:
-    """The user's valid refresh token to reissue from; ``InvalidGrant`` otherwise.
-    Checked before anything changes, so a refused reissue changes nothing."""
+async def reissuable(ctx: Context, user: User, refresh_token: str,
+                     organization_id: str) -> RefreshToken:
+    """The user's valid refresh token, issued in ``organization_id``, to reissue from;
+    ``InvalidGrant`` otherwise. Checked before anything changes, so a refused reissue
+    changes nothing."""
     stored = await ctx.storage.get_refresh_token(secrets.digest(refresh_token))
     now = datetime.now(UTC)
     if (stored is None or stored.user_id != user.id or stored.used_at or stored.revoked_at
@@ -72,6 +74,8 @@ async def reissuable(ctx: Context, user: User, refresh_token: str) -> RefreshTok
     old = await ctx.storage.get_grant(stored.grant_id)
     if old is None or old.revoked_at or await ctx.clients.get(stored.client_id) is None:
         raise InvalidGrant("The refresh token to reissue is not a valid token of this user.")
+    if old.organization_id != organization_id:  # its new tokens would not carry the roles
+        raise InvalidGrant("The refresh token to reissue was not issued for this organization.")
     return stored
 
 
@@ -91,8 +95,9 @@ async def reissue(ctx: Context, user: User, stored: RefreshToken) -> dict[str, A
         except InvalidGrant:
             await ctx.storage.revoke_grant(old.id, now)
             return None
-    await ctx.storage.revoke_grant(old.id, now)
     grant = replace(old, id=_secrets.token_urlsafe(18), created_at=now, revoked_at=None)
     plain, record = new_refresh_token(ctx.settings, grant, stored.scope)
-    await ctx.storage.create_grant(grant, record)
+    if not await ctx.storage.reissue_grant(old.id, grant, record, now):
+        raise InvalidGrant("The roles were changed, but no tokens were issued: another "
+                           "request reissued or revoked the refresh token meanwhile.")
     return await user_token_response(ctx, client, grant, user, stored.scope, refresh_token=plain)

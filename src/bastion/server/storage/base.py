@@ -119,6 +119,12 @@ class Storage(Protocol):
     async def revoke_grant(self, grant_id: str, at: datetime) -> None:
         """Revoke a grant and its whole token family."""
 
+    async def reissue_grant(self, old_id: str, grant: Grant, refresh: RefreshToken,
+                            at: datetime) -> bool:
+        """Revoke grant ``old_id`` with its family and store ``grant`` with its first
+        refresh token, atomically; ``False``, changing nothing, if ``old_id`` is already
+        revoked (of concurrent reissues of one family exactly one succeeds)."""
+
     async def create_refresh_token(self, token: RefreshToken) -> bool:
         """Store ``token`` unless its grant is revoked (or gone); whether it was."""
 

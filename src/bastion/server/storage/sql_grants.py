@@ -111,6 +111,18 @@ class GrantsMixin(SQLBase):
     async def revoke_grant(self, grant_id: str, at: datetime) -> None:
         await self._write(lambda conn: _revoke_grants(conn, [grant_id], at))
 
+    async def reissue_grant(self, old_id: str, grant: Grant, refresh: RefreshToken,
+                            at: datetime) -> bool:
+        def reissue(conn: sa.Connection) -> bool:
+            # The conditional revocation decides: on PostgreSQL a concurrent one waits
+            # for this row and then finds it revoked; SQLite writes one at a time.
+            if not _revoke_grants(conn, [old_id], at):
+                return False
+            prepared.insert(conn, grants, _values(grant))
+            prepared.insert(conn, refresh_tokens, _values(refresh))
+            return True
+        return await self._write(reissue)
+
     # refresh tokens
 
     async def create_refresh_token(self, token: RefreshToken) -> bool:
