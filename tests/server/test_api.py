@@ -144,6 +144,11 @@ async def test_duplicates_are_conflicts(api: Api) -> None:
     await http.post("/api/v1/organizations/acme/roles", json={"name": "editor"})
     r = await http.post("/api/v1/organizations/acme/roles", json={"name": "Editor"})
     assert r.status_code == 409
+    # A name spelled like an id would shadow that record in the lookups by id or name.
+    org_id = (await http.get("/api/v1/organizations/acme")).json()["id"]
+    for url in ("/api/v1/organizations", "/api/v1/organizations/acme/roles"):
+        r = await http.post(url, json={"name": org_id.upper()})
+        assert r.status_code == 422 and "form of an id" in r.json()["detail"], r.text
 
 
 async def test_roles_permissions_and_tokens(api: Api) -> None:

@@ -211,6 +211,33 @@ async def test_organizations_and_roles(storage: SQLStorage) -> None:
     assert [r.name for r in await storage.list_roles("org-1")] == ["editor", "empty"]
 
 
+async def test_an_id_finds_its_own_record_before_a_name_spelled_like_it(
+        storage: SQLStorage) -> None:
+    # Names and ids share the lookups: a name spelled like another record's id (which
+    # the services refuse, but an older database may hold) must not take its place,
+    # whichever row the database meets first.
+    for n, impostor_first in enumerate((False, True)):
+        real, other = (f"0f0e0d0c-0000-4000-8000-{n}{i:011d}" for i in (1, 2))
+        org = Organization(id=real, name=f"Acme{n}", created_at=NOW)
+        impostor = Organization(id=other, name=real.upper(), created_at=NOW)
+        role = Role(id=real, organization_id=real, name="viewer", permissions=(),
+                    created_at=NOW)
+        fake = Role(id=other, organization_id=real, name=real.upper(),
+                    permissions=("billing:admin",), created_at=NOW)
+        orgs, found_roles = [impostor, org], [fake, role]
+        if not impostor_first:
+            orgs.reverse()
+            found_roles.reverse()
+        for o in orgs:
+            await storage.create_organization(o)
+        for r in found_roles:
+            await storage.create_role(r)
+        assert await storage.get_organization(real) == org
+        assert await storage.get_organization(other) == impostor
+        assert await storage.get_role(real, real) == role
+        assert await storage.get_role(real, other) == fake
+
+
 async def test_user_roles_change_atomically_and_block_deletion(storage: SQLStorage) -> None:
     await storage.create_user(user())
     await storage.create_organization(Organization(id="o", name="o", created_at=NOW))

@@ -88,3 +88,41 @@ async def test_a_checkpoint_runs_every_so_many_writes(
     assert sqlite._checkpoint is not None
     await sqlite._checkpoint
     assert in_database_file() == 3
+
+
+@pytest.mark.parametrize("add", ["user role", "permission"])
+async def test_a_role_deleted_by_another_process_cannot_slip_under_an_add(
+        store: SQLStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, add: str) -> None:
+    # Another process deletes the role just after the add checked it exists: the add
+    # must hold the write lock by then, or its insert meets a missing role (a 500).
+    from test_contract import NOW
+
+    from bastion.server.models import Organization, Role
+    from bastion.server.storage import sql_directory
+
+    await store.create_user(user(1))
+    await store.create_organization(Organization(id="o", name="o", created_at=NOW))
+    await store.create_role(Role(id="r", organization_id="o", name="r", permissions=(),
+                                 created_at=NOW))
+    check = sql_directory._live_roles
+    interleaved: list[str] = []
+
+    def then_delete(conn: sa.Connection, *args: object) -> set[str]:
+        live = check(conn, *args)  # type: ignore[arg-type]
+        other = sqlite3.connect(tmp_path / "calls.db", isolation_level=None, timeout=0)
+        try:
+            other.execute("PRAGMA foreign_keys=ON")
+            other.execute("DELETE FROM roles WHERE id = 'r'")
+            interleaved.append("deleted")
+        except sqlite3.OperationalError as exc:  # locked: it waits for the add
+            interleaved.append(str(exc))
+        finally:
+            other.close()
+        return live
+
+    monkeypatch.setattr(sql_directory, "_live_roles", then_delete)
+    if add == "user role":
+        assert [r.id for r in await store.change_user_roles(user(1).id, "o", ["r"], [])] == ["r"]
+    else:
+        await store.change_permissions("r", ["r:x"], [])
+    assert interleaved == ["database is locked"]

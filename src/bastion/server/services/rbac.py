@@ -17,12 +17,15 @@ NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9 _.:-]{0,98}[A-Za-z0-9_.:-])?$"
 PERMISSION_PATTERN = r"^[A-Za-z0-9_.:/*-]{1,200}$"
 _NAME = re.compile(NAME_PATTERN)
 _PERMISSION = re.compile(PERMISSION_PATTERN)
+_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
 
 
 def check_name(field: str, name: str) -> str:
     if not _NAME.fullmatch(name):
         raise InvalidInput(field, "1 to 100 letters, digits, spaces or '_.:-', starting with "
                            "a letter or digit and not ending with a space")
+    if _ID.fullmatch(name):  # names and ids share the lookups (``get_role``...)
+        raise InvalidInput(field, "a name must not have the form of an id (a UUID)")
     return name
 
 

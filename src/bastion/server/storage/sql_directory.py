@@ -26,9 +26,11 @@ from bastion.server.storage.tables import (
 )
 from bastion.server.text import fold
 
-_ORGANIZATION = sa.select(organizations).where(sa.or_(  # by id or by name
+# By id or by name; the id first, should another's name be spelled like it.
+_ORGANIZATION = sa.select(organizations).where(sa.or_(
     organizations.c.id == sa.bindparam("id"),
-    sa.func.lower(organizations.c.name) == sa.bindparam("name")))
+    sa.func.lower(organizations.c.name) == sa.bindparam("name"),
+)).order_by(sa.case((organizations.c.id == sa.bindparam("id"), 0), else_=1)).limit(1)
 
 _MIN_TRIGRAM = 3  # shorter queries cannot use a trigram index and scan instead
 # SQLite: how many users (in page order) to scan for a page before asking the FTS
@@ -162,10 +164,12 @@ class DirectoryMixin(SQLBase):
         return await self._read(lambda conn: _roles(conn, roles.c.organization_id == org_id))
 
     async def get_role(self, org_id: str, role: str) -> Role | None:
-        """A role of the organization by id or (case-insensitive) name."""
+        """A role of the organization by id or (case-insensitive) name; the id first,
+        should another role's name be spelled like it."""
         found = await self._read(lambda conn: _roles(conn, sa.and_(
             roles.c.organization_id == org_id,
             sa.or_(roles.c.id == role, sa.func.lower(roles.c.name) == role.lower()))))
+        found.sort(key=lambda r: r.id != role)
         return found[0] if found else None
 
     async def delete_role(self, org_id: str, role_id: str, force: bool) -> DeleteRoleResult:
@@ -273,10 +277,14 @@ def _live_roles(conn: sa.Connection, role_ids: list[str], org_id: str | None = N
                 ) -> set[str]:
     """Which of ``role_ids`` exist (in ``org_id``), locked until the transaction ends
     (PostgreSQL ``FOR KEY SHARE``: a concurrent delete waits, or went first and the
-    role is not found), so rows referencing them can be inserted."""
+    role is not found), so rows referencing them can be inserted. SQLite: the write
+    lock is taken first (a SELECT does not take it), so another process's delete
+    cannot land between this check and the inserts."""
     where: list[Any] = [roles.c.id.in_(role_ids)]
     if org_id is not None:
         where.append(roles.c.organization_id == org_id)
+    if conn.dialect.name == "sqlite":
+        conn.execute(roles.update().where(*where).values(name=roles.c.name))
     return set(conn.execute(sa.select(roles.c.id).where(*where)
                             .with_for_update(read=True, key_share=True)).scalars())
 
