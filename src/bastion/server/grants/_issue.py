@@ -54,6 +54,9 @@ async def organization_claims(ctx: Context, user_id: str, org_id: str) -> dict[s
     claims = await rbac.token_claims(ctx.storage, user_id, org_id)
     if not claims["roles"]:
         raise InvalidGrant("The user is no longer a member of the grant's organization.")
+    if rbac.claims_size(claims) > rbac.CLAIMS_BUDGET:
+        raise InvalidGrant("The user's roles in this organization carry more permissions than "
+                           "a token can hold; an administrator must reduce them.")
     return claims
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +20,33 @@ PERMISSION_PATTERN = r"^[A-Za-z0-9_.:/*-]{1,200}$"
 _NAME = re.compile(NAME_PATTERN)
 _PERMISSION = re.compile(PERMISSION_PATTERN)
 _ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
+
+
+#: Bytes of roles and permissions (as JSON) a token may carry: tokens of up to 16 KiB are
+#: accepted (``MAX_TOKEN_LENGTH``); base64url adds a third, the other claims the rest.
+CLAIMS_BUDGET = 8 * 1024
+
+
+def held_claims(held: Iterable[Role]) -> dict[str, list[str]]:
+    """The ``roles`` and ``permissions`` claims of a user holding ``held``."""
+    held = list(held)
+    return {"roles": sorted(r.name for r in held),
+            "permissions": sorted({p for r in held for p in r.permissions})}
+
+
+def claims_size(claims: dict[str, Any]) -> int:
+    part = {"roles": claims["roles"], "permissions": claims["permissions"]}
+    return len(json.dumps(part, separators=(",", ":")).encode())
+
+
+def check_fits(field: str, held: Iterable[Role]) -> None:
+    """Refuse a change after which a token could not carry a user's roles: Bastion and
+    the SDK would refuse the tokens it signed."""
+    size = claims_size(held_claims(held))
+    if size > CLAIMS_BUDGET:
+        raise InvalidInput(field, f"a token would carry {size} bytes of roles and permissions "
+                           f"in this organization, over the {CLAIMS_BUDGET} it can hold; use "
+                           "fewer or broader permissions")
 
 
 def check_name(field: str, name: str) -> str:
@@ -60,6 +89,7 @@ async def create_role(storage: Storage, org_id: str, name: str,
     role = Role(id=str(uuid.uuid4()), organization_id=org_id, name=check_name("name", name),
                 permissions=tuple(sorted(check_permissions(permissions))),
                 created_at=datetime.now(UTC))
+    check_fits("permissions", [role])
     try:
         await storage.create_role(role)
     except Conflict:
@@ -88,9 +118,11 @@ async def delete_role(storage: Storage, org_id: str, key: str, force: bool) -> R
 async def change_permissions(storage: Storage, org_id: str, key: str, add: Iterable[str] = (),
                              remove: Iterable[str] = ()) -> Role:
     found = await role(storage, org_id, key)
+    add, remove = check_permissions(add), check_permissions(remove)
+    after = (set(found.permissions) | set(add)) - set(remove)
+    check_fits("permissions", [replace(found, permissions=tuple(after))])
     try:
-        await storage.change_permissions(found.id, check_permissions(add),
-                                         check_permissions(remove))
+        await storage.change_permissions(found.id, add, remove)
     except Missing:  # deleted since it was looked up
         raise NotFound("role", key) from None
     return await role(storage, org_id, found.id)
@@ -99,8 +131,15 @@ async def change_permissions(storage: Storage, org_id: str, key: str, add: Itera
 async def change_user_roles(storage: Storage, user_id: str, org_id: str,
                             add: Iterable[str] = (), remove: Iterable[str] = ()) -> list[Role]:
     """Resolve role ids or names (all or nothing), then apply in one transaction."""
-    keys = {(await role(storage, org_id, key)).id: key for key in add}
+    added: dict[str, Role] = {}
+    keys: dict[str, str] = {}  # role id -> the key asked for, for messages
+    for key in add:
+        found = await role(storage, org_id, key)
+        added[found.id], keys[found.id] = found, key
     remove_ids = [(await role(storage, org_id, key)).id for key in remove]
+    if added:
+        held = {r.id: r for r in await storage.user_roles(user_id, org_id)} | added
+        check_fits("add", [r for r in held.values() if r.id not in remove_ids])
     try:
         return await storage.change_user_roles(user_id, org_id, list(keys), remove_ids)
     except Missing as exc:  # a role to add was deleted since it was looked up
@@ -109,6 +148,4 @@ async def change_user_roles(storage: Storage, user_id: str, org_id: str,
 
 async def token_claims(storage: Storage, user_id: str, org_id: str) -> dict[str, Any]:
     """``org``, ``roles`` and ``permissions`` of a user in an organization."""
-    held = await storage.user_roles(user_id, org_id)
-    permissions = sorted({p for r in held for p in r.permissions})
-    return {"org": org_id, "roles": sorted(r.name for r in held), "permissions": permissions}
+    return {"org": org_id, **held_claims(await storage.user_roles(user_id, org_id))}
