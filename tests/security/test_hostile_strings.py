@@ -8,12 +8,19 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx2
 import pytest
 import sqlalchemy as sa
-from security_helpers import PASSWORD, Env, authorize_url, login_form, post_login
+from security_helpers import (
+    PASSWORD,
+    REDIRECT,
+    Env,
+    authorize_url,
+    login_form,
+    post_login,
+)
 
 from bastion.server.services.clients import create_client
 from bastion.server.storage.tables import events
@@ -92,6 +99,22 @@ async def test_a_nul_in_a_logout_or_account_form_is_the_pages_400(on_backend: Ma
     page_400(await env.http.post("/account/email/confirm", data={**csrf, "token": "t\x00"}))
     # nothing happened: still signed in, same name
     assert (await env.http.get("/account")).text.count('name="username" value="alice"') == 1
+
+
+async def test_a_nul_in_the_account_pages_query_is_ignored(on_backend: MakeEnv) -> None:
+    """``client_id`` and ``return_to`` come from the URL; unstorable ones count as absent
+    (no way back offered), and never reach the client lookup."""
+    env = await on_backend()
+    back = {"client_id": env.web.client_id, "return_to": REDIRECT}
+    signed_out = await env.http.get("/account?" + urlencode({**back, "client_id": "a\x00"}))
+    assert signed_out.status_code == 200 and "%00" not in hidden_fields(signed_out.text)["next"]
+    await account_page(env)
+    for query in ({**back, "client_id": "\x00"}, {**back, "client_id": "a\x00b"},
+                  {**back, "return_to": REDIRECT + "\x00"}):
+        page = await env.http.get("/account?" + urlencode(query))
+        assert page.status_code == 200, (page.status_code, page.text[:300])
+        assert 'id="back"' not in page.text and "\x00" not in page.text
+    assert 'id="back"' in (await env.http.get("/account?" + urlencode(back))).text
 
 
 async def test_a_nul_in_an_oauth_parameter_name_is_invalid_request(on_backend: MakeEnv) -> None:

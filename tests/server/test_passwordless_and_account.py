@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx2
@@ -14,10 +17,10 @@ import sqlalchemy as sa
 from bastion.oauth import pkce
 from bastion.server.app import create_app
 from bastion.server.context import Context
-from bastion.server.models import OutgoingMail
-from bastion.server.services import outbox
+from bastion.server.models import OneTimeToken, OutgoingMail, User
+from bastion.server.services import outbox, secrets
 from bastion.server.services.clients import create_client
-from bastion.server.services.users import create_user
+from bastion.server.services.users import create_user, delete_user
 from bastion.server.settings import Settings
 from bastion.server.storage import migrate
 from bastion.server.storage.tables import login_sessions, one_time_tokens
@@ -59,13 +62,13 @@ class Env:
         return await self.http.post(urlsplit(link).path, data=hidden_fields(page.text))
 
 
-@pytest.fixture
-async def env(tmp_path) -> AsyncIterator[Env]:
+@asynccontextmanager
+async def open_env(tmp_path: Path, **overrides: Any) -> AsyncIterator[Env]:
     with smtp_server() as (host, port, box):
-        settings = Settings(data_dir=tmp_path, issuer=ISSUER, secret_key="k" * 40,
-                            smtp_host=host, smtp_port=port, smtp_tls="none",
-                            password_hash_memory_kib=8192, password_hash_time_cost=1,
-                            link_limit_per_email=3)
+        settings = Settings(**{"data_dir": tmp_path, "issuer": ISSUER, "secret_key": "k" * 40,
+                               "smtp_host": host, "smtp_port": port, "smtp_tls": "none",
+                               "password_hash_memory_kib": 8192, "password_hash_time_cost": 1,
+                               "link_limit_per_email": 3, **overrides})
         ctx = Context.open(settings)
         await migrate.upgrade(ctx.storage.engine)  # type: ignore[attr-defined]
         await ctx.start()
@@ -81,6 +84,19 @@ async def env(tmp_path) -> AsyncIterator[Env]:
                 yield Env(http, ctx, box, web.client.client_id, web.client_secret)
         finally:
             await ctx.close()
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    async with open_env(tmp_path) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def signup_env(tmp_path: Path) -> AsyncIterator[Env]:
+    """Unknown addresses get an account with their first sign-in link."""
+    async with open_env(tmp_path, passwordless_signup=True) as opened:
+        yield opened
 
 
 async def test_sign_in_link_completes_the_authorization(env: Env) -> None:
@@ -467,3 +483,121 @@ async def test_an_admin_email_change_cancels_pending_links(env: Env) -> None:
     assert r.status_code == 200
     back = await env.follow_link(link)
     assert back.status_code == 303 and back.headers["location"].startswith("/oauth/authorize?")
+
+
+# -- addresses that are lists, odd local parts, links that outlive what they were for --
+
+
+async def test_an_address_list_gets_no_link_and_cannot_become_the_email(env: Env) -> None:
+    """``a,b@c`` is two mailboxes to a mail header: refused where it is typed."""
+    refused = await env.request_link("postmaster,attacker@evil.example")
+    assert refused.status_code == 400 and "Enter a valid email address." in refused.text
+    page = await _sign_in_to_account(env)
+    r = await env.http.post("/account/profile", data={
+        "csrf_token": hidden_fields(page.text)["csrf_token"], "username": "alice",
+        "email": "alice@example.com,"})
+    assert r.status_code == 400 and "is not an email address" in r.text
+    assert await _queued(env) == []
+
+
+@pytest.mark.parametrize(("address", "username"), [
+    (".dot@example.com", "dot"), ("_under_@example.com", "under"), ("+plus@example.com", "plus"),
+    ("-dash.@example.com", "dash"), ("+.-@example.com", "user")])
+async def test_signup_makes_a_valid_username_of_any_local_part(signup_env: Env, address: str,
+                                                              username: str) -> None:
+    env = signup_env
+    assert (await env.request_link(address)).status_code == 200
+    back = await env.follow_link(Mailbox.link((await env.mails())[0]))
+    assert back.status_code == 303 and back.headers["location"].startswith("/oauth/authorize?")
+    user = await env.ctx.storage.get_user_by_login(address)
+    assert user is not None and user.username == username
+
+
+async def test_a_signup_that_cannot_be_made_answers_with_a_page(signup_env: Env) -> None:
+    """A link mailed before addresses were checked this strictly makes no account, and
+    the browser gets a page saying why, not the REST API's JSON."""
+    env, plain, now = signup_env, "t" * 43, datetime.now(UTC)
+    await env.ctx.storage.create_one_time_token(OneTimeToken(
+        digest=secrets.digest(plain), purpose="sign_in", email="bob@example.com,", user_id=None,
+        client_id=env.client_id, payload={"authorize": env.authorize_query()}, created_at=now,
+        expires_at=now + timedelta(minutes=5)))
+    page = await env.follow_link(f"{ISSUER}/login/link?token={plain}")
+    assert page.status_code == 400 and page.headers["content-type"].startswith("text/html")
+    assert "Cannot create your account" in page.text
+    assert await env.ctx.storage.get_user_by_login("bob") is None
+
+
+async def _pending_links(env: Env) -> tuple[str, str]:
+    """Alice, signed in here, has a sign-in link and a link to make new@example.com hers."""
+    page = await _sign_in_to_account(env)
+    await env.http.post("/account/profile", data={
+        "csrf_token": hidden_fields(page.text)["csrf_token"], "username": "alice",
+        "email": "new@example.com"})
+    await env.request_link("alice@example.com")
+    await env.mails(2)
+    return await _link_to(env, "alice@example.com"), await _link_to(env, "new@example.com")
+
+
+async def _unused_links(env: Env, user_id: str) -> int:
+    async with env.ctx.storage.engine.connect() as conn:  # type: ignore[attr-defined]
+        return int((await conn.execute(sa.select(sa.func.count()).where(
+            one_time_tokens.c.user_id == user_id, one_time_tokens.c.used_at.is_(None))
+        )).scalar_one())
+
+
+async def _alice(env: Env) -> User:
+    user = await env.ctx.storage.get_user_by_login("alice")
+    assert user is not None
+    return user
+
+
+async def test_deleting_a_user_cancels_their_pending_links(env: Env) -> None:
+    sign_in_link, change = await _pending_links(env)
+    user = await _alice(env)
+    assert await _unused_links(env, user.id) == 2
+    await delete_user(env.ctx.storage, user.id)
+    assert await _unused_links(env, user.id) == 0
+    assert (await env.follow_link(change)).status_code == 400
+    assert (await env.follow_link(sign_in_link)).status_code == 400
+    assert (await env.ctx.storage.get_user(user.id)).email == "alice@example.com"
+
+
+async def test_an_email_change_link_is_refused_for_a_deleted_user(env: Env) -> None:
+    """Even with the link not cancelled (the deletion made straight in the database)."""
+    _, change = await _pending_links(env)
+    user = await _alice(env)
+    await env.ctx.storage.update_user(user.id, {"deleted_at": datetime.now(UTC)})
+    refused = await env.follow_link(change)
+    assert refused.status_code == 400 and "cannot be used" in refused.text
+    assert (await env.ctx.storage.get_user(user.id)).email == "alice@example.com"
+
+
+async def test_a_new_password_cancels_pending_links(env: Env) -> None:
+    sign_in_link, change = await _pending_links(env)
+    page = await env.http.get("/account")
+    r = await env.http.post("/account/password", data={
+        "csrf_token": hidden_fields(page.text)["csrf_token"],
+        "new_password": "a brand new password"})
+    assert r.status_code == 303
+    assert (await env.follow_link(change)).status_code == 400
+    assert (await env.follow_link(sign_in_link)).status_code == 400
+    assert (await _alice(env)).email == "alice@example.com"
+    # a link asked for afterwards works
+    await env.request_link("alice@example.com")
+    fresh = Mailbox.link((await env.mails(3))[2])
+    assert (await env.follow_link(fresh)).status_code == 303
+
+
+async def test_a_password_set_through_the_api_cancels_pending_links(env: Env) -> None:
+    admin = await create_client(env.ctx.storage, name="admin", scopes=["bastion:admin"],
+                                grant_types=["client_credentials"])
+    assert admin.client_secret
+    token = (await env.http.post("/oauth/token", data={"grant_type": "client_credentials"},
+                                 auth=(admin.client.client_id, admin.client_secret))).json()
+    await env.request_link("alice@example.com")
+    link = Mailbox.link((await env.mails())[0])
+    r = await env.http.patch(f"/api/v1/users/{(await _alice(env)).id}",
+                             json={"password": "a brand new password"},
+                             headers={"Authorization": "Bearer " + token["access_token"]})
+    assert r.status_code == 200, r.text
+    assert (await env.follow_link(link)).status_code == 400

@@ -25,8 +25,10 @@ from .exceptions import ConfigurationError, ProtocolError
 
 __all__ = ["PASSWORDLESS_EXPIRATION", "edit_profile_url_flow", "start_passwordless_flow"]
 
-#: Seconds the state of a passwordless request stays valid: the link's lifetime
-#: (15 minutes on Bastion by default) and time to open it.
+#: Seconds the state of a passwordless request stays valid by default: twice the
+#: link's lifetime on Bastion by default (``sign_in_link_ttl``, 15 minutes). A server
+#: whose links live longer (up to an hour) needs ``expiration`` at least as long, or
+#: a late link signs the user in at the provider but fails at the app's callback.
 PASSWORDLESS_EXPIRATION = 1800.0
 
 

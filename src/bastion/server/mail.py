@@ -13,6 +13,7 @@ from typing import Protocol
 import aiosmtplib
 
 from bastion.server.models import OutgoingMail
+from bastion.server.services.users import check_email
 from bastion.server.settings import Settings
 
 log = logging.getLogger("bastion.mail")
@@ -41,8 +42,13 @@ class SMTPMailer:
     async def send(self, mail: OutgoingMail) -> None:
         s = self.settings
         assert s.smtp_host is not None
+        # The envelope names the one stored address: left to itself aiosmtplib would
+        # take it from the parsed To header, where "a@b.c,root" is two mailboxes.
+        # Checked again for mail queued (or addresses stored) before that was refused.
+        check_email(mail.to)
         await aiosmtplib.send(
             message(mail, s.mail_from),
+            recipients=[mail.to],
             hostname=s.smtp_host,
             port=s.smtp_port,
             use_tls=s.smtp_tls == "tls",

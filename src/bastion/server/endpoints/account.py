@@ -28,7 +28,7 @@ from bastion.server.pages import csrf_ok, form_page, render
 from bastion.server.services import audit, links, login, sessions
 from bastion.server.services import users as user_service
 from bastion.server.services.errors import RateLimited, ServiceError
-from bastion.server.text import fold
+from bastion.server.text import fold, storable
 
 router = APIRouter(tags=["pages"])
 ACCOUNT_PATH = "/account"
@@ -50,7 +50,10 @@ async def _return_to(ctx: Context, client_id: str, return_to: str) -> tuple[str,
 
 
 def _keep(source: dict[str, str]) -> dict[str, str]:
-    return {k: str(source[k]) for k in ("client_id", "return_to") if source.get(k)}
+    """``client_id`` and ``return_to`` to carry along; text no database can store (a
+    NUL from the query string) counts as absent: it would fail the client lookup."""
+    return {k: str(source[k]) for k in ("client_id", "return_to")
+            if source.get(k) and storable(str(source[k]))}
 
 
 async def _page(ctx: Context, request: Request, session: LoginSession, user: User,
@@ -225,7 +228,7 @@ async def confirm_email(request: Request) -> Response:
                       message="Open the link from your email again.")
     used = await links.use(ctx.storage, form.get("token", ""), "email_change")
     before = await ctx.storage.get_user(used.user_id) if used and used.user_id else None
-    if used is None or before is None:
+    if used is None or before is None or before.deleted_at is not None:
         return _bad_email_link(ctx)
     try:
         user = await user_service.update_user(ctx.storage, ctx.passwords, before.id,

@@ -37,7 +37,12 @@ from bastion.server.middleware import request_ip
 from bastion.server.models import User
 from bastion.server.pages import csrf_ok, form_page, render
 from bastion.server.services import audit, links, users
-from bastion.server.services.errors import AlreadyExists, InvalidInput, RateLimited
+from bastion.server.services.errors import (
+    AlreadyExists,
+    InvalidInput,
+    RateLimited,
+    ServiceError,
+)
 from bastion.server.text import fold
 
 router = APIRouter(tags=["pages"])
@@ -129,7 +134,8 @@ async def link_page(request: Request) -> Response:
 
 
 async def _signup(ctx: Context, email: str) -> User:
-    base = re.sub(r"[^A-Za-z0-9_.+-]", "", email.split("@")[0])[:40] or "user"
+    # a username starts with a letter or digit: ".bob@" or "_x@" must not refuse
+    base = re.sub(r"[^A-Za-z0-9_.+-]", "", email.split("@")[0]).strip("_.+-")[:40] or "user"
     for _ in range(5):
         try:
             return await users.create_user(ctx.storage, ctx.passwords, username=base, email=email,
@@ -156,7 +162,11 @@ async def use_link(request: Request) -> Response:
     if used.user_id:
         user = await ctx.storage.get_user(used.user_id)
     else:
-        user = await _signup(ctx, used.email)
+        try:
+            user = await _signup(ctx, used.email)
+        except ServiceError as exc:  # a page, not the REST API's JSON problem
+            return render(ctx, "message.html", 400, title="Cannot create your account",
+                          error=True, message=f"{exc}. Go back to the app and ask for a new link.")
     if user is None or user.deleted_at is not None:
         return _invalid(ctx)
     if fold(user.email) != fold(used.email):  # mailed to an address no longer theirs

@@ -15,7 +15,11 @@ from bastion.server.text import fold
 
 #: The rules, as patterns the API schema states too.
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,149}$"
-EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$"
+# One plain addr-spec: no whitespace, control character or address-list syntax
+# (``,;:<>()[]"\``), which mail headers would read as more addresses or a display name;
+# the domain has no empty label. Unicode local parts and domains pass.
+_NOT_ADDRESS = r'\s\x00-\x1f\x7f-\x9f@,;:<>()\[\]"\\'
+EMAIL_PATTERN = rf"^[^{_NOT_ADDRESS}]{{1,64}}@(?:[^{_NOT_ADDRESS}.]+\.)+[^{_NOT_ADDRESS}.]+$"
 _USERNAME = re.compile(USERNAME_PATTERN)
 _EMAIL = re.compile(EMAIL_PATTERN)
 MIN_PASSWORD_LENGTH = 8
@@ -90,8 +94,9 @@ async def update_user(
     keep_session: str | None = None,
 ) -> User:
     """Apply the given changes. A new password ends every session of the user but
-    ``keep_session`` (the browser that changed it, if any) and revokes all their
-    grants, so whoever knew the old password (or holds a token) is signed out."""
+    ``keep_session`` (the browser that changed it, if any), revokes all their grants
+    and cancels their pending emailed links, so whoever knew the old password (or
+    holds a token or a link) is signed out. A new email cancels the links too."""
     changes: dict[str, Any] = {}
     if username is not None:
         changes["username"] = check_username(username)
@@ -110,21 +115,27 @@ async def update_user(
         raise AlreadyExists(exc.field, str(changes.get(exc.field, ""))) from None
     if user is None:
         raise NotFound("user", user_id)
-    if before is not None and before.email != user.email:
-        # links mailed for the old address (sign-in) or for an earlier change stop working
-        await storage.cancel_one_time_tokens(user_id, ("sign_in", "email_change"),
-                                             datetime.now(UTC))
+    if password is not None or (before is not None and before.email != user.email):
+        await _cancel_links(storage, user_id)
     return user
 
 
+async def _cancel_links(storage: Storage, user_id: str) -> None:
+    """Links mailed before (sign-in, email change) stop working."""
+    await storage.cancel_one_time_tokens(user_id, ("sign_in", "email_change"), datetime.now(UTC))
+
+
 async def delete_user(storage: Storage, user_id: str) -> User:
-    """Soft delete: the user can no longer sign in and every token of theirs is revoked."""
+    """Soft delete: the user can no longer sign in, every token of theirs is revoked
+    and every link mailed to them cancelled."""
     now = datetime.now(UTC)
     user = await get_user(storage, user_id)
     if user.deleted_at is None:
-        return await storage.update_user(user_id, {"deleted_at": now},
+        user = await storage.update_user(user_id, {"deleted_at": now},
                                          end_sessions_at=now) or user
-    await storage.revoke_user_sessions(user_id, now)  # deleted before: make sure
+    else:
+        await storage.revoke_user_sessions(user_id, now)  # deleted before: make sure
+    await _cancel_links(storage, user_id)
     return user
 
 
