@@ -79,9 +79,10 @@ def settings(tmp_path: Path, smtp: EnvelopeBox) -> Settings:  # the conftest's c
 async def test_the_envelope_names_the_stored_address_alone(ctx: Context,
                                                             smtp: EnvelopeBox) -> None:
     await ctx.outbox.stop()  # sent here, not by the background worker
-    await outbox.enqueue(ctx.storage, "bob+tag@example.com", "hello", "sign_in", link="L",
+    await outbox.enqueue(ctx.storage, ctx.outbox.seal, "bob+tag@example.com", "hello", "sign_in",
+                         link="L",
                          client_name="", minutes=15)
-    assert await outbox.send_due(ctx.storage, ctx.outbox.mailer) == 1
+    assert await outbox.send_due(ctx.storage, ctx.outbox.mailer, ctx.outbox.seal) == 1
     assert smtp.envelopes == [["bob+tag@example.com"]]
     assert smtp.messages[0]["To"] == "bob+tag@example.com"
 
@@ -91,9 +92,10 @@ async def test_mail_queued_for_an_address_list_goes_to_nobody(ctx: Context,
     """Mail queued (or an address stored) before lists were refused: the To header
     would make it one message to each mailbox; it is not sent at all."""
     await ctx.outbox.stop()
-    mail = await outbox.enqueue(ctx.storage, "postmaster,attacker@evil.example", "hello",
+    mail = await outbox.enqueue(ctx.storage, ctx.outbox.seal, "postmaster,attacker@evil.example",
+                                "hello",
                                 "sign_in", link="L", client_name="", minutes=15)
-    assert await outbox.send_due(ctx.storage, ctx.outbox.mailer) == 0
+    assert await outbox.send_due(ctx.storage, ctx.outbox.mailer, ctx.outbox.seal) == 0
     assert smtp.envelopes == [] and smtp.messages == []
     stored = await ctx.storage.get_mail(mail.id)
     assert stored is not None and stored.sent_at is None

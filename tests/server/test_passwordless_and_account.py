@@ -144,7 +144,7 @@ async def test_unknown_addresses_get_the_same_answer_and_no_mail(env: Env) -> No
     assert known.status_code == unknown.status_code == 200
     assert known.text == unknown.text
     await env.mails(1)
-    await outbox.send_due(env.ctx.storage, env.ctx.outbox.mailer)
+    await outbox.send_due(env.ctx.storage, env.ctx.outbox.mailer, env.ctx.outbox.seal)
     assert len(env.box.messages) == 1
 
 
@@ -187,9 +187,10 @@ async def test_failed_sends_are_retried_not_lost(env: Env) -> None:
             raise ConnectionRefusedError("smtp down")
 
     await env.ctx.outbox.stop()
-    await outbox.enqueue(env.ctx.storage, "x@example.com", "hello", "sign_in", link="L",
+    await outbox.enqueue(env.ctx.storage, env.ctx.outbox.seal, "x@example.com", "hello",
+                         "sign_in", link="L",
                          client_name="", minutes=15)
-    assert await outbox.send_due(env.ctx.storage, Down()) == 0
+    assert await outbox.send_due(env.ctx.storage, Down(), env.ctx.outbox.seal) == 0
     (claimed,) = await env.ctx.storage.claim_mail(datetime.now(UTC) + timedelta(hours=2))
     mail_id = claimed.id
     stored = await env.ctx.storage.get_mail(mail_id)
@@ -197,7 +198,8 @@ async def test_failed_sends_are_retried_not_lost(env: Env) -> None:
     assert claimed.claimed_until is not None
     await env.ctx.storage.mail_failed(mail_id, "reset claim", datetime.now(UTC), datetime.now(UTC),
                                       claimed_until=claimed.claimed_until)
-    assert await outbox.send_due(env.ctx.storage, env.ctx.outbox.mailer) == 1
+    assert await outbox.send_due(env.ctx.storage, env.ctx.outbox.mailer,
+                                 env.ctx.outbox.seal) == 1
     assert env.box.wait_for(1)[0]["Subject"] == "hello"
 
 
@@ -357,7 +359,8 @@ async def test_a_send_that_outlives_its_claim_is_not_recorded_twice(env: Env) ->
     expired mid-send (another instance took the message) does not settle it."""
     await env.ctx.outbox.stop()
     for n in range(3):
-        await outbox.enqueue(env.ctx.storage, f"u{n}@example.com", f"m{n}", "sign_in",
+        await outbox.enqueue(env.ctx.storage, env.ctx.outbox.seal, f"u{n}@example.com", f"m{n}",
+                             "sign_in",
                              link="L", client_name="", minutes=15)
     storage, smtp = env.ctx.storage, env.ctx.outbox.mailer
     taken: list[OutgoingMail] = []
@@ -379,7 +382,7 @@ async def test_a_send_that_outlives_its_claim_is_not_recorded_twice(env: Env) ->
                 assert [m.id for m in taken] == [mail.id]
             await smtp.send(mail)
 
-    assert await outbox.send_due(storage, SlowFirst()) == 2
+    assert await outbox.send_due(storage, SlowFirst(), env.ctx.outbox.seal) == 2
     assert sorted(m["To"] for m in env.box.wait_for(3)) == [
         "u0@example.com", "u1@example.com", "u2@example.com"]
     first = await storage.get_mail(taken[0].id)
@@ -395,7 +398,8 @@ async def test_a_hung_send_is_cut_off_inside_the_claim(env: Env, monkeypatch) ->
 
     assert outbox.SEND_SECONDS < sql_mail._CLAIM_SECONDS
     await env.ctx.outbox.stop()
-    mail = await outbox.enqueue(env.ctx.storage, "x@example.com", "hello", "sign_in",
+    mail = await outbox.enqueue(env.ctx.storage, env.ctx.outbox.seal, "x@example.com", "hello",
+                                "sign_in",
                                 link="L", client_name="", minutes=15)
 
     class Hung:
@@ -403,7 +407,7 @@ async def test_a_hung_send_is_cut_off_inside_the_claim(env: Env, monkeypatch) ->
             await asyncio.Event().wait()  # an SMTP server that never answers
 
     monkeypatch.setattr(outbox, "SEND_SECONDS", 0)  # the deadline has passed at once
-    assert await outbox.send_due(env.ctx.storage, Hung()) == 0
+    assert await outbox.send_due(env.ctx.storage, Hung(), env.ctx.outbox.seal) == 0
     stored = await env.ctx.storage.get_mail(mail.id)
     assert stored is not None and stored.attempts == 1 and stored.sent_at is None
     assert "TimeoutError" in str(stored.last_error) and stored.claimed_until is None
@@ -412,7 +416,8 @@ async def test_a_hung_send_is_cut_off_inside_the_claim(env: Env, monkeypatch) ->
     assert due.claimed_until is not None
     await env.ctx.storage.mail_failed(mail.id, "reset claim", datetime.now(UTC),
                                       datetime.now(UTC), claimed_until=due.claimed_until)
-    assert await outbox.send_due(env.ctx.storage, env.ctx.outbox.mailer) == 1
+    assert await outbox.send_due(env.ctx.storage, env.ctx.outbox.mailer,
+                                 env.ctx.outbox.seal) == 1
     assert env.box.wait_for(1)[0]["Subject"] == "hello"
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from bastion.server.keys import KeyRing
 from bastion.server.mail import Mailer, mailer
 from bastion.server.services.clients import ClientCache
-from bastion.server.services.outbox import OutboxWorker
+from bastion.server.services.outbox import OutboxWorker, seal_for
 from bastion.server.services.passwords import Passwords
 from bastion.server.services.signing import Signer
 from bastion.server.settings import Settings
@@ -28,7 +28,8 @@ class Context:
 
     def __post_init__(self) -> None:
         self.signer = Signer(self.settings.secret_key_bytes())
-        self.outbox = OutboxWorker(self.storage, self.mailer or mailer(self.settings))
+        self.outbox = OutboxWorker(self.storage, self.mailer or mailer(self.settings),
+                                   seal_for(self.settings.secret_key_bytes()))
         self.keys = KeyRing(self.storage, self.settings)
         self.clients = ClientCache(self.storage, self.settings.cache_ttl)
         self.passwords = Passwords(self.settings)

@@ -45,12 +45,15 @@ class KeyDecryptionError(RuntimeError):
     """A private key cannot be decrypted: the secret key differs from the one used."""
 
 
+def aead_for(secret_key: bytes, purpose: bytes) -> AESGCM:
+    """AES-GCM under a key derived from ``BASTION_SECRET_KEY``, one per ``purpose``."""
+    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose)
+                  .derive(secret_key))
+
+
 class KeyCipher:
     def __init__(self, secret_key: bytes) -> None:
-        derived = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"bastion signing keys v1"
-        ).derive(secret_key)
-        self._aead = AESGCM(derived)
+        self._aead = aead_for(secret_key, b"bastion signing keys v1")
 
     def encrypt(self, kid: str, plaintext: bytes) -> bytes:
         nonce = os.urandom(12)

@@ -34,6 +34,10 @@ class TooManyLinks(RateLimited):
     confidential client's back channel, per client)."""
 
 
+def _seal(settings: Settings) -> outbox.Seal:
+    return outbox.seal_for(settings.secret_key_bytes())
+
+
 async def _limit(storage: Storage, settings: Settings, email: str, ip: str | None,
                  client_id: str | None = None) -> None:
     keys = throttle.link_keys(settings, email, ip, client_id)
@@ -85,7 +89,7 @@ async def send_sign_in_link(storage: Storage, settings: Settings, *, email: str,
         return False
     token = await _issue(storage, settings, "sign_in", email, user, client.client_id,
                          {"authorize": authorize_query})
-    await outbox.enqueue(storage, email, "Your sign-in link", "sign_in",
+    await outbox.enqueue(storage, _seal(settings), email, "Your sign-in link", "sign_in",
                          link=f"{settings.issuer_url}{SIGN_IN_PATH}?token={token}",
                          client_name=client.name, minutes=settings.sign_in_link_ttl // 60)
     return True
@@ -100,7 +104,8 @@ async def send_email_change(storage: Storage, settings: Settings, *, user: User,
     # only the newest change link works: an earlier one (say to a mistyped address) dies
     await storage.cancel_one_time_tokens(user.id, ("email_change",), datetime.now(UTC))
     token = await _issue(storage, settings, "email_change", new_email, user, None, {})
-    await outbox.enqueue(storage, new_email, "Confirm your new email address", "email_change",
+    await outbox.enqueue(storage, _seal(settings), new_email, "Confirm your new email address",
+                         "email_change",
                          link=f"{settings.issuer_url}{EMAIL_CHANGE_PATH}?token={token}",
                          username=user.username, email=new_email,
                          minutes=settings.sign_in_link_ttl // 60)
@@ -110,7 +115,8 @@ async def send_email_changed(storage: Storage, settings: Settings, *, user: User
                              old_email: str) -> None:
     """Tell the address a user had that the account now has another one, so a change
     made by someone else does not go unnoticed."""
-    await outbox.enqueue(storage, old_email, "Your email address was changed", "email_changed",
+    await outbox.enqueue(storage, _seal(settings), old_email, "Your email address was changed",
+                         "email_changed",
                          username=user.username, old_email=old_email, email=user.email,
                          account=f"{settings.issuer_url}/account")
 

@@ -16,14 +16,20 @@ message is sent again.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import dataclasses
+import functools
 import logging
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from bastion.server.keys import aead_for
 from bastion.server.mail import Mailer
 from bastion.server.models import OutgoingMail
 from bastion.server.storage.base import Storage
@@ -41,17 +47,63 @@ _templates = Environment(
 )
 
 
+class Seal:
+    """AES-GCM for the bodies of queued mail, which hold sign-in and email-change links:
+    the tokens are stored as digests everywhere else, so a reader of the database or a
+    backup must not find them here either. The key comes from ``BASTION_SECRET_KEY``;
+    the mail's id is bound in, so a body cannot be moved to another mail."""
+
+    PREFIX = "sealed:v1:"
+
+    def __init__(self, secret_key: bytes) -> None:
+        self._aead = aead_for(secret_key, b"bastion outbox v1")
+
+    def close(self, mail: OutgoingMail) -> OutgoingMail:
+        return dataclasses.replace(mail, text=self._close(mail.id, mail.text),
+                                   html=self._close(mail.id, mail.html))
+
+    def open(self, mail: OutgoingMail) -> OutgoingMail:
+        """The mail with readable bodies (bodies stored unsealed pass as they are)."""
+        return dataclasses.replace(mail, text=self._open(mail.id, mail.text),
+                                   html=self._open(mail.id, mail.html))
+
+    def _close(self, mail_id: str, body: str) -> str:
+        nonce = os.urandom(12)
+        sealed = nonce + self._aead.encrypt(nonce, body.encode(), mail_id.encode())
+        return self.PREFIX + base64.urlsafe_b64encode(sealed).decode()
+
+    def _open(self, mail_id: str, body: str) -> str:
+        if not body.startswith(self.PREFIX):
+            return body
+        blob = base64.urlsafe_b64decode(body[len(self.PREFIX):])
+        try:
+            return self._aead.decrypt(blob[:12], blob[12:], mail_id.encode()).decode()
+        except InvalidTag:
+            raise SealError("the mail cannot be decrypted: BASTION_SECRET_KEY is not the "
+                            "one it was queued with") from None
+
+
+class SealError(Exception):
+    pass
+
+
+@functools.lru_cache(maxsize=4)
+def seal_for(secret_key: bytes) -> Seal:
+    return Seal(secret_key)
+
+
 def render(template: str, **values: object) -> tuple[str, str]:
     """The plain-text and HTML bodies of a mail template."""
     return (_templates.get_template(f"{template}.txt").render(**values),
             _templates.get_template(f"{template}.html").render(**values))
 
 
-async def enqueue(storage: Storage, to: str, subject: str, template: str,
+async def enqueue(storage: Storage, seal: Seal, to: str, subject: str, template: str,
                   **values: object) -> OutgoingMail:
+    """Queue a mail, its bodies sealed; returns it as stored."""
     text, html = render(template, **values)
-    mail = OutgoingMail(id=str(uuid.uuid4()), to=to, subject=subject, text=text, html=html,
-                        created_at=datetime.now(UTC))
+    mail = seal.close(OutgoingMail(id=str(uuid.uuid4()), to=to, subject=subject, text=text,
+                                   html=html, created_at=datetime.now(UTC)))
     await storage.enqueue_mail(mail)
     return mail
 
@@ -60,7 +112,7 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(30 * 2 ** max(attempts - 1, 0), 3600))
 
 
-async def send_due(storage: Storage, mailer: Mailer) -> int:
+async def send_due(storage: Storage, mailer: Mailer, seal: Seal) -> int:
     """Send what is due now; returns how many were sent."""
     sent = 0
     for _ in range(BATCH):
@@ -71,7 +123,7 @@ async def send_due(storage: Storage, mailer: Mailer) -> int:
         assert mail.claimed_until is not None
         try:
             async with asyncio.timeout(SEND_SECONDS):
-                await mailer.send(mail)
+                await mailer.send(seal.open(mail))
         except Exception as exc:  # any failure is retried; the reason is kept
             attempts = mail.attempts + 1
             now = datetime.now(UTC)
@@ -99,8 +151,8 @@ class OutboxWorker:
     """Runs ``send_due`` in the background: woken at once by ``poke`` after a request
     enqueues mail, and every ``POLL_SECONDS`` for retries and other instances' mail."""
 
-    def __init__(self, storage: Storage, mailer: Mailer) -> None:
-        self.storage, self.mailer = storage, mailer
+    def __init__(self, storage: Storage, mailer: Mailer, seal: Seal) -> None:
+        self.storage, self.mailer, self.seal = storage, mailer, seal
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -128,7 +180,7 @@ class OutboxWorker:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                await send_due(self.storage, self.mailer)
+                await send_due(self.storage, self.mailer, self.seal)
             except Exception:  # the database may be briefly away; try again later
                 log.exception("outbox worker failed; retrying")
             if self._stopping:
