@@ -450,6 +450,10 @@ def test_a_token_of_another_organization(
     with pytest.raises(Forbidden):
         app.users.with_token(tokens).roles(theirs, other.id)
     assert app.users.with_token(tokens).roles(theirs, person.id) == []  # own roles: yes
+    # and the same answer for an organization that does not exist: no way to probe names
+    assert app.users.with_token(tokens).roles(unique("no-such-org"), person.id) == []
+    with pytest.raises(NotFound):  # an administrator is told
+        api.users.roles(unique("no-such-org"), person.id)
     # Asking for a token in an organization the user has no role in is refused.
     with pytest.raises(BastionError) as caught:
         app.login_password(person.username, person.password, organization=theirs.name)

@@ -163,8 +163,8 @@ class Permissions(Strict):
 
 class Reissue(Strict):
     refresh_token: RefreshTokenText = Field(
-        description="The user's current refresh token; its token family is revoked and a "
-        "new pair returned.")
+        description="The user's current refresh token, issued in this organization; its "
+        "token family is revoked and a new pair returned.")
 
 
 class UserRolesChange(Strict):

@@ -16,6 +16,7 @@ from bastion.server.api.common import (
 from bastion.server.api.schemas import RoleOut, TokenPair, UserRoles, UserRolesChange
 from bastion.server.grants._issue import reissuable, reissue
 from bastion.server.services import audit, rbac
+from bastion.server.services.errors import NotFound
 from bastion.server.services.users import get_user
 
 router = APIRouter(prefix="/api/v1/organizations/{org}/users/{user_id}/roles",
@@ -28,7 +29,11 @@ async def list_user_roles(org: str, user_id: str, request: Request, who: Who) ->
     if not (who.user and who.user.id == user_id):
         require_admin(who)
     ctx = context(request)
-    found = await rbac.organization(ctx.storage, org)
+    found = await ctx.storage.get_organization(org)
+    if found is None:
+        if not who.is_admin:  # a user learns their own roles, not which organizations exist
+            return UserRoles(items=[], count=0)
+        raise NotFound("organization", org)
     await get_user(ctx.storage, user_id)
     roles = await ctx.storage.user_roles(user_id, found.id)
     return UserRoles(items=[RoleOut.of(r) for r in roles], count=len(roles))
