@@ -16,6 +16,7 @@ throttled like real ones") is set out of the way here.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import statistics
 import time
@@ -204,6 +205,30 @@ async def test_link_request_gives_one_answer_whether_or_not_the_account_exists(
         answers[case] = (r.status_code, page_without_tokens(r.text))
     assert len(set(answers.values())) == 1, answers
     assert answers["unknown"][0] == 200
+
+
+@pytest.mark.parametrize("request_link", [link_request_page, link_request_api],
+                         ids=["page", "api"])
+async def test_a_link_request_is_answered_before_the_address_is_looked_up(
+        quiet: Env, request_link: Callable[[Env, str], Awaitable[httpx2.Response]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the lookup finds decides the work (a link and a mail, or nothing): the
+    # answer must not wait for it. Here the lookup waits until the answer has come.
+    storage = quiet.ctx.storage
+    lookup, answered = storage.get_user_by_login, asyncio.Event()
+    looked_up: list[str] = []
+
+    async def after_the_answer(login: str) -> Any:
+        await answered.wait()
+        looked_up.append(login)
+        return await lookup(login)
+
+    monkeypatch.setattr(storage, "get_user_by_login", after_the_answer)
+    answer = await asyncio.wait_for(request_link(quiet, "alice@example.com"), 10)
+    assert answer.status_code == 200 and looked_up == []
+    answered.set()
+    await quiet.ctx.outbox.settled()
+    assert looked_up == ["alice@example.com"]
 
 
 @pytest.mark.parametrize("request_link", [link_request_page, link_request_api],

@@ -71,9 +71,9 @@ async def request_link_page(request: Request) -> Response:
                           error="This form has expired. Please try again.")
     assert req.client is not None
     try:
-        await links.send_sign_in_link(ctx.storage, ctx.settings, email=form.get("email", ""),
-                                      client=req.client, authorize_query=query,
-                                      ip=request_ip(request))
+        work = await links.send_sign_in_link(
+            ctx.storage, ctx.settings, email=form.get("email", ""), client=req.client,
+            authorize_query=query, ip=request_ip(request))
     except InvalidInput:
         return login_page(ctx, request, req, query, status=400,
                           error="Enter a valid email address.")
@@ -81,7 +81,7 @@ async def request_link_page(request: Request) -> Response:
         page = login_page(ctx, request, req, query, error=str(exc), status=429)
         page.headers["Retry-After"] = str(exc.retry_after)
         return page
-    ctx.outbox.poke()
+    ctx.outbox.after_answer(work)
     return render(ctx, "message.html", title="Check your email", message=_SENT.format(
         minutes=ctx.settings.sign_in_link_ttl // 60))
 
@@ -100,14 +100,14 @@ async def request_link_api(ctx: Context, request: TokenRequest) -> dict[str, Any
     for after in AFTER_REDIRECT:
         after(req)
     try:
-        await links.send_sign_in_link(ctx.storage, ctx.settings, email=email,
-                                      client=request.client, authorize_query=urlencode(form),
-                                      ip=request.client_ip, back_channel=True)
+        work = await links.send_sign_in_link(
+            ctx.storage, ctx.settings, email=email, client=request.client,
+            authorize_query=urlencode(form), ip=request.client_ip, back_channel=True)
     except InvalidInput as exc:
         raise InvalidRequest(str(exc)) from None
     except RateLimited as exc:
         raise SlowDown(str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
-    ctx.outbox.poke()
+    ctx.outbox.after_answer(work)
     return {"status": "accepted", "expires_in": ctx.settings.sign_in_link_ttl}
 
 

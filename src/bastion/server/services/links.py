@@ -4,7 +4,8 @@ notice to the old address once a change is made).
 A link carries 256 random bits; only their SHA-256 digest is stored. It works
 once, for ``sign_in_link_ttl`` seconds, and a sign-in link is bound to the
 authorization request (and so the client) that asked for it. The answer to
-"send me a link" never depends on whether the address has an account.
+"send me a link" never depends on whether the address has an account, and does not
+wait for the lookup that finds out (``send_sign_in_link``).
 
 Only a user's newest email-change link works, and a change of their email address
 cancels every link they have pending (``services.users.update_user``); a sign-in link
@@ -14,6 +15,7 @@ also stops working once its address is no longer the user's.
 from __future__ import annotations
 
 import secrets as _secrets
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -73,15 +75,24 @@ async def _issue(storage: Storage, settings: Settings, purpose: Literal["sign_in
 
 async def send_sign_in_link(storage: Storage, settings: Settings, *, email: str,
                             client: Client, authorize_query: str, ip: str | None,
-                            back_channel: bool = False) -> bool:
-    """Email a sign-in link for this authorization request, if the address may sign in.
-    Returns whether a mail was queued (never shown to the requester).
+                            back_channel: bool = False) -> Coroutine[Any, Any, bool]:
+    """Check the address and its budget now (``InvalidInput``, ``TooManyLinks``, the same
+    whether or not it has an account), and return the rest to run once the request is
+    answered: looking the address up and, if it may sign in, storing a link for this
+    authorization request and queuing its mail. That work takes longer for an address
+    with an account, so the answer must not wait for it. The coroutine returns whether
+    a mail was queued.
 
     ``back_channel``: the client's server asks, for any of its users (``ip`` is the
     server's): a confidential client's own budget stands in for that address's."""
     email = check_email(email.strip())
     await _limit(storage, settings, email, ip,
                  client.client_id if back_channel and not client.is_public else None)
+    return _sign_in_link(storage, settings, email, client, authorize_query)
+
+
+async def _sign_in_link(storage: Storage, settings: Settings, email: str, client: Client,
+                        authorize_query: str) -> bool:
     user = await _user_by_email(storage, email)
     if user is not None and user.deleted_at is not None:
         return False

@@ -23,6 +23,7 @@ import functools
 import logging
 import os
 import uuid
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -156,9 +157,31 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._pending: set[asyncio.Future[object]] = set()
 
     def poke(self) -> None:
         self._wake.set()
+
+    def after_answer(self, work: Awaitable[object]) -> None:
+        """Run ``work``, which queues mail, in the background, then send what it queued:
+        the request answers first, so its time does not tell what the work found."""
+        task = asyncio.ensure_future(work)
+        self._pending.add(task)
+        task.add_done_callback(self._settle)
+
+    def _settle(self, task: asyncio.Future[object]) -> None:
+        self._pending.discard(task)
+        if task.cancelled():
+            return
+        if (error := task.exception()) is not None:
+            log.error("queuing mail after an answer failed", exc_info=error)
+        else:
+            self.poke()
+
+    async def settled(self) -> None:
+        """Wait for the work handed to ``after_answer`` so far."""
+        if self._pending:
+            await asyncio.wait(set(self._pending))
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="bastion-outbox")
@@ -166,6 +189,8 @@ class OutboxWorker:
     async def stop(self) -> None:
         """Let a send in progress finish (its connection goes back to the pool), then
         stop; cancel only if it takes longer than ``STOP_SECONDS``."""
+        with contextlib.suppress(TimeoutError):  # queued before the storage closes
+            await asyncio.wait_for(self.settled(), STOP_SECONDS)
         if self._task is None:
             return
         self._stopping = True
