@@ -15,17 +15,22 @@ from bastion.server.services.id_tokens import issue_id_token
 from bastion.server.services.tokens import issue_access_token, new_refresh_token
 
 
+class LeftOrganization(InvalidGrant):
+    """The user holds no role in the grant's organization any more."""
+
+
+class TooManyClaims(InvalidGrant):
+    """The user's roles there are more than a token can carry (``rbac.CLAIMS_BUDGET``)."""
+
+
 async def user_token_response(
     ctx: Context, client: Client, grant: Grant, user: User, scope: str, *,
     refresh_token: str | None, nonce: str | None = None,
+    claims: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``claims``: the grant's organization claims, if the caller read them already."""
     extra: dict[str, Any] = {"gid": grant.id}
-    if grant.organization_id:  # roles are read at every issue, so changes apply on refresh
-        try:
-            extra.update(await organization_claims(ctx, user.id, grant.organization_id))
-        except InvalidGrant:  # the user left: the grant cannot issue for it any more
-            await ctx.storage.revoke_grant(grant.id, datetime.now(UTC))
-            raise
+    extra.update(claims if claims is not None else await grant_claims(ctx, grant, user.id))
     access = await issue_access_token(
         ctx.keys, ctx.settings, subject=user.id, client_id=client.client_id, scope=scope,
         extra=extra,
@@ -47,16 +52,31 @@ async def user_token_response(
     return body
 
 
+async def grant_claims(ctx: Context, grant: Grant, user_id: str) -> dict[str, Any]:
+    """The organization claims of ``grant`` (none without an organization), read again
+    at every issue so role changes apply on refresh. A grant whose user left the
+    organization is revoked: it cannot issue for it any more."""
+    if not grant.organization_id:
+        return {}
+    try:
+        return await organization_claims(ctx, user_id, grant.organization_id)
+    except LeftOrganization:
+        await ctx.storage.revoke_grant(grant.id, datetime.now(UTC))
+        raise
+
+
 async def organization_claims(ctx: Context, user_id: str, org_id: str) -> dict[str, Any]:
     """``org``, ``roles`` and ``permissions`` for a grant in an organization;
-    ``InvalidGrant`` if the user is no longer a member (holds no role in it, as
-    ``member_organization`` decides when the grant is made)."""
+    ``LeftOrganization`` if the user is no longer a member (holds no role in it, as
+    ``member_organization`` decides when the grant is made); ``TooManyClaims`` if a
+    token cannot carry them (a role grew: nothing is revoked, an administrator can
+    reduce it)."""
     claims = await rbac.token_claims(ctx.storage, user_id, org_id)
     if not claims["roles"]:
-        raise InvalidGrant("The user is no longer a member of the grant's organization.")
+        raise LeftOrganization("The user is no longer a member of the grant's organization.")
     if rbac.claims_size(claims) > rbac.CLAIMS_BUDGET:
-        raise InvalidGrant("The user's roles in this organization carry more permissions than "
-                           "a token can hold; an administrator must reduce them.")
+        raise TooManyClaims("The user's roles in this organization carry more permissions "
+                            "than a token can hold; an administrator must reduce them.")
     return claims
 
 
@@ -95,7 +115,7 @@ async def reissue(ctx: Context, user: User, stored: RefreshToken) -> dict[str, A
     if old.organization_id:
         try:
             await organization_claims(ctx, user.id, old.organization_id)
-        except InvalidGrant:
+        except LeftOrganization:
             await ctx.storage.revoke_grant(old.id, now)
             return None
     grant = replace(old, id=_secrets.token_urlsafe(18), created_at=now, revoked_at=None)

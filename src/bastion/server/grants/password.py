@@ -14,7 +14,7 @@ from typing import Any
 from bastion.oauth.errors import AccessDenied, InvalidGrant, InvalidRequest, SlowDown
 from bastion.server.checks.scope import granted_scope
 from bastion.server.context import Context
-from bastion.server.grants._issue import may_refresh, user_token_response
+from bastion.server.grants._issue import may_refresh, organization_claims, user_token_response
 from bastion.server.grants._request import TokenRequest
 from bastion.server.models import Grant
 from bastion.server.services import audit, login
@@ -50,6 +50,8 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
         org_id = await member_organization(ctx.storage, user.id, form["organization"])
         if org_id is None:
             raise AccessDenied("The user is not a member of that organization.")
+    # Before the grant is stored: tokens that could not be issued leave nothing behind.
+    claims = await organization_claims(ctx, user.id, org_id) if org_id else {}
     now = datetime.now(UTC)
     grant = Grant(id=_secrets.token_urlsafe(18), client_id=client.client_id, user_id=user.id,
                   session_id=None, scope=scope, auth_time=now, created_at=now,
@@ -59,4 +61,5 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     success = audit.event(audit.Actor(user.id, "user", client.client_id, request.client_ip),
                           "login.success", user.id, method="password")
     await ctx.storage.create_grant(grant, record, success)
-    return await user_token_response(ctx, client, grant, user, scope, refresh_token=refresh)
+    return await user_token_response(ctx, client, grant, user, scope, refresh_token=refresh,
+                                     claims=claims)

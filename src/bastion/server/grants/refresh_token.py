@@ -12,7 +12,7 @@ from typing import Any
 
 from bastion.oauth.errors import InvalidGrant, InvalidRequest, InvalidScope
 from bastion.server.context import Context
-from bastion.server.grants._issue import user_token_response
+from bastion.server.grants._issue import grant_claims, user_token_response
 from bastion.server.grants._request import TokenRequest
 from bastion.server.services import secrets
 from bastion.server.services.tokens import new_refresh_token
@@ -38,6 +38,11 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
             raise InvalidScope("A refresh cannot widen the scope.")
         scope = " ".join(dict.fromkeys(wanted))
     now = datetime.now(UTC)
+    # Claims that cannot be issued fail the refresh before the token is spent (a reuse
+    # still goes on to be detected); a user who left the organization loses the grant.
+    claims = None
+    if stored.used_at is None and not (grant.revoked_at or user.deleted_at):
+        claims = await grant_claims(ctx, grant, user.id)
     # The narrower scope is for this access token only: the new refresh token keeps
     # the scope of the one it replaces ("identical", RFC 6749 section 6).
     plain, record = new_refresh_token(ctx.settings, grant, stored.scope)
@@ -46,4 +51,5 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
         raise InvalidGrant("The refresh token was already used; its whole family is revoked.")
     if result == "invalid" or grant.revoked_at or user.deleted_at:
         raise InvalidGrant("The refresh token is expired or revoked.")
-    return await user_token_response(ctx, client, grant, user, scope, refresh_token=plain)
+    return await user_token_response(ctx, client, grant, user, scope, refresh_token=plain,
+                                     claims=claims)
