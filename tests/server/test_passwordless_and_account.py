@@ -606,3 +606,26 @@ async def test_a_password_set_through_the_api_cancels_pending_links(env: Env) ->
                              headers={"Authorization": "Bearer " + token["access_token"]})
     assert r.status_code == 200, r.text
     assert (await env.follow_link(link)).status_code == 400
+
+
+async def test_stopping_cancels_handed_over_work_that_outlives_the_wait(
+        env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # Else it would reach the storage after the context closed it.
+    monkeypatch.setattr(outbox, "AFTER_ANSWER_SECONDS", (0.0, 0.0))
+    monkeypatch.setattr(outbox, "STOP_SECONDS", 0.01)
+    started, never = asyncio.Event(), asyncio.Event()
+
+    async def stuck() -> None:
+        started.set()
+        await never.wait()
+
+    async def not_started() -> None:
+        raise AssertionError("cancelled before its turn, so never run")
+
+    env.ctx.outbox.after_answer(stuck())
+    await started.wait()
+    monkeypatch.setattr(outbox, "AFTER_ANSWER_SECONDS", (60.0, 60.0))
+    env.ctx.outbox.after_answer(not_started())
+    await env.ctx.outbox.stop()
+    assert "dropped 2 mail(s)" in caplog.text
+    await asyncio.wait_for(env.ctx.outbox.settled(), 10)  # nothing is left running

@@ -22,10 +22,12 @@ import dataclasses
 import functools
 import logging
 import os
+import secrets
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -41,6 +43,8 @@ MAX_ATTEMPTS = 8
 BATCH = 10  # messages one ``send_due`` sends at most (each claimed just before its send)
 SEND_SECONDS = 60.0  # one whole send (every SMTP step); below the storage's 120 s claim
 POLL_SECONDS = 5.0
+AFTER_ANSWER_SECONDS = (0.05, 1.0)  # when work handed over by a request starts
+_random = secrets.SystemRandom()  # a delay an observer cannot predict
 STOP_SECONDS = 10.0
 _templates = Environment(
     loader=FileSystemLoader(Path(__file__).parents[1] / "pages" / "templates" / "mail"),
@@ -162,12 +166,26 @@ class OutboxWorker:
     def poke(self) -> None:
         self._wake.set()
 
-    def after_answer(self, work: Awaitable[object]) -> None:
-        """Run ``work``, which queues mail, in the background, then send what it queued:
-        the request answers first, so its time does not tell what the work found."""
-        task = asyncio.ensure_future(work)
+    def after_answer(self, work: Coroutine[Any, Any, object]) -> None:
+        """Run ``work``, which queues mail, in the background, then send what it queued.
+
+        It starts at a random moment within ``AFTER_ANSWER_SECONDS``: never before the
+        answer has left (the transport flushes on the loop's next turns, and on SQLite
+        the work would not yield before it is done), and not at a moment tied to the
+        request, so neither its answer nor one sent right after it shows what the work
+        found (with the per-address limit, a handful of tries an hour)."""
+        task = asyncio.ensure_future(self._later(work))
         self._pending.add(task)
         task.add_done_callback(self._settle)
+
+    @staticmethod
+    async def _later(work: Coroutine[Any, Any, object]) -> object:
+        try:
+            await asyncio.sleep(_random.uniform(*AFTER_ANSWER_SECONDS))
+        except BaseException:  # cancelled (stopping) before it started
+            work.close()
+            raise
+        return await work
 
     def _settle(self, task: asyncio.Future[object]) -> None:
         self._pending.discard(task)
@@ -189,8 +207,13 @@ class OutboxWorker:
     async def stop(self) -> None:
         """Let a send in progress finish (its connection goes back to the pool), then
         stop; cancel only if it takes longer than ``STOP_SECONDS``."""
-        with contextlib.suppress(TimeoutError):  # queued before the storage closes
+        try:  # queued before the storage closes
             await asyncio.wait_for(self.settled(), STOP_SECONDS)
+        except TimeoutError:
+            log.error("stopping: dropped %d mail(s) not yet queued", len(self._pending))
+            for task in list(self._pending):
+                task.cancel()
+            await asyncio.gather(*self._pending, return_exceptions=True)
         if self._task is None:
             return
         self._stopping = True
