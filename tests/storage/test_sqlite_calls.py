@@ -126,3 +126,23 @@ async def test_a_role_deleted_by_another_process_cannot_slip_under_an_add(
     else:
         await store.change_permissions("r", ["r:x"], [])
     assert interleaved == ["database is locked"]
+
+
+async def test_the_file_check_holds_after_a_chdir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.server.storage.base import Unusable
+
+    monkeypatch.chdir(tmp_path)
+    store = open_storage("sqlite+aiosqlite:///relative.db")  # as a relative data_dir gives
+    try:
+        await migrate.upgrade(store.engine)
+        await store.ping()
+        monkeypatch.chdir("/")
+        await store.ping()  # the same file, wherever the process now stands
+        (tmp_path / "relative.db").rename(tmp_path / "moved.db")
+        with pytest.raises(Unusable, match="deleted"):
+            await store.ping()
+        (tmp_path / "moved.db").rename(tmp_path / "relative.db")
+        await store.ping()
+    finally:
+        await store.close()

@@ -71,8 +71,8 @@ class SQLiteThread:
         self._conn: sa.Connection | None = None
         database = url.database or ""
         self._path = None if database in ("", ":memory:") or database.startswith("file:") \
-            else database
-        self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
+            else os.path.abspath(database)
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file open
 
     def check_file(self) -> None:
         """``Unusable`` if the database file was deleted or replaced since it was opened:
@@ -82,12 +82,12 @@ class SQLiteThread:
             return
         try:
             found = os.stat(self._path)
-        except FileNotFoundError:
-            raise Unusable(f"the database file {self._path} was deleted; restart the "
-                           "server after restoring it") from None
+        except FileNotFoundError:  # (the path itself is for the logs, not this answer)
+            raise Unusable("the database file was deleted; restart the server after "
+                           "restoring it") from None
         if (found.st_dev, found.st_ino) != self._file:
-            raise Unusable(f"the database file {self._path} was replaced; restart the server "
-                           "to use the new one") from None
+            raise Unusable("the database file was replaced; restart the server to use the "
+                           "new one") from None
 
     async def run(self, fn: Callable[[sa.Connection], T], write: bool, *,
                   may_wait: bool = False) -> T:
@@ -107,7 +107,7 @@ class SQLiteThread:
         conn = self._conn
         if conn is None or conn.closed or conn.invalidated:
             conn = self._conn = self.engine.connect()
-            if self._path is not None and self._file is None:
+            if self._path is not None:  # the file this connection has open
                 opened = os.stat(self._path)
                 self._file = (opened.st_dev, opened.st_ino)
         elif conn.in_transaction():  # a call that failed half-way (its rollback too)
