@@ -11,7 +11,7 @@ import anyio
 import httpx2
 import pytest
 
-from bastion import InvalidGrant, InvalidToken, NotFound, TransportError
+from bastion import InvalidGrant, InvalidToken, NotFound, ServerError, TransportError
 from bastion.client._admin_users import change_user_roles_flow
 from bastion.client._base import BaseClient, Flow
 from bastion.client._config import Settings
@@ -179,6 +179,20 @@ def test_a_refresh_waiting_on_a_failed_reissue_presents_the_token_itself():
     with pytest.raises(StopIteration) as done:
         refresh.send(ok({"access_token": "at-1", "refresh_token": "r-1"}))
     assert done.value.value.refresh_token == "r-1"
+
+
+def test_a_refresh_waiting_on_a_reissue_whose_outcome_is_unknown_gets_its_error():
+    # A 5xx (or a lost connection) may come after the server traded the token: the
+    # waiting refresh must not present it (its reuse would revoke the family).
+    core = token_core()
+    change = reissue(core, "r-0")
+    next(change)
+    refresh = core.refresh_flow("r-0")
+    next(refresh)
+    with pytest.raises(ServerError):
+        change.send(httpx2.Response(500, json={"title": "Internal Server Error"}))
+    with pytest.raises(ServerError):
+        next(refresh)
 
 
 def test_a_refresh_waiting_on_a_reissue_that_revoked_the_tokens_fails():

@@ -155,6 +155,12 @@ def change_user_roles_flow(
     # is driven otherwise (sync, async) than this call, a thread could block an event
     # loop while waiting for it, so this client's own flights serve instead.
     holder = core
-    if bound is not None and isinstance(bound, type(core.owner)):
+    if bound is not None and _is_async(bound) == _is_async(core.owner):
         holder = bound._core
     return (yield from holder.reissue_flow(refresh, send, lambda result: result.tokens))
+
+
+def _is_async(client: object) -> bool:
+    from ._async_client import AsyncClient
+
+    return isinstance(client, AsyncClient)

@@ -192,10 +192,11 @@ class BaseClient(DiscoveryCore):
 
         A refresh already under way is waited for, and the token it brought is sent
         instead. Refreshes that start meanwhile wait for ``send`` and get the tokens
-        ``traded`` finds in its result, which are remembered as a refresh's are; if
-        ``send`` fails, they go on to present the token themselves, as nothing was
-        traded. ``traded`` returning ``None`` (tokens revoked, none issued) fails them
-        with ``InvalidGrant``, as the token endpoint would.
+        ``traded`` finds in its result, which are remembered as a refresh's are. If the
+        server refuses ``send`` (4xx: nothing was traded), they go on to present the
+        token themselves; after any other failure they get its error, as the token may
+        have been traded. ``traded`` returning ``None`` (tokens revoked, none issued)
+        fails them with ``InvalidGrant``, as the token endpoint would.
         """
         token = refresh_token
         while True:
@@ -215,8 +216,11 @@ class BaseClient(DiscoveryCore):
                 token = earlier.refresh_token
         try:
             result = yield from send(token)
-        except Exception:
-            self.flights.land(key, flight, None)  # nothing traded: followers go on
+        except Exception as exc:
+            if _refused(exc):  # answered and rolled back: nothing traded, followers go on
+                self.flights.land(key, flight, None)
+            else:  # it may have been traded: followers must not present the token
+                self.flights.land(key, flight, error=exc)
             raise
         except BaseException:  # cancelled or abandoned: the request may have left
             interrupted = TransportError("The request this call waited for was interrupted.")
@@ -298,6 +302,12 @@ class BaseClient(DiscoveryCore):
         if token_type_hint:
             data["token_type_hint"] = token_type_hint
         yield from self._post_flow("revocation_endpoint", data, "revocation")
+
+
+def _refused(exc: Exception) -> bool:
+    """Whether the server answered ``exc`` as a refusal (4xx), so nothing changed."""
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and 400 <= status < 500
 
 
 def _subject(tokens: TokenSet) -> object:
