@@ -30,12 +30,12 @@ async def list_user_roles(org: str, user_id: str, request: Request, who: Who) ->
         require_admin(who)
     ctx = context(request)
     found = await ctx.storage.get_organization(org)
-    if found is None:
-        if not who.is_admin:  # a user learns their own roles, not which organizations exist
-            return UserRoles(items=[], count=0)
+    if found is None and who.is_admin:
         raise NotFound("organization", org)
+    # A user learns their own roles, not which organizations exist: the same answer and
+    # the same reads for one that does not as for one they are not in.
     await get_user(ctx.storage, user_id)
-    roles = await ctx.storage.user_roles(user_id, found.id)
+    roles = await ctx.storage.user_roles(user_id, found.id if found else "")
     return UserRoles(items=[RoleOut.of(r) for r in roles], count=len(roles))
 
 
