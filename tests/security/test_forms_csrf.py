@@ -40,6 +40,7 @@ def with_token(fields: dict[str, str], token: str | None) -> dict[str, str]:
 
 
 async def queued_mails(env: Env) -> int:
+    await env.ctx.outbox.settled()  # a link's mail is queued after the answer
     engine = env.ctx.storage.engine  # type: ignore[attr-defined]
     async with engine.connect() as conn:
         return int((await conn.execute(sa.select(sa.func.count()).select_from(outbox)))

@@ -144,6 +144,7 @@ async def test_unknown_addresses_get_the_same_answer_and_no_mail(env: Env) -> No
     assert known.status_code == unknown.status_code == 200
     assert known.text == unknown.text
     await env.mails(1)
+    await env.ctx.outbox.settled()  # the unknown address's turn has come too
     await outbox.send_due(env.ctx.storage, env.ctx.outbox.mailer, env.ctx.outbox.seal)
     assert len(env.box.messages) == 1
 
@@ -280,6 +281,7 @@ async def _age_sessions(env: Env) -> None:
 
 
 async def _queued(env: Env) -> list[str]:
+    await env.ctx.outbox.settled()
     async with env.ctx.storage.engine.connect() as conn:  # type: ignore[attr-defined]
         return list((await conn.execute(sa.select(outbox_table.c.to))).scalars())
 
@@ -629,3 +631,18 @@ async def test_stopping_cancels_handed_over_work_that_outlives_the_wait(
     await env.ctx.outbox.stop()
     assert "dropped 2 mail(s)" in caplog.text
     await asyncio.wait_for(env.ctx.outbox.settled(), 10)  # nothing is left running
+
+
+async def test_handed_over_work_runs_in_order_whatever_its_delays(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # So a link asked for first is queued first: what came after it shows it is done.
+    monkeypatch.setattr(outbox, "AFTER_ANSWER_SECONDS", (0.0, 0.05))
+    done: list[int] = []
+
+    async def work(n: int) -> None:
+        done.append(n)
+
+    for n in range(8):
+        env.ctx.outbox.after_answer(work(n))
+    await asyncio.wait_for(env.ctx.outbox.settled(), 10)
+    assert done == list(range(8))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -161,7 +162,11 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._pending: set[asyncio.Future[object]] = set()
+        # Work handed over by requests, with when it is due (see ``after_answer``).
+        self._handed: collections.deque[tuple[float, Coroutine[Any, Any, object]]] = \
+            collections.deque()
+        self._handler: asyncio.Task[None] | None = None
+        self._current: Coroutine[Any, Any, object] | None = None
 
     def poke(self) -> None:
         self._wake.set()
@@ -173,33 +178,33 @@ class OutboxWorker:
         answer has left (the transport flushes on the loop's next turns, and on SQLite
         the work would not yield before it is done), and not at a moment tied to the
         request, so neither its answer nor one sent right after it shows what the work
-        found (with the per-address limit, a handful of tries an hour)."""
-        task = asyncio.ensure_future(self._later(work))
-        self._pending.add(task)
-        task.add_done_callback(self._settle)
+        found (with the per-address limit, a handful of tries an hour). Work runs one
+        piece at a time, in the order it was handed over."""
+        due = asyncio.get_running_loop().time() + _random.uniform(*AFTER_ANSWER_SECONDS)
+        self._handed.append((due, work))
+        if self._handler is None or self._handler.done():
+            self._handler = asyncio.create_task(self._run_handed(), name="bastion-handed")
 
-    @staticmethod
-    async def _later(work: Coroutine[Any, Any, object]) -> object:
-        try:
-            await asyncio.sleep(_random.uniform(*AFTER_ANSWER_SECONDS))
-        except BaseException:  # cancelled (stopping) before it started
-            work.close()
-            raise
-        return await work
-
-    def _settle(self, task: asyncio.Future[object]) -> None:
-        self._pending.discard(task)
-        if task.cancelled():
-            return
-        if (error := task.exception()) is not None:
-            log.error("queuing mail after an answer failed", exc_info=error)
-        else:
-            self.poke()
+    async def _run_handed(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._handed:
+            due, work = self._handed[0]
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            self._handed.popleft()
+            self._current = work
+            try:
+                await work
+            except Exception:  # that one mail is lost; the next ones go on
+                log.exception("queuing mail after an answer failed")
+            else:
+                self.poke()
+            finally:
+                self._current = None
 
     async def settled(self) -> None:
         """Wait for the work handed to ``after_answer`` so far."""
-        if self._pending:
-            await asyncio.wait(set(self._pending))
+        while (handler := self._handler) is not None and not handler.done():
+            await asyncio.wait({handler})
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="bastion-outbox")
@@ -210,10 +215,14 @@ class OutboxWorker:
         try:  # queued before the storage closes
             await asyncio.wait_for(self.settled(), STOP_SECONDS)
         except TimeoutError:
-            log.error("stopping: dropped %d mail(s) not yet queued", len(self._pending))
-            for task in list(self._pending):
-                task.cancel()
-            await asyncio.gather(*self._pending, return_exceptions=True)
+            dropped = len(self._handed) + (self._current is not None)
+            log.error("stopping: dropped %d mail(s) not yet queued", dropped)
+            if self._handler is not None:
+                self._handler.cancel()
+                await asyncio.gather(self._handler, return_exceptions=True)
+            for _, work in self._handed:
+                work.close()
+            self._handed.clear()
         if self._task is None:
             return
         self._stopping = True
