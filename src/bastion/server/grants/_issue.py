@@ -112,9 +112,10 @@ async def reissue(ctx: Context, user: User, stored: RefreshToken) -> dict[str, A
     client = await ctx.clients.get(stored.client_id)
     if old is None or client is None:
         raise InvalidGrant("The refresh token to reissue is not a valid token of this user.")
+    claims: dict[str, Any] = {}
     if old.organization_id:
         try:
-            await organization_claims(ctx, user.id, old.organization_id)
+            claims = await organization_claims(ctx, user.id, old.organization_id)
         except LeftOrganization:
             await ctx.storage.revoke_grant(old.id, now)
             return None
@@ -123,4 +124,5 @@ async def reissue(ctx: Context, user: User, stored: RefreshToken) -> dict[str, A
     if not await ctx.storage.reissue_grant(old.id, grant, record, now):
         raise InvalidGrant("The roles were changed, but no tokens were issued: another "
                            "request reissued or revoked the refresh token meanwhile.")
-    return await user_token_response(ctx, client, grant, user, stored.scope, refresh_token=plain)
+    return await user_token_response(ctx, client, grant, user, stored.scope, refresh_token=plain,
+                                     claims=claims)

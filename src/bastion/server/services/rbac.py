@@ -129,15 +129,18 @@ async def change_permissions(storage: Storage, org_id: str, key: str, add: Itera
 
 
 async def change_user_roles(storage: Storage, user_id: str, org_id: str,
-                            add: Iterable[str] = (), remove: Iterable[str] = ()) -> list[Role]:
-    """Resolve role ids or names (all or nothing), then apply in one transaction."""
+                            add: Iterable[str] = (), remove: Iterable[str] = (), *,
+                            must_fit: bool = False) -> list[Role]:
+    """Resolve role ids or names (all or nothing), then apply in one transaction.
+    ``must_fit``: a token must be able to carry the roles after the change even if it
+    adds none (tokens are to be issued with them)."""
     added: dict[str, Role] = {}
     keys: dict[str, str] = {}  # role id -> the key asked for, for messages
     for key in add:
         found = await role(storage, org_id, key)
         added[found.id], keys[found.id] = found, key
     remove_ids = [(await role(storage, org_id, key)).id for key in remove]
-    if added:
+    if added or must_fit:
         held = {r.id: r for r in await storage.user_roles(user_id, org_id)} | added
         check_fits("add", [r for r in held.values() if r.id not in remove_ids])
     try:
