@@ -146,3 +146,27 @@ async def test_the_file_check_holds_after_a_chdir(
         await store.ping()
     finally:
         await store.close()
+
+
+async def test_a_call_whose_caller_stopped_waiting_still_holds_the_connection(
+        store: SQLStorage) -> None:
+    # A timeout or a shutdown cancels the caller, not the thread's work: until that is
+    # done, later calls must queue behind it, not use the connection on the loop.
+    started, release = threading.Event(), threading.Event()
+
+    def slow(conn: sa.Connection) -> None:
+        started.set()
+        release.wait()
+
+    call = asyncio.ensure_future(store._read(slow))  # a scan: on the thread
+    try:
+        await asyncio.to_thread(started.wait)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        lookup = asyncio.ensure_future(store._lookup(where))
+        await asyncio.sleep(0)
+        assert not lookup.done()  # queued behind the call still running
+    finally:
+        release.set()
+    assert await lookup != threading.get_ident()

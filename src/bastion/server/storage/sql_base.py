@@ -129,11 +129,18 @@ class SQLiteThread:
                 driver.execute("PRAGMA busy_timeout=0")
 
     async def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        # Counted until the thread is done with the call, not until its caller stops
+        # waiting: a caller cancelled meanwhile (a timeout, a shutdown) must not let the
+        # next call use the connection on the loop while the thread still has it.
         self._queued += 1
-        try:
-            return await self._thread.run(fn, *args)
-        finally:
-            self._queued -= 1
+        call = asyncio.ensure_future(self._thread.run(fn, *args))
+        call.add_done_callback(self._thread_done)
+        return await asyncio.shield(call)
+
+    def _thread_done(self, call: asyncio.Future[Any]) -> None:
+        self._queued -= 1
+        if not call.cancelled():
+            call.exception()  # retrieved: its caller may have stopped waiting
 
     def _count_write(self) -> None:
         self._writes += 1
