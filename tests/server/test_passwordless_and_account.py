@@ -610,7 +610,7 @@ async def test_a_password_set_through_the_api_cancels_pending_links(env: Env) ->
     assert (await env.follow_link(link)).status_code == 400
 
 
-async def test_stopping_cancels_handed_over_work_that_outlives_the_wait(
+async def test_closing_cancels_handed_over_work_that_outlives_the_wait(
         env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     # Else it would reach the storage after the context closed it.
     monkeypatch.setattr(outbox, "AFTER_ANSWER_SECONDS", (0.0, 0.0))
@@ -628,9 +628,30 @@ async def test_stopping_cancels_handed_over_work_that_outlives_the_wait(
     await started.wait()
     monkeypatch.setattr(outbox, "AFTER_ANSWER_SECONDS", (60.0, 60.0))
     env.ctx.outbox.after_answer(not_started())
-    await env.ctx.outbox.stop()
+    await env.ctx.outbox.close()
     assert "dropped 2 mail(s)" in caplog.text
     await asyncio.wait_for(env.ctx.outbox.settled(), 10)  # nothing is left running
+    env.ctx.outbox.after_answer(not_started())  # after closing: refused, not run later
+    assert "mail not queued: stopping" in caplog.text
+    await asyncio.wait_for(env.ctx.outbox.settled(), 10)
+
+
+async def test_one_stuck_piece_of_handed_over_work_does_not_hold_up_the_rest(
+        env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(outbox, "AFTER_ANSWER_SECONDS", (0.0, 0.0))
+    monkeypatch.setattr(outbox, "SEND_SECONDS", 0.05)
+    done: list[str] = []
+
+    async def stuck() -> None:
+        await asyncio.Event().wait()
+
+    async def next_one() -> None:
+        done.append("next")
+
+    env.ctx.outbox.after_answer(stuck())
+    env.ctx.outbox.after_answer(next_one())
+    await asyncio.wait_for(env.ctx.outbox.settled(), 10)
+    assert done == ["next"] and "queuing mail after an answer failed" in caplog.text
 
 
 async def test_handed_over_work_runs_in_order_whatever_its_delays(

@@ -46,5 +46,5 @@ class Context:
         await self.outbox.start()
 
     async def close(self) -> None:
-        await self.outbox.stop()
+        await self.outbox.close()
         await self.storage.close()

@@ -46,6 +46,7 @@ SEND_SECONDS = 60.0  # one whole send (every SMTP step); below the storage's 120
 POLL_SECONDS = 5.0
 AFTER_ANSWER_SECONDS = (0.05, 1.0)  # when work handed over by a request starts
 _random = secrets.SystemRandom()  # a delay an observer cannot predict
+MAX_HANDED = 1000  # pieces of such work waiting at once; more are dropped (and logged)
 STOP_SECONDS = 10.0
 _templates = Environment(
     loader=FileSystemLoader(Path(__file__).parents[1] / "pages" / "templates" / "mail"),
@@ -167,6 +168,7 @@ class OutboxWorker:
             collections.deque()
         self._handler: asyncio.Task[None] | None = None
         self._current: Coroutine[Any, Any, object] | None = None
+        self._closing = False
 
     def poke(self) -> None:
         self._wake.set()
@@ -180,6 +182,11 @@ class OutboxWorker:
         request, so neither its answer nor one sent right after it shows what the work
         found (with the per-address limit, a handful of tries an hour). Work runs one
         piece at a time, in the order it was handed over."""
+        if self._closing or len(self._handed) >= MAX_HANDED:
+            work.close()
+            log.error("mail not queued: %s", "stopping" if self._closing else
+                      f"{MAX_HANDED} pieces of work are waiting already")
+            return
         due = asyncio.get_running_loop().time() + _random.uniform(*AFTER_ANSWER_SECONDS)
         self._handed.append((due, work))
         if self._handler is None or self._handler.done():
@@ -192,8 +199,9 @@ class OutboxWorker:
             await asyncio.sleep(max(0.0, due - loop.time()))
             self._handed.popleft()
             self._current = work
-            try:
-                await work
+            try:  # bounded, so one stuck call does not hold up everyone's links
+                async with asyncio.timeout(SEND_SECONDS):
+                    await work
             except Exception:  # that one mail is lost; the next ones go on
                 log.exception("queuing mail after an answer failed")
             else:
@@ -205,14 +213,18 @@ class OutboxWorker:
         """Wait for the work handed to ``after_answer`` so far."""
         while (handler := self._handler) is not None and not handler.done():
             await asyncio.wait({handler})
+        for _, work in self._handed:  # left by a handler that was cancelled
+            work.close()
+        self._handed.clear()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="bastion-outbox")
 
-    async def stop(self) -> None:
-        """Let a send in progress finish (its connection goes back to the pool), then
-        stop; cancel only if it takes longer than ``STOP_SECONDS``."""
-        try:  # queued before the storage closes
+    async def close(self) -> None:
+        """Before the storage closes: finish the work handed over (cancelled after
+        ``STOP_SECONDS``) and refuse more, then ``stop``."""
+        self._closing = True  # work handed over from now on would outlive the storage
+        try:
             await asyncio.wait_for(self.settled(), STOP_SECONDS)
         except TimeoutError:
             dropped = len(self._handed) + (self._current is not None)
@@ -223,6 +235,11 @@ class OutboxWorker:
             for _, work in self._handed:
                 work.close()
             self._handed.clear()
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Let a send in progress finish (its connection goes back to the pool), then
+        stop sending; cancel only if it takes longer than ``STOP_SECONDS``."""
         if self._task is None:
             return
         self._stopping = True
