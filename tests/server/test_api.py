@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
 import sqlalchemy as sa
 
+from bastion.server.services import secrets
 from bastion.server.services.clients import create_client
 from bastion.server.services.users import create_user
 from support import App
@@ -376,6 +378,7 @@ async def test_roles_a_token_cannot_carry_are_refused(api: Api) -> None:
     assert (await http.post(roles, json={"name": "tiny"})).status_code == 201
     assert (await http.post(url, json={"add": ["tiny"]})).status_code == 200
     before = await api.user_token("max", organization="acme")
+    stale = await api.user_token("max", organization="acme")  # expires below
     # A role that grows past what its holders' other roles leave: no token, a clear error,
     # and nothing spent or revoked, so it works again once an administrator trims it.
     assert (await http.post(f"{roles}/small/permissions",
@@ -387,6 +390,14 @@ async def test_roles_a_token_cannot_carry_are_refused(api: Api) -> None:
         r = await http.post("/oauth/token", auth=(api.web_id, api.web_secret), data=grant)
         assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
         assert too_big in r.json()["error_description"]
+    from bastion.server.storage.tables import refresh_tokens
+    async with api.app.ctx.storage.engine.begin() as conn:  # type: ignore[attr-defined]
+        await conn.execute(refresh_tokens.update().where(
+            refresh_tokens.c.digest == secrets.digest(stale["refresh_token"])).values(
+            expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    r = await http.post("/oauth/token", auth=(api.web_id, api.web_secret), data={
+        "grant_type": "refresh_token", "refresh_token": stale["refresh_token"]})
+    assert r.status_code == 400 and "expired or revoked" in r.json()["error_description"]
     # A reissue must be able to issue: refused before the roles change, not after.
     r = await http.post(url, json={"remove": ["tiny"],  # without it, still too many
                                    "reissue": {"refresh_token": before["refresh_token"]}})

@@ -170,3 +170,23 @@ async def test_a_call_whose_caller_stopped_waiting_still_holds_the_connection(
     finally:
         release.set()
     assert await lookup != threading.get_ident()
+
+
+async def test_the_file_check_follows_a_reconnect_to_a_new_file(tmp_path: Path) -> None:
+    from bastion.server.storage.base import Unusable
+
+    store = open_storage(f"sqlite+aiosqlite:///{tmp_path / 'swap.db'}")
+    try:
+        await migrate.upgrade(store.engine)
+        await store.ping()
+        copy = (tmp_path / "swap.db").read_bytes()
+        (tmp_path / "swap.db").unlink()
+        (tmp_path / "swap.db").write_bytes(copy)  # another file at the same path
+        with pytest.raises(Unusable, match="replaced"):
+            await store.ping()
+        sqlite = store._sqlite
+        assert sqlite is not None and sqlite._conn is not None
+        sqlite._conn.invalidate()  # the next call opens the file now at the path
+        await store.ping()
+    finally:
+        await store.close()
