@@ -130,6 +130,16 @@ def reissued(tokens: dict[str, Any] | None) -> httpx2.Response:
     return ok({"items": [], "total": 0, "tokens": tokens})
 
 
+def refresh_waiting_on_reissue() -> tuple[Flow[Any], Flow[Any]]:
+    """A reissue of r-0 sent, and a refresh of r-0 waiting for it."""
+    core = token_core()
+    change = reissue(core, "r-0")
+    assert isinstance(next(change), httpx2.Request)
+    refresh = core.refresh_flow("r-0")
+    assert isinstance(next(refresh), Wait)
+    return change, refresh
+
+
 def test_a_reissue_waits_for_a_refresh_of_its_token_and_sends_the_new_one():
     core = token_core()
     refresh = core.refresh_flow("r-0")
@@ -167,11 +177,7 @@ def test_a_refresh_during_a_reissue_gets_the_reissued_tokens():
 
 
 def test_a_refresh_waiting_on_a_failed_reissue_presents_the_token_itself():
-    core = token_core()
-    change = reissue(core, "r-0")
-    next(change)
-    refresh = core.refresh_flow("r-0")
-    next(refresh)
+    change, refresh = refresh_waiting_on_reissue()
     with pytest.raises(NotFound):  # an unknown role: nothing was traded
         change.send(httpx2.Response(404, json={"title": "Not Found", "detail": "no role"}))
     request = next(refresh)
@@ -184,11 +190,7 @@ def test_a_refresh_waiting_on_a_failed_reissue_presents_the_token_itself():
 def test_a_refresh_waiting_on_a_reissue_whose_outcome_is_unknown_gets_its_error():
     # A 5xx (or a lost connection) may come after the server traded the token: the
     # waiting refresh must not present it (its reuse would revoke the family).
-    core = token_core()
-    change = reissue(core, "r-0")
-    next(change)
-    refresh = core.refresh_flow("r-0")
-    next(refresh)
+    change, refresh = refresh_waiting_on_reissue()
     with pytest.raises(ServerError):
         change.send(httpx2.Response(500, json={"title": "Internal Server Error"}))
     with pytest.raises(ServerError):
@@ -196,11 +198,7 @@ def test_a_refresh_waiting_on_a_reissue_whose_outcome_is_unknown_gets_its_error(
 
 
 def test_a_refresh_waiting_on_a_reissue_that_revoked_the_tokens_fails():
-    core = token_core()
-    change = reissue(core, "r-0")
-    next(change)
-    refresh = core.refresh_flow("r-0")
-    next(refresh)
+    change, refresh = refresh_waiting_on_reissue()
     with pytest.raises(StopIteration) as done:  # the user left the organization
         change.send(reissued(None))
     assert done.value.value.tokens is None

@@ -466,14 +466,7 @@ async def test_an_admin_email_change_cancels_pending_links(env: Env) -> None:
     assert admin.client_secret
     token = (await env.http.post("/oauth/token", data={"grant_type": "client_credentials"},
                                  auth=(admin.client.client_id, admin.client_secret))).json()
-    page = await _sign_in_to_account(env)
-    await env.http.post("/account/profile", data={
-        "csrf_token": hidden_fields(page.text)["csrf_token"], "username": "alice",
-        "email": "new@example.com"})
-    await env.request_link("alice@example.com")
-    await env.mails(2)
-    change, sign_in_link = (await _link_to(env, "new@example.com"),
-                            await _link_to(env, "alice@example.com"))
+    sign_in_link, change = await _pending_links(env)
     user = await env.ctx.storage.get_user_by_login("alice")
     assert user is not None
     r = await env.http.patch(f"/api/v1/users/{user.id}", json={"email": "Other@Example.com"},

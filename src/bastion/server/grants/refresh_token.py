@@ -40,11 +40,9 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     now = datetime.now(UTC)
     # Claims that cannot be issued fail the refresh before the token is spent (a reuse
     # still goes on to be detected); a user who left the organization loses the grant.
-    claims = None
     live = not (stored.used_at or stored.revoked_at or stored.expires_at <= now
                 or grant.revoked_at or user.deleted_at)
-    if live:
-        claims = await grant_claims(ctx, grant, user.id)
+    claims = await grant_claims(ctx, grant, user.id) if live else None
     # The narrower scope is for this access token only: the new refresh token keeps
     # the scope of the one it replaces ("identical", RFC 6749 section 6).
     plain, record = new_refresh_token(ctx.settings, grant, stored.scope)

@@ -213,9 +213,7 @@ class OutboxWorker:
         """Wait for the work handed to ``after_answer`` so far."""
         while (handler := self._handler) is not None and not handler.done():
             await asyncio.wait({handler})
-        for _, work in self._handed:  # left by a handler that was cancelled
-            work.close()
-        self._handed.clear()
+        self._drop_handed()  # what a cancelled handler left
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="bastion-outbox")
@@ -232,10 +230,13 @@ class OutboxWorker:
             if self._handler is not None:
                 self._handler.cancel()
                 await asyncio.gather(self._handler, return_exceptions=True)
-            for _, work in self._handed:
-                work.close()
-            self._handed.clear()
+            self._drop_handed()
         await self.stop()
+
+    def _drop_handed(self) -> None:
+        for _, work in self._handed:
+            work.close()  # never started: no "never awaited" warning
+        self._handed.clear()
 
     async def stop(self) -> None:
         """Let a send in progress finish (its connection goes back to the pool), then

@@ -178,10 +178,7 @@ class DirectoryMixin(SQLBase):
             # cascaded away unseen. PostgreSQL: wait for any add holding the role
             # (``_live_roles``). SQLite: take the write lock now (a SELECT does not),
             # as another process may add.
-            if conn.dialect.name == "sqlite":
-                conn.execute(roles.update().where(roles.c.id == role_id)
-                             .values(name=roles.c.name))
-            else:
+            if not _sqlite_write_lock(conn, roles.c.id == role_id):
                 conn.execute(sa.select(roles.c.id).where(roles.c.id == role_id)
                              .with_for_update())
             in_use = conn.execute(sa.select(sa.func.count()).select_from(user_roles)
@@ -283,10 +280,19 @@ def _live_roles(conn: sa.Connection, role_ids: list[str], org_id: str | None = N
     where: list[Any] = [roles.c.id.in_(role_ids)]
     if org_id is not None:
         where.append(roles.c.organization_id == org_id)
-    if conn.dialect.name == "sqlite":
-        conn.execute(roles.update().where(*where).values(name=roles.c.name))
+    _sqlite_write_lock(conn, *where)
     return set(conn.execute(sa.select(roles.c.id).where(*where)
                             .with_for_update(read=True, key_share=True)).scalars())
+
+
+def _sqlite_write_lock(conn: sa.Connection, *where: Any) -> bool:
+    """On SQLite, take the database's write lock now with a no-op update of the roles
+    ``where`` selects (a SELECT does not take it, and another process may write in
+    between); whether it did (``False`` elsewhere)."""
+    if conn.dialect.name != "sqlite":
+        return False
+    conn.execute(roles.update().where(*where).values(name=roles.c.name))
+    return True
 
 
 def _roles(conn: sa.Connection, where: Any) -> list[Role]:
