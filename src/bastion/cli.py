@@ -1,4 +1,4 @@
-"""The ``bastion`` command: serve, migrate, clients, users, keys.
+"""The ``bastion`` command: serve, migrate, clients, users, keys, purge.
 
 Every command takes ``--database-url`` (or reads ``BASTION_DATABASE_URL``) and
 applies pending migrations before it works, so it runs on a fresh database.
@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("rotate", parents=[common], help="sign with the keys published at the last "
                     "rotation and publish the next ones")
+
+    purge = sub.add_parser("purge", parents=[common], help="delete expired codes, tokens, links, "
+                           "sessions and sent mail now (servers do it every "
+                           "housekeeping_interval)")
+    purge.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -239,11 +244,24 @@ async def _keys_rotate(_args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+async def _purge(args: argparse.Namespace, settings: Any) -> int:
+    from bastion.server.services import housekeeping
+
+    gone = await _with_storage(settings, lambda storage: housekeeping.purge(storage, settings))
+    if args.json:
+        print(json.dumps(gone))
+    else:
+        print("deleted " + (", ".join(f"{count} {kind}" for kind, count in sorted(gone.items()))
+                            or "nothing: no row was due"))
+    return 0
+
+
 _COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Any], Awaitable[int]]] = {
     ("migrate", None): _migrate,
     ("clients", "create"): _clients_create,
     ("users", "create"): _users_create,
     ("keys", "rotate"): _keys_rotate,
+    ("purge", None): _purge,
 }
 
 

@@ -10,23 +10,36 @@ never followed: the "app" is the test).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from html import unescape
+from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx2
 import pytest
 
-from support import ServerProcess
+from support import ServerProcess, create_database
 
 REDIRECT_URI = "https://app.example/callback"
 POST_LOGOUT_URI = "https://app.example/bye"
 _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
 _FORM_ACTION = re.compile(r'<form[^>]*action="([^"]*)"')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    """For a server of its own: ``None`` (the default SQLite file, bastion.db in the data
+    dir) or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    admin = request.getfixturevalue("pg_admin_url")
+    return asyncio.run(create_database(admin, f"db_{uuid.uuid4().hex[:8]}"))
 
 
 @dataclass(frozen=True)

@@ -5,26 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import uuid
 from pathlib import Path
 
 import httpx2
-import pytest
 
 from bastion.server.services.secrets import digest
 from bastion.server.storage import open_storage
-from support import create_database, running_server
+from support import running_server
 
 SETTINGS = {"password_hash_memory_kib": "8192", "password_hash_time_cost": "1"}
 ACKS_BEFORE_KILL = 60
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
-    if request.param == "sqlite":
-        return None  # the default: bastion.db in the data dir
-    admin = request.getfixturevalue("pg_admin_url")
-    return asyncio.run(create_database(admin, f"crash_{uuid.uuid4().hex[:8]}"))
 
 
 async def load(url: str, admin_token: str, client: tuple[str, str], refresh: list[str],

@@ -93,7 +93,8 @@ class Env:
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = dict(
         data_dir=data_dir, issuer=ISSUER, secret_key="test-key-" + data_dir.name.ljust(32, "k"),
-        password_hash_memory_kib=8192, password_hash_time_cost=1, cache_ttl=0)
+        password_hash_memory_kib=8192, password_hash_time_cost=1, cache_ttl=0,
+        housekeeping_interval=0)  # no purge at a random moment of a test
     return Settings(**(values | overrides))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
@@ -14,17 +15,26 @@ import pytest
 from security_helpers import Env
 
 from bastion.oauth.jose import PrivateKey, b64url_decode, b64url_encode
+from bastion.server.models import Grant
 from bastion.server.services.tokens import ACCESS_TOKEN_TYP
 from support import ISSUER
+
+HAND_MADE = "hand-made-grant"
 
 
 async def forge(env: Env, *, typ: str = ACCESS_TOKEN_TYP, key: PrivateKey | None = None,
                 **claims: Any) -> str:
-    """An access token signed with the server's active key (or ``key``)."""
+    """An access token signed with the server's active key (or ``key``), of the grant
+    ``HAND_MADE`` unless ``gid`` says otherwise (stored first, as the server does)."""
     now = int(time.time())
     body = {"iss": ISSUER, "sub": env.user.id, "aud": ISSUER, "client_id": env.web.client_id,
             "iat": now, "exp": now + 300, "jti": secrets.token_urlsafe(16), "scope": "openid",
-            "gid": "hand-made-grant", **claims}
+            "gid": HAND_MADE, **claims}
+    if body["gid"] == HAND_MADE and await env.ctx.storage.get_grant(HAND_MADE) is None:
+        at = datetime.now(UTC)
+        await env.ctx.storage.create_grant(Grant(
+            id=HAND_MADE, client_id=env.web.client_id, user_id=env.user.id, session_id=None,
+            scope="openid", auth_time=at, created_at=at), None)
     signer = key or await env.ctx.keys.signer("access")
     return signer.sign({k: v for k, v in body.items() if v is not None}, typ=typ)
 
@@ -41,6 +51,14 @@ async def test_hand_signed_token_is_accepted(env: Env) -> None:
     token = await forge(env)
     assert (await env.userinfo(token)).status_code == 200
     assert (await env.introspect(token))["active"] is True
+
+
+async def test_a_token_of_a_grant_that_is_gone_is_refused(env: Env) -> None:
+    """Every grant is stored before its tokens are issued; one that is gone was purged
+    by housekeeping, and its tokens count as revoked (fail closed)."""
+    token = await forge(env, gid="purged-grant")
+    assert_invalid_token(await env.userinfo(token))
+    assert await env.introspect(token) == {"active": False}
 
 
 async def test_expired_access_token_is_refused(env: Env) -> None:

@@ -17,7 +17,8 @@ from support import ISSUER, App
 def settings(tmp_path) -> Settings:
     return Settings(data_dir=tmp_path, issuer=ISSUER,
                     secret_key="test-key-" + tmp_path.name.ljust(32, "k"),
-                    password_hash_memory_kib=8192, password_hash_time_cost=1)
+                    password_hash_memory_kib=8192, password_hash_time_cost=1,
+                    housekeeping_interval=0)  # no purge at a random moment of a test
 
 
 @pytest.fixture

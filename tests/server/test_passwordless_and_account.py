@@ -68,7 +68,8 @@ async def open_env(tmp_path: Path, **overrides: Any) -> AsyncIterator[Env]:
         settings = Settings(**{"data_dir": tmp_path, "issuer": ISSUER, "secret_key": "k" * 40,
                                "smtp_host": host, "smtp_port": port, "smtp_tls": "none",
                                "password_hash_memory_kib": 8192, "password_hash_time_cost": 1,
-                               "link_limit_per_email": 3, **overrides})
+                               "link_limit_per_email": 3, "housekeeping_interval": 0,
+                               **overrides})
         ctx = Context.open(settings)
         await migrate.upgrade(ctx.storage.engine)  # type: ignore[attr-defined]
         await ctx.start()

@@ -17,3 +17,13 @@ async def storage(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[SQL
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture
+async def store(storage: SQLStorage) -> SQLStorage:
+    """``storage`` with ``test_contract.user()`` and ``client()`` in it."""
+    from test_contract import client, user
+
+    await storage.create_user(user())
+    await storage.create_client(client())
+    return storage

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from test_contract import NOW, client, grant, user
+from test_contract import NOW, grant, user
 
 from bastion.server.models import (
     AuthorizationCode,
@@ -28,13 +28,6 @@ LATER = NOW + timedelta(hours=1)
 def refresh(digest: bytes, grant_id: str = "g1", expires_at=LATER) -> RefreshToken:
     return RefreshToken(digest=digest, grant_id=grant_id, client_id="app", user_id=user().id,
                         scope="openid", created_at=NOW, expires_at=expires_at)
-
-
-@pytest.fixture
-async def store(storage: SQLStorage) -> SQLStorage:
-    await storage.create_user(user())
-    await storage.create_client(client())
-    return storage
 
 
 async def test_records_read_by_their_key_keep_every_field(store: SQLStorage) -> None:

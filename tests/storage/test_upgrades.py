@@ -132,3 +132,36 @@ async def test_the_upgrade_keeps_stored_signing_keys_signing(at_0004: SQLStorage
                      public_jwk={}, created_at=NOW)
     assert await at_0004.publish_signing_key(new)  # published ahead of its turn
     assert await at_0004.rotate_signing_key(replace(new, kid="next")) == "new"
+
+
+async def test_the_purge_indexes_an_operator_built_beforehand_are_kept(
+        at_0004: SQLStorage) -> None:
+    """docs/deployment.md has operators of large PostgreSQL databases build migration
+    0008's indexes beforehand (CONCURRENTLY); the upgrade then finds them."""
+    await migrate.upgrade(at_0004.engine, "0007")
+    documented = _documented_index_sql()
+    async with at_0004.engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        for statement in documented[:2]:  # some of them, as an interrupted run would
+            if conn.dialect.name == "sqlite":
+                statement = statement.replace(" CONCURRENTLY", "")
+            await conn.execute(sa.text(statement))
+    await migrate.upgrade(at_0004.engine)
+    assert await migrate.current_revision(at_0004.engine) == migrate.head_revision()
+
+
+def _documented_index_sql() -> list[str]:
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "deployment.md").read_text()
+    return [line.rstrip(";") for line in text.splitlines()
+            if line.startswith("CREATE INDEX CONCURRENTLY IF NOT EXISTS ")]
+
+
+def test_the_documented_index_statements_are_the_migrations() -> None:
+    from bastion.server.storage.tables import PURGE_INDEXES
+
+    expected = [f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index.name} ON "
+                f"{index.table.name} ({', '.join(c.name for c in index.columns)})"  # type: ignore[union-attr]
+                for index in PURGE_INDEXES]
+    assert _documented_index_sql() == expected

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from bastion.server.keys import KeyRing
 from bastion.server.mail import Mailer, mailer
 from bastion.server.services.clients import ClientCache
+from bastion.server.services.housekeeping import Housekeeper
 from bastion.server.services.outbox import OutboxWorker, seal_for
 from bastion.server.services.passwords import Passwords
 from bastion.server.services.signing import Signer
@@ -25,11 +26,13 @@ class Context:
     signer: Signer = field(init=False)
     mailer: Mailer | None = None
     outbox: OutboxWorker = field(init=False)
+    housekeeper: Housekeeper = field(init=False)
 
     def __post_init__(self) -> None:
         self.signer = Signer(self.settings.secret_key_bytes())
         self.outbox = OutboxWorker(self.storage, self.mailer or mailer(self.settings),
                                    seal_for(self.settings.secret_key_bytes()))
+        self.housekeeper = Housekeeper(self.storage, self.settings)
         self.keys = KeyRing(self.storage, self.settings)
         self.clients = ClientCache(self.storage, self.settings.cache_ttl)
         self.passwords = Passwords(self.settings)
@@ -44,7 +47,9 @@ class Context:
     async def start(self) -> None:
         await self.keys.ensure()
         await self.outbox.start()
+        await self.housekeeper.start()
 
     async def close(self) -> None:
+        await self.housekeeper.close()
         await self.outbox.close()
         await self.storage.close()

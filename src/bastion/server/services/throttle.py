@@ -33,7 +33,7 @@ from bastion.server.settings import Settings
 from bastion.server.storage.base import Storage
 from bastion.server.text import fold
 
-_FORGET_AFTER = timedelta(hours=1)
+FORGET_AFTER = timedelta(hours=1)
 ACCOUNT_KEY = "user:"  # + user id: the count shared by every spelling of one account
 CLIENT_KEY = "client:"  # + client id: a confidential client's back-channel sign-ins
 _MAX_DELAY = 60
@@ -112,7 +112,7 @@ def _over(t: Throttle, now: datetime) -> bool:
     lock has ended, or it began over an hour ago."""
     if t.locked_until is not None:
         return t.locked_until <= now
-    return now - t.first_failure_at > _FORGET_AFTER
+    return now - t.first_failure_at > FORGET_AFTER
 
 
 def evaluate(counts: list[Throttle], keys: Keys, now: datetime) -> Blocked | None:
@@ -141,7 +141,7 @@ async def record(storage: Storage, keys: Keys, now: datetime) -> None:
     for key, policy in keys:
         await storage.record_failure(key, now, policy.lock_after,
                                      now + timedelta(seconds=policy.lock_seconds),
-                                     restart_before=now - _FORGET_AFTER)
+                                     restart_before=now - FORGET_AFTER)
     gate(storage).recorded += 1
 
 

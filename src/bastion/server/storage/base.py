@@ -7,6 +7,7 @@ Methods are small and single-purpose; anything that must be atomic is one method
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypedDict
 
@@ -37,6 +38,24 @@ class EventFilter(TypedDict, total=False):
     client_id: str
     since: datetime
     until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Cutoffs:
+    """What ``Storage.purge`` may delete: rows that no longer decide anything."""
+
+    now: datetime
+    #: Authorization codes, refresh tokens, revoked access tokens' ids, emailed links
+    #: and login sessions that expired before this (and, for ``purge_grants``, grants
+    #: made before it). Later than any access token lives: a grant's access tokens
+    #: need its row (it says whether they are revoked).
+    expired_before: datetime
+    #: Throttle counts whose last attempt came before this, unless locked at ``now``.
+    throttles_before: datetime
+    #: Mail sent, or given up on, before this.
+    mail_before: datetime
+    #: Audit events recorded before this; ``None`` keeps them all.
+    events_before: datetime | None = None
 
 
 class Conflict(Exception):
@@ -145,7 +164,9 @@ class Storage(Protocol):
     async def revoke_access_token(self, jti: str, expires_at: datetime) -> None:
         """Remember a revoked access token until it expires."""
 
-    async def is_revoked(self, jti: str, grant_id: str | None) -> bool: ...
+    async def is_revoked(self, jti: str, grant_id: str | None) -> bool:
+        """Whether access token ``jti`` is revoked: by itself, or by its grant, which
+        counts as revoked when it no longer exists (purged)."""
 
     async def get_throttles(self, keys: list[str]) -> list[Throttle]: ...
 
@@ -252,6 +273,18 @@ class Storage(Protocol):
     ) -> int:
         """Mark every unused token of the user with one of these purposes used (so its
         link stops working); returns how many."""
+
+    async def purge(self, cutoffs: Cutoffs, limit: int) -> dict[str, int]:
+        """Delete up to ``limit`` rows of each kind ``cutoffs`` names, each kind in its
+        own short transaction; how many of each went. Several instances may purge at
+        once: a row one of them holds is left to it."""
+
+    async def purge_grants(self, before: datetime, after: tuple[datetime, str] | None,
+                           limit: int) -> tuple[int, tuple[datetime, str] | None]:
+        """Look at up to ``limit`` grants made before ``before``, oldest first, after
+        ``after`` (a (created_at, id) returned before), and delete those no code or
+        refresh token refers to any longer. How many went, and where to go on (``None``
+        when no grant is left to look at)."""
 
     async def ping(self) -> None:
         """Raise if the database cannot be reached; ``Unusable`` if it can but must

@@ -24,6 +24,7 @@ from bastion.server.storage.sql_base import SQLiteThread, sqlite_pragmas, values
 from bastion.server.storage.sql_directory import DirectoryMixin
 from bastion.server.storage.sql_grants import BY_LOGIN, GrantsMixin
 from bastion.server.storage.sql_mail import MailMixin
+from bastion.server.storage.sql_purge import PurgeMixin
 from bastion.server.storage.tables import (
     clients,
     signing_keys,
@@ -85,7 +86,7 @@ def _client(row: Mapping[str, Any]) -> Client:
     )
 
 
-class SQLStorage(GrantsMixin, DirectoryMixin, MailMixin):
+class SQLStorage(GrantsMixin, DirectoryMixin, MailMixin, PurgeMixin):
     """``Storage`` on an ``AsyncEngine``. Every method is one short transaction; on a
     SQLite file it runs through ``SQLiteThread`` (on the event loop when SQLite can
     answer at once, else on the storage's thread)."""

@@ -213,10 +213,11 @@ class SQLBase:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             return await conn.run_sync(fn)
 
-    async def _write(self, fn: Callable[[sa.Connection], T]) -> T:
-        """Run ``fn`` in a transaction, committed if it returns."""
+    async def _write(self, fn: Callable[[sa.Connection], T], *, may_wait: bool = False) -> T:
+        """Run ``fn`` in a transaction, committed if it returns. ``may_wait``: it may
+        take long (a batch), so on SQLite it runs on the storage's thread."""
         if self._sqlite is not None:
-            return await self._sqlite.run(fn, write=True)
+            return await self._sqlite.run(fn, write=True, may_wait=may_wait)
         async with self.engine.begin() as conn:
             return await conn.run_sync(fn)
 

@@ -240,3 +240,17 @@ one_time_tokens = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("used_at", UTCDateTime, nullable=True),
 )
+
+# What ``Storage.purge`` deletes by, so a purge reads only the rows it deletes
+# (migration 0008).
+PURGE_INDEXES = (
+    sa.Index("ix_authorization_codes_expires", authorization_codes.c.expires_at),
+    sa.Index("ix_authorization_codes_grant", authorization_codes.c.grant_id),
+    sa.Index("ix_refresh_tokens_expires", refresh_tokens.c.expires_at),
+    sa.Index("ix_revoked_access_tokens_expires", revoked_access_tokens.c.expires_at),
+    sa.Index("ix_login_sessions_expires", login_sessions.c.expires_at),
+    sa.Index("ix_grants_created", grants.c.created_at, grants.c.id),
+    sa.Index("ix_one_time_tokens_expires", one_time_tokens.c.expires_at),
+    sa.Index("ix_outbox_created", outbox.c.created_at),
+    sa.Index("ix_login_throttle_last_failure", login_throttle.c.last_failure_at),
+)
