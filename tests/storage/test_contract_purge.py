@@ -9,9 +9,10 @@ from dataclasses import replace
 from datetime import timedelta
 
 import sqlalchemy as sa
-from test_contract import NOW, grant, sign_in, user
+from test_contract import NOW, grant, key, sign_in, user
 from test_contract_tokens import refresh
 
+from bastion.server import keys
 from bastion.server.models import AuthorizationCode, LoginSession, OneTimeToken, OutgoingMail
 from bastion.server.services import housekeeping
 from bastion.server.settings import Settings
@@ -98,7 +99,8 @@ async def test_each_kind_goes_once_past_its_cutoff_and_not_before(store: SQLStor
     gone = await store.purge(CUTOFFS, limit=100)
 
     assert gone == {"authorization_codes": 1, "refresh_tokens": 1, "revoked_access_tokens": 1,
-                    "one_time_tokens": 1, "login_sessions": 1, "login_throttle": 2, "outbox": 2}
+                    "one_time_tokens": 1, "login_sessions": 1, "signing_keys": 0,
+                    "login_throttle": 2, "outbox": 2}
     assert await keys_of(store, "authorization_codes") == {b"c-new" + b"." * 27}
     assert await keys_of(store, "refresh_tokens") == {b"r-new" + b"." * 27}
     assert await keys_of(store, "revoked_access_tokens") == {"jti-new"}
@@ -252,3 +254,21 @@ async def test_the_access_tokens_of_a_grant_that_is_gone_count_as_revoked(
     assert await store.is_revoked("jti", "g-bare")
     assert await store.is_revoked("jti", "never-made")
     assert not await store.is_revoked("jti", "g-live")
+
+
+async def test_a_signing_key_goes_once_it_is_no_longer_published(storage: SQLStorage) -> None:
+    await storage.rotate_signing_key(key("k1", at=CUT - timedelta(days=60)))
+    await storage.rotate_signing_key(key("k2", at=BEFORE))  # retires k1 before the cutoff
+    await storage.rotate_signing_key(key("k3", at=AFTER))  # retires k2 after it
+    assert (await storage.purge(CUTOFFS, 100))["signing_keys"] == 1
+    assert [(k.kid, k.retired_at is None) for k in await storage.signing_keys()] == [
+        ("k2", False), ("k3", True)]
+
+
+def test_the_purge_waits_for_the_longest_publication_of_a_retired_key() -> None:
+    """``keys.published`` keeps a retired key in the JWKS for its tokens' lives; with
+    every lifetime at its maximum that still ends before the purge's cutoff."""
+    longest = Settings(_env_file=None, cache_ttl=300, access_token_ttl=86400,  # type: ignore[call-arg]
+                       id_token_ttl=86400)
+    retired = replace(key("k1"), retired_at=NOW - housekeeping.KEEP_EXPIRED)
+    assert keys.published([retired], longest, NOW) == []

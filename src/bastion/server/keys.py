@@ -13,7 +13,8 @@ cannot be moved to another key's row.
 
 A retired key stays in the JWKS until every token it can have signed has expired:
 ``retired_at + cache_ttl`` (the longest another instance may still sign with it)
-``+ max(token lifetimes)``.
+``+ max(token lifetimes)``. Housekeeping deletes it after that
+(``services.housekeeping.KEEP_EXPIRED``).
 """
 
 from __future__ import annotations

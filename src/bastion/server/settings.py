@@ -173,10 +173,10 @@ class Settings(BaseSettings):
         3600, ge=0, description="Seconds between purges of what no longer decides anything: "
         "codes, refresh tokens, revoked access-token ids, emailed links and sessions 25 hours "
         "after they expire (longer than any access token lives), grants nothing refers to "
-        "any longer, spent throttle counts, mail a week after it was sent or given up, and "
-        "audit events older than event_retention_days. Every instance purges (the first "
-        "time within five minutes of starting); 0: never, e.g. when `bastion purge` runs "
-        "from cron instead."
+        "any longer, signing keys 25 hours after they were retired, spent throttle counts, "
+        "mail a week after it was sent or given up, and audit events older than "
+        "event_retention_days. Every instance purges (the first time within five minutes "
+        "of starting); 0: never, e.g. when `bastion purge` runs from cron instead."
     )
     event_retention_days: int | None = Field(
         None, ge=1, description="Days the audit log keeps an event; older ones are purged. "

@@ -46,9 +46,9 @@ class Cutoffs:
 
     now: datetime
     #: Authorization codes, refresh tokens, revoked access tokens' ids, emailed links
-    #: and login sessions that expired before this (and, for ``purge_grants``, grants
-    #: made before it). Later than any access token lives: a grant's access tokens
-    #: need its row (it says whether they are revoked).
+    #: and login sessions that expired before this, signing keys retired before it
+    #: (and, for ``purge_grants``, grants made before it). Later than any access token
+    #: lives: a grant's access tokens need its row (it says whether they are revoked).
     expired_before: datetime
     #: Throttle counts whose last attempt came before this, unless locked at ``now``.
     throttles_before: datetime

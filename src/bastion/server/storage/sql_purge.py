@@ -21,6 +21,7 @@ from bastion.server.storage.tables import (
     outbox,
     refresh_tokens,
     revoked_access_tokens,
+    signing_keys,
 )
 
 
@@ -37,6 +38,9 @@ def _doomed(c: Cutoffs) -> dict[str, tuple[sa.Column[Any], sa.ColumnElement[bool
                                   revoked_access_tokens.c.expires_at < gone),
         "one_time_tokens": (one_time_tokens.c.digest, one_time_tokens.c.expires_at < gone),
         "login_sessions": (login_sessions.c.id, login_sessions.c.expires_at < gone),
+        # No longer in the JWKS (``keys.published``): a private key kept after that
+        # could only leak.
+        "signing_keys": (signing_keys.c.kid, signing_keys.c.retired_at < gone),
         "login_throttle": (login_throttle.c.key, sa.and_(
             login_throttle.c.last_failure_at < c.throttles_before,
             sa.or_(login_throttle.c.locked_until.is_(None),
