@@ -157,6 +157,69 @@ def test_unusable_jwks_entries_are_skipped(make_client: Any, provider: FakeProvi
     assert make_client().verify_token(provider.sign())
 
 
+# -- the keys' max age: a withdrawn key stops verifying -------------------------------
+
+
+def age_keys(client: Any, seconds: float) -> None:
+    """As if the JWKS had been fetched ``seconds`` earlier."""
+    client._core.keys.fetched_at -= seconds
+    client._core.keys.expires_at -= seconds
+
+
+def jwks_response(provider: FakeProvider, cache_control: str) -> httpx2.Response:
+    return httpx2.Response(200, json={"keys": [k.public_jwk() for k in provider.jwks_keys]},
+                           headers={"Cache-Control": cache_control})
+
+
+def test_a_key_the_provider_withdraws_stops_verifying_once_the_keys_are_old(
+        make_client: Any, provider: FakeProvider):
+    """After a leak the provider rotates and stops publishing the leaked key; a
+    long-running app must not trust it for ever."""
+    client = make_client(jwks_max_age=300)
+    leaked = provider.sign()
+    assert client.verify_token(leaked)
+    provider.jwks_keys = [PrivateKey.generate("key-2", "ES256")]  # key-1 withdrawn
+    assert client.verify_token(leaked)  # trusted while the keys are fresh
+    age_keys(client, 301)
+    with pytest.raises(InvalidToken, match="unknown key"):
+        client.verify_token(leaked)
+    assert provider.calls["/tenant/jwks"] == 2  # the refetch for the kid is rate-limited
+
+
+def test_the_providers_max_age_shortens_the_trust_but_not_below_the_refresh_interval(
+        make_client: Any, provider: FakeProvider):
+    for header, trusted in (("public, max-age=120", 120), ("max-age=0", 60),
+                            ("max-age=86400", 300), ("no-cache", 300)):
+        provider.overrides["/tenant/jwks"] = [jwks_response(provider, header)]
+        client = make_client(jwks_max_age=300, jwks_refresh_interval=60)
+        client.verify_token(provider.sign())
+        keys = client._core.keys
+        assert keys.expires_at - keys.fetched_at == trusted, header
+
+
+def test_a_failed_renewal_keeps_the_keys_at_hand_and_waits_the_interval(
+        make_client: Any, provider: FakeProvider):
+    client = make_client(retries=0)
+    client.verify_token(provider.sign())
+    age_keys(client, 301)
+    provider.overrides["/tenant/jwks"] = [httpx2.Response(503)]
+    assert client.verify_token(provider.sign())  # the provider is down: old keys serve
+    assert client.verify_token(provider.sign())  # and no new try before the interval
+    assert provider.calls["/tenant/jwks"] == 2
+    age_keys(client, 61)
+    assert client.verify_token(provider.sign())
+    assert provider.calls["/tenant/jwks"] == 3
+    assert not client._core.keys.stale(time.time())  # renewed
+
+
+def test_fresh_keys_are_not_fetched_again(make_client: Any, provider: FakeProvider):
+    client = make_client()
+    client.verify_token(provider.sign())
+    age_keys(client, 299)
+    client.verify_token(provider.sign())
+    assert provider.calls["/tenant/jwks"] == 1
+
+
 # -- the refetch limit: one fetch for many callers, failures count ------------------
 
 

@@ -11,12 +11,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx2
+import pytest
 import sqlalchemy as sa
 
-from bastion import Client
+from bastion import Client, InvalidToken
+from bastion.oauth.jose import b64url_decode
 from bastion.server.models import Grant, RefreshToken
 from bastion.server.services.secrets import digest
 from bastion.server.storage import SQLStorage, open_storage
+from bastion.server.storage.tables import signing_keys
 from support import ServerProcess, running_server, wait_until
 
 SETTINGS = {"password_hash_memory_kib": "8192", "password_hash_time_cost": "1"}
@@ -120,3 +123,37 @@ def test_bastion_purge_deletes_what_is_due_at_once(tmp_path: Path,
             assert rows(server, stale) == (0, 0, 0)
             assert server.cli("purge").stdout.strip() == "deleted nothing: no row was due"
             assert client.refresh(tokens).access_token
+
+
+def test_a_purged_signing_key_stops_verifying_in_the_sdk(tmp_path: Path) -> None:
+    """A key retired (after a leak: rotate twice) leaves the JWKS once purged; an app
+    that fetched the JWKS before stops trusting it when its copy is older than the
+    server's max-age."""
+    with running_server(tmp_path, None, housekeeping_interval="0", **SETTINGS) as server:
+        client, _, _, password = app_and_user(server)
+        with client:
+            token = client.login_password("kim", password, scope="openid").access_token
+            assert client.verify_token(token)["sub"]
+            keys = client._core.keys
+            assert keys.expires_at - keys.fetched_at == 60  # the server's max-age
+
+            for _ in range(2):
+                assert server.cli("keys", "rotate").returncode == 0
+            kid = json.loads(b64url_decode(token.split(".")[0]))["kid"]
+
+            async def retire_long_ago(store: SQLStorage) -> None:
+                async with store.engine.begin() as conn:
+                    await conn.execute(sa.update(signing_keys).where(
+                        signing_keys.c.kid == kid).values(
+                        retired_at=datetime.now(UTC) - timedelta(days=2)))
+            with_store(server, retire_long_ago)
+            done = server.cli("purge", "--json")
+            assert json.loads(done.stdout)["signing_keys"] >= 1
+            jwks = httpx2.get(server.url + "/.well-known/jwks.json").json()
+            assert kid not in {k["kid"] for k in jwks["keys"]}
+
+            assert client.verify_token(token)  # the app's copy is fresh: still trusted
+            keys.fetched_at -= 61
+            keys.expires_at -= 61
+            with pytest.raises(InvalidToken, match="unknown key"):
+                client.verify_token(token)

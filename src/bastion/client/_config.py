@@ -53,6 +53,10 @@ class Settings:
     algorithms: tuple[str, ...] = ALGORITHMS
     #: Minimum seconds between two JWKS fetches caused by an unknown ``kid``.
     jwks_refresh_interval: float = 60.0
+    #: Longest seconds a fetched JWKS is trusted before it is fetched again (the
+    #: provider's ``Cache-Control: max-age`` may shorten it): a key the provider
+    #: stops publishing stops verifying here within this time.
+    jwks_max_age: float = 300.0
     #: Seconds before expiry at which a cached access token is replaced.
     refresh_margin: float = 30.0
     #: Force a token endpoint auth method; ``None`` picks from the metadata.
@@ -101,7 +105,8 @@ class Settings:
         for option in ("verify_ssl", "allow_redirects"):
             if not isinstance(getattr(self, option), bool):
                 raise bad(option, "True or False")
-        for option in ("timeout", "leeway", "jwks_refresh_interval", "refresh_margin"):
+        for option in ("timeout", "leeway", "jwks_refresh_interval", "jwks_max_age",
+                       "refresh_margin"):
             if not seconds_ok(getattr(self, option)):
                 raise bad(option, "a non-negative number")
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:

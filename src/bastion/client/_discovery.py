@@ -12,6 +12,8 @@ fetch, a refresh) runs as a single flight (see ``_flight``). ``BaseClient`` in
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
 from collections.abc import Callable, Collection, Generator, Hashable
 from typing import Any, TypeVar
@@ -39,6 +41,7 @@ T = TypeVar("T")
 Flow = Generator[httpx2.Request | Wait, httpx2.Response, T]
 
 JSON_HEADERS = {"Accept": "application/json"}
+_MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
 
 
 class DiscoveryCore:
@@ -112,19 +115,33 @@ class DiscoveryCore:
         url = self.endpoint(metadata, "jwks_uri")
         response = yield httpx2.Request("GET", url, headers=JSON_HEADERS)
         self.raise_for_response(response)
-        self.keys.load(json_object(response.content), self.clock())
+        self.keys.load(json_object(response.content), self.clock(), self.jwks_max_age(response))
         return self.keys
 
+    def jwks_max_age(self, response: httpx2.Response) -> float:
+        """How long the keys of ``response`` are trusted: ``jwks_max_age``, or the
+        provider's shorter ``max-age`` (though not below ``jwks_refresh_interval``:
+        ``max-age=0`` must not mean a fetch per token)."""
+        settings = self.settings
+        found = _MAX_AGE.search(response.headers.get("cache-control", ""))
+        if found is None:
+            return settings.jwks_max_age
+        return min(settings.jwks_max_age, max(float(found[1]), settings.jwks_refresh_interval))
+
     def keys_flow(self, *, refetch: bool = False) -> Flow[bool]:
-        """Fetch the JWKS once for all concurrent callers: if none is loaded, or
-        with ``refetch`` at most once per ``jwks_refresh_interval``, counted from
-        the attempt, failed or not. ``False`` when that limit refuses a refetch."""
+        """Fetch the JWKS once for all concurrent callers: if none is loaded, and
+        when the keys are older than their max age or with ``refetch``, at most once
+        per ``jwks_refresh_interval``, counted from the attempt, failed or not.
+        ``False`` when that limit refuses a fetch."""
         now, interval = self.clock(), self.settings.jwks_refresh_interval
 
         def settled() -> bool | None:
-            if not refetch:
-                return True if self.keys.loaded else None
-            return None if self.keys.may_refetch(now, interval) else False
+            keys = self.keys
+            if not keys.loaded and not refetch:
+                return None
+            if keys.loaded and not refetch and not keys.stale(now):
+                return True
+            return None if keys.may_refetch(now, interval) else False
 
         flight, lead = self.flights.join("jwks", settled)
         if lead:
@@ -172,6 +189,7 @@ class DiscoveryCore:
         audience: str | None = None,
         scopes: Collection[str] | str | None = None,
         leeway: float | None = None,
+        now: float | None = None,
     ) -> dict[str, Any]:
         """Verify with the keys at hand; ``UnknownKey`` means "fetch the JWKS"."""
         claims = self.verifier.verify(token)
@@ -182,7 +200,7 @@ class DiscoveryCore:
             claims,
             issuer=issuer,
             audience=audience or settings.audience or issuer,
-            now=self.clock(),
+            now=self.clock() if now is None else now,
             leeway=settings.leeway if leeway is None else check_leeway(leeway),
             scopes=scopes.split() if isinstance(scopes, str) else (scopes or ()),
         )
@@ -196,10 +214,11 @@ class DiscoveryCore:
         leeway: float | None = None,
     ) -> dict[str, Any] | None:
         """The fast path: claims, or ``None`` when the JWKS must be fetched first."""
-        if not self.keys.loaded:
+        now = self.clock()
+        if self.keys.stale(now):  # (no keys loaded yet are stale too)
             return None
         try:
-            return self.verify_local(token, audience, scopes, leeway)
+            return self.verify_local(token, audience, scopes, leeway, now)
         except UnknownKey:
             return None
 
@@ -228,6 +247,11 @@ class DiscoveryCore:
         an ``InvalidToken``."""
         if not self.keys.loaded:
             yield from self.keys_flow()
+        elif self.keys.stale(self.clock()):
+            # If that fails, the keys at hand go on serving (an outage must not fail
+            # every token); the next try waits jwks_refresh_interval.
+            with contextlib.suppress(BastionError):
+                yield from self.keys_flow()
         try:
             return verify()
         except UnknownKey:

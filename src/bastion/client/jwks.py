@@ -4,6 +4,10 @@ Keys are looked up by ``kid``. A token naming an unknown ``kid`` may trigger a
 refetch (keys rotate), but at most once per ``refresh_interval`` counted from the
 last attempt, failed or not: otherwise a stream of junk tokens would turn into a
 stream of JWKS requests (see ``DiscoveryCore.keys_flow``).
+
+A set is also fetched again once it is older than its ``max_age``, so a key the
+provider has withdrawn (after a leak) stops verifying; if that fetch fails, the keys
+at hand go on serving and the next try waits ``refresh_interval``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ __all__ = ["KeySet"]
 
 
 class KeySet:
-    __slots__ = ("fetched_at", "keys", "loaded")
+    __slots__ = ("expires_at", "fetched_at", "keys", "loaded")
 
     def __init__(self) -> None:
         self.keys: dict[str, PublicKey] = {}
@@ -27,6 +31,9 @@ class KeySet:
         self.fetched_at: float | None = None
         #: A JWKS has been read (its keys may still be none).
         self.loaded = False
+        #: When the keys read last must be fetched again before they are trusted (none
+        #: read yet: at once).
+        self.expires_at = 0.0
 
     def __repr__(self) -> str:
         return f"KeySet(kids={sorted(self.keys)!r})"
@@ -34,7 +41,10 @@ class KeySet:
     def may_refetch(self, now: float, interval: float) -> bool:
         return self.fetched_at is None or now - self.fetched_at >= interval
 
-    def load(self, document: Mapping[str, Any], now: float) -> None:
+    def stale(self, now: float) -> bool:
+        return now >= self.expires_at
+
+    def load(self, document: Mapping[str, Any], now: float, max_age: float) -> None:
         """Replace the keys with the signing keys of ``document``.
 
         Keys this SDK cannot use (encryption keys, unknown types, no ``kid``) are
@@ -54,4 +64,5 @@ class KeySet:
             keys[key.kid] = key
         self.keys = keys
         self.fetched_at = now
+        self.expires_at = now + max_age
         self.loaded = True
