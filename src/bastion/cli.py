@@ -182,12 +182,20 @@ async def _migrate(_args: argparse.Namespace, settings: Any) -> int:
 
 
 async def _clients_create(args: argparse.Namespace, settings: Any) -> int:
+    from bastion.server.services import audit
     from bastion.server.services.clients import create_client
 
-    new = await _with_storage(settings, lambda storage: create_client(
-        storage, name=args.name, public=args.public, redirect_uris=args.redirect_uris,
-        grant_types=args.grant_types, scopes=args.scopes,
-        post_logout_redirect_uris=args.post_logout_redirect_uris))
+    async def create(storage: Any) -> Any:
+        new = await create_client(
+            storage, name=args.name, public=args.public, redirect_uris=args.redirect_uris,
+            grant_types=args.grant_types, scopes=args.scopes,
+            post_logout_redirect_uris=args.post_logout_redirect_uris)
+        await audit.record(storage, audit.SYSTEM, "client.create", new.client.client_id,
+                           via="cli", grant_types=list(new.client.grant_types),
+                           scopes=list(new.client.scopes))
+        return new
+
+    new = await _with_storage(settings, create)
     out: dict[str, Any] = {"client_id": new.client.client_id, "name": new.client.name,
                            "public": new.client.is_public,
                            "grant_types": list(new.client.grant_types),
@@ -207,6 +215,7 @@ async def _clients_create(args: argparse.Namespace, settings: Any) -> int:
 
 
 async def _users_create(args: argparse.Namespace, settings: Any) -> int:
+    from bastion.server.services import audit
     from bastion.server.services.passwords import Passwords
     from bastion.server.services.users import create_user
 
@@ -214,9 +223,15 @@ async def _users_create(args: argparse.Namespace, settings: Any) -> int:
     if not password:  # create_user takes "no password" to mean a passwordless account
         print("error: no password on standard input", file=sys.stderr)
         return 1
-    user = await _with_storage(settings, lambda storage: create_user(
-        storage, Passwords(settings), username=args.username, email=args.email,
-        password=password, is_administrator=args.admin))
+    async def create(storage: Any) -> Any:
+        user = await create_user(storage, Passwords(settings), username=args.username,
+                                 email=args.email, password=password,
+                                 is_administrator=args.admin)
+        await audit.record(storage, audit.SYSTEM, "user.create", user.id, via="cli",
+                           is_administrator=user.is_administrator)
+        return user
+
+    user = await _with_storage(settings, create)
     if args.json:
         print(json.dumps({"id": user.id, "username": user.username, "email": user.email,
                           "is_administrator": user.is_administrator}))
@@ -227,11 +242,14 @@ async def _users_create(args: argparse.Namespace, settings: Any) -> int:
 
 async def _keys_rotate(_args: argparse.Namespace, settings: Any) -> int:
     from bastion.server import keys
+    from bastion.server.services import audit
 
     async def rotate(storage: Any) -> tuple[list[str], set[str]]:
         waiting = {k.kid for k in await storage.signing_keys()
                    if k.activated_at is None and k.retired_at is None}
-        return await keys.rotate(storage, settings), waiting
+        signing = await keys.rotate(storage, settings)
+        await audit.record(storage, audit.SYSTEM, "keys.rotate", None, via="cli", kids=signing)
+        return signing, waiting
 
     kids, waiting = await _with_storage(settings, rotate)
     print("signing keys now: " + ", ".join(kids))

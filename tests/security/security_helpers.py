@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx2
+from prometheus_client import REGISTRY
 
 from bastion.oauth import pkce
 from bastion.server.context import Context
@@ -159,6 +160,24 @@ async def exchange(env: Env, code: str, *, client: Registered | None = None,
     if verifier is not None:
         data["code_verifier"] = verifier
     return await env.token(client or env.web, **data)
+
+
+async def assert_reuse_recorded(env: Env, token: str, plain: str, logged: str,
+                                reuses_before: float) -> None:
+    """A used ``token`` (the kind: refresh_token, authorization_code) whose value is
+    ``plain`` came back (once or more): one ``token.reuse`` audit event, one more in
+    ``bastion_token_reuse_total``, one warning in the log ``logged``; never the value."""
+    (event,), _ = await env.ctx.storage.list_events({"action": "token.reuse"}, 10, 0)
+    assert (event.actor, event.actor_type, event.target) == (
+        env.web.client_id, "client", env.user.id)
+    assert event.detail["token"] == token and event.detail["grant"]
+    assert reuse_count(token) == reuses_before + 1
+    assert logged.count(f"a used {token} was presented again") == 1
+    assert plain not in logged and plain not in str(event)
+
+
+def reuse_count(token: str) -> float:
+    return REGISTRY.get_sample_value("bastion_token_reuse_total", {"token": token}) or 0.0
 
 
 def oauth_error(response: httpx2.Response, status: int = 400) -> str:

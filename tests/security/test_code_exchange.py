@@ -14,9 +14,11 @@ from security_helpers import (
     REDIRECT_WITH_QUERY,
     SPA_REDIRECT,
     Env,
+    assert_reuse_recorded,
     exchange,
     get_code,
     oauth_error,
+    reuse_count,
 )
 
 from bastion.oauth import pkce
@@ -31,11 +33,15 @@ async def test_replayed_code_is_invalid_grant(env: Env) -> None:
     assert oauth_error(await exchange(env, code)) == "invalid_grant"
 
 
-async def test_replayed_code_revokes_the_tokens_of_its_first_use(env: Env) -> None:
+async def test_replayed_code_revokes_the_tokens_of_its_first_use(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
     code = await get_code(env)
     first = (await exchange(env, code)).json()
     assert (await env.introspect(first["access_token"]))["active"] is True
+    before = reuse_count("authorization_code")
     await exchange(env, code)  # the replay
+    await exchange(env, code)  # and another: the family is revoked already
+    await assert_reuse_recorded(env, "authorization_code", code, caplog.text, before)
     assert await env.introspect(first["access_token"]) == {"active": False}
     assert await env.introspect(first["refresh_token"]) == {"active": False}
     assert oauth_error(await env.refresh(first["refresh_token"])) == "invalid_grant"

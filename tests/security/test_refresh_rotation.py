@@ -7,7 +7,8 @@ import secrets as _secrets
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from security_helpers import Env, oauth_error
+import pytest
+from security_helpers import Env, assert_reuse_recorded, oauth_error, reuse_count
 
 from bastion.server.models import Grant
 from bastion.server.services import secrets
@@ -29,11 +30,19 @@ async def test_refresh_rotates_and_the_old_token_is_spent(env: Env) -> None:
     assert await env.introspect(first["refresh_token"]) == {"active": False}
 
 
-async def test_reuse_of_a_rotated_token_revokes_the_whole_family(env: Env) -> None:
+async def test_reuse_of_a_rotated_token_revokes_the_whole_family(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
     first = await _tokens(env)
     second = (await env.refresh(first["refresh_token"])).json()
     third = (await env.refresh(second["refresh_token"])).json()
+    before = reuse_count("refresh_token")
     assert oauth_error(await env.refresh(first["refresh_token"])) == "invalid_grant"
+    # replays after the family is revoked are refused the same, and recorded once
+    for token in (first, second, first):
+        replay = await env.refresh(token["refresh_token"])
+        assert oauth_error(replay) == "invalid_grant" and "already used" in replay.text
+    await assert_reuse_recorded(env, "refresh_token", first["refresh_token"], caplog.text,
+                                before)
     # every generation is gone: refresh tokens and access tokens
     assert oauth_error(await env.refresh(third["refresh_token"])) == "invalid_grant"
     for generation in (first, second, third):

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from bastion.cli import main
+from bastion.server.models import Event
 from bastion.server.storage import open_storage
 
 
@@ -45,6 +46,16 @@ def count(url: str, table: str) -> int:
     return asyncio.run(go())
 
 
+def events(url: str, action: str) -> list[Event]:
+    async def go() -> list[Event]:
+        store = open_storage(url)
+        try:
+            return (await store.list_events({"action": action}, 10, 0))[0]
+        finally:
+            await store.close()
+    return asyncio.run(go())
+
+
 def test_migrate_on_a_fresh_database(run) -> None:
     code, out, _ = run("migrate")
     assert code == 0
@@ -61,6 +72,11 @@ def test_clients_create_json_confidential(run) -> None:
     assert body["client_id"] and len(body["client_secret"]) >= 40
     assert body["grant_types"] == ["client_credentials"]
     assert body["scopes"] == ["read", "write"]
+    (event,) = events(run.url, "client.create")
+    assert event.target == body["client_id"] and event.actor_type == "system"
+    assert event.detail == {"via": "cli", "grant_types": ["client_credentials"],
+                            "scopes": ["read", "write"]}
+    assert body["client_secret"] not in json.dumps(event.detail)
 
 
 def test_clients_create_json_public_has_no_secret(run) -> None:
@@ -95,6 +111,9 @@ def test_users_create_json_and_duplicates(run) -> None:
     body = json.loads(out)
     assert body["username"] == "alice" and body["id"]
     assert body["is_administrator"] is True
+    (event,) = events(run.url, "user.create")  # an administrator made outside the API
+    assert (event.target, event.actor_type) == (body["id"], "system")
+    assert event.detail == {"via": "cli", "is_administrator": True}
     code, _, err = run("users", "create", "--username", "ALICE", "--email", "other@example.com",
                        "--password-stdin", stdin="another password\n")
     assert code == 1
@@ -142,6 +161,9 @@ def test_keys_rotate(run) -> None:
     assert code == 0 and "no next key" not in out  # the next keys, published before
     assert out.count("access-") == 1 and out.count("id-") == 1
     assert count(run.url, "signing_keys") == 6
+    rotations = events(run.url, "keys.rotate")
+    assert len(rotations) == 2 and all(e.actor_type == "system" for e in rotations)
+    assert all(kid in out for kid in rotations[0].detail["kids"])  # newest first
 
 
 def test_unknown_command_is_an_error(run) -> None:

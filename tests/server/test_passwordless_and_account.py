@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx2
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 
 from bastion.oauth import pkce
 from bastion.server.app import create_app
@@ -183,16 +184,24 @@ async def test_the_api_sends_links_for_its_own_client_only(env: Env) -> None:
     assert "code" in callback_params(await env.http.get(back.headers["location"]))
 
 
-async def test_failed_sends_are_retried_not_lost(env: Env) -> None:
-    class Down:
-        async def send(self, mail: OutgoingMail) -> None:
-            raise ConnectionRefusedError("smtp down")
+class Down:
+    """A mailer whose SMTP server refuses connections."""
 
+    async def send(self, mail: OutgoingMail) -> None:
+        raise ConnectionRefusedError("smtp down")
+
+
+async def test_failed_sends_are_retried_not_lost(env: Env) -> None:
+    def mail_count(outcome: str) -> float:
+        return REGISTRY.get_sample_value("bastion_mail_total", {"outcome": outcome}) or 0.0
+
+    retried, sent = mail_count("retried"), mail_count("sent")
     await env.ctx.outbox.stop()
     await outbox.enqueue(env.ctx.storage, env.ctx.outbox.seal, "x@example.com", "hello",
                          "sign_in", link="L",
                          client_name="", minutes=15)
     assert await outbox.send_due(env.ctx.storage, Down(), env.ctx.outbox.seal) == 0
+    assert mail_count("retried") == retried + 1
     (claimed,) = await env.ctx.storage.claim_mail(datetime.now(UTC) + timedelta(hours=2))
     mail_id = claimed.id
     stored = await env.ctx.storage.get_mail(mail_id)
@@ -203,6 +212,20 @@ async def test_failed_sends_are_retried_not_lost(env: Env) -> None:
     assert await outbox.send_due(env.ctx.storage, env.ctx.outbox.mailer,
                                  env.ctx.outbox.seal) == 1
     assert env.box.wait_for(1)[0]["Subject"] == "hello"
+    assert mail_count("sent") == sent + 1
+
+
+async def test_mail_given_up_on_is_counted(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    def given_up() -> float:
+        return REGISTRY.get_sample_value("bastion_mail_total", {"outcome": "given_up"}) or 0.0
+
+    before = given_up()
+    monkeypatch.setattr(outbox, "MAX_ATTEMPTS", 1)
+    await env.ctx.outbox.stop()
+    await outbox.enqueue(env.ctx.storage, env.ctx.outbox.seal, "x@example.com", "hello",
+                         "sign_in", link="L", client_name="", minutes=15)
+    assert await outbox.send_due(env.ctx.storage, Down(), env.ctx.outbox.seal) == 0
+    assert given_up() == before + 1
 
 
 async def _sign_in_to_account(env: Env, **query: str) -> httpx2.Response:

@@ -86,6 +86,20 @@ async def test_a_refresh_token_rotates_once_then_its_reuse_revokes_the_family(
     assert (await store.get_grant("g1")).revoked_at == NOW  # type: ignore[union-attr]
     assert (await store.get_refresh_token(b"2" * 32)).revoked_at == NOW  # type: ignore[union-attr]
     assert await store.get_refresh_token(b"3" * 32) is None
+    # the family is revoked already: later reuses revoke nothing more
+    assert await store.rotate_refresh_token(b"1" * 32, refresh(b"4" * 32), NOW) == "replayed"
+    assert not await store.revoke_grant("g1", LATER)
+    assert (await store.get_grant("g1")).revoked_at == NOW  # type: ignore[union-attr]
+
+
+async def test_of_concurrent_reuses_of_one_token_one_revokes_the_family(
+        store: SQLStorage) -> None:
+    await store.create_grant(grant(), refresh(b"1" * 32))
+    assert await store.rotate_refresh_token(b"1" * 32, refresh(b"2" * 32), NOW) == "rotated"
+    results = await asyncio.gather(*(
+        store.rotate_refresh_token(b"1" * 32, refresh(bytes([n]) * 32), NOW)
+        for n in range(10)))
+    assert sorted(results) == ["replayed"] * 9 + ["reused"]
 
 
 async def test_an_unknown_or_expired_refresh_token_does_not_rotate(store: SQLStorage) -> None:

@@ -1,5 +1,5 @@
 """Prometheus metrics: requests by endpoint and status, latency, tokens issued by
-grant, failed sign-ins, housekeeping, database pool use. Served at ``/metrics``.
+grant, failed sign-ins, token reuse, mail, housekeeping, database pool use. Served at ``/metrics``.
 
 With several workers (``bastion serve --workers N``) the CLI sets
 ``PROMETHEUS_MULTIPROC_DIR`` before the workers start, and a scrape adds up every
@@ -31,6 +31,9 @@ LATENCY = Histogram("bastion_http_request_duration_seconds", "Time to answer a r
 TOKENS = Counter("bastion_tokens_issued_total", "Token responses issued.", ["grant_type"])
 LOGIN_FAILURES = Counter("bastion_login_failures_total", "Failed or throttled sign-ins.",
                          ["reason"])
+TOKEN_REUSE = Counter("bastion_token_reuse_total", "Used refresh tokens and authorization "
+                      "codes presented again (each revokes its token family).", ["token"])
+MAIL = Counter("bastion_mail_total", "Mail sent, retried or given up on.", ["outcome"])
 PURGED = Counter("bastion_purged_rows_total", "Rows deleted by housekeeping.", ["kind"])
 PURGES = Counter("bastion_purges_total", "Background purges run.", ["outcome"])
 DB_POOL = Gauge("bastion_db_pool_connections", "Database connections of this instance.",

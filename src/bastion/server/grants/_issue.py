@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets as _secrets
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -9,10 +10,14 @@ from typing import Any
 
 from bastion.oauth.errors import InvalidGrant
 from bastion.server.context import Context
+from bastion.server.grants._request import TokenRequest
+from bastion.server.metrics import TOKEN_REUSE
 from bastion.server.models import Client, Grant, RefreshToken, User
-from bastion.server.services import rbac, secrets
+from bastion.server.services import audit, rbac, secrets
 from bastion.server.services.id_tokens import issue_id_token
 from bastion.server.services.tokens import issue_access_token, new_refresh_token
+
+log = logging.getLogger("bastion.tokens")
 
 
 class LeftOrganization(InvalidGrant):
@@ -126,3 +131,17 @@ async def reissue(ctx: Context, user: User, stored: RefreshToken) -> dict[str, A
                            "request reissued or revoked the refresh token meanwhile.")
     return await user_token_response(ctx, client, grant, user, stored.scope, refresh_token=plain,
                                      claims=claims)
+
+
+async def reused(ctx: Context, request: TokenRequest, token: str, user_id: str,
+                 grant_id: str) -> None:
+    """Record that a used ``token`` (``refresh_token`` or ``authorization_code``) came
+    back and revoked its family: a sign that it was stolen, for the audit log, the
+    metrics and the log (never the token itself). Once per family: replays after it
+    add nothing, so a stolen token cannot flood the audit log."""
+    TOKEN_REUSE.labels(token).inc()
+    log.warning("a used %s was presented again by client %s from %s: token family %s "
+                "revoked", token, request.client.client_id, request.client_ip, grant_id)
+    actor = audit.Actor(request.client.client_id, "client", request.client.client_id,
+                        request.client_ip)
+    await audit.record(ctx.storage, actor, "token.reuse", user_id, token=token, grant=grant_id)

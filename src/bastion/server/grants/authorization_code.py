@@ -13,7 +13,7 @@ from typing import Any
 from bastion.oauth import pkce
 from bastion.oauth.errors import InvalidGrant, InvalidRequest
 from bastion.server.context import Context
-from bastion.server.grants._issue import grant_claims, may_refresh, user_token_response
+from bastion.server.grants._issue import grant_claims, may_refresh, reused, user_token_response
 from bastion.server.grants._request import TokenRequest
 from bastion.server.services import secrets
 from bastion.server.services.tokens import new_refresh_token
@@ -32,7 +32,8 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     if stored is None or stored.client_id != client.client_id:
         raise InvalidGrant("The code is invalid.")
     if not first_use:
-        await ctx.storage.revoke_grant(stored.grant_id, now)
+        if await ctx.storage.revoke_grant(stored.grant_id, now):  # once per family
+            await reused(ctx, request, GRANT_TYPE, stored.user_id, stored.grant_id)
         raise InvalidGrant("The code was already used; the tokens it issued are revoked.")
     if stored.expires_at <= now:
         raise InvalidGrant("The code has expired.")

@@ -12,7 +12,7 @@ from typing import Any
 
 from bastion.oauth.errors import InvalidGrant, InvalidRequest, InvalidScope
 from bastion.server.context import Context
-from bastion.server.grants._issue import grant_claims, user_token_response
+from bastion.server.grants._issue import grant_claims, reused, user_token_response
 from bastion.server.grants._request import TokenRequest
 from bastion.server.services import secrets
 from bastion.server.services.tokens import new_refresh_token
@@ -47,7 +47,9 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     # the scope of the one it replaces ("identical", RFC 6749 section 6).
     plain, record = new_refresh_token(ctx.settings, grant, stored.scope)
     result = await ctx.storage.rotate_refresh_token(digest, record, now)
-    if result == "reused":
+    if result == "reused":  # (once per family: "replayed" after it is revoked)
+        await reused(ctx, request, GRANT_TYPE, stored.user_id, grant.id)
+    if result in ("reused", "replayed"):
         raise InvalidGrant("The refresh token was already used; its whole family is revoked.")
     if result == "invalid" or grant.revoked_at or user.deleted_at:
         raise InvalidGrant("The refresh token is expired or revoked.")

@@ -35,6 +35,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from bastion.server.keys import aead_for
 from bastion.server.mail import Mailer
+from bastion.server.metrics import MAIL
 from bastion.server.models import OutgoingMail
 from bastion.server.storage.base import Storage
 
@@ -136,6 +137,7 @@ async def send_due(storage: Storage, mailer: Mailer, seal: Seal) -> int:
             now = datetime.now(UTC)
             retry = now + backoff(attempts) if attempts < MAX_ATTEMPTS else None
             reason = f"{type(exc).__name__}: {exc}"
+            MAIL.labels("given_up" if retry is None else "retried").inc()
             if retry is None:
                 log.error("giving up on mail %s to %s after %d attempts: %s", mail.id, mail.to,
                           attempts, reason)
@@ -149,7 +151,9 @@ async def send_due(storage: Storage, mailer: Mailer, seal: Seal) -> int:
             if await storage.mail_sent(mail.id, datetime.now(UTC),
                                        claimed_until=mail.claimed_until):
                 sent += 1
+                MAIL.labels("sent").inc()
             else:  # another instance took it after the claim expired: it may go twice
+                MAIL.labels("sent").inc()
                 log.warning("mail %s to %s was sent after its claim expired", mail.id, mail.to)
     return sent
 

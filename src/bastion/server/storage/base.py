@@ -27,7 +27,9 @@ from bastion.server.models import (
     User,
 )
 
-RotateResult = Literal["rotated", "reused", "invalid"]
+#: "reused": a used token, whose family this call revoked; "replayed": a used token
+#: whose family was revoked already.
+RotateResult = Literal["rotated", "reused", "replayed", "invalid"]
 DeleteRoleResult = Literal["deleted", "in_use", "missing"]
 
 
@@ -135,8 +137,9 @@ class Storage(Protocol):
 
     async def get_grant(self, grant_id: str) -> Grant | None: ...
 
-    async def revoke_grant(self, grant_id: str, at: datetime) -> None:
-        """Revoke a grant and its whole token family."""
+    async def revoke_grant(self, grant_id: str, at: datetime) -> bool:
+        """Revoke a grant and its whole token family; whether this call revoked it (not
+        revoked already)."""
 
     async def reissue_grant(self, old_id: str, grant: Grant, refresh: RefreshToken,
                             at: datetime) -> bool:
@@ -158,8 +161,9 @@ class Storage(Protocol):
         self, digest: bytes, new: RefreshToken, at: datetime
     ) -> RotateResult:
         """Use a refresh token once and store its successor, atomically. Of several
-        concurrent calls exactly one rotates; a used token is 'reused' and its
-        family is revoked in the same transaction."""
+        concurrent calls exactly one rotates; a used token revokes its family in the
+        same transaction and is 'reused' for the call that revoked it, 'replayed' for
+        the others."""
 
     async def revoke_access_token(self, jti: str, expires_at: datetime) -> None:
         """Remember a revoked access token until it expires."""

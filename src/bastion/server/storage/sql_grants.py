@@ -108,8 +108,8 @@ class GrantsMixin(SQLBase):
         row = await self._one(select_by(grants, "id"), {"id": grant_id})
         return Grant(**row) if row else None
 
-    async def revoke_grant(self, grant_id: str, at: datetime) -> None:
-        await self._write(lambda conn: _revoke_grants(conn, [grant_id], at))
+    async def revoke_grant(self, grant_id: str, at: datetime) -> bool:
+        return await self._write(lambda conn: _revoke_grants(conn, [grant_id], at) > 0)
 
     async def reissue_grant(self, old_id: str, grant: Grant, refresh: RefreshToken,
                             at: datetime) -> bool:
@@ -169,8 +169,7 @@ class GrantsMixin(SQLBase):
             ).first()
             if row is not None and row.used_at is not None:
                 # Reuse of a rotated token: the family is compromised.
-                _revoke_grants(conn, [row.grant_id], at)
-                return "reused"
+                return "reused" if _revoke_grants(conn, [row.grant_id], at) else "replayed"
             return "invalid"
         return await self._write(rotate)
 
