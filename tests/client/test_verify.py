@@ -189,7 +189,8 @@ def test_a_key_the_provider_withdraws_stops_verifying_once_the_keys_are_old(
 def test_the_providers_max_age_shortens_the_trust_but_not_below_the_refresh_interval(
         make_client: Any, provider: FakeProvider):
     for header, trusted in (("public, max-age=120", 120), ("max-age=0", 60),
-                            ("max-age=86400", 300), ("no-cache", 300)):
+                            ("max-age=86400", 300), ("no-cache", 60), ("No-Store", 60),
+                            ("public", 300)):
         provider.overrides["/tenant/jwks"] = [jwks_response(provider, header)]
         client = make_client(jwks_max_age=300, jwks_refresh_interval=60)
         client.verify_token(provider.sign())
@@ -210,6 +211,30 @@ def test_a_failed_renewal_keeps_the_keys_at_hand_and_waits_the_interval(
     assert client.verify_token(provider.sign())
     assert provider.calls["/tenant/jwks"] == 3
     assert not client._core.keys.stale(time.time())  # renewed
+
+
+def test_a_renewal_is_one_request_and_a_failure_is_not_retried_at_once(
+        make_client: Any, provider: FakeProvider):
+    client = make_client(retries=2)  # other requests would be tried three times
+    client.verify_token(provider.sign())
+    age_keys(client, 301)
+    provider.overrides["/tenant/jwks"] = [httpx2.Response(503, headers={"Retry-After": "1"})]
+    for _ in range(3):  # the fast path serves again after the failure
+        assert client.verify_token(provider.sign())
+    assert provider.calls["/tenant/jwks"] == 2
+
+
+def test_a_renewal_under_way_is_not_waited_for(make_client: Any, provider: FakeProvider):
+    """Only the caller that fetches waits for the provider; the others verify with the
+    keys at hand meanwhile."""
+    client = make_client()
+    client.verify_token(provider.sign())
+    age_keys(client, 301)
+    flight, lead = client._core.flights.join("jwks")  # someone else's fetch, under way
+    assert lead
+    assert client.verify_token(provider.sign())
+    assert provider.calls["/tenant/jwks"] == 1
+    client._core.flights.land("jwks", flight, client._core.keys)
 
 
 def test_fresh_keys_are_not_fetched_again(make_client: Any, provider: FakeProvider):

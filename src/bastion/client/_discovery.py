@@ -12,7 +12,6 @@ fetch, a refresh) runs as a single flight (see ``_flight``). ``BaseClient`` in
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from collections.abc import Callable, Collection, Generator, Hashable
@@ -42,6 +41,9 @@ Flow = Generator[httpx2.Request | Wait, httpx2.Response, T]
 
 JSON_HEADERS = {"Accept": "application/json"}
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
+_NO_CACHE = re.compile(r"(?:^|[,\s])no-(?:cache|store)\b", re.IGNORECASE)
+#: A request extension: send once, never retry (the shells read it).
+ONE_TRY = "bastion.one_try"
 
 
 class DiscoveryCore:
@@ -110,10 +112,11 @@ class DiscoveryCore:
         self.metadata = metadata
         return metadata
 
-    def jwks_flow(self) -> Flow[KeySet]:
+    def jwks_flow(self, *, one_try: bool = False) -> Flow[KeySet]:
         metadata = yield from self.metadata_flow()
         url = self.endpoint(metadata, "jwks_uri")
-        response = yield httpx2.Request("GET", url, headers=JSON_HEADERS)
+        response = yield httpx2.Request("GET", url, headers=JSON_HEADERS,
+                                        extensions={ONE_TRY: True} if one_try else None)
         self.raise_for_response(response)
         self.keys.load(json_object(response.content), self.clock(), self.jwks_max_age(response))
         return self.keys
@@ -123,25 +126,23 @@ class DiscoveryCore:
         provider's shorter ``max-age`` (though not below ``jwks_refresh_interval``:
         ``max-age=0`` must not mean a fetch per token)."""
         settings = self.settings
-        found = _MAX_AGE.search(response.headers.get("cache-control", ""))
+        control = response.headers.get("cache-control", "")
+        found = _MAX_AGE.search(control)
         if found is None:
-            return settings.jwks_max_age
+            return settings.jwks_refresh_interval if _NO_CACHE.search(control) \
+                else settings.jwks_max_age
         return min(settings.jwks_max_age, max(float(found[1]), settings.jwks_refresh_interval))
 
     def keys_flow(self, *, refetch: bool = False) -> Flow[bool]:
-        """Fetch the JWKS once for all concurrent callers: if none is loaded, and
-        when the keys are older than their max age or with ``refetch``, at most once
-        per ``jwks_refresh_interval``, counted from the attempt, failed or not.
-        ``False`` when that limit refuses a fetch."""
+        """Fetch the JWKS once for all concurrent callers: if none is loaded, or
+        with ``refetch`` at most once per ``jwks_refresh_interval``, counted from
+        the attempt, failed or not. ``False`` when that limit refuses a refetch."""
         now, interval = self.clock(), self.settings.jwks_refresh_interval
 
         def settled() -> bool | None:
-            keys = self.keys
-            if not keys.loaded and not refetch:
-                return None
-            if keys.loaded and not refetch and not keys.stale(now):
-                return True
-            return None if keys.may_refetch(now, interval) else False
+            if not refetch:
+                return True if self.keys.loaded else None
+            return None if self.keys.may_refetch(now, interval) else False
 
         flight, lead = self.flights.join("jwks", settled)
         if lead:
@@ -150,6 +151,27 @@ class DiscoveryCore:
             return True
         answer = yield from self.follow(flight)  # settled: True or False; else the keys
         return answer is not False
+
+    def renew_flow(self) -> Flow[None]:
+        """Fetch keys older than their max age again, without holding up verification:
+        one caller per ``jwks_refresh_interval`` sends a single request (no retries)
+        and waits for it; everyone else, and that caller too if it fails, goes on with
+        the keys at hand (an outage must not fail or stall every token)."""
+        now, interval = self.clock(), self.settings.jwks_refresh_interval
+
+        def settled() -> bool | None:
+            keys = self.keys
+            return None if keys.stale(now) and keys.may_refetch(now, interval) else False
+
+        flight, lead = self.flights.join("jwks", settled)
+        if not lead:  # fresh now, tried lately, or being fetched: not waited for
+            return
+        self.keys.fetched_at = now
+        try:
+            yield from self.lead("jwks", flight, self.jwks_flow(one_try=True))
+        except BastionError:
+            later = self.clock()  # the next try (and the fast path) after the interval
+            self.keys.fetched_at, self.keys.expires_at = later, later + interval
 
     # -- single flights (see ``_flight``) -----------------------------------------
 
@@ -248,10 +270,7 @@ class DiscoveryCore:
         if not self.keys.loaded:
             yield from self.keys_flow()
         elif self.keys.stale(self.clock()):
-            # If that fails, the keys at hand go on serving (an outage must not fail
-            # every token); the next try waits jwks_refresh_interval.
-            with contextlib.suppress(BastionError):
-                yield from self.keys_flow()
+            yield from self.renew_flow()
         try:
             return verify()
         except UnknownKey:
