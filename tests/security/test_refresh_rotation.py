@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets as _secrets
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from security_helpers import Env, assert_reuse_recorded, oauth_error, reuse_count
@@ -115,6 +116,29 @@ async def test_expired_refresh_token_is_invalid_grant(env: Env) -> None:
     record = replace(record, created_at=past, expires_at=past + timedelta(days=30))
     await env.ctx.storage.create_grant(grant, record)
     assert await env.introspect(plain) == {"active": False}
+    assert oauth_error(await env.refresh(plain)) == "invalid_grant"
+
+
+async def test_a_family_ends_at_its_max_lifetime_however_often_it_is_refreshed(
+        make_env: Any) -> None:
+    env = await make_env(refresh_token_max_lifetime=3600)
+    first = await _tokens(env)
+    grant = await env.ctx.storage.get_grant(
+        (await env.ctx.storage.get_refresh_token(secrets.digest(first["refresh_token"])))
+        .grant_id)  # type: ignore[union-attr]
+    assert grant is not None
+    end = grant.auth_time + timedelta(seconds=3600)  # not 30 days (refresh_token_ttl)
+    second = (await env.refresh(first["refresh_token"])).json()
+    stored = await env.ctx.storage.get_refresh_token(secrets.digest(second["refresh_token"]))
+    assert stored is not None and stored.expires_at == end  # not pushed back by the refresh
+
+    # a family that signed in over an hour ago: its token is expired, the user signs in
+    # again
+    past = datetime.now(UTC) - timedelta(hours=2)
+    old = replace(grant, id=_secrets.token_urlsafe(18), auth_time=past, created_at=past)
+    plain, record = new_refresh_token(env.ctx.settings, old, "openid")
+    assert record.expires_at == past + timedelta(seconds=3600)
+    await env.ctx.storage.create_grant(old, record)
     assert oauth_error(await env.refresh(plain)) == "invalid_grant"
 
 

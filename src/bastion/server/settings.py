@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     refresh_token_ttl: int = Field(
         30 * 86400, ge=60, description="Refresh token lifetime in seconds."
     )
+    refresh_token_max_lifetime: int | None = Field(
+        None, ge=60, description="Seconds after the user signed in when a token family ends, "
+        "however often it is refreshed (every refresh token expires by then): the user "
+        "signs in again. Unset: a family lives as long as it is refreshed within "
+        "refresh_token_ttl."
+    )
     authorization_code_ttl: int = Field(
         60, ge=10, le=600, description="Authorization code lifetime in seconds."
     )

@@ -67,6 +67,10 @@ async def issue_access_token(
 def new_refresh_token(settings: Settings, grant: Grant, scope: str) -> tuple[str, RefreshToken]:
     plain = secrets.new_secret()
     now = datetime.now(UTC)
+    expires_at = now + timedelta(seconds=settings.refresh_token_ttl)
+    if settings.refresh_token_max_lifetime is not None:  # the family's absolute end
+        expires_at = min(expires_at, grant.auth_time
+                         + timedelta(seconds=settings.refresh_token_max_lifetime))
     record = RefreshToken(
         digest=secrets.digest(plain),
         grant_id=grant.id,
@@ -74,7 +78,7 @@ def new_refresh_token(settings: Settings, grant: Grant, scope: str) -> tuple[str
         user_id=grant.user_id,
         scope=scope,
         created_at=now,
-        expires_at=now + timedelta(seconds=settings.refresh_token_ttl),
+        expires_at=expires_at,
     )
     return plain, record
 
