@@ -15,7 +15,6 @@ from ._async_api import AsyncEvents, AsyncOrganizations, AsyncRoles, AsyncUsers
 from ._async_signin import AsyncSignIn
 from ._auth import TOKEN_REQUEST_IN_FLIGHT, ClientCredentialsAuth
 from ._base import BaseClient, Flow, map_http_error
-from ._discovery import ONE_TRY
 from ._flight import Wait, wait_in_task
 from .connections import resolve
 from .exceptions import ConfigurationError
@@ -89,7 +88,7 @@ class AsyncClient(AsyncSignIn):
             raise ConfigurationError("this client has been closed")
         core = self._core
         idempotent = core.is_idempotent(request)
-        attempt = core.retry.retries if ONE_TRY in request.extensions else 0
+        attempt = core.first_attempt(request)
         while True:
             request.extensions.pop(TOKEN_REQUEST_IN_FLIGHT, None)
             try:

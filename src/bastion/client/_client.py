@@ -14,7 +14,6 @@ from bastion.oauth.metadata import ProviderMetadata
 from ._api import Events, Organizations, Roles, Users
 from ._auth import TOKEN_REQUEST_IN_FLIGHT, ClientCredentialsAuth
 from ._base import BaseClient, Flow, map_http_error
-from ._discovery import ONE_TRY
 from ._flight import Wait, wait_in_thread
 from ._signin import SignIn
 from .connections import resolve
@@ -87,7 +86,7 @@ class Client(SignIn):
             raise ConfigurationError("this client has been closed")
         core = self._core
         idempotent = core.is_idempotent(request)
-        attempt = core.retry.retries if ONE_TRY in request.extensions else 0
+        attempt = core.first_attempt(request)
         while True:
             request.extensions.pop(TOKEN_REQUEST_IN_FLIGHT, None)
             try:

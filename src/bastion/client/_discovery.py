@@ -42,7 +42,7 @@ Flow = Generator[httpx2.Request | Wait, httpx2.Response, T]
 JSON_HEADERS = {"Accept": "application/json"}
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
 _NO_CACHE = re.compile(r"(?:^|[,\s])no-(?:cache|store)\b", re.IGNORECASE)
-#: A request extension: send once, never retry (the shells read it).
+#: A request extension: send once, never retry (see ``first_attempt``).
 ONE_TRY = "bastion.one_try"
 
 
@@ -72,6 +72,11 @@ class DiscoveryCore:
             return False
         url = str(request.url)
         return url in (metadata.introspection_endpoint, metadata.revocation_endpoint)
+
+    def first_attempt(self, request: httpx2.Request) -> int:
+        """The attempt number ``request`` starts at: the last one for a request sent
+        with ``ONE_TRY`` (a JWKS renewal), so the shells never retry it."""
+        return self.retry.retries if ONE_TRY in request.extensions else 0
 
     def raise_for_response(self, response: httpx2.Response) -> None:
         if 300 <= response.status_code < 400:

@@ -148,12 +148,11 @@ async def send_due(storage: Storage, mailer: Mailer, seal: Seal) -> int:
                                              claimed_until=mail.claimed_until):
                 log.warning("mail %s: claim lost before its failure was recorded", mail.id)
         else:
+            MAIL.labels("sent").inc()  # (whether or not its claim still held)
             if await storage.mail_sent(mail.id, datetime.now(UTC),
                                        claimed_until=mail.claimed_until):
                 sent += 1
-                MAIL.labels("sent").inc()
             else:  # another instance took it after the claim expired: it may go twice
-                MAIL.labels("sent").inc()
                 log.warning("mail %s to %s was sent after its claim expired", mail.id, mail.to)
     return sent
 

@@ -253,13 +253,12 @@ _USE_REFRESH = (refresh_tokens.update()
                 .values(used_at=sa.bindparam("at")))
 _REVOKED = sa.select(revoked_access_tokens.c.jti).where(
     revoked_access_tokens.c.jti == sa.bindparam("jti"))
+# Revoked unless the grant is there and live. A grant is stored before any token naming
+# it is issued, so one that is gone was purged: its tokens count as revoked even if a
+# purging host's clock ran fast.
 _REVOKED_IN_GRANT = _REVOKED.union_all(
-    sa.select(grants.c.id).where(grants.c.id == sa.bindparam("grant_id"),
-                                 grants.c.revoked_at.is_not(None)),
-    # A grant is stored before any token naming it is issued, so one that is gone was
-    # purged: its tokens count as revoked even if a purging host's clock ran fast.
-    sa.select(sa.literal("purged", sa.String)).where(
-        ~sa.exists().where(grants.c.id == sa.bindparam("grant_id"))))
+    sa.select(sa.literal("grant", sa.String)).where(~sa.exists().where(
+        grants.c.id == sa.bindparam("grant_id"), grants.c.revoked_at.is_(None))))
 BY_LOGIN = sa.select(users).where(sa.or_(
     sa.func.lower(users.c.username) == sa.bindparam("login"),
     sa.func.lower(users.c.email) == sa.bindparam("login")))
