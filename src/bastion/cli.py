@@ -66,6 +66,18 @@ def _parser() -> argparse.ArgumentParser:
                                dest="post_logout_redirect_uris")
     create_client.add_argument("--scope", action="append", default=[], dest="scopes")
     create_client.add_argument("--json", action="store_true", help="print one JSON object")
+    list_clients = clients.add_parser("list", parents=[common], help="list the clients")
+    list_clients.add_argument("--json", action="store_true", help="print one JSON object per line")
+    rotate_secret = clients.add_parser("rotate-secret", parents=[common],
+                                       help="issue a new client secret (shown once)")
+    rotate_secret.add_argument("client_id")
+    rotate_secret.add_argument("--keep-old-for", type=_within(0, 604_800), default=0,  # 7 days
+                               metavar="SECONDS", help="the old secret keeps working this long "
+                               "(default 0: it stops at once)")
+    rotate_secret.add_argument("--json", action="store_true", help="print one JSON object")
+    delete_client = clients.add_parser("delete", parents=[common],
+                                       help="delete a client and revoke every token it holds")
+    delete_client.add_argument("client_id")
 
     users = sub.add_parser("users", help="users").add_subparsers(dest="action", required=True)
     create_user = users.add_parser("create", parents=[common], help="create a user")
@@ -196,21 +208,81 @@ async def _clients_create(args: argparse.Namespace, settings: Any) -> int:
         return new
 
     new = await _with_storage(settings, create)
-    out: dict[str, Any] = {"client_id": new.client.client_id, "name": new.client.name,
-                           "public": new.client.is_public,
-                           "grant_types": list(new.client.grant_types),
-                           "redirect_uris": list(new.client.redirect_uris),
-                           "post_logout_redirect_uris": list(new.client.post_logout_redirect_uris),
-                           "scopes": list(new.client.scopes)}
-    if new.client_secret:
-        out["client_secret"] = new.client_secret
-    if args.json:
+    _print_client(new.client, new.client_secret, as_json=args.json)
+    return 0
+
+
+def _print_client(client: Any, secret: str | None = None, *, as_json: bool) -> None:
+    from bastion.server.services.clients import previous_secret_until
+
+    out: dict[str, Any] = {"client_id": client.client_id, "name": client.name,
+                           "public": client.is_public,
+                           "grant_types": list(client.grant_types),
+                           "redirect_uris": list(client.redirect_uris),
+                           "post_logout_redirect_uris": list(client.post_logout_redirect_uris),
+                           "scopes": list(client.scopes)}
+    if until := previous_secret_until(client):
+        out["previous_secret_expires_at"] = until.isoformat()
+    if secret:
+        out["client_secret"] = secret
+    if as_json:
         print(json.dumps(out))
+        return
+    for key, value in out.items():
+        print(f"{key}: {' '.join(value) if isinstance(value, list) else value}")
+    if secret:
+        print("The secret is shown once; store it now.")
+
+
+async def _clients_list(args: argparse.Namespace, settings: Any) -> int:
+    async def every(storage: Any) -> list[Any]:
+        found: list[Any] = []
+        while True:
+            page, total = await storage.list_clients(100, len(found))
+            found += page
+            if not page or len(found) >= total:
+                return found
+
+    for n, client in enumerate(await _with_storage(settings, every)):
+        if not args.json and n:
+            print()
+        _print_client(client, as_json=args.json)
+    return 0
+
+
+async def _clients_rotate_secret(args: argparse.Namespace, settings: Any) -> int:
+    from bastion.server.services import audit
+    from bastion.server.services.clients import rotate_secret
+
+    async def rotate(storage: Any) -> Any:
+        new = await rotate_secret(storage, args.client_id, args.keep_old_for)
+        await audit.record(storage, audit.SYSTEM, "client.secret.rotate", args.client_id,
+                           via="cli", keep_old_for=args.keep_old_for)
+        return new
+
+    new = await _with_storage(settings, rotate)
+    _print_client(new.client, new.client_secret, as_json=args.json)
+    if not args.json:
+        print(f"running servers take the change within {settings.cache_ttl:g} s")
+    return 0
+
+
+async def _clients_delete(args: argparse.Namespace, settings: Any) -> int:
+    from bastion.server.services import audit
+    from bastion.server.services.clients import delete_client
+
+    async def delete(storage: Any) -> bool:
+        deleted = await delete_client(storage, args.client_id)
+        if deleted:
+            await audit.record(storage, audit.SYSTEM, "client.delete", args.client_id,
+                               via="cli")
+        return deleted
+
+    if await _with_storage(settings, delete):
+        print(f"deleted client {args.client_id} and revoked its tokens; running servers "
+              f"refuse it within {settings.cache_ttl:g} s")
     else:
-        for key, value in out.items():
-            print(f"{key}: {' '.join(value) if isinstance(value, list) else value}")
-        if new.client_secret:
-            print("The secret is shown once; store it now.")
+        print(f"client {args.client_id} was deleted before")
     return 0
 
 
@@ -277,6 +349,9 @@ async def _purge(args: argparse.Namespace, settings: Any) -> int:
 _COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Any], Awaitable[int]]] = {
     ("migrate", None): _migrate,
     ("clients", "create"): _clients_create,
+    ("clients", "list"): _clients_list,
+    ("clients", "rotate-secret"): _clients_rotate_secret,
+    ("clients", "delete"): _clients_delete,
     ("users", "create"): _users_create,
     ("keys", "rotate"): _keys_rotate,
     ("purge", None): _purge,

@@ -5,6 +5,7 @@ error mapping, and answers outside the contract."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import httpx2
@@ -216,3 +217,78 @@ def test_edit_profile_url(make_client: Any, provider: FakeProvider) -> None:
     assert url == (ISSUER + "/account?client_id=svc+client"
                    "&return_to=https%3A%2F%2Fapp.example%2Fcb%3Fx%3D1")
     assert "s3cr" not in url and "Bearer" not in url
+
+
+CLIENT = {"client_id": "c/1", "name": "Shop", "is_public": False,
+          "redirect_uris": ["https://shop.example/cb"], "post_logout_redirect_uris": [],
+          "grant_types": ["authorization_code"], "scopes": [], "created_at": "2026-01-01T00:00:00Z",
+          "previous_secret_expires_at": None}
+KEY = {"kid": "k1", "alg": "ES256", "use": "access", "status": "active",
+       "created_at": "2026-01-01T00:00:00Z", "activated_at": "2026-01-01T00:00:00Z",
+       "retired_at": None}
+
+
+def test_client_and_key_calls(make_client: Any, provider: FakeProvider) -> None:
+    client = make_client()
+    provider.overrides[api_path("/clients")] = [
+        httpx2.Response(201, json={**CLIENT, "client_secret": "s3cret"})]
+    made = client.clients.create("Shop", redirect_uris="https://shop.example/cb",
+                                 grant_types=["authorization_code"])
+    assert json.loads(provider.requests[-1].content) == {
+        "name": "Shop", "is_public": False, "redirect_uris": ["https://shop.example/cb"],
+        "post_logout_redirect_uris": [], "grant_types": ["authorization_code"], "scopes": []}
+    assert made.client_secret == "s3cret" and "s3cret" not in repr(made)
+    assert made.created_at is not None and made.created_at.tzinfo
+
+    provider.overrides[api_path("/clients/c/1")] = [httpx2.Response(200, json=CLIENT)]
+    client.clients.update(made, scopes="read")  # by object: its id, percent-encoded
+    sent = provider.requests[-1]
+    assert sent.method == "PATCH" and sent.url.raw_path == b"/tenant/api/v1/clients/c%2F1"
+    assert json.loads(sent.content) == {"scopes": ["read"]}  # nothing else is changed
+
+    provider.overrides[api_path("/clients/c/1/secret")] = [
+        httpx2.Response(200, json={**CLIENT, "client_secret": "new",
+                                   "previous_secret_expires_at": "2026-01-01T01:00:00Z"})] * 2
+    rotated = client.clients.rotate_secret("c/1", keep_old_for=timedelta(hours=1))
+    assert json.loads(provider.requests[-1].content) == {"keep_old_for": 3600}
+    client.clients.rotate_secret("c/1", keep_old_for=0.25)  # rounded up: still kept
+    assert json.loads(provider.requests[-1].content) == {"keep_old_for": 1}
+    assert rotated.previous_secret_expires_at is not None
+
+    provider.overrides[api_path("/clients/c/1")] = [httpx2.Response(204)]
+    assert client.clients.delete("c/1") is None
+    assert provider.requests[-1].method == "DELETE"
+
+    provider.overrides[api_path("/keys/rotate")] = [
+        httpx2.Response(200, json={"items": [KEY], "count": 1})]
+    keys = client.keys.rotate()
+    assert keys.total == 1 and keys[0].status == "active" and keys[0].retired_at is None
+
+
+def test_client_and_key_answers_outside_the_contract(make_client: Any,
+                                                    provider: FakeProvider) -> None:
+    client = make_client()
+    for answer in ({**CLIENT, "client_id": None}, {**CLIENT, "redirect_uris": "x"},
+                   {**CLIENT, "scopes": [1]}):
+        provider.overrides[api_path("/clients/c1")] = [httpx2.Response(200, json=answer)]
+        with pytest.raises(ProtocolError):
+            client.clients.get("c1")
+    provider.overrides[api_path("/keys")] = [
+        httpx2.Response(200, json={"items": [{**KEY, "status": None}], "count": 1})]
+    with pytest.raises(ProtocolError):
+        client.keys.list()
+
+
+def test_client_calls_refuse_bad_arguments_before_sending(make_client: Any,
+                                                          provider: FakeProvider) -> None:
+    client = make_client()
+    for call in (lambda: client.clients.get(""), lambda: client.clients.delete(None),
+                 lambda: client.clients.rotate_secret("c1", keep_old_for=-1),
+                 lambda: client.clients.rotate_secret("c1", keep_old_for="60"),
+                 lambda: client.clients.rotate_secret("c1", keep_old_for=float("inf")),
+                 lambda: client.clients.rotate_secret("c1", keep_old_for=float("nan")),
+                 lambda: client.clients.create("x", redirect_uris=[""]),
+                 lambda: client.clients.update("c1", grant_types=[3])):
+        with pytest.raises(ConfigurationError):
+            call()
+    assert provider.requests == []

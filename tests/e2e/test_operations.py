@@ -163,3 +163,34 @@ def audit_events(server: ServerProcess, action: str) -> dict[str, Any]:
         server.url + "/api/v1/events", params={"action": action},
         headers={"Authorization": "Bearer " + token["access_token"]}).json()
     return events
+
+
+def test_the_quick_starts_demo_prints_working_credentials_once(tmp_path, sign_in) -> None:
+    """``bastion serve --demo`` (what ``./scripts/serve`` runs): a client and a user,
+    printed on the first start only, that complete a login; a deleted demo client is
+    not made again (client ids are never reused)."""
+    from types import SimpleNamespace
+
+    from bastion import Client
+
+    with running_server(tmp_path, None, "--demo") as server:
+        log = server.log()
+        secret = re.search(r"demo client: client_id=demo client_secret=(\S+)", log)
+        password = re.search(r"demo user: +username=demo password=(\S+)", log)
+        assert secret and password, log
+        with Client(url=server.url, client_id="demo", client_secret=secret.group(1),
+                    redirect_uri="http://127.0.0.1:5000/callback",
+                    state_key=secrets.token_urlsafe(32)) as app:
+            assert app.client_credentials("read").scope == "read"
+            state, url = app.start_authorization("openid profile")
+            demo = SimpleNamespace(username="demo", password=password.group(1))
+            tokens = app.finish_authorization_response(sign_in(url, demo), expected_state=state)
+            assert app.userinfo(tokens)["preferred_username"] == "demo"
+    with running_server(tmp_path, None, "--demo") as server:
+        log = server.log()
+        assert "exists (its secret was shown when created)" in log
+        assert secret.group(1) not in log and password.group(1) not in log
+        assert server.cli("clients", "delete", "demo").returncode == 0
+    with running_server(tmp_path, None, "--demo") as server:
+        assert "'demo' was deleted; it is not made again" in server.log()
+        assert httpx2.get(server.url + "/healthz").status_code == 200

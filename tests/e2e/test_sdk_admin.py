@@ -14,6 +14,7 @@ import inspect
 import secrets
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,13 +29,16 @@ from bastion import (
     Conflict,
     Event,
     Forbidden,
+    InvalidClient,
     InvalidGrant,
     InvalidScope,
     NotFound,
     Organization,
     Page,
     Permission,
+    RegisteredClient,
     Role,
+    SigningKey,
     TokenSet,
     User,
     UserRoles,
@@ -468,3 +472,84 @@ def test_a_refused_reissue_changes_no_roles(api: Any, any_server: ServerProcess,
     with pytest.raises(InvalidGrant):
         api.users.update_roles(org, person.id, add="editor", reissue="not-a-refresh-token")
     assert api.users.roles(org, person.id) == []  # "one transaction": nothing changed
+
+
+# -- OAuth clients and signing keys ----------------------------------------------------
+
+
+def test_clients_register_change_rotate_and_delete(
+    api: Any, any_server: ServerProcess, make_api: Callable[..., Any]
+) -> None:
+    def as_client(client_id: str, secret: str | None) -> Any:
+        return make_api(url=any_server.url, client_id=client_id, client_secret=secret, retries=0)
+
+    name = unique("svc")
+    reg = api.clients.create(name, grant_types="client_credentials", scopes=["read", "write"])
+    assert isinstance(reg, RegisteredClient) and reg.client_secret and not reg.is_public
+    assert reg.grant_types == ("client_credentials",) and reg.scopes == ("read", "write")
+    assert reg.client_secret not in repr(reg)
+    first = as_client(reg.client_id, reg.client_secret)
+    assert first.client_credentials("read").scope == "read"
+    fetched = api.clients.get(reg.client_id)
+    assert fetched == replace(reg, client_secret=None)
+    listing = api.clients.list(limit=100)
+    assert fetched in listing and listing.total >= len(listing)
+
+    changed = api.clients.update(reg, name=name + "-2", scopes="read")
+    assert changed.name == name + "-2" and changed.scopes == ("read",)
+    with pytest.raises(InvalidScope):
+        first.client_credentials("write")
+
+    overlap = api.clients.rotate_secret(reg, keep_old_for=timedelta(hours=1))
+    assert overlap.client_secret and overlap.client_secret != reg.client_secret
+    assert overlap.previous_secret_expires_at is not None
+    second = as_client(reg.client_id, overlap.client_secret)
+    assert second.client_credentials("read")
+    assert first.client_credentials("read")  # the old secret still works, for an hour
+    third = api.clients.rotate_secret(reg.client_id)  # ends the others at once
+    assert third.previous_secret_expires_at is None
+    for old in (first, second):
+        with pytest.raises(InvalidClient):
+            old.client_credentials("read")
+    last = as_client(reg.client_id, third.client_secret)
+    tokens = last.client_credentials("read")
+    assert last.introspect(tokens.access_token)["active"]
+
+    api.clients.delete(reg)
+    with pytest.raises(NotFound):
+        api.clients.get(reg.client_id)
+    with pytest.raises(InvalidClient):
+        last.client_credentials("read")
+    assert not api.introspect(tokens.access_token)["active"]
+    api.clients.delete(reg)  # again (a retried request): no error
+    with pytest.raises(NotFound):
+        api.clients.delete("no-such-client")
+
+    public = api.clients.create(unique("spa"), public=True,
+                                redirect_uris="https://spa.example/cb")
+    assert public.is_public and public.client_secret is None
+    assert public.grant_types == ("authorization_code", "refresh_token")
+    with pytest.raises(BadRequest) as bad:
+        api.clients.create("x", redirect_uris=["http://spa.example/cb"])
+    assert "https" in str(bad.value)
+    actions = {e.action for e in api.events.list(target=reg.client_id)}
+    assert {"client.create", "client.update", "client.secret.rotate", "client.delete"} <= actions
+
+
+def test_signing_keys_list_and_rotate(
+    api: Any, any_server: ServerProcess, make_api: Callable[..., Any]
+) -> None:
+    before = api.keys.list()
+    assert all(isinstance(k, SigningKey) for k in before)
+    waiting = {k.use: k.kid for k in before if k.status == "next"}
+    assert set(waiting) == {"access", "id"}
+    verifier = make_api(**admin_options(any_server))
+    verifier.verify_token(verifier.client_credentials().access_token)  # JWKS fetched now
+
+    after = {k.kid: k for k in api.keys.rotate()}
+    assert all(after[kid].status == "active" for kid in waiting.values())
+    assert {k.use for k in after.values() if k.status == "next"} == {"access", "id"}
+    token = make_api(**admin_options(any_server)).client_credentials().access_token
+    assert verifier.verify_token(token)["client_id"] == any_server.admin_client_id
+    assert any(e.detail.get("kids") == [waiting["access"], waiting["id"]]
+               for e in api.events.list(action="keys.rotate"))

@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 
 import httpx2
 import pytest
+from api_helpers import Api
 
 from bastion.server.app import create_app
 from bastion.server.context import Context
@@ -40,3 +41,18 @@ async def app(ctx: Context) -> AsyncIterator[App]:
     transport = httpx2.ASGITransport(app=create_app(ctx.settings, ctx))
     async with httpx2.AsyncClient(transport=transport, base_url=ISSUER) as http:
         yield App(http, ctx, new.client.client_id, new.client_secret)
+
+
+@pytest.fixture
+async def api(app: App) -> Api:
+    admin = await create_client(app.ctx.storage, name="admin", grant_types=["client_credentials"],
+                                scopes=["bastion:admin"])
+    web = await create_client(app.ctx.storage, name="web", grant_types=["password",
+                                                                          "refresh_token"],
+                              scopes=["openid"])
+    assert admin.client_secret and web.client_secret
+    r = await app.http.post("/oauth/token", data={"grant_type": "client_credentials"},
+                            auth=(admin.client.client_id, admin.client_secret))
+    token = r.json()
+    app.http.headers["Authorization"] = "Bearer " + token["access_token"]
+    return Api(app, token, web.client.client_id, web.client_secret)

@@ -4,52 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
 import sqlalchemy as sa
+from api_helpers import PASSWORD, Api
 
 from bastion.server.services import secrets
 from bastion.server.services.clients import create_client
 from bastion.server.services.users import create_user
-from support import App
-
-PASSWORD = "a long enough password"
-
-
-@dataclass
-class Api:
-    app: App
-    admin: dict[str, str]
-    web_id: str
-    web_secret: str
-
-    async def user_token(self, username: str, **extra: str) -> dict[str, str]:
-        r = await self.app.http.post("/oauth/token", auth=(self.web_id, self.web_secret), data={
-            "grant_type": "password", "username": username, "password": PASSWORD,
-            "scope": "openid", **extra})
-        assert r.status_code == 200, r.text
-        return r.json()
-
-    def bearer(self, token: dict[str, str]) -> dict[str, str]:
-        return {"Authorization": "Bearer " + token["access_token"]}
-
-
-@pytest.fixture
-async def api(app: App) -> Api:
-    admin = await create_client(app.ctx.storage, name="admin", grant_types=["client_credentials"],
-                                scopes=["bastion:admin"])
-    web = await create_client(app.ctx.storage, name="web", grant_types=["password",
-                                                                          "refresh_token"],
-                              scopes=["openid"])
-    assert admin.client_secret and web.client_secret
-    r = await app.http.post("/oauth/token", data={"grant_type": "client_credentials"},
-                            auth=(admin.client.client_id, admin.client_secret))
-    token = r.json()
-    app.http.headers["Authorization"] = "Bearer " + token["access_token"]
-    return Api(app, token, web.client.client_id, web.client_secret)
 
 
 async def test_requests_without_an_admin_token(api: Api) -> None:

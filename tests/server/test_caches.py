@@ -35,6 +35,20 @@ async def test_a_stale_client_is_reloaded_once_while_others_use_the_old_copy() -
     assert storage.reads == 2
 
 
+async def test_a_read_begun_before_a_forget_is_not_cached() -> None:
+    """A change through this instance forgets the client; a read that started before
+    the change committed may bring the old row, so it is used once but not kept."""
+    storage = SlowStorage()
+    cache = ClientCache(storage, ttl=60.0)  # type: ignore[arg-type]
+    reading = asyncio.create_task(cache.get("app"))
+    await asyncio.sleep(0)
+    cache.forget("app")  # the change commits while the read is under way
+    storage.release.set()
+    assert await reading == "client app"
+    assert await cache.get("app") == "client app"
+    assert storage.reads == 2  # read again, not served from the cache
+
+
 async def test_signing_keys_reload_once_while_stale(app) -> None:  # the in-process app
     ring = app.ctx.keys
     reads = 0

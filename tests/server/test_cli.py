@@ -104,6 +104,56 @@ def test_clients_create_bad_arguments(run, args, message) -> None:
     assert count(run.url, "clients") == 0
 
 
+def test_clients_list_rotate_secret_and_delete(run) -> None:
+    from bastion.server.services import secrets
+
+    _, out, _ = run("clients", "create", "--name", "API", "--json")
+    first = json.loads(out)
+    run("clients", "create", "--name", "SPA", "--public", "--redirect-uri",
+        "http://127.0.0.1:5000/cb")
+    code, out, _ = run("clients", "list", "--json")
+    listed = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [c["name"] for c in listed] == ["API", "SPA"]
+    assert all("client_secret" not in c for c in listed)
+    code, out, _ = run("clients", "list")
+    assert code == 0 and "name: API" in out and "name: SPA" in out
+
+    code, out, _ = run("clients", "rotate-secret", first["client_id"], "--keep-old-for",
+                       "600", "--json")
+    rotated = json.loads(out)
+    assert code == 0 and rotated["client_secret"] != first["client_secret"]
+    assert rotated["previous_secret_expires_at"]
+
+    async def stored() -> tuple[bytes | None, bytes | None]:
+        store = open_storage(run.url)
+        try:
+            client = await store.get_client(first["client_id"])
+            assert client is not None
+            return client.secret_digest, client.previous_secret_digest
+        finally:
+            await store.close()
+
+    digests = asyncio.run(stored())
+    assert digests == (secrets.digest(rotated["client_secret"]),
+                       secrets.digest(first["client_secret"]))
+    (event,) = events(run.url, "client.secret.rotate")
+    assert event.detail == {"via": "cli", "keep_old_for": 600}
+    code, out, _ = run("clients", "rotate-secret", first["client_id"])
+    assert code == 0 and "shown once" in out and "previous_secret" not in out
+
+    assert run("clients", "rotate-secret", "nope")[0] == 1
+    assert run("clients", "rotate-secret", first["client_id"], "--keep-old-for", "-1")[0] == 2
+    code, out, _ = run("clients", "delete", first["client_id"])
+    assert code == 0 and "revoked its tokens" in out
+    _, out, _ = run("clients", "list", "--json")
+    assert [json.loads(line)["name"] for line in out.splitlines()] == ["SPA"]
+    code, out, _ = run("clients", "delete", first["client_id"])  # again: said, not an error
+    assert code == 0 and "was deleted before" in out
+    assert [e.target for e in events(run.url, "client.delete")] == [first["client_id"]]
+    code, _, err = run("clients", "delete", "never")
+    assert code == 1 and "No client" in err
+
+
 def test_users_create_json_and_duplicates(run) -> None:
     code, out, _ = run("users", "create", "--username", "alice", "--email", "alice@example.com",
                        "--admin", "--password-stdin", "--json", stdin="correct horse battery\n")

@@ -36,6 +36,7 @@ from .exceptions import __all__ as _exception_names
 from .models import User
 from .organizations import Organization, Permission, Role, UserRoles
 from .paging import Page
+from .registry import RegisteredClient, SigningKey
 from .state import MemoryReplayStore, ReplayStore
 from .tokens import TokenCheck, TokenSet
 
@@ -49,8 +50,10 @@ __all__ = [
     "Page",
     "Permission",
     "ProviderMetadata",
+    "RegisteredClient",
     "ReplayStore",
     "Role",
+    "SigningKey",
     "TokenAuth",
     "TokenCheck",
     "TokenSet",

@@ -11,6 +11,7 @@ import httpx2
 
 from bastion.oauth.metadata import ProviderMetadata
 
+from ._api_clients import AsyncClients, AsyncKeys
 from ._async_api import AsyncEvents, AsyncOrganizations, AsyncRoles, AsyncUsers
 from ._async_signin import AsyncSignIn
 from ._auth import TOKEN_REQUEST_IN_FLIGHT, ClientCredentialsAuth
@@ -58,6 +59,8 @@ class AsyncClient(AsyncSignIn):
         self.organizations = AsyncOrganizations(self)
         self.roles = AsyncRoles(self)
         self.events = AsyncEvents(self)
+        self.clients = AsyncClients(self)
+        self.keys = AsyncKeys(self)
 
     def __repr__(self) -> str:
         settings = self._core.settings

@@ -12,6 +12,7 @@ import httpx2
 from bastion.oauth.metadata import ProviderMetadata
 
 from ._api import Events, Organizations, Roles, Users
+from ._api_clients import Clients, Keys
 from ._auth import TOKEN_REQUEST_IN_FLIGHT, ClientCredentialsAuth
 from ._base import BaseClient, Flow, map_http_error
 from ._flight import Wait, wait_in_thread
@@ -58,6 +59,8 @@ class Client(SignIn):
         self.organizations = Organizations(self)
         self.roles = Roles(self)
         self.events = Events(self)
+        self.clients = Clients(self)
+        self.keys = Keys(self)
 
     def __repr__(self) -> str:
         settings = self._core.settings

@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ._config import Settings
 from .connections import DEFAULT, get_settings
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, ProtocolError
 
 if TYPE_CHECKING:
     from ._async_client import AsyncClient
@@ -118,6 +118,14 @@ class Bound:
     def __setstate__(self, state: list[Any]) -> None:
         for f, value in zip(fields(self), state, strict=True):  # type: ignore[arg-type]
             object.__setattr__(self, f.name, value)
+
+
+def required_text(body: Mapping[str, Any], name: str) -> str:
+    """``body[name]``, a string, or ``ProtocolError``: an answer outside the contract."""
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise ProtocolError(f"The API's answer has no {name!r}.")
+    return value
 
 
 def parse_datetime(value: Any) -> datetime | None:

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._shared import Bound, async_client, parse_datetime, shared_async_client, shared_client
+from ._shared import (
+    Bound,
+    async_client,
+    parse_datetime,
+    required_text,
+    shared_async_client,
+    shared_client,
+)
 from ._shared import sync_client as _sync
 from .exceptions import ProtocolError
 from .tokens import TokenSet
@@ -26,13 +33,6 @@ if TYPE_CHECKING:
     from .paging import Page
 
 __all__ = ["Organization", "Permission", "Role", "UserRoles"]
-
-
-def _text(body: Mapping[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str):
-        raise ProtocolError(f"The API's answer has no {name!r}.")
-    return value
 
 
 class Permission(str):
@@ -56,7 +56,10 @@ class Organization(Bound):
         cls, body: Mapping[str, Any], client: Client | AsyncClient | None = None
     ) -> Organization:
         return cls(
-            _text(body, "id"), _text(body, "name"), parse_datetime(body.get("created_at")), client
+            required_text(body, "id"),
+            required_text(body, "name"),
+            parse_datetime(body.get("created_at")),
+            client,
         )
 
     @classmethod
@@ -113,9 +116,9 @@ class Role(Bound):
         if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
             raise ProtocolError("The API's answer has no list of permissions.")
         return cls(
-            _text(body, "id"),
-            _text(body, "organization_id"),
-            _text(body, "name"),
+            required_text(body, "id"),
+            required_text(body, "organization_id"),
+            required_text(body, "name"),
             tuple(sorted(Permission(p) for p in permissions)),
             parse_datetime(body.get("created_at")),
             client,

@@ -21,7 +21,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bastion.oauth.errors import OAuthError, ServerError
+from bastion.server.api import clients as api_clients
 from bastion.server.api import events as api_events
+from bastion.server.api import keys as api_keys
 from bastion.server.api import organizations as api_organizations
 from bastion.server.api import sessions as api_sessions
 from bastion.server.api import user_roles as api_user_roles
@@ -133,7 +135,8 @@ def create_app(settings: Settings, ctx: Context | None = None) -> ASGIApp:
     api.add_exception_handler(Exception, _server_error)
     for module in (health, discovery, jwks, authorize, login, passwordless, account, userinfo,
                    logout,
-                   api_users, api_sessions, api_organizations, api_user_roles, api_events):
+                   api_users, api_sessions, api_organizations, api_user_roles, api_events,
+                   api_clients, api_keys):
         api.include_router(module.router)
     return BastionApp(context, api)
 

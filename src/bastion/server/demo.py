@@ -6,6 +6,7 @@ import secrets
 import sys
 
 from bastion.server.services.clients import create_client
+from bastion.server.services.errors import AlreadyExists
 from bastion.server.services.passwords import Passwords
 from bastion.server.services.users import create_user
 from bastion.server.settings import Settings
@@ -18,16 +19,21 @@ DEMO_USERNAME = "demo"
 async def ensure_demo(storage: Storage, settings: Settings) -> None:
     out = sys.stdout
     if await storage.get_client(DEMO_CLIENT_ID) is None:
-        new = await create_client(
-            storage,
-            client_id=DEMO_CLIENT_ID,
-            name="Demo app",
-            redirect_uris=["http://127.0.0.1:5000/callback"],
-            grant_types=["authorization_code", "refresh_token", "client_credentials"],
-            scopes=["openid", "profile", "email", "read", "write"],
-        )
-        print(f"demo client: client_id={DEMO_CLIENT_ID} client_secret={new.client_secret}",
-              file=out)
+        try:
+            new = await create_client(
+                storage,
+                client_id=DEMO_CLIENT_ID,
+                name="Demo app",
+                redirect_uris=["http://127.0.0.1:5000/callback"],
+                grant_types=["authorization_code", "refresh_token", "client_credentials"],
+                scopes=["openid", "profile", "email", "read", "write"],
+            )
+        except AlreadyExists:  # deleted: a client id is never reused
+            print(f"demo client {DEMO_CLIENT_ID!r} was deleted; it is not made again",
+                  file=out)
+        else:
+            print(f"demo client: client_id={DEMO_CLIENT_ID} client_secret={new.client_secret}",
+                  file=out)
     else:
         print(f"demo client {DEMO_CLIENT_ID!r} exists (its secret was shown when created)",
               file=out)

@@ -32,6 +32,13 @@ class Client:
     scopes: tuple[str, ...] = ()
     created_at: datetime | None = None
     post_logout_redirect_uris: tuple[str, ...] = ()
+    #: The secret before the last rotation, accepted until ``previous_secret_expires_at``.
+    previous_secret_digest: bytes | None = field(default=None, repr=False)
+    previous_secret_expires_at: datetime | None = None
+    #: The client's own tokens (no grant) issued before this are refused.
+    tokens_not_before: datetime | None = None
+    #: Deleted clients are kept, marked: their ids are never reused.
+    deleted_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,9 +35,13 @@ async def principal(request: Request) -> Principal:
         user = await ctx.storage.get_user(str(claims["sub"]))
         if user is None or user.deleted_at is not None:
             raise ApiError(401, "Unauthorized", "The token's user no longer exists.")
+    if user is not None:  # a user's token: an administrator
+        return Principal(claims, user, user.is_administrator)
+    # A client's own token needs the admin scope, and the client must hold it still: a
+    # change that takes it away applies to the tokens issued before.
     scopes = str(claims.get("scope", "")).split()
-    # A client's own token needs the admin scope; a user's token, an administrator.
-    is_admin = user.is_administrator if user is not None else ADMIN_SCOPE in scopes
+    client = await ctx.clients.get(str(claims.get("client_id")))
+    is_admin = ADMIN_SCOPE in scopes and client is not None and ADMIN_SCOPE in client.scopes
     return Principal(claims, user, is_admin)
 
 

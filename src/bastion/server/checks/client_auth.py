@@ -14,7 +14,7 @@ from urllib.parse import unquote_plus
 from bastion.oauth.errors import InvalidClient, InvalidRequest
 from bastion.server.models import Client
 from bastion.server.services import secrets
-from bastion.server.services.clients import ClientCache
+from bastion.server.services.clients import ClientCache, secret_matches
 
 METHODS = ("client_secret_basic", "client_secret_post")
 _BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="bastion", charset="UTF-8"'}
@@ -53,6 +53,6 @@ async def authenticate_client(
         if secret:
             raise InvalidClient("A public client has no secret.", headers=_BASIC_CHALLENGE)
         return client
-    if not secrets.matches(secret, client.secret_digest):
+    if not secret_matches(client, secret):
         raise InvalidClient(headers=_BASIC_CHALLENGE)
     return client

@@ -24,7 +24,7 @@ async def verified_claims(request: Request) -> dict[str, Any]:
     ctx: Context = request.app.state.ctx
     try:
         return await verify_access_token(ctx.keys, ctx.settings, ctx.storage,
-                                         bearer_token(request))
+                                         bearer_token(request), clients=ctx.clients)
     except InvalidToken as exc:
         exc.headers.setdefault(
             "WWW-Authenticate", f'Bearer realm="bastion", error="invalid_token", '

@@ -29,7 +29,8 @@ async def introspect(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     if token.count(".") != 2:
         return await _refresh_token(ctx, request, token)
     try:
-        claims = await verify_access_token(ctx.keys, ctx.settings, ctx.storage, token)
+        claims = await verify_access_token(ctx.keys, ctx.settings, ctx.storage, token,
+                                           clients=ctx.clients)
     except InvalidToken:
         return _INACTIVE
     if claims.get("gid"):

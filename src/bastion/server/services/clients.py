@@ -5,21 +5,23 @@ from __future__ import annotations
 import re
 import secrets as _secrets
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from bastion.server.models import Client
 from bastion.server.services import secrets
-from bastion.server.services.errors import AlreadyExists, InvalidInput
+from bastion.server.services.errors import AlreadyExists, InvalidInput, NotFound
 from bastion.server.storage.base import Conflict, Storage
 
 #: Grant types a client may be registered for. Grants not yet served by the token
 #: endpoint are refused there with ``unsupported_grant_type``.
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", "password")
 _CONFIDENTIAL_ONLY = {"client_credentials"}
-_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 section 3.3
+SCOPE_PATTERN = r"^[\x21\x23-\x5b\x5d-\x7e]+$"  # one scope token: RFC 6749 section 3.3
+_SCOPE_TOKEN = re.compile(SCOPE_PATTERN)
 _LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
@@ -59,7 +61,33 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
 @dataclass(frozen=True, slots=True)
 class NewClient:
     client: Client
-    client_secret: str | None  # shown once, at creation
+    client_secret: str | None = field(repr=False)  # shown once, when issued
+
+
+def _checked_grants(grant_types: Iterable[str], public: bool,
+                    uris: tuple[str, ...]) -> tuple[str, ...]:
+    grants = tuple(dict.fromkeys(grant_types)) or (
+        ("authorization_code", "refresh_token") if uris else ("client_credentials",)
+    )
+    for grant in grants:
+        if grant not in GRANT_TYPES:
+            raise InvalidInput("grant_type", f"unknown grant type {grant!r}; one of {GRANT_TYPES}")
+        if public and grant in _CONFIDENTIAL_ONLY:
+            raise InvalidInput("grant_type", f"a public client cannot use {grant!r}")
+    if "authorization_code" in grants and not uris:
+        raise InvalidInput("redirect_uri", "authorization_code needs at least one redirect URI")
+    return grants
+
+
+def _checked_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidInput("name", "must be 1 to 200 characters")
+    return name
+
+
+def _checked_uris(uris: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(check_redirect_uri(u) for u in uris))
 
 
 async def create_client(
@@ -73,21 +101,10 @@ async def create_client(
     client_id: str | None = None,
     post_logout_redirect_uris: Iterable[str] = (),
 ) -> NewClient:
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise InvalidInput("name", "must be 1 to 200 characters")
-    uris = tuple(dict.fromkeys(check_redirect_uri(u) for u in redirect_uris))
-    logout_uris = tuple(dict.fromkeys(check_redirect_uri(u) for u in post_logout_redirect_uris))
-    grants = tuple(dict.fromkeys(grant_types)) or (
-        ("authorization_code", "refresh_token") if uris else ("client_credentials",)
-    )
-    for grant in grants:
-        if grant not in GRANT_TYPES:
-            raise InvalidInput("grant_type", f"unknown grant type {grant!r}; one of {GRANT_TYPES}")
-        if public and grant in _CONFIDENTIAL_ONLY:
-            raise InvalidInput("grant_type", f"a public client cannot use {grant!r}")
-    if "authorization_code" in grants and not uris:
-        raise InvalidInput("redirect_uri", "authorization_code needs at least one redirect URI")
+    name = _checked_name(name)
+    uris = _checked_uris(redirect_uris)
+    logout_uris = _checked_uris(post_logout_redirect_uris)
+    grants = _checked_grants(grant_types, public, uris)
     plain = None if public else secrets.new_secret()
     client = Client(
         client_id=client_id or _secrets.token_urlsafe(16),
@@ -107,6 +124,119 @@ async def create_client(
     return NewClient(client, plain)
 
 
+async def get_client(storage: Storage, client_id: str) -> Client:
+    client = await storage.get_client(client_id)
+    if client is None:
+        raise NotFound("client", client_id)
+    return client
+
+
+async def update_client(
+    storage: Storage,
+    client_id: str,
+    *,
+    name: str | None = None,
+    redirect_uris: Iterable[str] | None = None,
+    grant_types: Iterable[str] | None = None,
+    scopes: Iterable[str] | None = None,
+    post_logout_redirect_uris: Iterable[str] | None = None,
+) -> Client:
+    """Change what is given (a list replaces the stored one). The client as a whole
+    must still be valid, checked under its row lock: no authorization_code grant
+    without a redirect URI, even when two changes race."""
+    changes: dict[str, Any] = {}
+    if name is not None:
+        changes["name"] = _checked_name(name)
+    if redirect_uris is not None:
+        changes["redirect_uris"] = _checked_uris(redirect_uris)
+    if post_logout_redirect_uris is not None:
+        changes["post_logout_redirect_uris"] = _checked_uris(post_logout_redirect_uris)
+    if scopes is not None:
+        changes["scopes"] = check_scopes(scopes)
+    given = None if grant_types is None else tuple(grant_types)
+    if given == ():
+        raise InvalidInput("grant_types", "must name at least one grant type")
+
+    def change(current: Client) -> dict[str, Any]:
+        uris = changes.get("redirect_uris", current.redirect_uris)
+        grants = _checked_grants(given or current.grant_types, current.is_public, uris)
+        return {**changes, "grant_types": grants} if given else changes
+
+    updated = await storage.update_client(client_id, change)
+    if updated is None:
+        raise NotFound("client", client_id)
+    return updated
+
+
+#: The longest a replaced secret may stay valid: long enough to roll it out.
+MAX_SECRET_OVERLAP = 7 * 24 * 3600
+
+
+async def rotate_secret(storage: Storage, client_id: str, keep_old_for: int = 0) -> NewClient:
+    """A new secret for a confidential client, shown once. The old one stays valid
+    for ``keep_old_for`` seconds (0: stops at once), so apps can move without downtime;
+    a secret kept from an earlier rotation ends now."""
+    if not 0 <= keep_old_for <= MAX_SECRET_OVERLAP:
+        raise InvalidInput("keep_old_for", f"must be 0 to {MAX_SECRET_OVERLAP} seconds")
+    plain = secrets.new_secret()
+    now = datetime.now(UTC)
+    until = now + timedelta(seconds=keep_old_for) if keep_old_for else None
+
+    def change(current: Client) -> dict[str, Any]:
+        if current.is_public:
+            raise InvalidInput("client_id", "a public client has no secret to rotate")
+        changes = {"secret_digest": secrets.digest(plain),
+                   "previous_secret_digest": current.secret_digest if until else None,
+                   "previous_secret_expires_at": until}
+        if until is None:  # as after a leak: the tokens got with the old secret end too
+            changes["tokens_not_before"] = now
+        return changes
+
+    updated = await storage.update_client(client_id, change)
+    if updated is None:
+        raise NotFound("client", client_id)
+    return NewClient(updated, plain)
+
+
+def previous_secret_until(client: Client, now: datetime | None = None) -> datetime | None:
+    """Until when the secret before the last rotation still works; None if it does not."""
+    until = client.previous_secret_expires_at
+    if client.previous_secret_digest is None or until is None:
+        return None
+    return until if (now or datetime.now(UTC)) < until else None
+
+
+def secret_matches(client: Client, secret: str, now: datetime | None = None) -> bool:
+    """The client's secret, or its previous one within its overlap; both compared,
+    in constant time, whenever a previous one is stored."""
+    current = secrets.matches(secret, client.secret_digest)
+    previous = client.previous_secret_digest
+    if previous is None:
+        return current
+    older = secrets.matches(secret, previous)
+    return current or (older and previous_secret_until(client, now) is not None)
+
+
+async def delete_client(storage: Storage, client_id: str) -> bool:
+    """Delete a client and revoke what it holds; False if it was deleted before (a
+    repeated DELETE), ``NotFound`` if there never was one."""
+    done = await storage.delete_client(client_id, datetime.now(UTC))
+    if done == "missing":
+        raise NotFound("client", client_id)
+    return done == "deleted"
+
+
+def own_token_refused(client: Client, claims: Mapping[str, Any]) -> bool:
+    """Whether a token the client got for itself (no grant) predates the rotation that
+    ended its old secret at once. ``iat`` is whole seconds: a token of that very second
+    still passes."""
+    cutoff = client.tokens_not_before
+    if cutoff is None or claims.get("gid"):
+        return False
+    iat = claims.get("iat")
+    return not isinstance(iat, int) or iat < int(cutoff.timestamp())
+
+
 class ClientCache:
     """Clients by id, trusted for ``ttl`` seconds: the token endpoint's hot path
     then needs no database round trip. Unknown ids are cached too, so a flood of
@@ -116,6 +246,7 @@ class ClientCache:
         self._storage, self._ttl, self._max = storage, ttl, max_entries
         self._entries: dict[str, tuple[float, Client | None]] = {}
         self._loading: set[str] = set()
+        self._generation = 0  # counts forget(): a read begun before one is not cached
 
     async def get(self, client_id: str) -> Client | None:
         now = time.monotonic()
@@ -125,11 +256,19 @@ class ClientCache:
             # not one per request that arrives meanwhile.
             return hit[1]
         self._loading.add(client_id)
+        generation = self._generation
         try:
             client = await self._storage.get_client(client_id)
         finally:
             self._loading.discard(client_id)
+        if generation != self._generation:  # a change was made meanwhile: may predate it
+            return client
         if len(self._entries) >= self._max:
             self._entries.clear()
         self._entries[client_id] = (now, client)
         return client
+
+    def forget(self, client_id: str) -> None:
+        """Drop one entry: a change made through this instance applies here at once."""
+        self._generation += 1
+        self._entries.pop(client_id, None)

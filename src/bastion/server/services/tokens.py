@@ -22,6 +22,7 @@ from bastion.oauth.jose import JoseError, parse_compact, verify_signature
 from bastion.server.keys import KeyRing
 from bastion.server.models import Grant, RefreshToken
 from bastion.server.services import secrets
+from bastion.server.services.clients import ClientCache, own_token_refused
 from bastion.server.settings import Settings
 from bastion.server.storage.base import Storage
 
@@ -84,9 +85,13 @@ def new_refresh_token(settings: Settings, grant: Grant, scope: str) -> tuple[str
 
 
 async def verify_access_token(
-    keys: KeyRing, settings: Settings, storage: Storage, token: str, *, check_revoked: bool = True
+    keys: KeyRing, settings: Settings, storage: Storage, token: str, *,
+    clients: ClientCache | None = None, check_revoked: bool = True,
 ) -> dict[str, Any]:
-    """The claims of one of our access tokens that is valid now; ``InvalidToken`` else."""
+    """The claims of one of our access tokens that is valid now; ``InvalidToken`` else.
+    With ``clients``, a token of a deleted client is invalid too (a client's own
+    tokens belong to no grant that its deletion could revoke), and so is a client's
+    own token older than a rotation that ended its old secret at once."""
     try:
         compact = parse_compact(token)
         if compact.header.get("typ") != ACCESS_TOKEN_TYP:
@@ -107,4 +112,8 @@ async def verify_access_token(
         or await storage.is_revoked(jti, gid if isinstance(gid, str) else None)
     ):
         raise InvalidToken()
+    if clients is not None:
+        client = await clients.get(str(claims.get("client_id")))
+        if client is None or own_token_refused(client, claims):
+            raise InvalidToken()
     return claims

@@ -6,7 +6,7 @@ Methods are small and single-purpose; anything that must be atomic is one method
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypedDict
@@ -31,6 +31,7 @@ from bastion.server.models import (
 #: whose family was revoked already.
 RotateResult = Literal["rotated", "reused", "replayed", "invalid"]
 DeleteRoleResult = Literal["deleted", "in_use", "missing"]
+DeleteClientResult = Literal["deleted", "already", "missing"]
 
 
 class EventFilter(TypedDict, total=False):
@@ -93,6 +94,22 @@ class Storage(Protocol):
         """Insert a client; raises ``Conflict('client_id')``."""
 
     async def get_client(self, client_id: str) -> Client | None: ...
+
+    async def list_clients(self, limit: int, offset: int) -> tuple[list[Client], int]:
+        """A page of clients, oldest first, and how many there are."""
+
+    async def update_client(
+        self, client_id: str, change: Callable[[Client], Mapping[str, Any]]
+    ) -> Client | None:
+        """Under the client's row lock, ``change(current)`` gives the columns to set (it
+        may raise: then nothing changes), so concurrent changes each see the last one.
+        The client as it is after, or None if there is none."""
+
+    async def delete_client(self, client_id: str, at: datetime) -> DeleteClientResult:
+        """Mark a client deleted (its id is never reused; it is no longer found, listed
+        or changed; its secrets are cleared) and revoke every grant it holds, with their
+        codes, refresh and access tokens, in one transaction. "already" if it was
+        deleted before, "missing" if there never was one."""
 
     async def rotate_signing_key(self, key: SigningKey) -> str:
         """In one transaction, for ``key``'s use: retire the active key, activate the

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bastion.server.models import (
-    Client,
     SigningKey,
     User,
 )
 from bastion.server.storage.prepared import select_by
 from bastion.server.storage.sql_base import SQLiteThread, sqlite_pragmas, values
+from bastion.server.storage.sql_clients import ClientsMixin
 from bastion.server.storage.sql_directory import DirectoryMixin
 from bastion.server.storage.sql_grants import BY_LOGIN, GrantsMixin
 from bastion.server.storage.sql_mail import MailMixin
 from bastion.server.storage.sql_purge import PurgeMixin
 from bastion.server.storage.tables import (
-    clients,
     signing_keys,
     users,
 )
@@ -72,21 +70,7 @@ def _user(row: Mapping[str, Any]) -> User:
     return User(**row)
 
 
-def _client(row: Mapping[str, Any]) -> Client:
-    return Client(
-        client_id=row["client_id"],
-        name=row["name"],
-        is_public=row["is_public"],
-        secret_digest=row["secret_digest"],
-        redirect_uris=tuple(row["redirect_uris"]),
-        grant_types=tuple(row["grant_types"]),
-        scopes=tuple(row["scopes"]),
-        created_at=row["created_at"],
-        post_logout_redirect_uris=tuple(row["post_logout_redirect_uris"]),
-    )
-
-
-class SQLStorage(GrantsMixin, DirectoryMixin, MailMixin, PurgeMixin):
+class SQLStorage(ClientsMixin, GrantsMixin, DirectoryMixin, MailMixin, PurgeMixin):
     """``Storage`` on an ``AsyncEngine``. Every method is one short transaction; on a
     SQLite file it runs through ``SQLiteThread`` (on the event loop when SQLite can
     answer at once, else on the storage's thread)."""
@@ -108,19 +92,6 @@ class SQLStorage(GrantsMixin, DirectoryMixin, MailMixin, PurgeMixin):
     async def get_user_by_login(self, login: str) -> User | None:
         row = await self._one(BY_LOGIN, {"login": fold(login)})
         return _user(row) if row else None
-
-    # clients
-
-    async def create_client(self, client: Client) -> None:
-        row = values(client)
-        for f in ("redirect_uris", "grant_types", "scopes", "post_logout_redirect_uris"):
-            row[f] = list(row[f])
-        row["created_at"] = client.created_at or datetime.now(UTC)
-        await self._insert(clients, row)
-
-    async def get_client(self, client_id: str) -> Client | None:
-        row = await self._one(select_by(clients, "client_id"), {"client_id": client_id})
-        return _client(row) if row else None
 
     # signing keys
 

@@ -68,7 +68,7 @@ class GrantsMixin(SQLBase):
                 .where(login_sessions.c.id == session_id, login_sessions.c.revoked_at.is_(None))
                 .values(revoked_at=at)
             )
-            _revoke_grants(conn, sa.select(grants.c.id).where(grants.c.session_id == session_id),
+            revoke_grants(conn, sa.select(grants.c.id).where(grants.c.session_id == session_id),
                            at)
         await self._write(revoke)
 
@@ -109,14 +109,14 @@ class GrantsMixin(SQLBase):
         return Grant(**row) if row else None
 
     async def revoke_grant(self, grant_id: str, at: datetime) -> bool:
-        return await self._write(lambda conn: _revoke_grants(conn, [grant_id], at) > 0)
+        return await self._write(lambda conn: revoke_grants(conn, [grant_id], at) > 0)
 
     async def reissue_grant(self, old_id: str, grant: Grant, refresh: RefreshToken,
                             at: datetime) -> bool:
         def reissue(conn: sa.Connection) -> bool:
             # The conditional revocation decides: on PostgreSQL a concurrent one waits
             # for this row and then finds it revoked; SQLite writes one at a time.
-            if not _revoke_grants(conn, [old_id], at):
+            if not revoke_grants(conn, [old_id], at):
                 return False
             prepared.insert(conn, grants, _values(grant))
             prepared.insert(conn, refresh_tokens, _values(refresh))
@@ -169,7 +169,7 @@ class GrantsMixin(SQLBase):
             ).first()
             if row is not None and row.used_at is not None:
                 # Reuse of a rotated token: the family is compromised.
-                return "reused" if _revoke_grants(conn, [row.grant_id], at) else "replayed"
+                return "reused" if revoke_grants(conn, [row.grant_id], at) else "replayed"
             return "invalid"
         return await self._write(rotate)
 
@@ -296,11 +296,11 @@ def end_user_sessions(conn: sa.Connection, user_id: str, at: datetime,
         .where(login_sessions.c.user_id == user_id, login_sessions.c.revoked_at.is_(None), *kept)
         .values(revoked_at=at)
     )
-    revoked = _revoke_grants(conn, sa.select(grants.c.id).where(grants.c.user_id == user_id), at)
+    revoked = revoke_grants(conn, sa.select(grants.c.id).where(grants.c.user_id == user_id), at)
     return int(done.rowcount or 0) + revoked
 
 
-def _revoke_grants(conn: sa.Connection, ids: Any, at: datetime) -> int:
+def revoke_grants(conn: sa.Connection, ids: Any, at: datetime) -> int:
     """Revoke grants and every refresh token they issued (access tokens carry the
     grant id, so they are seen as revoked too)."""
     done = conn.execute(

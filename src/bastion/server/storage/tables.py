@@ -59,6 +59,10 @@ clients = sa.Table(
     sa.Column("scopes", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("post_logout_redirect_uris", sa.JSON, nullable=False),
+    sa.Column("previous_secret_digest", sa.LargeBinary(32), nullable=True),
+    sa.Column("previous_secret_expires_at", UTCDateTime, nullable=True),
+    sa.Column("tokens_not_before", UTCDateTime, nullable=True),
+    sa.Column("deleted_at", UTCDateTime, nullable=True),
 )
 
 signing_keys = sa.Table(
