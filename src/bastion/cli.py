@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("rotate", parents=[common], help="sign with the keys published at the last "
                     "rotation and publish the next ones")
+    withdraw = keys.add_parser("withdraw", parents=[common], help="take a leaked key out of "
+                               "service at once: out of the JWKS, its tokens invalid")
+    withdraw.add_argument("kid")
 
     purge = sub.add_parser("purge", parents=[common], help="delete expired codes, tokens, links, "
                            "sessions and sent mail now (servers do it every "
@@ -334,6 +337,23 @@ async def _keys_rotate(_args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+async def _keys_withdraw(args: argparse.Namespace, settings: Any) -> int:
+    from bastion.server import keys
+    from bastion.server.services import audit
+
+    async def withdraw(storage: Any) -> list[str]:
+        signing = await keys.withdraw(storage, settings, args.kid)
+        await audit.record(storage, audit.SYSTEM, "keys.withdraw", args.kid, via="cli",
+                           kids=signing)
+        return signing
+
+    kids = await _with_storage(settings, withdraw)
+    print(f"withdrew {args.kid}; signing keys now: {', '.join(kids)}")
+    print(f"running servers drop it within {settings.cache_ttl:g} s, relying parties when "
+          "they fetch the JWKS again (the SDK: within its jwks_max_age)")
+    return 0
+
+
 async def _purge(args: argparse.Namespace, settings: Any) -> int:
     from bastion.server.services import housekeeping
 
@@ -354,6 +374,7 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Any], Awai
     ("clients", "delete"): _clients_delete,
     ("users", "create"): _users_create,
     ("keys", "rotate"): _keys_rotate,
+    ("keys", "withdraw"): _keys_withdraw,
     ("purge", None): _purge,
 }
 

@@ -263,6 +263,11 @@ def test_client_and_key_calls(make_client: Any, provider: FakeProvider) -> None:
         httpx2.Response(200, json={"items": [KEY], "count": 1})]
     keys = client.keys.rotate()
     assert keys.total == 1 and keys[0].status == "active" and keys[0].retired_at is None
+    provider.overrides[api_path("/keys/k 1/withdraw")] = [
+        httpx2.Response(200, json={"items": [KEY], "count": 1})]
+    assert client.keys.withdraw("k 1")[0].kid == "k1"
+    sent = provider.requests[-1]
+    assert sent.method == "POST" and sent.url.raw_path == b"/tenant/api/v1/keys/k%201/withdraw"
 
 
 def test_client_and_key_answers_outside_the_contract(make_client: Any,

@@ -32,6 +32,7 @@ from bastion import (
     InvalidClient,
     InvalidGrant,
     InvalidScope,
+    InvalidToken,
     NotFound,
     Organization,
     Page,
@@ -44,7 +45,7 @@ from bastion import (
     UserRoles,
 )
 from bastion.client._api import Namespace
-from support import ServerProcess
+from support import ServerProcess, running_server
 
 App = Account = Any  # the dataclasses of tests/e2e/conftest.py
 
@@ -553,3 +554,38 @@ def test_signing_keys_list_and_rotate(
     assert verifier.verify_token(token)["client_id"] == any_server.admin_client_id
     assert any(e.detail.get("kids") == [waiting["access"], waiting["id"]]
                for e in api.events.list(action="keys.rotate"))
+
+
+def test_a_withdrawn_key_stops_verifying(tmp_path: Any, make_api: Callable[..., Any]) -> None:
+    """After a leak: ``keys.withdraw`` takes the key that signs out of the JWKS at once.
+    Bastion refuses its tokens at once; an app that fetched the JWKS before trusts its
+    copy until that is older than the server's max-age, then refuses them too. (Its own
+    server: every token the key signed stops working.)"""
+    with running_server(tmp_path / "withdraw", None) as server:
+        admin = server.create_client("--name", "ops", "--grant-type", "client_credentials",
+                                     "--scope", "bastion:admin")
+        api = make_api(url=server.url, client_id=admin["client_id"],
+                       client_secret=admin["client_secret"], retries=0)
+        app = server.create_client("--name", "svc", "--grant-type", "client_credentials",
+                                   "--scope", "read")
+        service = Client(url=server.url, client_id=str(app["client_id"]),
+                         client_secret=str(app["client_secret"]), retries=0)
+        with service:
+            token = service.client_credentials("read").access_token
+            assert service.verify_token(token)["client_id"] == app["client_id"]
+            kid = next(k.kid for k in api.keys.list() if k.use == "access" and
+                       k.status == "active")
+
+            after = api.keys.withdraw(kid)
+            assert kid not in {k.kid for k in after}
+            assert {k.use for k in after if k.status == "active"} == {"access", "id"}
+            assert not service.introspect(token)["active"]
+            assert service.verify_token(token)  # the app's copy is fresh: still trusted
+            keys = service._core.keys
+            keys.fetched_at -= 61  # older than the server's max-age (60 s)
+            keys.expires_at -= 61
+            with pytest.raises(InvalidToken, match="unknown key"):
+                service.verify_token(token)
+            assert service.verify_token(service.client_credentials("read").access_token)
+            with pytest.raises(NotFound):
+                api.keys.withdraw(kid)

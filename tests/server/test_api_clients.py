@@ -9,6 +9,7 @@ import pytest
 from api_helpers import PASSWORD, Api
 
 from bastion.server.services import secrets
+from bastion.server.services.clients import rotate_secret
 from bastion.server.services.users import create_user
 
 WEB = {"name": "Shop", "redirect_uris": ["https://shop.example/cb"]}
@@ -328,3 +329,69 @@ async def test_answers_that_carry_a_secret_are_not_cached(api: Api) -> None:
     rotated = await http.post(f"/api/v1/clients/{made.json()['client_id']}/secret")
     for r in (made, rotated):
         assert r.headers["cache-control"] == "no-store" and r.headers["pragma"] == "no-cache"
+
+
+async def test_a_withdrawn_key_leaves_the_jwks_and_its_tokens_stop_working(api: Api) -> None:
+    http = api.app.http
+    token = api.admin["access_token"]
+    kid = jwt.get_unverified_header(token)["kid"]  # the access key that signs now
+    assert (await http.get("/api/v1/keys")).status_code == 200
+    r = await http.post(f"/api/v1/keys/{kid}/withdraw")
+    assert r.status_code == 200, r.text
+    after = r.json()["items"]
+    assert kid not in {k["kid"] for k in after}
+    assert {(k["use"], k["status"]) for k in after} >= {
+        ("access", "active"), ("access", "next"), ("id", "active"), ("id", "next")}
+    published = {k["kid"] for k in (await http.get("/.well-known/jwks.json")).json()["keys"]}
+    assert kid not in published
+    # every token it signed is refused here at once: the admin token that asked, too
+    assert (await http.get("/api/v1/keys")).status_code == 401
+    r = await http.post("/oauth/introspect", data={"token": token},
+                        auth=(api.web_id, api.web_secret), headers={"Authorization": ""})
+    assert r.json() == {"active": False}
+    fresh = (await http.post("/oauth/token", data={"grant_type": "client_credentials"},
+                             auth=(api.app.client_id, api.app.client_secret),
+                             headers={"Authorization": ""})).json()["access_token"]
+    assert jwt.get_unverified_header(fresh)["kid"] != kid
+    assert kid not in str(api.app.ctx.keys._decrypted)  # its private key is forgotten
+    events = await api.app.ctx.storage.list_events({"action": "keys.withdraw"}, 10, 0)
+    assert [e.target for e in events[0]] == [kid]
+
+
+async def test_withdrawing_an_unknown_key_is_404(api: Api) -> None:
+    r = await api.app.http.post("/api/v1/keys/access-nope/withdraw")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+
+
+async def test_after_a_leak_of_every_key_none_of_them_signs_or_verifies(api: Api) -> None:
+    """The procedure of docs/deployment.md: withdraw the next keys (each is replaced by a
+    new one), then the keys that sign (each is replaced by that new next key)."""
+    http = api.app.http
+    before = (await http.get("/api/v1/keys")).json()["items"]
+    leaked = {k["kid"] for k in before}
+    for status in ("next", "active"):
+        for kid in [k["kid"] for k in before if k["status"] == status]:
+            r = await http.post(f"/api/v1/keys/{kid}/withdraw")
+            if r.status_code == 401:  # the admin token was signed by a withdrawn key
+                token = (await http.post("/oauth/token", data={
+                    "grant_type": "client_credentials"}, auth=await admin_credentials(api),
+                    headers={"Authorization": ""})).json()["access_token"]
+                http.headers["Authorization"] = "Bearer " + token
+                r = await http.post(f"/api/v1/keys/{kid}/withdraw")
+            assert r.status_code == 200, r.text
+    after = (await http.get("/api/v1/keys")).json()["items"]
+    assert not leaked & {k["kid"] for k in after}
+    assert sorted((k["use"], k["status"]) for k in after) == [
+        ("access", "active"), ("access", "next"), ("id", "active"), ("id", "next")]
+    published = {k["kid"] for k in (await http.get("/.well-known/jwks.json")).json()["keys"]}
+    assert not leaked & published
+
+
+async def admin_credentials(api: Api) -> tuple[str, str]:
+    """The admin client's id and a new secret for it (its first was not kept)."""
+    admin_id = jwt.decode(api.admin["access_token"], options={"verify_signature": False})[
+        "client_id"]
+    new = await rotate_secret(api.app.ctx.storage, admin_id)
+    api.app.ctx.clients.forget(admin_id)
+    assert new.client_secret
+    return admin_id, new.client_secret

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import sys
+from typing import Any
 
 import pytest
 
@@ -214,6 +215,29 @@ def test_keys_rotate(run) -> None:
     rotations = events(run.url, "keys.rotate")
     assert len(rotations) == 2 and all(e.actor_type == "system" for e in rotations)
     assert all(kid in out for kid in rotations[0].detail["kids"])  # newest first
+
+
+def test_keys_withdraw(run) -> None:
+    run("keys", "rotate")
+    async def stored() -> list[Any]:
+        store = open_storage(run.url)
+        try:
+            return await store.signing_keys()
+        finally:
+            await store.close()
+
+    signing = next(k for k in asyncio.run(stored()) if k.use == "id" and k.retired_at is None
+                   and k.activated_at is not None)
+    code, out, _ = run("keys", "withdraw", signing.kid)
+    assert code == 0 and f"withdrew {signing.kid}" in out
+    left = asyncio.run(stored())
+    assert signing.kid not in {k.kid for k in left}
+    assert sum(k.use == "id" and k.activated_at is not None for k in left) == 1
+    assert sum(k.use == "id" and k.activated_at is None for k in left) == 1
+    (event,) = events(run.url, "keys.withdraw")
+    assert event.target == signing.kid and event.detail["via"] == "cli"
+    code, _, err = run("keys", "withdraw", signing.kid)
+    assert code == 1 and "No signing key" in err
 
 
 def test_unknown_command_is_an_error(run) -> None:

@@ -117,6 +117,17 @@ async def test_a_rotation_activates_the_next_key_and_publishes_the_new_one(
     assert (stored["a4"].activated_at, stored["a4"].retired_at) == (None, None)
 
 
+async def test_only_a_key_that_does_not_sign_is_withdrawn(storage: SQLStorage) -> None:
+    await storage.rotate_signing_key(key("a1"))
+    await storage.rotate_signing_key(key("a2", at=NOW + timedelta(hours=1)))  # a1 retired
+    await storage.publish_signing_key(key("a3"))
+    assert await storage.withdraw_signing_key("a2") == "active"
+    assert await storage.withdraw_signing_key("a1") == "withdrawn"  # retired
+    assert await storage.withdraw_signing_key("a3") == "withdrawn"  # next
+    assert await storage.withdraw_signing_key("a1") == "missing"
+    assert [k.kid for k in await storage.signing_keys()] == ["a2"]
+
+
 @pytest.mark.parametrize("published", [False, True])
 async def test_concurrent_rotations_leave_one_active_and_one_next_key(
         storage: SQLStorage, published: bool) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "rotate_keys_flow",
     "rotate_secret_flow",
     "update_client_flow",
+    "withdraw_key_flow",
 ]
 
 _LISTS = ("redirect_uris", "post_logout_redirect_uris", "grant_types", "scopes")
@@ -92,4 +93,11 @@ def list_keys_flow(core: BaseClient, token: Token | None = None) -> Flow[Page[Si
 
 def rotate_keys_flow(core: BaseClient, token: Token | None = None) -> Flow[Page[SigningKey]]:
     response = yield from api_flow(core, "POST", "/keys/rotate", token=token)
+    return page(core, body(response), SigningKey.from_json)
+
+
+def withdraw_key_flow(core: BaseClient, kid: str, token: Token | None = None
+                      ) -> Flow[Page[SigningKey]]:
+    path = "/keys/" + segment(kid, "kid") + "/withdraw"
+    response = yield from api_flow(core, "POST", path, token=token)
     return page(core, body(response), SigningKey.from_json)

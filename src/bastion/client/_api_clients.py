@@ -103,6 +103,12 @@ class Keys(Namespace["Client"]):
         key; the keys as they are after the rotation."""
         return self._client._run(flows.rotate_keys_flow(self._client._core, self._token))
 
+    def withdraw(self, kid: str) -> Page[SigningKey]:
+        """Take a key out of service at once, as after a leak: it leaves the JWKS and
+        its tokens stop verifying (the key that signs is replaced first). The keys as
+        they are after."""
+        return self._client._run(flows.withdraw_key_flow(self._client._core, kid, self._token))
+
 
 class AsyncClients(Namespace["AsyncClient"]):
     async def list(self, limit: int = 20, offset: int = 0) -> Page[RegisteredClient]:
@@ -147,3 +153,7 @@ class AsyncKeys(Namespace["AsyncClient"]):
 
     async def rotate(self) -> Page[SigningKey]:
         return await self._client._run(flows.rotate_keys_flow(self._client._core, self._token))
+
+    async def withdraw(self, kid: str) -> Page[SigningKey]:
+        return await self._client._run(
+            flows.withdraw_key_flow(self._client._core, kid, self._token))

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bastion.oauth.jose import PrivateKey, PublicKey
 from bastion.server.models import KeyUse, SigningKey
+from bastion.server.services.errors import NotFound
 from bastion.server.settings import MIN_SECRET_KEY_LENGTH, SHORT_SECRET_KEY, Settings
 from bastion.server.storage.base import Storage
 
@@ -96,6 +97,24 @@ async def rotate(
             for use in uses]
     await publish_next(storage, settings)
     return kids
+
+
+async def withdraw(storage: Storage, settings: Settings, kid: str) -> list[str]:
+    """Take a key out of service at once (its private key leaked): it leaves the JWKS,
+    and every token it signed stops verifying. The key that signs is first replaced by
+    its use's next key; a next key is replaced by a new one. Returns the kids that
+    sign after."""
+    for _ in range(3):  # a rotation elsewhere may activate it between our two steps
+        keys = await storage.signing_keys()
+        key = next((k for k in keys if k.kid == kid), None)
+        if key is None:
+            raise NotFound("signing key", kid)
+        if signs(key):
+            await rotate(storage, settings, (key.use,))
+        if await storage.withdraw_signing_key(kid) == "withdrawn":
+            await publish_next(storage, settings)
+            return sorted(k.kid for k in await storage.signing_keys() if signs(k))
+    raise RuntimeError(f"signing key {kid} kept being activated by concurrent rotations")
 
 
 def check_secret_key(settings: Settings, cipher: KeyCipher, keys: list[SigningKey]) -> None:
@@ -197,6 +216,9 @@ class KeyRing:
                 signers[use] = signer
         # Verifying needs no private key: a key we cannot decrypt still verifies.
         verifiers = {k.kid: self._public(k) for k in shown}
+        stored = {k.kid for k in keys}  # forget withdrawn and purged keys, private parts too
+        self._decrypted = {kid: k for kid, k in self._decrypted.items() if kid in stored}
+        self._verifying = {kid: k for kid, k in self._verifying.items() if kid in stored}
         self._active = _Active(signers, verifiers, time.monotonic())
         if failed and self.reload_error is None:
             log.error("signing keys not loaded: %s", "; ".join(failed))

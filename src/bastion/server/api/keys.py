@@ -1,4 +1,4 @@
-"""Signing keys: list them (no private part), rotate them.
+"""Signing keys: list them (no private part), rotate them, withdraw a leaked one.
 
 A rotation activates each use's next key, which has been in the JWKS since the
 last rotation, so relying parties that cache the JWKS already know it, and
@@ -7,15 +7,26 @@ publishes a new next key. Retired keys stay published until their tokens expire.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, Depends, Request
 
 from bastion.server.api.client_schemas import KeyList, KeyOut
-from bastion.server.api.common import ERRORS, Who, actor, context, require_admin
+from bastion.server.api.common import (
+    ERRORS,
+    Who,
+    actor,
+    context,
+    no_nul_in_path,
+    require_admin,
+)
 from bastion.server.api.problems import ApiError
-from bastion.server.keys import KeyDecryptionError, rotate
+from bastion.server.context import Context
+from bastion.server.keys import KeyDecryptionError, rotate, withdraw
 from bastion.server.services import audit
 
-router = APIRouter(prefix="/api/v1/keys", tags=["keys"], responses=ERRORS)
+router = APIRouter(prefix="/api/v1/keys", tags=["keys"], responses=ERRORS,
+                   dependencies=[Depends(no_nul_in_path)])
 
 
 async def _listing(request: Request) -> KeyList:
@@ -30,14 +41,31 @@ async def list_keys(request: Request, who: Who) -> KeyList:
     return await _listing(request)
 
 
-@router.post("/rotate", summary="Rotate the signing keys of both uses")
-async def rotate_keys(request: Request, who: Who) -> KeyList:
+async def _change(request: Request, who: Who, action: str, target: str | None,
+                  work: Callable[[Context], Awaitable[list[str]]]) -> KeyList:
+    """Run a key change, then load the keys here at once (other instances: within
+    cache_ttl), record it, and answer with the keys as they are after."""
     require_admin(who)
     ctx = context(request)
     try:
-        kids = await rotate(ctx.storage, ctx.settings)
-    except KeyDecryptionError as exc:
+        kids = await work(ctx)
+    except KeyDecryptionError as exc:  # keys stored under another secret key
         raise ApiError(409, "Conflict", str(exc)) from None
-    await ctx.keys.reload()  # this instance signs with them at once; others within cache_ttl
-    await audit.record(ctx.storage, actor(who, request), "keys.rotate", None, kids=kids)
+    await ctx.keys.reload()
+    await audit.record(ctx.storage, actor(who, request), action, target, kids=kids)
     return await _listing(request)
+
+
+@router.post("/rotate", summary="Rotate the signing keys of both uses")
+async def rotate_keys(request: Request, who: Who) -> KeyList:
+    return await _change(request, who, "keys.rotate", None,
+                         lambda ctx: rotate(ctx.storage, ctx.settings))
+
+
+@router.post("/{kid}/withdraw", summary="Take a key out of service at once (a leaked key)")
+async def withdraw_key(kid: str, request: Request, who: Who) -> KeyList:
+    """The key leaves the JWKS and every token it signed stops verifying here (on other
+    instances within cache_ttl; at relying parties when they fetch the JWKS again). The
+    key that signs is replaced by its use's next key first."""
+    return await _change(request, who, "keys.withdraw", kid,
+                         lambda ctx: withdraw(ctx.storage, ctx.settings, kid))

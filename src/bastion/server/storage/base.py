@@ -32,6 +32,7 @@ from bastion.server.models import (
 RotateResult = Literal["rotated", "reused", "replayed", "invalid"]
 DeleteRoleResult = Literal["deleted", "in_use", "missing"]
 DeleteClientResult = Literal["deleted", "already", "missing"]
+WithdrawResult = Literal["withdrawn", "active", "missing"]
 
 
 class EventFilter(TypedDict, total=False):
@@ -119,6 +120,10 @@ class Storage(Protocol):
     async def publish_signing_key(self, key: SigningKey) -> bool:
         """Insert ``key`` as the next key of its use, unless that use has one already
         (then ``False``)."""
+
+    async def withdraw_signing_key(self, kid: str) -> WithdrawResult:
+        """Delete a key that does not sign (a retired or a next one): it leaves the JWKS
+        and verifies nothing more. "active" (nothing done) for the key that signs."""
 
     async def signing_keys(self) -> list[SigningKey]:
         """Every key, active and retired, oldest first."""

@@ -17,6 +17,7 @@ from bastion.server.models import (
     SigningKey,
     User,
 )
+from bastion.server.storage.base import WithdrawResult
 from bastion.server.storage.prepared import select_by
 from bastion.server.storage.sql_base import SQLiteThread, sqlite_pragmas, values
 from bastion.server.storage.sql_clients import ClientsMixin
@@ -132,6 +133,19 @@ class SQLStorage(ClientsMixin, GrantsMixin, DirectoryMixin, MailMixin, PurgeMixi
         except IntegrityError:
             return False
         return True
+
+    async def withdraw_signing_key(self, kid: str) -> WithdrawResult:
+        def withdraw(conn: sa.Connection) -> WithdrawResult:
+            _lock_keys(conn)  # a rotation cannot activate it meanwhile
+            key = conn.execute(sa.select(signing_keys.c.retired_at, signing_keys.c.activated_at)
+                               .where(signing_keys.c.kid == kid)).first()
+            if key is None:
+                return "missing"
+            if key.retired_at is None and key.activated_at is not None:
+                return "active"
+            conn.execute(signing_keys.delete().where(signing_keys.c.kid == kid))
+            return "withdrawn"
+        return await self._write(withdraw)
 
     async def signing_keys(self) -> list[SigningKey]:
         query = sa.select(signing_keys).order_by(signing_keys.c.created_at, signing_keys.c.kid)
