@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import json
 import os
@@ -13,7 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import unescape
@@ -57,6 +58,19 @@ def wait_until(predicate: Callable[[], T | None], timeout: float = 30.0, interva
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
+
+
+async def await_until(predicate: Callable[[], Awaitable[T | None]], within: float = 30.0,
+                      interval: float = 0.05, what: str = "condition") -> T:
+    """``wait_until`` for a coroutine predicate, without blocking the event loop."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 # -- PostgreSQL ---------------------------------------------------------------

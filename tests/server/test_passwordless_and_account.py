@@ -26,7 +26,15 @@ from bastion.server.settings import Settings
 from bastion.server.storage import migrate
 from bastion.server.storage.tables import login_sessions, one_time_tokens
 from bastion.server.storage.tables import outbox as outbox_table
-from support import ISSUER, Mailbox, callback_params, hidden_fields, sign_in, smtp_server
+from support import (
+    ISSUER,
+    Mailbox,
+    await_until,
+    callback_params,
+    hidden_fields,
+    sign_in,
+    smtp_server,
+)
 
 REDIRECT = "https://app.example/cb"
 PASSWORD = "a long enough password"
@@ -117,10 +125,15 @@ async def test_sign_in_link_completes_the_authorization(env: Env) -> None:
         "grant_type": "authorization_code", "code": params["code"], "redirect_uri": REDIRECT,
         "code_verifier": env.verifier})
     assert r.status_code == 200 and r.json()["id_token"]
-    # the sent mail's body is erased from the outbox
-    async with env.ctx.storage.engine.connect() as conn:  # type: ignore[attr-defined]
-        texts = (await conn.execute(sa.text("SELECT text FROM outbox"))).scalars().all()
-    assert texts == [""]
+    # the sent mail's body is erased from the outbox, once the sender has recorded it
+    # (the SMTP server may hand the mail to the test before that commits)
+    async def erased() -> bool:
+        async with env.ctx.storage.engine.connect() as conn:  # type: ignore[attr-defined]
+            texts = (await conn.execute(sa.text("SELECT text FROM outbox"))).scalars().all()
+        assert len(texts) == 1
+        return texts == [""]
+
+    await await_until(erased, what="the sent mail's text to be erased")
 
 
 async def test_replayed_and_expired_links_are_refused(env: Env) -> None:

@@ -3,7 +3,8 @@
 ``create_app`` returns a small ASGI dispatcher: the token endpoint (the hot path)
 is served directly; everything else goes to the FastAPI app, which also owns the
 lifespan (open storage, ensure keys, close the pool). In front of both: metrics, the
-client address as stored, and the REST API's body limit (``middleware``).
+client address as stored, the REST API's body limit (``middleware``) and the answers
+to browser apps on other origins (``cors``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from bastion.server.api.problems import (
     validation_handler,
 )
 from bastion.server.context import Context
+from bastion.server.cors import Cors
 from bastion.server.endpoints import (
     account,
     authorize,
@@ -74,7 +76,11 @@ class BastionApp:
             passwordless.PASSWORDLESS_PATH: passwordless.endpoint(ctx),
         }
         engine = getattr(ctx.storage, "engine", None)
-        routes = ClientAddress(ApiBodyLimit(self._route, ctx.settings.max_api_body_bytes))
+        public = {userinfo.USERINFO_PATH: b"GET, POST", discovery.JWKS_PATH: b"GET",
+                  **dict.fromkeys(discovery.METADATA_PATHS, b"GET")}
+        browsers = Cors(self._route, {token.TOKEN_PATH: b"POST", revoke.REVOKE_PATH: b"POST",
+                                      **public}, public=frozenset(public))
+        routes = ClientAddress(ApiBodyLimit(browsers, ctx.settings.max_api_body_bytes))
         self._handle = MetricsMiddleware(routes, frozenset(self.lean),
                                          engine.pool if engine is not None else None)
 

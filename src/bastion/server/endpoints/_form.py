@@ -17,6 +17,7 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from bastion.oauth.errors import InvalidRequest
+from bastion.server import cors
 from bastion.server.checks.client_auth import authenticate_client
 from bastion.server.context import Context
 from bastion.server.endpoints._query import single_params
@@ -80,23 +81,32 @@ class FormEndpoint:
     handler: Handler
     #: Check before client authentication (e.g. the grant type), so its error wins.
     precheck: Callable[[dict[str, str]], None] | None = None
+    #: Answer browser apps on the client's origins (token, revocation: ``cors``).
+    browser: bool = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
             await _send(send, 405, [(b"allow", b"POST"), *_JSON_HEADERS],
                         b'{"error":"invalid_request","error_description":"Use POST."}')
             return
-        try:
-            body = await self.handle(scope, receive)
-        except Exception as exc:  # every failure becomes an RFC 6749 answer
-            status, headers, payload = oauth_error_parts(exc)
-            await _send(send, status,
-                        [(k.lower().encode(), v.encode()) for k, v in headers.items()], payload)
-            return
-        await _send(send, 200, _JSON_HEADERS, json.dumps(body).encode())
-
-    async def handle(self, scope: Scope, receive: Receive) -> dict[str, Any]:
         headers = dict(scope["headers"])
+        origin = headers.get(b"origin") if self.browser else None
+        request: TokenRequest | None = None
+        try:
+            request = await self.authenticate(scope, receive, headers)
+            body = await self.handler(self.ctx, request)
+        except Exception as exc:  # every failure becomes an RFC 6749 answer
+            status, extra, payload = oauth_error_parts(exc)
+            await _send(send, status, [
+                *((k.lower().encode(), v.encode()) for k, v in extra.items()),
+                *cors.client_headers(request.client if request else None, origin)],
+                payload)
+            return
+        await _send(send, 200, [*_JSON_HEADERS, *cors.client_headers(request.client, origin)],
+                    json.dumps(body).encode())
+
+    async def authenticate(self, scope: Scope, receive: Receive,
+                           headers: dict[bytes, bytes]) -> TokenRequest:
         body = await read_body(scope, receive, self.ctx.settings.max_body_bytes)
         form = parse_form(headers, body)
         if self.precheck:
@@ -106,7 +116,7 @@ class FormEndpoint:
             self.ctx.clients, authorization.decode("latin-1") if authorization else None, form
         )
         client_ip = scope["client"][0] if scope.get("client") else None
-        return await self.handler(self.ctx, TokenRequest(client, form, client_ip))
+        return TokenRequest(client, form, client_ip)
 
 
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

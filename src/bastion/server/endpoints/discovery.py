@@ -25,6 +25,7 @@ from bastion.server.grants import GRANTS
 router = APIRouter(tags=["discovery"])
 
 JWKS_PATH = "/.well-known/jwks.json"
+METADATA_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
 
 
 def metadata(ctx: Context) -> dict[str, Any]:
@@ -60,11 +61,11 @@ def metadata(ctx: Context) -> dict[str, Any]:
     }
 
 
-@router.get("/.well-known/openid-configuration", summary="OpenID Connect discovery")
+@router.get(METADATA_PATHS[0], summary="OpenID Connect discovery")
 async def openid_configuration(request: Request) -> dict[str, Any]:
     return metadata(request.app.state.ctx)
 
 
-@router.get("/.well-known/oauth-authorization-server", summary="RFC 8414 metadata")
+@router.get(METADATA_PATHS[1], summary="RFC 8414 metadata")
 async def oauth_authorization_server(request: Request) -> dict[str, Any]:
     return metadata(request.app.state.ctx)

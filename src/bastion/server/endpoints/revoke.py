@@ -50,4 +50,4 @@ async def _record(ctx: Context, request: TokenRequest, kind: str, subject: str) 
 
 
 def endpoint(ctx: Context) -> FormEndpoint:
-    return FormEndpoint(ctx, revoke)
+    return FormEndpoint(ctx, revoke, browser=True)

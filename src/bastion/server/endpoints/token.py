@@ -32,4 +32,4 @@ async def token(ctx: Context, request: TokenRequest) -> dict[str, Any]:
 
 
 def endpoint(ctx: Context) -> FormEndpoint:
-    return FormEndpoint(ctx, token, precheck=check_grant_type)
+    return FormEndpoint(ctx, token, precheck=check_grant_type, browser=True)
