@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     create_user.add_argument("--username", required=True)
     create_user.add_argument("--email", required=True)
     create_user.add_argument("--admin", action="store_true")
+    create_user.add_argument("--email-verified", action="store_true",
+                             help="the address is known to be theirs (else: once they use a "
+                             "link mailed to it)")
     create_user.add_argument("--password-stdin", action="store_true", required=True,
                              help="read the password from standard input")
     create_user.add_argument("--json", action="store_true", help="print one JSON object")
@@ -301,7 +304,8 @@ async def _users_create(args: argparse.Namespace, settings: Any) -> int:
     async def create(storage: Any) -> Any:
         user = await create_user(storage, Passwords(settings), username=args.username,
                                  email=args.email, password=password,
-                                 is_administrator=args.admin)
+                                 is_administrator=args.admin,
+                                 email_verified=args.email_verified)
         await audit.record(storage, audit.SYSTEM, "user.create", user.id, via="cli",
                            is_administrator=user.is_administrator)
         return user
@@ -309,6 +313,7 @@ async def _users_create(args: argparse.Namespace, settings: Any) -> int:
     user = await _with_storage(settings, create)
     if args.json:
         print(json.dumps({"id": user.id, "username": user.username, "email": user.email,
+                          "email_verified": user.email_verified_at is not None,
                           "is_administrator": user.is_administrator}))
     else:
         print(f"created user {user.username} ({user.id})")

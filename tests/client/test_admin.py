@@ -297,3 +297,12 @@ def test_client_calls_refuse_bad_arguments_before_sending(make_client: Any,
         with pytest.raises(ConfigurationError):
             call()
     assert provider.requests == []
+
+
+def test_email_verified_is_read_only_from_a_json_boolean() -> None:
+    from bastion import User
+
+    assert User.from_claims({"sub": "u1", "email_verified": True}).email_verified is True
+    assert User.from_claims({"sub": "u1", "email_verified": False}).email_verified is False
+    assert User.from_claims({"sub": "u1", "email_verified": "true"}).email_verified is None
+    assert User.from_claims({"sub": "u1"}).email_verified is None  # not shared

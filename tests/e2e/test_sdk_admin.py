@@ -125,6 +125,7 @@ def test_users_create_get_search_count_update(api: Any) -> None:
     user = api.users.create(name, f"{name}@Example.com", "a long passphrase")
     assert isinstance(user, User) and user.username == name and not user.is_administrator
     assert user.created_at is not None and user.created_at.tzinfo and user.deleted_at is None
+    assert user.email_verified is False  # until they use a link mailed to it, or we say so
     assert api.users.get(user.id) == user
 
     found = api.users.search(name.upper())  # case-insensitive substring
@@ -139,6 +140,9 @@ def test_users_create_get_search_count_update(api: Any) -> None:
     assert changed.email == f"{name.lower()}@new.example" and changed.is_administrator
     assert changed.updated_at is not None and changed.updated_at >= user.updated_at
     assert api.users.get(user.id).email == f"{name.lower()}@new.example"
+    assert api.users.update(user.id, email_verified=True).email_verified is True
+    known = api.users.create(unique("v"), f"{unique('v')}@example.com", email_verified=True)
+    assert known.email_verified is True
     link_only = api.users.create(unique("link"), f"{unique('l')}@example.com")  # no password
     assert link_only.username.startswith("link")
 

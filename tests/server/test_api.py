@@ -38,11 +38,16 @@ async def test_user_lifecycle(api: Api) -> None:
                                                "password": PASSWORD})
     assert r.status_code == 201, r.text
     alice = r.json()
-    assert set(alice) == {"id", "username", "email", "is_administrator", "created_at",
-                          "updated_at", "deleted_at"}
+    assert set(alice) == {"id", "username", "email", "email_verified", "is_administrator",
+                          "created_at", "updated_at", "deleted_at"}
+    assert alice["email_verified"] is False
     assert (await http.get(f"/api/v1/users/{alice['id']}")).json() == alice
     r = await http.patch(f"/api/v1/users/{alice['id']}", json={"email": "alice@example.com"})
     assert r.json()["email"] == "alice@example.com"
+    r = await http.patch(f"/api/v1/users/{alice['id']}", json={"email_verified": True})
+    assert r.json()["email_verified"] is True
+    r = await http.patch(f"/api/v1/users/{alice['id']}", json={"email_verified": "yes"})
+    assert r.status_code == 422  # a JSON boolean, not one coerced
     listing = (await http.get("/api/v1/users", params={"q": "ALICE@"})).json()
     assert listing["count"] == 1 and listing["items"][0]["id"] == alice["id"]
     assert (await http.get("/api/v1/users/count")).json() == {"count": 1}

@@ -161,7 +161,7 @@ def test_users_create_json_and_duplicates(run) -> None:
     assert code == 0
     body = json.loads(out)
     assert body["username"] == "alice" and body["id"]
-    assert body["is_administrator"] is True
+    assert body["is_administrator"] is True and body["email_verified"] is False
     (event,) = events(run.url, "user.create")  # an administrator made outside the API
     assert (event.target, event.actor_type) == (body["id"], "system")
     assert event.detail == {"via": "cli", "is_administrator": True}
@@ -174,6 +174,9 @@ def test_users_create_json_and_duplicates(run) -> None:
     assert code == 1
     assert "email" in err
     assert count(run.url, "users") == 1
+    code, out, _ = run("users", "create", "--username", "carol", "--email", "c@example.com",
+                       "--email-verified", "--password-stdin", "--json", stdin="a password!\n")
+    assert code == 0 and json.loads(out)["email_verified"] is True
 
 
 @pytest.mark.parametrize(("args", "stdin", "message"), [

@@ -78,7 +78,8 @@ async def test_full_flow_issues_tokens_and_id_token(app: App, web) -> None:
     info = await app.http.get("/oauth/userinfo",
                               headers={"Authorization": "Bearer " + body["access_token"]})
     assert info.json() == {"sub": user.id, "preferred_username": "alice",
-                           "email": "alice@example.com", "updated_at": claims["updated_at"]}
+                           "email": "alice@example.com", "email_verified": False,
+                           "updated_at": claims["updated_at"]}
 
 
 async def test_second_authorization_skips_the_form_and_prompt_login_forces_it(app: App, web):

@@ -21,7 +21,7 @@ from bastion.server.context import Context
 from bastion.server.models import OneTimeToken, OutgoingMail, User
 from bastion.server.services import outbox, secrets
 from bastion.server.services.clients import create_client
-from bastion.server.services.users import create_user, delete_user
+from bastion.server.services.users import create_user, delete_user, update_user
 from bastion.server.settings import Settings
 from bastion.server.storage import migrate
 from bastion.server.storage.tables import login_sessions, one_time_tokens
@@ -697,3 +697,80 @@ async def test_handed_over_work_runs_in_order_whatever_its_delays(
         env.ctx.outbox.after_answer(work(n))
     await asyncio.wait_for(env.ctx.outbox.settled(), 10)
     assert done == list(range(8))
+
+
+# -- email_verified ---------------------------------------------------------------------
+
+
+async def id_token_claims(env: Env, callback: httpx2.Response) -> dict[str, Any]:
+    """The ID token's claims (scope openid email) for the code of ``callback`` (the 303
+    to the redirect URI); UserInfo must say the same."""
+    import jwt
+
+    params = callback_params(callback)
+    r = await env.http.post("/oauth/token", auth=(env.client_id, env.secret), data={
+        "grant_type": "authorization_code", "code": params["code"], "redirect_uri": REDIRECT,
+        "code_verifier": env.verifier})
+    tokens = r.json()
+    userinfo = await env.http.get("/oauth/userinfo", headers={
+        "Authorization": "Bearer " + tokens["access_token"]})
+    claims: dict[str, Any] = jwt.decode(tokens["id_token"], options={"verify_signature": False})
+    assert userinfo.json()["email_verified"] == claims["email_verified"]
+    return claims
+
+
+async def test_a_used_sign_in_link_verifies_the_address(env: Env) -> None:
+    alice = await env.ctx.storage.get_user_by_login("alice")
+    assert alice is not None and alice.email_verified_at is None  # made by an admin
+    await env.request_link("alice@example.com")
+    back = await env.follow_link(Mailbox.link((await env.mails())[0]))
+    claims = await id_token_claims(env, await env.http.get(back.headers["location"]))
+    assert claims["email"] == "alice@example.com" and claims["email_verified"] is True
+    verified = await env.ctx.storage.get_user_by_login("alice")
+    assert verified is not None and verified.email_verified_at is not None
+    assert verified.updated_at > alice.updated_at
+
+
+async def test_a_password_sign_in_does_not_verify_the_address(env: Env) -> None:
+    url = "/oauth/authorize?" + env.authorize_query()
+    claims = await id_token_claims(env, await sign_in(env.http, url, "alice", PASSWORD))
+    assert claims["email_verified"] is False
+
+
+async def test_signing_up_by_link_and_an_email_change_link_verify_the_address(
+    signup_env: Env,
+) -> None:
+    env = signup_env
+    await env.request_link("new-user@example.com")
+    await env.follow_link(Mailbox.link((await env.mails())[0]))
+    made = await env.ctx.storage.get_user_by_login("new-user@example.com")
+    assert made is not None and made.email_verified_at is not None
+
+    # alice changes her address on the account page: verified once the link is used
+    env.http.cookies.clear()  # another browser
+    page = await _sign_in_to_account(env)
+    await env.http.post("/account/profile", data={
+        "csrf_token": hidden_fields(page.text)["csrf_token"], "username": "alice",
+        "email": "alice@new.example"})
+    (confirm,) = [m for m in await env.mails(2) if m["To"] == "alice@new.example"]
+    assert (await env.follow_link(Mailbox.link(confirm))).status_code == 200
+    alice = await env.ctx.storage.get_user_by_login("alice")
+    assert alice is not None and alice.email == "alice@new.example"
+    assert alice.email_verified_at is not None
+
+
+async def test_an_admin_sets_or_clears_it_and_another_address_is_unverified(env: Env) -> None:
+    alice = await env.ctx.storage.get_user_by_login("alice")
+    assert alice is not None
+    passwords = env.ctx.passwords
+    user = await update_user(env.ctx.storage, passwords, alice.id, email_verified=True)
+    assert user.email_verified_at is not None
+    user = await update_user(env.ctx.storage, passwords, alice.id, email="ALICE@example.com")
+    assert user.email_verified_at is not None  # the same address, in another case
+    user = await update_user(env.ctx.storage, passwords, alice.id, email="alice@other.example")
+    assert user.email_verified_at is None  # another address: not proven
+    user = await update_user(env.ctx.storage, passwords, alice.id, email="a@third.example",
+                             email_verified=True)
+    assert user.email_verified_at is not None
+    assert not await env.ctx.storage.verify_email(alice.id, "alice@other.example",
+                                                  user.email_verified_at)

@@ -84,12 +84,14 @@ class Users(Namespace["Client"]):
         email: str,
         password: str | None = None,
         is_administrator: bool = False,
+        email_verified: bool = False,
     ) -> User:
         fields = {
             "username": username,
             "email": email,
             "password": password,
             "is_administrator": is_administrator,
+            "email_verified": email_verified,
         }
         return self._client._run(
             _admin_users.create_user_flow(self._client._core, fields, self._token)
@@ -103,12 +105,14 @@ class Users(Namespace["Client"]):
         email: str | None = None,
         password: str | None = None,
         is_administrator: bool | None = None,
+        email_verified: bool | None = None,
     ) -> User:
         changes = {
             "username": username,
             "email": email,
             "password": password,
             "is_administrator": is_administrator,
+            "email_verified": email_verified,
         }
         flow = _admin_users.update_user_flow(self._client._core, user_id, changes, self._token)
         return self._client._run(flow)

@@ -59,12 +59,14 @@ class AsyncUsers(Namespace["AsyncClient"]):
         email: str,
         password: str | None = None,
         is_administrator: bool = False,
+        email_verified: bool = False,
     ) -> User:
         fields = {
             "username": username,
             "email": email,
             "password": password,
             "is_administrator": is_administrator,
+            "email_verified": email_verified,
         }
         return await self._client._run(
             _admin_users.create_user_flow(self._client._core, fields, self._token)
@@ -78,12 +80,14 @@ class AsyncUsers(Namespace["AsyncClient"]):
         email: str | None = None,
         password: str | None = None,
         is_administrator: bool | None = None,
+        email_verified: bool | None = None,
     ) -> User:
         changes = {
             "username": username,
             "email": email,
             "password": password,
             "is_administrator": is_administrator,
+            "email_verified": email_verified,
         }
         flow = _admin_users.update_user_flow(self._client._core, user_id, changes, self._token)
         return await self._client._run(flow)

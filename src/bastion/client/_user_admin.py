@@ -101,9 +101,14 @@ class UserAdministration:
         password: str | None = None,
         is_administrator: bool = False,
         using: str | None = None,
+        *,
+        email_verified: bool = False,
     ) -> User:
-        """A new user (without ``password`` they sign in by email link)."""
-        return shared_client(using).users.create(username, email, password, is_administrator)
+        """A new user (without ``password`` they sign in by email link). Their email
+        counts as verified once they use a link mailed to it, or at once with
+        ``email_verified=True``."""
+        return shared_client(using).users.create(username, email, password, is_administrator,
+                                                 email_verified)
 
     @classmethod
     async def acreate(
@@ -113,9 +118,12 @@ class UserAdministration:
         password: str | None = None,
         is_administrator: bool = False,
         using: str | None = None,
+        *,
+        email_verified: bool = False,
     ) -> User:
         client = shared_async_client(using)
-        return await client.users.create(username, email, password, is_administrator)
+        return await client.users.create(username, email, password, is_administrator,
+                                         email_verified)
 
     def update(
         self,
@@ -124,6 +132,7 @@ class UserAdministration:
         email: str | None = None,
         password: str | None = None,
         is_administrator: bool | None = None,
+        email_verified: bool | None = None,
         using: str | None = None,
     ) -> User:
         """Change the fields given (``None`` leaves one as it is); this object
@@ -135,6 +144,7 @@ class UserAdministration:
             email=email,
             password=password,
             is_administrator=is_administrator,
+            email_verified=email_verified,
         )
         return self._take(changed)
 
@@ -145,6 +155,7 @@ class UserAdministration:
         email: str | None = None,
         password: str | None = None,
         is_administrator: bool | None = None,
+        email_verified: bool | None = None,
         using: str | None = None,
     ) -> User:
         client = async_client(self.client, using, "update")
@@ -154,6 +165,7 @@ class UserAdministration:
             email=email,
             password=password,
             is_administrator=is_administrator,
+            email_verified=email_verified,
         )
         return self._take(changed)
 

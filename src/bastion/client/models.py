@@ -52,6 +52,8 @@ class User(UserAdministration, Bound):
     updated_at: datetime | None = None
     #: The client this user was fetched with (``update()`` and friends use it).
     client: Client | AsyncClient | None = field(default=None, repr=False, compare=False)
+    #: Whether the user proved the address theirs (``None``: not shared).
+    email_verified: bool | None = None
 
     @classmethod
     def from_claims(
@@ -65,6 +67,7 @@ class User(UserAdministration, Bound):
         username = claims.get("preferred_username", claims.get("username"))
         email = claims.get("email")
         admin = claims.get("is_administrator", claims.get("is_admin"))
+        verified = claims.get("email_verified")
         return cls(
             identifier=str(identifier),
             username=username if isinstance(username, str) else None,
@@ -75,6 +78,7 @@ class User(UserAdministration, Bound):
             token=token,
             updated_at=parse_datetime(claims.get("updated_at")),
             client=client,
+            email_verified=verified if isinstance(verified, bool) else None,
         )
 
     @property

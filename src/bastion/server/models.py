@@ -19,6 +19,8 @@ class User:
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None = None
+    #: When the address was proven theirs (a link mailed to it used), or an admin said so.
+    email_verified_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from pydantic.config import JsonDict
 
-from bastion.server.api.schemas import STORABLE, Strict
+from bastion.server.api.schemas import NO_NUL, STORABLE, Strict
 from bastion.server.keys import signs
 from bastion.server.models import Client, SigningKey
 from bastion.server.services.clients import (
@@ -18,8 +18,8 @@ from bastion.server.services.clients import (
     previous_secret_until,
 )
 
-ClientName = Annotated[str, Field(min_length=1, max_length=200), STORABLE]
-Uri = Annotated[str, Field(min_length=1, max_length=2000), STORABLE]
+ClientName = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL), STORABLE]
+Uri = Annotated[str, Field(min_length=1, max_length=2000, pattern=NO_NUL), STORABLE]
 Uris = Annotated[list[Uri], Field(max_length=50)]
 GrantType = Literal["authorization_code", "refresh_token", "client_credentials", "password"]
 Scope = Annotated[str, Field(min_length=1, max_length=200, pattern=SCOPE_PATTERN), STORABLE]

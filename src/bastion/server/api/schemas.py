@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 from pydantic.config import JsonDict
 
 from bastion.server.models import Event, Organization, Role, User
@@ -31,18 +31,23 @@ def _storable(value: str) -> str:
 
 #: The last annotation of every request string (after its bounds).
 STORABLE = AfterValidator(_storable)
+#: The schema's view of ``STORABLE`` for strings with no pattern of their own: a client
+#: that reads the schema knows a NUL is refused (lone surrogates cannot be sent as UTF-8).
+NO_NUL = r"^[^\x00]*$"
 Username = Annotated[str, Field(min_length=1, max_length=150, pattern=USERNAME_PATTERN), STORABLE]
 Email = Annotated[str, Field(min_length=3, max_length=320, pattern=EMAIL_PATTERN), STORABLE]
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=NAME_PATTERN), STORABLE]
 Permission = Annotated[str, Field(min_length=1, max_length=200, pattern=PERMISSION_PATTERN),
                        STORABLE]
-Password = Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH),
-                     STORABLE]
-RoleRef = Annotated[str, Field(min_length=1, max_length=100), STORABLE]  # a role id or name
-RefreshTokenText = Annotated[str, Field(min_length=1, max_length=512), STORABLE]
+Password = Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH,
+                                pattern=NO_NUL), STORABLE]
+RoleRef = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL),  # an id or a name
+                    STORABLE]
+RefreshTokenText = Annotated[str, Field(min_length=1, max_length=512, pattern=NO_NUL), STORABLE]
 
 _USER_EXAMPLE: JsonDict = {"id": "5f0c7a4e-3f1b-4d2e-9a57-1f2b3c4d5e6f", "username": "alice",
-                 "email": "alice@example.com", "is_administrator": False,
+                 "email": "alice@example.com", "email_verified": True,
+                 "is_administrator": False,
                  "created_at": "2026-11-22T06:00:00Z", "updated_at": "2026-11-22T06:00:00Z",
                  "deleted_at": None}
 
@@ -57,6 +62,8 @@ class UserOut(BaseModel):
     id: str
     username: str
     email: str
+    email_verified: bool = Field(description="Whether the user proved the address theirs "
+                                 "(used a link mailed to it), or an administrator said so.")
     is_administrator: bool
     created_at: datetime
     updated_at: datetime
@@ -65,6 +72,7 @@ class UserOut(BaseModel):
     @classmethod
     def of(cls, user: User) -> UserOut:
         return cls(id=user.id, username=user.username, email=user.email,
+                   email_verified=user.email_verified_at is not None,
                    is_administrator=user.is_administrator, created_at=user.created_at,
                    updated_at=user.updated_at, deleted_at=user.deleted_at)
 
@@ -87,6 +95,9 @@ class UserCreate(Strict):
     password: Password | None = Field(None, description="Omit for a user who signs in by "
                                       "email link.")
     is_administrator: bool = False
+    email_verified: StrictBool = Field(False, description="Whether you know the address is "
+                                       "theirs; else it is verified when they use a link "
+                                       "mailed to it.")
 
 
 class UserUpdate(Strict):
@@ -98,6 +109,8 @@ class UserUpdate(Strict):
     password: Password | None = Field(None, description="A new password ends every session "
                                       "and revokes every token of the user.")
     is_administrator: bool | None = None
+    email_verified: StrictBool | None = Field(None, description="A new email is unverified "
+                                              "unless this says otherwise.")
 
 
 class OrganizationOut(BaseModel):

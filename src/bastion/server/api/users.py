@@ -63,7 +63,8 @@ async def create_user(body: UserCreate, request: Request, who: Who) -> UserOut:
     ctx = context(request)
     user = await service.create_user(ctx.storage, ctx.passwords, username=body.username,
                                      email=body.email, password=body.password,
-                                     is_administrator=body.is_administrator)
+                                     is_administrator=body.is_administrator,
+                                     email_verified=body.email_verified)
     await audit.record(ctx.storage, actor(who, request), "user.create", user.id,
                        username=user.username)
     return UserOut.of(user)

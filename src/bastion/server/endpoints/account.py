@@ -232,7 +232,7 @@ async def confirm_email(request: Request) -> Response:
         return _bad_email_link(ctx)
     try:
         user = await user_service.update_user(ctx.storage, ctx.passwords, before.id,
-                                              email=used.email)
+                                              email=used.email, email_verified=True)
     except ServiceError as exc:
         return render(ctx, "message.html", 400, title="Cannot change the email", error=True,
                       message=str(exc))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import secrets as _secrets
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -139,7 +140,7 @@ async def _signup(ctx: Context, email: str) -> User:
     for _ in range(5):
         try:
             return await users.create_user(ctx.storage, ctx.passwords, username=base, email=email,
-                                           password=None)
+                                           password=None, email_verified=True)
         except AlreadyExists as exc:
             if exc.field == "email":
                 existing = await ctx.storage.get_user_by_login(email)
@@ -171,6 +172,8 @@ async def use_link(request: Request) -> Response:
         return _invalid(ctx)
     if fold(user.email) != fold(used.email):  # mailed to an address no longer theirs
         return _invalid(ctx)
+    if user.email_verified_at is None:  # they opened a link mailed to it: it is theirs
+        await ctx.storage.verify_email(user.id, user.email, datetime.now(UTC))
     try:
         _req, target = await login_target(ctx, str(used.payload.get("authorize", "")), "")
     except OAuthError as exc:  # e.g. the client was removed meanwhile

@@ -23,6 +23,7 @@ def user_claims(user: User, scope: str) -> dict[str, Any]:
         claims["updated_at"] = int(user.updated_at.timestamp())
     if "email" in scopes:
         claims["email"] = user.email
+        claims["email_verified"] = user.email_verified_at is not None
     return claims
 
 

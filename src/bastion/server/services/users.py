@@ -59,6 +59,7 @@ async def create_user(
     email: str,
     password: str | None,
     is_administrator: bool = False,
+    email_verified: bool = False,
 ) -> User:
     check_username(username)
     email = check_email(email)
@@ -72,6 +73,7 @@ async def create_user(
         is_administrator=is_administrator,
         created_at=now,
         updated_at=now,
+        email_verified_at=now if email_verified else None,
     )
     try:
         await storage.create_user(user)
@@ -91,12 +93,13 @@ async def get_user(storage: Storage, user_id: str) -> User:
 async def update_user(
     storage: Storage, passwords: Passwords, user_id: str, *, username: str | None = None,
     email: str | None = None, password: str | None = None, is_administrator: bool | None = None,
-    keep_session: str | None = None,
+    email_verified: bool | None = None, keep_session: str | None = None,
 ) -> User:
     """Apply the given changes. A new password ends every session of the user but
     ``keep_session`` (the browser that changed it, if any), revokes all their grants
     and cancels their pending emailed links, so whoever knew the old password (or
-    holds a token or a link) is signed out. A new email cancels the links too."""
+    holds a token or a link) is signed out. A new email cancels the links too, and is
+    unverified unless ``email_verified`` says otherwise."""
     changes: dict[str, Any] = {}
     if username is not None:
         changes["username"] = check_username(username)
@@ -107,6 +110,10 @@ async def update_user(
     if is_administrator is not None:
         changes["is_administrator"] = is_administrator
     before = await storage.get_user(user_id) if email is not None else None
+    if email_verified is not None:
+        changes["email_verified_at"] = datetime.now(UTC) if email_verified else None
+    elif before is not None and fold(before.email) != fold(changes["email"]):
+        changes["email_verified_at"] = None  # another address: not proven yet
     try:
         user = await storage.update_user(
             user_id, changes, keep_session=keep_session,

@@ -229,6 +229,10 @@ class Storage(Protocol):
         ``end_sessions_at``, in the same transaction, what ``revoke_user_sessions``
         does (a new password, a deletion: never one without the other)."""
 
+    async def verify_email(self, user_id: str, email: str, at: datetime) -> bool:
+        """Mark the user's address verified at ``at`` if it is still ``email`` (a link
+        mailed to it was used) and not verified already; whether it did."""
+
     async def create_organization(self, org: Organization) -> None: ...
 
     async def get_organization(self, org_id: str) -> Organization | None:

@@ -121,6 +121,14 @@ class DirectoryMixin(SQLBase):
         except IntegrityError as exc:
             raise conflict(exc) from None
 
+    async def verify_email(self, user_id: str, email: str, at: datetime) -> bool:
+        def verify(conn: sa.Connection) -> bool:
+            done = conn.execute(users.update().where(
+                users.c.id == user_id, users.c.email == fold(email),
+                users.c.email_verified_at.is_(None)).values(email_verified_at=at, updated_at=at))
+            return done.rowcount == 1
+        return await self._write(verify)
+
     # -- organizations ------------------------------------------------------------
 
     async def create_organization(self, org: Organization) -> None:

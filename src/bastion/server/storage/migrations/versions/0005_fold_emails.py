@@ -11,6 +11,8 @@ Revision ID: 0005
 Revises: 0004
 """
 
+from collections.abc import Iterator
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -26,13 +28,26 @@ _users = sa.table("users", sa.column("id", sa.String), sa.column("email", sa.Str
 
 def upgrade() -> None:
     bind = op.get_bind()
-    rows = bind.execute(sa.select(_users.c.id, _users.c.email).execution_options(yield_per=10_000))
     changed = [{"user_id": user_id, "folded": fold(email), "stored": email}
-               for user_id, email in rows if fold(email) != email]
+               for user_id, email in _all_users(bind) if fold(email) != email]
     _refuse_twins(bind, changed)
     if changed:
         bind.execute(sa.update(_users).where(_users.c.id == sa.bindparam("user_id"))
                      .values(email=sa.bindparam("folded")), changed)
+
+
+def _all_users(bind: sa.Connection, batch: int = 10_000) -> Iterator[tuple[str, str]]:
+    """Every (id, email), a page at a time by id. Not a server-side cursor (yield_per):
+    on PostgreSQL it stays open until the transaction ends, and a later migration's
+    ALTER TABLE users in that transaction would fail (0010)."""
+    after = ""
+    while True:
+        page = bind.execute(sa.select(_users.c.id, _users.c.email).where(_users.c.id > after)
+                            .order_by(_users.c.id).limit(batch)).all()
+        yield from ((user_id, email) for user_id, email in page)
+        if len(page) < batch:
+            return
+        after = page[-1][0]
 
 
 def _refuse_twins(bind: sa.Connection, changed: list[dict[str, str]]) -> None:
