@@ -119,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(database_url=args.database_url, data_dir=args.data_dir,
                                  issuer=getattr(args, "issuer", None))
+        if settings.log_format != "text":
+            from bastion.server import logs
+
+            logs.configure(settings.log_format)
         if args.command == "serve":
             return _serve(args, settings)
         return _run(_COMMANDS[(args.command, getattr(args, "action", None))](args, settings))
@@ -432,7 +436,7 @@ def _uvicorn(args: argparse.Namespace, settings: Any, issuer: str) -> None:
         port=args.port,
         workers=args.workers if args.workers > 1 else None,
         access_log=args.access_log,
-        log_config=uvicorn_log_config(),
+        log_config=uvicorn_log_config(settings.log_format),
         log_level="info",
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,

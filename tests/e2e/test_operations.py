@@ -4,6 +4,7 @@ forwarded headers, graceful shutdown."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 import signal
@@ -194,3 +195,41 @@ def test_the_quick_starts_demo_prints_working_credentials_once(tmp_path, sign_in
     with running_server(tmp_path, None, "--demo") as server:
         assert "'demo' was deleted; it is not made again" in server.log()
         assert httpx2.get(server.url + "/healthz").status_code == 200
+
+
+def test_json_logs_tie_each_line_to_its_request_in_every_worker(tmp_path) -> None:
+    """``log_format=json`` with two workers and the access log: every line of the log is
+    one JSON object; a request's access line and the warning it caused (a refresh token
+    used twice) carry the id sent back as X-Request-ID; query values stay redacted."""
+    with running_server(tmp_path, None, "--workers", "2", "--access-log",
+                        log_format="json") as server:
+        app = server.create_client("--name", "logs", "--grant-type", "password",
+                                   "--grant-type", "refresh_token", "--scope", "openid")
+        auth = (str(app["client_id"]), str(app["client_secret"]))
+        password = secrets.token_urlsafe(18)
+        assert server.cli("users", "create", "--username", "lee", "--email", "lee@example.com",
+                          "--password-stdin", stdin=password).returncode == 0
+        tokens = httpx2.post(server.url + "/oauth/token", auth=auth, data={
+            "grant_type": "password", "username": "lee", "password": password,
+            "scope": "openid"}).json()
+        refresh = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+        assert httpx2.post(server.url + "/oauth/token", auth=auth, data=refresh).is_success
+        reused = httpx2.post(server.url + "/oauth/token", auth=auth, data=refresh,
+                             headers={"X-Request-ID": "trace-reuse-1"})
+        assert reused.status_code == 400 and reused.headers["x-request-id"] == "trace-reuse-1"
+        page = httpx2.get(server.url + "/oauth/authorize?client_id=nobody&state=s3cr3t")
+        page_id = page.headers["x-request-id"]
+
+        def logged() -> list[dict[str, Any]] | None:
+            lines = [json.loads(line) for line in server.log().splitlines() if line.strip()]
+            ids = {line["request_id"] for line in lines}
+            return lines if {"trace-reuse-1", page_id} <= ids else None
+
+        lines = wait_until(logged, what="both requests' lines")
+        reuse = [line for line in lines if line["request_id"] == "trace-reuse-1"]
+        assert {line["logger"] for line in reuse} == {"bastion.tokens", "uvicorn.access"}
+        assert any("presented again" in line["message"] and line["level"] == "WARNING"
+                   for line in reuse)
+        (access,) = [line for line in lines if line["request_id"] == page_id]
+        assert "state=***" in access["message"] and "s3cr3t" not in server.log()
+        assert tokens["refresh_token"] not in server.log()

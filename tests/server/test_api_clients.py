@@ -365,11 +365,14 @@ async def test_withdrawing_an_unknown_key_is_404(api: Api) -> None:
 
 async def test_after_a_leak_of_every_key_none_of_them_signs_or_verifies(api: Api) -> None:
     """The procedure of docs/deployment.md: withdraw the next keys (each is replaced by a
-    new one), then the keys that sign (each is replaced by that new next key)."""
+    new one), then the keys that sign (each is replaced by that new next key), then the
+    retired keys still published."""
     http = api.app.http
+    assert (await http.post("/api/v1/keys/rotate")).status_code == 200  # retired keys too
     before = (await http.get("/api/v1/keys")).json()["items"]
     leaked = {k["kid"] for k in before}
-    for status in ("next", "active"):
+    assert {k["status"] for k in before} == {"active", "next", "retired"}
+    for status in ("next", "active", "retired"):
         for kid in [k["kid"] for k in before if k["status"] == status]:
             r = await http.post(f"/api/v1/keys/{kid}/withdraw")
             if r.status_code == 401:  # the admin token was signed by a withdrawn key

@@ -495,6 +495,8 @@ async def test_a_sign_in_link_to_an_old_address_is_refused(env: Env) -> None:
     assert refused.status_code == 400 and "invalid, has expired" in refused.text
     r = await env.http.get("/oauth/authorize?" + env.authorize_query(prompt="none"))
     assert callback_params(r)["error"] == "login_required"
+    moved = await env.ctx.storage.get_user(user.id)
+    assert moved is not None and moved.email_verified_at is None  # nothing was proven
 
 
 async def test_an_admin_email_change_cancels_pending_links(env: Env) -> None:

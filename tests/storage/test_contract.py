@@ -117,15 +117,36 @@ async def test_a_rotation_activates_the_next_key_and_publishes_the_new_one(
     assert (stored["a4"].activated_at, stored["a4"].retired_at) == (None, None)
 
 
-async def test_only_a_key_that_does_not_sign_is_withdrawn(storage: SQLStorage) -> None:
+async def test_a_withdrawn_key_goes_and_the_key_that_signs_is_replaced_first(
+        storage: SQLStorage) -> None:
+    later = NOW + timedelta(hours=1)
     await storage.rotate_signing_key(key("a1"))
-    await storage.rotate_signing_key(key("a2", at=NOW + timedelta(hours=1)))  # a1 retired
+    await storage.rotate_signing_key(key("a2", at=later))  # a1 retired, a2 signs
     await storage.publish_signing_key(key("a3"))
-    assert await storage.withdraw_signing_key("a2") == "active"
-    assert await storage.withdraw_signing_key("a1") == "withdrawn"  # retired
-    assert await storage.withdraw_signing_key("a3") == "withdrawn"  # next
-    assert await storage.withdraw_signing_key("a1") == "missing"
-    assert [k.kid for k in await storage.signing_keys()] == ["a2"]
+    assert await storage.withdraw_signing_key("a1", key("x1", at=later))  # retired: just goes
+    assert await storage.withdraw_signing_key("a3", key("n1", at=later))  # next: replaced
+    assert await storage.withdraw_signing_key("a2", key("n2", at=later))  # signs: n1 now
+    assert not await storage.withdraw_signing_key("a2", key("n3", at=later))
+    stored = {k.kid: k for k in await storage.signing_keys()}
+    assert set(stored) == {"n1", "n2"}
+    assert stored["n1"].activated_at == later and stored["n1"].retired_at is None
+    assert stored["n2"].activated_at is None
+
+
+async def test_withdrawals_racing_rotations_rotate_once_per_withdrawal(
+        storage: SQLStorage) -> None:
+    await storage.rotate_signing_key(key("a1"))
+    await storage.publish_signing_key(key("a2"))
+    later = NOW + timedelta(hours=1)
+    done = await asyncio.gather(
+        *(storage.withdraw_signing_key("a1", key(f"r{i}", at=later)) for i in range(4)),
+        storage.rotate_signing_key(key("k1", at=later + timedelta(seconds=1))))
+    assert sum(result is True for result in done[:4]) == 1  # one withdrew it, once
+    stored = await storage.signing_keys()
+    assert "a1" not in {k.kid for k in stored}
+    assert sum(k.retired_at is None and k.activated_at is not None for k in stored) == 1
+    assert sum(k.activated_at is None for k in stored) == 1
+    assert len(stored) == 3  # a2 and one rotation's keys: no rotation was doubled
 
 
 @pytest.mark.parametrize("published", [False, True])
@@ -594,3 +615,16 @@ async def test_a_retired_key_that_never_signed_does_not_block_the_next(
     await storage.publish_signing_key(replace(key("stale"), retired_at=NOW))
     assert await storage.publish_signing_key(key("a2"))
     assert await storage.rotate_signing_key(key("a3")) == "a2"
+
+
+async def test_another_address_is_unverified_in_the_same_statement(storage: SQLStorage) -> None:
+    await storage.create_user(user(email_verified_at=NOW))
+    uid = user().id
+    same = await storage.update_user(uid, {"email": "user1@example.com", "username": "U1"})
+    assert same is not None and same.email_verified_at == NOW  # the same address
+    moved = await storage.update_user(uid, {"email": "moved@example.com"})
+    assert moved is not None and moved.email_verified_at is None
+    proven = await storage.update_user(uid, {"email": "proven@example.com",
+                                             "email_verified_at": NOW})
+    assert proven is not None and proven.email_verified_at == NOW
+    assert not await storage.verify_email(uid, "moved@example.com", NOW)  # not theirs now

@@ -168,3 +168,48 @@ def test_the_documented_index_statements_are_the_migrations() -> None:
                 f"{index.table.name} ({', '.join(c.name for c in index.columns)})"  # type: ignore[union-attr]
                 for index in PURGE_INDEXES]
     assert _documented_index_sql() == expected
+
+
+async def _schema(store: SQLStorage) -> set[tuple[str, str]]:
+    """The indexes and triggers of users and clients (what a table rebuild would lose)."""
+    if store.engine.dialect.name == "sqlite":
+        query = ("SELECT type, name FROM sqlite_master WHERE tbl_name IN ('users', 'clients') "
+                 "AND type IN ('index', 'trigger')")
+    else:
+        query = ("SELECT 'index', indexname FROM pg_indexes WHERE tablename IN ('users', "
+                 "'clients') UNION SELECT 'trigger', tgname FROM pg_trigger t JOIN pg_class c "
+                 "ON c.oid = t.tgrelid WHERE c.relname IN ('users', 'clients') "
+                 "AND NOT t.tgisinternal")
+    async with store.engine.connect() as conn:
+        return {(kind, name) for kind, name in await conn.execute(sa.text(query))}
+
+
+async def test_undoing_the_newest_migrations_keeps_every_index_and_trigger(
+        storage: SQLStorage) -> None:
+    from alembic import command
+
+    before = await _schema(storage)
+    assert ("index", "uq_users_email") in before
+
+    def down(conn: object) -> None:
+        cfg = migrate._config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0008")
+
+    async with storage.engine.begin() as conn:
+        await conn.run_sync(down)
+    assert await migrate.current_revision(storage.engine) == "0008"
+    assert await _schema(storage) == before
+    await migrate.upgrade(storage.engine)
+    assert await _schema(storage) == before
+
+
+async def test_0005_reads_users_a_page_at_a_time(at_0004: SQLStorage) -> None:
+    """Addresses are folded on every page, not only the first."""
+    from importlib import import_module
+
+    fold_emails = import_module("bastion.server.storage.migrations.versions.0005_fold_emails")
+    async with at_0004.engine.begin() as conn:
+        await conn.execute(sa.insert(users), [_row(n, f"User{n}@Example.com") for n in range(5)])
+        seen = await conn.run_sync(lambda c: list(fold_emails._all_users(c, batch=2)))
+    assert [user_id for user_id, _ in seen] == [f"u{n}" for n in range(5)]

@@ -2,9 +2,9 @@
 
 ``create_app`` returns a small ASGI dispatcher: the token endpoint (the hot path)
 is served directly; everything else goes to the FastAPI app, which also owns the
-lifespan (open storage, ensure keys, close the pool). In front of both: metrics, the
-client address as stored, the REST API's body limit (``middleware``) and the answers
-to browser apps on other origins (``cors``).
+lifespan (open storage, ensure keys, close the pool). In front of both: the request's
+id for its log lines (``logs``), metrics, the client address as stored, the REST API's
+body limit (``middleware``) and the answers to browser apps on other origins (``cors``).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from bastion.server.endpoints import (
     userinfo,
 )
 from bastion.server.errors import oauth_error_parts, oauth_error_response, problem
+from bastion.server.logs import RequestId
 from bastion.server.metrics import MetricsMiddleware
 from bastion.server.middleware import ApiBodyLimit, ClientAddress
 from bastion.server.pages import render
@@ -81,8 +82,8 @@ class BastionApp:
         browsers = Cors(self._route, {token.TOKEN_PATH: b"POST", revoke.REVOKE_PATH: b"POST",
                                       **public}, public=frozenset(public))
         routes = ClientAddress(ApiBodyLimit(browsers, ctx.settings.max_api_body_bytes))
-        self._handle = MetricsMiddleware(routes, frozenset(self.lean),
-                                         engine.pool if engine is not None else None)
+        self._handle = RequestId(MetricsMiddleware(
+            routes, frozenset(self.lean), engine.pool if engine is not None else None))
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         lean = self.lean.get(scope["path"]) if scope["type"] == "http" else None

@@ -7,9 +7,9 @@ authority, and no answer allows credentials. So:
 
 - discovery, the JWKS and UserInfo may be read from any origin (``*``);
 - the token and revocation endpoints answer a browser only on an origin of the
-  calling client's registered redirect or post-logout URIs (the "web origins" of
-  other servers, derived; OAuth 2.0 for Browser-Based Apps, section 6.1): another
-  site cannot drive a client from its visitors' browsers;
+  calling client's registered redirect URIs (the "web origins" of other servers,
+  derived; OAuth 2.0 for Browser-Based Apps, section 6.1): another site cannot drive
+  a client from its visitors' browsers;
 - preflights of these paths are answered for any origin: the client is not known
   until the request itself, whose answer decides what the browser may read;
 - the hosted pages and the REST API send no CORS headers at all.
@@ -31,13 +31,21 @@ VARY = (b"vary", b"Origin")
 _MAX_AGE = b"600"
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 @lru_cache(maxsize=4096)
 def _origins(uris: tuple[str, ...]) -> frozenset[str]:
+    """The web origins of redirect URIs, as a browser serializes them (RFC 6454): lower
+    case, no user part, no default port, IPv6 in brackets."""
     out = set()
     for uri in uris:
         parts = urlsplit(uri)
-        if parts.scheme in ("http", "https") and parts.netloc:
-            out.add(f"{parts.scheme}://{parts.netloc}".lower())
+        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+            continue  # a private-use scheme (a native app) has no web origin
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        port = "" if parts.port in (None, _DEFAULT_PORTS[parts.scheme]) else f":{parts.port}"
+        out.add(f"{parts.scheme}://{host}{port}".lower())
     return frozenset(out)
 
 
@@ -46,10 +54,9 @@ def client_headers(client: Client | None, origin: bytes | None) -> list[tuple[by
     one of ``client``'s, and ``Vary: Origin`` whenever a browser sent one."""
     if origin is None:
         return []
-    if client is not None:
-        text = origin.decode("latin-1")
-        if text.lower() in _origins(client.redirect_uris + client.post_logout_redirect_uris):
-            return [(b"access-control-allow-origin", origin), VARY]
+    if client is not None and origin.decode("latin-1").lower() in _origins(
+            client.redirect_uris):
+        return [(b"access-control-allow-origin", origin), VARY]
     return [VARY]
 
 
@@ -71,9 +78,11 @@ class Cors:
                 and b"access-control-request-method" in headers):
             await self._preflight(send, origin, self.methods[scope["path"]])
             return
-        if origin is None or scope["path"] not in self.public:
+        if scope["path"] not in self.public:
             await self.app(scope, receive, send)
             return
+        # Marked whether or not this request came from a page: a shared cache may give
+        # the stored answer to one that did.
 
         async def readable(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -102,19 +102,16 @@ async def rotate(
 async def withdraw(storage: Storage, settings: Settings, kid: str) -> list[str]:
     """Take a key out of service at once (its private key leaked): it leaves the JWKS,
     and every token it signed stops verifying. The key that signs is first replaced by
-    its use's next key; a next key is replaced by a new one. Returns the kids that
-    sign after."""
-    for _ in range(3):  # a rotation elsewhere may activate it between our two steps
-        keys = await storage.signing_keys()
-        key = next((k for k in keys if k.kid == kid), None)
-        if key is None:
-            raise NotFound("signing key", kid)
-        if signs(key):
-            await rotate(storage, settings, (key.use,))
-        if await storage.withdraw_signing_key(kid) == "withdrawn":
-            await publish_next(storage, settings)
-            return sorted(k.kid for k in await storage.signing_keys() if signs(k))
-    raise RuntimeError(f"signing key {kid} kept being activated by concurrent rotations")
+    its use's next key; a next key by a new one. Returns the kids that sign after."""
+    keys = await storage.signing_keys()
+    key = next((k for k in keys if k.kid == kid), None)
+    if key is None:
+        raise NotFound("signing key", kid)
+    cipher = KeyCipher(settings.secret_key_bytes())
+    check_secret_key(settings, cipher, keys)
+    if not await storage.withdraw_signing_key(kid, new_signing_key(settings, cipher, key.use)):
+        raise NotFound("signing key", kid)  # withdrawn meanwhile
+    return sorted(k.kid for k in await storage.signing_keys() if signs(k))
 
 
 def check_secret_key(settings: Settings, cipher: KeyCipher, keys: list[SigningKey]) -> None:

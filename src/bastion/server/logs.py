@@ -1,14 +1,30 @@
-"""Logging that keeps secrets out: request lines have their query values redacted
-(a sign-in link's token, a code, a state) before the access log writes them."""
+"""Logging that keeps secrets out and ties lines to their request.
+
+- Request lines have their query values redacted (a sign-in link's token, a code, a
+  state) before the access log writes them.
+- Every line a request causes carries its id (``request_id``): the caller's
+  ``X-Request-ID`` when it is a plain token, else a new one; the answer sends it back
+  (``RequestId``), so an operator can find a user's failed request by the id they got.
+- ``log_format = "json"`` writes one JSON object per line, for log collectors.
+"""
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import re
+import secrets
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 _QUERY_VALUE = re.compile(r"([?&][^=&\s]+=)[^&\s]*")
+#: What a caller's X-Request-ID may be; anything else is replaced (no log injection).
+_GIVEN_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 
 
 def redact(text: str) -> str:
@@ -25,11 +41,89 @@ class RedactQuery(logging.Filter):
         return True
 
 
-def uvicorn_log_config() -> dict[str, Any]:
-    """uvicorn's logging setup with the access log redacted."""
+class WithRequestId(logging.Filter):
+    """Adds ``record.request_id``: the id of the request being served, or ``-``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id, and the
+    traceback of an exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", REQUEST_ID.get()),
+        }
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+TEXT_FORMAT = "%(levelname)s %(name)s [%(request_id)s]: %(message)s"
+
+
+def configure(log_format: str) -> None:
+    """The CLI's own logging (outside uvicorn): text, or JSON lines."""
+    handler = logging.StreamHandler()
+    handler.addFilter(WithRequestId())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else
+                         logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+def uvicorn_log_config(log_format: str = "text") -> dict[str, Any]:
+    """uvicorn's logging setup (also in each worker process): the access log redacted,
+    every line with its request id, Bastion's own loggers included, text or JSON."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["redact_query"] = {"()": RedactQuery}
+    config.setdefault("filters", {}).update({
+        "redact_query": {"()": RedactQuery}, "request_id": {"()": WithRequestId}})
     config["handlers"]["access"].setdefault("filters", []).append("redact_query")
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("request_id")
+    if log_format == "json":
+        for name in ("default", "access"):
+            config["formatters"][name] = {"()": JsonFormatter}
+    else:
+        config["formatters"]["default"]["fmt"] = "%(levelprefix)s [%(request_id)s] %(message)s"
+        config["formatters"]["access"]["fmt"] = (
+            '%(levelprefix)s [%(request_id)s] %(client_addr)s - "%(request_line)s" '
+            "%(status_code)s")
+    config["loggers"]["bastion"] = {"handlers": ["default"], "level": "INFO",
+                                    "propagate": False}
     return config
+
+
+class RequestId:
+    """Sets the request's id for its log lines and sends it back as ``X-Request-ID``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+        request_id = (given.decode("ascii") if _GIVEN_ID.fullmatch(given)
+                      else secrets.token_hex(8))
+        token = REQUEST_ID.set(request_id)
+
+        async def tagged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tagged)
+        finally:
+            REQUEST_ID.reset(token)

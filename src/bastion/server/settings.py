@@ -168,6 +168,11 @@ class Settings(BaseSettings):
         "X-Forwarded-For it would let clients pick their own address. Empty: the socket's "
         "peer is the client. Throttling and the audit log use this address.",
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per event; json: one JSON object per "
+        "line (time, level, logger, message, request_id), for log collectors. Every line a "
+        "request causes carries its id, sent back as X-Request-ID.",
+    )
     max_body_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest request body accepted on OAuth endpoints."
     )

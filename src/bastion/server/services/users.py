@@ -110,10 +110,8 @@ async def update_user(
     if is_administrator is not None:
         changes["is_administrator"] = is_administrator
     before = await storage.get_user(user_id) if email is not None else None
-    if email_verified is not None:
+    if email_verified is not None:  # else the storage unverifies another address
         changes["email_verified_at"] = datetime.now(UTC) if email_verified else None
-    elif before is not None and fold(before.email) != fold(changes["email"]):
-        changes["email_verified_at"] = None  # another address: not proven yet
     try:
         user = await storage.update_user(
             user_id, changes, keep_session=keep_session,

@@ -32,7 +32,6 @@ from bastion.server.models import (
 RotateResult = Literal["rotated", "reused", "replayed", "invalid"]
 DeleteRoleResult = Literal["deleted", "in_use", "missing"]
 DeleteClientResult = Literal["deleted", "already", "missing"]
-WithdrawResult = Literal["withdrawn", "active", "missing"]
 
 
 class EventFilter(TypedDict, total=False):
@@ -121,9 +120,11 @@ class Storage(Protocol):
         """Insert ``key`` as the next key of its use, unless that use has one already
         (then ``False``)."""
 
-    async def withdraw_signing_key(self, kid: str) -> WithdrawResult:
-        """Delete a key that does not sign (a retired or a next one): it leaves the JWKS
-        and verifies nothing more. "active" (nothing done) for the key that signs."""
+    async def withdraw_signing_key(self, kid: str, replacement: SigningKey) -> bool:
+        """Delete a key, in one transaction that no rotation interleaves with: it leaves
+        the JWKS and verifies nothing more. The key that signs is rotated out first (its
+        use's next key signs, ``replacement`` waits next); a next key is replaced by
+        ``replacement``; a retired key just goes. False if there is no such key."""
 
     async def signing_keys(self) -> list[SigningKey]:
         """Every key, active and retired, oldest first."""
@@ -225,9 +226,11 @@ class Storage(Protocol):
     async def update_user(self, user_id: str, changes: Mapping[str, Any], *,
                           end_sessions_at: datetime | None = None,
                           keep_session: str | None = None) -> User | None:
-        """Apply column changes (and ``updated_at``); raises ``Conflict``. With
-        ``end_sessions_at``, in the same transaction, what ``revoke_user_sessions``
-        does (a new password, a deletion: never one without the other)."""
+        """Apply column changes (and ``updated_at``); raises ``Conflict``. A new
+        ``email`` unverifies the address unless ``email_verified_at`` is given too (the
+        same address in the row keeps its flag). With ``end_sessions_at``, in the same
+        transaction, what ``revoke_user_sessions`` does (a new password, a deletion:
+        never one without the other)."""
 
     async def verify_email(self, user_id: str, email: str, at: datetime) -> bool:
         """Mark the user's address verified at ``at`` if it is still ``email`` (a link

@@ -17,7 +17,6 @@ from bastion.server.models import (
     SigningKey,
     User,
 )
-from bastion.server.storage.base import WithdrawResult
 from bastion.server.storage.prepared import select_by
 from bastion.server.storage.sql_base import SQLiteThread, sqlite_pragmas, values
 from bastion.server.storage.sql_clients import ClientsMixin
@@ -97,24 +96,11 @@ class SQLStorage(ClientsMixin, GrantsMixin, DirectoryMixin, MailMixin, PurgeMixi
     # signing keys
 
     async def rotate_signing_key(self, key: SigningKey) -> str:
-        at = key.created_at
-        same_use = signing_keys.c.use == key.use
         # A concurrent rotation trips the one-active or one-next index; the retry
         # then rotates once more past the keys it committed.
         def rotate(conn: sa.Connection) -> str:
             _lock_keys(conn)
-            conn.execute(signing_keys.update().where(
-                same_use, signing_keys.c.retired_at.is_(None),
-                signing_keys.c.activated_at.is_not(None)).values(retired_at=at))
-            # no UPDATE ... RETURNING: SQLite has it only since 3.35 (RHEL 9 ships 3.34)
-            activated = conn.execute(sa.select(signing_keys.c.kid).where(
-                same_use, _NEXT)).scalar()
-            if activated is not None:
-                conn.execute(signing_keys.update().where(signing_keys.c.kid == activated)
-                             .values(activated_at=at))
-            conn.execute(signing_keys.insert(),
-                         {**values(key), "activated_at": None if activated else at})
-            return activated or key.kid
+            return _rotate(conn, key)
 
         for attempt in range(10):
             try:
@@ -134,17 +120,20 @@ class SQLStorage(ClientsMixin, GrantsMixin, DirectoryMixin, MailMixin, PurgeMixi
             return False
         return True
 
-    async def withdraw_signing_key(self, kid: str) -> WithdrawResult:
-        def withdraw(conn: sa.Connection) -> WithdrawResult:
-            _lock_keys(conn)  # a rotation cannot activate it meanwhile
+    async def withdraw_signing_key(self, kid: str, replacement: SigningKey) -> bool:
+        def withdraw(conn: sa.Connection) -> bool:
+            _lock_keys(conn)  # decided on the keys as they are: no rotation in between
             key = conn.execute(sa.select(signing_keys.c.retired_at, signing_keys.c.activated_at)
                                .where(signing_keys.c.kid == kid)).first()
             if key is None:
-                return "missing"
-            if key.retired_at is None and key.activated_at is not None:
-                return "active"
+                return False
+            waits = key.retired_at is None and key.activated_at is None
+            if key.retired_at is None and key.activated_at is not None:  # it signs
+                _rotate(conn, replacement)
             conn.execute(signing_keys.delete().where(signing_keys.c.kid == kid))
-            return "withdrawn"
+            if waits:  # the next key: another waits in its place
+                conn.execute(signing_keys.insert(), {**values(replacement), "activated_at": None})
+            return True
         return await self._write(withdraw)
 
     async def signing_keys(self) -> list[SigningKey]:
@@ -169,6 +158,23 @@ def open_storage(url: str, *, pool_size: int = 10) -> SQLStorage:
 
 _KEYS_LOCK = 0x6B657973  # "keys"
 _NEXT = sa.and_(signing_keys.c.activated_at.is_(None), signing_keys.c.retired_at.is_(None))
+
+
+def _rotate(conn: sa.Connection, key: SigningKey) -> str:
+    """For ``key``'s use: retire the active key, activate the next one (``key`` itself
+    if there is none) and insert ``key`` as the next key; the kid that now signs."""
+    at = key.created_at
+    same_use = signing_keys.c.use == key.use
+    conn.execute(signing_keys.update().where(
+        same_use, signing_keys.c.retired_at.is_(None),
+        signing_keys.c.activated_at.is_not(None)).values(retired_at=at))
+    # no UPDATE ... RETURNING: SQLite has it only since 3.35 (RHEL 9 ships 3.34)
+    activated = conn.execute(sa.select(signing_keys.c.kid).where(same_use, _NEXT)).scalar()
+    if activated is not None:
+        conn.execute(signing_keys.update().where(signing_keys.c.kid == activated)
+                     .values(activated_at=at))
+    conn.execute(signing_keys.insert(), {**values(key), "activated_at": None if activated else at})
+    return activated or key.kid
 
 
 def _lock_keys(conn: sa.Connection) -> None:

@@ -107,6 +107,11 @@ class DirectoryMixin(SQLBase):
                           end_sessions_at: datetime | None = None,
                           keep_session: str | None = None) -> User | None:
         values = {**changes, "updated_at": datetime.now(UTC)}
+        if "email" in changes and "email_verified_at" not in changes:
+            # Another address is not proven yet; decided on the row as it is, in this
+            # statement, so a change racing a confirmation cannot keep a stale flag.
+            values["email_verified_at"] = sa.case(
+                (users.c.email == changes["email"], users.c.email_verified_at), else_=None)
 
         def update(conn: sa.Connection) -> User | None:
             done = conn.execute(users.update().where(users.c.id == user_id).values(**values))

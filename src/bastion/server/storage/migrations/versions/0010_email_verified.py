@@ -24,5 +24,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("email_verified_at")
+    # A plain DROP COLUMN (SQLite 3.35 or later), not a batch: rebuilding users on SQLite
+    # would lose the unique lower(...) indexes and the search triggers, which SQLAlchemy
+    # cannot read back.
+    op.drop_column("users", "email_verified_at")
