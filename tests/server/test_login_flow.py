@@ -240,3 +240,41 @@ async def test_logout_redirects_only_to_registered_uris(app: App, web) -> None:
     # and the session is really over
     assert callback_params(await app.http.get(authorize_url(client_id, prompt="none")))[
         "error"] == "login_required"
+
+
+async def test_an_id_token_hint_for_another_user_is_not_answered_from_this_session(
+    app: App, web
+) -> None:
+    """OpenID Connect Core 3.1.2.2: the hint names the user the app expects; a silent
+    renewal (prompt=none) for bob is not answered with alice's session."""
+    client_id, secret, _ = web
+    await create_user(app.ctx.storage, app.ctx.passwords, username="bob",
+                      email="bob@example.com", password=PASSWORD)
+
+    async def id_token(login: str) -> str:
+        r = await app.http.post("/oauth/token", auth=(client_id, secret), data={
+            "grant_type": "password", "username": login, "password": PASSWORD,
+            "scope": "openid"})
+        return str(r.json()["id_token"])
+
+    alice_hint, bob_hint = await id_token("alice"), await id_token("bob")
+    verifier = pkce.new_verifier()
+    await sign_in(app.http, authorize_url(client_id, verifier), "alice", PASSWORD)  # session
+
+    silent = await app.http.get(authorize_url(client_id, verifier, prompt="none",
+                                              id_token_hint=alice_hint))
+    assert "code" in callback_params(silent)  # alice is signed in: answered
+    silent = await app.http.get(authorize_url(client_id, verifier, prompt="none",
+                                              id_token_hint=bob_hint))
+    assert callback_params(silent)["error"] == "login_required"
+    page = await app.http.get(authorize_url(client_id, verifier, id_token_hint=bob_hint))
+    assert page.status_code == 200 and 'id="login"' in page.text  # sign in (as bob)
+
+    other = await create_client(app.ctx.storage, name="Other", redirect_uris=[REDIRECT],
+                                scopes=["openid", "profile", "email"])
+    for hint, cid in [("not.a.token", client_id), (alice_hint, other.client.client_id),
+                      (alice_hint[:-4] + "AAAA", client_id)]:
+        r = await app.http.get(authorize_url(cid, verifier, prompt="none", id_token_hint=hint))
+        params = callback_params(r)
+        assert params["error"] == "invalid_request" and "id_token_hint" in params[
+            "error_description"], hint

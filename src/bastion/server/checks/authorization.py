@@ -24,7 +24,7 @@ from bastion.server.services.clients import ClientCache
 #: Parameters the authorization endpoint reads; each may appear once.
 PARAMETERS = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
               "code_challenge", "code_challenge_method", "prompt", "login_hint", "max_age",
-              "organization")
+              "organization", "id_token_hint")
 _MAX_PARAM = 2048
 
 

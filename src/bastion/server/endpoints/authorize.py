@@ -2,7 +2,9 @@
 
 Checks run from the table in ``checks.authorization``. With a live session the
 code is issued at once (unless ``prompt=login``); without one the login page is
-shown, or ``login_required`` is returned for ``prompt=none``.
+shown, or ``login_required`` is returned for ``prompt=none``. An ``id_token_hint``
+(an ID token we issued to this client) names the user the app expects: a session of
+another user counts as none (OpenID Connect Core 1.0 section 3.1.2.2).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from bastion.oauth.errors import AccessDenied, LoginRequired, OAuthError
+from bastion.oauth.errors import AccessDenied, InvalidRequest, LoginRequired, OAuthError
 from bastion.server.checks.authorization import (
     AFTER_REDIRECT,
     BEFORE_REDIRECT,
@@ -27,6 +29,7 @@ from bastion.server.models import LoginSession
 from bastion.server.pages import form_page, render
 from bastion.server.services import sessions
 from bastion.server.services.authorization import issue_code, member_organization
+from bastion.server.services.id_tokens import hint_claims
 
 router = APIRouter(tags=["oauth"])
 AUTHORIZE_PATH = "/oauth/authorize"
@@ -83,6 +86,9 @@ _PARAMETERS = [
     _param("max_age", "Seconds since the sign-in after which the user must sign in again."),
     _param("login_hint", "Prefills the login form."),
     _param("organization", "An organization (id or name) whose roles the tokens carry."),
+    _param("id_token_hint", "An ID token issued to this client (expired is fine): the user "
+           "the app expects. A session of another user counts as none (with prompt=none: "
+           "login_required)."),
 ]
 
 
@@ -105,8 +111,18 @@ async def authorize(request: Request) -> Response:
             after(req)
     except OAuthError as exc:
         return redirect_to_client(ctx, req, exc.to_dict())
+    hinted = None
+    if "id_token_hint" in req.params:
+        claims = await hint_claims(ctx.keys, ctx.settings, req.params["id_token_hint"])
+        if claims is None or claims["aud"] != req.params["client_id"]:
+            return redirect_to_client(ctx, req, InvalidRequest(
+                "id_token_hint is not an ID token this server issued to this client."
+            ).to_dict())
+        hinted = claims["sub"]
     current = await sessions.current(ctx.storage, ctx.signer,
                                      request.cookies.get(sessions.COOKIE))
+    if current is not None and hinted is not None and current[1].id != hinted:
+        current = None  # another user is signed in here: the app asked for the hinted one
     if current is None or req.prompt & SIGN_IN_PROMPTS or _too_old(current[0], req.max_age):
         if "none" in req.prompt:
             return redirect_to_client(ctx, req, LoginRequired().to_dict())

@@ -17,34 +17,17 @@ from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from bastion.oauth.errors import OAuthError
-from bastion.oauth.jose import JoseError, parse_compact, verify_signature
 from bastion.server.context import Context
 from bastion.server.endpoints._query import page_form, single_params
 from bastion.server.middleware import request_ip
 from bastion.server.models import LoginSession, User
 from bastion.server.pages import cookie_options, csrf_ok, form_page, render
 from bastion.server.services import audit, sessions
+from bastion.server.services.id_tokens import hint_claims
 
 router = APIRouter(tags=["oauth"])
 LOGOUT_PATH = "/oauth/logout"
 Current = tuple[LoginSession, User]
-
-
-async def _hint_claims(ctx: Context, hint: str | None) -> dict[str, Any] | None:
-    """The claims of an ID token we issued (expired hints are fine), else ``None``."""
-    if not hint:
-        return None
-    try:
-        compact = parse_compact(hint)
-        kid = compact.header.get("kid")
-        verify_signature(compact, await ctx.keys.verifiers(kid if isinstance(kid, str) else None),
-                         (ctx.settings.id_token_alg,))
-        claims = compact.claims()
-    except JoseError:
-        return None
-    if not isinstance(claims.get("aud"), str) or claims.get("iss") != ctx.settings.issuer_url:
-        return None
-    return claims
 
 
 def _hint_client(claims: dict[str, Any] | None) -> str | None:
@@ -95,7 +78,7 @@ async def logout(request: Request) -> Response:
     except OAuthError as exc:
         return render(ctx, "message.html", 400, title="Cannot sign out", error=True,
                       message=exc.description)
-    claims = await _hint_claims(ctx, params.get("id_token_hint"))
+    claims = await hint_claims(ctx.keys, ctx.settings, params.get("id_token_hint"))
     if claims is not None:
         current = await _current(ctx, request)
         if _names(claims, current):
@@ -115,5 +98,5 @@ async def logout_confirmed(request: Request) -> Response:
         return render(ctx, "message.html", 400, title="Cannot sign out", error=True,
                       message="This form has expired. Please try again.")
     params = {k: v for k, v in form.items() if k != "csrf_token"}
-    claims = await _hint_claims(ctx, params.get("id_token_hint"))
+    claims = await hint_claims(ctx.keys, ctx.settings, params.get("id_token_hint"))
     return await _logout(ctx, request, params, _hint_client(claims), await _current(ctx, request))

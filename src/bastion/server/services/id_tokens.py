@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bastion.oauth.jose import token_hash
+from bastion.oauth.jose import JoseError, parse_compact, token_hash, verify_signature
 from bastion.server.keys import KeyRing
 from bastion.server.models import User
 from bastion.server.settings import Settings
@@ -49,3 +49,22 @@ async def issue_id_token(
     if session_id:
         claims["sid"] = session_id
     return signer.sign(claims, typ="JWT")
+
+
+async def hint_claims(keys: KeyRing, settings: Settings, hint: str | None) -> dict[str, Any] | None:
+    """The claims of an ``id_token_hint`` if it is an ID token we issued (an expired one
+    too: the hint names a user, it grants nothing), else ``None``."""
+    if not hint:
+        return None
+    try:
+        compact = parse_compact(hint)
+        kid = compact.header.get("kid")
+        verify_signature(compact, await keys.verifiers(kid if isinstance(kid, str) else None),
+                         (settings.id_token_alg,))
+        claims = compact.claims()
+    except JoseError:
+        return None
+    if (not isinstance(claims.get("aud"), str) or not isinstance(claims.get("sub"), str)
+            or claims.get("iss") != settings.issuer_url):
+        return None
+    return claims
