@@ -268,7 +268,10 @@ async def test_an_id_token_hint_for_another_user_is_not_answered_from_this_sessi
                                               id_token_hint=bob_hint))
     assert callback_params(silent)["error"] == "login_required"
     page = await app.http.get(authorize_url(client_id, verifier, id_token_hint=bob_hint))
-    assert page.status_code == 200 and 'id="login"' in page.text  # sign in (as bob)
+    assert page.status_code == 200 and 'value="bob"' in page.text  # sign in as bob: prefilled
+    page = await app.http.get(authorize_url(client_id, verifier, id_token_hint=bob_hint,
+                                            login_hint="bob@example.com"))
+    assert 'value="bob@example.com"' in page.text  # the app's own login_hint comes first
 
     other = await create_client(app.ctx.storage, name="Other", redirect_uris=[REDIRECT],
                                 scopes=["openid", "profile", "email"])

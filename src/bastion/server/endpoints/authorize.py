@@ -50,12 +50,14 @@ def error_page(ctx: Context, exc: OAuthError) -> Response:
 
 
 def login_page(ctx: Context, request: Request, req: AuthorizationRequest | None, query: str,
-               error: str | None = None, status: int = 200, next_url: str = "") -> Response:
+               error: str | None = None, status: int = 200, next_url: str = "",
+               expected: str = "") -> Response:
     """The sign-in form, for an authorization request (``query``) or for one of
-    Bastion's own pages (``next_url``)."""
+    Bastion's own pages (``next_url``); ``expected``: the username an id_token_hint
+    names, prefilled unless the request gives a login_hint."""
+    hint = req.params.get("login_hint", "") or expected if req else ""
     return form_page(ctx, request, "login.html", status, continue_query=query, error=error,
-                     next_url=next_url,
-                     login_hint=req.params.get("login_hint", "") if req else "",
+                     next_url=next_url, login_hint=hint,
                      client_name=req.client.name if req and req.client else "")
 
 
@@ -126,7 +128,9 @@ async def authorize(request: Request) -> Response:
     if current is None or req.prompt & SIGN_IN_PROMPTS or _too_old(current[0], req.max_age):
         if "none" in req.prompt:
             return redirect_to_client(ctx, req, LoginRequired().to_dict())
-        return login_page(ctx, request, req, query)
+        expected = await ctx.storage.get_user(hinted) if hinted is not None else None
+        return login_page(ctx, request, req, query,
+                          expected=expected.username if expected is not None else "")
     session, user = current
     assert req.client is not None
     org_id = None
