@@ -119,10 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(database_url=args.database_url, data_dir=args.data_dir,
                                  issuer=getattr(args, "issuer", None))
-        if settings.log_format != "text":
+        if settings.log_format == "json":
             from bastion.server import logs
 
-            logs.configure(settings.log_format)
+            logs.json_lines()
         if args.command == "serve":
             return _serve(args, settings)
         return _run(_COMMANDS[(args.command, getattr(args, "action", None))](args, settings))

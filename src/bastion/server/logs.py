@@ -66,15 +66,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
-TEXT_FORMAT = "%(levelname)s %(name)s [%(request_id)s]: %(message)s"
-
-
-def configure(log_format: str) -> None:
-    """The CLI's own logging (outside uvicorn): text, or JSON lines."""
+def json_lines() -> None:
+    """The CLI's own logging (outside uvicorn) as JSON lines."""
     handler = logging.StreamHandler()
     handler.addFilter(WithRequestId())
-    handler.setFormatter(JsonFormatter() if log_format == "json" else
-                         logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
