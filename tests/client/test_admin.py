@@ -151,6 +151,37 @@ def test_answers_outside_the_contract(make_client: Any, provider: FakeProvider) 
         httpx2.Response(200, json={"items": [], "count": 0, "tokens": None})]
     # null: the change left the user without a role there, so none were issued
     assert client.users.update_roles("o1", "u1", reissue="r1").tokens is None
+    for member in ({"roles": []}, {"user": {"username": "x"}}, {"user": USER, "roles": "a"},
+                   {"user": USER, "roles": [1]}, {"user": USER}):
+        provider.overrides[api_path("/organizations/o1/users")] = [
+            httpx2.Response(200, json={"items": [member], "count": 1})]
+        with pytest.raises(ProtocolError):
+            client.organizations.members("o1")
+
+
+def test_organization_request_shapes(make_client: Any, provider: FakeProvider) -> None:
+    client = make_client()
+    org = {"id": "o1", "name": "acme", "created_at": "2026-11-23T08:00:00Z"}
+    provider.overrides[api_path("/organizations/a b")] = [
+        httpx2.Response(200, json={**org, "name": "new"}), httpx2.Response(204)]
+    assert client.organizations.rename("a b", "new").name == "new"
+    sent = provider.requests[-1]
+    assert sent.method == "PATCH" and json.loads(sent.content) == {"name": "new"}
+    client.organizations.delete("a b", force=True)
+    sent = provider.requests[-1]
+    assert sent.method == "DELETE" and dict(sent.url.params) == {"force": "true"}
+    provider.overrides[api_path("/organizations/o1/users")] = [httpx2.Response(200, json={
+        "items": [{"user": USER, "roles": ["viewer", "editor"]}], "count": 9})]
+    members = client.organizations.members("o1", 5, 10, include_deleted=True)
+    assert members.total == 9 and members[0].user.id == "u1"
+    assert members[0].roles == ("editor", "viewer")
+    assert dict(provider.requests[-1].url.params) == {
+        "limit": "5", "offset": "10", "include_deleted": "true"}
+    provider.overrides[api_path("/users/u1/organizations")] = [
+        httpx2.Response(200, json={"items": [org], "count": 3})]
+    orgs = client.users.organizations("u1", limit=1)
+    assert orgs.total == 3 and orgs[0].name == "acme"
+    assert dict(provider.requests[-1].url.params) == {"limit": "1", "offset": "0"}
 
 
 def test_bad_arguments_fail_before_sending(make_client: Any, provider: FakeProvider) -> None:

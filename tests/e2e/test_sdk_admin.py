@@ -33,6 +33,7 @@ from bastion import (
     InvalidGrant,
     InvalidScope,
     InvalidToken,
+    Member,
     NotFound,
     Organization,
     Page,
@@ -255,6 +256,64 @@ def test_roles_and_permissions(api: Any) -> None:
     with pytest.raises(NotFound):
         api.roles.delete(org, "empty")
     assert sorted(r.name for r in api.roles.list(org)) == ["editor", "viewer"]
+
+
+def test_organization_rename_members_and_delete(
+    api: Any, any_server: ServerProcess, password_app: App, make_api: Callable[..., Any],
+    account_on: Callable[..., Account],
+) -> None:
+    org = api.organizations.create(unique("org"))
+    other = api.organizations.create(unique("other"))
+    api.roles.create(org, "editor", "posts:write")
+    api.roles.create(org, "viewer", "posts:read")
+    api.roles.create(other, "viewer", "posts:read")
+    first, second = account_on(any_server), account_on(any_server)
+    api.users.attach_roles(org, second.id, ["viewer", "editor"])
+    api.users.attach_roles(org, first.id, "viewer")
+    api.users.attach_roles(other, first.id, "viewer")
+
+    renamed = api.organizations.rename(org, unique("renamed"))
+    assert renamed.id == org.id and renamed.name != org.name
+    assert api.organizations.get(renamed.name) == renamed
+    with pytest.raises(Conflict):
+        api.organizations.rename(other, renamed.name.upper())
+
+    members = api.organizations.members(org)
+    assert isinstance(members, Page) and members.total == 2
+    assert all(isinstance(m, Member) and isinstance(m.user, User) for m in members)
+    assert [(m.user.id, m.roles) for m in members] == [
+        (first.id, ("viewer",)), (second.id, ("editor", "viewer"))]
+    assert members[0].user == api.users.get(first.id)
+    assert [m.user.id for m in api.organizations.members(renamed.name, limit=1, offset=1)] == [
+        second.id]
+    assert api.users.organizations(first.id) == [renamed, other]
+    assert api.users.organizations(first.id, limit=1).total == 2
+
+    # a user lists their own organizations with their token, and nobody else's
+    app = make_api(url=any_server.url, client_id=password_app.client_id,
+                   client_secret=password_app.client_secret, retries=0)
+    own = app.login_password(first.username, first.password)
+    assert api.users.with_token(own).organizations(first.id) == [renamed, other]
+    with pytest.raises(Forbidden):
+        api.users.with_token(own).organizations(second.id)
+    with pytest.raises(Forbidden):
+        api.organizations.with_token(own).members(org)
+
+    in_org = app.login_password(first.username, first.password, organization=org.id)
+    with pytest.raises(Conflict):  # users hold its roles
+        api.organizations.delete(org)
+    api.organizations.delete(renamed, force=True)
+    with pytest.raises(NotFound):
+        api.organizations.get(org.id)
+    with pytest.raises(NotFound):
+        api.organizations.delete(org.id)
+    with pytest.raises(NotFound):
+        api.organizations.members(org.id)
+    assert not app.introspect(in_org.access_token)["active"]
+    with pytest.raises(InvalidGrant):
+        app.refresh(in_org.refresh_token)
+    assert app.introspect(own.access_token)["active"]  # not issued in it
+    assert api.users.organizations(first.id) == [other]
 
 
 # -- a user's roles, tokens carrying them, reissue -----------------------------------------

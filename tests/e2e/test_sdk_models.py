@@ -124,6 +124,22 @@ def test_organizations_roles_and_user_roles(
     with pytest.raises(Conflict):
         call(Organization, "create", org.name, using="admin")
 
+    # membership: the organization's users, and the user's organizations
+    call(user, "attach_roles", org, "editor")
+    members = call(org, "members")
+    assert [(m.user, m.roles) for m in members] == [(user, ("editor",))]
+    assert members[0].user.client is org.client  # its calls run where the org's do
+    assert call(user, "organizations") == [org]
+    new_name = unique("renamed")
+    assert call(org, "rename", new_name) is org and org.name == new_name
+    assert call(Organization, "get", new_name, using="admin") == org
+    with pytest.raises(Conflict):
+        call(org, "delete")
+    call(org, "delete", force=True)
+    assert call(user, "organizations") == []
+    with pytest.raises(NotFound):
+        call(Organization, "get", org.id, using="admin")
+
 
 def test_events(connections: App, call: Callable[..., Any]) -> None:
     org = call(Organization, "create", unique("evorg"), using="admin")

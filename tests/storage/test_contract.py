@@ -28,6 +28,16 @@ def grant(grant_id: str = "g1", **changes: object) -> Grant:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
+async def member_of(storage: SQLStorage, org_id: str) -> None:
+    """Give ``user()`` a role in a new organization ``org_id`` (a grant there needs one)."""
+    from bastion.server.models import Organization, Role
+
+    await storage.create_organization(Organization(id=org_id, name=org_id, created_at=NOW))
+    await storage.create_role(Role(id=f"{org_id}-r", organization_id=org_id, name="r",
+                                   permissions=(), created_at=NOW))
+    await storage.change_user_roles(user().id, org_id, [f"{org_id}-r"], [])
+
+
 def sign_in(n: int, method: str = "password", client_id: str | None = "app") -> Event:
     """The login.success audit event ``e<n>`` of ``user()``."""
     return Event(id=f"e{n}", at=NOW, action="login.success", actor=user().id,
@@ -500,6 +510,7 @@ async def test_refresh_family_is_read_at_once(storage: SQLStorage) -> None:
     from bastion.server.models import RefreshToken
 
     await storage.create_user(user())
+    await member_of(storage, "org")
     family = grant(organization_id="org")
     token = RefreshToken(digest=b"r" * 32, grant_id="g1", client_id="app", user_id=user().id,
                          scope="openid", created_at=NOW, expires_at=NOW + timedelta(days=1))

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from test_contract import NOW, grant, user
+from test_contract import NOW, grant, member_of, user
 
 from bastion.server.models import (
     AuthorizationCode,
@@ -37,6 +37,7 @@ async def test_records_read_by_their_key_keep_every_field(store: SQLStorage) -> 
     assert await store.get_session("s1") == session
     assert await store.get_session("s2") is None
 
+    await member_of(store, "org")
     revoked = grant(session_id="s1", revoked_at=LATER, organization_id="org")
     await store.create_grant(revoked, refresh(b"r" * 32))
     assert await store.get_grant("g1") == revoked

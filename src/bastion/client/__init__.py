@@ -14,7 +14,7 @@ state; ``id_token`` validates ID tokens; ``connections`` holds named settings;
 ``client.users``, ``.organizations``, ``.roles``, ``.events`` (``_api`` and
 ``_async_api``); ``_passwordless`` emailed sign-in links and the account page;
 ``models`` the high-level ``User`` (``_user_admin``: its administration calls),
-``organizations`` ``Organization``, ``Role`` and ``Permission``, ``events``
+``organizations`` ``Organization``, ``Role``, ``Permission`` and ``Member``, ``events``
 ``Event`` (``_shared``: their clients); ``paging`` the ``Page`` of a listing;
 ``jwks`` the key cache; ``tokens`` the ``TokenSet`` and ``TokenCheck``;
 ``exceptions`` the tree.
@@ -34,7 +34,7 @@ from .events import Event
 from .exceptions import *  # noqa: F403 - the exception tree is part of the API
 from .exceptions import __all__ as _exception_names
 from .models import User
-from .organizations import Organization, Permission, Role, UserRoles
+from .organizations import Member, Organization, Permission, Role, UserRoles
 from .paging import Page
 from .registry import RegisteredClient, SigningKey
 from .state import MemoryReplayStore, ReplayStore
@@ -45,6 +45,7 @@ __all__ = [
     "Client",
     "ClientCredentialsAuth",
     "Event",
+    "Member",
     "MemoryReplayStore",
     "Organization",
     "Page",

@@ -1,6 +1,6 @@
-"""The I/O-free flows for organizations, their roles and the roles'
-permissions in Bastion's REST API (list, get by id or name, create, delete,
-add and remove permissions)."""
+"""The I/O-free flows for organizations (list, get by id or name, create, rename,
+delete, members), their roles and the roles' permissions in Bastion's REST API
+(list, get, create, delete, add and remove permissions)."""
 
 from __future__ import annotations
 
@@ -12,19 +12,22 @@ import httpx2
 from ._admin import Token, api_flow, body, page, page_params, segment
 from ._base import BaseClient, Flow
 from ._shared import names
-from .organizations import Organization, Role
+from .organizations import Member, Organization, Role
 from .paging import Page
 
 __all__ = [
     "add_permissions_flow",
     "create_organization_flow",
     "create_role_flow",
+    "delete_organization_flow",
     "delete_role_flow",
     "get_organization_flow",
     "get_role_flow",
     "list_organizations_flow",
     "list_roles_flow",
+    "members_flow",
     "remove_permissions_flow",
+    "rename_organization_flow",
     "role_path",
     "roles_page",
 ]
@@ -51,12 +54,43 @@ def create_organization_flow(
     return _organization(core, response)
 
 
+def _org_path(org: object) -> str:
+    return "/organizations/" + segment(org, "org")
+
+
 def get_organization_flow(
     core: BaseClient, org: object, token: Token | None = None
 ) -> Flow[Organization]:
-    path = "/organizations/" + segment(org, "org")
-    response = yield from api_flow(core, "GET", path, token=token)
+    response = yield from api_flow(core, "GET", _org_path(org), token=token)
     return _organization(core, response)
+
+
+def rename_organization_flow(
+    core: BaseClient, org: object, name: str, token: Token | None = None
+) -> Flow[Organization]:
+    response = yield from api_flow(core, "PATCH", _org_path(org), token=token, json={"name": name})
+    return _organization(core, response)
+
+
+def delete_organization_flow(
+    core: BaseClient, org: object, force: bool = False, token: Token | None = None
+) -> Flow[None]:
+    params = {"force": "true" if force else "false"}
+    yield from api_flow(core, "DELETE", _org_path(org), token=token, params=params)
+
+
+def members_flow(
+    core: BaseClient,
+    org: object,
+    limit: int = 20,
+    offset: int = 0,
+    include_deleted: bool = False,
+    token: Token | None = None,
+) -> Flow[Page[Member]]:
+    params = page_params(limit, offset, include_deleted=include_deleted)
+    response = yield from api_flow(core, "GET", _org_path(org) + "/users", token=token,
+                                   params=params)
+    return page(core, body(response), Member.from_json)
 
 
 # -- roles and permissions ---------------------------------------------------------------
@@ -67,7 +101,7 @@ def roles_page(core: BaseClient, answer: Mapping[str, Any]) -> Page[Role]:
 
 
 def role_path(org: object, role: object = None) -> str:
-    path = f"/organizations/{segment(org, 'org')}/roles"
+    path = _org_path(org) + "/roles"
     return path if role is None else f"{path}/{segment(role, 'role')}"
 
 

@@ -15,7 +15,7 @@ from ._base import BaseClient, Flow
 from ._shared import names
 from .exceptions import ConfigurationError, ProtocolError
 from .models import User
-from .organizations import Role, UserRoles
+from .organizations import Organization, Role, UserRoles
 from .paging import Page
 from .tokens import TokenSet
 
@@ -29,6 +29,7 @@ __all__ = [
     "restore_user_flow",
     "search_users_flow",
     "update_user_flow",
+    "user_organizations_flow",
     "user_roles_flow",
 ]
 
@@ -102,6 +103,16 @@ def restore_user_flow(core: BaseClient, user_id: object, token: Token | None = N
 def delete_user_flow(core: BaseClient, user_id: object, token: Token | None = None) -> Flow[None]:
     path = "/users/" + segment(user_id, "user_id")
     yield from api_flow(core, "DELETE", path, token=token)
+
+
+def user_organizations_flow(
+    core: BaseClient, user_id: object, limit: int = 20, offset: int = 0,
+    token: Token | None = None,
+) -> Flow[Page[Organization]]:
+    path = f"/users/{segment(user_id, 'user_id')}/organizations"
+    response = yield from api_flow(core, "GET", path, token=token,
+                                   params=page_params(limit, offset))
+    return page(core, body(response), Organization.from_json)
 
 
 def _user_roles_path(org: object, user_id: object) -> str:

@@ -19,7 +19,7 @@ from . import _admin_events, _admin_orgs, _admin_users
 from ._admin import Token
 from .events import Event
 from .models import User
-from .organizations import Organization, Role, UserRoles
+from .organizations import Member, Organization, Role, UserRoles
 from .paging import Page
 from .tokens import TokenSet
 
@@ -148,6 +148,14 @@ class Users(Namespace["Client"]):
     def attach_roles(self, org: OrgRef, user_id: str, roles: RoleRefs) -> Page[Role]:
         return self.update_roles(org, user_id, add=roles).roles
 
+    def organizations(self, user_id: str, limit: int = 20, offset: int = 0) -> Page[Organization]:
+        """The organizations where the user holds a role, oldest first (a user's own
+        token may list theirs: ``with_token``)."""
+        flow = _admin_users.user_organizations_flow(
+            self._client._core, user_id, limit, offset, self._token
+        )
+        return self._client._run(flow)
+
     def remove_roles(self, org: OrgRef, user_id: str, roles: RoleRefs) -> Page[Role]:
         return self.update_roles(org, user_id, remove=roles).roles
 
@@ -164,6 +172,26 @@ class Organizations(Namespace["Client"]):
     def get(self, org: str) -> Organization:
         """By id or name."""
         flow = _admin_orgs.get_organization_flow(self._client._core, org, self._token)
+        return self._client._run(flow)
+
+    def rename(self, org: OrgRef, name: str) -> Organization:
+        """A new name (the id, which tokens carry in ``org``, stays); ``Conflict`` if taken."""
+        flow = _admin_orgs.rename_organization_flow(self._client._core, org, name, self._token)
+        return self._client._run(flow)
+
+    def delete(self, org: OrgRef, *, force: bool = False) -> None:
+        """Delete it with its roles, revoking the tokens issued in it; ``Conflict``
+        while users hold its roles, unless ``force``."""
+        flow = _admin_orgs.delete_organization_flow(self._client._core, org, force, self._token)
+        self._client._run(flow)
+
+    def members(
+        self, org: OrgRef, limit: int = 20, offset: int = 0, include_deleted: bool = False
+    ) -> Page[Member]:
+        """The users holding a role in ``org``, oldest first, with those roles' names."""
+        flow = _admin_orgs.members_flow(
+            self._client._core, org, limit, offset, include_deleted, self._token
+        )
         return self._client._run(flow)
 
 

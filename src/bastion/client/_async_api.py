@@ -13,7 +13,7 @@ from ._admin import Token
 from ._api import Namespace
 from .events import Event
 from .models import User
-from .organizations import Organization, Role, UserRoles
+from .organizations import Member, Organization, Role, UserRoles
 from .paging import Page
 from .tokens import TokenSet
 
@@ -122,6 +122,14 @@ class AsyncUsers(Namespace["AsyncClient"]):
     async def attach_roles(self, org: OrgRef, user_id: str, roles: RoleRefs) -> Page[Role]:
         return (await self.update_roles(org, user_id, add=roles)).roles
 
+    async def organizations(
+        self, user_id: str, limit: int = 20, offset: int = 0
+    ) -> Page[Organization]:
+        flow = _admin_users.user_organizations_flow(
+            self._client._core, user_id, limit, offset, self._token
+        )
+        return await self._client._run(flow)
+
     async def remove_roles(self, org: OrgRef, user_id: str, roles: RoleRefs) -> Page[Role]:
         return (await self.update_roles(org, user_id, remove=roles)).roles
 
@@ -137,6 +145,22 @@ class AsyncOrganizations(Namespace["AsyncClient"]):
 
     async def get(self, org: str) -> Organization:
         flow = _admin_orgs.get_organization_flow(self._client._core, org, self._token)
+        return await self._client._run(flow)
+
+    async def rename(self, org: OrgRef, name: str) -> Organization:
+        flow = _admin_orgs.rename_organization_flow(self._client._core, org, name, self._token)
+        return await self._client._run(flow)
+
+    async def delete(self, org: OrgRef, *, force: bool = False) -> None:
+        flow = _admin_orgs.delete_organization_flow(self._client._core, org, force, self._token)
+        await self._client._run(flow)
+
+    async def members(
+        self, org: OrgRef, limit: int = 20, offset: int = 0, include_deleted: bool = False
+    ) -> Page[Member]:
+        flow = _admin_orgs.members_flow(
+            self._client._core, org, limit, offset, include_deleted, self._token
+        )
         return await self._client._run(flow)
 
 

@@ -1,8 +1,8 @@
 """``User``'s administration calls: Bastion's REST API as an administrator.
 
 ``User.get``, ``User.search``, ``User.count``, ``User.create`` and
-``user.update()``, ``user.delete()``, ``user.restore()`` and the role calls
-(``roles``, ``attach_roles``, ``remove_roles``, ``update_roles``), each with an
+``user.update()``, ``user.delete()``, ``user.restore()``, ``user.organizations()``
+and the role calls (``roles``, ``attach_roles``, ``remove_roles``, ``update_roles``), each with an
 ``a``-prefixed async twin. They use the connection's client-credentials token
 with scope ``bastion:admin`` and run on the client a user was fetched with, or
 the shared client of connection ``using`` (see ``_shared``); the flows are the
@@ -183,6 +183,19 @@ class UserAdministration:
     async def arestore(self, using: str | None = None) -> User:
         client = async_client(self.client, using, "restore")
         return self._take(await client.users.restore(self.id))
+
+    def organizations(
+        self, limit: int = 20, offset: int = 0, using: str | None = None
+    ) -> Page[Organization]:
+        """The organizations where this user holds a role, oldest first."""
+        client = sync_client(self.client, using, "organizations")
+        return client.users.organizations(self.identifier, limit, offset)
+
+    async def aorganizations(
+        self, limit: int = 20, offset: int = 0, using: str | None = None
+    ) -> Page[Organization]:
+        client = async_client(self.client, using, "organizations")
+        return await client.users.organizations(self.identifier, limit, offset)
 
     def roles(self, org: Organization | str, using: str | None = None) -> Page[Role]:
         """This user's roles in ``org`` (an organization, its id or name)."""

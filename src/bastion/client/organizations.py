@@ -1,4 +1,4 @@
-"""High-level ``Organization``, ``Role`` and ``Permission``, and ``UserRoles``.
+"""High-level ``Organization``, ``Role``, ``Permission`` and ``Member``, and ``UserRoles``.
 
 Roles belong to an organization and hold a set of permission strings; a user
 gets roles per organization (``User.attach_roles`` and friends), and an access
@@ -25,6 +25,7 @@ from ._shared import (
 )
 from ._shared import sync_client as _sync
 from .exceptions import ProtocolError
+from .models import User
 from .tokens import TokenSet
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from ._client import Client
     from .paging import Page
 
-__all__ = ["Organization", "Permission", "Role", "UserRoles"]
+__all__ = ["Member", "Organization", "Permission", "Role", "UserRoles"]
 
 
 class Permission(str):
@@ -97,6 +98,70 @@ class Organization(Bound):
 
     async def aroles(self, using: str | None = None) -> Page[Role]:
         return await async_client(self.client, using, "roles").roles.list(self.id)
+
+    def members(
+        self,
+        limit: int = 20,
+        offset: int = 0,
+        using: str | None = None,
+        *,
+        include_deleted: bool = False,
+    ) -> Page[Member]:
+        """The users holding a role here, oldest first, each with those roles' names;
+        ``.total`` counts them all. Soft-deleted users only with ``include_deleted``."""
+        client = _sync(self.client, using, "members")
+        return client.organizations.members(self.id, limit, offset, include_deleted)
+
+    async def amembers(
+        self,
+        limit: int = 20,
+        offset: int = 0,
+        using: str | None = None,
+        *,
+        include_deleted: bool = False,
+    ) -> Page[Member]:
+        client = async_client(self.client, using, "members")
+        return await client.organizations.members(self.id, limit, offset, include_deleted)
+
+    def rename(self, name: str, using: str | None = None) -> Organization:
+        """Give it a new name (``Conflict`` if taken); this object takes it. The id,
+        which tokens carry in ``org``, stays."""
+        self.name = _sync(self.client, using, "rename").organizations.rename(self.id, name).name
+        return self
+
+    async def arename(self, name: str, using: str | None = None) -> Organization:
+        client = async_client(self.client, using, "rename")
+        self.name = (await client.organizations.rename(self.id, name)).name
+        return self
+
+    def delete(self, *, force: bool = False, using: str | None = None) -> None:
+        """Delete it with its roles; the tokens issued in it are revoked. ``Conflict``
+        while users hold its roles, unless ``force`` (which takes the roles from them)."""
+        _sync(self.client, using, "delete").organizations.delete(self.id, force=force)
+
+    async def adelete(self, *, force: bool = False, using: str | None = None) -> None:
+        client = async_client(self.client, using, "delete")
+        await client.organizations.delete(self.id, force=force)
+
+
+@dataclass(slots=True)
+class Member:
+    """A user holding roles in an organization (membership is holding a role), and
+    the names of those roles, sorted."""
+
+    user: User
+    roles: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(
+        cls, body: Mapping[str, Any], client: Client | AsyncClient | None = None
+    ) -> Member:
+        user, roles = body.get("user"), body.get("roles")
+        if not isinstance(user, dict) or not isinstance(user.get("id"), str):
+            raise ProtocolError("The API's answer has no user.")
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise ProtocolError("The API's answer has no list of roles.")
+        return cls(User.from_claims(user, client=client), tuple(sorted(roles)))
 
 
 @dataclass(slots=True)

@@ -138,6 +138,14 @@ class Organization:
 
 
 @dataclass(frozen=True, slots=True)
+class Member:
+    """A user holding roles in an organization (membership *is* holding a role)."""
+
+    user: User
+    roles: tuple[str, ...]  # the names, sorted
+
+
+@dataclass(frozen=True, slots=True)
 class Role:
     """A named set of permission strings within one organization."""
 

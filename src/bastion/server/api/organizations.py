@@ -15,13 +15,17 @@ from bastion.server.api.common import (
     require_admin,
 )
 from bastion.server.api.schemas import (
+    MemberList,
+    MemberOut,
     OrganizationCreate,
     OrganizationList,
     OrganizationOut,
+    OrganizationUpdate,
     Permissions,
     RoleCreate,
     RoleList,
     RoleOut,
+    UserOut,
 )
 from bastion.server.services import audit, rbac
 
@@ -52,6 +56,45 @@ async def create_organization(body: OrganizationCreate, request: Request,
 async def get_organization(org: str, request: Request, who: Who) -> OrganizationOut:
     require_admin(who)
     return OrganizationOut.of(await rbac.organization(context(request).storage, org))
+
+
+@router.patch("/{org}", summary="Rename an organization")
+async def rename_organization(org: str, body: OrganizationUpdate, request: Request,
+                              who: Who) -> OrganizationOut:
+    require_admin(who)
+    ctx = context(request)
+    before, renamed = await rbac.rename_organization(ctx.storage, org, body.name)
+    await audit.record(ctx.storage, actor(who, request), "organization.update", renamed.id,
+                       name=renamed.name, previous=before.name)
+    return OrganizationOut.of(renamed)
+
+
+@router.delete("/{org}", status_code=204, summary="Delete an organization",
+               responses={409: {"description": "Users hold its roles (use force)"}})
+async def delete_organization(org: str, request: Request, who: Who,
+                              force: bool = Query(False, description="Also take its roles "
+                                                  "from their users.")) -> Response:
+    """Its roles and their assignments go with it, and every grant issued in it is
+    revoked: its users' refresh tokens for it, and their access tokens as seen by
+    introspection."""
+    require_admin(who)
+    ctx = context(request)
+    deleted = await rbac.delete_organization(ctx.storage, org, force)
+    await audit.record(ctx.storage, actor(who, request), "organization.delete", deleted.id,
+                       name=deleted.name, force=force)
+    return Response(status_code=204)
+
+
+@router.get("/{org}/users", summary="List the users holding a role in an organization")
+async def list_members(org: str, request: Request, who: Who, limit: Limit = 20,
+                       offset: Offset = 0, include_deleted: bool = False) -> MemberList:
+    """Oldest first, each with the names of the roles it holds there."""
+    require_admin(who)
+    ctx = context(request)
+    found = await rbac.organization(ctx.storage, org)
+    items, count = await ctx.storage.list_members(found.id, limit, offset, include_deleted)
+    return MemberList(items=[MemberOut(user=UserOut.of(m.user), roles=list(m.roles))
+                             for m in items], count=count)
 
 
 @router.get("/{org}/roles", summary="List the roles of an organization, with permissions")

@@ -137,6 +137,24 @@ class OrganizationCreate(Strict):
     name: Name
 
 
+class OrganizationUpdate(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "acme"}]})
+
+    name: Name = Field(description="The new name (the id, which tokens carry in `org`, "
+                       "stays).")
+
+
+class MemberOut(BaseModel):
+    user: UserOut
+    roles: list[str] = Field(description="The names of the roles the user holds there, "
+                             "sorted.")
+
+
+class MemberList(BaseModel):
+    items: list[MemberOut]
+    count: int = Field(description="How many users hold a role there, over all pages.")
+
+
 class RoleOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"id": "3c1d...", "organization_id": "0b7e...", "name": "editor",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from bastion.server.api.auth import require_self_or_admin
 from bastion.server.api.common import (
     ERRORS,
     Limit,
@@ -15,7 +16,15 @@ from bastion.server.api.common import (
     require_admin,
 )
 from bastion.server.api.problems import ApiError
-from bastion.server.api.schemas import Count, UserCreate, UserList, UserOut, UserUpdate
+from bastion.server.api.schemas import (
+    Count,
+    OrganizationList,
+    OrganizationOut,
+    UserCreate,
+    UserList,
+    UserOut,
+    UserUpdate,
+)
 from bastion.server.services import audit
 from bastion.server.services import users as service
 
@@ -55,6 +64,17 @@ async def get_user(user_id: str, request: Request, who: Who) -> UserOut:
     if not (who.is_admin or (who.user and who.user.id == user_id)):
         require_admin(who)
     return UserOut.of(await service.get_user(context(request).storage, user_id))
+
+
+@router.get("/{user_id}/organizations", summary="The organizations where a user holds a role")
+async def user_organizations(user_id: str, request: Request, who: Who, limit: Limit = 20,
+                             offset: Offset = 0) -> OrganizationList:
+    """Oldest first. A user may list their own (`me`: an app's organization picker)."""
+    user_id = require_self_or_admin(who, user_id)
+    ctx = context(request)
+    await service.get_user(ctx.storage, user_id)
+    items, count = await ctx.storage.user_organizations(user_id, limit, offset)
+    return OrganizationList(items=[OrganizationOut.of(o) for o in items], count=count)
 
 
 @router.post("", status_code=201, summary="Create a user")

@@ -60,6 +60,7 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
         else (None, None)
     success = audit.event(audit.Actor(user.id, "user", client.client_id, request.client_ip),
                           "login.success", user.id, method="password")
-    await ctx.storage.create_grant(grant, record, success)
+    if not await ctx.storage.create_grant(grant, record, success):  # left it meanwhile
+        raise AccessDenied("The user is not a member of that organization.")
     return await user_token_response(ctx, client, grant, user, scope, refresh_token=refresh,
                                      claims=claims)

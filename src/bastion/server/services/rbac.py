@@ -12,7 +12,7 @@ from typing import Any
 
 from bastion.server.models import Organization, Role
 from bastion.server.services.errors import AlreadyExists, InUse, InvalidInput, NotFound
-from bastion.server.storage.base import Conflict, Missing, Storage
+from bastion.server.storage.base import Conflict, DeleteRoleResult, Missing, Storage
 
 #: The rules, as patterns the API schema states too.
 NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9 _.:-]{0,98}[A-Za-z0-9_.:-])?$"
@@ -84,6 +84,37 @@ async def organization(storage: Storage, org: str) -> Organization:
     return found
 
 
+async def rename_organization(storage: Storage, org: str,
+                              name: str) -> tuple[Organization, Organization]:
+    """The organization before and after."""
+    found = await organization(storage, org)
+    try:
+        renamed = await storage.rename_organization(found.id, check_name("name", name))
+    except Conflict:
+        raise AlreadyExists("organization name", name) from None
+    if renamed is None:  # deleted since it was looked up
+        raise NotFound("organization", org)
+    return found, renamed
+
+
+async def delete_organization(storage: Storage, org: str, force: bool) -> Organization:
+    """Delete ``org`` with its roles and their assignments; its users' tokens for it
+    are revoked. ``InUse`` while users hold its roles, unless ``force``."""
+    found = await organization(storage, org)
+    result = await storage.delete_organization(found.id, force, datetime.now(UTC))
+    _deleted(result, f"Users hold roles in organization {found.name!r} (soft-deleted users "
+             "too: see include_deleted); take them away first", "organization", org)
+    return found
+
+
+def _deleted(result: DeleteRoleResult, in_use: str, what: str, key: str) -> None:
+    """Raise for a delete that did not happen: ``InUse`` (no force) or ``NotFound``."""
+    if result == "in_use":
+        raise InUse(f"{in_use}, or delete with force=true.")
+    if result == "missing":
+        raise NotFound(what, key)
+
+
 async def create_role(storage: Storage, org_id: str, name: str,
                       permissions: Iterable[str]) -> Role:
     role = Role(id=str(uuid.uuid4()), organization_id=org_id, name=check_name("name", name),
@@ -94,6 +125,8 @@ async def create_role(storage: Storage, org_id: str, name: str,
         await storage.create_role(role)
     except Conflict:
         raise AlreadyExists("role name", role.name) from None
+    except Missing:  # the organization was deleted since it was looked up
+        raise NotFound("organization", org_id) from None
     return role
 
 
@@ -107,11 +140,8 @@ async def role(storage: Storage, org_id: str, key: str) -> Role:
 async def delete_role(storage: Storage, org_id: str, key: str, force: bool) -> Role:
     found = await role(storage, org_id, key)
     result = await storage.delete_role(org_id, found.id, force)
-    if result == "in_use":
-        raise InUse(f"Role {found.name!r} is assigned to users; remove it from them first, "
-                    "or delete with force=true.")
-    if result == "missing":
-        raise NotFound("role", key)
+    _deleted(result, f"Role {found.name!r} is assigned to users; remove it from them first",
+             "role", key)
     return found
 
 
@@ -146,6 +176,8 @@ async def change_user_roles(storage: Storage, user_id: str, org_id: str,
     try:
         return await storage.change_user_roles(user_id, org_id, list(keys), remove_ids)
     except Missing as exc:  # a role to add was deleted since it was looked up
+        if await storage.get_organization(org_id) is None:  # with its organization
+            raise NotFound("organization", org_id) from None
         raise NotFound("role", keys.get(exc.key, exc.key)) from None
 
 

@@ -17,6 +17,7 @@ from bastion.server.models import (
     Event,
     Grant,
     LoginSession,
+    Member,
     OneTimeToken,
     Organization,
     OutgoingMail,
@@ -31,6 +32,7 @@ from bastion.server.models import (
 #: whose family was revoked already.
 RotateResult = Literal["rotated", "reused", "replayed", "invalid"]
 DeleteRoleResult = Literal["deleted", "in_use", "missing"]
+DeleteOrganizationResult = DeleteRoleResult
 DeleteClientResult = Literal["deleted", "already", "missing"]
 
 
@@ -154,9 +156,10 @@ class Storage(Protocol):
         """Mark a code used; returns it and whether this call was the first use."""
 
     async def create_grant(self, grant: Grant, refresh: RefreshToken | None,
-                           event: Event | None = None) -> None:
+                           event: Event | None = None) -> bool:
         """Store a grant and, optionally, its first refresh token and the audit event
-        of its issue, atomically."""
+        of its issue, atomically; ``False``, storing nothing, if the grant is in an
+        organization where its user holds no role (any more: one deleted meanwhile)."""
 
     async def get_grant(self, grant_id: str) -> Grant | None: ...
 
@@ -168,7 +171,8 @@ class Storage(Protocol):
                             at: datetime) -> bool:
         """Revoke grant ``old_id`` with its family and store ``grant`` with its first
         refresh token, atomically; ``False``, changing nothing, if ``old_id`` is already
-        revoked (of concurrent reissues of one family exactly one succeeds)."""
+        revoked (of concurrent reissues of one family exactly one succeeds), or if
+        ``grant`` is in an organization where its user holds no role."""
 
     async def create_refresh_token(self, token: RefreshToken) -> bool:
         """Store ``token`` unless its grant is revoked (or gone); whether it was."""
@@ -245,8 +249,29 @@ class Storage(Protocol):
         self, limit: int, offset: int
     ) -> tuple[list[Organization], int]: ...
 
+    async def rename_organization(self, org_id: str, name: str) -> Organization | None:
+        """Raises ``Conflict('name')``; ``None`` if there is no such organization."""
+
+    async def delete_organization(
+        self, org_id: str, force: bool, at: datetime
+    ) -> DeleteOrganizationResult:
+        """In one transaction, delete the organization, its roles and their assignments,
+        and revoke the grants issued in it (at ``at``); 'in_use' (changing nothing)
+        while a user holds one of its roles, unless ``force``."""
+
+    async def list_members(
+        self, org_id: str, limit: int, offset: int, include_deleted: bool = False
+    ) -> tuple[list[Member], int]:
+        """The users holding a role in the organization, oldest first, and their count."""
+
+    async def user_organizations(
+        self, user_id: str, limit: int, offset: int
+    ) -> tuple[list[Organization], int]:
+        """The organizations where the user holds a role, oldest first, and their count."""
+
     async def create_role(self, role: Role) -> None:
-        """Insert a role with its permissions; raises ``Conflict('name')``."""
+        """Insert a role with its permissions; raises ``Conflict('name')``, or
+        ``Missing`` if its organization is gone (deleted meanwhile)."""
 
     async def list_roles(self, org_id: str) -> list[Role]: ...
 

@@ -11,13 +11,20 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from bastion.server.models import Event, Organization, Role, User
-from bastion.server.storage.base import Conflict, DeleteRoleResult, EventFilter, Missing
+from bastion.server.models import Event, Member, Organization, Role, User
+from bastion.server.storage.base import (
+    Conflict,
+    DeleteOrganizationResult,
+    DeleteRoleResult,
+    EventFilter,
+    Missing,
+)
 from bastion.server.storage.conflicts import conflict
 from bastion.server.storage.sql_base import SQLBase, values
-from bastion.server.storage.sql_grants import end_user_sessions
+from bastion.server.storage.sql_grants import end_user_sessions, revoke_grants
 from bastion.server.storage.tables import (
     events,
+    grants,
     organizations,
     role_permissions,
     roles,
@@ -158,6 +165,93 @@ class DirectoryMixin(SQLBase):
             return items, int(total)
         return await self._read(page)
 
+    async def rename_organization(self, org_id: str, name: str) -> Organization | None:
+        where = organizations.c.id == org_id
+
+        def rename(conn: sa.Connection) -> Organization | None:
+            if conn.execute(organizations.update().where(where).values(name=name)).rowcount != 1:
+                return None
+            return Organization(**conn.execute(sa.select(organizations).where(where))
+                                .mappings().one())
+        try:
+            return await self._write(rename)
+        except IntegrityError:
+            raise Conflict("name") from None
+
+    async def delete_organization(self, org_id: str, force: bool,
+                                  at: datetime) -> DeleteOrganizationResult:
+        where = organizations.c.id == org_id
+        in_org = roles.c.organization_id == org_id
+
+        def delete(conn: sa.Connection) -> DeleteOrganizationResult:
+            # Lock, then count, as ``delete_role`` does. PostgreSQL: the organization
+            # (a role being created waits, or went first and is locked below) and its
+            # roles (an assignment being added holds one: wait for it, then see it).
+            # SQLite: the write lock, before anything is read.
+            if conn.dialect.name == "sqlite":
+                conn.execute(organizations.update().where(where).values(name=organizations.c.name))
+            else:
+                conn.execute(sa.select(organizations.c.id).where(where).with_for_update())
+                conn.execute(sa.select(roles.c.id).where(in_org).with_for_update())
+            if conn.execute(sa.select(organizations.c.id).where(where)).first() is None:
+                return "missing"
+            held = conn.execute(sa.select(user_roles.c.role_id).where(
+                user_roles.c.organization_id == org_id).limit(1)).first()
+            if held and not force:
+                return "in_use"
+            conn.execute(user_roles.delete().where(user_roles.c.organization_id == org_id))
+            conn.execute(role_permissions.delete().where(
+                role_permissions.c.role_id.in_(sa.select(roles.c.id).where(in_org))))
+            conn.execute(roles.delete().where(in_org))
+            conn.execute(organizations.delete().where(where))
+            # Its tokens carry roles that are gone. grants has no index by organization
+            # (a rare admin call may scan the table, as deleting a client does).
+            revoke_grants(conn, sa.select(grants.c.id).where(grants.c.organization_id == org_id),
+                          at)
+            return "deleted"
+        return await self._write(delete, may_wait=True)
+
+    async def list_members(self, org_id: str, limit: int, offset: int,
+                           include_deleted: bool = False) -> tuple[list[Member], int]:
+        where: list[Any] = [users.c.id.in_(sa.select(user_roles.c.user_id).where(
+            user_roles.c.organization_id == org_id))]
+        if not include_deleted:
+            where.append(users.c.deleted_at.is_(None))
+
+        def page(conn: sa.Connection) -> tuple[list[Member], int]:
+            found = [User(**row) for row in conn.execute(
+                sa.select(users).where(*where).order_by(users.c.created_at, users.c.id)
+                .limit(limit).offset(offset)).mappings()]
+            held: dict[str, list[str]] = {u.id: [] for u in found}
+            if held:
+                for user_id, name in conn.execute(
+                    sa.select(user_roles.c.user_id, roles.c.name)
+                    .join(roles, roles.c.id == user_roles.c.role_id)
+                    .where(user_roles.c.organization_id == org_id,
+                           user_roles.c.user_id.in_(list(held)))
+                    .order_by(roles.c.name)
+                ):
+                    held[user_id].append(name)
+            total = conn.execute(sa.select(sa.func.count()).select_from(users).where(*where)
+                                 ).scalar_one()
+            return [Member(u, tuple(held[u.id])) for u in found], int(total)
+        return await self._read(page)
+
+    async def user_organizations(self, user_id: str, limit: int,
+                                 offset: int) -> tuple[list[Organization], int]:
+        where = organizations.c.id.in_(sa.select(user_roles.c.organization_id).where(
+            user_roles.c.user_id == user_id))
+
+        def page(conn: sa.Connection) -> tuple[list[Organization], int]:
+            rows = conn.execute(sa.select(organizations).where(where).order_by(
+                organizations.c.created_at, organizations.c.id).limit(limit).offset(offset)
+            ).mappings()
+            items = [Organization(**row) for row in rows]
+            total = conn.execute(sa.select(sa.func.count()).select_from(organizations)
+                                 .where(where)).scalar_one()
+            return items, int(total)
+        return await self._read(page)
+
     # -- roles and permissions ----------------------------------------------------------
 
     async def create_role(self, role: Role) -> None:
@@ -171,6 +265,8 @@ class DirectoryMixin(SQLBase):
         try:
             await self._write(create)
         except IntegrityError:
+            if await self._one(_ORGANIZATION, {"id": role.organization_id, "name": ""}) is None:
+                raise Missing(role.organization_id) from None  # deleted meanwhile
             raise Conflict("name") from None
 
     async def list_roles(self, org_id: str) -> list[Role]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +35,8 @@ from bastion.server.storage.tables import (
     login_throttle,
     refresh_tokens,
     revoked_access_tokens,
+    roles,
+    user_roles,
     users,
 )
 from bastion.server.text import fold
@@ -95,14 +98,15 @@ class GrantsMixin(SQLBase):
         return await self._write(consume)
 
     async def create_grant(self, grant: Grant, refresh: RefreshToken | None,
-                           event: Event | None = None) -> None:
-        def create(conn: sa.Connection) -> None:
-            prepared.insert(conn, grants, _values(grant))
+                           event: Event | None = None) -> bool:
+        def create(conn: sa.Connection) -> bool:
+            prepared.insert(conn, grants, _values(grant))  # SQLite: the write lock, first
             if refresh is not None:
                 prepared.insert(conn, refresh_tokens, _values(refresh))
             if event is not None:
                 prepared.insert(conn, events, _values(event))
-        await self._write(create)
+            return not grant.organization_id or _holds_role(conn, grant)
+        return await self._write_unless(create)
 
     async def get_grant(self, grant_id: str) -> Grant | None:
         row = await self._one(select_by(grants, "id"), {"id": grant_id})
@@ -113,15 +117,35 @@ class GrantsMixin(SQLBase):
 
     async def reissue_grant(self, old_id: str, grant: Grant, refresh: RefreshToken,
                             at: datetime) -> bool:
+        in_org = grant.organization_id is not None
+        sqlite = self.engine.dialect.name == "sqlite"
+
         def reissue(conn: sa.Connection) -> bool:
+            # PostgreSQL: the roles before the grant, in the order an organization's
+            # deletion locks them (the other order could deadlock with it).
+            if in_org and not sqlite and not _holds_role(conn, grant):
+                return False
             # The conditional revocation decides: on PostgreSQL a concurrent one waits
             # for this row and then finds it revoked; SQLite writes one at a time.
             if not revoke_grants(conn, [old_id], at):
                 return False
+            if in_org and sqlite and not _holds_role(conn, grant):  # under the write lock
+                return False
             prepared.insert(conn, grants, _values(grant))
             prepared.insert(conn, refresh_tokens, _values(refresh))
             return True
-        return await self._write(reissue)
+        return await self._write_unless(reissue)
+
+    async def _write_unless(self, fn: Callable[[sa.Connection], bool]) -> bool:
+        """``_write(fn)``, rolled back when ``fn`` answers ``False``."""
+        def run(conn: sa.Connection) -> bool:
+            if not fn(conn):
+                raise _Refused
+            return True
+        try:
+            return await self._write(run)
+        except _Refused:
+            return False
 
     # refresh tokens
 
@@ -298,6 +322,23 @@ def end_user_sessions(conn: sa.Connection, user_id: str, at: datetime,
     )
     revoked = revoke_grants(conn, sa.select(grants.c.id).where(grants.c.user_id == user_id), at)
     return int(done.rowcount or 0) + revoked
+
+
+class _Refused(Exception):
+    """Raised inside a write to roll it back (see ``_write_unless``)."""
+
+
+def _holds_role(conn: sa.Connection, grant: Grant) -> bool:
+    """Whether the grant's user holds a role in its organization. On PostgreSQL the
+    role found stays locked (``FOR KEY SHARE``) until the transaction ends: a deletion
+    of the organization (which locks its roles ``FOR UPDATE`` first) either waits and
+    then revokes what this transaction stored, or went first and this finds no role.
+    On SQLite, call it once the write lock is taken (after a write)."""
+    query = (sa.select(roles.c.id).join(user_roles, user_roles.c.role_id == roles.c.id)
+             .where(user_roles.c.user_id == grant.user_id,
+                    user_roles.c.organization_id == grant.organization_id)
+             .limit(1).with_for_update(read=True, key_share=True, of=roles))
+    return conn.execute(query).first() is not None
 
 
 def revoke_grants(conn: sa.Connection, ids: Any, at: datetime) -> int:
