@@ -457,7 +457,7 @@ def test_events(api: Any, any_server: ServerProcess) -> None:
 
 def test_only_administrators(
     api: Any, any_server: ServerProcess, password_app: App, make_api: Callable[..., Any],
-    account_on: Callable[..., Account],
+    account_on: Callable[..., Account], make_app: Callable[..., App],
 ) -> None:
     app = make_api(url=any_server.url, client_id=password_app.client_id,
                    client_secret=password_app.client_secret, retries=0)
@@ -477,10 +477,21 @@ def test_only_administrators(
     assert as_user.get(person.id).username == person.username  # themselves: yes
     assert app.users.me(user_tokens).id == person.id
 
-    # An administrator user's token works like the admin client's.
+    # An administrator user's token works like the admin client's when it was asked
+    # for with bastion:admin, through a client registered with it; not from any app.
     boss_tokens = app.login_password(boss.username, boss.password)
-    assert app.users.with_token(boss_tokens).get(person.id).id == person.id
-    assert app.users.with_token(boss_tokens).count() >= 2
+    with pytest.raises(Forbidden):
+        app.users.with_token(boss_tokens).count()
+    assert app.users.with_token(boss_tokens).me(boss_tokens).id == boss.id
+    console_app = make_app(any_server, "--grant-type", "password", "--scope", "bastion:admin")
+    console = make_api(url=any_server.url, client_id=console_app.client_id,
+                       client_secret=console_app.client_secret, retries=0)
+    boss_tokens = console.login_password(boss.username, boss.password, "openid bastion:admin")
+    assert boss_tokens.scope == "openid bastion:admin"
+    assert console.users.with_token(boss_tokens).get(person.id).id == person.id
+    assert console.users.with_token(boss_tokens).count() >= 2
+    assert console.login_password(person.username, person.password,
+                                  ["openid", "bastion:admin"]).scope == "openid"
 
     # A client without bastion:admin cannot get an admin token at all.
     plain = make_api(url=any_server.url, client_id=any_server.client_id,

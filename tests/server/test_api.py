@@ -73,12 +73,99 @@ async def test_user_lifecycle(api: Api) -> None:
     await api.user_token("alice")
 
 
-async def test_an_administrator_user_may_use_the_api(api: Api) -> None:
-    await create_user(api.app.ctx.storage, api.app.ctx.passwords, username="root",
-                      email="root@example.com", password=PASSWORD, is_administrator=True)
-    token = await api.user_token("root")
-    r = await api.app.http.get("/api/v1/users", headers=api.bearer(token))
-    assert r.status_code == 200 and r.json()["count"] == 1
+async def test_an_administrator_user_may_use_the_api_with_the_admin_scope(api: Api) -> None:
+    http, storage = api.app.http, api.app.ctx.storage
+    for name, admin in (("root", True), ("pat", False)):
+        await create_user(storage, api.app.ctx.passwords, username=name,
+                          email=f"{name}@example.com", password=PASSWORD, is_administrator=admin)
+    console = await create_client(storage, name="console",
+                                  grant_types=["password", "refresh_token"],
+                                  scopes=["openid", "bastion:admin"])
+
+    async def sign_in(username: str, client=console, **extra: str) -> dict[str, str]:
+        r = await http.post("/oauth/token", auth=(client.client.client_id, client.client_secret),
+                            data={"grant_type": "password", "username": username,
+                                  "password": PASSWORD, **extra})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    # An administrator's token from an app that did not ask for the scope (any app they
+    # sign in to) does not run the API as them; their own account, yes.
+    plain = await api.user_token("root")
+    r = await http.get("/api/v1/users", headers=api.bearer(plain))
+    assert r.status_code == 403 and "bastion:admin" in r.json()["detail"], r.text
+    root_id = (await http.get("/api/v1/users/me", headers=api.bearer(plain))).json()["id"]
+    for path in (f"/api/v1/users/{root_id}/organizations", "/api/v1/users/me/organizations",
+                 f"/api/v1/users/{root_id}"):
+        r = await http.get(path, headers=api.bearer(plain))
+        assert r.status_code == 200, (path, r.text)
+    narrow = await sign_in("root", scope="openid")
+    r = await http.get("/api/v1/users", headers=api.bearer(narrow))
+    assert r.status_code == 403, r.text
+    # Asked for, through a client registered with it: an administrator's token.
+    root = await sign_in("root", scope="openid bastion:admin")
+    assert root["scope"] == "openid bastion:admin"
+    r = await http.get("/api/v1/users", headers=api.bearer(root))
+    assert r.status_code == 200 and r.json()["count"] == 2, r.text
+    assert (await sign_in("root"))["scope"] == "openid"  # asked for, not by default
+    # Anyone else is not given the scope (it would grant nothing): the answer says so.
+    pat = await sign_in("pat", scope="openid bastion:admin")
+    assert pat["scope"] == "openid"
+    assert "bastion:admin" not in jwt.decode(
+        pat["access_token"], options={"verify_signature": False})["scope"]
+    assert (await http.get("/api/v1/users", headers=api.bearer(pat))).status_code == 403
+    # An administrator no more: the token's scope grants nothing, and a refresh does
+    # not issue it again; their own account stays theirs.
+    r = await http.patch(f"/api/v1/users/{root_id}", json={"is_administrator": False})
+    assert r.status_code == 200, r.text
+    assert (await http.get("/api/v1/users", headers=api.bearer(root))).status_code == 403
+    r = await http.post("/oauth/token", auth=(console.client.client_id, console.client_secret),
+                        data={"grant_type": "refresh_token",
+                              "refresh_token": root["refresh_token"]})
+    assert r.status_code == 200 and r.json()["scope"] == "openid", r.text
+    assert (await http.get("/api/v1/users/me", headers=api.bearer(r.json()))).status_code == 200
+    # Taking the scope from the client ends the admin rights of its tokens.
+    await http.patch(f"/api/v1/users/{root_id}", json={"is_administrator": True})
+    root = await sign_in("root", scope="openid bastion:admin")
+    assert (await http.get("/api/v1/users", headers=api.bearer(root))).status_code == 200
+    r = await http.patch(f"/api/v1/clients/{console.client.client_id}",
+                         json={"scopes": ["openid"]})
+    assert r.status_code == 200, r.text
+    r = await http.get("/api/v1/users", headers=api.bearer(root))
+    assert r.status_code == 403, r.text
+
+
+async def test_the_admin_scope_through_the_authorization_endpoint(api: Api) -> None:
+    from bastion.oauth import pkce
+    from support import callback_params, sign_in
+
+    http, storage = api.app.http, api.app.ctx.storage
+    spa = await create_client(storage, name="spa", public=True,
+                              redirect_uris=["https://spa.example/cb"],
+                              scopes=["openid", "bastion:admin"])
+    for name, admin in (("ada", True), ("bo", False)):
+        await create_user(storage, api.app.ctx.passwords, username=name,
+                          email=f"{name}@example.com", password=PASSWORD, is_administrator=admin)
+    del http.headers["Authorization"]
+    granted = {}
+    for name in ("ada", "bo"):
+        http.cookies.clear()
+        verifier = pkce.new_verifier()
+        url = "/oauth/authorize?" + "&".join([
+            "response_type=code", f"client_id={spa.client.client_id}",
+            "scope=openid%20bastion:admin", "redirect_uri=https://spa.example/cb",
+            f"code_challenge={pkce.challenge(verifier)}", "code_challenge_method=S256"])
+        code = callback_params(await sign_in(http, url, name, PASSWORD))["code"]
+        r = await http.post("/oauth/token", data={
+            "grant_type": "authorization_code", "code": code,
+            "client_id": spa.client.client_id, "redirect_uri": "https://spa.example/cb",
+            "code_verifier": verifier})
+        assert r.status_code == 200, r.text
+        granted[name] = r.json()
+        status = (await http.get("/api/v1/users", headers=api.bearer(r.json()))).status_code
+        assert status == (200 if name == "ada" else 403), (name, status)
+    assert granted["ada"]["scope"] == "openid bastion:admin"
+    assert granted["bo"]["scope"] == "openid"
 
 
 @pytest.mark.parametrize(("method", "path", "kwargs", "status", "needle"), [

@@ -4,8 +4,9 @@ Bastion's REST API on the blocking ``Client``, each call one flow of ``_admin_us
 
 Calls run as an administrator with this client's own token (client
 credentials, scope ``bastion:admin``, fetched and renewed automatically);
-``.with_token(tokens)`` gives the same calls with a user's access token (an
-administrator, or a user reading their own account). ``_async_api`` is the
+``.with_token(tokens)`` gives the same calls with a user's access token (a user
+reading their own account, or an administrator's token asked for with scope
+``bastion:admin`` through a client registered with it). ``_async_api`` is the
 awaited twin.
 """
 

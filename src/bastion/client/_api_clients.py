@@ -1,7 +1,7 @@
 """``client.clients`` and ``client.keys`` (and their awaited twins): OAuth clients
 and signing keys in Bastion's REST API, each call one flow of ``_admin_clients``.
 Administrator only; ``.with_token(tokens)`` runs them with an administrator
-user's token instead of this client's own."""
+user's token (asked for with scope ``bastion:admin``) instead of this client's own."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Who is calling the REST API: an admin client (scope ``bastion:admin``), an
-administrator user, or a user acting on their own account."""
+administrator user (scope ``bastion:admin`` too), or a user acting on their own
+account (any token of theirs)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ from typing import Any
 from fastapi import Request
 
 from bastion.server.api.problems import ApiError
+from bastion.server.checks.scope import ADMIN_SCOPE
 from bastion.server.context import Context
 from bastion.server.endpoints.bearer import verified_claims
 from bastion.server.models import User
-
-ADMIN_SCOPE = "bastion:admin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +35,20 @@ async def principal(request: Request) -> Principal:
         user = await ctx.storage.get_user(str(claims["sub"]))
         if user is None or user.deleted_at is not None:
             raise ApiError(401, "Unauthorized", "The token's user no longer exists.")
-    if user is not None:  # a user's token: an administrator
-        return Principal(claims, user, user.is_administrator)
-    # A client's own token needs the admin scope, and the client must hold it still: a
-    # change that takes it away applies to the tokens issued before.
-    scopes = str(claims.get("scope", "")).split()
+    if user is not None:  # an administrator's token, if asked for as one
+        return Principal(claims, user, user.is_administrator and await _admin_scope(ctx, claims))
+    return Principal(claims, user, await _admin_scope(ctx, claims))
+
+
+async def _admin_scope(ctx: Context, claims: dict[str, Any]) -> bool:
+    """Whether the token carries ``bastion:admin`` and its client holds it still: a
+    change that takes it away applies to the tokens issued before. For a user's token
+    too: any other app an administrator signs in to gets a token that cannot run the
+    API as them."""
+    if ADMIN_SCOPE not in str(claims.get("scope", "")).split():
+        return False
     client = await ctx.clients.get(str(claims.get("client_id")))
-    is_admin = ADMIN_SCOPE in scopes and client is not None and ADMIN_SCOPE in client.scopes
-    return Principal(claims, user, is_admin)
+    return client is not None and ADMIN_SCOPE in client.scopes
 
 
 def require_self_or_admin(who: Principal, user_id: str) -> str:
@@ -53,4 +59,5 @@ def require_self_or_admin(who: Principal, user_id: str) -> str:
         return who.user.id
     if who.is_admin or (who.user is not None and who.user.id == user_id):
         return user_id
-    raise ApiError(403, "Forbidden", "This needs an administrator or the user themselves.")
+    raise ApiError(403, "Forbidden", "This needs the user themselves or an administrator "
+                   "token with the bastion:admin scope.")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from bastion.oauth.errors import InvalidScope
-from bastion.server.models import Client
+from bastion.server.models import Client, User
+
+#: What makes a token an administrator's in the REST API (``api.auth``).
+ADMIN_SCOPE = "bastion:admin"
 
 
 def granted_scope(requested: str | None, client: Client) -> str:
@@ -16,3 +19,14 @@ def granted_scope(requested: str | None, client: Client) -> str:
     if extra:
         raise InvalidScope(f"Scope not allowed for this client: {' '.join(extra)}.")
     return " ".join(wanted)
+
+
+def for_user(scope: str, user: User, asked: bool = True) -> str:
+    """``scope`` for a token of ``user``: without ``bastion:admin`` unless they are an
+    administrator and it was ``asked`` for (not a client's registered scopes taken by
+    default): an administrator's token is an admin's only when wanted as one, and the
+    scope grants nothing to anyone else. The server may issue less than was asked (RFC
+    6749 section 3.3); the answer's ``scope`` says so."""
+    if ADMIN_SCOPE not in scope or (user.is_administrator and asked):
+        return scope
+    return " ".join(s for s in scope.split() if s != ADMIN_SCOPE)

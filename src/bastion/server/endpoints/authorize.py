@@ -23,6 +23,7 @@ from bastion.server.checks.authorization import (
     SIGN_IN_PROMPTS,
     AuthorizationRequest,
 )
+from bastion.server.checks.scope import for_user
 from bastion.server.context import Context
 from bastion.server.endpoints._query import single_params
 from bastion.server.models import LoginSession
@@ -141,7 +142,8 @@ async def authorize(request: Request) -> Response:
                 "The user is not a member of that organization.").to_dict())
     code = await issue_code(
         ctx.storage, ctx.settings, client=req.client, session=session,
-        redirect_uri=req.redirect_uri, scope=req.scope, nonce=req.params.get("nonce"),
+        redirect_uri=req.redirect_uri, scope=for_user(req.scope, user, "scope" in req.params),
+        nonce=req.params.get("nonce"),
         code_challenge=req.params.get("code_challenge"), organization_id=org_id,
         redirect_uri_sent="redirect_uri" in req.params,
     )

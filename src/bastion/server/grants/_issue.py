@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bastion.oauth.errors import InvalidGrant
+from bastion.server.checks.scope import for_user
 from bastion.server.context import Context
 from bastion.server.grants._request import TokenRequest
 from bastion.server.metrics import TOKEN_REUSE
@@ -129,8 +130,8 @@ async def reissue(ctx: Context, user: User, stored: RefreshToken) -> dict[str, A
     if not await ctx.storage.reissue_grant(old.id, grant, record, now):
         raise InvalidGrant("The roles were changed, but no tokens were issued: another "
                            "request reissued or revoked the refresh token meanwhile.")
-    return await user_token_response(ctx, client, grant, user, stored.scope, refresh_token=plain,
-                                     claims=claims)
+    return await user_token_response(ctx, client, grant, user, for_user(stored.scope, user),
+                                     refresh_token=plain, claims=claims)
 
 
 async def reused(ctx: Context, request: TokenRequest, token: str, user_id: str,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bastion.oauth.errors import AccessDenied, InvalidGrant, InvalidRequest, SlowDown
-from bastion.server.checks.scope import granted_scope
+from bastion.server.checks.scope import for_user, granted_scope
 from bastion.server.context import Context
 from bastion.server.grants._issue import may_refresh, organization_claims, user_token_response
 from bastion.server.grants._request import TokenRequest
@@ -45,6 +45,7 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     except login.LoginFailed as exc:
         await audit.record(ctx.storage, who, "login.failure", username[:200], method="password")
         raise InvalidGrant(str(exc)) from None
+    scope = for_user(scope, user, asked="scope" in form)
     org_id = None
     if "organization" in form:
         org_id = await member_organization(ctx.storage, user.id, form["organization"])

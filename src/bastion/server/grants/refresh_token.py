@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bastion.oauth.errors import InvalidGrant, InvalidRequest, InvalidScope
+from bastion.server.checks.scope import for_user
 from bastion.server.context import Context
 from bastion.server.grants._issue import grant_claims, reused, user_token_response
 from bastion.server.grants._request import TokenRequest
@@ -37,6 +38,7 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
         if not set(wanted) <= set(stored.scope.split()):
             raise InvalidScope("A refresh cannot widen the scope.")
         scope = " ".join(dict.fromkeys(wanted))
+    scope = for_user(scope, user)  # an administrator no more: not as one
     now = datetime.now(UTC)
     # Claims that cannot be issued fail the refresh before the token is spent (a reuse
     # still goes on to be detected); a user who left the organization loses the grant.
