@@ -38,6 +38,15 @@ async def test_records_read_by_their_key_keep_every_field(store: SQLStorage) -> 
     assert await store.get_session("s2") is None
 
     await member_of(store, "org")
+    await store.extend_session("s1", NOW)  # never earlier
+    assert await store.get_session("s1") == session
+    await store.extend_session("s1", LATER + timedelta(hours=1))
+    assert (await store.get_session("s1")).expires_at == LATER + timedelta(hours=1)  # type: ignore[union-attr]
+    await store.revoke_session("s1", LATER)
+    await store.extend_session("s1", LATER + timedelta(hours=2))  # nor a revoked one
+    assert (await store.get_session("s1")).expires_at == LATER + timedelta(hours=1)  # type: ignore[union-attr]
+    session = replace(session, expires_at=LATER + timedelta(hours=1), revoked_at=LATER)
+
     revoked = grant(session_id="s1", revoked_at=LATER, organization_id="org")
     await store.create_grant(revoked, refresh(b"r" * 32))
     assert await store.get_grant("g1") == revoked

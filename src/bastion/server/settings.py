@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     session_ttl: int = Field(
         8 * 3600, ge=60, description="How long a sign-in at Bastion's pages lasts (seconds)."
     )
+    session_idle_timeout: int = Field(
+        0, ge=0, description="End a sign-in at Bastion's pages this many seconds after it was "
+        "last used (an authorization it answers, the account page), within session_ttl; "
+        "0: only session_ttl ends it. OWASP suggests 15 to 30 minutes where devices are "
+        "shared."
+    )
     login_delay_after: int = Field(
         3, ge=1, description="Failed sign-ins (per account or IP) before each further attempt "
         "must wait, doubling from 1 s up to 60 s."

@@ -72,7 +72,8 @@ def _after(keep: dict[str, str], done: str) -> Response:
 
 
 async def _current(ctx: Context, request: Request) -> tuple[LoginSession, User] | None:
-    return await sessions.current(ctx.storage, ctx.signer, request.cookies.get(sessions.COOKIE))
+    return await sessions.current(ctx.storage, ctx.settings, ctx.signer,
+                                  request.cookies.get(sessions.COOKIE))
 
 
 @router.get(ACCOUNT_PATH, include_in_schema=False)

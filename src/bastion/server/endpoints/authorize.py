@@ -122,7 +122,7 @@ async def authorize(request: Request) -> Response:
                 "id_token_hint is not an ID token this server issued to this client."
             ).to_dict())
         hinted = claims["sub"]
-    current = await sessions.current(ctx.storage, ctx.signer,
+    current = await sessions.current(ctx.storage, ctx.settings, ctx.signer,
                                      request.cookies.get(sessions.COOKIE))
     if current is not None and hinted is not None and current[1].id != hinted:
         current = None  # another user is signed in here: the app asked for the hinted one

@@ -110,7 +110,8 @@ async def login_submit(request: Request) -> Response:
 @router.get("/", include_in_schema=False)
 async def home(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
-    current = await sessions.current(ctx.storage, ctx.signer, request.cookies.get(sessions.COOKIE))
+    current = await sessions.current(ctx.storage, ctx.settings, ctx.signer,
+                                  request.cookies.get(sessions.COOKIE))
     if current is None:
         return render(ctx, "message.html", title="Bastion", message="You are not signed in.")
     return RedirectResponse("/account", status_code=303)

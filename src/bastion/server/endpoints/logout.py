@@ -67,7 +67,8 @@ async def _logout(ctx: Context, request: Request, params: dict[str, str],
 
 
 async def _current(ctx: Context, request: Request) -> Current | None:
-    return await sessions.current(ctx.storage, ctx.signer, request.cookies.get(sessions.COOKIE))
+    return await sessions.current(ctx.storage, ctx.settings, ctx.signer,
+                                  request.cookies.get(sessions.COOKIE))
 
 
 @router.get(LOGOUT_PATH, summary="RP-initiated logout", response_class=Response)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from bastion.server.models import Event, LoginSession, User
@@ -23,7 +24,7 @@ async def start(storage: Storage, settings: Settings, signer: Signer, user: User
         id=secrets.token_urlsafe(24),
         user_id=user.id,
         auth_time=now,
-        expires_at=now + timedelta(seconds=settings.session_ttl),
+        expires_at=_end(settings, now, now),
         created_at=now,
         user_agent=user_agent[:300],
     )
@@ -31,19 +32,36 @@ async def start(storage: Storage, settings: Settings, signer: Signer, user: User
     return session, signer.sign(_PURPOSE, session.id)
 
 
-async def current(storage: Storage, signer: Signer,
+async def current(storage: Storage, settings: Settings, signer: Signer,
                   cookie: str | None) -> tuple[LoginSession, User] | None:
-    """The live session and user the cookie names, if any."""
+    """The live session and user the cookie names, if any; using it keeps it alive
+    (``session_idle_timeout``)."""
     session_id = signer.unsign(_PURPOSE, cookie)
     if session_id is None:
         return None
     session = await storage.get_session(session_id)
-    if session is None or session.revoked_at or session.expires_at <= datetime.now(UTC):
+    now = datetime.now(UTC)
+    if session is None or session.revoked_at or session.expires_at <= now:
         return None
     user = await storage.get_user(session.user_id)
     if user is None or user.deleted_at is not None:
         return None
+    idle = settings.session_idle_timeout
+    end = _end(settings, session.auth_time, now)
+    # Written at most once a minute (or a tenth of the timeout): a page's burst of
+    # requests costs one write.
+    if idle and end - session.expires_at >= timedelta(seconds=max(1, min(60, idle // 10))):
+        await storage.extend_session(session.id, end)
+        session = replace(session, expires_at=end)
     return session, user
+
+
+def _end(settings: Settings, auth_time: datetime, now: datetime) -> datetime:
+    """When a session signed in at ``auth_time`` and used ``now`` ends: ``session_ttl``
+    after the sign-in, or sooner, ``session_idle_timeout`` after this use."""
+    end = auth_time + timedelta(seconds=settings.session_ttl)
+    idle = settings.session_idle_timeout
+    return min(end, now + timedelta(seconds=idle)) if idle else end
 
 
 async def end(storage: Storage, session_id: str) -> None:

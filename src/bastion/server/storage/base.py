@@ -139,6 +139,10 @@ class Storage(Protocol):
     async def list_sessions(self, user_id: str) -> list[LoginSession]:
         """A user's live sessions, newest first."""
 
+    async def extend_session(self, session_id: str, expires_at: datetime) -> None:
+        """Move a live session's end to ``expires_at`` if that is later (never earlier,
+        never for a revoked one)."""
+
     async def revoke_session(self, session_id: str, at: datetime) -> None:
         """End a login session and revoke every grant made in it."""
 

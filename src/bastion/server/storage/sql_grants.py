@@ -64,6 +64,11 @@ class GrantsMixin(SQLBase):
         return await self._read(lambda conn: [
             LoginSession(**row) for row in conn.execute(query).mappings()])
 
+    async def extend_session(self, session_id: str, expires_at: datetime) -> None:
+        await self._write(lambda conn: conn.execute(login_sessions.update().where(
+            login_sessions.c.id == session_id, login_sessions.c.revoked_at.is_(None),
+            login_sessions.c.expires_at < expires_at).values(expires_at=expires_at)))
+
     async def revoke_session(self, session_id: str, at: datetime) -> None:
         def revoke(conn: sa.Connection) -> None:
             conn.execute(
