@@ -218,23 +218,26 @@ class DirectoryMixin(SQLBase):
         if not include_deleted:
             where.append(users.c.deleted_at.is_(None))
 
+        # The page and its members' roles in one statement (one snapshot on PostgreSQL
+        # too): a member whose last role is taken meanwhile is not listed without roles.
+        members = (sa.select(users).where(*where).order_by(users.c.created_at, users.c.id)
+                   .limit(limit).offset(offset).cte("members"))
+        held = (sa.select(members, roles.c.name.label("role_name"))
+                .join(user_roles, sa.and_(user_roles.c.user_id == members.c.id,
+                                          user_roles.c.organization_id == org_id))
+                .join(roles, roles.c.id == user_roles.c.role_id)
+                .order_by(members.c.created_at, members.c.id, roles.c.name))
+        fields = [c.name for c in users.columns]
+
         def page(conn: sa.Connection) -> tuple[list[Member], int]:
-            found = [User(**row) for row in conn.execute(
-                sa.select(users).where(*where).order_by(users.c.created_at, users.c.id)
-                .limit(limit).offset(offset)).mappings()]
-            held: dict[str, list[str]] = {u.id: [] for u in found}
-            if held:
-                for user_id, name in conn.execute(
-                    sa.select(user_roles.c.user_id, roles.c.name)
-                    .join(roles, roles.c.id == user_roles.c.role_id)
-                    .where(user_roles.c.organization_id == org_id,
-                           user_roles.c.user_id.in_(list(held)))
-                    .order_by(roles.c.name)
-                ):
-                    held[user_id].append(name)
+            found: dict[str, tuple[User, list[str]]] = {}
+            for row in conn.execute(held).mappings():
+                if row["id"] not in found:
+                    found[row["id"]] = (User(**{f: row[f] for f in fields}), [])
+                found[row["id"]][1].append(row["role_name"])
             total = conn.execute(sa.select(sa.func.count()).select_from(users).where(*where)
                                  ).scalar_one()
-            return [Member(u, tuple(held[u.id])) for u in found], int(total)
+            return [Member(u, tuple(names)) for u, names in found.values()], int(total)
         return await self._read(page)
 
     async def user_organizations(self, user_id: str, limit: int,
