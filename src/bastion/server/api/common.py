@@ -42,12 +42,10 @@ def context(request: Request) -> Context:
 
 def require_admin(who: Principal) -> None:
     if not who.is_admin:
-        raise ApiError(403, "Forbidden", ADMIN_NEEDED)
-
-
-ADMIN_NEEDED = ("This needs an administrator token with the bastion:admin scope (an "
-                "administrator user's, or a client's own), from a client registered with "
-                "that scope. An administrator signs in through such a client, asking for it.")
+        raise ApiError(403, "Forbidden", "This needs an administrator token with the "
+                       "bastion:admin scope (an administrator user's, or a client's own), "
+                       "from a client registered with that scope. An administrator signs in "
+                       "through such a client, asking for it.")
 
 
 def actor(who: Principal, request: Request) -> Actor:

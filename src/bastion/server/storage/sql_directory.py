@@ -155,13 +155,18 @@ class DirectoryMixin(SQLBase):
         return Organization(**row) if row else None
 
     async def list_organizations(self, limit: int, offset: int) -> tuple[list[Organization], int]:
+        return await self._organizations(limit, offset)
+
+    async def _organizations(self, limit: int, offset: int,
+                             *where: Any) -> tuple[list[Organization], int]:
+        """A page of the organizations ``where`` selects, oldest first, and their count."""
         def page(conn: sa.Connection) -> tuple[list[Organization], int]:
-            rows = conn.execute(sa.select(organizations).order_by(
+            rows = conn.execute(sa.select(organizations).where(*where).order_by(
                 organizations.c.created_at, organizations.c.id).limit(limit).offset(offset)
             ).mappings()
             items = [Organization(**row) for row in rows]
             total = conn.execute(sa.select(sa.func.count()).select_from(organizations)
-                                 ).scalar_one()
+                                 .where(*where)).scalar_one()
             return items, int(total)
         return await self._read(page)
 
@@ -188,9 +193,7 @@ class DirectoryMixin(SQLBase):
             # (a role being created waits, or went first and is locked below) and its
             # roles (an assignment being added holds one: wait for it, then see it).
             # SQLite: the write lock, before anything is read.
-            if conn.dialect.name == "sqlite":
-                conn.execute(organizations.update().where(where).values(name=organizations.c.name))
-            else:
+            if not _sqlite_write_lock(conn, in_org):
                 conn.execute(sa.select(organizations.c.id).where(where).with_for_update())
                 conn.execute(sa.select(roles.c.id).where(in_org).with_for_update())
             if conn.execute(sa.select(organizations.c.id).where(where)).first() is None:
@@ -242,18 +245,8 @@ class DirectoryMixin(SQLBase):
 
     async def user_organizations(self, user_id: str, limit: int,
                                  offset: int) -> tuple[list[Organization], int]:
-        where = organizations.c.id.in_(sa.select(user_roles.c.organization_id).where(
-            user_roles.c.user_id == user_id))
-
-        def page(conn: sa.Connection) -> tuple[list[Organization], int]:
-            rows = conn.execute(sa.select(organizations).where(where).order_by(
-                organizations.c.created_at, organizations.c.id).limit(limit).offset(offset)
-            ).mappings()
-            items = [Organization(**row) for row in rows]
-            total = conn.execute(sa.select(sa.func.count()).select_from(organizations)
-                                 .where(where)).scalar_one()
-            return items, int(total)
-        return await self._read(page)
+        return await self._organizations(limit, offset, organizations.c.id.in_(
+            sa.select(user_roles.c.organization_id).where(user_roles.c.user_id == user_id)))
 
     # -- roles and permissions ----------------------------------------------------------
 
