@@ -281,3 +281,59 @@ async def empty_store_url(request: Any, tmp_path: Path, name: str) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / (name + '.db')}"
     admin = request.getfixturevalue("pg_admin_url")
     return await create_database(admin, f"{name}_{uuid.uuid4().hex[:12]}")
+
+
+# -- a relying party's back-channel logout endpoint ------------------------------------
+
+
+class LogoutReceiver:
+    """A real HTTP server taking back-channel logout POSTs on 127.0.0.1: each form is
+    queued for ``next``; ``answers`` are the statuses of the next POSTs (then 200)."""
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.forms: queue.Queue[dict[str, str]] = queue.Queue()
+        self.answers: list[int] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                form = dict(parse_qsl(self.rfile.read(length).decode()))
+                form["content-type"] = self.headers.get("Content-Type", "")
+                status = receiver.answers.pop(0) if receiver.answers else 200
+                if status == 200:
+                    receiver.forms.put(form)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.uri = f"http://127.0.0.1:{self._httpd.server_address[1]}/backchannel-logout"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def next(self, timeout: float = 30.0) -> str:
+        """The logout token of the next POST answered 200 (waits for it)."""
+        form = self.forms.get(timeout=timeout)
+        assert form["content-type"] == "application/x-www-form-urlencoded", form
+        return form["logout_token"]
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@contextmanager
+def logout_receiver() -> Iterator[LogoutReceiver]:
+    receiver = LogoutReceiver()
+    try:
+        yield receiver
+    finally:
+        receiver.close()

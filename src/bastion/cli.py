@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     create_client.add_argument("--grant-type", action="append", default=[], dest="grant_types")
     create_client.add_argument("--post-logout-redirect-uri", action="append", default=[],
                                dest="post_logout_redirect_uris")
+    create_client.add_argument("--backchannel-logout-uri", metavar="URI",
+                               help="where a logout token is POSTed when a session ends")
     create_client.add_argument("--scope", action="append", default=[], dest="scopes")
     create_client.add_argument("--json", action="store_true", help="print one JSON object")
     list_clients = clients.add_parser("list", parents=[common], help="list the clients")
@@ -211,7 +213,8 @@ async def _clients_create(args: argparse.Namespace, settings: Any) -> int:
         new = await create_client(
             storage, name=args.name, public=args.public, redirect_uris=args.redirect_uris,
             grant_types=args.grant_types, scopes=args.scopes,
-            post_logout_redirect_uris=args.post_logout_redirect_uris)
+            post_logout_redirect_uris=args.post_logout_redirect_uris,
+            backchannel_logout_uri=args.backchannel_logout_uri)
         await audit.record(storage, audit.SYSTEM, "client.create", new.client.client_id,
                            via="cli", grant_types=list(new.client.grant_types),
                            scopes=list(new.client.scopes))
@@ -231,6 +234,8 @@ def _print_client(client: Any, secret: str | None = None, *, as_json: bool) -> N
                            "redirect_uris": list(client.redirect_uris),
                            "post_logout_redirect_uris": list(client.post_logout_redirect_uris),
                            "scopes": list(client.scopes)}
+    if client.backchannel_logout_uri:
+        out["backchannel_logout_uri"] = client.backchannel_logout_uri
     if until := previous_secret_until(client):
         out["previous_secret_expires_at"] = until.isoformat()
     if secret:

@@ -100,7 +100,8 @@ async def test_each_kind_goes_once_past_its_cutoff_and_not_before(store: SQLStor
 
     assert gone == {"authorization_codes": 1, "refresh_tokens": 1, "revoked_access_tokens": 1,
                     "one_time_tokens": 1, "login_sessions": 1, "signing_keys": 0,
-                    "login_throttle": 2, "outbox": 2}
+                    "login_throttle": 2, "outbox": 2,
+                    "logout_notices": 0}  # (test_contract_logouts.py)
     assert await keys_of(store, "authorization_codes") == {b"c-new" + b"." * 27}
     assert await keys_of(store, "refresh_tokens") == {b"r-new" + b"." * 27}
     assert await keys_of(store, "revoked_access_tokens") == {"jti-new"}

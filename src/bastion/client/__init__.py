@@ -33,6 +33,7 @@ from .connections import configure, get_settings
 from .events import Event
 from .exceptions import *  # noqa: F403 - the exception tree is part of the API
 from .exceptions import __all__ as _exception_names
+from .logout_token import LogoutToken
 from .models import User
 from .organizations import Member, Organization, Permission, Role, UserRoles
 from .paging import Page
@@ -45,6 +46,7 @@ __all__ = [
     "Client",
     "ClientCredentialsAuth",
     "Event",
+    "LogoutToken",
     "Member",
     "MemoryReplayStore",
     "Organization",

@@ -36,18 +36,21 @@ def _seconds(keep_old_for: float | timedelta) -> int:
 
 
 def _created(name: str, public: bool, redirect_uris: Texts, post_logout_redirect_uris: Texts,
-             grant_types: Texts, scopes: Texts) -> dict[str, Any]:
+             grant_types: Texts, scopes: Texts,
+             backchannel_logout_uri: str | None) -> dict[str, Any]:
     return {"name": name, "is_public": public, "redirect_uris": redirect_uris,
             "post_logout_redirect_uris": post_logout_redirect_uris,
-            "grant_types": grant_types, "scopes": scopes}
+            "grant_types": grant_types, "scopes": scopes,
+            "backchannel_logout_uri": backchannel_logout_uri}
 
 
 def _changed(name: str | None, redirect_uris: Texts | None,
              post_logout_redirect_uris: Texts | None, grant_types: Texts | None,
-             scopes: Texts | None) -> dict[str, Any]:
+             scopes: Texts | None, backchannel_logout_uri: str | None) -> dict[str, Any]:
     return {"name": name, "redirect_uris": redirect_uris,
             "post_logout_redirect_uris": post_logout_redirect_uris,
-            "grant_types": grant_types, "scopes": scopes}
+            "grant_types": grant_types, "scopes": scopes,
+            "backchannel_logout_uri": backchannel_logout_uri}
 
 
 class Clients(Namespace["Client"]):
@@ -62,19 +65,24 @@ class Clients(Namespace["Client"]):
 
     def create(self, name: str, *, public: bool = False, redirect_uris: Texts = (),
                post_logout_redirect_uris: Texts = (), grant_types: Texts = (),
-               scopes: Texts = ()) -> RegisteredClient:
+               scopes: Texts = (), backchannel_logout_uri: str | None = None) -> RegisteredClient:
         """Register a client; a confidential one's ``client_secret`` is on the answer,
         once. Grant types default to authorization_code and refresh_token with a
-        redirect URI, else client_credentials. ``BadRequest`` names a bad field."""
+        redirect URI, else client_credentials. ``backchannel_logout_uri``: where Bastion
+        POSTs a logout token when a session the client holds tokens from ends (see
+        ``verify_logout_token``). ``BadRequest`` names a bad field."""
         fields = _created(name, public, redirect_uris, post_logout_redirect_uris,
-                          grant_types, scopes)
+                          grant_types, scopes, backchannel_logout_uri)
         return self._client._run(flows.create_client_flow(self._client._core, fields, self._token))
 
     def update(self, client_id: ClientRef, *, name: str | None = None,
                redirect_uris: Texts | None = None, post_logout_redirect_uris: Texts | None = None,
-               grant_types: Texts | None = None, scopes: Texts | None = None) -> RegisteredClient:
-        """Change what is given; a list replaces the stored one."""
-        fields = _changed(name, redirect_uris, post_logout_redirect_uris, grant_types, scopes)
+               grant_types: Texts | None = None, scopes: Texts | None = None,
+               backchannel_logout_uri: str | None = None) -> RegisteredClient:
+        """Change what is given; a list replaces the stored one, and
+        ``backchannel_logout_uri=""`` removes that URI."""
+        fields = _changed(name, redirect_uris, post_logout_redirect_uris, grant_types, scopes,
+                          backchannel_logout_uri)
         flow = flows.update_client_flow(self._client._core, client_id, fields, self._token)
         return self._client._run(flow)
 
@@ -121,9 +129,10 @@ class AsyncClients(Namespace["AsyncClient"]):
 
     async def create(self, name: str, *, public: bool = False, redirect_uris: Texts = (),
                      post_logout_redirect_uris: Texts = (), grant_types: Texts = (),
-                     scopes: Texts = ()) -> RegisteredClient:
+                     scopes: Texts = (),
+                     backchannel_logout_uri: str | None = None) -> RegisteredClient:
         fields = _created(name, public, redirect_uris, post_logout_redirect_uris,
-                          grant_types, scopes)
+                          grant_types, scopes, backchannel_logout_uri)
         return await self._client._run(
             flows.create_client_flow(self._client._core, fields, self._token))
 
@@ -131,8 +140,10 @@ class AsyncClients(Namespace["AsyncClient"]):
                      redirect_uris: Texts | None = None,
                      post_logout_redirect_uris: Texts | None = None,
                      grant_types: Texts | None = None,
-                     scopes: Texts | None = None) -> RegisteredClient:
-        fields = _changed(name, redirect_uris, post_logout_redirect_uris, grant_types, scopes)
+                     scopes: Texts | None = None,
+                     backchannel_logout_uri: str | None = None) -> RegisteredClient:
+        fields = _changed(name, redirect_uris, post_logout_redirect_uris, grant_types, scopes,
+                          backchannel_logout_uri)
         flow = flows.update_client_flow(self._client._core, client_id, fields, self._token)
         return await self._client._run(flow)
 

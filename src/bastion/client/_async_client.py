@@ -19,6 +19,8 @@ from ._base import BaseClient, Flow, map_http_error
 from ._flight import Wait, wait_in_task
 from .connections import resolve
 from .exceptions import ConfigurationError
+from .logout_token import LogoutToken
+from .state import ReplayStore
 from .tokens import TokenSet
 
 __all__ = ["AsyncClient"]
@@ -174,6 +176,12 @@ class AsyncClient(AsyncSignIn):
         if claims is not None:  # no I/O needed: the common case, kept cheap
             return claims
         return await self._run(self._core.verify_flow(token, audience, scopes, leeway))
+
+    async def verify_logout_token(
+        self, logout_token: str, replay_store: ReplayStore | None = None
+    ) -> LogoutToken:
+        """See ``Client.verify_logout_token``."""
+        return await self._run(self._core.logout_token_flow(logout_token, replay_store))
 
     async def introspect(self, token: str, token_type_hint: str | None = None) -> dict[str, Any]:
         """The provider's view of a token (RFC 7662); sees revocation at once."""

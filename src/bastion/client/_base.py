@@ -32,6 +32,8 @@ from ._discovery import JSON_HEADERS, DiscoveryCore, Flow
 from ._responses import json_object
 from .exceptions import ConfigurationError, ProtocolError, TimeoutError, TransportError
 from .id_token import check_id_token_claims, verify_id_token_signature
+from .logout_token import LogoutToken, check_logout_token_claims, verify_logout_token_signature
+from .state import ReplayStore
 from .tokens import TokenSet
 
 __all__ = ["BaseClient", "Flow", "map_http_error"]
@@ -138,6 +140,25 @@ class BaseClient(DiscoveryCore):
             alg=alg,
         )
         return dataclasses.replace(tokens, id_token_claims=claims)
+
+    def logout_token_flow(
+        self, token: str, replay_store: ReplayStore | None = None
+    ) -> Flow[LogoutToken]:
+        """A back-channel logout token, validated (Back-Channel Logout 1.0 section
+        2.6) with the provider's JWKS; its ``jti`` is claimed in ``replay_store``."""
+        metadata = yield from self.metadata_flow()
+        algorithms = self.settings.algorithms
+        claims = yield from self.with_keys_flow(
+            lambda: verify_logout_token_signature(token, self.keys.keys, algorithms),
+            "The logout token")
+        logout = check_logout_token_claims(
+            claims, issuer=metadata.issuer,
+            client_id=self.settings.require("client_id", "logout token validation"),
+            now=self.clock(), leeway=self.settings.leeway)
+        if replay_store is not None and not replay_store.claim(
+                logout.jti, float(claims["exp"]) + self.settings.leeway):
+            raise InvalidToken("The logout token was used before.")
+        return logout
 
     def refresh_flow(
         self, refresh_token: str | TokenSet, scope: str | Collection[str] | None = None

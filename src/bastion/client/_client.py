@@ -19,6 +19,8 @@ from ._flight import Wait, wait_in_thread
 from ._signin import SignIn
 from .connections import resolve
 from .exceptions import ConfigurationError
+from .logout_token import LogoutToken
+from .state import ReplayStore
 from .tokens import TokenSet
 
 __all__ = ["Client"]
@@ -172,6 +174,15 @@ class Client(SignIn):
         if claims is not None:  # no I/O needed: the common case, kept cheap
             return claims
         return self._run(self._core.verify_flow(token, audience, scopes, leeway))
+
+    def verify_logout_token(
+        self, logout_token: str, replay_store: ReplayStore | None = None
+    ) -> LogoutToken:
+        """A back-channel logout token POSTed to the app's ``backchannel_logout_uri``
+        (form field ``logout_token``), validated: end the app's sessions of ``.sub``,
+        or only the one of ``.sid`` when it is set. Raises ``InvalidToken`` (answer 400).
+        With ``replay_store`` (shared between workers), a token is accepted once."""
+        return self._run(self._core.logout_token_flow(logout_token, replay_store))
 
     def introspect(self, token: str, token_type_hint: str | None = None) -> dict[str, Any]:
         """The provider's view of a token (RFC 7662); sees revocation at once."""

@@ -49,10 +49,10 @@ def verify_id_token_signature(
         raise InvalidToken("The ID token is malformed or its signature is invalid.") from None
 
 
-def _number(claims: Mapping[str, Any], name: str) -> float:
+def number_claim(claims: Mapping[str, Any], name: str, what: str = "The ID token") -> float:
     value = claims.get(name)
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise InvalidToken(f"The ID token has no numeric {name} claim.")
+        raise InvalidToken(f"{what} has no numeric {name} claim.")
     return float(value)
 
 
@@ -79,9 +79,9 @@ def check_id_token_claims(
     azp = claims.get("azp")
     if (len(audiences) > 1 or azp is not None) and azp != client_id:
         raise InvalidToken("The ID token's authorized party is another client.")
-    if _number(claims, "exp") <= now - leeway:
+    if number_claim(claims, "exp") <= now - leeway:
         raise InvalidToken("The ID token has expired.")
-    if _number(claims, "iat") > now + leeway:
+    if number_claim(claims, "iat") > now + leeway:
         raise InvalidToken("The ID token was issued in the future.")
     if nonce is not None:
         sent = claims.get("nonce")

@@ -37,6 +37,8 @@ class RegisteredClient:
     #: Until when the secret before the last rotation still works (else ``None``).
     previous_secret_expires_at: datetime | None = None
     client_secret: str | None = field(default=None, repr=False)
+    #: Where Bastion POSTs a logout token when a session ends (else ``None``).
+    backchannel_logout_uri: str | None = None
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any], client: object = None) -> RegisteredClient:
@@ -52,6 +54,7 @@ class RegisteredClient:
             parse_datetime(body.get("created_at")),
             parse_datetime(body.get("previous_secret_expires_at")),
             secret if isinstance(secret, str) else None,
+            logout if isinstance(logout := body.get("backchannel_logout_uri"), str) else None,
         )
 
 

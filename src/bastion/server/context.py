@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from bastion.server.keys import KeyRing
 from bastion.server.mail import Mailer, mailer
+from bastion.server.services.backchannel import logout_queue
 from bastion.server.services.clients import ClientCache
 from bastion.server.services.housekeeping import Housekeeper
 from bastion.server.services.outbox import OutboxWorker, seal_for
@@ -30,10 +31,11 @@ class Context:
 
     def __post_init__(self) -> None:
         self.signer = Signer(self.settings.secret_key_bytes())
-        self.outbox = OutboxWorker(self.storage, self.mailer or mailer(self.settings),
-                                   seal_for(self.settings.secret_key_bytes()))
-        self.housekeeper = Housekeeper(self.storage, self.settings)
         self.keys = KeyRing(self.storage, self.settings)
+        self.outbox = OutboxWorker(self.storage, self.mailer or mailer(self.settings),
+                                   seal_for(self.settings.secret_key_bytes()),
+                                   (logout_queue(self.storage, self.keys, self.settings),))
+        self.housekeeper = Housekeeper(self.storage, self.settings)
         self.clients = ClientCache(self.storage, self.settings.cache_ttl)
         self.passwords = Passwords(self.settings)
 

@@ -41,6 +41,9 @@ class Client:
     tokens_not_before: datetime | None = None
     #: Deleted clients are kept, marked: their ids are never reused.
     deleted_at: datetime | None = None
+    #: Where Bastion POSTs a logout token when a session the client holds tokens from
+    #: ends (OpenID Connect Back-Channel Logout 1.0).
+    backchannel_logout_uri: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,3 +206,22 @@ class OneTimeToken:
     created_at: datetime
     expires_at: datetime
     used_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogoutNotice:
+    """A back-channel logout to deliver: one per client, user and session whose grants
+    were revoked when the session (or all the user's sessions) ended. Queued in the
+    transaction that ends them; the logout token is signed when it is sent."""
+
+    id: int
+    client_id: str
+    user_id: str
+    session_id: str | None
+    created_at: datetime
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    sent_at: datetime | None = None
+    failed_at: datetime | None = None
+    last_error: str | None = None
+    claimed_until: datetime | None = None  # set when claimed: the claim to settle it with

@@ -37,6 +37,7 @@ _CLIENT_EXAMPLE: JsonDict = {
     "client_id": "Jd3vXk0bq1W5b6t2kQm1Zg", "name": "Shop", "is_public": False,
     "redirect_uris": ["https://shop.example/callback"],
     "post_logout_redirect_uris": ["https://shop.example/"],
+    "backchannel_logout_uri": "https://shop.example/backchannel-logout",
     "grant_types": ["authorization_code", "refresh_token"], "scopes": [],
     "created_at": "2026-11-22T06:00:00Z", "previous_secret_expires_at": None,
 }
@@ -50,6 +51,9 @@ class ClientOut(BaseModel):
     is_public: bool
     redirect_uris: list[str]
     post_logout_redirect_uris: list[str]
+    backchannel_logout_uri: str | None = Field(
+        description="Where a logout token is POSTed when a session the client holds "
+        "tokens from ends (OpenID Connect Back-Channel Logout); null: not told.")
     grant_types: list[str]
     scopes: list[str] = Field(description="Extra scopes the client may ask for.")
     created_at: datetime | None
@@ -63,6 +67,7 @@ class ClientOut(BaseModel):
         return cls(client_id=client.client_id, name=client.name, is_public=client.is_public,
                    redirect_uris=list(client.redirect_uris),
                    post_logout_redirect_uris=list(client.post_logout_redirect_uris),
+                   backchannel_logout_uri=client.backchannel_logout_uri,
                    grant_types=list(client.grant_types), scopes=list(client.scopes),
                    created_at=client.created_at, previous_secret_expires_at=previous)
 
@@ -90,6 +95,9 @@ class ClientCreate(Strict):
                             "required.")
     redirect_uris: Uris = Field(default_factory=list)
     post_logout_redirect_uris: Uris = Field(default_factory=list)
+    backchannel_logout_uri: Uri | None = Field(
+        None, description="https (http only for loopback): where Bastion POSTs a logout "
+        "token when a session the client holds tokens from ends.")
     grant_types: list[GrantType] = Field(
         default_factory=list, max_length=len(GRANT_TYPES),
         description="Default: authorization_code and refresh_token with a redirect URI, "
@@ -104,6 +112,8 @@ class ClientUpdate(Strict):
     name: ClientName | None = None
     redirect_uris: Uris | None = Field(None, description="Replaces the list.")
     post_logout_redirect_uris: Uris | None = Field(None, description="Replaces the list.")
+    backchannel_logout_uri: Uri | Literal[""] | None = Field(
+        None, description="Replaces it; \"\" removes it.")
     grant_types: list[GrantType] | None = Field(None, max_length=len(GRANT_TYPES))
     scopes: Scopes | None = None
 

@@ -50,7 +50,8 @@ async def create_client(body: ClientCreate, request: Request, response: Response
     new = await clients.create_client(
         ctx.storage, name=body.name, public=body.is_public, redirect_uris=body.redirect_uris,
         grant_types=body.grant_types, scopes=body.scopes,
-        post_logout_redirect_uris=body.post_logout_redirect_uris)
+        post_logout_redirect_uris=body.post_logout_redirect_uris,
+        backchannel_logout_uri=body.backchannel_logout_uri)
     await audit.record(ctx.storage, actor(who, request), "client.create", new.client.client_id,
                        grant_types=list(new.client.grant_types), scopes=list(new.client.scopes))
     return ClientWithSecret.issued(new.client, new.client_secret)

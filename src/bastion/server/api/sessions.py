@@ -23,5 +23,6 @@ async def revoke_all_sessions(user_id: str, request: Request, who: Who) -> Respo
     target = require_self_or_admin(who, user_id)
     await get_user(ctx.storage, target)
     await ctx.storage.revoke_user_sessions(target, datetime.now(UTC))
+    ctx.outbox.poke()  # back-channel logouts
     await audit.record(ctx.storage, actor(who, request), "token.revoke_all", target)
     return Response(status_code=204)

@@ -96,6 +96,8 @@ async def update_user(user_id: str, body: UserUpdate, request: Request, who: Who
     ctx = context(request)
     user = await service.update_user(ctx.storage, ctx.passwords, user_id,
                                      **body.model_dump(exclude_unset=True))
+    if body.password is not None:
+        ctx.outbox.poke()  # back-channel logouts
     changed = sorted(k if k != "password" else "password" for k in body.model_fields_set)
     await audit.record(ctx.storage, actor(who, request), "user.update", user.id, fields=changed)
     return UserOut.of(user)
@@ -107,6 +109,7 @@ async def delete_user(user_id: str, request: Request, who: Who) -> Response:
     require_admin(who)
     ctx = context(request)
     await service.delete_user(ctx.storage, user_id)
+    ctx.outbox.poke()  # back-channel logouts
     await audit.record(ctx.storage, actor(who, request), "user.delete", user_id)
     return Response(status_code=204)
 

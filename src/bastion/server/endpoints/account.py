@@ -184,6 +184,7 @@ async def change_password(request: Request) -> Response:
                                        keep_session=session.id)
     except ServiceError as exc:
         return await _page(ctx, request, session, user, keep, error=str(exc), status=400)
+    ctx.outbox.poke()  # back-channel logouts
     await audit.record(ctx.storage, _who(user, request), "account.password", user.id)
     return _after(keep, "password")
 
@@ -198,6 +199,7 @@ async def revoke_session(request: Request) -> Response:
     target = await ctx.storage.get_session(form.get("session_id", ""))
     if target is not None and target.user_id == user.id:  # only one's own sessions
         await sessions.end(ctx.storage, target.id)
+        ctx.outbox.poke()  # back-channel logouts
         await audit.record(ctx.storage, _who(user, request), "account.session.revoke", user.id)
     return _after(keep, "session")
 

@@ -48,6 +48,9 @@ def metadata(ctx: Context) -> dict[str, Any]:
         "code_challenge_methods_supported": ["S256"],
         "prompt_values_supported": sorted(PROMPTS),
         "authorization_response_iss_parameter_supported": True,
+        # Back-Channel Logout 1.0: a logout token carries sid when the grants had one.
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
         # "none": public clients send only their client_id (RFC 8414 section 2).
         "token_endpoint_auth_methods_supported": [*METHODS, "none"],
         "revocation_endpoint_auth_methods_supported": [*METHODS, "none"],

@@ -49,6 +49,7 @@ async def _logout(ctx: Context, request: Request, params: dict[str, str],
         client_id = None
     if current is not None:
         await sessions.end(ctx.storage, current[0].id)
+        ctx.outbox.poke()  # back-channel logouts to the session's clients
         ip = request_ip(request)
         await audit.record(ctx.storage, audit.Actor(current[1].id, "user", client_id, ip),
                            "logout", current[1].id)

@@ -25,25 +25,36 @@ _SCOPE_TOKEN = re.compile(SCOPE_PATTERN)
 _LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
-def check_redirect_uri(uri: str) -> str:
+def check_redirect_uri(uri: str, field: str = "redirect_uri") -> str:
     """RFC 9700 2.1 / RFC 8252: absolute, no fragment, https or loopback http or a
     private-use scheme for native apps."""
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        raise InvalidInput("redirect_uri", f"{uri!r} is not a valid URI") from None
+        raise InvalidInput(field, f"{uri!r} is not a valid URI") from None
     if not parts.scheme or parts.fragment or "#" in uri or any(c.isspace() for c in uri):
-        raise InvalidInput("redirect_uri", f"{uri!r} must be absolute and have no fragment")
+        raise InvalidInput(field, f"{uri!r} must be absolute and have no fragment")
     if parts.scheme in ("http", "https"):
         if not parts.hostname:
-            raise InvalidInput("redirect_uri", f"{uri!r} has no host")
+            raise InvalidInput(field, f"{uri!r} has no host")
         if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
-            raise InvalidInput("redirect_uri", f"{uri!r} must use https (http only for loopback)")
+            raise InvalidInput(field, f"{uri!r} must use https (http only for loopback)")
     elif "." not in parts.scheme:
         raise InvalidInput(
-            "redirect_uri", f"{uri!r}: a custom scheme must be reverse-DNS, e.g. com.example.app"
+            field, f"{uri!r}: a custom scheme must be reverse-DNS, e.g. com.example.app"
         )
+    return uri
+
+
+def check_logout_uri(uri: str) -> str | None:
+    """A ``backchannel_logout_uri`` (Back-Channel Logout 1.0 section 2.2): absolute http
+    or https, https unless loopback, no fragment; ``""`` stands for none."""
+    if uri == "":
+        return None
+    check_redirect_uri(uri, "backchannel_logout_uri")
+    if urlsplit(uri).scheme not in ("http", "https"):
+        raise InvalidInput("backchannel_logout_uri", f"{uri!r} must use https")
     return uri
 
 
@@ -100,6 +111,7 @@ async def create_client(
     scopes: Iterable[str] = (),
     client_id: str | None = None,
     post_logout_redirect_uris: Iterable[str] = (),
+    backchannel_logout_uri: str | None = None,
 ) -> NewClient:
     name = _checked_name(name)
     uris = _checked_uris(redirect_uris)
@@ -116,6 +128,7 @@ async def create_client(
         scopes=check_scopes(scopes),
         created_at=datetime.now(UTC),
         post_logout_redirect_uris=logout_uris,
+        backchannel_logout_uri=check_logout_uri(backchannel_logout_uri or ""),
     )
     try:
         await storage.create_client(client)
@@ -140,8 +153,10 @@ async def update_client(
     grant_types: Iterable[str] | None = None,
     scopes: Iterable[str] | None = None,
     post_logout_redirect_uris: Iterable[str] | None = None,
+    backchannel_logout_uri: str | None = None,
 ) -> Client:
-    """Change what is given (a list replaces the stored one). The client as a whole
+    """Change what is given (a list replaces the stored one; ``""`` removes the
+    back-channel logout URI). The client as a whole
     must still be valid, checked under its row lock: no authorization_code grant
     without a redirect URI, even when two changes race."""
     changes: dict[str, Any] = {}
@@ -151,6 +166,8 @@ async def update_client(
         changes["redirect_uris"] = _checked_uris(redirect_uris)
     if post_logout_redirect_uris is not None:
         changes["post_logout_redirect_uris"] = _checked_uris(post_logout_redirect_uris)
+    if backchannel_logout_uri is not None:
+        changes["backchannel_logout_uri"] = check_logout_uri(backchannel_logout_uri)
     if scopes is not None:
         changes["scopes"] = check_scopes(scopes)
     given = None if grant_types is None else tuple(grant_types)

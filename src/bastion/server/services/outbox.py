@@ -25,13 +25,14 @@ import logging
 import os
 import secrets
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from prometheus_client import Counter
 
 from bastion.server.keys import aead_for
 from bastion.server.mail import Mailer
@@ -40,6 +41,7 @@ from bastion.server.models import OutgoingMail
 from bastion.server.storage.base import Storage
 
 log = logging.getLogger("bastion.mail")
+Q = TypeVar("Q", bound="Queued")
 
 MAX_ATTEMPTS = 8
 BATCH = 10  # messages one ``send_due`` sends at most (each claimed just before its send)
@@ -120,49 +122,88 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(30 * 2 ** max(attempts - 1, 0), 3600))
 
 
-async def send_due(storage: Storage, mailer: Mailer, seal: Seal) -> int:
-    """Send what is due now; returns how many were sent."""
+class Queued(Protocol):
+    """What ``deliver_due`` needs of a queued item (mail, a logout notice)."""
+
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def claimed_until(self) -> datetime | None: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Queue(Generic[Q]):
+    """One delivery queue: how to claim, send and settle its items."""
+
+    claim: Callable[[datetime], Awaitable[list[Q]]]
+    send: Callable[[Q], Awaitable[None]]
+    sent: Callable[[Q, datetime, datetime], Awaitable[bool]]  # item, at, claimed_until
+    failed: Callable[[Q, str, datetime | None, datetime, datetime], Awaitable[bool]]
+    describe: Callable[[Q], str]  # for logs: no secrets
+    outcomes: Counter  # labelled sent / retried / given_up
+    log: logging.Logger
+
+
+async def deliver_due(queue: Queue[Q]) -> int:
+    """Send what is due now, one claimed item at a time; returns how many were sent.
+    A failure is retried with ``backoff`` until ``MAX_ATTEMPTS``; the reason is kept."""
     sent = 0
     for _ in range(BATCH):
-        claimed = await storage.claim_mail(datetime.now(UTC), limit=1)
+        claimed = await queue.claim(datetime.now(UTC))
         if not claimed:
             break
-        mail = claimed[0]
-        assert mail.claimed_until is not None
+        item = claimed[0]
+        assert item.claimed_until is not None
+        what = queue.describe(item)
         try:
             async with asyncio.timeout(SEND_SECONDS):
-                await mailer.send(seal.open(mail))
+                await queue.send(item)
         except Exception as exc:  # any failure is retried; the reason is kept
-            attempts = mail.attempts + 1
+            attempts = item.attempts + 1
             now = datetime.now(UTC)
             retry = now + backoff(attempts) if attempts < MAX_ATTEMPTS else None
             reason = f"{type(exc).__name__}: {exc}"
-            MAIL.labels("given_up" if retry is None else "retried").inc()
+            queue.outcomes.labels("given_up" if retry is None else "retried").inc()
             if retry is None:
-                log.error("giving up on mail %s to %s after %d attempts: %s", mail.id, mail.to,
-                          attempts, reason)
+                queue.log.error("giving up on %s after %d attempts: %s", what, attempts, reason)
             else:
-                log.warning("mail %s to %s failed (attempt %d), retrying at %s: %s", mail.id,
-                            mail.to, attempts, retry.isoformat(), reason)
-            if not await storage.mail_failed(mail.id, reason, retry, now,
-                                             claimed_until=mail.claimed_until):
-                log.warning("mail %s: claim lost before its failure was recorded", mail.id)
+                queue.log.warning("%s failed (attempt %d), retrying at %s: %s", what,
+                                  attempts, retry.isoformat(), reason)
+            if not await queue.failed(item, reason, retry, now, item.claimed_until):
+                queue.log.warning("%s: claim lost before its failure was recorded", what)
         else:
-            MAIL.labels("sent").inc()  # (whether or not its claim still held)
-            if await storage.mail_sent(mail.id, datetime.now(UTC),
-                                       claimed_until=mail.claimed_until):
+            queue.outcomes.labels("sent").inc()  # (whether or not its claim still held)
+            if await queue.sent(item, datetime.now(UTC), item.claimed_until):
                 sent += 1
             else:  # another instance took it after the claim expired: it may go twice
-                log.warning("mail %s to %s was sent after its claim expired", mail.id, mail.to)
+                queue.log.warning("%s was sent after its claim expired", what)
     return sent
 
 
-class OutboxWorker:
-    """Runs ``send_due`` in the background: woken at once by ``poke`` after a request
-    enqueues mail, and every ``POLL_SECONDS`` for retries and other instances' mail."""
+def mail_queue(storage: Storage, mailer: Mailer, seal: Seal) -> Queue[OutgoingMail]:
+    return Queue(
+        claim=lambda now: storage.claim_mail(now, limit=1),
+        send=lambda mail: mailer.send(seal.open(mail)),
+        sent=lambda mail, at, claim: storage.mail_sent(mail.id, at, claimed_until=claim),
+        failed=lambda mail, reason, retry, at, claim: storage.mail_failed(
+            mail.id, reason, retry, at, claimed_until=claim),
+        describe=lambda mail: f"mail {mail.id} to {mail.to}", outcomes=MAIL, log=log)
 
-    def __init__(self, storage: Storage, mailer: Mailer, seal: Seal) -> None:
+
+async def send_due(storage: Storage, mailer: Mailer, seal: Seal) -> int:
+    """Send the mail due now; returns how many were sent."""
+    return await deliver_due(mail_queue(storage, mailer, seal))
+
+
+class OutboxWorker:
+    """Delivers mail (and the ``others`` queues: back-channel logouts) in the background:
+    woken at once by ``poke`` after a request queues something, and every
+    ``POLL_SECONDS`` for retries and what other instances queued."""
+
+    def __init__(self, storage: Storage, mailer: Mailer, seal: Seal,
+                 others: tuple[Queue[Any], ...] = ()) -> None:
         self.storage, self.mailer, self.seal = storage, mailer, seal
+        self.queues: tuple[Queue[Any], ...] = (mail_queue(storage, mailer, seal), *others)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -257,12 +298,13 @@ class OutboxWorker:
 
     async def _run(self) -> None:
         while not self._stopping:
-            try:
-                await send_due(self.storage, self.mailer, self.seal)
-            except Exception:  # the database may be briefly away; try again later
-                log.exception("outbox worker failed; retrying")
-            if self._stopping:
-                return
+            for queue in self.queues:
+                try:
+                    await deliver_due(queue)
+                except Exception:  # the database may be briefly away; try again later
+                    queue.log.exception("outbox worker failed; retrying")
+                if self._stopping:
+                    return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
             self._wake.clear()

@@ -17,6 +17,7 @@ from bastion.server.models import (
     Event,
     Grant,
     LoginSession,
+    LogoutNotice,
     Member,
     OneTimeToken,
     Organization,
@@ -57,7 +58,7 @@ class Cutoffs:
     expired_before: datetime
     #: Throttle counts whose last attempt came before this, unless locked at ``now``.
     throttles_before: datetime
-    #: Mail sent, or given up on, before this.
+    #: Mail and back-channel logouts sent, or given up on, before this.
     mail_before: datetime
     #: Audit events recorded before this; ``None`` keeps them all.
     events_before: datetime | None = None
@@ -144,12 +145,14 @@ class Storage(Protocol):
         never for a revoked one)."""
 
     async def revoke_session(self, session_id: str, at: datetime) -> None:
-        """End a login session and revoke every grant made in it."""
+        """End a login session and revoke every grant made in it, queuing a logout
+        notice for each client with a back-channel logout URI among them."""
 
     async def revoke_user_sessions(self, user_id: str, at: datetime,
                                    keep_session: str | None = None) -> int:
         """End all of a user's sessions but ``keep_session`` and revoke all their grants
-        (those made in ``keep_session`` too); returns how many."""
+        (those made in ``keep_session`` too), queuing logout notices as
+        ``revoke_session`` does; returns how many."""
 
     async def create_code(self, code: AuthorizationCode, grant: Grant) -> None:
         """Store a code and the grant its tokens will belong to, atomically."""
@@ -322,6 +325,18 @@ class Storage(Protocol):
         """Record a failed attempt of a claimed message; False as for ``mail_sent``."""
 
     async def get_mail(self, mail_id: str) -> OutgoingMail | None: ...
+
+    async def claim_logout_notices(self, now: datetime, limit: int = 10) -> list[LogoutNotice]:
+        """Due back-channel logouts (queued by ``revoke_session`` and
+        ``revoke_user_sessions``), claimed as ``claim_mail`` claims mail."""
+
+    async def logout_notice_sent(self, notice_id: int, at: datetime, *,
+                                 claimed_until: datetime) -> bool:
+        """As ``mail_sent``."""
+
+    async def logout_notice_failed(self, notice_id: int, error: str, retry_at: datetime | None,
+                                   at: datetime, *, claimed_until: datetime) -> bool:
+        """As ``mail_failed``."""
 
     async def create_one_time_token(self, token: OneTimeToken) -> None: ...
 

@@ -28,11 +28,14 @@ from bastion.server.storage.prepared import select_by
 from bastion.server.storage.sql_base import SQLBase
 from bastion.server.storage.sql_base import values as _values
 from bastion.server.storage.tables import (
+    UTCDateTime,
     authorization_codes,
+    clients,
     events,
     grants,
     login_sessions,
     login_throttle,
+    logout_notices,
     refresh_tokens,
     revoked_access_tokens,
     roles,
@@ -76,8 +79,9 @@ class GrantsMixin(SQLBase):
                 .where(login_sessions.c.id == session_id, login_sessions.c.revoked_at.is_(None))
                 .values(revoked_at=at)
             )
-            revoke_grants(conn, sa.select(grants.c.id).where(grants.c.session_id == session_id),
-                           at)
+            in_session = grants.c.session_id == session_id
+            queue_logouts(conn, in_session, at)
+            revoke_grants(conn, sa.select(grants.c.id).where(in_session), at)
         await self._write(revoke)
 
     async def revoke_user_sessions(self, user_id: str, at: datetime,
@@ -325,8 +329,28 @@ def end_user_sessions(conn: sa.Connection, user_id: str, at: datetime,
         .where(login_sessions.c.user_id == user_id, login_sessions.c.revoked_at.is_(None), *kept)
         .values(revoked_at=at)
     )
+    queue_logouts(conn, grants.c.user_id == user_id, at)
     revoked = revoke_grants(conn, sa.select(grants.c.id).where(grants.c.user_id == user_id), at)
     return int(done.rowcount or 0) + revoked
+
+
+def queue_logouts(conn: sa.Connection, where: sa.ColumnElement[bool], at: datetime) -> None:
+    """Queue a back-channel logout for each client (with a logout URI), user and session
+    of the live grants ``where`` picks, in the transaction about to revoke them. A grant
+    revoked at the same moment by another transaction may be told twice: a receiver
+    treats a logout of an ended session as done."""
+    stamp = sa.literal(at, UTCDateTime)
+    picked = (sa.select(grants.c.client_id, grants.c.user_id, grants.c.session_id,
+                        stamp.label("created_at"), sa.literal(0).label("attempts"),
+                        stamp.label("next_attempt_at"))
+              .join(clients, clients.c.client_id == grants.c.client_id)
+              .where(where, grants.c.revoked_at.is_(None),
+                     clients.c.backchannel_logout_uri.is_not(None),
+                     clients.c.deleted_at.is_(None))
+              .distinct())
+    conn.execute(logout_notices.insert().from_select(
+        ["client_id", "user_id", "session_id", "created_at", "attempts", "next_attempt_at"],
+        picked))
 
 
 class _Refused(Exception):

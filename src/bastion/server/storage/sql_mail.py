@@ -1,4 +1,5 @@
-"""The mail outbox and single-use emailed tokens on SQLAlchemy (mixed into SQLStorage)."""
+"""The mail outbox, back-channel logouts to deliver, and single-use emailed tokens on
+SQLAlchemy (mixed into SQLStorage)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,23 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from bastion.server.models import OneTimeToken, OutgoingMail
+from bastion.server.models import LogoutNotice, OneTimeToken, OutgoingMail
 from bastion.server.storage.prepared import select_by
 from bastion.server.storage.sql_base import SQLBase, values
-from bastion.server.storage.tables import one_time_tokens, outbox
+from bastion.server.storage.tables import logout_notices, one_time_tokens, outbox
 
 _CLAIM_SECONDS = 120  # a claimed message not settled by then is taken again
 # (services.outbox.SEND_SECONDS bounds a send well below this)
+
+
+def _failed(table: sa.Table, error: str, retry_at: datetime | None,
+            at: datetime) -> dict[str, object]:
+    """A failed attempt's columns; ``retry_at`` None gives up."""
+    failed: dict[str, object] = {"attempts": table.c.attempts + 1, "claimed_until": None,
+                                 "last_error": error[:500], "next_attempt_at": retry_at}
+    if retry_at is None:
+        failed["failed_at"] = at
+    return failed
 
 
 class MailMixin(SQLBase):
@@ -27,40 +38,11 @@ class MailMixin(SQLBase):
         """Due messages, claimed for this worker (several instances never send one twice
         while a claim holds). Each carries its ``claimed_until``: settling it with
         ``mail_sent``/``mail_failed`` only works while that claim is still the current one."""
-        claimable = sa.and_(outbox.c.sent_at.is_(None), outbox.c.failed_at.is_(None),
-                            outbox.c.next_attempt_at <= now,
-                            sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
-
-        def claim(conn: sa.Connection) -> list[OutgoingMail]:
-            claimed: list[OutgoingMail] = []
-            ids = conn.execute(sa.select(outbox.c.id).where(claimable)
-                               .order_by(outbox.c.next_attempt_at).limit(limit)).scalars()
-            for mail_id in list(ids):
-                done = conn.execute(outbox.update().where(outbox.c.id == mail_id, claimable)
-                                    .values(claimed_until=now + timedelta(seconds=_CLAIM_SECONDS)))
-                if done.rowcount != 1:
-                    continue  # another instance took it
-                row = conn.execute(sa.select(outbox).where(outbox.c.id == mail_id)
-                                   ).mappings().one()
-                claimed.append(OutgoingMail(
-                    id=row["id"], to=row["to"], subject=row["subject"], text=row["text"],
-                    html=row["html"], created_at=row["created_at"], attempts=row["attempts"],
-                    next_attempt_at=row["next_attempt_at"], claimed_until=row["claimed_until"]))
-            return claimed
-        return await self._write(claim)
-
-    async def _settle(self, mail_id: str, claimed_until: datetime,
-                      values: dict[str, object]) -> bool:
-        def settle(conn: sa.Connection) -> bool:
-            done = conn.execute(outbox.update().where(
-                outbox.c.id == mail_id, outbox.c.claimed_until == claimed_until,
-                outbox.c.sent_at.is_(None), outbox.c.failed_at.is_(None)).values(**values))
-            return done.rowcount == 1
-        return await self._write(settle)
+        return [OutgoingMail(**row) for row in await self._claim(outbox, now, limit)]
 
     async def mail_sent(self, mail_id: str, at: datetime, *, claimed_until: datetime) -> bool:
         """Record the message sent, if this worker's claim (``claimed_until``) still holds."""
-        return await self._settle(mail_id, claimed_until, {
+        return await self._settle(outbox, mail_id, claimed_until, {
             "sent_at": at, "claimed_until": None, "text": "", "html": "",
             "attempts": outbox.c.attempts + 1})
 
@@ -68,11 +50,58 @@ class MailMixin(SQLBase):
                           at: datetime, *, claimed_until: datetime) -> bool:
         """Record a failed attempt, if this worker's claim still holds; ``retry_at`` None
         gives up (and erases the body)."""
-        values: dict[str, object] = {"attempts": outbox.c.attempts + 1, "claimed_until": None,
-                                     "last_error": error[:500], "next_attempt_at": retry_at}
+        failed = _failed(outbox, error, retry_at, at)
         if retry_at is None:
-            values.update(failed_at=at, text="", html="")
-        return await self._settle(mail_id, claimed_until, values)
+            failed.update(text="", html="")
+        return await self._settle(outbox, mail_id, claimed_until, failed)
+
+    async def claim_logout_notices(self, now: datetime, limit: int = 10) -> list[LogoutNotice]:
+        """Due back-channel logouts, claimed as ``claim_mail`` claims mail."""
+        return [LogoutNotice(**row) for row in await self._claim(logout_notices, now, limit)]
+
+    async def logout_notice_sent(self, notice_id: int, at: datetime, *,
+                                 claimed_until: datetime) -> bool:
+        return await self._settle(logout_notices, notice_id, claimed_until, {
+            "sent_at": at, "claimed_until": None, "attempts": logout_notices.c.attempts + 1})
+
+    async def logout_notice_failed(self, notice_id: int, error: str, retry_at: datetime | None,
+                                   at: datetime, *, claimed_until: datetime) -> bool:
+        return await self._settle(logout_notices, notice_id, claimed_until,
+                                  _failed(logout_notices, error, retry_at, at))
+
+    async def _claim(self, table: sa.Table, now: datetime,
+                     limit: int) -> list[sa.RowMapping]:
+        """Claim up to ``limit`` due rows of a delivery queue (``outbox``,
+        ``logout_notices``), one by one, for ``_CLAIM_SECONDS``."""
+        c = table.c
+        claimable = sa.and_(c.sent_at.is_(None), c.failed_at.is_(None),
+                            c.next_attempt_at <= now,
+                            sa.or_(c.claimed_until.is_(None), c.claimed_until < now))
+
+        def claim(conn: sa.Connection) -> list[sa.RowMapping]:
+            claimed: list[sa.RowMapping] = []
+            ids = conn.execute(sa.select(c.id).where(claimable)
+                               .order_by(c.next_attempt_at).limit(limit)).scalars()
+            for row_id in list(ids):
+                done = conn.execute(table.update().where(c.id == row_id, claimable)
+                                    .values(claimed_until=now + timedelta(seconds=_CLAIM_SECONDS)))
+                if done.rowcount != 1:
+                    continue  # another instance took it
+                claimed.append(conn.execute(sa.select(table).where(c.id == row_id)
+                                            ).mappings().one())
+            return claimed
+        return await self._write(claim)
+
+    async def _settle(self, table: sa.Table, row_id: object, claimed_until: datetime,
+                      values: dict[str, object]) -> bool:
+        c = table.c
+
+        def settle(conn: sa.Connection) -> bool:
+            done = conn.execute(table.update().where(
+                c.id == row_id, c.claimed_until == claimed_until,
+                c.sent_at.is_(None), c.failed_at.is_(None)).values(**values))
+            return done.rowcount == 1
+        return await self._write(settle)
 
     async def get_mail(self, mail_id: str) -> OutgoingMail | None:
         row = await self._one(select_by(outbox, "id"), {"id": mail_id})

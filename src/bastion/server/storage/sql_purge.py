@@ -17,6 +17,7 @@ from bastion.server.storage.tables import (
     grants,
     login_sessions,
     login_throttle,
+    logout_notices,
     one_time_tokens,
     outbox,
     refresh_tokens,
@@ -48,6 +49,10 @@ def _doomed(c: Cutoffs) -> dict[str, tuple[sa.Column[Any], sa.ColumnElement[bool
         "outbox": (outbox.c.id, sa.and_(
             outbox.c.created_at < c.mail_before,
             sa.or_(outbox.c.sent_at < c.mail_before, outbox.c.failed_at < c.mail_before))),
+        "logout_notices": (logout_notices.c.id, sa.and_(
+            logout_notices.c.created_at < c.mail_before,
+            sa.or_(logout_notices.c.sent_at < c.mail_before,
+                   logout_notices.c.failed_at < c.mail_before))),
     }
     if c.events_before is not None:
         kinds["events"] = (events.c.id, events.c.at < c.events_before)

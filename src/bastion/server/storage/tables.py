@@ -64,6 +64,7 @@ clients = sa.Table(
     sa.Column("previous_secret_expires_at", UTCDateTime, nullable=True),
     sa.Column("tokens_not_before", UTCDateTime, nullable=True),
     sa.Column("deleted_at", UTCDateTime, nullable=True),
+    sa.Column("backchannel_logout_uri", sa.Text, nullable=True),
 )
 
 signing_keys = sa.Table(
@@ -215,6 +216,19 @@ events = sa.Table(
 )
 sa.Index("ix_users_created", users.c.created_at, users.c.id)
 
+def _delivery() -> list[sa.Column[Any]]:
+    """The columns of a delivery queue's state (the outbox, logout notices), which
+    ``sql_mail`` claims and settles the same way for both."""
+    return [
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("next_attempt_at", UTCDateTime, nullable=True, index=True),
+        sa.Column("claimed_until", UTCDateTime, nullable=True),
+        sa.Column("sent_at", UTCDateTime, nullable=True),
+        sa.Column("failed_at", UTCDateTime, nullable=True),
+        sa.Column("last_error", sa.String(500), nullable=True),
+    ]
+
+
 outbox = sa.Table(
     "outbox",
     metadata,
@@ -224,12 +238,20 @@ outbox = sa.Table(
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("html", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False),
-    sa.Column("next_attempt_at", UTCDateTime, nullable=True, index=True),
-    sa.Column("claimed_until", UTCDateTime, nullable=True),
-    sa.Column("sent_at", UTCDateTime, nullable=True),
-    sa.Column("failed_at", UTCDateTime, nullable=True),
-    sa.Column("last_error", sa.String(500), nullable=True),
+    *_delivery(),
+)
+
+# Back-channel logouts to deliver (``LogoutNotice``), queued and claimed as the
+# outbox's mail is.
+logout_notices = sa.Table(
+    "logout_notices",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("client_id", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.String(36), nullable=False),
+    sa.Column("session_id", sa.String(64), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False, index=True),
+    *_delivery(),
 )
 
 one_time_tokens = sa.Table(
