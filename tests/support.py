@@ -297,6 +297,11 @@ class LogoutReceiver:
 
         self.forms: queue.Queue[dict[str, str]] = queue.Queue()
         self.answers: list[int] = []
+        self.location = ""  # sent with a 3xx answer
+        #: While set, each POST waits (after ``arrived`` is set) until ``hold`` clears.
+        self.hold = threading.Event()
+        self.arrived = threading.Event()
+        self._released = threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -304,10 +309,15 @@ class LogoutReceiver:
                 length = int(self.headers.get("Content-Length", 0))
                 form = dict(parse_qsl(self.rfile.read(length).decode()))
                 form["content-type"] = self.headers.get("Content-Type", "")
+                receiver.arrived.set()
+                if receiver.hold.is_set():
+                    receiver._released.wait(timeout=120)
                 status = receiver.answers.pop(0) if receiver.answers else 200
                 if status == 200:
                     receiver.forms.put(form)
                 self.send_response(status)
+                if receiver.location:
+                    self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -325,7 +335,13 @@ class LogoutReceiver:
         assert form["content-type"] == "application/x-www-form-urlencoded", form
         return form["logout_token"]
 
+    def release(self) -> None:
+        """Let the POSTs held by ``hold`` go on."""
+        self.hold.clear()
+        self._released.set()
+
     def close(self) -> None:
+        self.release()
         self._httpd.shutdown()
         self._httpd.server_close()
 

@@ -11,7 +11,7 @@ import pytest
 from sdk_fakes import CLIENT_ID, ISSUER, FakeProvider
 
 from bastion import InvalidToken, LogoutToken, MemoryReplayStore
-from bastion.client.logout_token import EVENT
+from bastion.oauth.claims import LOGOUT_EVENT as EVENT
 from bastion.oauth.jose import PrivateKey
 
 
@@ -31,7 +31,8 @@ def test_a_valid_token_names_the_user_and_session(make_client: Any, provider: Fa
     logout = client.verify_logout_token(logout_token(provider))
     assert isinstance(logout, LogoutToken)
     assert (logout.sub, logout.sid, logout.jti) == ("user-1", "sid-1", "jti-1")
-    only_user = client.verify_logout_token(logout_token(provider, sid=None, aud=[CLIENT_ID, "x"]))
+    only_user = client.verify_logout_token(logout_token(provider, sid=None, aud=[CLIENT_ID, "x"],
+                                                          azp=CLIENT_ID))
     assert (only_user.sub, only_user.sid) == ("user-1", None)
     only_session = client.verify_logout_token(logout_token(provider, sub=None, key=provider.key))
     assert (only_session.sub, only_session.sid) == (None, "sid-1")
@@ -43,6 +44,8 @@ def test_a_valid_token_names_the_user_and_session(make_client: Any, provider: Fa
     ("at+jwt", {}, "not a logout token"),
     ("logout+jwt", {"iss": "https://other.example"}, "another issuer"),
     ("logout+jwt", {"aud": "another-client"}, "not meant for this client"),
+    ("logout+jwt", {"aud": [CLIENT_ID, "x"]}, "authorized party"),
+    ("logout+jwt", {"azp": "another-client"}, "authorized party"),
     ("logout+jwt", {"exp": 1000}, "expired"),
     ("logout+jwt", {"exp": None}, "numeric exp"),
     ("logout+jwt", {"iat": 4_000_000_000}, "future"),

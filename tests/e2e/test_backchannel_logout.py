@@ -5,15 +5,30 @@ the SDK (sync and async) verifies them with the server's JWKS."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
 import secrets
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx2
 import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Route
 
-from bastion import AsyncClient, Client, InvalidToken, MemoryReplayStore, TokenSet
-from support import LogoutReceiver, ServerProcess, logout_receiver
+from bastion import (
+    AsyncClient,
+    Client,
+    InvalidToken,
+    LogoutToken,
+    MemoryReplayStore,
+    TokenSet,
+    configure,
+)
+from bastion.client.integrations.starlette import aclose_clients, backchannel_logout_endpoint
+from support import LogoutReceiver, ServerProcess, free_port, logout_receiver, wait_until
 
 Account = Any  # tests/e2e/conftest.py's
 REDIRECT_URI = "https://shop.example/callback"  # never followed: the test reads the code
@@ -76,6 +91,13 @@ def test_ending_sessions_tells_the_app_and_the_sdk_verifies_the_tokens(
         app.revoke_all(password_tokens)
         tokens = [receiver.next(), receiver.next()]
 
+        # An administrator deletes the user: the grant made since is told too.
+        app.login_password(account.username, account.password, scope="openid")
+        with admin(any_server) as api:
+            api.users.delete(account.id)
+        deleted = app.verify_logout_token(receiver.next())
+        assert (deleted.sub, deleted.sid) == (account.id, None)
+
     async def verify(token: str) -> tuple[str | None, str | None]:
         async with AsyncClient(**options) as async_app:
             told = await async_app.verify_logout_token(token, replay_store=replays)
@@ -83,6 +105,53 @@ def test_ending_sessions_tells_the_app_and_the_sdk_verifies_the_tokens(
 
     told = sorted((asyncio.run(verify(t)) for t in tokens), key=lambda t: t[1] or "")
     assert told == [(account.id, None), (account.id, sid_two)]
+
+
+@contextlib.contextmanager
+def relying_party(told: queue.Queue[LogoutToken], using: str) -> Iterator[str]:
+    """A Starlette app served by uvicorn on 127.0.0.1, with the SDK's back-channel
+    logout endpoint; its URI."""
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await aclose_clients()  # the connection's client, opened in this loop
+
+    app = Starlette(routes=[Route("/backchannel-logout", backchannel_logout_endpoint(
+        told.put, using=using), methods=["POST"])], lifespan=lifespan)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, what="the app")
+        yield f"http://127.0.0.1:{port}/backchannel-logout"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_the_sdk_endpoint_of_an_app_is_told(
+        bastion_server: ServerProcess, account_on: Callable[..., Account]) -> None:
+    told: queue.Queue[LogoutToken] = queue.Queue()
+    with admin(bastion_server) as api:
+        app = api.clients.create("shop " + secrets.token_hex(3), grant_types=["password"],
+                                 scopes=["openid"])
+    options = {"url": bastion_server.url, "client_id": app.client_id,
+               "client_secret": app.client_secret}
+    configure(bcl=options)
+    try:
+        with relying_party(told, "bcl") as uri, admin(bastion_server) as api:
+            api.clients.update(app, backchannel_logout_uri=uri)
+            account = account_on(bastion_server)
+            with Client(**options) as client:
+                tokens = client.login_password(account.username, account.password,
+                                               scope="openid")
+                client.revoke_all(tokens)
+            logout = told.get(timeout=30)
+            assert (logout.sub, logout.sid) == (account.id, None)
+    finally:
+        configure()
 
 
 def test_the_uri_is_set_and_removed_with_the_sdk(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -12,11 +13,13 @@ import pytest
 from api_helpers import PASSWORD, Api
 from prometheus_client import REGISTRY
 
+from bastion.oauth.claims import LOGOUT_EVENT
 from bastion.oauth.jose import parse_compact, verify_signature
 from bastion.server.context import Context
-from bastion.server.models import Grant, LoginSession
+from bastion.server.models import Grant, LoginSession, LogoutNotice
 from bastion.server.services import backchannel, outbox
 from bastion.server.services.clients import create_client
+from bastion.server.services.id_tokens import hint_claims
 from bastion.server.services.users import create_user
 from support import ISSUER, LogoutReceiver, logout_receiver
 
@@ -65,7 +68,7 @@ async def test_a_logout_token_is_posted_signed_with_the_id_token_key(
     claims = compact.claims()
     assert {k: claims[k] for k in ("iss", "aud", "sub", "sid", "events")} == {
         "iss": ISSUER, "aud": client_id, "sub": user_id, "sid": sid,
-        "events": {backchannel.EVENT: {}}}
+        "events": {LOGOUT_EVENT: {}}}
     assert claims["exp"] - claims["iat"] == backchannel.TOKEN_TTL
     assert "nonce" not in claims and len(claims["jti"]) >= 16
     assert await deliver(ctx) == 0  # sent once
@@ -77,17 +80,21 @@ async def test_a_failed_post_is_retried_later_and_a_redirect_is_not_followed(
     _, _, sid = await signed_in(ctx, receiver.uri)
     await ctx.storage.revoke_session(sid, datetime.now(UTC))
     retried, sent = outcomes("retried"), outcomes("sent")
-    for status in (500, 302):  # a redirect could send the token elsewhere: a failure
-        receiver.answers = [status]
-        with caplog.at_level(logging.WARNING, "bastion.logout"):
-            assert await deliver(ctx) == 0
-        assert f"answered {status}" in caplog.text and "eyJ" not in caplog.text
-        # Due again later (backoff); taken now as if that time had come.
-        (notice,) = await ctx.storage.claim_logout_notices(datetime.now(UTC) + timedelta(hours=2))
-        assert notice.claimed_until is not None and f"{status}" in str(notice.last_error)
-        await ctx.storage.logout_notice_failed(notice.id, "reset", datetime.now(UTC),
-                                               datetime.now(UTC),
-                                               claimed_until=notice.claimed_until)
+    with logout_receiver() as elsewhere:
+        receiver.location = elsewhere.uri
+        for status in (500, 302):  # a redirect could send the token elsewhere: a failure
+            receiver.answers = [status]
+            with caplog.at_level(logging.WARNING, "bastion.logout"):
+                assert await deliver(ctx) == 0
+            assert f"answered {status}" in caplog.text and "eyJ" not in caplog.text
+            assert elsewhere.forms.empty() and not elsewhere.arrived.is_set()
+            # Due again later (backoff); taken now as if that time had come.
+            (notice,) = await ctx.storage.claim_logout_notices(
+                datetime.now(UTC) + timedelta(hours=2))
+            assert notice.claimed_until is not None and f"{status}" in str(notice.last_error)
+            await ctx.storage.logout_notice_failed(notice.id, "reset", datetime.now(UTC),
+                                                   datetime.now(UTC),
+                                                   claimed_until=notice.claimed_until)
     assert outcomes("retried") == retried + 2
     assert await deliver(ctx) == 1
     assert parse_compact(receiver.next()).claims()["sid"] == sid
@@ -113,8 +120,21 @@ async def test_a_client_that_stopped_asking_is_not_told(
     _, client_id, sid = await signed_in(ctx, receiver.uri)
     await ctx.storage.revoke_session(sid, datetime.now(UTC))
     await ctx.storage.update_client(client_id, lambda c: {"backchannel_logout_uri": None})
-    assert await deliver(ctx) == 1  # settled, with nothing posted
-    assert receiver.forms.empty()
+    skipped = outcomes("skipped")
+    assert await deliver(ctx) == 0  # settled, with nothing posted
+    assert outcomes("skipped") == skipped + 1 and not receiver.arrived.is_set()
+    assert await ctx.storage.claim_logout_notices(datetime.now(UTC) + timedelta(days=1)) == []
+
+
+async def test_a_logout_token_is_no_id_token_hint(ctx: Context) -> None:
+    user_id, client_id, _ = await signed_in(ctx, None)
+    notice = LogoutNotice(id=1, client_id=client_id, user_id=user_id, session_id=None,
+                          created_at=datetime.now(UTC))
+    signer = await ctx.keys.signer("id")
+    claims = backchannel.logout_claims(ctx.settings, notice, int(time.time()))
+    assert await hint_claims(ctx.keys, ctx.settings, signer.sign(claims, typ="JWT")) is not None
+    assert await hint_claims(ctx.keys, ctx.settings,
+                             signer.sign(claims, typ="logout+jwt")) is None
 
 
 async def test_the_worker_delivers_after_a_logout_at_once(

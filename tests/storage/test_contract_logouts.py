@@ -59,6 +59,17 @@ async def test_ending_a_session_queues_one_notice_per_told_client(storage: SQLSt
     assert await queued(storage) == [("app", user().id, None), ("app", user().id, "s2")]
 
 
+async def test_concurrent_endings_tell_each_client_and_session_once(
+        storage: SQLStorage) -> None:
+    await setup(storage)
+    await asyncio.gather(storage.revoke_user_sessions(user().id, NOW),
+                         storage.revoke_session("s1", NOW),
+                         storage.revoke_user_sessions(user().id, NOW))
+    # Each grant is revoked by one of them, and only that one queues its notice.
+    assert await queued(storage) == [("app", user().id, None), ("app", user().id, "s1"),
+                                     ("app", user().id, "s2")]
+
+
 async def test_a_user_change_that_ends_sessions_queues_notices(storage: SQLStorage) -> None:
     await setup(storage)
     await storage.update_user(user().id, {"password_hash": "$argon2id$new"},

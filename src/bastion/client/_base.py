@@ -155,8 +155,10 @@ class BaseClient(DiscoveryCore):
             claims, issuer=metadata.issuer,
             client_id=self.settings.require("client_id", "logout token validation"),
             now=self.clock(), leeway=self.settings.leeway)
+        # Prefixed: the store may be the one that holds the login states' ids too.
         if replay_store is not None and not replay_store.claim(
-                logout.jti, float(claims["exp"]) + self.settings.leeway):
+                f"logout:{metadata.issuer}:{logout.jti}",
+                float(claims["exp"]) + self.settings.leeway):
             raise InvalidToken("The logout token was used before.")
         return logout
 

@@ -7,8 +7,9 @@ everywhere, changed their password, or was deleted. The app ends its own session
 of ``sub`` (or the one tied to ``sid``).
 
 Checks: the signature (``alg`` allow-listed, key by ``kid``); ``typ`` is
-``logout+jwt``, so no other JWT of the provider passes for one; ``iss``, ``aud``,
-``iat`` and ``exp``; the backchannel-logout event; ``sub`` or ``sid``; no ``nonce``
+``logout+jwt``, so no other JWT of the provider passes for one (required: the spec
+only recommends it, and Bastion always sends it); ``iss``, ``aud`` (and ``azp``, as
+for ID tokens), ``iat`` and ``exp``; the backchannel-logout event; ``sub`` or ``sid``; no ``nonce``
 (an ID token never passes); a ``jti``, refused the second time when the app gives
 a replay store.
 
@@ -21,15 +22,15 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bastion.oauth.claims import LOGOUT_EVENT, LOGOUT_TOKEN_TYPES
 from bastion.oauth.errors import InvalidToken
 from bastion.oauth.jose import JoseError, PublicKey, UnknownKey, parse_compact, verify_signature
 
 from .id_token import number_claim
 
-__all__ = ["EVENT", "LogoutToken", "check_logout_token_claims", "verify_logout_token_signature"]
+__all__ = ["LogoutToken", "check_logout_token_claims", "verify_logout_token_signature"]
 
-EVENT = "http://schemas.openid.net/event/backchannel-logout"
-_TYPES = ("logout+jwt", "application/logout+jwt")
+EVENT = LOGOUT_EVENT
 _WHAT = "The logout token"
 
 
@@ -55,7 +56,7 @@ def verify_logout_token_signature(
     try:
         compact = parse_compact(token)
         typ = compact.header.get("typ")
-        if not isinstance(typ, str) or typ.lower() not in _TYPES:
+        if not isinstance(typ, str) or typ.lower() not in LOGOUT_TOKEN_TYPES:
             raise InvalidToken("The token is not a logout token (typ logout+jwt).")
         verify_signature(compact, keys, algorithms)
         return compact.claims()
@@ -81,15 +82,19 @@ def check_logout_token_claims(
     if claims.get("iss") != issuer:
         raise InvalidToken("The logout token was issued by another issuer.")
     aud = claims.get("aud")
-    if client_id not in (aud if isinstance(aud, list) else [aud]):
+    audiences = aud if isinstance(aud, list) else [aud]
+    if client_id not in audiences:
         raise InvalidToken("The logout token is not meant for this client.")
+    azp = claims.get("azp")
+    if (len(audiences) > 1 or azp is not None) and azp != client_id:  # as for ID tokens
+        raise InvalidToken("The logout token's authorized party is another client.")
     issued_at = number_claim(claims, "iat", _WHAT)
     if issued_at > now + leeway:
         raise InvalidToken("The logout token was issued in the future.")
     if number_claim(claims, "exp", _WHAT) <= now - leeway:
         raise InvalidToken("The logout token has expired.")
     events = claims.get("events")
-    if not isinstance(events, dict) or not isinstance(events.get(EVENT), dict):
+    if not isinstance(events, dict) or not isinstance(events.get(LOGOUT_EVENT), dict):
         raise InvalidToken("The logout token has no backchannel-logout event.")
     if "nonce" in claims:
         raise InvalidToken("A logout token must not have a nonce (is it an ID token?).")

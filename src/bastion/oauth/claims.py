@@ -16,10 +16,15 @@ from typing import Any
 
 from .errors import InsufficientScope, InvalidToken
 
-__all__ = ["ACCESS_TOKEN_TYPES", "check_access_token_claims", "check_access_token_type"]
+__all__ = ["ACCESS_TOKEN_TYPES", "LOGOUT_EVENT", "LOGOUT_TOKEN_TYPES",
+           "check_access_token_claims", "check_access_token_type"]
 
 #: ``typ`` values RFC 9068 section 2.1 allows, compared case-insensitively.
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+#: A back-channel logout token's event and ``typ`` values (Back-Channel Logout 1.0
+#: sections 2.4 and 4.1), shared by the server that signs and the SDK that checks.
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+LOGOUT_TOKEN_TYPES = frozenset({"logout+jwt", "application/logout+jwt"})
 
 
 def check_access_token_type(header: Mapping[str, Any]) -> None:

@@ -12,11 +12,22 @@ Starlette's ``UnauthenticatedUser``). ``request.user`` is then a
 ``BearerPrincipal`` (a ``Principal`` and a Starlette ``BaseUser``) and
 ``request.auth.scopes`` the token's scopes, so Starlette's ``@requires(...)``
 can ask for more per route. ``on_error`` answers with RFC 6750 challenges.
+
+``backchannel_logout_endpoint``: the endpoint at a client's ``backchannel_logout_uri``
+(Starlette or FastAPI), which verifies the logout token Bastion POSTs there and calls
+you with it::
+
+    async def end_sessions(logout: LogoutToken) -> None: ...  # by logout.sid or .sub
+
+    Route("/backchannel-logout", backchannel_logout_endpoint(end_sessions),
+          methods=["POST"])  # FastAPI: app.add_route(path, endpoint, methods=["POST"])
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import inspect
+from collections.abc import Awaitable, Callable, Collection
+from urllib.parse import parse_qsl
 
 try:
     from starlette.authentication import (
@@ -25,7 +36,7 @@ try:
         AuthenticationError,
         BaseUser,
     )
-    from starlette.requests import HTTPConnection
+    from starlette.requests import HTTPConnection, Request
     from starlette.responses import JSONResponse, PlainTextResponse, Response
 except ImportError as exc:  # the plain install has no web framework
     raise ImportError(
@@ -34,10 +45,33 @@ except ImportError as exc:  # the plain install has no web framework
     ) from exc
 
 from .._async_client import AsyncClient
-from ..exceptions import InsufficientScope, InvalidToken, OAuthError
+from .._shared import shared_async_client
+from ..exceptions import (
+    ConfigurationError,
+    InsufficientScope,
+    InvalidToken,
+    OAuthError,
+    ProtocolError,
+    ServerError,
+    TemporarilyUnavailable,
+    TransportError,
+)
+from ..logout_token import LogoutToken
+from ..state import ReplayStore
 from .bearer import DEFAULT_REALM, Guard, MissingToken, Principal, aclose_clients
 
-__all__ = ["BearerBackend", "BearerError", "BearerPrincipal", "Principal", "aclose_clients"]
+__all__ = [
+    "BearerBackend",
+    "BearerError",
+    "BearerPrincipal",
+    "Principal",
+    "aclose_clients",
+    "backchannel_logout_endpoint",
+]
+
+#: The largest logout request read: a form with one token (Bastion's are ~1 KB).
+MAX_LOGOUT_BODY = 64 * 1024
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 class BearerPrincipal(Principal, BaseUser):
@@ -110,3 +144,67 @@ class BearerBackend(AuthenticationBackend):
         return JSONResponse(
             {"detail": error.description}, status_code=error.status_code or 401, headers=headers
         )
+
+
+async def _logout_token(request: Request) -> str | None:
+    """The form's one ``logout_token``, or ``None`` for anything else."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        return None
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_LOGOUT_BODY:
+            return None
+    try:
+        fields = parse_qsl(body.decode("utf-8"), max_num_fields=10, strict_parsing=True)
+    except ValueError:  # (UnicodeDecodeError too)
+        return None
+    tokens = [value for name, value in fields if name == "logout_token"]
+    return tokens[0] if len(tokens) == 1 else None
+
+
+def _refused(description: str, status_code: int = 400) -> Response:
+    return JSONResponse({"error": "invalid_request", "error_description": description},
+                        status_code=status_code, headers=_NO_STORE)
+
+
+def backchannel_logout_endpoint(
+    on_logout: Callable[[LogoutToken], Awaitable[object] | object],
+    *,
+    client: AsyncClient | None = None,
+    using: str | None = None,
+    replay_store: ReplayStore | None = None,
+) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint for the client's ``backchannel_logout_uri`` (Back-Channel Logout 1.0
+    section 2.8): it verifies the POSTed ``logout_token`` (``verify_logout_token``),
+    awaits ``on_logout(token)`` (a plain function works too), then answers 200. A
+    missing or invalid token is a 400 with OAuth error JSON; keys out of reach a 503,
+    which Bastion retries, as it retries when ``on_logout`` raises (a 500).
+
+    ``client`` is an ``AsyncClient`` you own; without it the connection ``using``
+    made with ``configure`` (``"default"`` when ``None``), shared per event loop
+    (``aclose_clients``). ``replay_store``, shared by your workers, takes each token
+    once.
+    """
+    if client is not None and using is not None:
+        raise ConfigurationError("pass either 'client' or 'using', not both")
+
+    async def backchannel_logout(request: Request) -> Response:
+        token = await _logout_token(request)
+        if token is None:
+            return _refused("Expected a form with one logout_token field.")
+        sdk = client if client is not None else shared_async_client(using)
+        try:
+            logout = await sdk.verify_logout_token(token, replay_store)
+        except InvalidToken as error:
+            return _refused(error.description)
+        except (TransportError, ProtocolError, ServerError, TemporarilyUnavailable):
+            # The provider's keys are out of reach: Bastion tries again later.
+            return _refused("The provider's keys cannot be fetched now.", 503)
+        done = on_logout(logout)
+        if inspect.isawaitable(done):
+            await done
+        return Response(status_code=200, headers=_NO_STORE)
+
+    return backchannel_logout

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx2
 
+from bastion.oauth.claims import LOGOUT_EVENT
 from bastion.server.keys import KeyRing
 from bastion.server.metrics import LOGOUTS
 from bastion.server.models import LogoutNotice
@@ -28,7 +29,6 @@ from bastion.server.storage.base import Storage
 
 log = logging.getLogger("bastion.logout")
 
-EVENT = "http://schemas.openid.net/event/backchannel-logout"
 TOKEN_TTL = 120  # seconds: the token is sent at once, and signed again on a retry
 POST_SECONDS = 10.0  # connect, send and answer; the outbox bounds a whole attempt too
 
@@ -42,7 +42,7 @@ def logout_claims(settings: Settings, notice: LogoutNotice, now: int) -> dict[st
     claims: dict[str, Any] = {
         "iss": settings.issuer_url, "aud": notice.client_id, "iat": now,
         "exp": now + TOKEN_TTL, "jti": secrets.token_urlsafe(16), "sub": notice.user_id,
-        "events": {EVENT: {}},
+        "events": {LOGOUT_EVENT: {}},
     }
     if notice.session_id:
         claims["sid"] = notice.session_id
@@ -51,21 +51,24 @@ def logout_claims(settings: Settings, notice: LogoutNotice, now: int) -> dict[st
 
 def logout_queue(storage: Storage, keys: KeyRing, settings: Settings,
                  transport: httpx2.AsyncBaseTransport | None = None) -> Queue[LogoutNotice]:
-    async def send(notice: LogoutNotice) -> None:
+    async def send(notice: LogoutNotice) -> bool:
         client = await storage.get_client(notice.client_id)
         uri = client.backchannel_logout_uri if client is not None else None
         if uri is None:  # deleted since, or no longer asks: nothing to tell
-            return
+            return False
         signer = await keys.signer("id")
         token = signer.sign(logout_claims(settings, notice, int(time.time())),
                             typ="logout+jwt")
-        # Redirects are not followed: the token goes to the registered URI only.
-        async with httpx2.AsyncClient(timeout=POST_SECONDS, transport=transport) as http:
-            answer = await http.post(uri, data={"logout_token": token},
-                                     headers={"Cache-Control": "no-store"})
-        if not answer.is_success:
-            raise Refused(f"the client's back-channel logout URI answered "
-                          f"{answer.status_code}")
+        # The token goes to the registered URI only: no redirect is followed. The
+        # answer's body is never read (the status says it all).
+        async with (httpx2.AsyncClient(timeout=POST_SECONDS, follow_redirects=False,
+                                       transport=transport) as http,
+                    http.stream("POST", uri, data={"logout_token": token},
+                                headers={"Cache-Control": "no-store"}) as answer):
+            if not answer.is_success:
+                raise Refused(f"the client's back-channel logout URI answered "
+                              f"{answer.status_code}")
+        return True
 
     return Queue(
         claim=lambda now: storage.claim_logout_notices(now, limit=1),

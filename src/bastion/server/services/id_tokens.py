@@ -58,6 +58,8 @@ async def hint_claims(keys: KeyRing, settings: Settings, hint: str | None) -> di
         return None
     try:
         compact = parse_compact(hint)
+        if compact.header.get("typ") != "JWT":  # an ID token's; not a logout or access token
+            return None
         kid = compact.header.get("kid")
         verify_signature(compact, await keys.verifiers(kid if isinstance(kid, str) else None),
                          (settings.id_token_alg,))

@@ -136,19 +136,22 @@ class Queue(Generic[Q]):
     """One delivery queue: how to claim, send and settle its items."""
 
     claim: Callable[[datetime], Awaitable[list[Q]]]
-    send: Callable[[Q], Awaitable[None]]
+    send: Callable[[Q], Awaitable[bool]]  # False: nothing to send any more (settled as sent)
     sent: Callable[[Q, datetime, datetime], Awaitable[bool]]  # item, at, claimed_until
     failed: Callable[[Q, str, datetime | None, datetime, datetime], Awaitable[bool]]
     describe: Callable[[Q], str]  # for logs: no secrets
-    outcomes: Counter  # labelled sent / retried / given_up
+    outcomes: Counter  # labelled sent / skipped / retried / given_up
     log: logging.Logger
 
 
-async def deliver_due(queue: Queue[Q]) -> int:
-    """Send what is due now, one claimed item at a time; returns how many were sent.
-    A failure is retried with ``backoff`` until ``MAX_ATTEMPTS``; the reason is kept."""
+async def deliver_due(queue: Queue[Q], stopping: Callable[[], bool] = lambda: False) -> int:
+    """Send what is due now, one claimed item at a time, until ``stopping()``; returns
+    how many were sent. A failure is retried with ``backoff`` until ``MAX_ATTEMPTS``;
+    the reason is kept."""
     sent = 0
     for _ in range(BATCH):
+        if stopping():
+            break
         claimed = await queue.claim(datetime.now(UTC))
         if not claimed:
             break
@@ -157,7 +160,7 @@ async def deliver_due(queue: Queue[Q]) -> int:
         what = queue.describe(item)
         try:
             async with asyncio.timeout(SEND_SECONDS):
-                await queue.send(item)
+                posted = await queue.send(item)
         except Exception as exc:  # any failure is retried; the reason is kept
             attempts = item.attempts + 1
             now = datetime.now(UTC)
@@ -172,18 +175,23 @@ async def deliver_due(queue: Queue[Q]) -> int:
             if not await queue.failed(item, reason, retry, now, item.claimed_until):
                 queue.log.warning("%s: claim lost before its failure was recorded", what)
         else:
-            queue.outcomes.labels("sent").inc()  # (whether or not its claim still held)
+            # (counted whether or not its claim still held)
+            queue.outcomes.labels("sent" if posted else "skipped").inc()
             if await queue.sent(item, datetime.now(UTC), item.claimed_until):
-                sent += 1
+                sent += posted
             else:  # another instance took it after the claim expired: it may go twice
                 queue.log.warning("%s was sent after its claim expired", what)
     return sent
 
 
 def mail_queue(storage: Storage, mailer: Mailer, seal: Seal) -> Queue[OutgoingMail]:
+    async def send(mail: OutgoingMail) -> bool:
+        await mailer.send(seal.open(mail))
+        return True
+
     return Queue(
         claim=lambda now: storage.claim_mail(now, limit=1),
-        send=lambda mail: mailer.send(seal.open(mail)),
+        send=send,
         sent=lambda mail, at, claim: storage.mail_sent(mail.id, at, claimed_until=claim),
         failed=lambda mail, reason, retry, at, claim: storage.mail_failed(
             mail.id, reason, retry, at, claimed_until=claim),
@@ -196,16 +204,17 @@ async def send_due(storage: Storage, mailer: Mailer, seal: Seal) -> int:
 
 
 class OutboxWorker:
-    """Delivers mail (and the ``others`` queues: back-channel logouts) in the background:
-    woken at once by ``poke`` after a request queues something, and every
-    ``POLL_SECONDS`` for retries and what other instances queued."""
+    """Delivers mail (and the ``others`` queues: back-channel logouts) in the background,
+    each queue in a task of its own, so a slow app endpoint never holds up mail: woken
+    at once by ``poke`` after a request queues something, and every ``POLL_SECONDS``
+    for retries and what other instances queued."""
 
     def __init__(self, storage: Storage, mailer: Mailer, seal: Seal,
                  others: tuple[Queue[Any], ...] = ()) -> None:
         self.storage, self.mailer, self.seal = storage, mailer, seal
         self.queues: tuple[Queue[Any], ...] = (mail_queue(storage, mailer, seal), *others)
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._wakes = [asyncio.Event() for _ in self.queues]
+        self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         # Work handed over by requests, with when it is due (see ``after_answer``).
         self._handed: collections.deque[tuple[float, Coroutine[Any, Any, object]]] = \
@@ -215,7 +224,8 @@ class OutboxWorker:
         self._closing = False
 
     def poke(self) -> None:
-        self._wake.set()
+        for wake in self._wakes:
+            wake.set()
 
     def after_answer(self, work: Coroutine[Any, Any, object]) -> None:
         """Run ``work``, which queues mail, in the background, then send what it queued.
@@ -260,7 +270,8 @@ class OutboxWorker:
         self._drop_handed()  # what a cancelled handler left
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="bastion-outbox")
+        self._tasks = [asyncio.create_task(self._run(queue, wake), name="bastion-outbox")
+                       for queue, wake in zip(self.queues, self._wakes, strict=True)]
 
     async def close(self) -> None:
         """Before the storage closes: finish the work handed over (cancelled after
@@ -285,26 +296,23 @@ class OutboxWorker:
     async def stop(self) -> None:
         """Let a send in progress finish (its connection goes back to the pool), then
         stop sending; cancel only if it takes longer than ``STOP_SECONDS``."""
-        if self._task is None:
+        if not self._tasks:
             return
         self._stopping = True
-        self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), STOP_SECONDS)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self.poke()
+        _, pending = await asyncio.wait(self._tasks, timeout=STOP_SECONDS)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _run(self) -> None:
+    async def _run(self, queue: Queue[Any], wake: asyncio.Event) -> None:
         while not self._stopping:
-            for queue in self.queues:
-                try:
-                    await deliver_due(queue)
-                except Exception:  # the database may be briefly away; try again later
-                    queue.log.exception("outbox worker failed; retrying")
-                if self._stopping:
-                    return
+            try:
+                await deliver_due(queue, lambda: self._stopping)
+            except Exception:  # the database may be briefly away; try again later
+                queue.log.exception("outbox worker failed; retrying")
+            if self._stopping:
+                return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
-            self._wake.clear()
+                await asyncio.wait_for(wake.wait(), POLL_SECONDS)
+            wake.clear()

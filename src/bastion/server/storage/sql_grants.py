@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +28,6 @@ from bastion.server.storage.prepared import select_by
 from bastion.server.storage.sql_base import SQLBase
 from bastion.server.storage.sql_base import values as _values
 from bastion.server.storage.tables import (
-    UTCDateTime,
     authorization_codes,
     clients,
     events,
@@ -79,9 +78,8 @@ class GrantsMixin(SQLBase):
                 .where(login_sessions.c.id == session_id, login_sessions.c.revoked_at.is_(None))
                 .values(revoked_at=at)
             )
-            in_session = grants.c.session_id == session_id
-            queue_logouts(conn, in_session, at)
-            revoke_grants(conn, sa.select(grants.c.id).where(in_session), at)
+            revoke_grants(conn, sa.select(grants.c.id).where(grants.c.session_id == session_id),
+                          at, tell=True)
         await self._write(revoke)
 
     async def revoke_user_sessions(self, user_id: str, at: datetime,
@@ -329,28 +327,25 @@ def end_user_sessions(conn: sa.Connection, user_id: str, at: datetime,
         .where(login_sessions.c.user_id == user_id, login_sessions.c.revoked_at.is_(None), *kept)
         .values(revoked_at=at)
     )
-    queue_logouts(conn, grants.c.user_id == user_id, at)
-    revoked = revoke_grants(conn, sa.select(grants.c.id).where(grants.c.user_id == user_id), at)
+    revoked = revoke_grants(conn, sa.select(grants.c.id).where(grants.c.user_id == user_id),
+                            at, tell=True)
     return int(done.rowcount or 0) + revoked
 
 
-def queue_logouts(conn: sa.Connection, where: sa.ColumnElement[bool], at: datetime) -> None:
-    """Queue a back-channel logout for each client (with a logout URI), user and session
-    of the live grants ``where`` picks, in the transaction about to revoke them. A grant
-    revoked at the same moment by another transaction may be told twice: a receiver
-    treats a logout of an ended session as done."""
-    stamp = sa.literal(at, UTCDateTime)
-    picked = (sa.select(grants.c.client_id, grants.c.user_id, grants.c.session_id,
-                        stamp.label("created_at"), sa.literal(0).label("attempts"),
-                        stamp.label("next_attempt_at"))
-              .join(clients, clients.c.client_id == grants.c.client_id)
-              .where(where, grants.c.revoked_at.is_(None),
-                     clients.c.backchannel_logout_uri.is_not(None),
-                     clients.c.deleted_at.is_(None))
-              .distinct())
-    conn.execute(logout_notices.insert().from_select(
-        ["client_id", "user_id", "session_id", "created_at", "attempts", "next_attempt_at"],
-        picked))
+def _queue_logouts(conn: sa.Connection, revoked: Sequence[sa.Row[Any]], at: datetime) -> None:
+    """Queue a back-channel logout for each (client, user, session) of the grants this
+    transaction ``revoked``, for the clients with a logout URI."""
+    told = set(conn.execute(sa.select(clients.c.client_id).where(
+        clients.c.client_id.in_({row.client_id for row in revoked}),
+        clients.c.backchannel_logout_uri.is_not(None), clients.c.deleted_at.is_(None))
+    ).scalars()) if revoked else set()
+    notices = sorted({(row.client_id, row.user_id, row.session_id or "") for row in revoked
+                      if row.client_id in told})
+    if notices:
+        conn.execute(logout_notices.insert(), [
+            {"client_id": client_id, "user_id": user_id, "session_id": session_id or None,
+             "created_at": at, "attempts": 0, "next_attempt_at": at}
+            for client_id, user_id, session_id in notices])
 
 
 class _Refused(Exception):
@@ -370,16 +365,22 @@ def _holds_role(conn: sa.Connection, grant: Grant) -> bool:
     return conn.execute(query).first() is not None
 
 
-def revoke_grants(conn: sa.Connection, ids: Any, at: datetime) -> int:
+def revoke_grants(conn: sa.Connection, ids: Any, at: datetime, *, tell: bool = False) -> int:
     """Revoke grants and every refresh token they issued (access tokens carry the
-    grant id, so they are seen as revoked too)."""
-    done = conn.execute(
-        grants.update().where(grants.c.id.in_(ids), grants.c.revoked_at.is_(None))
-        .values(revoked_at=at)
-    )
+    grant id, so they are seen as revoked too); returns how many grants. With ``tell``
+    (sessions ended), queue back-channel logouts for exactly the grants revoked here."""
+    update = (grants.update().where(grants.c.id.in_(ids), grants.c.revoked_at.is_(None))
+              .values(revoked_at=at))
+    if tell:
+        revoked = conn.execute(update.returning(
+            grants.c.client_id, grants.c.user_id, grants.c.session_id)).all()
+        _queue_logouts(conn, revoked, at)
+        count = len(revoked)
+    else:
+        count = int(conn.execute(update).rowcount or 0)
     conn.execute(
         refresh_tokens.update()
         .where(refresh_tokens.c.grant_id.in_(ids), refresh_tokens.c.revoked_at.is_(None))
         .values(revoked_at=at)
     )
-    return int(done.rowcount or 0)
+    return count
