@@ -6,18 +6,21 @@ import asyncio
 import glob
 import json
 import os
+import queue
 import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import unescape
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -291,10 +294,6 @@ class LogoutReceiver:
     queued for ``next``; ``answers`` are the statuses of the next POSTs (then 200)."""
 
     def __init__(self) -> None:
-        import queue
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         self.forms: queue.Queue[dict[str, str]] = queue.Queue()
         self.answers: list[int] = []
         self.location = ""  # sent with a 3xx answer
@@ -336,9 +335,10 @@ class LogoutReceiver:
         return form["logout_token"]
 
     def release(self) -> None:
-        """Let the POSTs held by ``hold`` go on."""
+        """Let the POSTs held by ``hold`` go on (and later ones through)."""
         self.hold.clear()
         self._released.set()
+        self._released = threading.Event()  # for a later hold
 
     def close(self) -> None:
         self.release()

@@ -4,6 +4,7 @@ keys are out of reach. The real server posts to it in tests/e2e/test_backchannel
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,11 +38,15 @@ async def http(sdk: AsyncClient, told: list[LogoutToken]) -> AsyncIterator[httpx
     async def end_sessions(logout: LogoutToken) -> None:
         told.append(logout)
 
+    def off_the_loop(logout: LogoutToken) -> None:  # may block: it runs in a thread
+        assert threading.current_thread() is not threading.main_thread()
+        told.append(logout)
+
     app = Starlette(routes=[
         Route("/bcl", backchannel_logout_endpoint(end_sessions, client=sdk,
                                                   replay_store=MemoryReplayStore()),
               methods=["POST"]),
-        Route("/sync", backchannel_logout_endpoint(told.append, client=sdk), methods=["POST"]),
+        Route("/sync", backchannel_logout_endpoint(off_the_loop, client=sdk), methods=["POST"]),
     ])
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app),
                                   base_url="https://app.example") as client:
@@ -53,7 +58,8 @@ async def test_a_valid_token_calls_on_logout_then_answers_200(
     r = await http.post("/bcl", data={"logout_token": logout_token(provider)})
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
     assert [(t.sub, t.sid) for t in told] == [("user-1", "sid-1")]
-    r = await http.post("/sync", data={"logout_token": logout_token(provider, jti="j2")})
+    r = await http.post("/sync", content=f"logout_token={logout_token(provider, jti='j2')}&",
+                        headers=FORM)
     assert r.status_code == 200 and told[-1].jti == "j2"  # a plain function too
 
 
@@ -81,9 +87,12 @@ async def test_a_bad_request_is_400_with_oauth_error_json(
 
 async def test_keys_out_of_reach_are_503_so_the_provider_retries(
         http: httpx2.AsyncClient, provider: FakeProvider) -> None:
-    provider.overrides["/tenant/jwks"] = [httpx2.ConnectError("down")]
-    r = await http.post("/bcl", data={"logout_token": logout_token(provider)})
-    assert r.status_code == 503, r.text
+    provider.overrides["/tenant/jwks"] = [httpx2.ConnectError("down"),
+                                          httpx2.Response(429, headers={"Retry-After": "5"}),
+                                          httpx2.Response(404)]
+    for _ in range(3):
+        r = await http.post("/bcl", data={"logout_token": logout_token(provider)})
+        assert r.status_code == 503, r.text
 
 
 def test_client_and_using_are_exclusive(sdk: Any) -> None:

@@ -35,7 +35,7 @@ TOKEN_REUSE = Counter("bastion_token_reuse_total", "Used refresh tokens and auth
                       "codes presented again (each revokes its token family).", ["token"])
 MAIL = Counter("bastion_mail_total", "Mail sent, retried or given up on.", ["outcome"])
 LOGOUTS = Counter("bastion_backchannel_logouts_total", "Back-channel logouts delivered, "
-                  "retried or given up on.", ["outcome"])
+                  "skipped (the client went away), retried or given up on.", ["outcome"])
 PURGED = Counter("bastion_purged_rows_total", "Rows deleted by housekeeping.", ["kind"])
 PURGES = Counter("bastion_purges_total", "Background purges run.", ["outcome"])
 DB_POOL = Gauge("bastion_db_pool_connections", "Database connections of this instance.",

@@ -36,6 +36,7 @@ try:
         AuthenticationError,
         BaseUser,
     )
+    from starlette.concurrency import run_in_threadpool
     from starlette.requests import HTTPConnection, Request
     from starlette.responses import JSONResponse, PlainTextResponse, Response
 except ImportError as exc:  # the plain install has no web framework
@@ -47,14 +48,11 @@ except ImportError as exc:  # the plain install has no web framework
 from .._async_client import AsyncClient
 from .._shared import shared_async_client
 from ..exceptions import (
+    BastionError,
     ConfigurationError,
     InsufficientScope,
     InvalidToken,
     OAuthError,
-    ProtocolError,
-    ServerError,
-    TemporarilyUnavailable,
-    TransportError,
 )
 from ..logout_token import LogoutToken
 from ..state import ReplayStore
@@ -157,7 +155,7 @@ async def _logout_token(request: Request) -> str | None:
         if len(body) > MAX_LOGOUT_BODY:
             return None
     try:
-        fields = parse_qsl(body.decode("utf-8"), max_num_fields=10, strict_parsing=True)
+        fields = parse_qsl(body.decode("utf-8"), max_num_fields=10)
     except ValueError:  # (UnicodeDecodeError too)
         return None
     tokens = [value for name, value in fields if name == "logout_token"]
@@ -178,9 +176,11 @@ def backchannel_logout_endpoint(
 ) -> Callable[[Request], Awaitable[Response]]:
     """An endpoint for the client's ``backchannel_logout_uri`` (Back-Channel Logout 1.0
     section 2.8): it verifies the POSTed ``logout_token`` (``verify_logout_token``),
-    awaits ``on_logout(token)`` (a plain function works too), then answers 200. A
-    missing or invalid token is a 400 with OAuth error JSON; keys out of reach a 503,
-    which Bastion retries, as it retries when ``on_logout`` raises (a 500).
+    awaits ``on_logout(token)`` (a plain function runs in Starlette's thread pool),
+    then answers 200. A missing or invalid token is a 400 with OAuth error JSON; keys
+    out of reach a 503, which Bastion retries, as it retries when ``on_logout`` raises
+    (a 500): each attempt brings a new token, so the replay store, which takes a token
+    before ``on_logout`` runs, does not refuse the retry.
 
     ``client`` is an ``AsyncClient`` you own; without it the connection ``using``
     made with ``configure`` (``"default"`` when ``None``), shared per event loop
@@ -199,12 +199,16 @@ def backchannel_logout_endpoint(
             logout = await sdk.verify_logout_token(token, replay_store)
         except InvalidToken as error:
             return _refused(error.description)
-        except (TransportError, ProtocolError, ServerError, TemporarilyUnavailable):
-            # The provider's keys are out of reach: Bastion tries again later.
+        except ConfigurationError:
+            raise  # the app's own mistake: a 500 and a traceback in its log
+        except BastionError:  # the provider's keys are out of reach: Bastion tries again
             return _refused("The provider's keys cannot be fetched now.", 503)
-        done = on_logout(logout)
-        if inspect.isawaitable(done):
-            await done
+        if inspect.iscoroutinefunction(on_logout):
+            await on_logout(logout)
+        else:  # a plain function may block (a database call): not on the event loop
+            done = await run_in_threadpool(on_logout, logout)
+            if inspect.isawaitable(done):
+                await done
         return Response(status_code=200, headers=_NO_STORE)
 
     return backchannel_logout
