@@ -49,8 +49,7 @@ def logout_claims(settings: Settings, notice: LogoutNotice, now: int) -> dict[st
     return claims
 
 
-def logout_queue(storage: Storage, keys: KeyRing, settings: Settings,
-                 transport: httpx2.AsyncBaseTransport | None = None) -> Queue[LogoutNotice]:
+def logout_queue(storage: Storage, keys: KeyRing, settings: Settings) -> Queue[LogoutNotice]:
     async def send(notice: LogoutNotice) -> bool:
         client = await storage.get_client(notice.client_id)
         uri = client.backchannel_logout_uri if client is not None else None
@@ -61,8 +60,7 @@ def logout_queue(storage: Storage, keys: KeyRing, settings: Settings,
                             typ="logout+jwt")
         # The token goes to the registered URI only: no redirect is followed. The
         # answer's body is never read (the status says it all).
-        async with (httpx2.AsyncClient(timeout=POST_SECONDS, follow_redirects=False,
-                                       transport=transport) as http,
+        async with (httpx2.AsyncClient(timeout=POST_SECONDS, follow_redirects=False) as http,
                     http.stream("POST", uri, data={"logout_token": token},
                                 headers={"Cache-Control": "no-store"}) as answer):
             if not answer.is_success:
