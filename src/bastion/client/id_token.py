@@ -56,6 +56,19 @@ def number_claim(claims: Mapping[str, Any], name: str, what: str = "The ID token
     return float(value)
 
 
+def check_audience(claims: Mapping[str, Any], client_id: str,
+                   what: str = "The ID token") -> None:
+    """``aud`` contains ``client_id``, and ``azp`` is it when there are several
+    audiences or an ``azp`` at all (Core 3.1.3.7)."""
+    aud = claims.get("aud")
+    audiences = aud if isinstance(aud, list) else [aud]
+    if client_id not in audiences:
+        raise InvalidToken(f"{what} is not meant for this client.")
+    azp = claims.get("azp")
+    if (len(audiences) > 1 or azp is not None) and azp != client_id:
+        raise InvalidToken(f"{what}'s authorized party is another client.")
+
+
 def check_id_token_claims(
     claims: Mapping[str, Any],
     *,
@@ -72,13 +85,7 @@ def check_id_token_claims(
         raise InvalidToken("The ID token was issued by another issuer.")
     if not isinstance(claims.get("sub"), str) or not claims["sub"]:
         raise InvalidToken("The ID token has no subject.")
-    aud = claims.get("aud")
-    audiences = aud if isinstance(aud, list) else [aud]
-    if client_id not in audiences:
-        raise InvalidToken("The ID token is not meant for this client.")
-    azp = claims.get("azp")
-    if (len(audiences) > 1 or azp is not None) and azp != client_id:
-        raise InvalidToken("The ID token's authorized party is another client.")
+    check_audience(claims, client_id)
     if number_claim(claims, "exp") <= now - leeway:
         raise InvalidToken("The ID token has expired.")
     if number_claim(claims, "iat") > now + leeway:

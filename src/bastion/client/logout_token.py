@@ -26,7 +26,7 @@ from bastion.oauth.claims import LOGOUT_EVENT, LOGOUT_TOKEN_TYPES
 from bastion.oauth.errors import InvalidToken
 from bastion.oauth.jose import JoseError, PublicKey, UnknownKey, parse_compact, verify_signature
 
-from .id_token import number_claim
+from .id_token import check_audience, number_claim
 
 __all__ = ["LogoutToken", "check_logout_token_claims", "verify_logout_token_signature"]
 
@@ -81,13 +81,7 @@ def check_logout_token_claims(
     """The ``LogoutToken``, or ``InvalidToken`` naming what is wrong."""
     if claims.get("iss") != issuer:
         raise InvalidToken("The logout token was issued by another issuer.")
-    aud = claims.get("aud")
-    audiences = aud if isinstance(aud, list) else [aud]
-    if client_id not in audiences:
-        raise InvalidToken("The logout token is not meant for this client.")
-    azp = claims.get("azp")
-    if (len(audiences) > 1 or azp is not None) and azp != client_id:  # as for ID tokens
-        raise InvalidToken("The logout token's authorized party is another client.")
+    check_audience(claims, client_id, _WHAT)  # as for ID tokens
     issued_at = number_claim(claims, "iat", _WHAT)
     if issued_at > now + leeway:
         raise InvalidToken("The logout token was issued in the future.")
