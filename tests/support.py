@@ -300,6 +300,8 @@ class LogoutReceiver:
         #: While set, each POST waits (after ``arrived`` is set) until ``hold`` clears.
         self.hold = threading.Event()
         self.arrived = threading.Event()
+        self.received = 0  # POSTs that arrived
+        self._count = threading.Lock()
         self._released = threading.Event()
         receiver = self
 
@@ -308,6 +310,8 @@ class LogoutReceiver:
                 length = int(self.headers.get("Content-Length", 0))
                 form = dict(parse_qsl(self.rfile.read(length).decode()))
                 form["content-type"] = self.headers.get("Content-Type", "")
+                with receiver._count:
+                    receiver.received += 1
                 receiver.arrived.set()
                 if receiver.hold.is_set():
                     receiver._released.wait(timeout=120)

@@ -1,18 +1,21 @@
 """The outbox worker drains each queue in a task of its own: an app's back-channel
-logout endpoint that hangs does not hold up sign-in mail (real SMTP, real HTTP)."""
+logout endpoint that hangs does not hold up sign-in mail, nor the other apps' logouts
+(real SMTP, real HTTP)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from test_backchannel import signed_in
 
 from bastion.server.context import Context
+from bastion.server.models import Grant, LoginSession
 from bastion.server.services import backchannel, outbox
+from bastion.server.services.clients import create_client
 from bastion.server.settings import Settings
 from support import ISSUER, Mailbox, logout_receiver, smtp_server
 
@@ -52,3 +55,33 @@ async def test_mail_goes_out_while_a_logout_endpoint_hangs(
 
         receiver.release()
         await asyncio.to_thread(receiver.next)  # and the logout goes through after all
+
+
+async def test_a_hanging_app_holds_up_only_its_own_logouts(
+        ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backchannel, "POST_SECONDS", 600.0)
+    monkeypatch.setattr(outbox, "SEND_SECONDS", 600.0)
+    with logout_receiver() as slow, logout_receiver() as fast:
+        slow.hold.set()
+        user_id, slow_id, _ = await signed_in(ctx, slow.uri)
+        fast_client = await create_client(ctx.storage, name="Fast",
+                                          redirect_uris=["https://fast.example/cb"],
+                                          backchannel_logout_uri=fast.uri)
+        now = datetime.now(UTC)
+        await ctx.storage.create_session(LoginSession(
+            id="sid-2", user_id=user_id, auth_time=now, expires_at=now + timedelta(hours=1),
+            created_at=now, user_agent="test"))
+        for grant_id, client_id, sid in (("g-slow-2", slow_id, "sid-2"),
+                                         ("g-fast", fast_client.client.client_id, "sid-2")):
+            await ctx.storage.create_grant(Grant(
+                id=grant_id, client_id=client_id, user_id=user_id, session_id=sid,
+                scope="openid", auth_time=now, created_at=now), None)
+        await ctx.storage.revoke_user_sessions(user_id, now)  # 2 notices to slow, 1 to fast
+        ctx.outbox.poke()
+
+        assert await asyncio.to_thread(slow.arrived.wait, 30)
+        assert await asyncio.to_thread(fast.next)  # while slow's endpoint hangs
+        assert slow.received == 1  # one POST at a time to one app: its second waits
+        slow.release()
+        assert await asyncio.to_thread(slow.next) and await asyncio.to_thread(slow.next)
+        assert slow.received == 2

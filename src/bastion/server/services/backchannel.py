@@ -31,6 +31,7 @@ log = logging.getLogger("bastion.logout")
 
 TOKEN_TTL = 120  # seconds: the token is sent at once, and signed again on a retry
 POST_SECONDS = 10.0  # connect, send and answer; the outbox bounds a whole attempt too
+LANES = 8  # clients posted to at once by an instance (one notice at a time per client)
 
 
 class Refused(Exception):
@@ -69,11 +70,11 @@ def logout_queue(storage: Storage, keys: KeyRing, settings: Settings) -> Queue[L
         return True
 
     return Queue(
-        claim=lambda now: storage.claim_logout_notices(now, limit=1),
+        claim=lambda now, busy: storage.claim_logout_notices(now, limit=1, skip_clients=busy),
         send=send,
         sent=lambda notice, at, claim: storage.logout_notice_sent(
             notice.id, at, claimed_until=claim),
         failed=lambda notice, reason, retry, at, claim: storage.logout_notice_failed(
             notice.id, reason, retry, at, claimed_until=claim),
         describe=lambda notice: f"back-channel logout {notice.id} to client {notice.client_id}",
-        outcomes=LOGOUTS, log=log)
+        outcomes=LOGOUTS, log=log, lanes=LANES, lane=lambda notice: notice.client_id)

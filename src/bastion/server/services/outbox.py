@@ -135,53 +135,63 @@ class Queued(Protocol):
 class Queue(Generic[Q]):
     """One delivery queue: how to claim, send and settle its items."""
 
-    claim: Callable[[datetime], Awaitable[list[Q]]]
+    #: Claim one due item (a list of at most one), none of whose lane is in the set.
+    claim: Callable[[datetime, frozenset[str]], Awaitable[list[Q]]]
     send: Callable[[Q], Awaitable[bool]]  # False: nothing to send any more (settled as sent)
     sent: Callable[[Q, datetime, datetime], Awaitable[bool]]  # item, at, claimed_until
     failed: Callable[[Q, str, datetime | None, datetime, datetime], Awaitable[bool]]
     describe: Callable[[Q], str]  # for logs: no secrets
     outcomes: Counter  # labelled sent / skipped / retried / given_up
     log: logging.Logger
+    #: Sends the worker runs at once, each for another lane (``lane``: the receiver),
+    #: so a receiver that hangs holds up one send, not the others' items.
+    lanes: int = 1
+    lane: Callable[[Q], str] = lambda _item: ""
 
 
 async def deliver_due(queue: Queue[Q], stopping: Callable[[], bool] = lambda: False) -> int:
     """Send what is due now, one claimed item at a time, until ``stopping()``; returns
-    how many were sent. A failure is retried with ``backoff`` until ``MAX_ATTEMPTS``;
-    the reason is kept."""
+    how many were sent."""
     sent = 0
     for _ in range(BATCH):
         if stopping():
             break
-        claimed = await queue.claim(datetime.now(UTC))
+        claimed = await queue.claim(datetime.now(UTC), frozenset())
         if not claimed:
             break
-        item = claimed[0]
-        assert item.claimed_until is not None
-        what = queue.describe(item)
-        try:
-            async with asyncio.timeout(SEND_SECONDS):
-                posted = await queue.send(item)
-        except Exception as exc:  # any failure is retried; the reason is kept
-            attempts = item.attempts + 1
-            now = datetime.now(UTC)
-            retry = now + backoff(attempts) if attempts < MAX_ATTEMPTS else None
-            reason = f"{type(exc).__name__}: {exc}"
-            queue.outcomes.labels("given_up" if retry is None else "retried").inc()
-            if retry is None:
-                queue.log.error("giving up on %s after %d attempts: %s", what, attempts, reason)
-            else:
-                queue.log.warning("%s failed (attempt %d), retrying at %s: %s", what,
-                                  attempts, retry.isoformat(), reason)
-            if not await queue.failed(item, reason, retry, now, item.claimed_until):
-                queue.log.warning("%s: claim lost before its failure was recorded", what)
-        else:
-            # (counted whether or not its claim still held)
-            queue.outcomes.labels("sent" if posted else "skipped").inc()
-            if await queue.sent(item, datetime.now(UTC), item.claimed_until):
-                sent += posted
-            else:  # another instance took it after the claim expired: it may go twice
-                queue.log.warning("%s was sent after its claim expired", what)
+        sent += await deliver(queue, claimed[0])
     return sent
+
+
+async def deliver(queue: Queue[Q], item: Q) -> int:
+    """Send one claimed item and settle it; 1 if it went. A failure is retried with
+    ``backoff`` until ``MAX_ATTEMPTS``; the reason is kept."""
+    assert item.claimed_until is not None
+    what = queue.describe(item)
+    try:
+        async with asyncio.timeout(SEND_SECONDS):
+            posted = await queue.send(item)
+    except Exception as exc:  # any failure is retried; the reason is kept
+        attempts = item.attempts + 1
+        now = datetime.now(UTC)
+        retry = now + backoff(attempts) if attempts < MAX_ATTEMPTS else None
+        reason = f"{type(exc).__name__}: {exc}"
+        queue.outcomes.labels("given_up" if retry is None else "retried").inc()
+        if retry is None:
+            queue.log.error("giving up on %s after %d attempts: %s", what, attempts, reason)
+        else:
+            queue.log.warning("%s failed (attempt %d), retrying at %s: %s", what,
+                              attempts, retry.isoformat(), reason)
+        if not await queue.failed(item, reason, retry, now, item.claimed_until):
+            queue.log.warning("%s: claim lost before its failure was recorded", what)
+        return 0
+    # (counted whether or not its claim still held)
+    queue.outcomes.labels("sent" if posted else "skipped").inc()
+    if await queue.sent(item, datetime.now(UTC), item.claimed_until):
+        return int(posted)
+    # another instance took it after the claim expired: it may go twice
+    queue.log.warning("%s was sent after its claim expired", what)
+    return 0
 
 
 def mail_queue(storage: Storage, mailer: Mailer, seal: Seal) -> Queue[OutgoingMail]:
@@ -190,7 +200,7 @@ def mail_queue(storage: Storage, mailer: Mailer, seal: Seal) -> Queue[OutgoingMa
         return True
 
     return Queue(
-        claim=lambda now: storage.claim_mail(now, limit=1),
+        claim=lambda now, _busy: storage.claim_mail(now, limit=1),
         send=send,
         sent=lambda mail, at, claim: storage.mail_sent(mail.id, at, claimed_until=claim),
         failed=lambda mail, reason, retry, at, claim: storage.mail_failed(
@@ -306,6 +316,8 @@ class OutboxWorker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _run(self, queue: Queue[Any], wake: asyncio.Event) -> None:
+        if queue.lanes > 1:
+            return await self._run_lanes(queue, wake)
         while not self._stopping:
             try:
                 await deliver_due(queue, lambda: self._stopping)
@@ -316,3 +328,39 @@ class OutboxWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), POLL_SECONDS)
             wake.clear()
+
+    async def _run_lanes(self, queue: Queue[Any], wake: asyncio.Event) -> None:
+        """Up to ``queue.lanes`` sends at once, never two for one lane: one poller
+        claims, each send runs in a task of its own and wakes the poller when done."""
+        running: dict[asyncio.Task[int], str] = {}  # each send and its lane
+
+        def done(task: asyncio.Task[int]) -> None:
+            running.pop(task, None)
+            wake.set()
+            if not task.cancelled() and task.exception() is not None:
+                queue.log.error("outbox worker failed; retrying", exc_info=task.exception())
+
+        try:
+            while not self._stopping:
+                try:
+                    while len(running) < queue.lanes and not self._stopping:
+                        claimed = await queue.claim(datetime.now(UTC),
+                                                    frozenset(running.values()))
+                        if not claimed:
+                            break
+                        task = asyncio.create_task(deliver(queue, claimed[0]),
+                                                   name="bastion-outbox-send")
+                        running[task] = queue.lane(claimed[0])
+                        task.add_done_callback(done)
+                except Exception:  # the database may be briefly away; try again later
+                    queue.log.exception("outbox worker failed; retrying")
+                if self._stopping:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), POLL_SECONDS)
+                wake.clear()
+        except asyncio.CancelledError:  # ``stop`` ran out of patience: so do the sends
+            for task in running:
+                task.cancel()
+            raise
+        await asyncio.gather(*running, return_exceptions=True)  # stopping: let them finish

@@ -326,9 +326,11 @@ class Storage(Protocol):
 
     async def get_mail(self, mail_id: str) -> OutgoingMail | None: ...
 
-    async def claim_logout_notices(self, now: datetime, limit: int = 10) -> list[LogoutNotice]:
+    async def claim_logout_notices(self, now: datetime, limit: int = 10,
+                                   skip_clients: Collection[str] = ()) -> list[LogoutNotice]:
         """Due back-channel logouts (queued by ``revoke_session`` and
-        ``revoke_user_sessions``), claimed as ``claim_mail`` claims mail."""
+        ``revoke_user_sessions``) for clients other than ``skip_clients`` (those this
+        instance is posting to already), claimed as ``claim_mail`` claims mail."""
 
     async def logout_notice_sent(self, notice_id: int, at: datetime, *,
                                  claimed_until: datetime) -> bool:

@@ -55,9 +55,12 @@ class MailMixin(SQLBase):
             failed.update(text="", html="")
         return await self._settle(outbox, mail_id, claimed_until, failed)
 
-    async def claim_logout_notices(self, now: datetime, limit: int = 10) -> list[LogoutNotice]:
+    async def claim_logout_notices(self, now: datetime, limit: int = 10,
+                                   skip_clients: Collection[str] = ()) -> list[LogoutNotice]:
         """Due back-channel logouts, claimed as ``claim_mail`` claims mail."""
-        return [LogoutNotice(**row) for row in await self._claim(logout_notices, now, limit)]
+        skip = [logout_notices.c.client_id.not_in(list(skip_clients))] if skip_clients else []
+        return [LogoutNotice(**row)
+                for row in await self._claim(logout_notices, now, limit, *skip)]
 
     async def logout_notice_sent(self, notice_id: int, at: datetime, *,
                                  claimed_until: datetime) -> bool:
@@ -69,14 +72,14 @@ class MailMixin(SQLBase):
         return await self._settle(logout_notices, notice_id, claimed_until,
                                   _failed(logout_notices, error, retry_at, at))
 
-    async def _claim(self, table: sa.Table, now: datetime,
-                     limit: int) -> list[sa.RowMapping]:
+    async def _claim(self, table: sa.Table, now: datetime, limit: int,
+                     *where: sa.ColumnElement[bool]) -> list[sa.RowMapping]:
         """Claim up to ``limit`` due rows of a delivery queue (``outbox``,
-        ``logout_notices``), one by one, for ``_CLAIM_SECONDS``."""
+        ``logout_notices``) that match ``where``, one by one, for ``_CLAIM_SECONDS``."""
         c = table.c
         claimable = sa.and_(c.sent_at.is_(None), c.failed_at.is_(None),
                             c.next_attempt_at <= now,
-                            sa.or_(c.claimed_until.is_(None), c.claimed_until < now))
+                            sa.or_(c.claimed_until.is_(None), c.claimed_until < now), *where)
 
         def claim(conn: sa.Connection) -> list[sa.RowMapping]:
             claimed: list[sa.RowMapping] = []
