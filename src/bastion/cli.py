@@ -92,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     create_user.add_argument("--password-stdin", action="store_true", required=True,
                              help="read the password from standard input")
     create_user.add_argument("--json", action="store_true", help="print one JSON object")
+    erase_user = users.add_parser("erase", parents=[common], help="erase a user's personal "
+                                  "data for good (deleting them first): cannot be undone")
+    erase_user.add_argument("user_id")
+    erase_user.add_argument("--yes", action="store_true", required=True,
+                            help="confirm: the data cannot be brought back")
 
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("rotate", parents=[common], help="sign with the keys published at the last "
@@ -329,6 +334,21 @@ async def _users_create(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+async def _users_erase(args: argparse.Namespace, settings: Any) -> int:
+    from bastion.server.services import audit
+    from bastion.server.services.users import erase_user
+
+    async def erase(storage: Any) -> Any:
+        user = await erase_user(storage, settings, args.user_id)
+        await audit.record(storage, audit.SYSTEM, "user.erase", user.id, via="cli")
+        return user
+
+    await _with_storage(settings, erase)
+    print(f"erased user {args.user_id}; the apps it was signed in to are told by a "
+          "running server")
+    return 0
+
+
 async def _keys_rotate(_args: argparse.Namespace, settings: Any) -> int:
     from bastion.server import keys
     from bastion.server.services import audit
@@ -387,6 +407,7 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Any], Awai
     ("clients", "rotate-secret"): _clients_rotate_secret,
     ("clients", "delete"): _clients_delete,
     ("users", "create"): _users_create,
+    ("users", "erase"): _users_erase,
     ("keys", "rotate"): _keys_rotate,
     ("keys", "withdraw"): _keys_withdraw,
     ("purge", None): _purge,

@@ -174,6 +174,39 @@ def test_users_delete_and_restore(api: Any, any_server: ServerProcess, password_
     assert app.login_password(name, "a long passphrase").access_token
 
 
+def test_users_erase(api: Any, any_server: ServerProcess, password_app: App,
+                     make_api: Callable[..., Any]) -> None:
+    name = unique("erase")
+    user = api.users.create(name, f"{name}@example.com", "a long passphrase")
+    app = make_api(url=any_server.url, client_id=password_app.client_id,
+                   client_secret=password_app.client_secret, retries=0)
+    tokens = app.login_password(name, "a long passphrase")
+
+    erased = api.users.erase(user.id)
+    assert isinstance(erased, User) and erased.id == user.id
+    assert erased.erased_at is not None and erased.deleted_at is not None
+    assert (erased.username, erased.email) == (f"erased:{user.id}",
+                                               f"{user.id}@erased.invalid")
+    assert api.users.get(user.id) == erased
+    assert api.users.search(name, include_deleted=True) == []
+    assert not app.introspect(tokens.access_token)["active"]
+    with pytest.raises(InvalidGrant):
+        app.refresh(tokens.refresh_token)
+    with pytest.raises(InvalidGrant):
+        app.login_password(name, "a long passphrase")
+    for undo in (lambda: api.users.restore(user.id),
+                 lambda: api.users.update(user.id, username=name)):
+        with pytest.raises(Conflict) as caught:
+            undo()
+        assert "erased" in caught.value.error_description
+    assert api.users.erase(user.id) == erased  # again: nothing changes
+    # The name and address are free again, for a new account.
+    fresh = api.users.create(name, f"{name}@example.com", "a long passphrase")
+    assert fresh.id != user.id and app.login_password(name, "a long passphrase").access_token
+    with pytest.raises(NotFound):
+        api.users.erase("no-such-user")
+
+
 def test_users_bad_input(api: Any) -> None:
     for limit in (0, 10_000, -1):
         with pytest.raises(BadRequest) as caught:

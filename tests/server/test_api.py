@@ -39,7 +39,7 @@ async def test_user_lifecycle(api: Api) -> None:
     assert r.status_code == 201, r.text
     alice = r.json()
     assert set(alice) == {"id", "username", "email", "email_verified", "is_administrator",
-                          "created_at", "updated_at", "deleted_at"}
+                          "created_at", "updated_at", "deleted_at", "erased_at"}
     assert alice["email_verified"] is False
     assert (await http.get(f"/api/v1/users/{alice['id']}")).json() == alice
     r = await http.patch(f"/api/v1/users/{alice['id']}", json={"email": "alice@example.com"})

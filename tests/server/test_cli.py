@@ -207,6 +207,31 @@ def test_password_is_stored_as_argon2id(run) -> None:
     assert asyncio.run(stored()).startswith("$argon2id$")
 
 
+def test_users_erase(run) -> None:
+    _, out, _ = run("users", "create", "--username", "dora", "--email", "d@example.com",
+                    "--password-stdin", "--json", stdin="a good password\n")
+    user_id = json.loads(out)["id"]
+    code, _, err = run("users", "erase", user_id)  # no --yes: refused, nothing done
+    assert code == 2 and "--yes" in err
+
+    async def stored() -> Any:
+        store = open_storage(run.url)
+        try:
+            return await store.get_user(user_id)
+        finally:
+            await store.close()
+
+    assert asyncio.run(stored()).erased_at is None
+    code, out, _ = run("users", "erase", user_id, "--yes")
+    assert code == 0 and f"erased user {user_id}" in out
+    erased = asyncio.run(stored())
+    assert erased.erased_at and erased.username == f"erased:{user_id}"
+    (event,) = events(run.url, "user.erase")
+    assert event.target == user_id and event.detail == {"via": "cli"}
+    code, _, err = run("users", "erase", "no-such-user", "--yes")
+    assert code == 1 and "No user 'no-such-user'" in err
+
+
 def test_keys_rotate(run) -> None:
     code, out, _ = run("keys", "rotate")  # an empty store: no next key to activate
     assert code == 0 and "as no next key was stored" in out

@@ -1,5 +1,5 @@
 """The I/O-free flows for users in Bastion's REST API: get, search, count,
-create, update, soft delete and restore, ``/users/me``, and a user's roles in
+create, update, soft delete, restore and erase, ``/users/me``, and a user's roles in
 an organization (read, or changed in one transaction, optionally reissuing the
 user's tokens so their claims carry the new roles at once)."""
 
@@ -24,6 +24,7 @@ __all__ = [
     "count_users_flow",
     "create_user_flow",
     "delete_user_flow",
+    "erase_user_flow",
     "get_user_flow",
     "me_flow",
     "restore_user_flow",
@@ -97,6 +98,11 @@ def update_user_flow(
 
 def restore_user_flow(core: BaseClient, user_id: object, token: Token | None = None) -> Flow[User]:
     path = f"/{segment(user_id, 'user_id')}/restore"
+    return (yield from user_flow(core, "POST", path, token=token))
+
+
+def erase_user_flow(core: BaseClient, user_id: object, token: Token | None = None) -> Flow[User]:
+    path = f"/{segment(user_id, 'user_id')}/erase"
     return (yield from user_flow(core, "POST", path, token=token))
 
 

@@ -127,6 +127,14 @@ class Users(Namespace["Client"]):
             _admin_users.restore_user_flow(self._client._core, user_id, self._token)
         )
 
+    def erase(self, user_id: str) -> User:
+        """Erase the user's personal data for good (deleting them first if need be);
+        returns the user as left: placeholders for name and address, ``erased_at`` set.
+        Cannot be undone."""
+        return self._client._run(
+            _admin_users.erase_user_flow(self._client._core, user_id, self._token)
+        )
+
     def roles(self, org: OrgRef, user_id: str) -> Page[Role]:
         """The user's roles in ``org``."""
         flow = _admin_users.user_roles_flow(self._client._core, org, user_id, self._token)

@@ -102,6 +102,11 @@ class AsyncUsers(Namespace["AsyncClient"]):
             _admin_users.restore_user_flow(self._client._core, user_id, self._token)
         )
 
+    async def erase(self, user_id: str) -> User:
+        return await self._client._run(
+            _admin_users.erase_user_flow(self._client._core, user_id, self._token)
+        )
+
     async def roles(self, org: OrgRef, user_id: str) -> Page[Role]:
         flow = _admin_users.user_roles_flow(self._client._core, org, user_id, self._token)
         return await self._client._run(flow)

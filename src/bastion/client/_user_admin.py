@@ -1,12 +1,12 @@
 """``User``'s administration calls: Bastion's REST API as an administrator.
 
 ``User.get``, ``User.search``, ``User.count``, ``User.create`` and
-``user.update()``, ``user.delete()``, ``user.restore()``, ``user.organizations()``
-and the role calls (``roles``, ``attach_roles``, ``remove_roles``, ``update_roles``), each with an
-``a``-prefixed async twin. They use the connection's client-credentials token
-with scope ``bastion:admin`` and run on the client a user was fetched with, or
-the shared client of connection ``using`` (see ``_shared``); the flows are the
-clients'.
+``user.update()``, ``user.delete()``, ``user.restore()``, ``user.erase()``,
+``user.organizations()`` and the role calls (``roles``, ``attach_roles``,
+``remove_roles``, ``update_roles``), each with an ``a``-prefixed async twin. They
+use the connection's client-credentials token with scope ``bastion:admin`` and run
+on the client a user was fetched with, or the shared client of connection ``using``
+(see ``_shared``); the flows are the clients'.
 """
 
 from __future__ import annotations
@@ -183,6 +183,14 @@ class UserAdministration:
     async def arestore(self, using: str | None = None) -> User:
         client = async_client(self.client, using, "restore")
         return self._take(await client.users.restore(self.id))
+
+    def erase(self, using: str | None = None) -> User:
+        """Erase this user's personal data for good (``client.users.erase``)."""
+        return self._take(sync_client(self.client, using, "erase").users.erase(self.id))
+
+    async def aerase(self, using: str | None = None) -> User:
+        client = async_client(self.client, using, "erase")
+        return self._take(await client.users.erase(self.id))
 
     def organizations(
         self, limit: int = 20, offset: int = 0, using: str | None = None

@@ -3,8 +3,8 @@
 ``User.start_authorization(...)`` / ``User.from_authorization_code(...)`` /
 ``User.from_token(...)`` sign users in; ``User.get``, ``User.search``,
 ``User.count``, ``User.create`` and ``user.update()``, ``user.delete()``,
-``user.restore()`` and the role calls use the REST API as an administrator
-(the connection's client-credentials token with scope ``bastion:admin``; they
+``user.restore()``, ``user.erase()`` and the role calls use the REST API as an
+administrator (the connection's client-credentials token with scope ``bastion:admin``; they
 are in ``_user_admin``). Each has an ``a``-prefixed async twin. Calls run on
 the client an object was fetched with, or the shared client of connection
 ``using`` (see ``_shared``). The methods hold no logic beyond choosing the
@@ -54,6 +54,8 @@ class User(UserAdministration, Bound):
     client: Client | AsyncClient | None = field(default=None, repr=False, compare=False)
     #: Whether the user proved the address theirs (``None``: not shared).
     email_verified: bool | None = None
+    #: When the user's personal data was erased (``erase()``); then for good.
+    erased_at: datetime | None = None
 
     @classmethod
     def from_claims(
@@ -79,6 +81,7 @@ class User(UserAdministration, Bound):
             updated_at=parse_datetime(claims.get("updated_at")),
             client=client,
             email_verified=verified if isinstance(verified, bool) else None,
+            erased_at=parse_datetime(claims.get("erased_at")),
         )
 
     @property

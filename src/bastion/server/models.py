@@ -21,6 +21,8 @@ class User:
     deleted_at: datetime | None = None
     #: When the address was proven theirs (a link mailed to it used), or an admin said so.
     email_verified_at: datetime | None = None
+    #: When the user's name, address and other personal data were erased (for good).
+    erased_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from starlette.routing import Match
 
 from bastion.oauth.errors import OAuthError
 from bastion.server.errors import problem
-from bastion.server.services.errors import AlreadyExists, InUse, InvalidInput, NotFound
+from bastion.server.services.errors import AlreadyExists, Erased, InUse, InvalidInput, NotFound
 
 
 class ApiError(Exception):
@@ -67,7 +67,8 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
 
 
 _SERVICE_STATUS = ((NotFound, 404, "Not Found"), (AlreadyExists, 409, "Conflict"),
-                   (InUse, 409, "Conflict"), (InvalidInput, 422, "Invalid input"))
+                   (InUse, 409, "Conflict"), (Erased, 409, "Conflict"),
+                   (InvalidInput, 422, "Invalid input"))
 
 
 async def service_error_handler(_request: Request, exc: Exception) -> Response:

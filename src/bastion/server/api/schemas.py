@@ -49,7 +49,7 @@ _USER_EXAMPLE: JsonDict = {"id": "5f0c7a4e-3f1b-4d2e-9a57-1f2b3c4d5e6f", "userna
                  "email": "alice@example.com", "email_verified": True,
                  "is_administrator": False,
                  "created_at": "2026-11-22T06:00:00Z", "updated_at": "2026-11-22T06:00:00Z",
-                 "deleted_at": None}
+                 "deleted_at": None, "erased_at": None}
 
 
 class Strict(BaseModel):
@@ -68,13 +68,17 @@ class UserOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None
+    erased_at: datetime | None = Field(
+        default=None, description="When the user's personal data was erased for good "
+        "(`POST /api/v1/users/{id}/erase`); the username and email are then placeholders.")
 
     @classmethod
     def of(cls, user: User) -> UserOut:
         return cls(id=user.id, username=user.username, email=user.email,
                    email_verified=user.email_verified_at is not None,
                    is_administrator=user.is_administrator, created_at=user.created_at,
-                   updated_at=user.updated_at, deleted_at=user.deleted_at)
+                   updated_at=user.updated_at, deleted_at=user.deleted_at,
+                   erased_at=user.erased_at)
 
 
 class UserList(BaseModel):

@@ -114,6 +114,22 @@ async def delete_user(user_id: str, request: Request, who: Who) -> Response:
     return Response(status_code=204)
 
 
+@router.post("/{user_id}/erase", summary="Erase a user's personal data for good")
+async def erase_user(user_id: str, request: Request, who: Who) -> UserOut:
+    """Deletes the user if not deleted yet (every session and token revoked, the apps
+    told), then replaces their username and email by placeholders and removes their
+    password, sessions, organization memberships, emailed links, queued and sent
+    mail, throttle counts, and their name from the audit trail. The user's id stays,
+    in the audit trail too. An erased user cannot be restored or changed; erasing
+    one again changes nothing."""
+    require_admin(who)
+    ctx = context(request)
+    user = await service.erase_user(ctx.storage, ctx.settings, user_id)
+    ctx.outbox.poke()  # back-channel logouts
+    await audit.record(ctx.storage, actor(who, request), "user.erase", user_id)
+    return UserOut.of(user)
+
+
 @router.post("/{user_id}/restore", summary="Restore a soft-deleted user")
 async def restore_user(user_id: str, request: Request, who: Who) -> UserOut:
     require_admin(who)

@@ -95,12 +95,12 @@ async def login_submit(request: Request) -> Response:
         user = await login.authenticate(ctx.storage, ctx.passwords, ctx.settings,
                                         username[:320], password[:1024], ip)
     except login.TooManyAttempts as exc:
-        await audit.record(ctx.storage, who, "login.throttled", username[:200])
+        await audit.record(ctx.storage, who, "login.throttled", login.tried(username))
         page = again(str(exc), 429)
         page.headers["Retry-After"] = str(exc.retry_after)
         return page
     except login.LoginFailed as exc:
-        await audit.record(ctx.storage, who, "login.failure", username[:200], method="form")
+        await audit.record(ctx.storage, who, "login.failure", login.tried(username), method="form")
         return again(str(exc), 401)
     success = audit.event(audit.Actor(user.id, "user", client_id, ip), "login.success",
                           user.id, method="form")

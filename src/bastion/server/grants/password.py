@@ -40,10 +40,11 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
             ctx.storage, ctx.passwords, ctx.settings, username, password, request.client_ip,
             client_id=None if client.is_public else client.client_id)
     except login.TooManyAttempts as exc:
-        await audit.record(ctx.storage, who, "login.throttled", username[:200])
+        await audit.record(ctx.storage, who, "login.throttled", login.tried(username))
         raise SlowDown(str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
     except login.LoginFailed as exc:
-        await audit.record(ctx.storage, who, "login.failure", username[:200], method="password")
+        await audit.record(ctx.storage, who, "login.failure", login.tried(username),
+                           method="password")
         raise InvalidGrant(str(exc)) from None
     scope = for_user(scope, user, asked="scope" in form)
     org_id = None

@@ -31,6 +31,14 @@ class InUse(ServiceError):
     """Refused because something still depends on it (e.g. a role assigned to users)."""
 
 
+class Erased(ServiceError):
+    """The user's data was erased for good: nothing of theirs can change any more."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"User {user_id!r} was erased; their data is gone for good. "
+                         "Create a new user instead.")
+
+
 class RateLimited(ServiceError):
     """Too many attempts; ``retry_after`` says how many seconds to wait."""
 

@@ -11,6 +11,16 @@ from bastion.server.services.errors import RateLimited, ServiceError
 from bastion.server.services.passwords import Passwords
 from bastion.server.settings import Settings
 from bastion.server.storage.base import Storage
+from bastion.server.text import fold
+
+#: The audit actions of a failed sign-in; their target is the login tried (``tried``).
+ATTEMPTS = ("login.failure", "login.throttled")
+
+
+def tried(login: str) -> str:
+    """A login as the audit trail names it: folded, as accounts are matched, so that
+    erasing a user finds every attempt on their name however it was typed."""
+    return fold(login.strip())[:200]
 
 
 class LoginFailed(ServiceError):

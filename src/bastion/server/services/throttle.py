@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -87,6 +87,14 @@ def login_keys(settings: Settings, login: str, ip: str | None, client_id: str | 
 def account_key(settings: Settings, user_id: str) -> tuple[str, Policy]:
     """The key of a real account, shared by every spelling of it."""
     return ACCOUNT_KEY + user_id, _account_policy(settings)
+
+
+def keys_naming(user_id: str, names: Iterable[str]) -> list[str]:
+    """Every key that names an account: its id, and its logins and addresses as a
+    sign-in or a link request spells them."""
+    spelled = sorted({fold(name.strip())[:300] for name in names})
+    return [ACCOUNT_KEY + user_id, *("acct:" + n for n in spelled),
+            *("link:" + n for n in spelled)]
 
 
 def link_keys(settings: Settings, email: str, ip: str | None, client_id: str | None = None,

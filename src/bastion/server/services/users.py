@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from bastion.server.models import User
-from bastion.server.services.errors import AlreadyExists, InvalidInput, NotFound
+from bastion.server.services import login, throttle
+from bastion.server.services.errors import AlreadyExists, Erased, InvalidInput, NotFound
 from bastion.server.services.passwords import Passwords
+from bastion.server.settings import Settings
 from bastion.server.storage.base import Conflict, Storage
 from bastion.server.text import fold
 
@@ -40,6 +42,9 @@ def check_email(email: str) -> str:
     folded = fold(email)
     if len(folded) > 320 or not _EMAIL.fullmatch(folded):
         raise InvalidInput("email", f"{email!r} is not an email address")
+    if folded.endswith(".invalid"):  # RFC 2606: never delivered; erased users' placeholder
+        raise InvalidInput("email", f"{email!r} is in the reserved domain .invalid, "
+                           "where no mail is ever delivered")
     return folded
 
 
@@ -119,7 +124,7 @@ async def update_user(
     except Conflict as exc:
         raise AlreadyExists(exc.field, str(changes.get(exc.field, ""))) from None
     if user is None:
-        raise NotFound("user", user_id)
+        await _missing(storage, user_id)
     if password is not None or (before is not None and before.email != user.email):
         await _cancel_links(storage, user_id)
     return user
@@ -145,8 +150,25 @@ async def delete_user(storage: Storage, user_id: str) -> User:
 
 
 async def restore_user(storage: Storage, user_id: str) -> User:
-    await get_user(storage, user_id)
     user = await storage.update_user(user_id, {"deleted_at": None})
     if user is None:
-        raise NotFound("user", user_id)
+        await _missing(storage, user_id)
     return user
+
+
+async def _missing(storage: Storage, user_id: str) -> NoReturn:
+    """Why a user could not be changed: erased (the storage leaves those as they are),
+    or no such user."""
+    user = await storage.get_user(user_id)
+    raise Erased(user_id) if user is not None and user.erased_at else NotFound("user", user_id)
+
+
+async def erase_user(storage: Storage, settings: Settings, user_id: str) -> User:
+    """Erase the user's personal data for good (``Storage.erase_user``); the apps
+    holding their tokens are told as for a deletion, and their throttle counts go."""
+    erased = await storage.erase_user(user_id, datetime.now(UTC), attempts=login.ATTEMPTS)
+    if erased is None:
+        raise NotFound("user", user_id)
+    if erased.names:
+        await storage.clear_throttles(throttle.keys_naming(user_id, erased.names))
+    return erased.user

@@ -37,6 +37,14 @@ DeleteOrganizationResult = DeleteRoleResult
 DeleteClientResult = Literal["deleted", "already", "missing"]
 
 
+@dataclass(frozen=True, slots=True)
+class ErasedUser:
+    user: User
+    #: The usernames and addresses the user's data held (none if erased before): what
+    #: the caller still forgets outside the database, e.g. throttle keys.
+    names: tuple[str, ...] = ()
+
+
 class EventFilter(TypedDict, total=False):
     action: str
     actor: str
@@ -241,7 +249,19 @@ class Storage(Protocol):
         ``email`` unverifies the address unless ``email_verified_at`` is given too (the
         same address in the row keeps its flag). With ``end_sessions_at``, in the same
         transaction, what ``revoke_user_sessions`` does (a new password, a deletion:
-        never one without the other)."""
+        never one without the other). None if there is no such user, or it was erased
+        (an erased user is never changed again)."""
+
+    async def erase_user(self, user_id: str, at: datetime, *,
+                         attempts: Collection[str] = ()) -> ErasedUser | None:
+        """Erase a user's personal data for good, in one transaction: placeholders for
+        the name and address (``erased_at`` set, deleted if not already, no password),
+        what ``revoke_user_sessions`` does, then delete their sessions, memberships,
+        emailed links and mail (to any address of theirs the links name), and take
+        their name out of the audit trail: the ``target`` of the events whose action
+        is in ``attempts`` (sign-in attempts, which name the login tried) becomes the
+        user's id, and the ``username`` and ``email`` of their events' details go.
+        ``None`` if there is no such user; an erased user is left as it is."""
 
     async def verify_email(self, user_id: str, email: str, at: datetime) -> bool:
         """Mark the user's address verified at ``at`` if it is still ``email`` (a link

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +16,7 @@ from bastion.server.storage.base import (
     Conflict,
     DeleteOrganizationResult,
     DeleteRoleResult,
+    ErasedUser,
     EventFilter,
     Missing,
 )
@@ -25,7 +26,10 @@ from bastion.server.storage.sql_grants import end_user_sessions, revoke_grants
 from bastion.server.storage.tables import (
     events,
     grants,
+    login_sessions,
+    one_time_tokens,
     organizations,
+    outbox,
     role_permissions,
     roles,
     user_roles,
@@ -121,7 +125,8 @@ class DirectoryMixin(SQLBase):
                 (users.c.email == changes["email"], users.c.email_verified_at), else_=None)
 
         def update(conn: sa.Connection) -> User | None:
-            done = conn.execute(users.update().where(users.c.id == user_id).values(**values))
+            done = conn.execute(users.update().where(  # an erased user stays so
+                users.c.id == user_id, users.c.erased_at.is_(None)).values(**values))
             if done.rowcount != 1:
                 return None
             if end_sessions_at is not None:  # in the same transaction: both or neither
@@ -132,6 +137,50 @@ class DirectoryMixin(SQLBase):
             return await self._write(update)
         except IntegrityError as exc:
             raise conflict(exc) from None
+
+    async def erase_user(self, user_id: str, at: datetime, *,
+                         attempts: Collection[str] = ()) -> ErasedUser | None:
+        def erase(conn: sa.Connection) -> ErasedUser | None:
+            # Locked (PostgreSQL): a racing erasure or change waits, then sees this one.
+            row = conn.execute(sa.select(users).where(users.c.id == user_id)
+                               .with_for_update()).mappings().first()
+            if row is None or row["erased_at"] is not None:
+                return None if row is None else ErasedUser(User(**row))
+            # Their address, and those their email-change links name, unless another
+            # user holds one now (that one's mail and links are theirs).
+            addresses = {row["email"], *conn.execute(sa.select(one_time_tokens.c.email).where(
+                one_time_tokens.c.user_id == user_id)).scalars()}
+            addresses -= set(conn.execute(sa.select(users.c.email).where(
+                users.c.email.in_(addresses), users.c.id != user_id)).scalars())
+            # Unclaimable placeholders: no username holds a ':', no address ends in
+            # '.invalid' (services.users refuses both).
+            conn.execute(users.update().where(users.c.id == user_id).values(
+                username=f"erased:{user_id}", email=f"{user_id}@erased.invalid",
+                password_hash=None, is_administrator=False, email_verified_at=None,
+                deleted_at=sa.func.coalesce(users.c.deleted_at, at), erased_at=at,
+                updated_at=at))
+            end_user_sessions(conn, user_id, at)  # the apps are told first
+            for table in (login_sessions, user_roles):
+                conn.execute(table.delete().where(table.c.user_id == user_id))
+            conn.execute(one_time_tokens.delete().where(sa.or_(
+                one_time_tokens.c.user_id == user_id, one_time_tokens.c.email.in_(addresses))))
+            conn.execute(outbox.delete().where(outbox.c.to.in_(addresses)))
+            username = row["username"]
+            typed = {username, username.lower(), fold(username), *addresses}
+            if attempts:
+                conn.execute(events.update().where(
+                    events.c.action.in_(attempts), events.c.target.in_(typed)
+                ).values(target=user_id))
+            named = conn.execute(sa.select(events.c.id, events.c.detail).where(
+                events.c.target == user_id)).all()
+            for event_id, detail in named:
+                if isinstance(detail, dict) and ("username" in detail or "email" in detail):
+                    kept = {k: v for k, v in detail.items() if k not in ("username", "email")}
+                    conn.execute(events.update().where(events.c.id == event_id)
+                                 .values(detail=kept))
+            erased = conn.execute(sa.select(users).where(users.c.id == user_id)).mappings().one()
+            return ErasedUser(User(**erased), tuple(sorted({username, *addresses})))
+        return await self._write(erase)
 
     async def verify_email(self, user_id: str, email: str, at: datetime) -> bool:
         def verify(conn: sa.Connection) -> bool:

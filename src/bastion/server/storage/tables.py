@@ -44,6 +44,7 @@ users = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("deleted_at", UTCDateTime, nullable=True),
     sa.Column("email_verified_at", UTCDateTime, nullable=True),
+    sa.Column("erased_at", UTCDateTime, nullable=True),
 )
 sa.Index("uq_users_username", sa.func.lower(users.c.username), unique=True)
 sa.Index("uq_users_email", sa.func.lower(users.c.email), unique=True)
