@@ -148,13 +148,22 @@ def test_users_create_get_search_count_update(api: Any) -> None:
     assert link_only.username.startswith("link")
 
 
-def test_users_delete_and_restore(api: Any, any_server: ServerProcess, password_app: App,
-                                  make_api: Callable[..., Any]) -> None:
-    name = unique("del")
-    user = api.users.create(name, f"{name}@example.com", "a long passphrase")
-    app = make_api(url=any_server.url, client_id=password_app.client_id,
-                   client_secret=password_app.client_secret, retries=0)
-    tokens = app.login_password(name, "a long passphrase")
+@pytest.fixture
+def signed_in(api: Any, any_server: ServerProcess, password_app: App,
+              make_api: Callable[..., Any]) -> Callable[[str], tuple[str, User, Any, TokenSet]]:
+    """``signed_in(prefix)`` -> (name, user, app, tokens): a new user, signed in with
+    the password grant through ``app`` (a client of ``password_app``)."""
+    def make(prefix: str) -> tuple[str, User, Any, TokenSet]:
+        name = unique(prefix)
+        user = api.users.create(name, f"{name}@example.com", "a long passphrase")
+        app = make_api(url=any_server.url, client_id=password_app.client_id,
+                       client_secret=password_app.client_secret, retries=0)
+        return name, user, app, app.login_password(name, "a long passphrase")
+    return make
+
+
+def test_users_delete_and_restore(api: Any, signed_in: Callable[..., Any]) -> None:
+    name, user, app, tokens = signed_in("del")
     assert app.introspect(tokens.access_token)["active"]
 
     api.users.delete(user.id)
@@ -174,13 +183,8 @@ def test_users_delete_and_restore(api: Any, any_server: ServerProcess, password_
     assert app.login_password(name, "a long passphrase").access_token
 
 
-def test_users_erase(api: Any, any_server: ServerProcess, password_app: App,
-                     make_api: Callable[..., Any]) -> None:
-    name = unique("erase")
-    user = api.users.create(name, f"{name}@example.com", "a long passphrase")
-    app = make_api(url=any_server.url, client_id=password_app.client_id,
-                   client_secret=password_app.client_secret, retries=0)
-    tokens = app.login_password(name, "a long passphrase")
+def test_users_erase(api: Any, signed_in: Callable[..., Any]) -> None:
+    name, user, app, tokens = signed_in("erase")
 
     erased = api.users.erase(user.id)
     assert isinstance(erased, User) and erased.id == user.id
@@ -205,6 +209,22 @@ def test_users_erase(api: Any, any_server: ServerProcess, password_app: App,
     assert fresh.id != user.id and app.login_password(name, "a long passphrase").access_token
     with pytest.raises(NotFound):
         api.users.erase("no-such-user")
+
+
+def test_users_export(api: Any, signed_in: Callable[..., Any], password_app: App) -> None:
+    name, user, app, tokens = signed_in("export")
+
+    export = api.users.export(user.id)
+    assert isinstance(export, dict) and export["user"]["username"] == name
+    assert [g["client_id"] for g in export["grants"]] == [password_app.client_id]
+    assert [e["action"] for e in export["events"]] == ["login.success", "user.create"]
+    own = app.users.with_token(tokens).export("me")  # a user exports their own
+    assert own["user"] == export["user"] and own["grants"] == export["grants"]
+    other = api.users.create(name + "x", f"{name}x@example.com", "a long passphrase")
+    with pytest.raises(Forbidden):  # but nobody else's
+        app.users.with_token(tokens).export(other.id)
+    with pytest.raises(NotFound):
+        api.users.export("no-such-user")
 
 
 def test_users_bad_input(api: Any) -> None:

@@ -85,6 +85,7 @@ def test_users(connections: App, call: Callable[..., Any]) -> None:
         call(User, "get", "no-such-user", using="admin")
     with pytest.raises(Conflict):
         call(User, "create", name, f"other{name}@example.com", using="admin")
+    assert call(user, "export")["user"]["id"] == user.id
     assert call(user, "erase") is user and user.erased_at is not None
     assert user.username == f"erased:{user.id}" and user.deleted_at is not None
     assert call(User, "count", name, "admin", include_deleted=True) == 0

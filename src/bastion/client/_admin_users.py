@@ -1,5 +1,5 @@
 """The I/O-free flows for users in Bastion's REST API: get, search, count,
-create, update, soft delete, restore and erase, ``/users/me``, and a user's roles in
+create, update, soft delete, restore, erase and export, ``/users/me``, and a user's roles in
 an organization (read, or changed in one transaction, optionally reissuing the
 user's tokens so their claims carry the new roles at once)."""
 
@@ -25,6 +25,7 @@ __all__ = [
     "create_user_flow",
     "delete_user_flow",
     "erase_user_flow",
+    "export_user_flow",
     "get_user_flow",
     "me_flow",
     "restore_user_flow",
@@ -104,6 +105,14 @@ def restore_user_flow(core: BaseClient, user_id: object, token: Token | None = N
 def erase_user_flow(core: BaseClient, user_id: object, token: Token | None = None) -> Flow[User]:
     path = f"/{segment(user_id, 'user_id')}/erase"
     return (yield from user_flow(core, "POST", path, token=token))
+
+
+def export_user_flow(
+    core: BaseClient, user_id: object, token: Token | None = None
+) -> Flow[dict[str, Any]]:
+    path = f"/users/{segment(user_id, 'user_id')}/export"
+    response = yield from api_flow(core, "GET", path, token=token)
+    return body(response)
 
 
 def delete_user_flow(core: BaseClient, user_id: object, token: Token | None = None) -> Flow[None]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from . import _admin_events, _admin_orgs, _admin_users
 from ._admin import Token
@@ -125,6 +125,14 @@ class Users(Namespace["Client"]):
     def restore(self, user_id: str) -> User:
         return self._client._run(
             _admin_users.restore_user_flow(self._client._core, user_id, self._token)
+        )
+
+    def export(self, user_id: str) -> dict[str, Any]:
+        """Everything the server keeps about the user, as the JSON document of
+        ``GET /api/v1/users/{id}/export`` (a user may export their own: ``with_token``
+        and ``"me"``)."""
+        return self._client._run(
+            _admin_users.export_user_flow(self._client._core, user_id, self._token)
         )
 
     def erase(self, user_id: str) -> User:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import _admin_events, _admin_orgs, _admin_users
 from ._admin import Token
@@ -100,6 +100,11 @@ class AsyncUsers(Namespace["AsyncClient"]):
     async def restore(self, user_id: str) -> User:
         return await self._client._run(
             _admin_users.restore_user_flow(self._client._core, user_id, self._token)
+        )
+
+    async def export(self, user_id: str) -> dict[str, Any]:
+        return await self._client._run(
+            _admin_users.export_user_flow(self._client._core, user_id, self._token)
         )
 
     async def erase(self, user_id: str) -> User:

@@ -2,7 +2,7 @@
 
 ``User.get``, ``User.search``, ``User.count``, ``User.create`` and
 ``user.update()``, ``user.delete()``, ``user.restore()``, ``user.erase()``,
-``user.organizations()`` and the role calls (``roles``, ``attach_roles``,
+``user.export()``, ``user.organizations()`` and the role calls (``roles``, ``attach_roles``,
 ``remove_roles``, ``update_roles``), each with an ``a``-prefixed async twin. They
 use the connection's client-credentials token with scope ``bastion:admin`` and run
 on the client a user was fetched with, or the shared client of connection ``using``
@@ -12,7 +12,7 @@ on the client a user was fetched with, or the shared client of connection ``usin
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._shared import async_client, shared_async_client, shared_client, sync_client
 
@@ -183,6 +183,13 @@ class UserAdministration:
     async def arestore(self, using: str | None = None) -> User:
         client = async_client(self.client, using, "restore")
         return self._take(await client.users.restore(self.id))
+
+    def export(self, using: str | None = None) -> dict[str, Any]:
+        """Everything the server keeps about this user (``client.users.export``)."""
+        return sync_client(self.client, using, "export").users.export(self.id)
+
+    async def aexport(self, using: str | None = None) -> dict[str, Any]:
+        return await async_client(self.client, using, "export").users.export(self.id)
 
     def erase(self, using: str | None = None) -> User:
         """Erase this user's personal data for good (``client.users.erase``)."""

@@ -12,7 +12,7 @@ from bastion.server.services import login, throttle
 from bastion.server.services.errors import AlreadyExists, Erased, InvalidInput, NotFound
 from bastion.server.services.passwords import Passwords
 from bastion.server.settings import Settings
-from bastion.server.storage.base import Conflict, Storage
+from bastion.server.storage.base import Conflict, Storage, UserExport
 from bastion.server.text import fold
 
 #: The rules, as patterns the API schema states too.
@@ -161,6 +161,17 @@ async def _missing(storage: Storage, user_id: str) -> NoReturn:
     or no such user."""
     user = await storage.get_user(user_id)
     raise Erased(user_id) if user is not None and user.erased_at else NotFound("user", user_id)
+
+
+#: Audit events an export carries; the rest are paged through the events API.
+EXPORT_EVENTS = 10_000
+
+
+async def export_user(storage: Storage, user_id: str) -> UserExport:
+    export = await storage.export_user(user_id, EXPORT_EVENTS)
+    if export is None:
+        raise NotFound("user", user_id)
+    return export
 
 
 async def erase_user(storage: Storage, settings: Settings, user_id: str) -> User:

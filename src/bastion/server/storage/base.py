@@ -45,6 +45,19 @@ class ErasedUser:
     names: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class UserExport:
+    """What the database holds about one user (``Storage.export_user``)."""
+
+    user: User
+    #: Each organization where they hold roles, with the roles' names (sorted).
+    organizations: list[tuple[Organization, tuple[str, ...]]]
+    sessions: list[LoginSession]  # newest first, ended ones too
+    grants: list[tuple[Grant, str | None]]  # newest first, with the client's name
+    events: list[Event]  # by them or about them, newest first, at most ``event_limit``
+    events_total: int
+
+
 class EventFilter(TypedDict, total=False):
     action: str
     actor: str
@@ -262,6 +275,10 @@ class Storage(Protocol):
         is in ``attempts`` (sign-in attempts, which name the login tried) becomes the
         user's id, and the ``username`` and ``email`` of their events' details go.
         ``None`` if there is no such user; an erased user is left as it is."""
+
+    async def export_user(self, user_id: str, event_limit: int) -> UserExport | None:
+        """Everything kept about a user, read at once; ``None`` if there is no such
+        user."""
 
     async def verify_email(self, user_id: str, email: str, at: datetime) -> bool:
         """Mark the user's address verified at ``at`` if it is still ``email`` (a link

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from bastion.server.models import Event, Member, Organization, Role, User
+from bastion.server.models import Event, Grant, LoginSession, Member, Organization, Role, User
 from bastion.server.storage.base import (
     Conflict,
     DeleteOrganizationResult,
@@ -19,11 +19,13 @@ from bastion.server.storage.base import (
     ErasedUser,
     EventFilter,
     Missing,
+    UserExport,
 )
 from bastion.server.storage.conflicts import conflict
 from bastion.server.storage.sql_base import SQLBase, values
 from bastion.server.storage.sql_grants import end_user_sessions, revoke_grants
 from bastion.server.storage.tables import (
+    clients,
     events,
     grants,
     login_sessions,
@@ -181,6 +183,43 @@ class DirectoryMixin(SQLBase):
             erased = conn.execute(sa.select(users).where(users.c.id == user_id)).mappings().one()
             return ErasedUser(User(**erased), tuple(sorted({username, *addresses})))
         return await self._write(erase)
+
+    async def export_user(self, user_id: str, event_limit: int) -> UserExport | None:
+        theirs = sa.or_(events.c.actor == user_id, events.c.target == user_id)
+
+        def export(conn: sa.Connection) -> UserExport | None:
+            row = conn.execute(sa.select(users).where(users.c.id == user_id)).mappings().first()
+            if row is None:
+                return None
+            held: dict[str, list[str]] = {}
+            for org_id, role in conn.execute(
+                    sa.select(user_roles.c.organization_id, roles.c.name)
+                    .join(roles, roles.c.id == user_roles.c.role_id)
+                    .where(user_roles.c.user_id == user_id)):
+                held.setdefault(org_id, []).append(role)
+            orgs = conn.execute(sa.select(organizations).where(organizations.c.id.in_(held))
+                                .order_by(organizations.c.created_at, organizations.c.id))
+            sessions = conn.execute(sa.select(login_sessions).where(
+                login_sessions.c.user_id == user_id).order_by(
+                login_sessions.c.created_at.desc(), login_sessions.c.id))
+            granted = conn.execute(
+                sa.select(grants, clients.c.name.label("client_name"))
+                .outerjoin(clients, clients.c.client_id == grants.c.client_id)
+                .where(grants.c.user_id == user_id)
+                .order_by(grants.c.created_at.desc(), grants.c.id)).mappings()
+            listed = conn.execute(sa.select(events).where(theirs).order_by(
+                events.c.at.desc(), events.c.id).limit(event_limit)).mappings()
+            return UserExport(
+                user=User(**row),
+                organizations=[(Organization(**org), tuple(sorted(held[org["id"]])))
+                               for org in orgs.mappings()],
+                sessions=[LoginSession(**s) for s in sessions.mappings()],
+                grants=[(Grant(**{k: v for k, v in g.items() if k != "client_name"}),
+                         g["client_name"]) for g in granted],
+                events=[Event(**e) for e in listed],
+                events_total=int(conn.execute(sa.select(sa.func.count()).select_from(events)
+                                              .where(theirs)).scalar_one()))
+        return await self._read(export)
 
     async def verify_email(self, user_id: str, email: str, at: datetime) -> bool:
         def verify(conn: sa.Connection) -> bool:

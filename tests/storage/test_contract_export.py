@@ -1,0 +1,50 @@
+"""The storage contract for exporting what is kept about a user, on SQLite and
+PostgreSQL: their row, memberships, sessions (ended too), grants with the client's
+name, and the audit events by or about them, newest first and bounded."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from test_contract import NOW
+from test_contract_erase import ME, OTHER, setup
+
+from bastion.server.models import Event
+from bastion.server.storage import SQLStorage
+
+
+async def test_an_export_holds_what_is_kept_about_the_user(storage: SQLStorage) -> None:
+    await setup(storage)
+    await storage.revoke_session("s1", NOW)
+    export = await storage.export_user(ME.id, 100)
+    assert export is not None and export.user == ME
+    assert [(org.id, roles) for org, roles in export.organizations] == [("org", ("r",))]
+    assert [(s.id, s.revoked_at) for s in export.sessions] == [("s1", NOW)]
+    assert [(g.id, g.revoked_at, name) for g, name in export.grants] == [("g1", NOW, "App")]
+    # By them (the sign-in) or about them (their creation); not others' or attempts
+    # on their name (those are theirs once erased: see test_contract_erase).
+    assert sorted(e.id for e in export.events) == ["c1", "e1"]
+    assert export.events_total == 2
+    other = await storage.export_user(OTHER.id, 100)
+    assert other is not None and [g.id for g, _ in other.grants] == ["g2"]
+    assert await storage.export_user("missing", 100) is None
+
+
+async def test_events_come_newest_first_up_to_the_limit(storage: SQLStorage) -> None:
+    await setup(storage)
+    for n in range(5):
+        await storage.add_event(Event(
+            id=f"later{n}", at=NOW + timedelta(minutes=n), action="account.password",
+            actor=ME.id, actor_type="user", target=ME.id, client_id=None, ip=None))
+    export = await storage.export_user(ME.id, 3)
+    assert export is not None
+    assert [e.id for e in export.events] == ["later4", "later3", "later2"]
+    assert export.events_total == 7
+
+
+async def test_a_deleted_client_keeps_its_name(storage: SQLStorage) -> None:
+    await setup(storage)
+    await storage.delete_client("app", NOW)
+    export = await storage.export_user(ME.id, 10)
+    assert export is not None and [(g.revoked_at, name) for g, name in export.grants] == [
+        (NOW, "App")]
