@@ -1,7 +1,8 @@
 """The hosted account page in a real browser, against the real server and a real
 SMTP server (aiosmtpd): edits persist, an email change is confirmed through a link
-mailed to the new address, sessions are listed and can be ended, and ``return_to``
-is shown only when it is a registered redirect URI of the client.
+mailed to the new address, sessions are listed and can be ended, ``return_to`` is
+shown only when it is a registered redirect URI of the client, and the user's data
+downloads.
 
 Screenshots (account page, after edits, sessions, back link) are kept under
 ``test-results/browser/``.
@@ -9,6 +10,7 @@ Screenshots (account page, after edits, sessions, back link) are kept under
 
 from __future__ import annotations
 
+import json
 import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -196,3 +198,19 @@ def test_return_to_is_shown_only_for_a_registered_redirect_uri(
         expect(page.get_by_role("link", name="Back to", exact=False)).to_have_count(0)
     page.goto(f"{mail_site.server.url}/account?" + urlencode({"return_to": redirect_uri}))
     expect(page.locator("#back")).to_have_count(0)
+
+
+def test_a_user_downloads_their_data(page: Page, mail_site: Any) -> None:
+    user_id, username, email, password = mail_site.new_user()
+    open_account(page, mail_site, username, password)
+    with page.expect_download() as started:
+        page.get_by_role("link", name="Download your data").click()
+    download = started.value
+    assert download.suggested_filename == f"user-{user_id}.json"
+    export = json.loads(Path(download.path()).read_text())
+    assert (export["user"]["id"], export["user"]["username"]) == (user_id, username)
+    assert export["user"]["email"] == email
+    (session,) = export["sessions"]  # this browser's sign-in, with its user agent
+    assert session["revoked_at"] is None and session["user_agent"]
+    assert "login.success" in [e["action"] for e in export["events"]]
+    expect(page.get_by_role("heading", name="Your account")).to_be_visible()  # still here

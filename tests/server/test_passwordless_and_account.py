@@ -284,6 +284,23 @@ async def test_account_forms_need_csrf_and_a_session(env: Env) -> None:
     assert await env.ctx.storage.get_user_by_login("mallory") is None
 
 
+async def test_the_account_page_downloads_the_users_data(env: Env) -> None:
+    r = await env.http.get("/account/export")  # no session: sign in first
+    assert r.status_code == 200 and 'name="next"' in r.text and "/account" in r.text
+    page = await _sign_in_to_account(env)
+    assert 'href="/account/export"' in page.text
+    r = await env.http.get("/account/export")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["content-disposition"].startswith('attachment; filename="user-')
+    export = r.json()
+    alice = await env.ctx.storage.get_user_by_login("alice")
+    assert alice is not None and export["user"]["id"] == alice.id
+    assert [s["revoked_at"] for s in export["sessions"]] == [None]
+    events, _ = await env.ctx.storage.list_events({"action": "user.export"}, 10, 0)
+    assert [(e.actor, e.target) for e in events] == [(alice.id, alice.id)]
+
+
 async def test_return_to_only_for_registered_redirect_uris(env: Env) -> None:
     page = await _sign_in_to_account(env, client_id=env.client_id, return_to=REDIRECT)
     assert f'href="{REDIRECT}"' in page.text and "Back to Web app" in page.text

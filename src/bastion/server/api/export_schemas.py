@@ -1,10 +1,12 @@
-"""The body of ``GET /api/v1/users/{id}/export``: everything kept about one user."""
+"""The body of ``GET /api/v1/users/{id}/export`` (and of the account page's download):
+everything kept about one user."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
+from starlette.responses import Response
 
 from bastion.server.api.schemas import EventOut, OrganizationOut, UserOut
 from bastion.server.models import Grant, LoginSession
@@ -75,3 +77,11 @@ class UserExportOut(BaseModel):
             sessions=[SessionOut.of(s) for s in export.sessions],
             grants=[GrantOut.of(g, name) for g, name in export.grants],
             events=[EventOut.of(e) for e in export.events], events_total=export.events_total)
+
+
+def download(export: UserExport) -> Response:
+    """The export as a JSON file to save, never cached."""
+    body = UserExportOut.of(export, datetime.now(UTC)).model_dump_json(indent=2)
+    return Response(body, media_type="application/json", headers={
+        "Content-Disposition": f'attachment; filename="user-{export.user.id}.json"',
+        "Cache-Control": "no-store"})

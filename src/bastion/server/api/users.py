@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from bastion.server.api.auth import require_self_or_admin
@@ -17,7 +15,7 @@ from bastion.server.api.common import (
     no_nul_in_path,
     require_admin,
 )
-from bastion.server.api.export_schemas import UserExportOut
+from bastion.server.api.export_schemas import UserExportOut, download
 from bastion.server.api.problems import ApiError
 from bastion.server.api.schemas import (
     Count,
@@ -80,9 +78,9 @@ async def user_organizations(user_id: str, request: Request, who: Who, limit: Li
     return OrganizationList(items=[OrganizationOut.of(o) for o in items], count=count)
 
 
-@router.get("/{user_id}/export", summary="Everything kept about a user")
-async def export_user(user_id: str, request: Request, response: Response,
-                      who: Who) -> UserExportOut:
+@router.get("/{user_id}/export", summary="Everything kept about a user",
+            response_model=UserExportOut)
+async def export_user(user_id: str, request: Request, who: Who) -> Response:
     """The profile, organizations and roles, sessions, the apps' grants and the audit
     events by or about the user, as one JSON document (a download; GDPR articles 15 and
     20). A user may export their own (`me`). Recorded as `user.export`."""
@@ -90,9 +88,7 @@ async def export_user(user_id: str, request: Request, response: Response,
     ctx = context(request)
     export = await service.export_user(ctx.storage, user_id)
     await audit.record(ctx.storage, actor(who, request), "user.export", user_id)
-    response.headers["Content-Disposition"] = f'attachment; filename="user-{user_id}.json"'
-    response.headers["Cache-Control"] = "no-store"
-    return UserExportOut.of(export, datetime.now(UTC))
+    return download(export)
 
 
 @router.post("", status_code=201, summary="Create a user")

@@ -1,4 +1,5 @@
-"""The account page: edit username and email, change password, see and end sessions.
+"""The account page: edit username and email, change password, see and end sessions,
+download what is kept about oneself.
 
 It relies on the Bastion session (no token or secret in its URL); without one it
 shows the sign-in form first. ``return_to`` is honoured only when it is a
@@ -19,6 +20,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
+from bastion.server.api.export_schemas import download
 from bastion.server.context import Context
 from bastion.server.endpoints._query import page_form
 from bastion.server.endpoints.authorize import login_page
@@ -86,6 +88,20 @@ async def account(request: Request) -> Response:
             "?" + urlencode(keep) if keep else ""))
     notice = _NOTICES.get(request.query_params.get("done", ""), "")
     return await _page(ctx, request, *current, keep, notice=notice)
+
+
+@router.get(ACCOUNT_PATH + "/export", include_in_schema=False)
+async def export(request: Request) -> Response:
+    """The signed-in user's data, as ``GET /api/v1/users/me/export`` answers it: a
+    download (a cross-site link can start it, but only the user's own browser gets it)."""
+    ctx: Context = request.app.state.ctx
+    current = await _current(ctx, request)
+    if current is None:
+        return login_page(ctx, request, None, "", next_url=ACCOUNT_PATH)
+    user = current[1]
+    export = await user_service.export_user(ctx.storage, user.id)
+    await audit.record(ctx.storage, _who(user, request), "user.export", user.id)
+    return download(export)
 
 
 @dataclass
