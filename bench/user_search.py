@@ -17,7 +17,8 @@ schema) and measures every query case two ways, one request at a time:
 Query cases: ``few`` (a 7-char substring of a few usernames, trigram path),
 ``many`` (``example``: the domain of ~55% of users), ``2-char`` (``an``: too short for
 trigrams, LIKE scan; common), ``2-char-none`` (``qx``: LIKE scan, no match),
-``page`` (no query, offset 0), ``deep`` (no query, offset 10000), and counts with
+``page`` (no query, offset 0), ``deep`` (no query, offset 10000), ``deep cursor``
+(the same page found by keyset, ``after`` the user before it), and counts with
 no query, ``few``, ``many`` and ``2-char``. Each cell: a warmup, then up to
 ``--iterations`` timed calls or ``--cell-seconds`` of them, whichever ends first
 (at least ``--min-iterations``); ``n`` in the table says how many.
@@ -62,6 +63,7 @@ import seed_users  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
+from bastion.server.api import cursors  # noqa: E402
 from bastion.server.storage.sql import SQLStorage, create_engine  # noqa: E402
 from support import create_database, postgres_cluster, running_server  # noqa: E402
 
@@ -78,6 +80,7 @@ class Case:
     kind: str  # "search" or "count"
     queries: list[str | None]  # rotated through, one per call
     offset: int = 0
+    after: bool = False  # start after the user at ``offset`` (a cursor), not at it
 
 
 @dataclass
@@ -126,6 +129,8 @@ def cases(size: int) -> list[Case]:
         Case("search 2-char-none", "search", [SHORT_NONE]),
         Case("page", "search", [None]),
         Case("page deep", "search", [None], offset=min(DEEP_OFFSET, max(0, size - LIMIT))),
+        Case("page deep cursor", "search", [None],
+             offset=min(DEEP_OFFSET, max(0, size - LIMIT)), after=True),
         Case("count all", "count", [None]),
         Case("count few", "count", list(few)),
         Case("count many", "count", [MANY]),
@@ -182,21 +187,30 @@ class Bench:
         try:
             for case in cases(size):
                 matches = await storage.count_users(case.queries[0])
+                offset, key = case.offset, None
+                if case.after and offset:  # the same page, found by keyset
+                    (last,) = await storage.search_users(None, 1, offset - 1)
+                    offset, key = 0, (last.created_at, last.id)
                 if case.kind == "search":
-                    async def direct(i: int, case: Case = case) -> Any:
+                    async def direct(i: int, case: Case = case, offset: int = offset,
+                                     key: Any = key) -> Any:
                         q = case.queries[i % len(case.queries)]
-                        return await storage.search_users(q, LIMIT, case.offset)
+                        return await storage.search_users(q, LIMIT, offset, after=key)
                 else:
-                    async def direct(i: int, case: Case = case) -> Any:
+                    async def direct(i: int, case: Case = case, offset: int = offset,
+                                     key: Any = key) -> Any:
                         return await storage.count_users(case.queries[i % len(case.queries)])
 
-                async def over_http(i: int, case: Case = case) -> Any:
+                async def over_http(i: int, case: Case = case, offset: int = offset,
+                                    key: Any = key) -> Any:
                     q = case.queries[i % len(case.queries)]
                     params: dict[str, Any] = {}
                     if q is not None:
                         params["q"] = q
+                    if key is not None:
+                        params["after"] = cursors.cursor(*key)
                     if case.kind == "search":
-                        params.update(limit=LIMIT, offset=case.offset)
+                        params.update(limit=LIMIT, offset=offset)
                         path = "/api/v1/users"
                     else:
                         path = "/api/v1/users/count"

@@ -108,6 +108,20 @@ def test_request_shapes(make_client: Any, provider: FakeProvider) -> None:
     assert result.tokens.access_token == "new" and result.tokens.refresh_token == "r2"
 
 
+def test_iterate_follows_the_cursors(make_client: Any, provider: FakeProvider) -> None:
+    client = make_client()
+    second = {**USER, "id": "u2"}
+    provider.overrides[api_path("/users")] = [
+        httpx2.Response(200, json={"items": [USER], "count": 2, "next": "c1"}),
+        httpx2.Response(200, json={"items": [second], "count": 2, "next": 7}),  # not one
+    ]
+    assert [u.id for u in client.users.iterate("a", page_size=1)] == ["u1", "u2"]
+    first, then = (dict(r.url.params) for r in provider.requests[-2:])
+    assert first == {"limit": "1", "offset": "0", "q": "a", "include_deleted": "false"}
+    assert then == {**first, "after": "c1"}
+    assert repr(Page([1], 3, "c")) == "Page([1], total=3, next_cursor='c')"
+
+
 def test_errors_are_mapped(make_client: Any, provider: FakeProvider) -> None:
     client = make_client()
     cases = [(400, BadRequest), (422, BadRequest), (404, NotFound), (409, Conflict),

@@ -65,6 +65,10 @@ class Blocking:
             return Blocking(attr, self._portal)
         if name == "with_token":
             return lambda *a, **k: Blocking(attr(*a, **k), self._portal)
+        if inspect.isasyncgenfunction(attr):  # iterators: drained in the portal's loop
+            async def drain(*a: Any, **k: Any) -> list[Any]:
+                return [item async for item in attr(*a, **k)]
+            return lambda *a, **k: iter(self._portal.call(functools.partial(drain, *a, **k)))
         return attr
 
 
@@ -225,6 +229,27 @@ def test_users_export(api: Any, signed_in: Callable[..., Any], password_app: App
         app.users.with_token(tokens).export(other.id)
     with pytest.raises(NotFound):
         api.users.export("no-such-user")
+
+
+def test_users_iterate_by_cursor(api: Any) -> None:
+    prefix = unique("it")
+    made = [api.users.create(f"{prefix}{n}", f"{prefix}{n}@example.com") for n in range(5)]
+    first = api.users.search(prefix, limit=2)
+    assert first == made[:2] and first.total == 5 and first.next_cursor
+    assert api.users.search(prefix, limit=2, after=first.next_cursor) == made[2:4]
+    last = api.users.search(prefix, limit=10)
+    assert last == made and last.next_cursor is None  # not a full page
+
+    def every(**options: Any) -> list[User]:
+        return list(api.users.iterate(prefix, **options))
+
+    assert every(page_size=2) == made
+    api.users.delete(made[1].id)
+    assert every(page_size=3) == made[:1] + made[2:]
+    assert [u.id for u in every(page_size=1, include_deleted=True)] == [u.id for u in made]
+    with pytest.raises(BadRequest) as caught:
+        api.users.search(prefix, after="not-a-cursor")
+    assert caught.value.status_code == 422 and "after" in caught.value.error_description
 
 
 def test_users_bad_input(api: Any) -> None:

@@ -91,6 +91,18 @@ def test_users(connections: App, call: Callable[..., Any]) -> None:
     assert call(User, "count", name, "admin", include_deleted=True) == 0
 
 
+def test_users_iterate(connections: App) -> None:
+    prefix = unique("Iter")
+    made = [User.create(f"{prefix}{n}", f"{prefix}{n}@example.com", using="admin").id
+            for n in range(3)]
+    assert [u.id for u in User.iterate(prefix, "admin", page_size=2)] == made
+
+    async def drain() -> list[str]:
+        return [u.id async for u in User.aiterate(prefix, "admin", page_size=2)]
+    with anyio.from_thread.start_blocking_portal() as portal:
+        assert portal.call(drain) == made
+
+
 def test_organizations_roles_and_user_roles(
     connections: App, call: Callable[..., Any], any_server: ServerProcess,
     account_on: Callable[..., Account],

@@ -117,7 +117,9 @@ def page(
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
         raise ProtocolError("The API's answer has no list of items.")
     total = count if isinstance(count, int) and not isinstance(count, bool) else len(items)
-    return Page([make(item, client=core.owner) for item in items], total)
+    cursor = answer.get("next")
+    return Page([make(item, client=core.owner) for item in items], total,
+                cursor if isinstance(cursor, str) and cursor else None)
 
 
 def page_params(limit: int, offset: int, **extra: object) -> dict[str, Any]:

@@ -54,8 +54,9 @@ def search_users_flow(
     offset: int,
     include_deleted: bool = False,
     token: Token | None = None,
+    after: str | None = None,
 ) -> Flow[Page[User]]:
-    params = page_params(limit, offset, q=query, include_deleted=include_deleted)
+    params = page_params(limit, offset, q=query, include_deleted=include_deleted, after=after)
     response = yield from api_flow(core, "GET", "/users", token=token, params=params)
     return page(core, body(response), User.from_claims)
 

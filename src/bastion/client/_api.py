@@ -12,7 +12,7 @@ awaited twin.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
@@ -66,12 +66,28 @@ class Users(Namespace["Client"]):
         limit: int = 20,
         offset: int = 0,
         include_deleted: bool = False,
+        *,
+        after: str | None = None,
     ) -> Page[User]:
-        """Users whose username or email contains ``query``, oldest first."""
+        """Users whose username or email contains ``query``, oldest first; ``after``
+        a page's ``next_cursor`` for the page that follows it."""
         flow = _admin_users.search_users_flow(
-            self._client._core, query, limit, offset, include_deleted, self._token
+            self._client._core, query, limit, offset, include_deleted, self._token, after
         )
         return self._client._run(flow)
+
+    def iterate(
+        self, query: str | None = None, include_deleted: bool = False, page_size: int = 100
+    ) -> Iterator[User]:
+        """Every matching user, oldest first, fetched a page at a time by cursor, so
+        users added or deleted meanwhile make it neither skip nor repeat anyone."""
+        after = None
+        while True:
+            page = self.search(query, page_size, 0, include_deleted, after=after)
+            yield from page
+            if page.next_cursor is None:
+                return
+            after = page.next_cursor
 
     def count(self, query: str | None = None, include_deleted: bool = False) -> int:
         flow = _admin_users.count_users_flow(

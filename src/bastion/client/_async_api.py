@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,11 +41,25 @@ class AsyncUsers(Namespace["AsyncClient"]):
         limit: int = 20,
         offset: int = 0,
         include_deleted: bool = False,
+        *,
+        after: str | None = None,
     ) -> Page[User]:
         flow = _admin_users.search_users_flow(
-            self._client._core, query, limit, offset, include_deleted, self._token
+            self._client._core, query, limit, offset, include_deleted, self._token, after
         )
         return await self._client._run(flow)
+
+    async def iterate(
+        self, query: str | None = None, include_deleted: bool = False, page_size: int = 100
+    ) -> AsyncIterator[User]:
+        after = None
+        while True:
+            page = await self.search(query, page_size, 0, include_deleted, after=after)
+            for user in page:
+                yield user
+            if page.next_cursor is None:
+                return
+            after = page.next_cursor
 
     async def count(self, query: str | None = None, include_deleted: bool = False) -> int:
         flow = _admin_users.count_users_flow(

@@ -11,7 +11,7 @@ on the client a user was fetched with, or the shared client of connection ``usin
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._shared import async_client, shared_async_client, shared_client, sync_client
@@ -79,6 +79,23 @@ class UserAdministration:
     ) -> Page[User]:
         client = shared_async_client(using)
         return await client.users.search(query, limit, offset, include_deleted)
+
+    @classmethod
+    def iterate(
+        cls, query: str | None = None, using: str | None = None, *,
+        include_deleted: bool = False, page_size: int = 100,
+    ) -> Iterator[User]:
+        """Every user matching ``query``, oldest first, a page at a time (by cursor:
+        users added or deleted meanwhile make it neither skip nor repeat anyone)."""
+        return shared_client(using).users.iterate(query, include_deleted, page_size)
+
+    @classmethod
+    def aiterate(
+        cls, query: str | None = None, using: str | None = None, *,
+        include_deleted: bool = False, page_size: int = 100,
+    ) -> AsyncIterator[User]:
+        """``async for user in User.aiterate(...)``."""
+        return shared_async_client(using).users.iterate(query, include_deleted, page_size)
 
     @classmethod
     def count(

@@ -12,13 +12,19 @@ T = TypeVar("T")
 
 class Page(list[T]):
     """The items of one page (it *is* a list) with ``total``, the count over all
-    pages, so ``len(page) < page.total`` means there are more to fetch."""
+    pages, so ``len(page) < page.total`` means there are more to fetch, and, for
+    listings that page by cursor, ``next_cursor``: what to pass as ``after`` for the
+    next page (``None`` on a page that is not full)."""
 
     total: int
+    next_cursor: str | None
 
-    def __init__(self, items: Iterable[T] = (), total: int | None = None) -> None:
+    def __init__(self, items: Iterable[T] = (), total: int | None = None,
+                 next_cursor: str | None = None) -> None:
         super().__init__(items)
         self.total = len(self) if total is None else total
+        self.next_cursor = next_cursor
 
     def __repr__(self) -> str:
-        return f"Page({list.__repr__(self)}, total={self.total})"
+        cursor = f", next_cursor={self.next_cursor!r}" if self.next_cursor else ""
+        return f"Page({list.__repr__(self)}, total={self.total}{cursor})"

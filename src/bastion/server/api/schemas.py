@@ -84,6 +84,8 @@ class UserOut(BaseModel):
 class UserList(BaseModel):
     items: list[UserOut]
     count: int = Field(description="How many users match, over all pages.")
+    next: str | None = Field(default=None, description="On a full page, the cursor to pass "
+                             "as `after` for the next one; null on a shorter page.")
 
 
 class Count(BaseModel):

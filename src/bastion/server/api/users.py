@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from bastion.server.api import cursors
 from bastion.server.api.auth import require_self_or_admin
 from bastion.server.api.common import (
     ERRORS,
@@ -33,17 +34,25 @@ router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=ERRORS,
                    dependencies=[Depends(no_nul_in_path)])
 
 Q = Query(None, max_length=200, description="Case-insensitive substring of username or email.")
+After = Query(None, max_length=200, description="Start after this cursor (the `next` of the "
+              "page before): pages neither skip nor repeat users as others are added or "
+              "deleted meanwhile.")
 
 
 @router.get("", summary="Search users")
 async def search_users(request: Request, who: Who, limit: Limit = 20, offset: Offset = 0,
-                       q: str | None = Q, include_deleted: bool = False) -> UserList:
-    """Users whose username or email contains `q`, oldest first, with the total count."""
+                       q: str | None = Q, include_deleted: bool = False,
+                       after: str | None = After) -> UserList:
+    """Users whose username or email contains `q`, oldest first, with the total count.
+    A full page carries `next`: pass it as `after` for the page that follows."""
     require_admin(who)
     ctx = context(request)
-    items = await ctx.storage.search_users(q, limit, offset, include_deleted)
+    items = await ctx.storage.search_users(q, limit, offset, include_deleted,
+                                           after=cursors.parse(after))
     count = await ctx.storage.count_users(q, include_deleted)
-    return UserList(items=[UserOut.of(u) for u in items], count=count)
+    last = items[-1] if len(items) == limit else None
+    return UserList(items=[UserOut.of(u) for u in items], count=count,
+                    next=cursors.cursor(last.created_at, last.id) if last else None)
 
 
 @router.get("/count", summary="Count users")

@@ -249,9 +249,11 @@ class Storage(Protocol):
     async def clear_throttles(self, keys: list[str]) -> None: ...
 
     async def search_users(self, query: str | None, limit: int, offset: int,
-                           include_deleted: bool = False) -> list[User]:
+                           include_deleted: bool = False,
+                           after: tuple[datetime, str] | None = None) -> list[User]:
         """Users whose username or email contains ``query`` (case-insensitive),
-        oldest first (a stable order for paging)."""
+        oldest first (by creation time, then id: a stable order for paging); with
+        ``after`` (a creation time and id), only those that come after it."""
 
     async def count_users(self, query: str | None, include_deleted: bool = False) -> int: ...
 

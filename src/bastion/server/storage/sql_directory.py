@@ -67,10 +67,15 @@ class DirectoryMixin(SQLBase):
         return sa.or_(sa.func.lower(users.c.username).like(pattern, escape="\\"),
                       sa.func.lower(users.c.email).like(pattern, escape="\\"))
 
-    def _user_filter(self, query: str | None, include_deleted: bool) -> list[Any]:
+    def _user_filter(self, query: str | None, include_deleted: bool,
+                     after: tuple[datetime, str] | None = None) -> list[Any]:
         where: list[Any] = []
         if not include_deleted:
             where.append(users.c.deleted_at.is_(None))
+        if after is not None:  # keyset paging: the ``>=`` lets ix_users_created seek
+            at, user_id = after
+            where += [users.c.created_at >= at,
+                      sa.or_(users.c.created_at > at, users.c.id > user_id)]
         if query:
             if self.engine.dialect.name == "sqlite" and len(query) >= _MIN_TRIGRAM:
                 phrase = '"' + query.replace('"', '""') + '"'
@@ -82,7 +87,8 @@ class DirectoryMixin(SQLBase):
         return where
 
     async def search_users(self, query: str | None, limit: int, offset: int,
-                           include_deleted: bool = False) -> list[User]:
+                           include_deleted: bool = False,
+                           after: tuple[datetime, str] | None = None) -> list[User]:
         if query and "\x00" in query:  # no username or email holds one; databases refuse it
             return []
         query = fold(query) if query else query  # as addresses are stored
@@ -91,13 +97,13 @@ class DirectoryMixin(SQLBase):
         if query and self.engine.dialect.name == "sqlite" and len(query) >= _MIN_TRIGRAM:
             # The FTS index materialises every match before sorting; for a common
             # substring the page is found sooner among the first rows in order.
-            first = (sa.select(users).where(*self._user_filter(None, include_deleted))
+            first = (sa.select(users).where(*self._user_filter(None, include_deleted, after))
                      .order_by(*order).limit(_SCAN_FIRST + offset).subquery())
             head = (sa.select(first).where(sa.or_(
                 first.c.username.like(_like(query), escape="\\"),
                 first.c.email.like(_like(query), escape="\\")))
                 .order_by(first.c.created_at, first.c.id).limit(limit).offset(offset))
-        stmt = (sa.select(users).where(*self._user_filter(query, include_deleted))
+        stmt = (sa.select(users).where(*self._user_filter(query, include_deleted, after))
                 .order_by(*order).limit(limit).offset(offset))
 
         def search(conn: sa.Connection) -> list[User]:
