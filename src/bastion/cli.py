@@ -339,7 +339,7 @@ async def _users_erase(args: argparse.Namespace, settings: Any) -> int:
     from bastion.server.services.users import erase_user
 
     async def erase(storage: Any) -> Any:
-        user = await erase_user(storage, settings, args.user_id)
+        user = await erase_user(storage, args.user_id)
         await audit.record(storage, audit.SYSTEM, "user.erase", user.id, via="cli")
         return user
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from api_helpers import PASSWORD, Api
 
 from bastion.server.services import throttle
+from bastion.server.services.clients import create_client
+from bastion.server.services.users import create_user
 
 
 async def create(api: Api, username: str, email: str) -> dict[str, object]:
@@ -90,6 +92,36 @@ async def test_only_an_administrator_may_erase(api: Api) -> None:
         r = await http.post(f"/api/v1/users/{target}/erase", headers=api.bearer(own))
         assert r.status_code == 403, r.text
     assert (await http.get(f"/api/v1/users/{jo['id']}")).json()["erased_at"] is None
+
+
+async def test_an_erased_user_is_given_no_roles(api: Api) -> None:
+    http = api.app.http
+    kay = await create(api, "kay", "kay@example.com")
+    org = (await http.post("/api/v1/organizations", json={"name": "acme"})).json()
+    await http.post(f"/api/v1/organizations/{org['id']}/roles", json={"name": "editor"})
+    await http.post(f"/api/v1/users/{kay['id']}/erase")
+    r = await http.post(f"/api/v1/organizations/{org['id']}/users/{kay['id']}/roles",
+                        json={"add": ["editor"]})
+    assert r.status_code == 409 and "was erased" in r.json()["detail"], r.text
+    members = (await http.get(f"/api/v1/organizations/{org['id']}/users")).json()
+    assert members["count"] == 0
+
+
+async def test_an_administrator_does_not_erase_their_own_account(api: Api) -> None:
+    http, ctx = api.app.http, api.app.ctx
+    root = await create_user(ctx.storage, ctx.passwords, username="root",
+                             email="root@example.com", password=PASSWORD, is_administrator=True)
+    console = await create_client(ctx.storage, name="console", grant_types=["password"],
+                                  scopes=["openid", "bastion:admin"])
+    r = await http.post("/oauth/token", auth=(console.client.client_id, console.client_secret),
+                        data={"grant_type": "password", "username": "root",
+                              "password": PASSWORD, "scope": "openid bastion:admin"})
+    own = api.bearer(r.json())
+    r = await http.post(f"/api/v1/users/{root.id}/erase", headers=own)
+    assert r.status_code == 403 and "another administrator" in r.json()["detail"], r.text
+    assert (await ctx.storage.get_user(root.id)).erased_at is None  # type: ignore[union-attr]
+    other = await create(api, "lou", "lou@example.com")
+    assert (await http.post(f"/api/v1/users/{other['id']}/erase", headers=own)).status_code == 200
 
 
 async def test_placeholder_addresses_cannot_be_claimed(api: Api) -> None:

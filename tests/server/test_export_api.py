@@ -1,5 +1,5 @@
-"""``GET /api/v1/users/{id}/export`` in process: an administrator's or the user's own
-download of everything kept about them, audited; nobody else's."""
+"""``GET /api/v1/users/{id}/export`` in process: an administrator's download of
+everything kept about a user, audited; never read with an app's token of the user's."""
 
 from __future__ import annotations
 
@@ -44,14 +44,26 @@ async def test_an_administrator_exports_a_user(api: Api) -> None:
     assert [e["target"] for e in events["items"]] == [eve["id"]]
 
 
-async def test_a_user_exports_their_own_and_nobody_else(api: Api) -> None:
+async def test_an_apps_token_of_the_user_reads_no_export(api: Api) -> None:
+    """An app the user signed in to holds their token: it must not learn which other
+    apps they use, or their audit trail (the account page offers the download)."""
     http = api.app.http
     fay, gil = await create(api, "fay"), await create(api, "gil")
     own = api.bearer(await api.user_token("fay"))
-    for target in ("me", fay["id"]):
+    for target in ("me", fay["id"], gil["id"]):
         r = await http.get(f"/api/v1/users/{target}/export", headers=own)
-        assert r.status_code == 200 and r.json()["user"]["id"] == fay["id"]
-    r = await http.get(f"/api/v1/users/{gil['id']}/export", headers=own)
-    assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+        assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
     missing = await http.get("/api/v1/users/no-such-user/export")
     assert missing.status_code == 404
+
+
+async def test_an_export_holds_no_secret(api: Api) -> None:
+    http = api.app.http
+    hal = await create(api, "hal")
+    tokens = await api.user_token("hal")
+    text = (await http.get(f"/api/v1/users/{hal['id']}/export")).text
+    stored = await api.app.ctx.storage.get_user(str(hal["id"]))
+    assert stored is not None and stored.password_hash
+    for secret in (tokens["access_token"], tokens["refresh_token"], tokens["id_token"],
+                   PASSWORD, stored.password_hash):
+        assert secret not in text

@@ -85,3 +85,20 @@ async def test_a_hanging_app_holds_up_only_its_own_logouts(
         slow.release()
         assert await asyncio.to_thread(slow.next) and await asyncio.to_thread(slow.next)
         assert slow.received == 2
+
+
+async def test_stopping_cancels_a_hanging_post_and_leaves_no_task(
+        ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backchannel, "POST_SECONDS", 600.0)
+    monkeypatch.setattr(outbox, "SEND_SECONDS", 600.0)
+    monkeypatch.setattr(outbox, "STOP_SECONDS", 0.5)
+    with logout_receiver() as receiver:
+        receiver.hold.set()
+        _, _, sid = await signed_in(ctx, receiver.uri)
+        await ctx.storage.revoke_session(sid, datetime.now(UTC))
+        ctx.outbox.poke()
+        assert await asyncio.to_thread(receiver.arrived.wait, 30)
+        sends = [t for t in asyncio.all_tasks() if t.get_name() == "bastion-outbox-send"]
+        assert len(sends) == 1
+        await ctx.outbox.stop()  # waits STOP_SECONDS, then cancels the send and awaits it
+        assert sends[0].cancelled() and all(t.done() for t in ctx.outbox._tasks)

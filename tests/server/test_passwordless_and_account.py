@@ -293,12 +293,19 @@ async def test_the_account_page_downloads_the_users_data(env: Env) -> None:
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     assert r.headers["cache-control"] == "no-store"
     assert r.headers["content-disposition"].startswith('attachment; filename="user-')
+    assert r.headers["x-content-type-options"] == "nosniff"
     export = r.json()
     alice = await env.ctx.storage.get_user_by_login("alice")
     assert alice is not None and export["user"]["id"] == alice.id
     assert [s["revoked_at"] for s in export["sessions"]] == [None]
+    # Only from Bastion's own pages, or an address typed in: not another site's link.
+    for site in ("cross-site", "same-site"):
+        r = await env.http.get("/account/export", headers={"Sec-Fetch-Site": site})
+        assert r.status_code == 303 and r.headers["location"] == "/account"
+    typed = await env.http.get("/account/export", headers={"Sec-Fetch-Site": "none"})
+    assert typed.status_code == 200
     events, _ = await env.ctx.storage.list_events({"action": "user.export"}, 10, 0)
-    assert [(e.actor, e.target) for e in events] == [(alice.id, alice.id)]
+    assert [(e.actor, e.target) for e in events] == [(alice.id, alice.id)] * 2
 
 
 async def test_return_to_only_for_registered_redirect_uris(env: Env) -> None:

@@ -128,3 +128,18 @@ async def test_purge_deletes_settled_notices_once_old(storage: SQLStorage) -> No
     assert done["logout_notices"] == 1  # the one still waiting stays
     (left,) = await storage.claim_logout_notices(later, limit=10)
     assert left.id == waiting.id
+
+
+async def test_a_claim_skips_the_clients_in_hand(storage: SQLStorage) -> None:
+    """The outbox worker posts to one client one notice at a time: it claims notices
+    of the clients it is not posting to already."""
+    await setup(storage)
+    await storage.create_client(replace(client("shop"), backchannel_logout_uri=URI))
+    await storage.create_grant(grant("s1-shop", client_id="shop", session_id="s1"), None)
+    await storage.revoke_user_sessions(user().id, NOW)  # app: s1, s2, none; shop: s1
+    (shop,) = await storage.claim_logout_notices(LATER, limit=10, skip_clients={"app"})
+    assert (shop.client_id, shop.session_id) == ("shop", "s1")
+    assert await storage.claim_logout_notices(LATER, limit=10,
+                                              skip_clients={"app", "shop"}) == []
+    assert sorted(n.session_id or "" for n in await storage.claim_logout_notices(
+        LATER, limit=10, skip_clients={"shop"})) == ["", "s1", "s2"]

@@ -145,8 +145,8 @@ class Users(Namespace["Client"]):
 
     def export(self, user_id: str) -> dict[str, Any]:
         """Everything the server keeps about the user, as the JSON document of
-        ``GET /api/v1/users/{id}/export`` (a user may export their own: ``with_token``
-        and ``"me"``)."""
+        ``GET /api/v1/users/{id}/export`` (administrators only; a user downloads their
+        own from the account page)."""
         return self._client._run(
             _admin_users.export_user_flow(self._client._core, user_id, self._token)
         )

@@ -192,6 +192,8 @@ class OutgoingMail:
     sent_at: datetime | None = None
     failed_at: datetime | None = None
     last_error: str | None = None
+    #: The user the mail is about, if any (erasing them deletes it).
+    user_id: str | None = None
     claimed_until: datetime | None = None  # set by ``claim_mail``: the claim to settle it with
 
 

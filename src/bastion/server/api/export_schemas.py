@@ -84,4 +84,4 @@ def download(export: UserExport) -> Response:
     body = UserExportOut.of(export, datetime.now(UTC)).model_dump_json(indent=2)
     return Response(body, media_type="application/json", headers={
         "Content-Disposition": f'attachment; filename="user-{export.user.id}.json"',
-        "Cache-Control": "no-store"})
+        "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})

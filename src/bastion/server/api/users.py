@@ -92,8 +92,9 @@ async def user_organizations(user_id: str, request: Request, who: Who, limit: Li
 async def export_user(user_id: str, request: Request, who: Who) -> Response:
     """The profile, organizations and roles, sessions, the apps' grants and the audit
     events by or about the user, as one JSON document (a download; GDPR articles 15 and
-    20). A user may export their own (`me`). Recorded as `user.export`."""
-    user_id = require_self_or_admin(who, user_id)
+    20). Administrators only: a user downloads their own from the account page, as an
+    app holding one of their tokens must not read it all. Recorded as `user.export`."""
+    require_admin(who)
     ctx = context(request)
     export = await service.export_user(ctx.storage, user_id)
     await audit.record(ctx.storage, actor(who, request), "user.export", user_id)
@@ -146,8 +147,11 @@ async def erase_user(user_id: str, request: Request, who: Who) -> UserOut:
     in the audit trail too. An erased user cannot be restored or changed; erasing
     one again changes nothing."""
     require_admin(who)
+    if who.user is not None and who.user.id == user_id:
+        raise ApiError(403, "Forbidden", "An administrator cannot erase their own account "
+                       "(it would end their access at once); ask another administrator.")
     ctx = context(request)
-    user = await service.erase_user(ctx.storage, ctx.settings, user_id)
+    user = await service.erase_user(ctx.storage, user_id)
     ctx.outbox.poke()  # back-channel logouts
     await audit.record(ctx.storage, actor(who, request), "user.erase", user_id)
     return UserOut.of(user)

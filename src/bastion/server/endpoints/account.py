@@ -92,9 +92,13 @@ async def account(request: Request) -> Response:
 
 @router.get(ACCOUNT_PATH + "/export", include_in_schema=False)
 async def export(request: Request) -> Response:
-    """The signed-in user's data, as ``GET /api/v1/users/me/export`` answers it: a
-    download (a cross-site link can start it, but only the user's own browser gets it)."""
+    """The signed-in user's data, as ``GET /api/v1/users/{id}/export`` answers it: a
+    download, started from this page only (a browser says where a request came from:
+    another site's link must not make people download their data, or fill the audit
+    trail)."""
     ctx: Context = request.app.state.ctx
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return RedirectResponse(ACCOUNT_PATH, 303)
     current = await _current(ctx, request)
     if current is None:
         return login_page(ctx, request, None, "", next_url=ACCOUNT_PATH)

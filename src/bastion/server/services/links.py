@@ -101,6 +101,7 @@ async def _sign_in_link(storage: Storage, settings: Settings, email: str, client
     token = await _issue(storage, settings, "sign_in", email, user, client.client_id,
                          {"authorize": authorize_query})
     await outbox.enqueue(storage, _seal(settings), email, "Your sign-in link", "sign_in",
+                         user_id=user.id if user else None,
                          link=f"{settings.issuer_url}{SIGN_IN_PATH}?token={token}",
                          client_name=client.name, minutes=settings.sign_in_link_ttl // 60)
     return True
@@ -116,7 +117,7 @@ async def send_email_change(storage: Storage, settings: Settings, *, user: User,
     await storage.cancel_one_time_tokens(user.id, ("email_change",), datetime.now(UTC))
     token = await _issue(storage, settings, "email_change", new_email, user, None, {})
     await outbox.enqueue(storage, _seal(settings), new_email, "Confirm your new email address",
-                         "email_change",
+                         "email_change", user_id=user.id,
                          link=f"{settings.issuer_url}{EMAIL_CHANGE_PATH}?token={token}",
                          username=user.username, email=new_email,
                          minutes=settings.sign_in_link_ttl // 60)
@@ -127,7 +128,7 @@ async def send_email_changed(storage: Storage, settings: Settings, *, user: User
     """Tell the address a user had that the account now has another one, so a change
     made by someone else does not go unnoticed."""
     await outbox.enqueue(storage, _seal(settings), old_email, "Your email address was changed",
-                         "email_changed",
+                         "email_changed", user_id=user.id,
                          username=user.username, old_email=old_email, email=user.email,
                          account=f"{settings.issuer_url}/account")
 

@@ -108,12 +108,12 @@ def render(template: str, **values: object) -> tuple[str, str]:
             _templates.get_template(f"{template}.html").render(**values))
 
 
-async def enqueue(storage: Storage, seal: Seal, to: str, subject: str, template: str,
-                  **values: object) -> OutgoingMail:
-    """Queue a mail, its bodies sealed; returns it as stored."""
+async def enqueue(storage: Storage, seal: Seal, to: str, subject: str, template: str, *,
+                  user_id: str | None = None, **values: object) -> OutgoingMail:
+    """Queue a mail about ``user_id`` (if any), its bodies sealed; returns it as stored."""
     text, html = render(template, **values)
     mail = seal.close(OutgoingMail(id=str(uuid.uuid4()), to=to, subject=subject, text=text,
-                                   html=html, created_at=datetime.now(UTC)))
+                                   html=html, created_at=datetime.now(UTC), user_id=user_id))
     await storage.enqueue_mail(mail)
     return mail
 
@@ -362,5 +362,6 @@ class OutboxWorker:
         except asyncio.CancelledError:  # ``stop`` ran out of patience: so do the sends
             for task in running:
                 task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)  # before the storage goes
             raise
         await asyncio.gather(*running, return_exceptions=True)  # stopping: let them finish

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -89,7 +89,7 @@ def account_key(settings: Settings, user_id: str) -> tuple[str, Policy]:
     return ACCOUNT_KEY + user_id, _account_policy(settings)
 
 
-def keys_naming(user_id: str, names: Iterable[str]) -> list[str]:
+def keys_naming(user_id: str, names: Collection[str]) -> list[str]:
     """Every key that names an account: its id, and its logins and addresses as a
     sign-in or a link request spells them."""
     spelled = sorted({fold(name.strip())[:300] for name in names})

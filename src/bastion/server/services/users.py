@@ -11,8 +11,7 @@ from bastion.server.models import User
 from bastion.server.services import login, throttle
 from bastion.server.services.errors import AlreadyExists, Erased, InvalidInput, NotFound
 from bastion.server.services.passwords import Passwords
-from bastion.server.settings import Settings
-from bastion.server.storage.base import Conflict, Storage, UserExport
+from bastion.server.storage.base import Conflict, PersonalData, Storage, UserExport
 from bastion.server.text import fold
 
 #: The rules, as patterns the API schema states too.
@@ -165,21 +164,24 @@ async def _missing(storage: Storage, user_id: str) -> NoReturn:
 
 #: Audit events an export carries; the rest are paged through the events API.
 EXPORT_EVENTS = 10_000
+#: Where a user's name lies beyond their own rows (``Storage.export_user``,
+#: ``Storage.erase_user``): failed sign-ins name the login tried, ``user.create``
+#: names the username, and the throttle counts a login, an address and the account.
+PERSONAL_DATA = PersonalData(attempts=login.ATTEMPTS, spell=login.tried,
+                             named=("user.create",), throttle_keys=throttle.keys_naming)
 
 
 async def export_user(storage: Storage, user_id: str) -> UserExport:
-    export = await storage.export_user(user_id, EXPORT_EVENTS)
+    export = await storage.export_user(user_id, EXPORT_EVENTS, PERSONAL_DATA)
     if export is None:
         raise NotFound("user", user_id)
     return export
 
 
-async def erase_user(storage: Storage, settings: Settings, user_id: str) -> User:
+async def erase_user(storage: Storage, user_id: str) -> User:
     """Erase the user's personal data for good (``Storage.erase_user``); the apps
-    holding their tokens are told as for a deletion, and their throttle counts go."""
-    erased = await storage.erase_user(user_id, datetime.now(UTC), attempts=login.ATTEMPTS)
-    if erased is None:
+    holding their tokens are told as for a deletion."""
+    user = await storage.erase_user(user_id, datetime.now(UTC), PERSONAL_DATA)
+    if user is None:
         raise NotFound("user", user_id)
-    if erased.names:
-        await storage.clear_throttles(throttle.keys_naming(user_id, erased.names))
-    return erased.user
+    return user

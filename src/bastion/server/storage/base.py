@@ -37,12 +37,23 @@ DeleteOrganizationResult = DeleteRoleResult
 DeleteClientResult = Literal["deleted", "already", "missing"]
 
 
+def _no_keys(_user_id: str, _names: Collection[str]) -> list[str]:
+    return []
+
+
 @dataclass(frozen=True, slots=True)
-class ErasedUser:
-    user: User
-    #: The usernames and addresses the user's data held (none if erased before): what
-    #: the caller still forgets outside the database, e.g. throttle keys.
-    names: tuple[str, ...] = ()
+class PersonalData:
+    """Where a user's name lies beyond their own rows, in terms the services define:
+    what ``export_user`` gathers and ``erase_user`` takes out with the rest."""
+
+    #: Actions of sign-in attempts, whose target is the login tried, as ``spell``
+    #: spells it (not the user's id: the account may not exist).
+    attempts: Collection[str] = ()
+    spell: Callable[[str], str] = str
+    #: Actions whose detail may hold the ``username`` or ``email`` of their target.
+    named: Collection[str] = ()
+    #: The throttle keys that name the account, from its id and its names.
+    throttle_keys: Callable[[str, Collection[str]], list[str]] = _no_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +65,7 @@ class UserExport:
     organizations: list[tuple[Organization, tuple[str, ...]]]
     sessions: list[LoginSession]  # newest first, ended ones too
     grants: list[tuple[Grant, str | None]]  # newest first, with the client's name
-    events: list[Event]  # by them or about them, newest first, at most ``event_limit``
+    events: list[Event]  # theirs, newest first, at most ``event_limit``
     events_total: int
 
 
@@ -267,20 +278,22 @@ class Storage(Protocol):
         never one without the other). None if there is no such user, or it was erased
         (an erased user is never changed again)."""
 
-    async def erase_user(self, user_id: str, at: datetime, *,
-                         attempts: Collection[str] = ()) -> ErasedUser | None:
+    async def erase_user(self, user_id: str, at: datetime,
+                         data: PersonalData) -> User | None:
         """Erase a user's personal data for good, in one transaction: placeholders for
         the name and address (``erased_at`` set, deleted if not already, no password),
-        what ``revoke_user_sessions`` does, then delete their sessions, memberships,
-        emailed links and mail (to any address of theirs the links name), and take
-        their name out of the audit trail: the ``target`` of the events whose action
-        is in ``attempts`` (sign-in attempts, which name the login tried) becomes the
-        user's id, and the ``username`` and ``email`` of their events' details go.
-        ``None`` if there is no such user; an erased user is left as it is."""
+        what ``revoke_user_sessions`` does, and delete their sessions, memberships,
+        emailed links, mail and throttle counts; in the audit trail, the attempts on
+        their username or address name their id instead, and the ``named`` events
+        about them lose the username and email of their detail. Returns the user as
+        left; ``None`` if there is no such user. An erased user is left as it is, and
+        ``update_user`` and ``change_user_roles`` leave them so too."""
 
-    async def export_user(self, user_id: str, event_limit: int) -> UserExport | None:
-        """Everything kept about a user, read at once; ``None`` if there is no such
-        user."""
+    async def export_user(self, user_id: str, event_limit: int,
+                          data: PersonalData) -> UserExport | None:
+        """Everything kept about a user; ``None`` if there is no such user. The events
+        are those by or about them and the attempts on their username or address; of
+        the events by others, the address (``ip``) is left out."""
 
     async def verify_email(self, user_id: str, email: str, at: datetime) -> bool:
         """Mark the user's address verified at ``at`` if it is still ``email`` (a link
@@ -339,7 +352,8 @@ class Storage(Protocol):
     ) -> list[Role]:
         """Add (idempotently, also when concurrent) and remove a user's roles in one
         transaction; the roles after. Raises ``Missing`` (changing nothing) if a role
-        to add is not (or no longer) one of the organization's."""
+        to add is not (or no longer) one of the organization's, or, keyed by
+        ``user_id``, if roles are added to an erased user."""
 
     async def add_event(self, event: Event) -> None: ...
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,9 +16,9 @@ from bastion.server.storage.base import (
     Conflict,
     DeleteOrganizationResult,
     DeleteRoleResult,
-    ErasedUser,
     EventFilter,
     Missing,
+    PersonalData,
     UserExport,
 )
 from bastion.server.storage.conflicts import conflict
@@ -29,6 +29,7 @@ from bastion.server.storage.tables import (
     events,
     grants,
     login_sessions,
+    login_throttle,
     one_time_tokens,
     organizations,
     outbox,
@@ -146,20 +147,19 @@ class DirectoryMixin(SQLBase):
         except IntegrityError as exc:
             raise conflict(exc) from None
 
-    async def erase_user(self, user_id: str, at: datetime, *,
-                         attempts: Collection[str] = ()) -> ErasedUser | None:
-        def erase(conn: sa.Connection) -> ErasedUser | None:
-            # Locked (PostgreSQL): a racing erasure or change waits, then sees this one.
-            row = conn.execute(sa.select(users).where(users.c.id == user_id)
-                               .with_for_update()).mappings().first()
+    async def erase_user(self, user_id: str, at: datetime,
+                         data: PersonalData) -> User | None:
+        def erase(conn: sa.Connection) -> User | None:
+            row = _locked_user(conn, user_id)
             if row is None or row["erased_at"] is not None:
-                return None if row is None else ErasedUser(User(**row))
+                return None if row is None else User(**row)
             # Their address, and those their email-change links name, unless another
             # user holds one now (that one's mail and links are theirs).
             addresses = {row["email"], *conn.execute(sa.select(one_time_tokens.c.email).where(
                 one_time_tokens.c.user_id == user_id)).scalars()}
             addresses -= set(conn.execute(sa.select(users.c.email).where(
                 users.c.email.in_(addresses), users.c.id != user_id)).scalars())
+            logins = {row["username"], row["email"]}
             # Unclaimable placeholders: no username holds a ':', no address ends in
             # '.invalid' (services.users refuses both).
             conn.execute(users.update().where(users.c.id == user_id).values(
@@ -167,36 +167,44 @@ class DirectoryMixin(SQLBase):
                 password_hash=None, is_administrator=False, email_verified_at=None,
                 deleted_at=sa.func.coalesce(users.c.deleted_at, at), erased_at=at,
                 updated_at=at))
-            end_user_sessions(conn, user_id, at)  # the apps are told first
-            for table in (login_sessions, user_roles):
-                conn.execute(table.delete().where(table.c.user_id == user_id))
+            # Memberships first: deleting an organization takes them, then grants.
+            conn.execute(user_roles.delete().where(user_roles.c.user_id == user_id))
+            end_user_sessions(conn, user_id, at)  # the apps are told
+            conn.execute(login_sessions.delete().where(login_sessions.c.user_id == user_id))
+            unowned = (one_time_tokens.c.user_id.is_(None),
+                       one_time_tokens.c.email.in_(addresses))
             conn.execute(one_time_tokens.delete().where(sa.or_(
-                one_time_tokens.c.user_id == user_id, one_time_tokens.c.email.in_(addresses))))
-            conn.execute(outbox.delete().where(outbox.c.to.in_(addresses)))
-            username = row["username"]
-            typed = {username, username.lower(), fold(username), *addresses}
-            if attempts:
-                conn.execute(events.update().where(
-                    events.c.action.in_(attempts), events.c.target.in_(typed)
-                ).values(target=user_id))
-            named = conn.execute(sa.select(events.c.id, events.c.detail).where(
-                events.c.target == user_id)).all()
-            for event_id, detail in named:
-                if isinstance(detail, dict) and ("username" in detail or "email" in detail):
+                one_time_tokens.c.user_id == user_id, sa.and_(*unowned))))
+            conn.execute(outbox.delete().where(sa.or_(
+                outbox.c.user_id == user_id,
+                sa.and_(outbox.c.user_id.is_(None), outbox.c.to.in_(addresses)))))
+            keys = data.throttle_keys(user_id, sorted(logins | addresses))
+            if keys:
+                conn.execute(login_throttle.delete().where(login_throttle.c.key.in_(keys)))
+            if data.attempts:
+                conn.execute(events.update().where(*_attempts_on(data, logins))
+                             .values(target=user_id))
+            if data.named:
+                named = conn.execute(sa.select(events.c.id, events.c.detail).where(
+                    events.c.target == user_id, events.c.action.in_(data.named))).all()
+                for event_id, detail in named:
                     kept = {k: v for k, v in detail.items() if k not in ("username", "email")}
-                    conn.execute(events.update().where(events.c.id == event_id)
-                                 .values(detail=kept))
-            erased = conn.execute(sa.select(users).where(users.c.id == user_id)).mappings().one()
-            return ErasedUser(User(**erased), tuple(sorted({username, *addresses})))
-        return await self._write(erase)
+                    if kept != detail:
+                        conn.execute(events.update().where(events.c.id == event_id)
+                                     .values(detail=kept))
+            return User(**conn.execute(sa.select(users).where(users.c.id == user_id))
+                        .mappings().one())
+        return await self._write(erase, may_wait=True)
 
-    async def export_user(self, user_id: str, event_limit: int) -> UserExport | None:
-        theirs = sa.or_(events.c.actor == user_id, events.c.target == user_id)
-
+    async def export_user(self, user_id: str, event_limit: int,
+                          data: PersonalData) -> UserExport | None:
         def export(conn: sa.Connection) -> UserExport | None:
             row = conn.execute(sa.select(users).where(users.c.id == user_id)).mappings().first()
             if row is None:
                 return None
+            theirs = [events.c.actor == user_id, events.c.target == user_id]
+            if data.attempts:
+                theirs.append(sa.and_(*_attempts_on(data, {row["username"], row["email"]})))
             held: dict[str, list[str]] = {}
             for org_id, role in conn.execute(
                     sa.select(user_roles.c.organization_id, roles.c.name)
@@ -213,7 +221,7 @@ class DirectoryMixin(SQLBase):
                 .outerjoin(clients, clients.c.client_id == grants.c.client_id)
                 .where(grants.c.user_id == user_id)
                 .order_by(grants.c.created_at.desc(), grants.c.id)).mappings()
-            listed = conn.execute(sa.select(events).where(theirs).order_by(
+            listed = conn.execute(sa.select(events).where(sa.or_(*theirs)).order_by(
                 events.c.at.desc(), events.c.id).limit(event_limit)).mappings()
             return UserExport(
                 user=User(**row),
@@ -222,9 +230,10 @@ class DirectoryMixin(SQLBase):
                 sessions=[LoginSession(**s) for s in sessions.mappings()],
                 grants=[(Grant(**{k: v for k, v in g.items() if k != "client_name"}),
                          g["client_name"]) for g in granted],
-                events=[Event(**e) for e in listed],
+                events=[Event(**{**e, "ip": e["ip"] if e["actor"] == user_id else None})
+                        for e in listed],
                 events_total=int(conn.execute(sa.select(sa.func.count()).select_from(events)
-                                              .where(theirs)).scalar_one()))
+                                              .where(sa.or_(*theirs))).scalar_one()))
         return await self._read(export)
 
     async def verify_email(self, user_id: str, email: str, at: datetime) -> bool:
@@ -416,7 +425,7 @@ class DirectoryMixin(SQLBase):
                                 remove: Iterable[str]) -> list[Role]:
         """Add and remove role ids in one transaction; returns the roles after. Raises
         ``Missing`` (changing nothing) if a role to add is not (or no longer) one of
-        the organization's."""
+        the organization's, or the user is erased (``Missing(user_id)``)."""
         gone, wanted = list(remove), list(dict.fromkeys(add))
 
         def change(conn: sa.Connection) -> list[Role]:
@@ -425,6 +434,11 @@ class DirectoryMixin(SQLBase):
                 missing = [r for r in wanted if r not in live]
                 if missing:
                     raise Missing(missing[0])
+                # Locked as the roles are: an erasure under way is waited for.
+                held = conn.execute(sa.select(users.c.erased_at).where(users.c.id == user_id)
+                                    .with_for_update(read=True, key_share=True)).first()
+                if held is None or held.erased_at is not None:
+                    raise Missing(user_id)
             if gone:
                 conn.execute(user_roles.delete().where(
                     user_roles.c.user_id == user_id, user_roles.c.role_id.in_(gone)))
@@ -484,14 +498,28 @@ def _live_roles(conn: sa.Connection, role_ids: list[str], org_id: str | None = N
                             .with_for_update(read=True, key_share=True)).scalars())
 
 
-def _sqlite_write_lock(conn: sa.Connection, *where: Any) -> bool:
-    """On SQLite, take the database's write lock now with a no-op update of the roles
-    ``where`` selects (a SELECT does not take it, and another process may write in
-    between); whether it did (``False`` elsewhere)."""
+def _sqlite_write_lock(conn: sa.Connection, *where: Any, column: Any = roles.c.name) -> bool:
+    """On SQLite, take the database's write lock now with a no-op update of the rows
+    ``where`` selects in ``column``'s table (a SELECT does not take it, and another
+    process may write in between); whether it did (``False`` elsewhere)."""
     if conn.dialect.name != "sqlite":
         return False
-    conn.execute(roles.update().where(*where).values(name=roles.c.name))
+    conn.execute(column.table.update().where(*where).values({column.name: column}))
     return True
+
+
+def _locked_user(conn: sa.Connection, user_id: str) -> sa.RowMapping | None:
+    """The user's row, locked until the transaction ends: a racing erasure, change
+    or role assignment waits (PostgreSQL ``FOR UPDATE``; on SQLite the write lock)."""
+    _sqlite_write_lock(conn, users.c.id == user_id, column=users.c.id)
+    return conn.execute(sa.select(users).where(users.c.id == user_id)
+                        .with_for_update()).mappings().first()
+
+
+def _attempts_on(data: PersonalData, logins: Iterable[str]) -> list[Any]:
+    """The sign-in attempts on any of ``logins`` (a username, an address)."""
+    return [events.c.action.in_(data.attempts),
+            events.c.target.in_({data.spell(login) for login in logins})]
 
 
 def _roles(conn: sa.Connection, where: Any) -> list[Role]:

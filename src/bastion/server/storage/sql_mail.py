@@ -30,8 +30,8 @@ def _failed(table: sa.Table, error: str, retry_at: datetime | None,
 class MailMixin(SQLBase):
     async def enqueue_mail(self, mail: OutgoingMail) -> None:
         await self._insert(outbox, {
-            "id": mail.id, "to": mail.to, "subject": mail.subject, "text": mail.text,
-            "html": mail.html, "created_at": mail.created_at, "attempts": 0,
+            "id": mail.id, "to": mail.to, "user_id": mail.user_id, "subject": mail.subject,
+            "text": mail.text, "html": mail.html, "created_at": mail.created_at, "attempts": 0,
             "next_attempt_at": mail.created_at})
 
     async def claim_mail(self, now: datetime, limit: int = 10) -> list[OutgoingMail]:

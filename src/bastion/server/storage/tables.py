@@ -235,6 +235,7 @@ outbox = sa.Table(
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("to", sa.String(320), nullable=False),
+    sa.Column("user_id", sa.String(36), nullable=True, index=True),  # whom it is about
     sa.Column("subject", sa.String(300), nullable=False),
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("html", sa.Text, nullable=False),
