@@ -195,7 +195,7 @@ class Blocking:
             )
         if isinstance(attr, Namespace):  # client.users and the like
             return _BlockingNamespace(attr, self._portal)
-        if inspect.isasyncgenfunction(attr):  # iterators: drained in the portal's loop
+        if name == "iterate":  # an async iterator: drained in the portal's loop
             async def drain(*args: Any, **kwargs: Any) -> list[Any]:
                 return [item async for item in attr(*args, **kwargs)]
             return lambda *args, **kwargs: iter(self._portal.call(

@@ -120,6 +120,16 @@ def test_iterate_follows_the_cursors(make_client: Any, provider: FakeProvider) -
     assert first == {"limit": "1", "offset": "0", "q": "a", "include_deleted": "false"}
     assert then == {**first, "after": "c1"}
     assert repr(Page([1], 3, "c")) == "Page([1], total=3, next_cursor='c')"
+    event = {"id": "e1", "at": "2026-11-23T17:00:00Z", "action": "user.create",
+             "actor": None, "actor_type": "system", "target": "u1", "client_id": None,
+             "ip": None, "detail": {}}
+    provider.overrides[api_path("/events")] = [
+        httpx2.Response(200, json={"items": [event], "count": 2, "next": "c1"}),
+        httpx2.Response(200, json={"items": [{**event, "id": "e0"}], "count": 2}),
+    ]
+    assert [e.id for e in client.events.iterate(target="u1", page_size=1)] == ["e1", "e0"]
+    assert dict(provider.requests[-1].url.params) == {
+        "limit": "1", "offset": "0", "target": "u1", "after": "c1"}
 
 
 def test_errors_are_mapped(make_client: Any, provider: FakeProvider) -> None:

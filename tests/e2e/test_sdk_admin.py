@@ -65,7 +65,7 @@ class Blocking:
             return Blocking(attr, self._portal)
         if name == "with_token":
             return lambda *a, **k: Blocking(attr(*a, **k), self._portal)
-        if inspect.isasyncgenfunction(attr):  # iterators: drained in the portal's loop
+        if name == "iterate":  # an async iterator: drained in the portal's loop
             async def drain(*a: Any, **k: Any) -> list[Any]:
                 return [item async for item in attr(*a, **k)]
             return lambda *a, **k: iter(self._portal.call(functools.partial(drain, *a, **k)))
@@ -523,6 +523,11 @@ def test_events(api: Any, any_server: ServerProcess) -> None:
     assert api.events.list(target=user.id, since=before.replace(tzinfo=None)).total == 2
     assert len(api.events.list(actor=any_server.admin_client_id, limit=1)) == 1
     assert api.events.list(target=user.id, limit=1, offset=1)[0].action == "user.create"
+    first = api.events.list(target=user.id, limit=1)
+    assert first.next_cursor and [e.action for e in api.events.list(
+        target=user.id, limit=1, after=first.next_cursor)] == ["user.create"]
+    assert [e.action for e in api.events.iterate(target=user.id, page_size=1)] == [
+        "user.update", "user.create"]
     with pytest.raises(BadRequest):
         api.events.list(limit=0)
 

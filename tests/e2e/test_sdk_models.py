@@ -161,6 +161,8 @@ def test_events(connections: App, call: Callable[..., Any]) -> None:
     org = call(Organization, "create", unique("evorg"), using="admin")
     events = call(Event, "list", action="organization.create", target=org.id, using="admin")
     assert [(e.action, e.detail) for e in events] == [("organization.create", {"name": org.name})]
+    every = list(Event.iterate(target=org.id, page_size=1, using="admin"))
+    assert [e.id for e in every] == [e.id for e in events]
 
 
 def test_objects_keep_to_their_shell(connections: App) -> None:

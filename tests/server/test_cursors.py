@@ -46,3 +46,16 @@ async def test_the_api_pages_by_cursor(api: Api) -> None:
     assert bad.status_code == 422
     bad = await http.get("/api/v1/users", params={"after": "bm9wZQ"})
     assert bad.status_code == 422 and bad.json()["field"] == "after"
+
+
+async def test_the_events_api_pages_by_cursor(api: Api) -> None:
+    http = api.app.http
+    for name in ("qa", "qb", "qc"):
+        await http.post("/api/v1/users", json={"username": name, "email": f"{name}@ex.org"})
+    query = {"action": "user.create", "limit": 2}
+    first = (await http.get("/api/v1/events", params=query)).json()
+    assert [e["detail"]["username"] for e in first["items"]] == ["qc", "qb"] and first["next"]
+    rest = (await http.get("/api/v1/events", params={**query, "after": first["next"]})).json()
+    assert [e["detail"]["username"] for e in rest["items"]] == ["qa"] and rest["next"] is None
+    bad = await http.get("/api/v1/events", params={"after": "bm9wZQ"})
+    assert bad.status_code == 422 and bad.json()["field"] == "after"

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from test_contract import NOW, user
 
-from bastion.server.models import User
+from bastion.server.models import Event, User
 from bastion.server.storage import SQLStorage
 
 # Three share a creation time: the id orders them.
@@ -62,3 +62,48 @@ async def test_changes_between_pages_neither_skip_nor_repeat(storage: SQLStorage
 
     seen = await walk(storage, "member", 3, meanwhile)
     assert seen == [u.id for u in made] + [user(98).id]
+
+
+def event(n: int, at_seconds: int, action: str = "login.success") -> Event:
+    return Event(id=f"ev{n:02d}", at=NOW + timedelta(seconds=at_seconds), action=action,
+                 actor=None, actor_type="system", target=None, client_id=None, ip=None)
+
+
+async def seed_events(storage: SQLStorage) -> list[str]:
+    """Seven sign-ins (three share a time: the greater id is the newer) and one event
+    the filter leaves out; the sign-ins' ids, newest first."""
+    for n, at in enumerate([0, 1, 1, 1, 2, 3, 3], start=1):
+        await storage.add_event(event(n, at))
+    await storage.add_event(event(99, 2, "user.create"))
+    return ["ev07", "ev06", "ev05", "ev04", "ev03", "ev02", "ev01"]
+
+
+async def walk_events(storage: SQLStorage, size: int, between: object = None) -> list[str]:
+    seen: list[str] = []
+    after = None
+    while True:
+        page, _ = await storage.list_events({"action": "login.success"}, size, 0, after=after)
+        seen += [e.id for e in page]
+        if len(page) < size:
+            return seen
+        if callable(between):
+            await between()
+            between = None
+        after = (page[-1].at, page[-1].id)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7])
+async def test_events_page_by_cursor_newest_first(storage: SQLStorage, size: int) -> None:
+    newest_first = await seed_events(storage)
+    assert await walk_events(storage, size) == newest_first
+
+
+async def test_new_events_between_pages_shift_nothing(storage: SQLStorage) -> None:
+    newest_first = await seed_events(storage)
+
+    async def meanwhile() -> None:
+        await storage.add_event(event(50, 9))  # newer than every page: not walked into
+
+    assert await walk_events(storage, 2, meanwhile) == newest_first
+    _, total = await storage.list_events({"action": "login.success"}, 1, 0)
+    assert total == 8

@@ -19,8 +19,10 @@ def list_events_flow(
     limit: int = 50,
     offset: int = 0,
     token: Token | None = None,
+    after: str | None = None,
 ) -> Flow[Page[Event]]:
-    """Events newest first; ``filters``: action, actor, target, client_id, since, until."""
-    params = page_params(limit, offset, **filters)
+    """Events newest first; ``filters``: action, actor, target, client_id, since, until;
+    ``after``: a page's ``next_cursor``, for the (older) page that follows it."""
+    params = page_params(limit, offset, **filters, after=after)
     response = yield from api_flow(core, "GET", "/events", token=token, params=params)
     return page(core, body(response), Event.from_json)

@@ -21,7 +21,7 @@ from ._admin import Token
 from .events import Event
 from .models import User
 from .organizations import Member, Organization, Role, UserRoles
-from .paging import Page
+from .paging import Page, walk
 from .tokens import TokenSet
 
 if TYPE_CHECKING:  # a cycle at run time: the shells import this module
@@ -81,13 +81,8 @@ class Users(Namespace["Client"]):
     ) -> Iterator[User]:
         """Every matching user, oldest first, fetched a page at a time by cursor, so
         users added or deleted meanwhile make it neither skip nor repeat anyone."""
-        after = None
-        while True:
-            page = self.search(query, page_size, 0, include_deleted, after=after)
-            yield from page
-            if page.next_cursor is None:
-                return
-            after = page.next_cursor
+        return walk(lambda after: self.search(query, page_size, 0, include_deleted,
+                                              after=after))
 
     def count(self, query: str | None = None, include_deleted: bool = False) -> int:
         flow = _admin_users.count_users_flow(
@@ -273,8 +268,11 @@ class Events(Namespace["Client"]):
         until: datetime | None = None,
         limit: int = 50,
         offset: int = 0,
+        *,
+        after: str | None = None,
     ) -> Page[Event]:
-        """Audit events matching every filter given, newest first."""
+        """Audit events matching every filter given, newest first; ``after`` a page's
+        ``next_cursor`` for the (older) page that follows it."""
         filters = {
             "action": action,
             "actor": actor,
@@ -284,6 +282,21 @@ class Events(Namespace["Client"]):
             "until": until,
         }
         flow = _admin_events.list_events_flow(
-            self._client._core, filters, limit, offset, self._token
+            self._client._core, filters, limit, offset, self._token, after
         )
         return self._client._run(flow)
+
+    def iterate(
+        self,
+        action: str | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+        client_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Event]:
+        """Every matching event, newest first, a page at a time by cursor: events
+        recorded meanwhile make it neither skip nor repeat one (they are newer)."""
+        return walk(lambda after: self.list(action, actor, target, client_id, since, until,
+                                            page_size, after=after))

@@ -14,7 +14,7 @@ from ._api import Namespace
 from .events import Event
 from .models import User
 from .organizations import Member, Organization, Role, UserRoles
-from .paging import Page
+from .paging import Page, awalk
 from .tokens import TokenSet
 
 if TYPE_CHECKING:  # a cycle at run time: the shells import this module
@@ -49,17 +49,11 @@ class AsyncUsers(Namespace["AsyncClient"]):
         )
         return await self._client._run(flow)
 
-    async def iterate(
+    def iterate(
         self, query: str | None = None, include_deleted: bool = False, page_size: int = 100
     ) -> AsyncIterator[User]:
-        after = None
-        while True:
-            page = await self.search(query, page_size, 0, include_deleted, after=after)
-            for user in page:
-                yield user
-            if page.next_cursor is None:
-                return
-            after = page.next_cursor
+        return awalk(lambda after: self.search(query, page_size, 0, include_deleted,
+                                               after=after))
 
     async def count(self, query: str | None = None, include_deleted: bool = False) -> int:
         flow = _admin_users.count_users_flow(
@@ -233,6 +227,8 @@ class AsyncEvents(Namespace["AsyncClient"]):
         until: datetime | None = None,
         limit: int = 50,
         offset: int = 0,
+        *,
+        after: str | None = None,
     ) -> Page[Event]:
         filters = {
             "action": action,
@@ -243,6 +239,19 @@ class AsyncEvents(Namespace["AsyncClient"]):
             "until": until,
         }
         flow = _admin_events.list_events_flow(
-            self._client._core, filters, limit, offset, self._token
+            self._client._core, filters, limit, offset, self._token, after
         )
         return await self._client._run(flow)
+
+    def iterate(
+        self,
+        action: str | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+        client_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[Event]:
+        return awalk(lambda after: self.list(action, actor, target, client_id, since, until,
+                                             page_size, after=after))

@@ -3,7 +3,7 @@ sign-ins, sign-outs, token revocations), newest first."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -78,6 +78,40 @@ class Event(Bound):
         ``until`` exclusive (naive datetimes are taken as UTC)."""
         return shared_client(using).events.list(
             action, actor, target, client_id, since, until, limit, offset
+        )
+
+    @classmethod
+    def iterate(
+        cls,
+        action: str | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+        client_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 100,
+        using: str | None = None,
+    ) -> Iterator[Event]:
+        """Every matching event, newest first, a page at a time (by cursor)."""
+        return shared_client(using).events.iterate(
+            action, actor, target, client_id, since, until, page_size
+        )
+
+    @classmethod
+    def aiterate(
+        cls,
+        action: str | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+        client_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 100,
+        using: str | None = None,
+    ) -> AsyncIterator[Event]:
+        """``async for event in Event.aiterate(...)``."""
+        return shared_async_client(using).events.iterate(
+            action, actor, target, client_id, since, until, page_size
         )
 
     @classmethod

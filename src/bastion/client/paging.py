@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TypeVar
 
-__all__ = ["Page"]
+__all__ = ["Page", "awalk", "walk"]
 
 T = TypeVar("T")
 
@@ -28,3 +28,25 @@ class Page(list[T]):
     def __repr__(self) -> str:
         cursor = f", next_cursor={self.next_cursor!r}" if self.next_cursor else ""
         return f"Page({list.__repr__(self)}, total={self.total}{cursor})"
+
+
+def walk(fetch: Callable[[str | None], Page[T]]) -> Iterator[T]:
+    """Every item of a listing that pages by cursor: ``fetch(after)`` gets one page."""
+    after = None
+    while True:
+        page = fetch(after)
+        yield from page
+        if page.next_cursor is None:
+            return
+        after = page.next_cursor
+
+
+async def awalk(fetch: Callable[[str | None], Awaitable[Page[T]]]) -> AsyncIterator[T]:
+    after = None
+    while True:
+        page = await fetch(after)
+        for item in page:
+            yield item
+        if page.next_cursor is None:
+            return
+        after = page.next_cursor

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from bastion.server.api import cursors
 from bastion.server.api.common import (
     ERRORS,
     Limit,
@@ -63,6 +64,9 @@ async def list_events(
                               "time (RFC 3339).", examples=["2026-11-22T06:00:00Z"]),
     until: str | None = Query(None, pattern=RFC3339, description="Events before this time "
                               "(RFC 3339)."),
+    after: str | None = Query(None, max_length=200, description="Start after this cursor "
+                              "(the `next` of the page before): pages neither skip nor "
+                              "repeat events as new ones are recorded meanwhile."),
 ) -> EventList:
     require_admin(who)
     where: EventFilter = {}
@@ -74,5 +78,8 @@ async def list_events(
         where["since"] = parse_time("since", since)
     if until:
         where["until"] = parse_time("until", until)
-    items, count = await context(request).storage.list_events(where, limit, offset)
-    return EventList(items=[EventOut.of(e) for e in items], count=count)
+    items, count = await context(request).storage.list_events(
+        where, limit, offset, after=cursors.parse(after))
+    last = items[-1] if len(items) == limit else None
+    return EventList(items=[EventOut.of(e) for e in items], count=count,
+                     next=cursors.cursor(last.at, last.id) if last else None)

@@ -253,3 +253,5 @@ class EventOut(BaseModel):
 class EventList(BaseModel):
     items: list[EventOut]
     count: int
+    next: str | None = Field(default=None, description="On a full page, the cursor to pass "
+                             "as `after` for the next (older) one; null on a shorter page.")

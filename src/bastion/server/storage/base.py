@@ -358,9 +358,11 @@ class Storage(Protocol):
     async def add_event(self, event: Event) -> None: ...
 
     async def list_events(
-        self, where: EventFilter, limit: int, offset: int
+        self, where: EventFilter, limit: int, offset: int,
+        after: tuple[datetime, str] | None = None,
     ) -> tuple[list[Event], int]:
-        """Newest first, with the total count for the filter."""
+        """Newest first (by time, then id), with the total count for the filter; with
+        ``after`` (a time and id), only those that come after it: older ones."""
 
     async def enqueue_mail(self, mail: OutgoingMail) -> None: ...
 

@@ -222,7 +222,7 @@ class DirectoryMixin(SQLBase):
                 .where(grants.c.user_id == user_id)
                 .order_by(grants.c.created_at.desc(), grants.c.id)).mappings()
             listed = conn.execute(sa.select(events).where(sa.or_(*theirs)).order_by(
-                events.c.at.desc(), events.c.id).limit(event_limit)).mappings()
+                events.c.at.desc(), events.c.id.desc()).limit(event_limit)).mappings()
             return UserExport(
                 user=User(**row),
                 organizations=[(Organization(**org), tuple(sorted(held[org["id"]])))
@@ -461,8 +461,9 @@ class DirectoryMixin(SQLBase):
     async def add_event(self, event: Event) -> None:
         await self._insert(events, values(event))
 
-    async def list_events(self, where: EventFilter, limit: int,
-                          offset: int) -> tuple[list[Event], int]:
+    async def list_events(self, where: EventFilter, limit: int, offset: int,
+                          after: tuple[datetime, str] | None = None,
+                          ) -> tuple[list[Event], int]:
         text = [v for k, v in where.items() if k in ("action", "actor", "target", "client_id")]
         if any("\x00" in str(v) for v in text):  # stored events hold none
             return [], 0
@@ -473,8 +474,13 @@ class DirectoryMixin(SQLBase):
         if where.get("until"):
             conditions.append(events.c.at < where["until"])
 
+        paged = list(conditions)
+        if after is not None:  # keyset paging, newest first: the ``<=`` lets ix_events_at seek
+            at, event_id = after
+            paged += [events.c.at <= at, sa.or_(events.c.at < at, events.c.id < event_id)]
+
         def page(conn: sa.Connection) -> tuple[list[Event], int]:
-            rows = conn.execute(sa.select(events).where(*conditions).order_by(
+            rows = conn.execute(sa.select(events).where(*paged).order_by(
                 events.c.at.desc(), events.c.id.desc()).limit(limit).offset(offset)).mappings()
             items = [Event(**row) for row in rows]
             total = conn.execute(sa.select(sa.func.count()).select_from(events)
