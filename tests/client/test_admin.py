@@ -112,24 +112,40 @@ def test_iterate_follows_the_cursors(make_client: Any, provider: FakeProvider) -
     client = make_client()
     second = {**USER, "id": "u2"}
     provider.overrides[api_path("/users")] = [
-        httpx2.Response(200, json={"items": [USER], "count": 2, "next": "c1"}),
-        httpx2.Response(200, json={"items": [second], "count": 2, "next": 7}),  # not one
+        httpx2.Response(200, json={"items": [USER], "count": None, "next": "c1"}),
+        httpx2.Response(200, json={"items": [second], "count": None, "next": "c2"}),
+        httpx2.Response(200, json={"items": [], "count": None, "next": None}),
     ]
     assert [u.id for u in client.users.iterate("a", page_size=1)] == ["u1", "u2"]
-    first, then = (dict(r.url.params) for r in provider.requests[-2:])
-    assert first == {"limit": "1", "offset": "0", "q": "a", "include_deleted": "false"}
-    assert then == {**first, "after": "c1"}
+    first, then, last = (dict(r.url.params) for r in provider.requests[-3:])
+    assert first == {"limit": "1", "offset": "0", "q": "a", "include_deleted": "false",
+                     "count": "false"}
+    assert then == {**first, "after": "c1"} and last == {**first, "after": "c2"}
     assert repr(Page([1], 3, "c")) == "Page([1], total=3, next_cursor='c')"
     event = {"id": "e1", "at": "2026-11-23T17:00:00Z", "action": "user.create",
              "actor": None, "actor_type": "system", "target": "u1", "client_id": None,
              "ip": None, "detail": {}}
     provider.overrides[api_path("/events")] = [
-        httpx2.Response(200, json={"items": [event], "count": 2, "next": "c1"}),
-        httpx2.Response(200, json={"items": [{**event, "id": "e0"}], "count": 2}),
+        httpx2.Response(200, json={"items": [event], "count": None, "next": "c1"}),
+        httpx2.Response(200, json={"items": [], "count": None}),
     ]
-    assert [e.id for e in client.events.iterate(target="u1", page_size=1)] == ["e1", "e0"]
+    assert [e.id for e in client.events.iterate(target="u1", page_size=1)] == ["e1"]
     assert dict(provider.requests[-1].url.params) == {
-        "limit": "1", "offset": "0", "target": "u1", "after": "c1"}
+        "limit": "1", "offset": "0", "target": "u1", "after": "c1", "count": "false"}
+
+
+def test_iterate_refuses_a_walk_that_would_end_early_or_never(
+        make_client: Any, provider: FakeProvider) -> None:
+    client = make_client()
+    full = {"items": [USER, {**USER, "id": "u2"}], "count": 9}
+    for answers, message in (
+            ([full], "no cursor"),  # a server that ignores after=: not 2 users and done
+            ([{**full, "next": 7}], "no cursor"),
+            ([{**full, "next": "c"}, {**full, "next": "c"}], "twice")):
+        provider.overrides[api_path("/users")] = [
+            httpx2.Response(200, json=answer) for answer in answers]
+        with pytest.raises(ProtocolError, match=message):
+            list(client.users.iterate(page_size=2))
 
 
 def test_errors_are_mapped(make_client: Any, provider: FakeProvider) -> None:

@@ -15,7 +15,9 @@ from bastion.server.services.errors import InvalidInput
 
 def test_a_cursor_names_a_creation_time_and_an_id() -> None:
     at = datetime(2026, 11, 23, 17, 0, 0, 123456, tzinfo=UTC)
-    assert cursors.parse(cursors.cursor(at, "a|b")) == (at, "a|b")
+    assert cursors.parse(cursors.cursor(at, "5f0c7a4e-3f1b")) == (at, "5f0c7a4e-3f1b")
+    paris = base64.urlsafe_b64encode(b"2026-11-23T18:00:00+01:00|u1").decode()
+    assert cursors.parse(paris) == (datetime(2026, 11, 23, 17, tzinfo=UTC), "u1")
     assert cursors.parse(None) is None and cursors.parse("") is None
 
 
@@ -25,6 +27,11 @@ def test_a_cursor_names_a_creation_time_and_an_id() -> None:
     base64.urlsafe_b64encode(b"2026-11-23T17:00:00|u1").decode(),  # no time zone
     base64.urlsafe_b64encode(b"yesterday|u1").decode(),
     base64.urlsafe_b64encode(b"\xff\xfe|u1").decode(),
+    # Times a database cannot take once in UTC, and ids Bastion never gives.
+    base64.urlsafe_b64encode(b"0001-01-01T00:00:00+01:00|u1").decode(),
+    base64.urlsafe_b64encode(b"9999-12-31T23:59:59-01:00|u1").decode(),
+    base64.urlsafe_b64encode(b"2026-11-23T17:00:00+00:00|u\x001").decode(),
+    base64.urlsafe_b64encode(b"2026-11-23T17:00:00+00:00|" + b"u" * 65).decode(),
 ])
 def test_anything_else_is_invalid_input(bad: str) -> None:
     with pytest.raises(InvalidInput) as caught:

@@ -84,6 +84,7 @@ async def setup(storage: SQLStorage) -> None:
         await storage.record_failure(key, NOW, 10, LATER)
     for event in (attempt("a1", "user1"), attempt("a2", "user1@example.com", "login.throttled"),
                   attempt("a3", "user2"), attempt("a4", "new@example.com"),
+                  attempt("a5", "User1"),  # recorded as typed, before logins were folded
                   about("c1", ME.id, "user.create", username="User1", via="cli"),
                   about("c2", OTHER.id, "user.create", username="User2"),
                   about("u1", ME.id, "user.update", fields=["username"]),
@@ -116,8 +117,8 @@ async def test_erasing_removes_the_name_and_address_everywhere(storage: SQLStora
     # The audit trail keeps the events, naming the user by id only.
     events, _ = await storage.list_events({}, 100, 0)
     by_id = {e.id: e for e in events}
-    assert [by_id[i].target for i in ("a1", "a2", "a3", "a4")] == [
-        ME.id, ME.id, "user2", "new@example.com"]  # a pending address is not yet theirs
+    assert [by_id[i].target for i in ("a1", "a2", "a3", "a4", "a5")] == [
+        ME.id, ME.id, "user2", "new@example.com", ME.id]  # a pending address: not theirs yet
     assert by_id["c1"].detail == {"via": "cli"} and by_id["c2"].detail == {"username": "User2"}
     assert by_id["u1"].detail == {"fields": ["username"]} and by_id["e1"] == sign_in(1)
 

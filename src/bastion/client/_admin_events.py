@@ -20,9 +20,12 @@ def list_events_flow(
     offset: int = 0,
     token: Token | None = None,
     after: str | None = None,
+    count: bool = True,
 ) -> Flow[Page[Event]]:
     """Events newest first; ``filters``: action, actor, target, client_id, since, until;
-    ``after``: a page's ``next_cursor``, for the (older) page that follows it."""
-    params = page_params(limit, offset, **filters, after=after)
+    ``after``: a page's ``next_cursor``, for the (older) page that follows it; ``count``
+    False: the server counts nothing (``total`` is then the page's length)."""
+    params = page_params(limit, offset, **filters, after=after,
+                         count=None if count else False)
     response = yield from api_flow(core, "GET", "/events", token=token, params=params)
     return page(core, body(response), Event.from_json)

@@ -55,8 +55,10 @@ def search_users_flow(
     include_deleted: bool = False,
     token: Token | None = None,
     after: str | None = None,
+    count: bool = True,
 ) -> Flow[Page[User]]:
-    params = page_params(limit, offset, q=query, include_deleted=include_deleted, after=after)
+    params = page_params(limit, offset, q=query, include_deleted=include_deleted, after=after,
+                         count=None if count else False)
     response = yield from api_flow(core, "GET", "/users", token=token, params=params)
     return page(core, body(response), User.from_claims)
 

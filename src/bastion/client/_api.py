@@ -68,11 +68,13 @@ class Users(Namespace["Client"]):
         include_deleted: bool = False,
         *,
         after: str | None = None,
+        count: bool = True,
     ) -> Page[User]:
         """Users whose username or email contains ``query``, oldest first; ``after``
-        a page's ``next_cursor`` for the page that follows it."""
+        a page's ``next_cursor`` for the page that follows it; ``count`` False: the
+        server counts nothing (``total`` is then the page's length)."""
         flow = _admin_users.search_users_flow(
-            self._client._core, query, limit, offset, include_deleted, self._token, after
+            self._client._core, query, limit, offset, include_deleted, self._token, after, count
         )
         return self._client._run(flow)
 
@@ -82,7 +84,7 @@ class Users(Namespace["Client"]):
         """Every matching user, oldest first, fetched a page at a time by cursor, so
         users added or deleted meanwhile make it neither skip nor repeat anyone."""
         return walk(lambda after: self.search(query, page_size, 0, include_deleted,
-                                              after=after))
+                                              after=after, count=False), page_size)
 
     def count(self, query: str | None = None, include_deleted: bool = False) -> int:
         flow = _admin_users.count_users_flow(
@@ -270,6 +272,7 @@ class Events(Namespace["Client"]):
         offset: int = 0,
         *,
         after: str | None = None,
+        count: bool = True,
     ) -> Page[Event]:
         """Audit events matching every filter given, newest first; ``after`` a page's
         ``next_cursor`` for the (older) page that follows it."""
@@ -282,7 +285,7 @@ class Events(Namespace["Client"]):
             "until": until,
         }
         flow = _admin_events.list_events_flow(
-            self._client._core, filters, limit, offset, self._token, after
+            self._client._core, filters, limit, offset, self._token, after, count
         )
         return self._client._run(flow)
 
@@ -299,4 +302,4 @@ class Events(Namespace["Client"]):
         """Every matching event, newest first, a page at a time by cursor: events
         recorded meanwhile make it neither skip nor repeat one (they are newer)."""
         return walk(lambda after: self.list(action, actor, target, client_id, since, until,
-                                            page_size, after=after))
+                                            page_size, after=after, count=False), page_size)

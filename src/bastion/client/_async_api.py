@@ -43,9 +43,10 @@ class AsyncUsers(Namespace["AsyncClient"]):
         include_deleted: bool = False,
         *,
         after: str | None = None,
+        count: bool = True,
     ) -> Page[User]:
         flow = _admin_users.search_users_flow(
-            self._client._core, query, limit, offset, include_deleted, self._token, after
+            self._client._core, query, limit, offset, include_deleted, self._token, after, count
         )
         return await self._client._run(flow)
 
@@ -53,7 +54,7 @@ class AsyncUsers(Namespace["AsyncClient"]):
         self, query: str | None = None, include_deleted: bool = False, page_size: int = 100
     ) -> AsyncIterator[User]:
         return awalk(lambda after: self.search(query, page_size, 0, include_deleted,
-                                               after=after))
+                                               after=after, count=False), page_size)
 
     async def count(self, query: str | None = None, include_deleted: bool = False) -> int:
         flow = _admin_users.count_users_flow(
@@ -229,6 +230,7 @@ class AsyncEvents(Namespace["AsyncClient"]):
         offset: int = 0,
         *,
         after: str | None = None,
+        count: bool = True,
     ) -> Page[Event]:
         filters = {
             "action": action,
@@ -239,7 +241,7 @@ class AsyncEvents(Namespace["AsyncClient"]):
             "until": until,
         }
         flow = _admin_events.list_events_flow(
-            self._client._core, filters, limit, offset, self._token, after
+            self._client._core, filters, limit, offset, self._token, after, count
         )
         return await self._client._run(flow)
 
@@ -254,4 +256,4 @@ class AsyncEvents(Namespace["AsyncClient"]):
         page_size: int = 100,
     ) -> AsyncIterator[Event]:
         return awalk(lambda after: self.list(action, actor, target, client_id, since, until,
-                                             page_size, after=after))
+                                             page_size, after=after, count=False), page_size)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TypeVar
 
+from .exceptions import ProtocolError
+
 __all__ = ["Page", "awalk", "walk"]
 
 T = TypeVar("T")
@@ -30,23 +32,42 @@ class Page(list[T]):
         return f"Page({list.__repr__(self)}, total={self.total}{cursor})"
 
 
-def walk(fetch: Callable[[str | None], Page[T]]) -> Iterator[T]:
-    """Every item of a listing that pages by cursor: ``fetch(after)`` gets one page."""
-    after = None
+def walk(fetch: Callable[[str | None], Page[T]], size: int) -> Iterator[T]:
+    """Every item of a listing that pages by cursor: ``fetch(after)`` gets one page of
+    ``size``. ``ProtocolError`` if a full page brings no cursor (a server that does not
+    page by cursor would end the walk early, unseen) or a cursor comes back."""
+    after: str | None = None
+    seen: set[str] = set()
     while True:
         page = fetch(after)
         yield from page
-        if page.next_cursor is None:
+        after = _next(page, size, seen)
+        if after is None:
             return
-        after = page.next_cursor
 
 
-async def awalk(fetch: Callable[[str | None], Awaitable[Page[T]]]) -> AsyncIterator[T]:
-    after = None
+async def awalk(fetch: Callable[[str | None], Awaitable[Page[T]]],
+                size: int) -> AsyncIterator[T]:
+    after: str | None = None
+    seen: set[str] = set()
     while True:
         page = await fetch(after)
         for item in page:
             yield item
-        if page.next_cursor is None:
+        after = _next(page, size, seen)
+        if after is None:
             return
-        after = page.next_cursor
+
+
+def _next(page: Page[T], size: int, seen: set[str]) -> str | None:
+    """The cursor of the page after ``page``; ``None`` when it was the last."""
+    cursor = page.next_cursor
+    if cursor is None:
+        if len(page) >= size:
+            raise ProtocolError("The API's full page has no cursor for the next one: it "
+                                "does not page by cursor (a Bastion before this SDK?).")
+        return None
+    if cursor in seen:
+        raise ProtocolError("The API gave a cursor twice: the walk would not end.")
+    seen.add(cursor)
+    return cursor

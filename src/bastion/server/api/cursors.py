@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 
 from bastion.server.services.errors import InvalidInput
+
+_KEY = re.compile(r"[0-9A-Za-z._-]{1,64}")  # the ids Bastion gives (no NUL, no '|')
 
 
 def cursor(created_at: datetime, key: str) -> str:
@@ -21,12 +24,14 @@ def parse(value: str | None, field: str = "after") -> tuple[datetime, str] | Non
     like it."""
     if not value:
         return None
+    at: datetime | None
     try:
         text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
         stamp, key = text.split("|", 1)
-        at = datetime.fromisoformat(stamp)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        parsed = datetime.fromisoformat(stamp)
+        at = parsed.astimezone(UTC) if parsed.tzinfo is not None else None  # in range in UTC
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         at, key = None, ""
-    if at is None or at.tzinfo is None or not key:
+    if at is None or not _KEY.fullmatch(key):
         raise InvalidInput(field, "not a cursor this API gave: pass the `next` of a listing")
     return at, key

@@ -64,9 +64,13 @@ async def list_events(
                               "time (RFC 3339).", examples=["2026-11-22T06:00:00Z"]),
     until: str | None = Query(None, pattern=RFC3339, description="Events before this time "
                               "(RFC 3339)."),
-    after: str | None = Query(None, max_length=200, description="Start after this cursor "
+    after: str | None = Query(None, max_length=200, pattern=r"^[A-Za-z0-9_-]*$",
+                              description="Start after this cursor "
                               "(the `next` of the page before): pages neither skip nor "
-                              "repeat events as new ones are recorded meanwhile."),
+                              "repeat events as new ones are recorded meanwhile. An "
+                              "`offset` counts from there."),
+    count: bool = Query(True, description="Count the matches over all pages; `false` "
+                        "leaves `count` null and saves that work on every page of a walk."),
 ) -> EventList:
     require_admin(who)
     where: EventFilter = {}
@@ -78,8 +82,8 @@ async def list_events(
         where["since"] = parse_time("since", since)
     if until:
         where["until"] = parse_time("until", until)
-    items, count = await context(request).storage.list_events(
-        where, limit, offset, after=cursors.parse(after))
+    items, total = await context(request).storage.list_events(
+        where, limit, offset, after=cursors.parse(after), count=count)
     last = items[-1] if len(items) == limit else None
-    return EventList(items=[EventOut.of(e) for e in items], count=count,
+    return EventList(items=[EventOut.of(e) for e in items], count=total,
                      next=cursors.cursor(last.at, last.id) if last else None)

@@ -83,7 +83,8 @@ class UserOut(BaseModel):
 
 class UserList(BaseModel):
     items: list[UserOut]
-    count: int = Field(description="How many users match, over all pages.")
+    count: int | None = Field(description="How many users match, over all pages (null "
+                              "when not asked for: `count=false`).")
     next: str | None = Field(default=None, description="On a full page, the cursor to pass "
                              "as `after` for the next one; null on a shorter page.")
 
@@ -252,6 +253,7 @@ class EventOut(BaseModel):
 
 class EventList(BaseModel):
     items: list[EventOut]
-    count: int
+    count: int | None = Field(description="How many events match, over all pages (null "
+                              "when not asked for: `count=false`).")
     next: str | None = Field(default=None, description="On a full page, the cursor to pass "
                              "as `after` for the next (older) one; null on a shorter page.")

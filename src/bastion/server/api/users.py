@@ -34,24 +34,27 @@ router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=ERRORS,
                    dependencies=[Depends(no_nul_in_path)])
 
 Q = Query(None, max_length=200, description="Case-insensitive substring of username or email.")
-After = Query(None, max_length=200, description="Start after this cursor (the `next` of the "
+After = Query(None, max_length=200, pattern=r"^[A-Za-z0-9_-]*$",
+              description="Start after this cursor (the `next` of the "
               "page before): pages neither skip nor repeat users as others are added or "
-              "deleted meanwhile.")
+              "deleted meanwhile. An `offset` counts from there.")
+Counted = Query(True, description="Count the matches over all pages; `false` leaves "
+                "`count` null and saves that work on every page of a walk.")
 
 
 @router.get("", summary="Search users")
 async def search_users(request: Request, who: Who, limit: Limit = 20, offset: Offset = 0,
                        q: str | None = Q, include_deleted: bool = False,
-                       after: str | None = After) -> UserList:
+                       after: str | None = After, count: bool = Counted) -> UserList:
     """Users whose username or email contains `q`, oldest first, with the total count.
     A full page carries `next`: pass it as `after` for the page that follows."""
     require_admin(who)
     ctx = context(request)
     items = await ctx.storage.search_users(q, limit, offset, include_deleted,
                                            after=cursors.parse(after))
-    count = await ctx.storage.count_users(q, include_deleted)
+    total = await ctx.storage.count_users(q, include_deleted) if count else None
     last = items[-1] if len(items) == limit else None
-    return UserList(items=[UserOut.of(u) for u in items], count=count,
+    return UserList(items=[UserOut.of(u) for u in items], count=total,
                     next=cursors.cursor(last.created_at, last.id) if last else None)
 
 

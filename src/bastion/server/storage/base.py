@@ -359,10 +359,11 @@ class Storage(Protocol):
 
     async def list_events(
         self, where: EventFilter, limit: int, offset: int,
-        after: tuple[datetime, str] | None = None,
-    ) -> tuple[list[Event], int]:
-        """Newest first (by time, then id), with the total count for the filter; with
-        ``after`` (a time and id), only those that come after it: older ones."""
+        after: tuple[datetime, str] | None = None, count: bool = True,
+    ) -> tuple[list[Event], int | None]:
+        """Newest first (by time, then id), with the total count for the filter (None
+        unless ``count``); with ``after`` (a time and id), only those that come after
+        it: older ones."""
 
     async def enqueue_mail(self, mail: OutgoingMail) -> None: ...
 

@@ -434,9 +434,9 @@ class DirectoryMixin(SQLBase):
                 missing = [r for r in wanted if r not in live]
                 if missing:
                     raise Missing(missing[0])
-                # Locked as the roles are: an erasure under way is waited for.
+                # FOR SHARE: an erasure under way (FOR NO KEY UPDATE) is waited for.
                 held = conn.execute(sa.select(users.c.erased_at).where(users.c.id == user_id)
-                                    .with_for_update(read=True, key_share=True)).first()
+                                    .with_for_update(read=True)).first()
                 if held is None or held.erased_at is not None:
                     raise Missing(user_id)
             if gone:
@@ -462,11 +462,11 @@ class DirectoryMixin(SQLBase):
         await self._insert(events, values(event))
 
     async def list_events(self, where: EventFilter, limit: int, offset: int,
-                          after: tuple[datetime, str] | None = None,
-                          ) -> tuple[list[Event], int]:
+                          after: tuple[datetime, str] | None = None, count: bool = True,
+                          ) -> tuple[list[Event], int | None]:
         text = [v for k, v in where.items() if k in ("action", "actor", "target", "client_id")]
         if any("\x00" in str(v) for v in text):  # stored events hold none
-            return [], 0
+            return [], 0 if count else None
         conditions = [getattr(events.c, k) == v for k, v in where.items()
                       if k in ("action", "actor", "target", "client_id") and v]
         if where.get("since"):
@@ -479,13 +479,14 @@ class DirectoryMixin(SQLBase):
             at, event_id = after
             paged += [events.c.at <= at, sa.or_(events.c.at < at, events.c.id < event_id)]
 
-        def page(conn: sa.Connection) -> tuple[list[Event], int]:
+        def page(conn: sa.Connection) -> tuple[list[Event], int | None]:
             rows = conn.execute(sa.select(events).where(*paged).order_by(
                 events.c.at.desc(), events.c.id.desc()).limit(limit).offset(offset)).mappings()
             items = [Event(**row) for row in rows]
-            total = conn.execute(sa.select(sa.func.count()).select_from(events)
-                                 .where(*conditions)).scalar_one()
-            return items, int(total)
+            if not count:
+                return items, None
+            return items, int(conn.execute(sa.select(sa.func.count()).select_from(events)
+                                           .where(*conditions)).scalar_one())
         return await self._read(page)
 
 
@@ -516,16 +517,20 @@ def _sqlite_write_lock(conn: sa.Connection, *where: Any, column: Any = roles.c.n
 
 def _locked_user(conn: sa.Connection, user_id: str) -> sa.RowMapping | None:
     """The user's row, locked until the transaction ends: a racing erasure, change
-    or role assignment waits (PostgreSQL ``FOR UPDATE``; on SQLite the write lock)."""
-    _sqlite_write_lock(conn, users.c.id == user_id, column=users.c.id)
+    or role assignment waits (on SQLite the write lock). PostgreSQL ``FOR NO KEY
+    UPDATE``: rows that refer to the user (a reissued grant) are not held up, which
+    could deadlock with a transaction that revoked a grant of theirs first."""
+    _sqlite_write_lock(conn, users.c.id == user_id, column=users.c.updated_at)
     return conn.execute(sa.select(users).where(users.c.id == user_id)
-                        .with_for_update()).mappings().first()
+                        .with_for_update(key_share=True)).mappings().first()
 
 
 def _attempts_on(data: PersonalData, logins: Iterable[str]) -> list[Any]:
-    """The sign-in attempts on any of ``logins`` (a username, an address)."""
+    """The sign-in attempts on any of ``logins`` (a username, an address), spelt as
+    they are recorded, or as stored (as attempts were recorded before)."""
+    names = set(logins)
     return [events.c.action.in_(data.attempts),
-            events.c.target.in_({data.spell(login) for login in logins})]
+            events.c.target.in_(names | {data.spell(name) for name in names})]
 
 
 def _roles(conn: sa.Connection, where: Any) -> list[Role]:
