@@ -18,7 +18,8 @@ Query cases: ``few`` (a 7-char substring of a few usernames, trigram path),
 ``many`` (``example``: the domain of ~55% of users), ``2-char`` (``an``: too short for
 trigrams, LIKE scan; common), ``2-char-none`` (``qx``: LIKE scan, no match),
 ``page`` (no query, offset 0), ``deep`` (no query, offset 10000), ``deep cursor``
-(the same page found by keyset, ``after`` the user before it), and counts with
+(the same page found by keyset, ``after`` the user before it; over HTTP with the
+count, and without it as the SDK's ``iterate`` asks), and counts with
 no query, ``few``, ``many`` and ``2-char``. Each cell: a warmup, then up to
 ``--iterations`` timed calls or ``--cell-seconds`` of them, whichever ends first
 (at least ``--min-iterations``); ``n`` in the table says how many.
@@ -81,6 +82,7 @@ class Case:
     queries: list[str | None]  # rotated through, one per call
     offset: int = 0
     after: bool = False  # start after the user at ``offset`` (a cursor), not at it
+    count: bool = True  # over HTTP, count the matches too (``count=false``: the SDK's walk)
 
 
 @dataclass
@@ -131,6 +133,8 @@ def cases(size: int) -> list[Case]:
         Case("page deep", "search", [None], offset=min(DEEP_OFFSET, max(0, size - LIMIT))),
         Case("page deep cursor", "search", [None],
              offset=min(DEEP_OFFSET, max(0, size - LIMIT)), after=True),
+        Case("page deep cursor, no count", "search", [None],
+             offset=min(DEEP_OFFSET, max(0, size - LIMIT)), after=True, count=False),
         Case("count all", "count", [None]),
         Case("count few", "count", list(few)),
         Case("count many", "count", [MANY]),
@@ -209,6 +213,8 @@ class Bench:
                         params["q"] = q
                     if key is not None:
                         params["after"] = cursors.cursor(*key)
+                    if not case.count:
+                        params["count"] = "false"
                     if case.kind == "search":
                         params.update(limit=LIMIT, offset=offset)
                         path = "/api/v1/users"
