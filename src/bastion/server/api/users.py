@@ -147,8 +147,8 @@ async def erase_user(user_id: str, request: Request, who: Who) -> UserOut:
     told), then replaces their username and email by placeholders and removes their
     password, sessions, organization memberships, emailed links, queued and sent
     mail, throttle counts, and their name from the audit trail. The user's id stays,
-    in the audit trail too. An erased user cannot be restored or changed; erasing
-    one again changes nothing."""
+    in the audit trail too. An erased user cannot be restored, changed or given roles;
+    erasing one again changes nothing. Not one's own account."""
     require_admin(who)
     if who.user is not None and who.user.id == user_id:
         raise ApiError(403, "Forbidden", "An administrator cannot erase their own account "
