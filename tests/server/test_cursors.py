@@ -49,6 +49,9 @@ async def test_the_api_pages_by_cursor(api: Api) -> None:
                                                     "after": first["next"]})).json()
     assert [u["username"] for u in rest["items"]] == ["pc"] and rest["next"] is None
     assert rest["count"] == 3
+    uncounted = (await http.get("/api/v1/users", params={
+        "q": "@ex.org", "limit": 2, "after": first["next"], "count": "false"})).json()
+    assert uncounted["count"] is None and uncounted["items"] == rest["items"]
     bad = await http.get("/api/v1/users", params={"after": "x" * 201})
     assert bad.status_code == 422
     bad = await http.get("/api/v1/users", params={"after": "bm9wZQ"})
@@ -64,5 +67,7 @@ async def test_the_events_api_pages_by_cursor(api: Api) -> None:
     assert [e["detail"]["username"] for e in first["items"]] == ["qc", "qb"] and first["next"]
     rest = (await http.get("/api/v1/events", params={**query, "after": first["next"]})).json()
     assert [e["detail"]["username"] for e in rest["items"]] == ["qa"] and rest["next"] is None
+    uncounted = (await http.get("/api/v1/events", params={**query, "count": "false"})).json()
+    assert uncounted["count"] is None and uncounted["items"] == first["items"]
     bad = await http.get("/api/v1/events", params={"after": "bm9wZQ"})
     assert bad.status_code == 422 and bad.json()["field"] == "after"

@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 from test_contract import NOW, client, grant, member_of, sign_in, user
 
-from bastion.server.models import Event, LoginSession, OneTimeToken, OutgoingMail
+from bastion.server.models import Event, LoginSession, OneTimeToken, OutgoingMail, RefreshToken
 from bastion.server.storage import SQLStorage
 from bastion.server.storage.base import Missing, PersonalData
 
@@ -191,3 +191,29 @@ async def test_concurrent_erasures_and_changes_leave_one_erased_row(
     assert u is not None and u.erased_at in (NOW, LATER)  # one erasure; the other saw it
     assert (u.username, u.email) == (f"erased:{ME.id}", f"{ME.id}@erased.invalid")
     assert await storage.user_organizations(ME.id, 10, 0) == ([], 0)  # no role came back
+
+
+async def test_a_reissue_racing_an_erasure_leaves_no_live_grant(storage: SQLStorage) -> None:
+    """An administrator's role change with reissue, at the moment the user is erased:
+    whichever goes first, no grant of theirs is left live (an erasure sees only the
+    grants of its snapshot, so the reissue must wait for it and then refuse)."""
+    await setup(storage)
+    new = RefreshToken(digest=b"n" * 32, grant_id="g-new", client_id="app", user_id=ME.id,
+                       scope="openid", created_at=NOW, expires_at=LATER)
+    done, _ = await asyncio.gather(
+        storage.reissue_grant("g1", grant("g-new", session_id="s1"), new, NOW),
+        storage.erase_user(ME.id, NOW, DATA))
+    for grant_id in ("g1", "g-new"):
+        found = await storage.get_grant(grant_id)
+        assert found is None or found.revoked_at is not None, (grant_id, done)
+    assert not await storage.reissue_grant("g-new", grant("g-later"), replace(
+        new, digest=b"l" * 32, grant_id="g-later"), NOW)  # and none after it
+
+
+async def test_a_deleted_user_gets_no_reissued_grant(storage: SQLStorage) -> None:
+    await setup(storage)
+    await storage.update_user(ME.id, {"deleted_at": NOW})
+    new = RefreshToken(digest=b"n" * 32, grant_id="g-new", client_id="app", user_id=ME.id,
+                       scope="openid", created_at=NOW, expires_at=LATER)
+    assert not await storage.reissue_grant("g1", grant("g-new"), new, NOW)
+    assert await storage.get_grant("g-new") is None

@@ -107,3 +107,6 @@ async def test_new_events_between_pages_shift_nothing(storage: SQLStorage) -> No
     assert await walk_events(storage, 2, meanwhile) == newest_first
     _, total = await storage.list_events({"action": "login.success"}, 1, 0)
     assert total == 8
+    page, uncounted = await storage.list_events({"action": "login.success"}, 1, 0,
+                                                count=False)
+    assert uncounted is None and [e.id for e in page] == ["ev50"]

@@ -21,7 +21,7 @@ from ._admin import Token
 from .events import Event
 from .models import User
 from .organizations import Member, Organization, Role, UserRoles
-from .paging import Page, walk
+from .paging import Page, _walk
 from .tokens import TokenSet
 
 if TYPE_CHECKING:  # a cycle at run time: the shells import this module
@@ -83,7 +83,7 @@ class Users(Namespace["Client"]):
     ) -> Iterator[User]:
         """Every matching user, oldest first, fetched a page at a time by cursor, so
         users added or deleted meanwhile make it neither skip nor repeat anyone."""
-        return walk(lambda after: self.search(query, page_size, 0, include_deleted,
+        return _walk(lambda after: self.search(query, page_size, 0, include_deleted,
                                               after=after, count=False), page_size)
 
     def count(self, query: str | None = None, include_deleted: bool = False) -> int:
@@ -301,5 +301,5 @@ class Events(Namespace["Client"]):
     ) -> Iterator[Event]:
         """Every matching event, newest first, a page at a time by cursor: events
         recorded meanwhile make it neither skip nor repeat one (they are newer)."""
-        return walk(lambda after: self.list(action, actor, target, client_id, since, until,
+        return _walk(lambda after: self.list(action, actor, target, client_id, since, until,
                                             page_size, after=after, count=False), page_size)

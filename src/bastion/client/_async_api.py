@@ -14,7 +14,7 @@ from ._api import Namespace
 from .events import Event
 from .models import User
 from .organizations import Member, Organization, Role, UserRoles
-from .paging import Page, awalk
+from .paging import Page, _awalk
 from .tokens import TokenSet
 
 if TYPE_CHECKING:  # a cycle at run time: the shells import this module
@@ -53,7 +53,7 @@ class AsyncUsers(Namespace["AsyncClient"]):
     def iterate(
         self, query: str | None = None, include_deleted: bool = False, page_size: int = 100
     ) -> AsyncIterator[User]:
-        return awalk(lambda after: self.search(query, page_size, 0, include_deleted,
+        return _awalk(lambda after: self.search(query, page_size, 0, include_deleted,
                                                after=after, count=False), page_size)
 
     async def count(self, query: str | None = None, include_deleted: bool = False) -> int:
@@ -255,5 +255,5 @@ class AsyncEvents(Namespace["AsyncClient"]):
         until: datetime | None = None,
         page_size: int = 100,
     ) -> AsyncIterator[Event]:
-        return awalk(lambda after: self.list(action, actor, target, client_id, since, until,
+        return _awalk(lambda after: self.list(action, actor, target, client_id, since, until,
                                              page_size, after=after, count=False), page_size)

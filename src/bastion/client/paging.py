@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from .exceptions import ProtocolError
 
-__all__ = ["Page", "awalk", "walk"]
+__all__ = ["Page"]
 
 T = TypeVar("T")
 
@@ -32,7 +32,7 @@ class Page(list[T]):
         return f"Page({list.__repr__(self)}, total={self.total}{cursor})"
 
 
-def walk(fetch: Callable[[str | None], Page[T]], size: int) -> Iterator[T]:
+def _walk(fetch: Callable[[str | None], Page[T]], size: int) -> Iterator[T]:
     """Every item of a listing that pages by cursor: ``fetch(after)`` gets one page of
     ``size``. ``ProtocolError`` if a full page brings no cursor (a server that does not
     page by cursor would end the walk early, unseen) or a cursor comes back."""
@@ -46,7 +46,7 @@ def walk(fetch: Callable[[str | None], Page[T]], size: int) -> Iterator[T]:
             return
 
 
-async def awalk(fetch: Callable[[str | None], Awaitable[Page[T]]],
+async def _awalk(fetch: Callable[[str | None], Awaitable[Page[T]]],
                 size: int) -> AsyncIterator[T]:
     after: str | None = None
     seen: set[str] = set()

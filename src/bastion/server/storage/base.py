@@ -210,8 +210,9 @@ class Storage(Protocol):
                             at: datetime) -> bool:
         """Revoke grant ``old_id`` with its family and store ``grant`` with its first
         refresh token, atomically; ``False``, changing nothing, if ``old_id`` is already
-        revoked (of concurrent reissues of one family exactly one succeeds), or if
-        ``grant`` is in an organization where its user holds no role."""
+        revoked (of concurrent reissues of one family exactly one succeeds), if
+        ``grant`` is in an organization where its user holds no role, or if the user is
+        deleted (a deletion or erasure under way is waited for)."""
 
     async def create_refresh_token(self, token: RefreshToken) -> bool:
         """Store ``token`` unless its grant is revoked (or gone); whether it was."""

@@ -128,6 +128,14 @@ class GrantsMixin(SQLBase):
         sqlite = self.engine.dialect.name == "sqlite"
 
         def reissue(conn: sa.Connection) -> bool:
+            # The user first, FOR SHARE: a deletion or an erasure under way (which
+            # holds the row) is waited for, and a deleted user gets no new grant. Else
+            # an erasure's revocation, which sees only the grants of its snapshot,
+            # would miss this one and tell no app.
+            live = conn.execute(sa.select(users.c.deleted_at).where(
+                users.c.id == grant.user_id).with_for_update(read=True)).first()
+            if live is None or live.deleted_at is not None:
+                return False
             # PostgreSQL: the roles before the grant, in the order an organization's
             # deletion locks them (the other order could deadlock with it).
             if in_org and not sqlite and not _holds_role(conn, grant):
