@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bastion.server.models import Organization, Role
-from bastion.server.services.errors import AlreadyExists, Erased, InUse, InvalidInput, NotFound
+from bastion.server.services import users
+from bastion.server.services.errors import AlreadyExists, InUse, InvalidInput, NotFound
 from bastion.server.storage.base import Conflict, DeleteRoleResult, Missing, Storage
 
 #: The rules, as patterns the API schema states too.
@@ -177,8 +178,7 @@ async def change_user_roles(storage: Storage, user_id: str, org_id: str,
         return await storage.change_user_roles(user_id, org_id, list(keys), remove_ids)
     except Missing as exc:  # a role to add was deleted since it was looked up
         if exc.key == user_id:  # or the user is erased (or was never there)
-            user = await storage.get_user(user_id)
-            raise (Erased(user_id) if user else NotFound("user", user_id)) from None
+            await users.refuse_change(storage, user_id)
         if await storage.get_organization(org_id) is None:  # with its organization
             raise NotFound("organization", org_id) from None
         raise NotFound("role", keys.get(exc.key, exc.key)) from None

@@ -123,7 +123,7 @@ async def update_user(
     except Conflict as exc:
         raise AlreadyExists(exc.field, str(changes.get(exc.field, ""))) from None
     if user is None:
-        await _missing(storage, user_id)
+        await refuse_change(storage, user_id)
     if password is not None or (before is not None and before.email != user.email):
         await _cancel_links(storage, user_id)
     return user
@@ -151,11 +151,11 @@ async def delete_user(storage: Storage, user_id: str) -> User:
 async def restore_user(storage: Storage, user_id: str) -> User:
     user = await storage.update_user(user_id, {"deleted_at": None})
     if user is None:
-        await _missing(storage, user_id)
+        await refuse_change(storage, user_id)
     return user
 
 
-async def _missing(storage: Storage, user_id: str) -> NoReturn:
+async def refuse_change(storage: Storage, user_id: str) -> NoReturn:
     """Why a user could not be changed: erased (the storage leaves those as they are),
     or no such user."""
     user = await storage.get_user(user_id)
