@@ -54,11 +54,14 @@ async def login_target(ctx: Context, form_continue: str, form_next: str,
 
 
 async def signed_in(ctx: Context, request: Request, user: User, url: str,
-                    success: Event) -> Response:
+                    success: Event) -> Response | None:
     """Start a session (a new id: no fixation), stored with the sign-in's audit event
-    ``success``, and go on to ``url``."""
-    _session, cookie = await sessions.start(ctx.storage, ctx.settings, ctx.signer, user,
-                                            request.headers.get("user-agent", ""), success)
+    ``success``, and go on to ``url``; None if the user was deleted meanwhile."""
+    started = await sessions.start(ctx.storage, ctx.settings, ctx.signer, user,
+                                   request.headers.get("user-agent", ""), success)
+    if started is None:
+        return None
+    _session, cookie = started
     response = RedirectResponse(url, status_code=303)
     response.set_cookie(sessions.COOKIE, cookie, max_age=ctx.settings.session_ttl,
                         **cookie_options(ctx))
@@ -104,7 +107,8 @@ async def login_submit(request: Request) -> Response:
         return again(str(exc), 401)
     success = audit.event(audit.Actor(user.id, "user", client_id, ip), "login.success",
                           user.id, method="form")
-    return await signed_in(ctx, request, user, target, success)
+    return (await signed_in(ctx, request, user, target, success)
+            or again(str(login.LoginFailed()), 401))
 
 
 @router.get("/", include_in_schema=False)

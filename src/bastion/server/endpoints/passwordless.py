@@ -180,4 +180,4 @@ async def use_link(request: Request) -> Response:
         return error_page(ctx, exc)
     success = audit.event(audit.Actor(user.id, "user", used.client_id, request_ip(request)),
                           "login.success", user.id, method="link")
-    return await signed_in(ctx, request, user, target, success)
+    return await signed_in(ctx, request, user, target, success) or _invalid(ctx)

@@ -62,7 +62,15 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
         else (None, None)
     success = audit.event(audit.Actor(user.id, "user", client.client_id, request.client_ip),
                           "login.success", user.id, method="password")
-    if not await ctx.storage.create_grant(grant, record, success):  # left it meanwhile
-        raise AccessDenied("The user is not a member of that organization.")
+    if not await ctx.storage.create_grant(grant, record, success):
+        # Deleted (or erased) meanwhile: no token, as for any account that is not there.
+        if org_id is None or not await _live(ctx, user.id):
+            raise InvalidGrant(str(login.LoginFailed()))
+        raise AccessDenied("The user is not a member of that organization.")  # left it
     return await user_token_response(ctx, client, grant, user, scope, refresh_token=refresh,
                                      claims=claims)
+
+
+async def _live(ctx: Context, user_id: str) -> bool:
+    user = await ctx.storage.get_user(user_id)
+    return user is not None and user.deleted_at is None

@@ -63,14 +63,15 @@ async def _user_by_email(storage: Storage, email: str) -> User | None:
 
 async def _issue(storage: Storage, settings: Settings, purpose: Literal["sign_in", "email_change"],
                  email: str, user: User | None, client_id: str | None,
-                 payload: dict[str, Any]) -> str:
+                 payload: dict[str, Any]) -> str | None:
+    """A new link's token, stored; None if ``user`` was deleted meanwhile."""
     plain = _secrets.token_urlsafe(32)  # 256 bits
     now = datetime.now(UTC)
-    await storage.create_one_time_token(OneTimeToken(
+    stored = await storage.create_one_time_token(OneTimeToken(
         digest=secrets.digest(plain), purpose=purpose, email=email,
         user_id=user.id if user else None, client_id=client_id, payload=payload,
         created_at=now, expires_at=now + timedelta(seconds=settings.sign_in_link_ttl)))
-    return plain
+    return plain if stored else None
 
 
 async def send_sign_in_link(storage: Storage, settings: Settings, *, email: str,
@@ -100,11 +101,15 @@ async def _sign_in_link(storage: Storage, settings: Settings, email: str, client
         return False
     token = await _issue(storage, settings, "sign_in", email, user, client.client_id,
                          {"authorize": authorize_query})
-    await outbox.enqueue(storage, _seal(settings), email, "Your sign-in link", "sign_in",
-                         user_id=user.id if user else None,
-                         link=f"{settings.issuer_url}{SIGN_IN_PATH}?token={token}",
-                         client_name=client.name, minutes=settings.sign_in_link_ttl // 60)
-    return True
+    if token is None:
+        return False
+    # An erasure between the two writes deletes the link, and the mail is refused.
+    mail = await outbox.enqueue(storage, _seal(settings), email, "Your sign-in link",
+                                "sign_in", user_id=user.id if user else None,
+                                link=f"{settings.issuer_url}{SIGN_IN_PATH}?token={token}",
+                                client_name=client.name,
+                                minutes=settings.sign_in_link_ttl // 60)
+    return mail is not None
 
 
 async def send_email_change(storage: Storage, settings: Settings, *, user: User,
@@ -116,6 +121,8 @@ async def send_email_change(storage: Storage, settings: Settings, *, user: User,
     # only the newest change link works: an earlier one (say to a mistyped address) dies
     await storage.cancel_one_time_tokens(user.id, ("email_change",), datetime.now(UTC))
     token = await _issue(storage, settings, "email_change", new_email, user, None, {})
+    if token is None:  # deleted meanwhile
+        return
     await outbox.enqueue(storage, _seal(settings), new_email, "Confirm your new email address",
                          "email_change", user_id=user.id,
                          link=f"{settings.issuer_url}{EMAIL_CHANGE_PATH}?token={token}",

@@ -109,13 +109,13 @@ def render(template: str, **values: object) -> tuple[str, str]:
 
 
 async def enqueue(storage: Storage, seal: Seal, to: str, subject: str, template: str, *,
-                  user_id: str | None = None, **values: object) -> OutgoingMail:
-    """Queue a mail about ``user_id`` (if any), its bodies sealed; returns it as stored."""
+                  user_id: str | None = None, **values: object) -> OutgoingMail | None:
+    """Queue a mail about ``user_id`` (if any), its bodies sealed; returns it as stored,
+    or None if that user is deleted (or erased): nothing is queued."""
     text, html = render(template, **values)
     mail = seal.close(OutgoingMail(id=str(uuid.uuid4()), to=to, subject=subject, text=text,
                                    html=html, created_at=datetime.now(UTC), user_id=user_id))
-    await storage.enqueue_mail(mail)
-    return mail
+    return mail if await storage.enqueue_mail(mail) else None
 
 
 def backoff(attempts: int) -> timedelta:

@@ -16,9 +16,10 @@ _PURPOSE = "session"
 
 
 async def start(storage: Storage, settings: Settings, signer: Signer, user: User,
-                user_agent: str, event: Event | None = None) -> tuple[LoginSession, str]:
+                user_agent: str, event: Event | None = None) -> tuple[LoginSession, str] | None:
     """A new session (a fresh id on every sign-in: no fixation) and its cookie value;
-    ``event`` (the sign-in's audit event) is stored with it."""
+    ``event`` (the sign-in's audit event) is stored with it. None if the user was
+    deleted (or erased) meanwhile: nothing is stored."""
     now = datetime.now(UTC)
     session = LoginSession(
         id=secrets.token_urlsafe(24),
@@ -28,7 +29,8 @@ async def start(storage: Storage, settings: Settings, signer: Signer, user: User
         created_at=now,
         user_agent=user_agent[:300],
     )
-    await storage.create_session(session, event)
+    if not await storage.create_session(session, event):
+        return None
     return session, signer.sign(_PURPOSE, session.id)
 
 

@@ -164,8 +164,10 @@ class Storage(Protocol):
     async def signing_keys(self) -> list[SigningKey]:
         """Every key, active and retired, oldest first."""
 
-    async def create_session(self, session: LoginSession, event: Event | None = None) -> None:
-        """Store a session and, optionally, the audit event of the sign-in, atomically."""
+    async def create_session(self, session: LoginSession, event: Event | None = None) -> bool:
+        """Store a session and, optionally, the audit event of the sign-in, atomically;
+        ``False``, storing nothing, if its user is deleted (or is being deleted: a
+        deletion under way is waited for, and one that comes later sees the session)."""
 
     async def get_session(self, session_id: str) -> LoginSession | None: ...
 
@@ -197,8 +199,9 @@ class Storage(Protocol):
     async def create_grant(self, grant: Grant, refresh: RefreshToken | None,
                            event: Event | None = None) -> bool:
         """Store a grant and, optionally, its first refresh token and the audit event
-        of its issue, atomically; ``False``, storing nothing, if the grant is in an
-        organization where its user holds no role (any more: one deleted meanwhile)."""
+        of its issue, atomically; ``False``, storing nothing, if its user is deleted (as
+        for ``create_session``) or the grant is in an organization where its user holds
+        no role (any more: one deleted meanwhile)."""
 
     async def get_grant(self, grant_id: str) -> Grant | None: ...
 
@@ -366,7 +369,9 @@ class Storage(Protocol):
         unless ``count``); with ``after`` (a time and id), only those that come after
         it: older ones."""
 
-    async def enqueue_mail(self, mail: OutgoingMail) -> None: ...
+    async def enqueue_mail(self, mail: OutgoingMail) -> bool:
+        """Queue a message; ``False``, queuing nothing, if it is about a user
+        (``user_id``) who is deleted (as for ``create_session``)."""
 
     async def claim_mail(self, now: datetime, limit: int = 10) -> list[OutgoingMail]:
         """Due messages, claimed so that no other instance sends them meanwhile."""
@@ -397,7 +402,9 @@ class Storage(Protocol):
                                    at: datetime, *, claimed_until: datetime) -> bool:
         """As ``mail_failed``."""
 
-    async def create_one_time_token(self, token: OneTimeToken) -> None: ...
+    async def create_one_time_token(self, token: OneTimeToken) -> bool:
+        """Store an emailed link's token; ``False``, storing nothing, if it is for a
+        user (``user_id``) who is deleted (as for ``create_session``)."""
 
     async def get_one_time_token(self, digest: bytes) -> OneTimeToken | None: ...
 

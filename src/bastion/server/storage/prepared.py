@@ -20,6 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from bastion.server.storage.tables import users
+
 Row = dict[str, Any]
 Statement = sa.Select[Any] | sa.CompoundSelect[Any] | sa.Insert | sa.Update | sa.Delete
 _Processor = Callable[[Any], Any] | None
@@ -106,6 +108,26 @@ def insert(conn: sa.Connection, table: sa.Table, values: Mapping[str, Any]) -> N
         run(conn, stmt, values)
     else:  # Core fills in the defaults of the columns left out
         conn.execute(stmt, dict(values))
+
+
+@functools.cache
+def _insert_for_user(table: sa.Table, columns: tuple[str, ...]) -> sa.Insert:
+    user_id = sa.bindparam("user_id", type_=table.c.user_id.type)
+    row = sa.select(*(user_id if c == "user_id" else sa.bindparam(c, type_=table.c[c].type)
+                      for c in columns)).select_from(users).where(
+        users.c.id == user_id, users.c.deleted_at.is_(None)).with_for_update(read=True)
+    return table.insert().from_select(columns, row)
+
+
+def insert_for_user(conn: sa.Connection, table: sa.Table, values: Mapping[str, Any]) -> bool:
+    """Insert one row of ``table`` (the columns ``values`` names) if the user its
+    ``user_id`` names exists and is not deleted; whether it did.
+
+    On PostgreSQL the user's row is held FOR SHARE until the transaction ends: a deletion
+    or an erasure under way (they hold it for update) is waited for, and then nothing is
+    inserted; one that comes after waits for this transaction and then sees the row. On
+    SQLite, as the first statement of a write, it runs under the write lock."""
+    return run(conn, _insert_for_user(table, tuple(values)), values) == 1
 
 
 def _execute(conn: sa.Connection, compiled: Compiled, values: Mapping[str, Any]) -> Any:

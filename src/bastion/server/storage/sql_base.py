@@ -221,9 +221,28 @@ class SQLBase:
         async with self.engine.begin() as conn:
             return await conn.run_sync(fn)
 
-    async def _insert(self, table: sa.Table, values: dict[str, Any]) -> None:
+    async def _write_unless(self, fn: Callable[[sa.Connection], bool]) -> bool:
+        """``_write(fn)``, rolled back when ``fn`` answers ``False``."""
+        def run(conn: sa.Connection) -> bool:
+            if not fn(conn):
+                raise _Refused
+            return True
         try:
-            await self._write(lambda conn: prepared.insert(conn, table, values))
+            return await self._write(run)
+        except _Refused:
+            return False
+
+    async def _insert(self, table: sa.Table, values: dict[str, Any], *,
+                      for_user: bool = False) -> bool:
+        """Insert one row; whether it was. With ``for_user``, only if its ``user_id`` is
+        None or names a live user (``prepared.insert_for_user``)."""
+        def insert(conn: sa.Connection) -> bool:
+            if for_user and values["user_id"] is not None:
+                return prepared.insert_for_user(conn, table, values)
+            prepared.insert(conn, table, values)
+            return True
+        try:
+            return await self._write(insert)
         except IntegrityError as exc:
             raise conflict(exc) from None
 
@@ -239,3 +258,7 @@ class SQLBase:
 def values(record: Any) -> dict[str, Any]:
     """A dataclass record as column values."""
     return {f: getattr(record, f) for f in record.__dataclass_fields__}
+
+
+class _Refused(Exception):
+    """Raised inside a write to roll it back (see ``_write_unless``)."""

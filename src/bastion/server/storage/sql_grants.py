@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,12 +47,14 @@ from bastion.server.text import fold
 class GrantsMixin(SQLBase):
     # login sessions
 
-    async def create_session(self, session: LoginSession, event: Event | None = None) -> None:
-        def create(conn: sa.Connection) -> None:
-            prepared.insert(conn, login_sessions, _values(session))
+    async def create_session(self, session: LoginSession, event: Event | None = None) -> bool:
+        def create(conn: sa.Connection) -> bool:
+            if not prepared.insert_for_user(conn, login_sessions, _values(session)):
+                return False
             if event is not None:
                 prepared.insert(conn, events, _values(event))
-        await self._write(create)
+            return True
+        return await self._write(create)
 
     async def get_session(self, session_id: str) -> LoginSession | None:
         row = await self._one(select_by(login_sessions, "id"), {"id": session_id})
@@ -107,7 +109,8 @@ class GrantsMixin(SQLBase):
     async def create_grant(self, grant: Grant, refresh: RefreshToken | None,
                            event: Event | None = None) -> bool:
         def create(conn: sa.Connection) -> bool:
-            prepared.insert(conn, grants, _values(grant))  # SQLite: the write lock, first
+            if not prepared.insert_for_user(conn, grants, _values(grant)):
+                return False
             if refresh is not None:
                 prepared.insert(conn, refresh_tokens, _values(refresh))
             if event is not None:
@@ -150,17 +153,6 @@ class GrantsMixin(SQLBase):
             prepared.insert(conn, refresh_tokens, _values(refresh))
             return True
         return await self._write_unless(reissue)
-
-    async def _write_unless(self, fn: Callable[[sa.Connection], bool]) -> bool:
-        """``_write(fn)``, rolled back when ``fn`` answers ``False``."""
-        def run(conn: sa.Connection) -> bool:
-            if not fn(conn):
-                raise _Refused
-            return True
-        try:
-            return await self._write(run)
-        except _Refused:
-            return False
 
     # refresh tokens
 
@@ -355,10 +347,6 @@ def _queue_logouts(conn: sa.Connection, revoked: Sequence[sa.Row[Any, Any, Any]]
             {"client_id": client_id, "user_id": user_id, "session_id": session_id or None,
              "created_at": at, "attempts": 0, "next_attempt_at": at}
             for client_id, user_id, session_id in notices])
-
-
-class _Refused(Exception):
-    """Raised inside a write to roll it back (see ``_write_unless``)."""
 
 
 def _holds_role(conn: sa.Connection, grant: Grant) -> bool:

@@ -28,11 +28,11 @@ def _failed(table: sa.Table, error: str, retry_at: datetime | None,
 
 
 class MailMixin(SQLBase):
-    async def enqueue_mail(self, mail: OutgoingMail) -> None:
-        await self._insert(outbox, {
+    async def enqueue_mail(self, mail: OutgoingMail) -> bool:
+        return await self._insert(outbox, {
             "id": mail.id, "to": mail.to, "user_id": mail.user_id, "subject": mail.subject,
             "text": mail.text, "html": mail.html, "created_at": mail.created_at, "attempts": 0,
-            "next_attempt_at": mail.created_at})
+            "next_attempt_at": mail.created_at}, for_user=True)
 
     async def claim_mail(self, now: datetime, limit: int = 10) -> list[OutgoingMail]:
         """Due messages, claimed for this worker (several instances never send one twice
@@ -112,8 +112,8 @@ class MailMixin(SQLBase):
             return None
         return OutgoingMail(**row)
 
-    async def create_one_time_token(self, token: OneTimeToken) -> None:
-        await self._insert(one_time_tokens, values(token))
+    async def create_one_time_token(self, token: OneTimeToken) -> bool:
+        return await self._insert(one_time_tokens, values(token), for_user=True)
 
     async def get_one_time_token(self, digest: bytes) -> OneTimeToken | None:
         row = await self._one(select_by(one_time_tokens, "digest"), {"digest": digest})
