@@ -127,11 +127,7 @@ async def authorize(request: Request) -> Response:
     if current is not None and hinted is not None and current[1].id != hinted:
         current = None  # another user is signed in here: the app asked for the hinted one
     if current is None or req.prompt & SIGN_IN_PROMPTS or _too_old(current[0], req.max_age):
-        if "none" in req.prompt:
-            return redirect_to_client(ctx, req, LoginRequired().to_dict())
-        expected = await ctx.storage.get_user(hinted) if hinted is not None else None
-        return login_page(ctx, request, req, query,
-                          expected=expected.username if expected is not None else "")
+        return await _sign_in_first(ctx, request, req, query, hinted)
     session, user = current
     assert req.client is not None
     org_id = None
@@ -147,4 +143,16 @@ async def authorize(request: Request) -> Response:
         code_challenge=req.params.get("code_challenge"), organization_id=org_id,
         redirect_uri_sent="redirect_uri" in req.params,
     )
+    if code is None:  # the session ended meanwhile (a sign-out, a new password)
+        return await _sign_in_first(ctx, request, req, query, hinted)
     return redirect_to_client(ctx, req, {"code": code})
+
+
+async def _sign_in_first(ctx: Context, request: Request, req: AuthorizationRequest,
+                         query: str, hinted: str | None) -> Response:
+    """The answer when the user must sign in: the login page, or ``login_required``."""
+    if "none" in req.prompt:
+        return redirect_to_client(ctx, req, LoginRequired().to_dict())
+    expected = await ctx.storage.get_user(hinted) if hinted is not None else None
+    return login_page(ctx, request, req, query,
+                      expected=expected.username if expected is not None else "")

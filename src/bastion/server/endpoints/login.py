@@ -54,11 +54,13 @@ async def login_target(ctx: Context, form_continue: str, form_next: str,
 
 
 async def signed_in(ctx: Context, request: Request, user: User, url: str,
-                    success: Event) -> Response | None:
+                    success: Event, *, password_checked: bool = False) -> Response | None:
     """Start a session (a new id: no fixation), stored with the sign-in's audit event
-    ``success``, and go on to ``url``; None if the user was deleted meanwhile."""
+    ``success``, and go on to ``url``; None if the user was deleted, or (when the
+    sign-in checked their password) given a new password, meanwhile."""
     started = await sessions.start(ctx.storage, ctx.settings, ctx.signer, user,
-                                   request.headers.get("user-agent", ""), success)
+                                   request.headers.get("user-agent", ""), success,
+                                   password_checked=password_checked)
     if started is None:
         return None
     _session, cookie = started
@@ -107,7 +109,7 @@ async def login_submit(request: Request) -> Response:
         return again(str(exc), 401)
     success = audit.event(audit.Actor(user.id, "user", client_id, ip), "login.success",
                           user.id, method="form")
-    return (await signed_in(ctx, request, user, target, success)
+    return (await signed_in(ctx, request, user, target, success, password_checked=True)
             or again(str(login.LoginFailed()), 401))
 
 

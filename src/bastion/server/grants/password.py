@@ -16,7 +16,7 @@ from bastion.server.checks.scope import for_user, granted_scope
 from bastion.server.context import Context
 from bastion.server.grants._issue import may_refresh, organization_claims, user_token_response
 from bastion.server.grants._request import TokenRequest
-from bastion.server.models import Grant
+from bastion.server.models import Grant, User
 from bastion.server.services import audit, login
 from bastion.server.services.authorization import member_organization
 from bastion.server.services.tokens import new_refresh_token
@@ -62,15 +62,16 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
         else (None, None)
     success = audit.event(audit.Actor(user.id, "user", client.client_id, request.client_ip),
                           "login.success", user.id, method="password")
-    if not await ctx.storage.create_grant(grant, record, success):
-        # Deleted (or erased) meanwhile: no token, as for any account that is not there.
-        if org_id is None or not await _live(ctx, user.id):
+    if not await ctx.storage.create_grant(grant, record, success,
+                                          password_hash=user.password_hash):
+        # Deleted, or given a new password, meanwhile: the answer for a wrong password.
+        if org_id is None or not await _unchanged(ctx, user):
             raise InvalidGrant(str(login.LoginFailed()))
         raise AccessDenied("The user is not a member of that organization.")  # left it
     return await user_token_response(ctx, client, grant, user, scope, refresh_token=refresh,
                                      claims=claims)
 
 
-async def _live(ctx: Context, user_id: str) -> bool:
-    user = await ctx.storage.get_user(user_id)
-    return user is not None and user.deleted_at is None
+async def _unchanged(ctx: Context, user: User) -> bool:
+    now = await ctx.storage.get_user(user.id)
+    return now is not None and now.deleted_at is None and now.password_hash == user.password_hash

@@ -15,8 +15,9 @@ async def issue_code(
     storage: Storage, settings: Settings, *, client: Client, session: LoginSession,
     redirect_uri: str, scope: str, nonce: str | None, code_challenge: str | None,
     organization_id: str | None = None, redirect_uri_sent: bool = True,
-) -> str:
-    """A new code and the grant its tokens will belong to; returns the plain code."""
+) -> str | None:
+    """A new code and the grant its tokens will belong to; returns the plain code, or
+    None if the session ended meanwhile (nothing is stored)."""
     now = datetime.now(UTC)
     grant = Grant(id=_secrets.token_urlsafe(18), client_id=client.client_id,
                   user_id=session.user_id, session_id=session.id, scope=scope,
@@ -30,8 +31,7 @@ async def issue_code(
         expires_at=now + timedelta(seconds=settings.authorization_code_ttl),
         organization_id=organization_id, redirect_uri_sent=redirect_uri_sent,
     )
-    await storage.create_code(code, grant)
-    return plain
+    return plain if await storage.create_code(code, grant) else None
 
 
 async def member_organization(storage: Storage, user_id: str, org: str) -> str | None:

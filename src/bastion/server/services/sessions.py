@@ -16,10 +16,12 @@ _PURPOSE = "session"
 
 
 async def start(storage: Storage, settings: Settings, signer: Signer, user: User,
-                user_agent: str, event: Event | None = None) -> tuple[LoginSession, str] | None:
+                user_agent: str, event: Event | None = None, *, password_checked: bool = False,
+                ) -> tuple[LoginSession, str] | None:
     """A new session (a fresh id on every sign-in: no fixation) and its cookie value;
-    ``event`` (the sign-in's audit event) is stored with it. None if the user was
-    deleted (or erased) meanwhile: nothing is stored."""
+    ``event`` (the sign-in's audit event) is stored with it. None, storing nothing, if
+    the user was deleted meanwhile, or (``password_checked``: the sign-in checked their
+    password) given a new password."""
     now = datetime.now(UTC)
     session = LoginSession(
         id=secrets.token_urlsafe(24),
@@ -29,7 +31,8 @@ async def start(storage: Storage, settings: Settings, signer: Signer, user: User
         created_at=now,
         user_agent=user_agent[:300],
     )
-    if not await storage.create_session(session, event):
+    if not await storage.create_session(
+            session, event, password_hash=user.password_hash if password_checked else None):
         return None
     return session, signer.sign(_PURPOSE, session.id)
 

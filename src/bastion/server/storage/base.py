@@ -164,10 +164,13 @@ class Storage(Protocol):
     async def signing_keys(self) -> list[SigningKey]:
         """Every key, active and retired, oldest first."""
 
-    async def create_session(self, session: LoginSession, event: Event | None = None) -> bool:
+    async def create_session(self, session: LoginSession, event: Event | None = None, *,
+                             password_hash: str | None = None) -> bool:
         """Store a session and, optionally, the audit event of the sign-in, atomically;
-        ``False``, storing nothing, if its user is deleted (or is being deleted: a
-        deletion under way is waited for, and one that comes later sees the session)."""
+        ``False``, storing nothing, if its user is deleted, or no longer has
+        ``password_hash`` (the hash the sign-in checked the password against), as the
+        user's row is now: a deletion or new password under way is waited for, and one
+        that comes later sees the session."""
 
     async def get_session(self, session_id: str) -> LoginSession | None: ...
 
@@ -188,8 +191,12 @@ class Storage(Protocol):
         (those made in ``keep_session`` too), queuing logout notices as
         ``revoke_session`` does; returns how many."""
 
-    async def create_code(self, code: AuthorizationCode, grant: Grant) -> None:
-        """Store a code and the grant its tokens will belong to, atomically."""
+    async def create_code(self, code: AuthorizationCode, grant: Grant) -> bool:
+        """Store a code and the grant its tokens will belong to, atomically; ``False``,
+        storing nothing, if the grant's login session has ended (or is ending: a
+        sign-out, new password or deletion under way is waited for, and one that comes
+        later revokes the grant), or, for a grant made in no session, if its user is
+        deleted."""
 
     async def consume_code(
         self, digest: bytes, at: datetime
@@ -197,11 +204,12 @@ class Storage(Protocol):
         """Mark a code used; returns it and whether this call was the first use."""
 
     async def create_grant(self, grant: Grant, refresh: RefreshToken | None,
-                           event: Event | None = None) -> bool:
+                           event: Event | None = None, *,
+                           password_hash: str | None = None) -> bool:
         """Store a grant and, optionally, its first refresh token and the audit event
-        of its issue, atomically; ``False``, storing nothing, if its user is deleted (as
-        for ``create_session``) or the grant is in an organization where its user holds
-        no role (any more: one deleted meanwhile)."""
+        of its issue, atomically; ``False``, storing nothing, if its user is deleted or
+        no longer has ``password_hash`` (as for ``create_session``), or the grant is in
+        an organization where its user holds no role (any more: one deleted meanwhile)."""
 
     async def get_grant(self, grant_id: str) -> Grant | None: ...
 

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from bastion.server.storage.tables import users
+from bastion.server.storage.tables import login_sessions, users
 
 Row = dict[str, Any]
 Statement = sa.Select[Any] | sa.CompoundSelect[Any] | sa.Insert | sa.Update | sa.Delete
@@ -111,23 +111,45 @@ def insert(conn: sa.Connection, table: sa.Table, values: Mapping[str, Any]) -> N
 
 
 @functools.cache
-def _insert_for_user(table: sa.Table, columns: tuple[str, ...]) -> sa.Insert:
-    user_id = sa.bindparam("user_id", type_=table.c.user_id.type)
-    row = sa.select(*(user_id if c == "user_id" else sa.bindparam(c, type_=table.c[c].type)
-                      for c in columns)).select_from(users).where(
-        users.c.id == user_id, users.c.deleted_at.is_(None)).with_for_update(read=True)
-    return table.insert().from_select(columns, row)
+def _insert_if(table: sa.Table, columns: tuple[str, ...], check: str) -> sa.Insert:
+    """``INSERT INTO table (columns) SELECT :columns FROM <the row checked> WHERE ...``:
+    the user's row (``check`` "user", or "password" to compare its hash too) or the
+    login session's ("session"), held FOR SHARE on PostgreSQL."""
+    binds = {c: sa.bindparam(c, type_=table.c[c].type) for c in columns}
+    where: list[sa.ColumnElement[bool]]
+    if check == "session":
+        source = login_sessions
+        where = [login_sessions.c.id == binds["session_id"],
+                 login_sessions.c.revoked_at.is_(None)]
+    else:
+        source = users
+        where = [users.c.id == binds["user_id"], users.c.deleted_at.is_(None)]
+        if check == "password":
+            where.append(users.c.password_hash == sa.bindparam("checked_hash", type_=sa.String))
+    row = sa.select(*binds.values()).select_from(source).where(*where)
+    return table.insert().from_select(columns, row.with_for_update(read=True))
 
 
-def insert_for_user(conn: sa.Connection, table: sa.Table, values: Mapping[str, Any]) -> bool:
+def insert_for_user(conn: sa.Connection, table: sa.Table, values: Mapping[str, Any],
+                    password_hash: str | None = None) -> bool:
     """Insert one row of ``table`` (the columns ``values`` names) if the user its
-    ``user_id`` names exists and is not deleted; whether it did.
+    ``user_id`` names exists and is not deleted, and, given ``password_hash`` (the hash a
+    sign-in checked the password against), still has that password; whether it did.
 
-    On PostgreSQL the user's row is held FOR SHARE until the transaction ends: a deletion
-    or an erasure under way (they hold it for update) is waited for, and then nothing is
-    inserted; one that comes after waits for this transaction and then sees the row. On
-    SQLite, as the first statement of a write, it runs under the write lock."""
-    return run(conn, _insert_for_user(table, tuple(values)), values) == 1
+    On PostgreSQL the user's row is held FOR SHARE until the transaction ends: a deletion,
+    an erasure or a new password under way (they hold the row for update) is waited for,
+    and the row as they left it decides; one that comes after waits for this transaction
+    and then sees what it inserted. On SQLite, as the first statement of a write, it runs
+    under the write lock."""
+    stmt = _insert_if(table, tuple(values), "user" if password_hash is None else "password")
+    return run(conn, stmt, {**values, "checked_hash": password_hash}) == 1
+
+
+def insert_in_session(conn: sa.Connection, table: sa.Table, values: Mapping[str, Any],
+                      ) -> bool:
+    """``insert_for_user``, for a row made in the login session its ``session_id`` names:
+    only while that session is not ended (a sign-out, a new password, a deletion)."""
+    return run(conn, _insert_if(table, tuple(values), "session"), values) == 1
 
 
 def _execute(conn: sa.Connection, compiled: Compiled, values: Mapping[str, Any]) -> Any:

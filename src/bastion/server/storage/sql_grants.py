@@ -47,9 +47,11 @@ from bastion.server.text import fold
 class GrantsMixin(SQLBase):
     # login sessions
 
-    async def create_session(self, session: LoginSession, event: Event | None = None) -> bool:
+    async def create_session(self, session: LoginSession, event: Event | None = None, *,
+                             password_hash: str | None = None) -> bool:
         def create(conn: sa.Connection) -> bool:
-            if not prepared.insert_for_user(conn, login_sessions, _values(session)):
+            if not prepared.insert_for_user(conn, login_sessions, _values(session),
+                                            password_hash):
                 return False
             if event is not None:
                 prepared.insert(conn, events, _values(event))
@@ -90,11 +92,15 @@ class GrantsMixin(SQLBase):
 
     # authorization codes and grants
 
-    async def create_code(self, code: AuthorizationCode, grant: Grant) -> None:
-        def create(conn: sa.Connection) -> None:
-            prepared.insert(conn, grants, _values(grant))
+    async def create_code(self, code: AuthorizationCode, grant: Grant) -> bool:
+        def create(conn: sa.Connection) -> bool:
+            insert = prepared.insert_for_user if grant.session_id is None \
+                else prepared.insert_in_session
+            if not insert(conn, grants, _values(grant)):
+                return False
             prepared.insert(conn, authorization_codes, _values(code))
-        await self._write(create)
+            return True
+        return await self._write(create)
 
     async def consume_code(
         self, digest: bytes, at: datetime
@@ -107,9 +113,10 @@ class GrantsMixin(SQLBase):
         return await self._write(consume)
 
     async def create_grant(self, grant: Grant, refresh: RefreshToken | None,
-                           event: Event | None = None) -> bool:
+                           event: Event | None = None, *,
+                           password_hash: str | None = None) -> bool:
         def create(conn: sa.Connection) -> bool:
-            if not prepared.insert_for_user(conn, grants, _values(grant)):
+            if not prepared.insert_for_user(conn, grants, _values(grant), password_hash):
                 return False
             if refresh is not None:
                 prepared.insert(conn, refresh_tokens, _values(refresh))
