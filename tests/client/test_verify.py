@@ -164,6 +164,7 @@ def age_keys(client: Any, seconds: float) -> None:
     """As if the JWKS had been fetched ``seconds`` earlier."""
     client._core.keys.fetched_at -= seconds
     client._core.keys.expires_at -= seconds
+    client._core.keys.usable_until -= seconds
 
 
 def jwks_response(provider: FakeProvider, cache_control: str) -> httpx2.Response:
@@ -211,6 +212,38 @@ def test_a_failed_renewal_keeps_the_keys_at_hand_and_waits_the_interval(
     assert client.verify_token(provider.sign())
     assert provider.calls["/tenant/jwks"] == 3
     assert not client._core.keys.stale(time.time())  # renewed
+
+
+def test_keys_that_cannot_be_fetched_again_serve_only_until_max_stale(
+        make_client: Any, provider: FakeProvider):
+    """Whoever can keep the app from reaching the provider must not keep a withdrawn
+    key trusted there for ever: past ``jwks_max_stale`` the keys are dropped, and
+    verification fails (as at the start) until the keys can be fetched."""
+    client = make_client(retries=0, jwks_max_age=300, jwks_refresh_interval=60,
+                         jwks_max_stale=600)
+    token = provider.sign()
+    client.verify_token(token)
+    provider.overrides["/tenant/jwks"] = [httpx2.Response(503)] * 3
+    age_keys(client, 301)
+    assert client.verify_token(token)  # the renewal fails: the keys at hand serve
+    age_keys(client, 600)  # 901 s since the fetch: past max_age + max_stale
+    with pytest.raises(TemporarilyUnavailable):
+        client.verify_token(token)
+    assert not client._core.keys.keys  # dropped, not kept for the next call
+    with pytest.raises(TemporarilyUnavailable):
+        client.verify_token(token)  # still down: still refused
+    assert client.verify_token(token)  # back: fetched as at the start
+    assert provider.calls["/tenant/jwks"] == 5
+
+
+def test_keys_serve_without_limit_when_max_stale_is_none(
+        make_client: Any, provider: FakeProvider):
+    client = make_client(retries=0, jwks_max_stale=None)
+    token = provider.sign()
+    client.verify_token(token)
+    provider.overrides["/tenant/jwks"] = [httpx2.Response(503)]
+    age_keys(client, 10 * 86400)
+    assert client.verify_token(token)
 
 
 def test_a_renewal_is_one_request_and_a_failure_is_not_retried_at_once(

@@ -57,6 +57,10 @@ class Settings:
     #: provider's ``Cache-Control: max-age`` may shorten it): a key the provider
     #: stops publishing stops verifying here within this time.
     jwks_max_age: float = 300.0
+    #: Longest seconds keys past ``jwks_max_age`` go on serving while they cannot be
+    #: fetched again (the provider is down or out of reach); then they are dropped and
+    #: verification fails until a fetch succeeds. ``None``: no limit.
+    jwks_max_stale: float | None = 3600.0
     #: Seconds before expiry at which a cached access token is replaced.
     refresh_margin: float = 30.0
     #: Force a token endpoint auth method; ``None`` picks from the metadata.
@@ -109,6 +113,8 @@ class Settings:
                        "refresh_margin"):
             if not seconds_ok(getattr(self, option)):
                 raise bad(option, "a non-negative number")
+        if self.jwks_max_stale is not None and not seconds_ok(self.jwks_max_stale):
+            raise bad("jwks_max_stale", "a non-negative number or None")
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
             raise bad("retries", "a non-negative integer")
         if not self.algorithms or not all(alg in ALGORITHMS for alg in self.algorithms):

@@ -123,7 +123,8 @@ class DiscoveryCore:
         response = yield httpx2.Request("GET", url, headers=JSON_HEADERS,
                                         extensions={ONE_TRY: True} if one_try else None)
         self.raise_for_response(response)
-        self.keys.load(json_object(response.content), self.clock(), self.jwks_max_age(response))
+        self.keys.load(json_object(response.content), self.clock(), self.jwks_max_age(response),
+                       self.settings.jwks_max_stale)
         return self.keys
 
     def jwks_max_age(self, response: httpx2.Response) -> float:
@@ -272,6 +273,7 @@ class DiscoveryCore:
         is loaded, and once more (rate-limited) when ``verify`` meets an unknown
         key; a key still unknown, or a refetch refused or failed, makes ``what``
         an ``InvalidToken``."""
+        self.keys.drop_if_unusable(self.clock())
         if not self.keys.loaded:
             yield from self.keys_flow()
         elif self.keys.stale(self.clock()):

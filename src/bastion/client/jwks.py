@@ -7,11 +7,15 @@ stream of JWKS requests (see ``DiscoveryCore.keys_flow``).
 
 A set is also fetched again once it is older than its ``max_age``, so a key the
 provider has withdrawn (after a leak) stops verifying; if that fetch fails, the keys
-at hand go on serving and the next try waits ``refresh_interval``.
+at hand go on serving and the next try waits ``refresh_interval``, but only for
+``max_stale`` more seconds: after that they are dropped, and a verification must
+fetch them as at the start (and fails if it cannot). Otherwise whoever could keep an
+app from reaching the provider would keep a withdrawn key trusted there for ever.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +27,7 @@ __all__ = ["KeySet"]
 
 
 class KeySet:
-    __slots__ = ("expires_at", "fetched_at", "keys", "loaded")
+    __slots__ = ("expires_at", "fetched_at", "keys", "loaded", "usable_until")
 
     def __init__(self) -> None:
         self.keys: dict[str, PublicKey] = {}
@@ -34,6 +38,8 @@ class KeySet:
         #: When the keys read last must be fetched again before they are trusted (none
         #: read yet: at once).
         self.expires_at = 0.0
+        #: When the keys read last are dropped if they could not be fetched again.
+        self.usable_until = math.inf
 
     def __repr__(self) -> str:
         return f"KeySet(kids={sorted(self.keys)!r})"
@@ -44,7 +50,13 @@ class KeySet:
     def stale(self, now: float) -> bool:
         return now >= self.expires_at
 
-    def load(self, document: Mapping[str, Any], now: float, max_age: float) -> None:
+    def drop_if_unusable(self, now: float) -> None:
+        """Forget keys past ``max_stale`` (see the module's docstring)."""
+        if self.loaded and now >= self.usable_until:
+            self.keys, self.loaded = {}, False
+
+    def load(self, document: Mapping[str, Any], now: float, max_age: float,
+             max_stale: float | None = None) -> None:
         """Replace the keys with the signing keys of ``document``.
 
         Keys this SDK cannot use (encryption keys, unknown types, no ``kid``) are
@@ -65,4 +77,5 @@ class KeySet:
         self.keys = keys
         self.fetched_at = now
         self.expires_at = now + max_age
+        self.usable_until = math.inf if max_stale is None else self.expires_at + max_stale
         self.loaded = True
