@@ -236,6 +236,22 @@ def test_keys_that_cannot_be_fetched_again_serve_only_until_max_stale(
     assert provider.calls["/tenant/jwks"] == 5
 
 
+def test_a_failed_renewal_never_stretches_the_keys_past_max_stale(
+        make_client: Any, provider: FakeProvider):
+    """A renewal failing shortly before the limit puts the next try off by the refresh
+    interval, but the keys must not serve past the limit meanwhile."""
+    client = make_client(retries=0, jwks_max_age=300, jwks_refresh_interval=60,
+                         jwks_max_stale=600)
+    token = provider.sign()
+    client.verify_token(token)
+    provider.overrides["/tenant/jwks"] = [httpx2.Response(503)] * 2
+    age_keys(client, 870)  # 30 s before the keys' last usable moment
+    assert client.verify_token(token)  # the renewal fails: the keys at hand serve
+    age_keys(client, 31)  # past it, though within the interval of that failure
+    with pytest.raises(TemporarilyUnavailable):
+        client.verify_token(token)
+
+
 def test_keys_serve_without_limit_when_max_stale_is_none(
         make_client: Any, provider: FakeProvider):
     client = make_client(retries=0, jwks_max_stale=None)

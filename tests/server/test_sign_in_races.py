@@ -17,7 +17,7 @@ from bastion.server.services import links, sessions
 from bastion.server.services.clients import create_client
 from bastion.server.services.users import PERSONAL_DATA, create_user
 from bastion.server.storage.tables import one_time_tokens, outbox
-from support import hidden_fields
+from support import callback_params, hidden_fields
 
 REDIRECT = "https://app.example/callback"
 
@@ -132,8 +132,9 @@ async def test_a_sign_in_link_is_neither_stored_nor_mailed(
     await _nothing_written(api, gus)
 
 
+@pytest.mark.parametrize("prompt", [None, "none"])
 async def test_an_authorization_in_a_session_a_new_password_ends_gets_no_code(
-        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+        api: Api, monkeypatch: pytest.MonkeyPatch, prompt: str | None) -> None:
     """The authorization request found the session live; before its code is stored,
     the user (elsewhere) sets a new password, which ends that session."""
     http = api.app.http
@@ -154,8 +155,13 @@ async def test_an_authorization_in_a_session_a_new_password_ends_gets_no_code(
         await _change(api, gus, "new password")
         return found
     monkeypatch.setattr(sessions, "current", then_new_password)
-    again = await http.get("/oauth/authorize", params=authorize)
-    assert again.status_code == 200 and 'id="login"' in again.text  # sign in first
+    again = await http.get("/oauth/authorize",
+                           params={**authorize, **({"prompt": prompt} if prompt else {})})
+    if prompt == "none":
+        assert again.status_code == 303, again.text
+        assert callback_params(again)["error"] == "login_required"
+    else:
+        assert again.status_code == 200 and 'id="login"' in again.text  # sign in first
     found = await api.app.ctx.storage.export_user(gus, 100, PERSONAL_DATA)
     assert found is not None
     assert found.grants == []  # no code, and no grant the new password missed

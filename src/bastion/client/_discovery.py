@@ -176,8 +176,9 @@ class DiscoveryCore:
         try:
             yield from self.lead("jwks", flight, self.jwks_flow(one_try=True))
         except BastionError:
-            later = self.clock()  # the next try (and the fast path) after the interval
-            self.keys.fetched_at, self.keys.expires_at = later, later + interval
+            later = self.clock()  # the next try (and the fast path) after the interval,
+            keys = self.keys  # though never past the keys' last usable moment
+            keys.fetched_at, keys.expires_at = later, min(later + interval, keys.usable_until)
 
     # -- single flights (see ``_flight``) -----------------------------------------
 
@@ -273,11 +274,13 @@ class DiscoveryCore:
         is loaded, and once more (rate-limited) when ``verify`` meets an unknown
         key; a key still unknown, or a refetch refused or failed, makes ``what``
         an ``InvalidToken``."""
-        self.keys.drop_if_unusable(self.clock())
-        if not self.keys.loaded:
-            yield from self.keys_flow()
-        elif self.keys.stale(self.clock()):
+        keys = self.keys
+        keys.drop_if_unusable(self.clock())
+        if keys.loaded and keys.stale(self.clock()):
             yield from self.renew_flow()
+            keys.drop_if_unusable(self.clock())  # the renewal failed past the limit
+        if not keys.loaded:  # (dropped by another caller meanwhile too)
+            yield from self.keys_flow()
         try:
             return verify()
         except UnknownKey:
