@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,16 @@ def test_sdk_imports_without_server_dependencies():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_force_is_keyword_only_everywhere():
+    """``delete(org, role, True)`` would read as anything; every ``force`` is named."""
+    from bastion.client import _api, _async_api, organizations
+
+    methods = [_api.Organizations.delete, _api.Roles.delete,
+               _async_api.AsyncOrganizations.delete, _async_api.AsyncRoles.delete,
+               organizations.Organization.delete, organizations.Organization.adelete,
+               organizations.Role.delete, organizations.Role.adelete]
+    for method in methods:
+        force = inspect.signature(method).parameters["force"]
+        assert force.kind is inspect.Parameter.KEYWORD_ONLY, method.__qualname__

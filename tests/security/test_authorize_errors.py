@@ -42,9 +42,15 @@ def assert_error_back_with_state(r: httpx2.Response, error: str,
     ({"max_age": "1" * 13}, "invalid_request"),
     ({"nonce": "n" * 3000}, "invalid_request"),
     ({"login_hint": "h" * 3000}, "invalid_request"),
+    ({"request": "eyJhbGciOiJub25lIn0.e30."}, "request_not_supported"),
+    ({"request_uri": "https://app.example/req/1"}, "request_uri_not_supported"),
+    ({"registration": "{}"}, "registration_not_supported"),
+    ({"response_mode": "form_post"}, "invalid_request"),
+    ({"response_mode": "fragment"}, "invalid_request"),
 ], ids=["implicit", "hybrid", "missing-response-type", "scope", "prompt-combo",
         "prompt-none", "prompt-unknown", "max-age-word", "max-age-negative", "max-age-huge",
-        "long-nonce", "long-login-hint"])
+        "long-nonce", "long-login-hint", "request-object", "request-uri", "registration",
+        "form-post", "fragment"])
 async def test_error_after_redirect_verification_goes_back_with_state_and_iss(
         env: Env, extra: dict[str, str], error: str) -> None:
     r = await env.http.get(authorize_url(env.web.client_id, **extra))
@@ -87,3 +93,9 @@ async def test_success_carries_state_and_iss_too(env: Env) -> None:
     r = await env.http.get(authorize_url(env.web.client_id, state="s-2"))
     query = redirect_query(r)
     assert query["state"] == ["s-2"] and query["iss"] == [ISSUER] and query["code"]
+
+
+async def test_response_mode_query_is_the_default_spelled_out(env: Env) -> None:
+    await get_code(env)  # signs in
+    r = await env.http.get(authorize_url(env.web.client_id, response_mode="query"))
+    assert redirect_query(r)["code"]

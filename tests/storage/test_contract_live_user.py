@@ -264,6 +264,17 @@ async def test_a_code_of_an_ended_session_is_not_stored(storage: SQLStorage) -> 
     assert not await _code_found(storage)
 
 
+async def test_a_code_of_an_expired_session_is_not_stored(storage: SQLStorage) -> None:
+    """The session expired between the request's check and the code (its end is not
+    after the grant's ``created_at``)."""
+    await setup(storage)
+    assert await storage.create_session(LoginSession(
+        id="s1", user_id=ME.id, auth_time=NOW - timedelta(hours=1), expires_at=NOW,
+        created_at=NOW - timedelta(hours=1), user_agent="Firefox"))
+    assert not await storage.create_code(*_code("s1"))
+    assert not await _code_found(storage)
+
+
 async def test_a_code_made_in_no_session_needs_a_live_user(storage: SQLStorage) -> None:
     await setup(storage)
     await storage.update_user(ME.id, {"deleted_at": NOW})

@@ -238,7 +238,7 @@ class Roles(Namespace["Client"]):
         flow = _admin_orgs.create_role_flow(self._client._core, org, name, permissions, self._token)
         return self._client._run(flow)
 
-    def delete(self, org: OrgRef, role: Role | str, force: bool = False) -> None:
+    def delete(self, org: OrgRef, role: Role | str, *, force: bool = False) -> None:
         """``Conflict`` while users hold the role, unless ``force``."""
         flow = _admin_orgs.delete_role_flow(self._client._core, org, role, force, self._token)
         self._client._run(flow)

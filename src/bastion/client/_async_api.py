@@ -197,7 +197,7 @@ class AsyncRoles(Namespace["AsyncClient"]):
         flow = _admin_orgs.create_role_flow(self._client._core, org, name, permissions, self._token)
         return await self._client._run(flow)
 
-    async def delete(self, org: OrgRef, role: Role | str, force: bool = False) -> None:
+    async def delete(self, org: OrgRef, role: Role | str, *, force: bool = False) -> None:
         flow = _admin_orgs.delete_role_flow(self._client._core, org, role, force, self._token)
         await self._client._run(flow)
 

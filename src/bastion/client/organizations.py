@@ -232,13 +232,13 @@ class Role(Bound):
         self.name, self.permissions = other.name, other.permissions
         return self
 
-    def delete(self, force: bool = False, using: str | None = None) -> None:
+    def delete(self, *, force: bool = False, using: str | None = None) -> None:
         """Delete the role; ``Conflict`` while users hold it, unless ``force``."""
-        _sync(self.client, using, "delete").roles.delete(self.organization_id, self.id, force)
+        _sync(self.client, using, "delete").roles.delete(self.organization_id, self.id, force=force)
 
-    async def adelete(self, force: bool = False, using: str | None = None) -> None:
+    async def adelete(self, *, force: bool = False, using: str | None = None) -> None:
         client = async_client(self.client, using, "delete")
-        await client.roles.delete(self.organization_id, self.id, force)
+        await client.roles.delete(self.organization_id, self.id, force=force)
 
     def add_permissions(self, permissions: str | Collection[str], using: str | None = None) -> Role:
         """Add one or several permissions; this object takes the new set."""

@@ -24,7 +24,7 @@ from bastion.server.services.clients import ClientCache
 #: Parameters the authorization endpoint reads; each may appear once.
 PARAMETERS = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
               "code_challenge", "code_challenge_method", "prompt", "login_hint", "max_age",
-              "organization", "id_token_hint")
+              "organization", "id_token_hint", "response_mode")
 _MAX_PARAM = 2048
 
 
@@ -68,6 +68,24 @@ async def check_redirect_uri(req: AuthorizationRequest, _clients: ClientCache) -
         req.redirect_uri = given
     else:
         raise InvalidClientPage("redirect_uri is not registered for this client.")
+
+
+#: OpenID Connect Core 3.1.2.6: a request object, by value or by reference, or
+#: registration data, would carry parameters that must not be silently dropped.
+_UNSUPPORTED = {"request": "request_not_supported",
+                "request_uri": "request_uri_not_supported",
+                "registration": "registration_not_supported"}
+
+
+def check_unsupported(req: AuthorizationRequest) -> None:
+    for name, error in _UNSUPPORTED.items():
+        if name in req.params:
+            raise InvalidRequest(f"The {name} parameter is not supported.", error=error)
+    # Answering in another mode than asked would hand the code to a page not waiting
+    # for it; OAuth 2.0 Multiple Response Type Encoding Practices, section 2.
+    mode = req.params.get("response_mode")
+    if mode is not None and mode != "query":
+        raise InvalidRequest("response_mode must be query, the only mode supported.")
 
 
 def check_response_type(req: AuthorizationRequest) -> None:
@@ -142,6 +160,7 @@ BEFORE_REDIRECT: tuple[Callable[[AuthorizationRequest, ClientCache], Awaitable[N
     check_redirect_uri,
 )
 AFTER_REDIRECT: tuple[Callable[[AuthorizationRequest], None], ...] = (
+    check_unsupported,
     check_response_type,
     check_grant_allowed,
     check_pkce,

@@ -92,6 +92,7 @@ _PARAMETERS = [
     _param("id_token_hint", "An ID token issued to this client (expired is fine): the user "
            "the app expects. A session of another user counts as none (with prompt=none: "
            "login_required)."),
+    _param("response_mode", "Only `query` (the default)."),
 ]
 
 

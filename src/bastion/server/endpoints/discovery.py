@@ -45,6 +45,9 @@ def metadata(ctx: Context) -> dict[str, Any]:
         "grant_types_supported": sorted(GRANTS),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
+        # OpenID Connect Discovery: request_uri support is assumed unless denied.
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
         "code_challenge_methods_supported": ["S256"],
         "prompt_values_supported": sorted(PROMPTS),
         "authorization_response_iss_parameter_supported": True,

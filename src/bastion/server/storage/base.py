@@ -193,10 +193,10 @@ class Storage(Protocol):
 
     async def create_code(self, code: AuthorizationCode, grant: Grant) -> bool:
         """Store a code and the grant its tokens will belong to, atomically; ``False``,
-        storing nothing, if the grant's login session has ended (or is ending: a
-        sign-out, new password or deletion under way is waited for, and one that comes
-        later revokes the grant), or, for a grant made in no session, if its user is
-        deleted."""
+        storing nothing, if the grant's login session has ended or expired by the
+        grant's ``created_at`` (or is ending: a sign-out, new password or deletion under
+        way is waited for, and one that comes later revokes the grant), or, for a grant
+        made in no session, if its user is deleted."""
 
     async def consume_code(
         self, digest: bytes, at: datetime

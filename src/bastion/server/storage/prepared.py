@@ -120,7 +120,8 @@ def _insert_if(table: sa.Table, columns: tuple[str, ...], check: str) -> sa.Inse
     if check == "session":
         source = login_sessions
         where = [login_sessions.c.id == binds["session_id"],
-                 login_sessions.c.revoked_at.is_(None)]
+                 login_sessions.c.revoked_at.is_(None),
+                 login_sessions.c.expires_at > binds["created_at"]]
     else:
         source = users
         where = [users.c.id == binds["user_id"], users.c.deleted_at.is_(None)]
@@ -148,7 +149,8 @@ def insert_for_user(conn: sa.Connection, table: sa.Table, values: Mapping[str, A
 def insert_in_session(conn: sa.Connection, table: sa.Table, values: Mapping[str, Any],
                       ) -> bool:
     """``insert_for_user``, for a row made in the login session its ``session_id`` names:
-    only while that session is not ended (a sign-out, a new password, a deletion)."""
+    only while that session is not ended (a sign-out, a new password, a deletion) and
+    has not expired by the row's ``created_at``."""
     return run(conn, _insert_if(table, tuple(values), "session"), values) == 1
 
 
