@@ -7,7 +7,17 @@ from urllib.parse import urlencode
 
 import httpx2
 import pytest
-from security_helpers import REDIRECT, REDIRECT_WITH_QUERY, Env, authorize_url, hidden_fields
+from security_helpers import (
+    REDIRECT,
+    REDIRECT_WITH_QUERY,
+    Env,
+    Registered,
+    authorize_url,
+    exchange,
+    get_code,
+    hidden_fields,
+    location_params,
+)
 
 VARIANTS = {
     "trailing-slash": REDIRECT + "/",
@@ -93,3 +103,60 @@ async def test_login_form_post_with_a_tampered_redirect_uri_gets_an_error_page(e
     r = await env.http.post("/login", data={**fields, "continue": tampered, "login": "alice",
                                             "password": "correct horse battery staple"})
     assert_error_page(r)
+
+
+# RFC 8252 section 7.3 (RFC 9700 section 2.1): a native app listens on a port the OS
+# picks at the time of the request, so a loopback http redirect URI matches at any
+# port. Everything else still matches exactly.
+NATIVE = ("http://127.0.0.1/cb", "http://[::1]:8080/native?app=1")
+LOOPBACK_ACCEPTED = ["http://127.0.0.1:53123/cb", "http://127.0.0.1/cb",
+                     "http://127.0.0.1:8080/cb", "http://[::1]:1/native?app=1",
+                     "http://[::1]/native?app=1"]
+LOOPBACK_REFUSED = {
+    "trailing-slash": "http://127.0.0.1:53123/cb/",
+    "other-loopback-host": "http://[::1]:53123/cb",
+    "localhost-for-ip": "http://localhost:53123/cb",
+    "port-zero": "http://127.0.0.1:0/cb",
+    "port-too-big": "http://127.0.0.1:65536/cb",
+    "https": "https://127.0.0.1:53123/cb",
+    "extra-query": "http://127.0.0.1:53123/cb?x=1",
+    "other-query": "http://[::1]:8080/native?app=2",
+    "userinfo": "http://127.0.0.1:53123@evil.example/cb",
+    "host-suffix": "http://127.0.0.1.evil.example:53123/cb",
+}
+
+
+async def _native(env: Env) -> str:
+    from bastion.server.services.clients import create_client
+
+    new = await create_client(env.ctx.storage, name="CLI", public=True, redirect_uris=NATIVE,
+                              grant_types=["authorization_code"], scopes=["openid"])
+    return new.client.client_id
+
+
+@pytest.mark.parametrize("uri", LOOPBACK_ACCEPTED)
+async def test_a_loopback_redirect_uri_matches_at_any_port(env: Env, uri: str) -> None:
+    client_id = await _native(env)
+    r = await env.http.get(authorize_url(client_id, redirect_uri=uri, prompt="none",
+                                         verifier="v" * 43))
+    assert r.status_code == 303 and r.headers["location"].startswith(uri)
+    assert location_params(r)["error"] == "login_required"  # verified, then no session
+
+
+@pytest.mark.parametrize("uri", LOOPBACK_REFUSED.values(), ids=LOOPBACK_REFUSED.keys())
+async def test_a_loopback_redirect_uri_matches_exactly_but_for_the_port(env: Env, uri: str):
+    client_id = await _native(env)
+    assert_error_page(await env.http.get(authorize_url(client_id, redirect_uri=uri,
+                                                       verifier="v" * 43)))
+
+
+async def test_a_code_sent_to_a_loopback_port_is_redeemed_with_that_port_only(env: Env):
+    native = Registered(await _native(env), None)
+    uri = "http://127.0.0.1:53123/cb"
+    code = await get_code(env, native.client_id, redirect_uri=uri, verifier="v" * 43)
+    other_port = await exchange(env, code, client=native, verifier="v" * 43,
+                                redirect_uri="http://127.0.0.1:53124/cb")
+    assert other_port.status_code == 400 and other_port.json()["error"] == "invalid_grant"
+    code = await get_code(env, native.client_id, redirect_uri=uri, verifier="v" * 43)
+    r = await exchange(env, code, client=native, verifier="v" * 43, redirect_uri=uri)
+    assert r.status_code == 200, r.text

@@ -19,7 +19,7 @@ from bastion.oauth.errors import (
 )
 from bastion.server.checks.scope import granted_scope
 from bastion.server.models import Client
-from bastion.server.services.clients import ClientCache
+from bastion.server.services.clients import ClientCache, matching_redirect_uri
 
 #: Parameters the authorization endpoint reads; each may appear once.
 PARAMETERS = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
@@ -64,8 +64,8 @@ async def check_redirect_uri(req: AuthorizationRequest, _clients: ClientCache) -
         if len(registered) != 1:
             raise InvalidClientPage("redirect_uri is required for this client.")
         req.redirect_uri = registered[0]
-    elif given in registered:  # exact string match (RFC 9700 section 2.1)
-        req.redirect_uri = given
+    elif matching_redirect_uri(given, registered):
+        req.redirect_uri = given  # as given: the token request must send it again
     else:
         raise InvalidClientPage("redirect_uri is not registered for this client.")
 

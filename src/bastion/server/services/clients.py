@@ -23,6 +23,25 @@ _CONFIDENTIAL_ONLY = {"client_credentials"}
 SCOPE_PATTERN = r"^[\x21\x23-\x5b\x5d-\x7e]+$"  # one scope token: RFC 6749 section 3.3
 _SCOPE_TOKEN = re.compile(SCOPE_PATTERN)
 _LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
+# An http loopback redirect URI's authority, exactly as registered apps write it.
+_LOOPBACK_AUTHORITY = re.compile(r"http://(127\.0\.0\.1|\[::1\]|localhost)(?::(\d{1,5}))?(?=[/?]|$)")
+
+
+def without_loopback_port(uri: str) -> str | None:
+    """``uri`` with its port dropped if it is an http loopback redirect URI (a native
+    app's, RFC 8252 section 7.3: any port at request time), else ``None``."""
+    found = _LOOPBACK_AUTHORITY.match(uri)
+    if found is None or (found[2] is not None and not 0 < int(found[2]) < 65536):
+        return None
+    return f"http://{found[1]}{uri[found.end():]}"
+
+
+def matching_redirect_uri(given: str, registered: Iterable[str]) -> bool:
+    """Exact string match (RFC 9700 section 2.1), but for the port of a loopback URI."""
+    if given in registered:
+        return True
+    base = without_loopback_port(given)
+    return base is not None and any(without_loopback_port(r) == base for r in registered)
 
 
 def check_redirect_uri(uri: str, field: str = "redirect_uri") -> str:
