@@ -139,3 +139,19 @@ async def test_an_unexpected_failure_answers_in_the_callers_form(app: App, monke
         assert api.headers["content-type"] == "application/problem+json"
         other = await http.get("/oauth/authorize", params={"client_id": "web"})
         assert other.status_code == 500 and other.json()["error"] == "server_error"
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("POST", "/.well-known/jwks.json", "GET"),
+    ("DELETE", "/oauth/userinfo", "GET, POST"),
+    ("PUT", "/oauth/authorize", "GET"),
+    ("PUT", "/api/v1/users", "GET, POST"),
+    ("PUT", "/api/v1/users/u-1", "DELETE, GET, PATCH"),
+    ("POST", "/openapi.json", "GET, HEAD"),
+])
+async def test_a_405_lists_the_methods_the_path_is_served_with(
+        app: App, method: str, path: str, allow: str) -> None:
+    """RFC 9110 section 15.5.6: a 405 says which methods would do."""
+    r = await app.http.request(method, path)
+    assert r.status_code == 405
+    assert r.headers["allow"] == allow

@@ -140,11 +140,15 @@ def create_app(settings: Settings, ctx: Context | None = None) -> ASGIApp:
     api.add_exception_handler(HTTPException, http_error_handler)
     api.add_exception_handler(ServiceError, service_error_handler)
     api.add_exception_handler(Exception, _server_error)
-    for module in (health, discovery, jwks, authorize, login, passwordless, account, userinfo,
-                   logout,
-                   api_users, api_sessions, api_organizations, api_user_roles, api_events,
-                   api_clients, api_keys):
-        api.include_router(module.router)
+    routers = [module.router for module in (
+        health, discovery, jwks, authorize, login, passwordless, account, userinfo, logout,
+        api_users, api_sessions, api_organizations, api_user_roles, api_events, api_clients,
+        api_keys)]
+    for router in routers:
+        api.include_router(router)
+    # For a 405's Allow header: FastAPI keeps included routers as opaque entries of
+    # its own route list, so the routes themselves are listed here.
+    api.state.routes = (*api.router.routes, *(r for router in routers for r in router.routes))
     return BastionApp(context, api)
 
 

@@ -49,7 +49,7 @@ def allowed_methods(request: Request) -> str:
     """Every method the request's path is served with (Starlette names only the
     first route's methods when several routes share a path)."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
+    for route in request.app.state.routes:
         match, _ = route.matches({**request.scope, "method": ""})
         if match != Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())
