@@ -155,3 +155,9 @@ async def test_a_405_lists_the_methods_the_path_is_served_with(
     r = await app.http.request(method, path)
     assert r.status_code == 405
     assert r.headers["allow"] == allow
+
+
+async def test_a_405_on_a_path_spelled_out_lists_only_its_own_methods(app: App) -> None:
+    # /api/v1/users/count is not a user id, though /api/v1/users/{user_id} matches it
+    r = await app.http.put("/api/v1/users/count")
+    assert (r.status_code, r.headers["allow"]) == (405, "GET")

@@ -148,7 +148,8 @@ def create_app(settings: Settings, ctx: Context | None = None) -> ASGIApp:
         api.include_router(router)
     # For a 405's Allow header: FastAPI keeps included routers as opaque entries of
     # its own route list, so the routes themselves are listed here.
-    api.state.routes = (*api.router.routes, *(r for router in routers for r in router.routes))
+    api.state.routes = [route for route in (*api.router.routes, *(
+        r for router in routers for r in router.routes)) if getattr(route, "methods", None)]
     return BastionApp(context, api)
 
 

@@ -47,13 +47,13 @@ async def validation_handler(_request: Request, exc: Exception) -> Response:
 
 def allowed_methods(request: Request) -> str:
     """Every method the request's path is served with (Starlette names only the
-    first route's methods when several routes share a path)."""
-    methods: set[str] = set()
-    for route in request.app.state.routes:
-        match, _ = route.matches({**request.scope, "method": ""})
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return ", ".join(sorted(methods))
+    first route's methods when several routes share a path). A path spelled out by a
+    route (``/users/count``) is that route's, not a value of a parameter
+    (``/users/{user_id}``)."""
+    matched = [route for route in request.app.state.routes
+               if route.matches({**request.scope, "method": ""})[0] != Match.NONE]
+    literal = [route for route in matched if not getattr(route, "param_convertors", None)]
+    return ", ".join(sorted({method for route in literal or matched for method in route.methods}))
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:
