@@ -112,17 +112,23 @@ async def test_confirmed_logout_with_a_valid_token_signs_out(env: Env) -> None:
     assert not await signed_in(env, env.http)
 
 
-@pytest.mark.parametrize("token", [None, "forged"])
-async def test_logout_post_without_a_valid_csrf_token_is_refused(env: Env,
-                                                                 token: str | None) -> None:
+@pytest.mark.parametrize("token", ["", "forged"])
+async def test_logout_post_without_a_valid_csrf_token_is_refused(env: Env, token: str) -> None:
     await get_code(env)
     fields = await logout_confirmation(env, env.http)
-    if token is None:
-        del fields["csrf_token"]
-    else:
-        fields["csrf_token"] = token
-    r = await env.http.post("/oauth/logout", data=fields)
+    r = await env.http.post("/oauth/logout", data={**fields, "csrf_token": token})
     assert r.status_code == 400
+    assert await signed_in(env, env.http)
+
+
+async def test_logout_post_without_any_csrf_token_is_a_request_that_only_asks(env: Env):
+    # Without our form's token it is a client's logout request by POST, and without a
+    # hint naming the session it asks, as the same request by GET would.
+    await get_code(env)
+    fields = await logout_confirmation(env, env.http)
+    del fields["csrf_token"]
+    r = await env.http.post("/oauth/logout", data=fields)
+    assert r.status_code == 200 and 'action="/oauth/logout"' in r.text
     assert await signed_in(env, env.http)
 
 
@@ -173,3 +179,47 @@ async def test_logout_with_the_sessions_own_id_token_signs_out_at_once(env: Env)
         {"id_token_hint": hint, "post_logout_redirect_uri": LOGOUT_TARGET}))
     assert r.status_code == 303 and r.headers["location"] == LOGOUT_TARGET
     assert not await signed_in(env, env.http)
+
+
+# -- logout requested by POST (RP-Initiated Logout 1.0 section 2: GET and POST) -------
+
+
+async def test_a_posted_logout_with_the_sessions_own_id_token_signs_out_at_once(env: Env):
+    hint = (await exchange(env, await get_code(env))).json()["id_token"]
+    r = await env.http.post("/oauth/logout", data={
+        "id_token_hint": hint, "post_logout_redirect_uri": LOGOUT_TARGET, "state": "s-9"})
+    assert r.status_code == 303 and r.headers["location"] == LOGOUT_TARGET + "?state=s-9"
+    assert not await signed_in(env, env.http)
+
+
+async def test_a_cross_site_posted_logout_asks_and_the_confirmation_signs_out(env: Env):
+    """A cross-site POST carries no SameSite=Lax cookie: the server cannot see the
+    session the hint names, so it asks; the confirmation, posted from its own page,
+    carries the cookie and ends the session."""
+    hint = (await exchange(env, await get_code(env))).json()["id_token"]
+    session = env.http.cookies[SESSION_COOKIE]
+    env.http.cookies.clear()  # what a cross-site POST sends
+    asked = await env.http.post("/oauth/logout", data={
+        "id_token_hint": hint, "post_logout_redirect_uri": LOGOUT_TARGET, "state": "s-9"})
+    assert asked.status_code == 200 and 'action="/oauth/logout"' in asked.text
+    env.http.cookies.set(SESSION_COOKIE, session)  # same-site again: the cookie goes
+    assert await signed_in(env, env.http)
+    r = await env.http.post("/oauth/logout", data=hidden_fields(asked.text))
+    assert r.status_code == 303 and r.headers["location"] == LOGOUT_TARGET + "?state=s-9"
+    assert not await signed_in(env, env.http)
+
+
+async def test_a_posted_logout_with_an_id_token_of_another_user_only_asks(env: Env) -> None:
+    await create_user(env.ctx.storage, env.ctx.passwords, username="mallory",
+                      email="mallory@example.com", password=PASSWORD)
+    attacker = await env.browser("10.0.0.9")
+    fields = await login_form(attacker, authorize_url(env.web.client_id))
+    posted = await post_login(attacker, fields, login="mallory")
+    code = location_params(await attacker.get(posted.headers["location"]))["code"]
+    hint = (await exchange(env, code)).json()["id_token"]
+
+    await get_code(env)  # the victim signs in
+    r = await env.http.post("/oauth/logout", data={"id_token_hint": hint,
+                                                   "post_logout_redirect_uri": LOGOUT_TARGET})
+    assert r.status_code == 200 and 'action="/oauth/logout"' in r.text
+    assert await signed_in(env, env.http)

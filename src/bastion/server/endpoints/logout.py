@@ -6,6 +6,11 @@ client registered, and the client is known from ``client_id`` or a valid
 ``id_token_hint``. The user confirms first (a CSRF-protected form) unless the hint
 is one we issued for the signed-in user and session (section 2 of the spec), so a
 third-party page cannot sign people out, not even with an ID token of its own.
+
+The request may come by GET or, as the spec requires too, by POST (a form without our
+CSRF token). A cross-site POST carries no session cookie (``SameSite=Lax``), so the
+session the hint names cannot be seen: the confirmation form is shown, and its
+same-site POST ends the session.
 """
 
 from __future__ import annotations
@@ -80,22 +85,32 @@ async def logout(request: Request) -> Response:
     except OAuthError as exc:
         return render(ctx, "message.html", 400, title="Cannot sign out", error=True,
                       message=exc.description)
+    return await _requested(ctx, request, params, posted=False)
+
+
+async def _requested(ctx: Context, request: Request, params: dict[str, str], *,
+                     posted: bool) -> Response:
+    """A logout the client asked for: at once for a hint naming the signed-in user and
+    session, else once the user confirms."""
     claims = await hint_claims(ctx.keys, ctx.settings, params.get("id_token_hint"))
     if claims is not None:
         current = await _current(ctx, request)
-        if _names(claims, current):
+        # By POST, no session may only mean the cookie stayed behind (cross-site).
+        if (current is not None or not posted) and _names(claims, current):
             return await _logout(ctx, request, params, _hint_client(claims), current)
     return form_page(ctx, request, "message.html", title="Sign out?",
                      message="Do you want to sign out of Bastion?", form_action=LOGOUT_PATH,
                      button="Sign out", hidden=params)
 
 
-@router.post(LOGOUT_PATH, summary="Confirm a logout (the confirmation form posts here)",
+@router.post(LOGOUT_PATH, summary="RP-initiated logout by POST, or its confirmation form",
              response_class=Response, responses={303: {"description": "Back to the client"},
                                                  400: {"description": "Expired form"}})
 async def logout_confirmed(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     form = await page_form(request)
+    if form is not None and "csrf_token" not in form:  # the client's own form
+        return await _requested(ctx, request, {k: v for k, v in form.items() if v}, posted=True)
     if form is None or not csrf_ok(ctx, request, form.get("csrf_token")):
         return render(ctx, "message.html", 400, title="Cannot sign out", error=True,
                       message="This form has expired. Please try again.")
