@@ -81,6 +81,18 @@ def _handler(app: RelyingParty) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _finish(self, callback: str | dict[str, str]) -> None:
+            cookies = SimpleCookie(self.headers.get("Cookie", ""))
+            expected = cookies[STATE_COOKIE].value if STATE_COOKIE in cookies else None
+            tokens = app.client.finish_authorization_response(
+                callback, expected_state=expected, replay_store=app.replay_store)
+            info = app.client.userinfo(tokens)
+            app.logins.append((tokens, info))
+            name = html.escape(str(info.get("preferred_username")))
+            self._send(200, f'<p id="hello">Hello {name}</p>', {
+                "Set-Cookie": f"{STATE_COOKIE}=; Path=/; Max-Age=0",
+            })
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             try:
@@ -88,25 +100,44 @@ def _handler(app: RelyingParty) -> type[BaseHTTPRequestHandler]:
                     state, url = app.client.start_authorization("openid profile email")
                     cookie = f"{STATE_COOKIE}={state}; Path=/; HttpOnly; SameSite=Lax"
                     self._send(303, headers={"Location": url, "Set-Cookie": cookie})
+                elif path == "/login-form-post":
+                    # Both servers are on 127.0.0.1, one site, so the posted answer
+                    # carries this SameSite=Lax cookie (a cross-site one would not).
+                    state, url = app.client.start_authorization(
+                        "openid profile email", response_mode="form_post")
+                    cookie = f"{STATE_COOKIE}={state}; Path=/; HttpOnly; SameSite=Lax"
+                    self._send(303, headers={"Location": url, "Set-Cookie": cookie})
                 elif path == "/callback":
-                    cookies = SimpleCookie(self.headers.get("Cookie", ""))
-                    expected = cookies[STATE_COOKIE].value if STATE_COOKIE in cookies else None
-                    tokens = app.client.finish_authorization_response(
-                        app.url + self.path, expected_state=expected,
-                        replay_store=app.replay_store,
-                    )
-                    info = app.client.userinfo(tokens)
-                    app.logins.append((tokens, info))
-                    name = html.escape(str(info.get("preferred_username")))
-                    self._send(200, f'<p id="hello">Hello {name}</p>', {
-                        "Set-Cookie": f"{STATE_COOKIE}=; Path=/; Max-Age=0",
-                    })
+                    self._finish(app.url + self.path)
                 elif path == "/logout":
                     tokens = app.logins[-1][0]
                     url = app.client.logout_url(tokens, app.url + "/bye", state="bye")
                     self._send(303, headers={"Location": url})
+                elif path == "/logout-post":
+                    # RP-Initiated Logout by POST: a form that submits itself.
+                    tokens = app.logins[-1][0]
+                    action = app.client.logout_url(tokens).split("?")[0]
+                    fields = {"id_token_hint": tokens.id_token or "", "state": "bye",
+                              "post_logout_redirect_uri": app.url + "/bye"}
+                    inputs = "".join(f'<input type="hidden" name="{k}" value="{html.escape(v)}">'
+                                     for k, v in fields.items())
+                    self._send(200, f'<form method="post" action="{html.escape(action)}">'
+                               f"{inputs}</form><script>document.forms[0].submit()</script>")
                 elif path == "/bye":
                     self._send(200, '<p id="bye">Signed out</p>')
+                else:
+                    self._send(404, "not found")
+            except BastionError as exc:
+                app.errors.append(exc)
+                self._send(400, f'<p id="error">{html.escape(type(exc).__name__)}</p>')
+
+        def do_POST(self) -> None:  # the callback, for response_mode=form_post
+            from urllib.parse import parse_qsl
+
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+            try:
+                if self.path == "/callback":
+                    self._finish(dict(parse_qsl(body)))
                 else:
                     self._send(404, "not found")
             except BastionError as exc:

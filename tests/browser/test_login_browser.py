@@ -97,3 +97,41 @@ def test_sign_in_finish_with_the_sdk_and_log_out(
     assert page.url == relying_party.url + "/bye?state=bye"
     page.goto(relying_party.url + "/login")
     expect(page.locator("#password")).to_be_visible()
+
+
+def test_form_post_answer_and_logout_by_post(
+    page: Page, relying_party: Any, bastion_server: ServerProcess
+) -> None:
+    """response_mode=form_post: Bastion's page posts the code to the app's callback, so
+    it is in no URL; then RP-initiated logout by POST, same-site and cross-site."""
+    user_id, username, password = new_user(bastion_server)
+    page.context.clear_cookies()
+    page.goto(relying_party.url + "/login-form-post")
+    sign_in(page, username, password)
+    expect(page.locator("#hello")).to_have_text(f"Hello {username}")
+    assert page.url == relying_party.url + "/callback"  # posted: no code in the URL
+    assert not relying_party.errors
+    assert relying_party.logins[-1][1]["sub"] == user_id
+
+    # Same site (both on 127.0.0.1): the session cookie goes with the POST, and the
+    # session's own ID token signs out at once.
+    page.goto(relying_party.url + "/logout-post")
+    expect(page.locator("#bye")).to_have_text("Signed out")
+    assert page.url == relying_party.url + "/bye?state=bye"
+    page.goto(relying_party.url + "/login")
+    expect(page.locator("#password")).to_be_visible()
+
+    # Cross-site (the app's page on "localhost"): the POST carries no SameSite=Lax
+    # cookie, so Bastion asks; its own form, posted same-site, ends the session.
+    sign_in(page, username, password)
+    expect(page.locator("#hello")).to_have_text(f"Hello {username}")
+    other_site = relying_party.url.replace("127.0.0.1", "localhost")
+    page.goto(other_site + "/logout-post")
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    assert page.url == bastion_server.url + "/oauth/logout"
+    shot(page, "logout-confirmation")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("#bye")).to_have_text("Signed out")
+    assert page.url == relying_party.url + "/bye?state=bye"
+    page.goto(relying_party.url + "/login")
+    expect(page.locator("#password")).to_be_visible()

@@ -71,12 +71,19 @@ def test_sdk_imports_without_server_dependencies():
 
 def test_force_is_keyword_only_everywhere():
     """``delete(org, role, True)`` would read as anything; every ``force`` is named."""
-    from bastion.client import _api, _async_api, organizations
+    import importlib
+    import pkgutil
 
-    methods = [_api.Organizations.delete, _api.Roles.delete,
-               _async_api.AsyncOrganizations.delete, _async_api.AsyncRoles.delete,
-               organizations.Organization.delete, organizations.Organization.adelete,
-               organizations.Role.delete, organizations.Role.adelete]
-    for method in methods:
-        force = inspect.signature(method).parameters["force"]
-        assert force.kind is inspect.Parameter.KEYWORD_ONLY, method.__qualname__
+    found = []
+    for info in pkgutil.iter_modules(bastion.client.__path__):
+        module = importlib.import_module(f"bastion.client.{info.name}")
+        for cls in vars(module).values():
+            if not (inspect.isclass(cls) and cls.__module__ == module.__name__):
+                continue
+            for name, method in vars(cls).items():
+                method = getattr(method, "__func__", method)
+                if inspect.isfunction(method) and "force" in inspect.signature(method).parameters:
+                    force = inspect.signature(method).parameters["force"]
+                    assert force.kind is inspect.Parameter.KEYWORD_ONLY, f"{cls.__name__}.{name}"
+                    found.append(f"{cls.__name__}.{name}")
+    assert len(found) == 8, found  # organizations and roles, sync and async, API and models

@@ -45,12 +45,12 @@ def assert_error_back_with_state(r: httpx2.Response, error: str,
     ({"request": "eyJhbGciOiJub25lIn0.e30."}, "request_not_supported"),
     ({"request_uri": "https://app.example/req/1"}, "request_uri_not_supported"),
     ({"registration": "{}"}, "registration_not_supported"),
-    ({"response_mode": "form_post"}, "invalid_request"),
     ({"response_mode": "fragment"}, "invalid_request"),
+    ({"response_mode": "form_post.fragment"}, "invalid_request"),
 ], ids=["implicit", "hybrid", "missing-response-type", "scope", "prompt-combo",
         "prompt-none", "prompt-unknown", "max-age-word", "max-age-negative", "max-age-huge",
         "long-nonce", "long-login-hint", "request-object", "request-uri", "registration",
-        "form-post", "fragment"])
+        "fragment", "unknown-mode"])
 async def test_error_after_redirect_verification_goes_back_with_state_and_iss(
         env: Env, extra: dict[str, str], error: str) -> None:
     r = await env.http.get(authorize_url(env.web.client_id, **extra))

@@ -27,7 +27,7 @@ async def test_metadata_lists_only_what_is_served(app: App, path: str) -> None:
     assert meta["prompt_values_supported"] == ["consent", "login", "none", "select_account"]
     assert meta["code_challenge_methods_supported"] == ["S256"]
     assert meta["response_types_supported"] == ["code"]
-    assert meta["response_modes_supported"] == ["query"]
+    assert meta["response_modes_supported"] == ["query", "form_post"]
     # OpenID Connect Discovery assumes request_uri support unless told otherwise.
     assert meta["request_parameter_supported"] is False
     assert meta["request_uri_parameter_supported"] is False

@@ -44,13 +44,17 @@ class SignIn:
         prompt: str | None = None,
         login_hint: str | None = None,
         organization: str | None = None,
+        response_mode: str | None = None,
     ) -> tuple[str, str]:
         """``(state, url)`` for the authorization code flow with PKCE.
 
         Send the browser to ``url``. ``state`` is sealed with ``state_key`` and
         carries the PKCE verifier and nonce, so any worker can finish; keep it in
         the user's session to pass as ``expected_state``. ``redirect_uri``
-        overrides the connection's; ``prompt`` is ``login`` or ``none``.
+        overrides the connection's; ``prompt`` is ``login`` or ``none``;
+        ``response_mode`` ``form_post`` has the answer posted to the redirect URI
+        (the code stays out of URLs: pass the posted form to
+        ``finish_authorization_response``).
         """
         flow = _authorization.start_authorization_flow(
             self._core,
@@ -61,6 +65,7 @@ class SignIn:
             prompt=prompt,
             login_hint=login_hint,
             organization=organization,
+            response_mode=response_mode,
         )
         return self._run(flow)
 

@@ -21,11 +21,10 @@ from bastion.server.checks.scope import granted_scope
 from bastion.server.models import Client
 from bastion.server.services.clients import ClientCache, matching_redirect_uri
 
-#: Parameters the authorization endpoint reads; each may appear once.
-PARAMETERS = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
-              "code_challenge", "code_challenge_method", "prompt", "login_hint", "max_age",
-              "organization", "id_token_hint", "response_mode")
 _MAX_PARAM = 2048
+#: How the answer goes back: in the redirect's query, or posted by an HTML form
+#: (OAuth 2.0 Form Post Response Mode), which keeps the code out of URLs.
+RESPONSE_MODES = ("query", "form_post")
 
 
 class InvalidClientPage(OAuthError):
@@ -42,6 +41,7 @@ class AuthorizationRequest:
     scope: str = ""
     prompt: frozenset[str] = field(default_factory=frozenset)
     max_age: int | None = None
+    response_mode: str = "query"
 
     @property
     def state(self) -> str | None:
@@ -70,6 +70,15 @@ async def check_redirect_uri(req: AuthorizationRequest, _clients: ClientCache) -
         raise InvalidClientPage("redirect_uri is not registered for this client.")
 
 
+def check_response_mode(req: AuthorizationRequest) -> None:
+    """First: every later error goes back in the mode asked for. One not served is
+    refused, not ignored (the app's callback may not read another)."""
+    mode = req.params.get("response_mode", "query")
+    if mode not in RESPONSE_MODES:
+        raise InvalidRequest("response_mode must be query or form_post.")
+    req.response_mode = mode
+
+
 #: OpenID Connect Core 3.1.2.6: a request object, by value or by reference, or
 #: registration data, would carry parameters that must not be silently dropped.
 _UNSUPPORTED = {"request": "request_not_supported",
@@ -77,15 +86,10 @@ _UNSUPPORTED = {"request": "request_not_supported",
                 "registration": "registration_not_supported"}
 
 
-def check_unsupported(req: AuthorizationRequest) -> None:
+def check_request_object(req: AuthorizationRequest) -> None:
     for name, error in _UNSUPPORTED.items():
         if name in req.params:
             raise InvalidRequest(f"The {name} parameter is not supported.", error=error)
-    # Answering in another mode than asked would hand the code to a page not waiting
-    # for it; OAuth 2.0 Multiple Response Type Encoding Practices, section 2.
-    mode = req.params.get("response_mode")
-    if mode is not None and mode != "query":
-        raise InvalidRequest("response_mode must be query, the only mode supported.")
 
 
 def check_response_type(req: AuthorizationRequest) -> None:
@@ -160,7 +164,8 @@ BEFORE_REDIRECT: tuple[Callable[[AuthorizationRequest, ClientCache], Awaitable[N
     check_redirect_uri,
 )
 AFTER_REDIRECT: tuple[Callable[[AuthorizationRequest], None], ...] = (
-    check_unsupported,
+    check_response_mode,
+    check_request_object,
     check_response_type,
     check_grant_allowed,
     check_pkce,

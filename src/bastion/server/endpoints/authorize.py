@@ -27,7 +27,7 @@ from bastion.server.checks.scope import for_user
 from bastion.server.context import Context
 from bastion.server.endpoints._query import single_params
 from bastion.server.models import LoginSession
-from bastion.server.pages import form_page, render
+from bastion.server.pages import form_page, form_post, render
 from bastion.server.services import sessions
 from bastion.server.services.authorization import issue_code, member_organization
 from bastion.server.services.id_tokens import hint_claims
@@ -40,6 +40,8 @@ def redirect_to_client(ctx: Context, req: AuthorizationRequest, params: dict[str
     params = {**params, "iss": ctx.settings.issuer_url}
     if req.state is not None:
         params["state"] = req.state
+    if req.response_mode == "form_post":
+        return form_post(ctx, req.redirect_uri, params)
     sep = "&" if "?" in req.redirect_uri else "?"
     return RedirectResponse(req.redirect_uri + sep + urlencode(params), status_code=303,
                             headers={"Cache-Control": "no-store"})
@@ -92,13 +94,15 @@ _PARAMETERS = [
     _param("id_token_hint", "An ID token issued to this client (expired is fine): the user "
            "the app expects. A session of another user counts as none (with prompt=none: "
            "login_required)."),
-    _param("response_mode", "Only `query` (the default)."),
+    _param("response_mode", "`query` (the default), or `form_post`: the answer is posted to "
+           "the redirect URI by a self-submitting form, which keeps the code out of URLs."),
 ]
 
 
 @router.get(AUTHORIZE_PATH, summary="Authorization endpoint (code flow with PKCE)",
             response_class=Response, openapi_extra={"parameters": _PARAMETERS},
-            responses={200: {"description": "The login page"},
+            responses={200: {"description": "The login page, or the form that posts the "
+                                            "answer back (response_mode=form_post)"},
                        303: {"description": "Back to the client, with a code or an error"},
                        400: {"description": "Unknown client or redirect URI: an error page"}})
 async def authorize(request: Request) -> Response:

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from bastion.server.checks.authorization import PROMPTS
+from bastion.server.checks.authorization import PROMPTS, RESPONSE_MODES
 from bastion.server.checks.client_auth import METHODS
 from bastion.server.context import Context
 from bastion.server.endpoints.account import ACCOUNT_PATH
@@ -44,7 +44,7 @@ def metadata(ctx: Context) -> dict[str, Any]:
         "account_endpoint": issuer + ACCOUNT_PATH,
         "grant_types_supported": sorted(GRANTS),
         "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
+        "response_modes_supported": list(RESPONSE_MODES),
         # OpenID Connect Discovery: request_uri support is assumed unless denied.
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,

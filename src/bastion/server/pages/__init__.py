@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
 from pathlib import Path
 from typing import Any
@@ -60,3 +62,21 @@ def form_page(ctx: Context, request: Request, template: str, status: int = 200,
     response = render(ctx, template, status, csrf_token=token, **values)
     response.set_cookie(CSRF_COOKIE, cookie, **cookie_options(ctx))
     return response
+
+
+_SUBMIT = 'document.getElementById("answer").submit()'
+_SUBMIT_HASH = base64.b64encode(hashlib.sha256(_SUBMIT.encode()).digest()).decode()
+_FORM_POST_HEADERS = {
+    **_PAGE_HEADERS,
+    # Only this page's own script runs: the one line that posts the form.
+    "Content-Security-Policy": _PAGE_HEADERS["Content-Security-Policy"]
+    + f"; script-src 'sha256-{_SUBMIT_HASH}'",
+}
+
+
+def form_post(ctx: Context, action: str, fields: dict[str, str]) -> HTMLResponse:
+    """OAuth 2.0 Form Post Response Mode: a page that posts ``fields`` to ``action``
+    (the client's verified redirect URI) as soon as it loads."""
+    html = _env.get_template("form_post.html").render(
+        issuer=ctx.settings.issuer_url, action=action, fields=fields, script=_SUBMIT)
+    return HTMLResponse(html, headers=_FORM_POST_HEADERS)
