@@ -99,3 +99,29 @@ async def test_response_mode_query_is_the_default_spelled_out(env: Env) -> None:
     await get_code(env)  # signs in
     r = await env.http.get(authorize_url(env.web.client_id, response_mode="query"))
     assert redirect_query(r)["code"]
+
+
+async def test_optional_oidc_scopes_are_left_out_not_refused(env: Env) -> None:
+    """Libraries ask for offline_access (or phone, address) by default; a client not
+    registered for them signs in without them (OIDC Core 3.1.2.1), while a scope Bastion
+    knows and the client may not have is still refused."""
+    from security_helpers import exchange
+
+    code = await get_code(env, scope="openid offline_access phone address")
+    tokens = await exchange(env, code)
+    assert tokens.status_code == 200, tokens.text
+    assert tokens.json()["scope"] == "openid" and tokens.json()["refresh_token"]
+    r = await env.http.get(authorize_url(env.web.client_id, scope="openid offline_access admin"))
+    assert_error_back_with_state(r, "invalid_scope")
+
+
+async def test_a_client_registered_for_offline_access_gets_it(env: Env) -> None:
+    from security_helpers import Registered, exchange
+
+    new = await create_client(env.ctx.storage, name="Offline", redirect_uris=[REDIRECT],
+                              grant_types=["authorization_code", "refresh_token"],
+                              scopes=["openid", "offline_access"])
+    app = Registered(new.client.client_id, new.client_secret)
+    code = await get_code(env, app.client_id, scope="openid offline_access phone")
+    tokens = await exchange(env, code, client=app)
+    assert tokens.json()["scope"] == "openid offline_access"

@@ -9,12 +9,22 @@ from bastion.server.models import Client, User
 ADMIN_SCOPE = "bastion:admin"
 
 
+#: Scopes of OpenID Connect Core that apps' libraries often ask for by default:
+#: granted only to a client registered for them, otherwise left out of the grant
+#: rather than failing the sign-in (Core 3.1.2.1: values not understood SHOULD be
+#: ignored). Refresh tokens come with the ``refresh_token`` grant type, not with
+#: ``offline_access``; Bastion has no phone or address claims.
+OPTIONAL_SCOPES = frozenset({"offline_access", "phone", "address"})
+
+
 def granted_scope(requested: str | None, client: Client) -> str:
-    """The scope to grant: what was asked, if the client may have all of it; the
-    client's registered scopes when nothing was asked."""
+    """The scope to grant: what was asked, if the client may have all of it (but
+    ``OPTIONAL_SCOPES``, left out when it may not); the client's registered scopes when
+    nothing was asked."""
     if requested is None:
         return " ".join(client.scopes)
-    wanted = list(dict.fromkeys(requested.split()))
+    wanted = [s for s in dict.fromkeys(requested.split())
+              if s in client.scopes or s not in OPTIONAL_SCOPES]
     extra = [s for s in wanted if s not in client.scopes]
     if extra:
         raise InvalidScope(f"Scope not allowed for this client: {' '.join(extra)}.")
