@@ -85,13 +85,13 @@ API_FUZZ = settings(max_examples=12, deadline=None, derandomize=True, database=N
 
 # Operations where a check once failed (all fixed); the focused tests below keep them
 # honest. Some operations refuse schema-valid requests by design, so that one check is
-# left out there: the authorization endpoint (a random client_id is a 400 error page),
-# the logout confirmation (without its form's CSRF token it is a 400 page), and client
-# registration and change, whose rules span fields and URI parts (https or loopback,
-# authorization_code needs a redirect URI, no client_credentials for a public client:
-# tests/server/test_api_clients.py).
-BY_DESIGN_REFUSED = ["GET /oauth/authorize", "POST /oauth/logout", "POST /api/v1/clients",
-                     "PATCH /api/v1/clients/{client_id}"]
+# left out there: the authorization endpoint, by GET or POST (a random client_id is a
+# 400 error page), the logout confirmation (with a CSRF token not of its form it is a
+# 400 page), and client registration and change, whose rules span fields and URI parts
+# (https or loopback, authorization_code needs a redirect URI, no client_credentials
+# for a public client: tests/server/test_api_clients.py).
+BY_DESIGN_REFUSED = ["GET /oauth/authorize", "POST /oauth/authorize", "POST /oauth/logout",
+                     "POST /api/v1/clients", "PATCH /api/v1/clients/{client_id}"]
 POSITIVE_DATA_REFUSED = ["POST /api/v1/users", "PATCH /api/v1/users/{user_id}",
                          "POST /api/v1/organizations", "POST /api/v1/organizations/{org}/roles",
                          "GET /api/v1/users/me"]

@@ -144,7 +144,7 @@ async def test_an_unexpected_failure_answers_in_the_callers_form(app: App, monke
 @pytest.mark.parametrize(("method", "path", "allow"), [
     ("POST", "/.well-known/jwks.json", "GET"),
     ("DELETE", "/oauth/userinfo", "GET, POST"),
-    ("PUT", "/oauth/authorize", "GET"),
+    ("PUT", "/oauth/authorize", "GET, POST"),
     ("PUT", "/api/v1/users", "GET, POST"),
     ("PUT", "/api/v1/users/u-1", "DELETE, GET, PATCH"),
     ("POST", "/openapi.json", "GET, HEAD"),

@@ -25,6 +25,7 @@ from bastion.server.checks.authorization import (
 )
 from bastion.server.checks.scope import for_user
 from bastion.server.context import Context
+from bastion.server.endpoints._form import parse_form, read_body
 from bastion.server.endpoints._query import single_params
 from bastion.server.models import LoginSession
 from bastion.server.pages import form_page, form_post, render
@@ -34,6 +35,7 @@ from bastion.server.services.id_tokens import hint_claims
 
 router = APIRouter(tags=["oauth"])
 AUTHORIZE_PATH = "/oauth/authorize"
+_MAX_BODY = 64 * 1024  # a query is at most a few kB (each value at most 2,048 chars)
 
 
 def redirect_to_client(ctx: Context, req: AuthorizationRequest, params: dict[str, str]) -> Response:
@@ -106,8 +108,30 @@ _PARAMETERS = [
                        303: {"description": "Back to the client, with a code or an error"},
                        400: {"description": "Unknown client or redirect URI: an error page"}})
 async def authorize(request: Request) -> Response:
+    return await _authorize(request.app.state.ctx, request, request.url.query)
+
+
+@router.post(AUTHORIZE_PATH, summary="Authorization endpoint, the parameters in a form",
+             response_class=Response, openapi_extra={"requestBody": {"content": {
+                 "application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}},
+             responses={200: {"description": "The login page, or the form that posts the "
+                                             "answer back (response_mode=form_post)"},
+                        303: {"description": "Back to the client, with a code or an error"},
+                        400: {"description": "Unknown client or redirect URI, or a "
+                                             "malformed form: an error page"}})
+async def authorize_posted(request: Request) -> Response:
+    """OpenID Connect Core 3.1.2.1: GET and POST. The form's parameters are then
+    handled as a query (the login page carries them on as one)."""
     ctx: Context = request.app.state.ctx
-    query = request.url.query
+    try:
+        body = await read_body(request.scope, request.receive, _MAX_BODY)
+        params = parse_form(dict(request.scope["headers"]), body)
+    except OAuthError as exc:
+        return error_page(ctx, exc)
+    return await _authorize(ctx, request, urlencode(params))
+
+
+async def _authorize(ctx: Context, request: Request, query: str) -> Response:
     try:
         req = AuthorizationRequest(single_params(query))
         for check in BEFORE_REDIRECT:
