@@ -150,3 +150,10 @@ async def test_malformed_authorization_headers_are_refused(env: Env, value: byte
     r = await env.http.get("/oauth/userinfo", headers={"Authorization": value})
     assert r.status_code == 401, r.text
     assert r.headers["www-authenticate"].startswith("Bearer ")
+
+
+async def test_a_public_client_cannot_introspect_and_is_told_how_to_authenticate(env: Env):
+    r = await env.http.post("/oauth/introspect", data={"token": "x.y.z",
+                                                       "client_id": env.spa.client_id})
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+    assert r.headers["www-authenticate"].startswith("Basic ")

@@ -17,7 +17,7 @@ from bastion.server.services import secrets
 from bastion.server.services.clients import ClientCache, secret_matches
 
 METHODS = ("client_secret_basic", "client_secret_post")
-_BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="bastion", charset="UTF-8"'}
+BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="bastion", charset="UTF-8"'}
 
 
 def _basic(header: str) -> tuple[str, str]:
@@ -27,7 +27,7 @@ def _basic(header: str) -> tuple[str, str]:
     except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII input
         sep = ""
     if not sep:
-        raise InvalidClient("Malformed Basic credentials.", headers=_BASIC_CHALLENGE)
+        raise InvalidClient("Malformed Basic credentials.", headers=BASIC_CHALLENGE)
     return unquote_plus(client_id), unquote_plus(secret)
 
 
@@ -44,15 +44,15 @@ async def authenticate_client(
         client_id = form.get("client_id", "")
         secret = form.get("client_secret", "")
         if not client_id:
-            raise InvalidClient("Client authentication is required.", headers=_BASIC_CHALLENGE)
+            raise InvalidClient("Client authentication is required.", headers=BASIC_CHALLENGE)
     client = await clients.get(client_id)
     if client is None:
         secrets.matches(secret, None)  # same work as a wrong secret
-        raise InvalidClient(headers=_BASIC_CHALLENGE)
+        raise InvalidClient(headers=BASIC_CHALLENGE)
     if client.is_public:
         if secret:
-            raise InvalidClient("A public client has no secret.", headers=_BASIC_CHALLENGE)
+            raise InvalidClient("A public client has no secret.", headers=BASIC_CHALLENGE)
         return client
     if not secret_matches(client, secret):
-        raise InvalidClient(headers=_BASIC_CHALLENGE)
+        raise InvalidClient(headers=BASIC_CHALLENGE)
     return client

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bastion.oauth.errors import InvalidClient, InvalidRequest, InvalidToken
+from bastion.server.checks.client_auth import BASIC_CHALLENGE
 from bastion.server.context import Context
 from bastion.server.endpoints._form import FormEndpoint
 from bastion.server.grants._request import TokenRequest
@@ -22,7 +23,8 @@ _INACTIVE: dict[str, Any] = {"active": False}
 
 async def introspect(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     if request.client.is_public:
-        raise InvalidClient("Public clients cannot introspect tokens.")
+        # RFC 6749 5.2: a 401 says how to authenticate (a secret, which it lacks).
+        raise InvalidClient("Public clients cannot introspect tokens.", headers=BASIC_CHALLENGE)
     token = request.form.get("token")
     if not token:
         raise InvalidRequest("Missing token.")
