@@ -90,7 +90,9 @@ class Settings(BaseSettings):
         "ES256", description="Signing algorithm of new access-token keys."
     )
     id_token_alg: Literal["RS256", "ES256", "PS256"] = Field(
-        "RS256", description="Signing algorithm of new ID-token keys."
+        "RS256", description="Signing algorithm of new ID-token keys. Keep RS256 unless "
+        "every app accepts the other: OpenID Connect makes RS256 the one every relying "
+        "party must support, and many libraries accept nothing else by default."
     )
     cache_ttl: float = Field(
         5.0,
