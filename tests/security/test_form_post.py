@@ -94,3 +94,17 @@ async def test_a_value_that_breaks_out_of_the_page_is_escaped(env: Env) -> None:
                                          prompt="none", state=state))
     assert posted_answer(r)["state"] == state
     assert "<script>alert(1)" not in r.text
+
+
+async def test_form_post_to_an_apps_own_scheme_is_refused(env: Env) -> None:
+    """A browser cannot post to ``com.example.app:/cb``: the code would be lost."""
+    from bastion.server.services.clients import create_client
+
+    native = await create_client(env.ctx.storage, name="Phone app", public=True,
+                                 redirect_uris=["com.example.app:/cb"],
+                                 grant_types=["authorization_code"], scopes=["openid"])
+    r = await env.http.get(authorize_url(native.client.client_id, response_mode="form_post",
+                                         redirect_uri="com.example.app:/cb",
+                                         verifier="v" * 43))
+    assert r.status_code == 303
+    assert r.headers["location"].startswith("com.example.app:/cb?error=invalid_request")

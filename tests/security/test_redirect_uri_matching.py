@@ -123,6 +123,8 @@ LOOPBACK_REFUSED = {
     "other-query": "http://[::1]:8080/native?app=2",
     "userinfo": "http://127.0.0.1:53123@evil.example/cb",
     "host-suffix": "http://127.0.0.1.evil.example:53123/cb",
+    "arabic-indic-digits": "http://127.0.0.1:\u0668\u0660/cb",
+    "fullwidth-digits": "http://127.0.0.1:\uff18\uff10/cb",
 }
 
 

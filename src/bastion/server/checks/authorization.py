@@ -76,6 +76,9 @@ def check_response_mode(req: AuthorizationRequest) -> None:
     mode = req.params.get("response_mode", "query")
     if mode not in RESPONSE_MODES:
         raise InvalidRequest("response_mode must be query or form_post.")
+    if mode == "form_post" and not req.redirect_uri.startswith(("https://", "http://")):
+        # A browser cannot post a form to an app's own scheme: the code would be lost.
+        raise InvalidRequest("response_mode=form_post needs an http(s) redirect URI.")
     req.response_mode = mode
 
 

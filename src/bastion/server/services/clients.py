@@ -24,7 +24,7 @@ SCOPE_PATTERN = r"^[\x21\x23-\x5b\x5d-\x7e]+$"  # one scope token: RFC 6749 sect
 _SCOPE_TOKEN = re.compile(SCOPE_PATTERN)
 _LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
 # An http loopback redirect URI's authority, exactly as registered apps write it.
-_LOOPBACK_AUTHORITY = re.compile(r"http://(127\.0\.0\.1|\[::1\]|localhost)(?::(\d{1,5}))?(?=[/?]|$)")
+_LOOPBACK_AUTHORITY = re.compile(r"http://(127\.0\.0\.1|\[::1\]|localhost)(?::([0-9]{1,5}))?(?=[/?]|$)")
 
 
 def without_loopback_port(uri: str) -> str | None:
