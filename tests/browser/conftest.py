@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -113,6 +114,14 @@ def _handler(app: RelyingParty) -> type[BaseHTTPRequestHandler]:
                     tokens = app.logins[-1][0]
                     url = app.client.logout_url(tokens, app.url + "/bye", state="bye")
                     self._send(303, headers={"Location": url})
+                elif path == "/login-post":
+                    # An authorization request by POST: a form that submits itself.
+                    _, url = app.client.start_authorization("openid profile email")
+                    action, _, query = url.partition("?")
+                    inputs = "".join(f'<input type="hidden" name="{html.escape(k)}" '
+                                     f'value="{html.escape(v)}">' for k, v in parse_qsl(query))
+                    self._send(200, f'<form method="post" action="{html.escape(action)}">'
+                               f"{inputs}</form><script>document.forms[0].submit()</script>")
                 elif path == "/logout-post":
                     # RP-Initiated Logout by POST: a form that submits itself.
                     tokens = app.logins[-1][0]
@@ -132,8 +141,6 @@ def _handler(app: RelyingParty) -> type[BaseHTTPRequestHandler]:
                 self._send(400, f'<p id="error">{html.escape(type(exc).__name__)}</p>')
 
         def do_POST(self) -> None:  # the callback, for response_mode=form_post
-            from urllib.parse import parse_qsl
-
             body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
             try:
                 if self.path == "/callback":

@@ -113,6 +113,17 @@ def test_form_post_answer_and_logout_by_post(
     assert not relying_party.errors
     assert relying_party.logins[-1][1]["sub"] == user_id
 
+    # An authorization request posted from another site ("localhost") carries no
+    # SameSite=Lax cookie; Bastion posts it again from its own origin, sees the
+    # session, and answers without the form.
+    other_site = relying_party.url.replace("127.0.0.1", "localhost")
+    before = len(relying_party.logins)
+    page.goto(other_site + "/login-post")
+    expect(page.locator("#hello")).to_have_text(f"Hello {username}")
+    assert page.url.startswith(relying_party.url + "/callback?code=")
+    assert len(relying_party.logins) == before + 1 and not relying_party.errors
+    assert relying_party.logins[-1][1]["sub"] == user_id
+
     # Same site (both on 127.0.0.1): the session cookie goes with the POST, and the
     # session's own ID token signs out at once.
     page.goto(relying_party.url + "/logout-post")
@@ -125,7 +136,6 @@ def test_form_post_answer_and_logout_by_post(
     # cookie, so Bastion asks; its own form, posted same-site, ends the session.
     sign_in(page, username, password)
     expect(page.locator("#hello")).to_have_text(f"Hello {username}")
-    other_site = relying_party.url.replace("127.0.0.1", "localhost")
     page.goto(other_site + "/logout-post")
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
     assert page.url == bastion_server.url + "/oauth/logout"

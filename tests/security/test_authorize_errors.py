@@ -111,6 +111,15 @@ async def test_optional_oidc_scopes_are_left_out_not_refused(env: Env) -> None:
     tokens = await exchange(env, code)
     assert tokens.status_code == 200, tokens.text
     assert tokens.json()["scope"] == "openid" and tokens.json()["refresh_token"]
+    # A client may send its first request's scope on every refresh (requests-oauthlib)
+    refreshed = await env.token(env.web, grant_type="refresh_token",
+                                refresh_token=tokens.json()["refresh_token"],
+                                scope="openid offline_access")
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["scope"] == "openid"
+    wider = await env.token(env.web, grant_type="refresh_token",
+                            refresh_token=refreshed.json()["refresh_token"], scope="openid email")
+    assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
     r = await env.http.get(authorize_url(env.web.client_id, scope="openid offline_access admin"))
     assert_error_back_with_state(r, "invalid_scope")
 

@@ -1,6 +1,7 @@
 """The authorization endpoint takes its parameters by POST as well as by GET (OpenID
 Connect Core 3.1.2.1), with the same checks and answers; a form it cannot read is an
-error page, never a redirect."""
+error page, never a redirect, and a cross-site POST, which leaves the session cookie
+behind, is posted again from Bastion's own origin."""
 
 from __future__ import annotations
 
@@ -53,3 +54,28 @@ async def test_an_unreadable_form_is_an_error_page(env: Env) -> None:
         r = await env.http.post("/oauth/authorize", content=content, headers=headers)
         assert r.status_code == 400 and "location" not in r.headers, r.status_code
         assert r.headers["content-type"].startswith("text/html")
+
+
+async def test_a_cross_site_post_without_the_cookie_is_posted_again_from_here(env: Env):
+    """A cross-site POST brings no SameSite=Lax session cookie: Bastion's page posts
+    the same form to itself (same-origin), which brings it."""
+    await get_code(env)  # signs in: the browser has a session
+    form = _form(env.web.client_id, prompt="none")
+    session = env.http.cookies.get("bastion_session")
+    assert session
+    env.http.cookies.clear()  # what a cross-site POST sends
+    again = await env.http.post("/oauth/authorize", data=form,
+                                headers={"Sec-Fetch-Site": "cross-site"})
+    assert again.status_code == 200 and "location" not in again.headers
+    assert f'action="{ISSUER}/oauth/authorize"' in again.text
+    assert hidden_fields(again.text) == form
+    env.http.cookies.set("bastion_session", session)  # the same-origin re-post has it
+    r = await env.http.post("/oauth/authorize", data=hidden_fields(again.text),
+                            headers={"Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 303 and "code=" in r.headers["location"]
+
+
+async def test_a_post_from_here_without_a_session_is_not_posted_again(env: Env) -> None:
+    r = await env.http.post("/oauth/authorize", data=_form(env.web.client_id, prompt="none"),
+                            headers={"Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 303 and "error=login_required" in r.headers["location"]

@@ -54,6 +54,15 @@ async def test_post_auth_and_a_narrower_scope(app: App) -> None:
     assert r.json()["scope"] == "read"
 
 
+async def test_an_optional_scope_left_out_is_said_in_the_answer(app: App) -> None:
+    r = await token(app, {"grant_type": "client_credentials", "client_id": app.client_id,
+                          "client_secret": app.client_secret, "scope": "read offline_access"})
+    assert r.status_code == 200 and r.json()["scope"] == "read"
+    r = await token(app, {"grant_type": "client_credentials", "client_id": app.client_id,
+                          "client_secret": app.client_secret, "scope": "offline_access"})
+    assert r.status_code == 200 and r.json()["scope"] == ""  # not "what was asked"
+
+
 async def test_basic_credentials_are_form_decoded(app: App) -> None:
     # RFC 6749 2.3.1: id and secret are form-urlencoded before base64.
     new = await create_client(app.ctx.storage, name="odd", client_id="odd id:1+x",

@@ -91,8 +91,8 @@ class Settings(BaseSettings):
     )
     id_token_alg: Literal["RS256", "ES256", "PS256"] = Field(
         "RS256", description="Signing algorithm of new ID-token keys. Keep RS256 unless "
-        "every app accepts the other: OpenID Connect makes RS256 the one every relying "
-        "party must support, and many libraries accept nothing else by default."
+        "every app accepts the other: it is OpenID Connect's default, the one every "
+        "provider must offer, and many libraries accept nothing else by default."
     )
     cache_ttl: float = Field(
         5.0,

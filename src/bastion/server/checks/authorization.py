@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from bastion.oauth import pkce
 from bastion.oauth.errors import (
@@ -76,7 +77,7 @@ def check_response_mode(req: AuthorizationRequest) -> None:
     mode = req.params.get("response_mode", "query")
     if mode not in RESPONSE_MODES:
         raise InvalidRequest("response_mode must be query or form_post.")
-    if mode == "form_post" and not req.redirect_uri.startswith(("https://", "http://")):
+    if mode == "form_post" and urlsplit(req.redirect_uri).scheme not in ("https", "http"):
         # A browser cannot post a form to an app's own scheme: the code would be lost.
         raise InvalidRequest("response_mode=form_post needs an http(s) redirect URI.")
     req.response_mode = mode

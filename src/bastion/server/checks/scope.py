@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from bastion.oauth.errors import InvalidScope
 from bastion.server.models import Client, User
 
@@ -17,17 +19,33 @@ ADMIN_SCOPE = "bastion:admin"
 OPTIONAL_SCOPES = frozenset({"offline_access", "phone", "address"})
 
 
+def _wanted(requested: str, allowed: Collection[str]) -> list[str]:
+    """The scopes asked for, once each, but ``OPTIONAL_SCOPES`` not in ``allowed``."""
+    return [s for s in dict.fromkeys(requested.split())
+            if s in allowed or s not in OPTIONAL_SCOPES]
+
+
 def granted_scope(requested: str | None, client: Client) -> str:
     """The scope to grant: what was asked, if the client may have all of it (but
     ``OPTIONAL_SCOPES``, left out when it may not); the client's registered scopes when
     nothing was asked."""
     if requested is None:
         return " ".join(client.scopes)
-    wanted = [s for s in dict.fromkeys(requested.split())
-              if s in client.scopes or s not in OPTIONAL_SCOPES]
+    wanted = _wanted(requested, client.scopes)
     extra = [s for s in wanted if s not in client.scopes]
     if extra:
         raise InvalidScope(f"Scope not allowed for this client: {' '.join(extra)}.")
+    return " ".join(wanted)
+
+
+def narrowed_scope(requested: str, granted: str) -> str:
+    """A refresh's scope (RFC 6749 section 6): what was asked, within what was granted;
+    an optional scope left out of the grant is left out again (a client that sends its
+    original request's scope on every refresh)."""
+    held = granted.split()
+    wanted = _wanted(requested, held)
+    if not set(wanted) <= set(held):
+        raise InvalidScope("A refresh cannot widen the scope.")
     return " ".join(wanted)
 
 

@@ -35,7 +35,7 @@ from bastion.server.services.id_tokens import hint_claims
 
 router = APIRouter(tags=["oauth"])
 AUTHORIZE_PATH = "/oauth/authorize"
-_MAX_BODY = 64 * 1024  # a query is at most a few kB (each value at most 2,048 chars)
+_MAX_BODY = 64 * 1024  # a request is a few kB; it goes on as a URL after a sign-in
 
 
 def redirect_to_client(ctx: Context, req: AuthorizationRequest, params: dict[str, str]) -> Response:
@@ -113,7 +113,10 @@ async def authorize(request: Request) -> Response:
 
 @router.post(AUTHORIZE_PATH, summary="Authorization endpoint, the parameters in a form",
              response_class=Response, openapi_extra={"requestBody": {"content": {
-                 "application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}},
+                 "application/x-www-form-urlencoded": {"schema": {
+                     "type": "object", "required": ["response_type", "client_id"],
+                     "properties": {p["name"]: {"type": "string", "description": p[
+                         "description"]} for p in _PARAMETERS}}}}}},
              responses={200: {"description": "The login page, or the form that posts the "
                                              "answer back (response_mode=form_post)"},
                         303: {"description": "Back to the client, with a code or an error"},
@@ -128,6 +131,11 @@ async def authorize_posted(request: Request) -> Response:
         params = parse_form(dict(request.scope["headers"]), body)
     except OAuthError as exc:
         return error_page(ctx, exc)
+    if (request.headers.get("sec-fetch-site") == "cross-site"
+            and sessions.COOKIE not in request.cookies):
+        # An app's page on another site posted this, so the SameSite=Lax session cookie
+        # stayed behind: post it again from this origin, which brings it along.
+        return form_post(ctx, ctx.settings.issuer_url + AUTHORIZE_PATH, params)
     return await _authorize(ctx, request, urlencode(params))
 
 

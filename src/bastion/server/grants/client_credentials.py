@@ -27,6 +27,6 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
         "token_type": "Bearer",
         "expires_in": issued.expires_in,
     }
-    if scope:
+    if scope or "scope" in form:  # RFC 6749 5.1: said when it differs from the request
         body["scope"] = scope
     return body
