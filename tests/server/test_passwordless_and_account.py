@@ -21,7 +21,7 @@ from bastion.server.context import Context
 from bastion.server.models import OneTimeToken, OutgoingMail, User
 from bastion.server.services import outbox, secrets
 from bastion.server.services.clients import create_client
-from bastion.server.services.users import create_user, delete_user, update_user
+from bastion.server.services.users import create_user, delete_user, restore_user, update_user
 from bastion.server.settings import Settings
 from bastion.server.storage import migrate
 from bastion.server.storage.tables import login_sessions, one_time_tokens
@@ -800,3 +800,29 @@ async def test_an_admin_sets_or_clears_it_and_another_address_is_unverified(env:
     assert user.email_verified_at is not None
     assert not await env.ctx.storage.verify_email(alice.id, "alice@other.example",
                                                   user.email_verified_at)
+
+
+@pytest.mark.parametrize("change", ["password", "email", "deletion"])
+async def test_a_sign_up_link_mailed_before_the_account_dies_with_its_links(
+        signup_env: Env, change: str) -> None:
+    """Two sign-up links to one address: the first makes the account. A new password (or
+    address, or a deletion) then cancels the second as it does the account's own links;
+    it used to sign in to the account all the same."""
+    env = signup_env
+    assert (await env.request_link("bob@example.com")).status_code == 200
+    assert (await env.request_link("Bob@Example.com")).status_code == 200
+    first, second = (Mailbox.link(m) for m in await env.mails(2))
+    assert (await env.follow_link(first)).status_code == 303
+    bob = await env.ctx.storage.get_user_by_login("bob@example.com")
+    assert bob is not None
+    if change == "password":
+        await update_user(env.ctx.storage, env.ctx.passwords, bob.id,
+                          password="a brand new passphrase")
+    elif change == "email":
+        await update_user(env.ctx.storage, env.ctx.passwords, bob.id, email="bob@new.example")
+    else:  # and a restore: the link must not come back to life with the account
+        await delete_user(env.ctx.storage, bob.id)
+        await restore_user(env.ctx.storage, bob.id)
+    env.http.cookies.clear()  # another browser
+    page = await env.follow_link(second)
+    assert page.status_code == 400 and "This link cannot be used" in page.text

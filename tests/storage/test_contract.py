@@ -467,6 +467,24 @@ async def test_cancelling_a_users_one_time_tokens(storage: SQLStorage) -> None:
     assert await storage.use_one_time_token(bytes([4]) * 32, NOW) is not None
 
 
+async def test_cancelling_also_the_sign_up_links_to_the_users_addresses(storage: SQLStorage):
+    await storage.create_user(user(1))
+
+    def token(n: int, email: str, user_n: int | None) -> OneTimeToken:
+        return OneTimeToken(digest=bytes([n]) * 32, purpose="sign_in", email=email,
+                            user_id=user(user_n).id if user_n else None, client_id=None,
+                            payload={}, created_at=NOW, expires_at=NOW + timedelta(minutes=15))
+    for t in (token(1, "a@example.com", 1), token(2, "a@example.com", None),
+              token(3, "old@example.com", None), token(4, "b@example.com", None)):
+        await storage.create_one_time_token(t)
+    later = NOW + timedelta(seconds=5)
+    assert await storage.cancel_one_time_tokens(user(1).id, ("sign_in",), later,
+                                                ("a@example.com", "old@example.com")) == 3
+    for n in (1, 2, 3):
+        assert await storage.use_one_time_token(bytes([n]) * 32, NOW) is None
+    assert await storage.use_one_time_token(bytes([4]) * 32, NOW) is not None  # not theirs
+
+
 async def test_one_time_tokens_work_once_and_expire(storage: SQLStorage) -> None:
     token = OneTimeToken(digest=b"x" * 32, purpose="sign_in", email="a@example.com",
                          user_id=None, client_id="c", payload={"authorize": "q"},

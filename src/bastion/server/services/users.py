@@ -125,13 +125,16 @@ async def update_user(
     if user is None:
         await refuse_change(storage, user_id)
     if password is not None or (before is not None and before.email != user.email):
-        await _cancel_links(storage, user_id)
+        await _cancel_links(storage, user, before)
     return user
 
 
-async def _cancel_links(storage: Storage, user_id: str) -> None:
-    """Links mailed before (sign-in, email change) stop working."""
-    await storage.cancel_one_time_tokens(user_id, ("sign_in", "email_change"), datetime.now(UTC))
+async def _cancel_links(storage: Storage, user: User, before: User | None = None) -> None:
+    """Links mailed before (sign-in, email change) stop working, sign-up links to the
+    user's addresses too: used after the account exists, they sign in to it."""
+    emails = {fold(u.email) for u in (user, before) if u is not None}
+    await storage.cancel_one_time_tokens(user.id, ("sign_in", "email_change"), datetime.now(UTC),
+                                         emails)
 
 
 async def delete_user(storage: Storage, user_id: str) -> User:
@@ -144,7 +147,7 @@ async def delete_user(storage: Storage, user_id: str) -> User:
                                          end_sessions_at=now) or user
     else:
         await storage.revoke_user_sessions(user_id, now)  # deleted before: make sure
-    await _cancel_links(storage, user_id)
+    await _cancel_links(storage, user)
     return user
 
 

@@ -420,10 +420,12 @@ class Storage(Protocol):
         """Mark a token used, once: None if it is unknown, used or expired."""
 
     async def cancel_one_time_tokens(
-        self, user_id: str, purposes: Collection[str], at: datetime
+        self, user_id: str, purposes: Collection[str], at: datetime,
+        emails: Collection[str] = (),
     ) -> int:
         """Mark every unused token of the user with one of these purposes used (so its
-        link stops working); returns how many."""
+        link stops working), and those of no user sent to one of ``emails`` (folded):
+        sign-up links mailed before the account existed; returns how many."""
 
     async def purge(self, cutoffs: Cutoffs, limit: int) -> dict[str, int]:
         """Delete up to ``limit`` rows of each kind ``cutoffs`` names, each kind in its

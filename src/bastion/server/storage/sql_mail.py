@@ -132,11 +132,16 @@ class MailMixin(SQLBase):
         return await self._write(use)
 
     async def cancel_one_time_tokens(self, user_id: str, purposes: Collection[str],
-                                     at: datetime) -> int:
-        """Mark the user's unused tokens of these purposes used; returns how many."""
+                                     at: datetime, emails: Collection[str] = ()) -> int:
+        """Mark the user's unused tokens of these purposes used, and those of no user
+        sent to ``emails``; returns how many."""
+        whose = one_time_tokens.c.user_id == user_id
+        if emails:
+            whose = sa.or_(whose, sa.and_(one_time_tokens.c.user_id.is_(None),
+                                          one_time_tokens.c.email.in_(list(emails))))
+
         def cancel(conn: sa.Connection) -> int:
             return conn.execute(one_time_tokens.update().where(
-                one_time_tokens.c.user_id == user_id,
-                one_time_tokens.c.purpose.in_(list(purposes)),
+                whose, one_time_tokens.c.purpose.in_(list(purposes)),
                 one_time_tokens.c.used_at.is_(None)).values(used_at=at)).rowcount
         return await self._write(cancel)
