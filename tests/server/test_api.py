@@ -46,8 +46,18 @@ async def test_user_lifecycle(api: Api) -> None:
     assert r.json()["email"] == "alice@example.com"
     r = await http.patch(f"/api/v1/users/{alice['id']}", json={"email_verified": True})
     assert r.json()["email_verified"] is True
-    r = await http.patch(f"/api/v1/users/{alice['id']}", json={"email_verified": "yes"})
-    assert r.status_code == 422  # a JSON boolean, not one coerced
+    for flag in ("email_verified", "is_administrator"):
+        for value in ("yes", "on", 1):
+            r = await http.patch(f"/api/v1/users/{alice['id']}", json={flag: value})
+            assert r.status_code == 422, (flag, value)  # a JSON boolean, not one coerced
+    r = await http.post("/api/v1/users", json={"username": "mallory", "is_administrator": 1,
+                                               "email": "mallory@example.com"})
+    assert r.status_code == 422 and "is_administrator" in r.json()["detail"]
+    # null would read as "no change", yet be audited as one (a password change!)
+    before = (await http.get(f"/api/v1/users/{alice['id']}")).json()
+    r = await http.patch(f"/api/v1/users/{alice['id']}", json={"password": None, "email": None})
+    assert r.status_code == 422 and "email, password: must not be null" in r.json()["detail"]
+    assert (await http.get(f"/api/v1/users/{alice['id']}")).json() == before
     listing = (await http.get("/api/v1/users", params={"q": "ALICE@"})).json()
     assert listing["count"] == 1 and listing["items"][0]["id"] == alice["id"]
     assert (await http.get("/api/v1/users/count")).json() == {"count": 1}
@@ -617,3 +627,11 @@ async def test_api_bodies_over_the_limit_are_refused_before_authentication(api: 
     r = await http.post("/oauth/token", content=b"a" * (limit + 1),
                         headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.json()["error"] == "invalid_request"
+
+
+async def test_malformed_json_is_said_so_not_named_as_a_field(api: Api) -> None:
+    r = await api.app.http.post("/api/v1/users", content=b'{"username": "x",}',
+                                headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert r.json()["errors"] == [{"field": "body", "message": "not valid JSON (Expecting "
+                                   "property name enclosed in double quotes)"}]

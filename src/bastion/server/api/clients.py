@@ -21,11 +21,11 @@ from bastion.server.api.common import (
     Offset,
     Who,
     actor,
+    changes,
     context,
     no_nul_in_path,
     require_admin,
 )
-from bastion.server.api.problems import ApiError
 from bastion.server.errors import NO_STORE
 from bastion.server.services import audit, clients
 
@@ -68,15 +68,12 @@ async def update_client(client_id: str, body: ClientUpdate, request: Request,
                         who: Who) -> ClientOut:
     require_admin(who)
     ctx = context(request)
-    changes = body.model_dump(exclude_unset=True)
-    if nulls := sorted(name for name, value in changes.items() if value is None):
-        raise ApiError(422, "Invalid input", f"{', '.join(nulls)}: must not be null (leave a "
-                       "field out to keep it)")
-    updated = await clients.update_client(ctx.storage, client_id, **changes)
-    if changes:
+    given = changes(body)
+    updated = await clients.update_client(ctx.storage, client_id, **given)
+    if given:
         ctx.clients.forget(client_id)
         await audit.record(ctx.storage, actor(who, request), "client.update", client_id,
-                           **changes)
+                           **given)
     return ClientOut.of(updated)
 
 

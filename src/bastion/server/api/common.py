@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
+from pydantic import BaseModel
 
 from bastion.server.api.auth import Principal, principal
 from bastion.server.api.problems import ApiError
@@ -33,6 +34,16 @@ def no_nul_in_path(request: Request) -> None:
     for name, value in request.path_params.items():
         if not storable(str(value)):
             raise ApiError(404, "Not Found", f"No {name} with that value.")
+
+
+def changes(body: BaseModel) -> dict[str, Any]:
+    """A PATCH body's fields as given; null, which would read as "no change" and yet
+    be reported as one, is refused."""
+    given = body.model_dump(exclude_unset=True)
+    if nulls := sorted(name for name, value in given.items() if value is None):
+        raise ApiError(422, "Invalid input", f"{', '.join(nulls)}: must not be null (leave a "
+                       "field out to keep it)")
+    return given
 
 
 def context(request: Request) -> Context:

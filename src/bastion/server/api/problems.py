@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -37,10 +39,18 @@ def oauth_problem(exc: OAuthError) -> Response:
     return response
 
 
+def _error(e: dict[str, Any]) -> dict[str, str]:
+    if e.get("type") == "json_invalid":  # its loc ends in a character offset, not a field
+        reason = (e.get("ctx") or {}).get("error", "")
+        return {"field": "body", "message": f"not valid JSON ({reason})" if reason
+                else "not valid JSON"}
+    return {"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "body",
+            "message": str(e.get("msg", ""))}
+
+
 async def validation_handler(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "body",
-               "message": str(e.get("msg", ""))} for e in exc.errors()]
+    errors = [_error(e) for e in exc.errors()]
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "Malformed request."
     return problem(422 if errors else 400, "Invalid request", detail, errors=errors)
 

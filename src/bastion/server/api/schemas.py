@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 from pydantic.config import JsonDict
+from pydantic.json_schema import SkipJsonSchema
 
 from bastion.server.models import Event, Organization, Role, User
 from bastion.server.services.rbac import NAME_PATTERN, PERMISSION_PATTERN
@@ -101,7 +102,7 @@ class UserCreate(Strict):
     email: Email
     password: Password | None = Field(None, description="Omit for a user who signs in by "
                                       "email link.")
-    is_administrator: bool = False
+    is_administrator: StrictBool = False
     email_verified: StrictBool = Field(False, description="Whether you know the address is "
                                        "theirs; else it is verified when they use a link "
                                        "mailed to it.")
@@ -111,13 +112,15 @@ class UserUpdate(Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"email": "alice@new.example"}]})
 
-    username: Username | None = None
-    email: Email | None = None
-    password: Password | None = Field(None, description="A new password ends every session "
-                                      "and revokes every token of the user.")
-    is_administrator: bool | None = None
-    email_verified: StrictBool | None = Field(None, description="A new email is unverified "
-                                              "unless this says otherwise.")
+    # A field left out is kept; null is not a value (api.common.changes refuses it).
+    username: Username | SkipJsonSchema[None] = None
+    email: Email | SkipJsonSchema[None] = None
+    password: Password | SkipJsonSchema[None] = Field(
+        None, description="A new password ends every session and revokes every token of the "
+        "user.")
+    is_administrator: StrictBool | SkipJsonSchema[None] = None
+    email_verified: StrictBool | SkipJsonSchema[None] = Field(
+        None, description="A new email is unverified unless this says otherwise.")
 
 
 class OrganizationOut(BaseModel):

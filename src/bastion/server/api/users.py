@@ -12,6 +12,7 @@ from bastion.server.api.common import (
     Offset,
     Who,
     actor,
+    changes,
     context,
     no_nul_in_path,
     require_admin,
@@ -121,8 +122,7 @@ async def create_user(body: UserCreate, request: Request, who: Who) -> UserOut:
 async def update_user(user_id: str, body: UserUpdate, request: Request, who: Who) -> UserOut:
     require_admin(who)
     ctx = context(request)
-    user = await service.update_user(ctx.storage, ctx.passwords, user_id,
-                                     **body.model_dump(exclude_unset=True))
+    user = await service.update_user(ctx.storage, ctx.passwords, user_id, **changes(body))
     if body.password is not None:
         ctx.outbox.poke()  # back-channel logouts
     changed = sorted(k if k != "password" else "password" for k in body.model_fields_set)

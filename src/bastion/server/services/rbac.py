@@ -150,6 +150,7 @@ async def change_permissions(storage: Storage, org_id: str, key: str, add: Itera
                              remove: Iterable[str] = ()) -> Role:
     found = await role(storage, org_id, key)
     add, remove = check_permissions(add), check_permissions(remove)
+    _neither_nor("permissions", set(add) & set(remove))
     after = (set(found.permissions) | set(add)) - set(remove)
     check_fits("permissions", [replace(found, permissions=tuple(after))])
     try:
@@ -157,6 +158,13 @@ async def change_permissions(storage: Storage, org_id: str, key: str, add: Itera
     except Missing:  # deleted since it was looked up
         raise NotFound("role", key) from None
     return await role(storage, org_id, found.id)
+
+
+def _neither_nor(field: str, both: set[str]) -> None:
+    """One change may not both add and remove a thing: which would it be?"""
+    if both:
+        raise InvalidInput(field, f"{', '.join(map(repr, sorted(both)))}: both added and "
+                           "removed; send each in one list only")
 
 
 async def change_user_roles(storage: Storage, user_id: str, org_id: str,
@@ -171,6 +179,7 @@ async def change_user_roles(storage: Storage, user_id: str, org_id: str,
         found = await role(storage, org_id, key)
         added[found.id], keys[found.id] = found, key
     remove_ids = [(await role(storage, org_id, key)).id for key in remove]
+    _neither_nor("roles", {keys[i] for i in added if i in remove_ids})
     if added or must_fit:
         held = {r.id: r for r in await storage.user_roles(user_id, org_id)} | added
         check_fits("add", [r for r in held.values() if r.id not in remove_ids])
