@@ -141,6 +141,22 @@ async def test_per_ip_limit_blocks_every_account_from_that_ip_only(make_env) -> 
     assert row.failures == ip_limit and row.locked_until is not None
 
 
+async def test_an_ipv6_client_is_counted_by_its_64_not_by_each_address(make_env) -> None:
+    """One IPv6 subscriber picks addresses from a whole /64: counted by address, the
+    per-IP limit would never be reached."""
+    env = await make_env(login_delay_after=100, login_lock_after=2)
+    ip_limit = 2 * 10
+    for i in range(ip_limit):  # a new address of one /64 for every guess
+        attacker = await env.browser(ip=f"2001:db8:1:2::{i + 1:x}")
+        assert (await form_attempt(env, f"user{i}", http=attacker)).status_code == 401
+    same_64 = await env.browser(ip="2001:db8:1:2:ffff::1")
+    assert (await form_attempt(env, "alice", PASSWORD, http=same_64)).status_code == 429
+    other_64 = await env.browser(ip="2001:db8:1:3::1")
+    assert (await form_attempt(env, "alice", PASSWORD, http=other_64)).status_code == 303
+    [row] = await env.ctx.storage.get_throttles(["ip:2001:db8:1:2::/64"])
+    assert row.failures == ip_limit
+
+
 async def test_password_grant_answers_429_slow_down_with_retry_after(locking: Env) -> None:
     for _ in range(LOCK_AFTER):
         r = await locking.password_grant(password=WRONG)

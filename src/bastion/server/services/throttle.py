@@ -11,9 +11,10 @@ lock all its users out.)
 
 Sign-in keys are the login as typed (folded, ``text.fold``: unknown accounts are throttled
 exactly like real ones, so the answer reveals nothing), the account itself for a real
-account (``account_key``), and who is asking: the client IP or, when a confidential
-client's server calls for its users (password grant, ``POST /oauth/passwordless``),
-that client, with a budget of its own (the app server's address is every user's).
+account (``account_key``), and who is asking: the client IP (of IPv6, the /64) or, when
+a confidential client's server calls for its users (password grant, ``POST
+/oauth/passwordless``), that client, with a budget of its own (the app server's address
+is every user's).
 
 A ``Gate`` orders the attempts on a key within one instance, so that a burst of
 concurrent attempts cannot all read the counts before any of them is recorded.
@@ -22,6 +23,7 @@ concurrent attempts cannot all read the counts before any of them is recorded.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import weakref
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +66,20 @@ class Blocked:
 Keys = Sequence[tuple[str, Policy]]
 
 
+def ip_key(ip: str) -> str:
+    """An IPv4 address, or the /64 of an IPv6 one: a single IPv6 subscriber (a home, a
+    server) has a whole /64 to pick addresses from."""
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip)
+    except ValueError:
+        return ip
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
+
+
 def _account_policy(settings: Settings) -> Policy:
     return Policy(settings.login_lock_after, settings.login_lock_seconds,
                   settings.login_delay_after)
@@ -79,7 +95,7 @@ def login_keys(settings: Settings, login: str, ip: str | None, client_id: str | 
         keys.append((CLIENT_KEY + client_id, _shared(settings.login_client_lock_after,
                                                      account.lock_seconds)))
     elif ip:
-        keys.append(("ip:" + ip, _shared(account.lock_after * 10, account.lock_seconds,
+        keys.append(("ip:" + ip_key(ip), _shared(account.lock_after * 10, account.lock_seconds,
                                          settings.login_delay_after * 10)))
     return keys
 
@@ -106,7 +122,7 @@ def link_keys(settings: Settings, email: str, ip: str | None, client_id: str | N
         keys.append(("link-" + CLIENT_KEY + client_id,
                      _shared(settings.link_limit_per_client, 3600)))
     elif ip:
-        keys.append(("link-ip:" + ip, _shared(settings.link_limit_per_ip, 3600)))
+        keys.append(("link-ip:" + ip_key(ip), _shared(settings.link_limit_per_ip, 3600)))
     return keys
 
 
