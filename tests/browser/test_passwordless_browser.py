@@ -84,7 +84,7 @@ def test_sign_in_with_an_emailed_link(page: Page, mail_site: Any) -> None:
 
     page.goto(link)
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-    expect(page.locator("#message")).to_have_text("Continue to sign in with this link.")
+    expect(page.locator("#message")).to_have_text(f"Continue to sign in as {email}.")
     shot(page, "passwordless-confirm")
     with page.expect_navigation(url=lambda u: u.startswith(redirect_uri)):
         page.get_by_role("button", name="Continue").click()

@@ -826,3 +826,36 @@ async def test_a_sign_up_link_mailed_before_the_account_dies_with_its_links(
     env.http.cookies.clear()  # another browser
     page = await env.follow_link(second)
     assert page.status_code == 400 and "This link cannot be used" in page.text
+
+
+async def test_the_link_page_says_whose_link_it_is(env: Env) -> None:
+    """Someone may send a link they asked for their own account to another person: one
+    click would sign that browser in as them (login CSRF). The page names the account,
+    and says when it replaces the one signed in."""
+    sign_in_link, _change = await _pending_links(env)  # alice is signed in here
+    await create_user(env.ctx.storage, env.ctx.passwords, username="mallory",
+                      email="mallory@example.com", password=PASSWORD)
+    await env.request_link("mallory@example.com")
+    await env.mails(3)
+    mallorys = await _link_to(env, "mallory@example.com")
+    page = await env.http.get(urlsplit(mallorys).path + "?" + urlsplit(mallorys).query)
+    assert "Continue to sign in as mallory@example.com." in page.text
+    assert "This browser is signed in as alice; it will be signed in as" in page.text
+    own = await env.http.get(urlsplit(sign_in_link).path + "?" + urlsplit(sign_in_link).query)
+    assert "Continue to sign in as alice@example.com." in own.text
+    assert "This browser is signed in" not in own.text
+
+
+async def test_a_link_posted_to_the_wrong_page_is_not_spent(env: Env) -> None:
+    _sign_in, change = await _pending_links(env)
+    token = change.split("token=", 1)[1]
+    page = await env.http.get("/login/link?token=" + token)  # not a sign-in link
+    assert page.status_code == 400
+    fields = hidden_fields((await env.http.get("/account")).text)
+    r = await env.http.post("/login/link", data={"csrf_token": fields["csrf_token"],
+                                                 "token": token})
+    assert r.status_code == 400
+    confirmed = await env.follow_link(change)  # the email change still works
+    assert confirmed.status_code in (200, 303) and "cannot be used" not in confirmed.text
+    user = await env.ctx.storage.get_user_by_login("alice")
+    assert user is not None and user.email == "new@example.com"

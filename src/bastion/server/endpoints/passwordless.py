@@ -37,7 +37,7 @@ from bastion.server.grants._request import TokenRequest
 from bastion.server.middleware import request_ip
 from bastion.server.models import User
 from bastion.server.pages import csrf_ok, form_page, render
-from bastion.server.services import audit, links, users
+from bastion.server.services import audit, links, sessions, users
 from bastion.server.services.errors import (
     AlreadyExists,
     InvalidInput,
@@ -126,10 +126,18 @@ def _invalid(ctx: Context) -> Response:
 async def link_page(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     token = request.query_params.get("token", "")
-    if await links.peek(ctx.storage, token, "sign_in") is None:
+    link = await links.peek(ctx.storage, token, "sign_in")
+    if link is None:
         return _invalid(ctx)
-    return form_page(ctx, request, "message.html", title="Sign in",
-                     message="Continue to sign in with this link.",
+    # Say whose link it is: one someone else requested for their own account and sent
+    # here would sign this browser in as them (login CSRF).
+    message = f"Continue to sign in as {link.email}."
+    current = await sessions.current(ctx.storage, ctx.settings, ctx.signer,
+                                     request.cookies.get(sessions.COOKIE))
+    if current is not None and fold(current[1].email) != link.email:
+        message += (f" This browser is signed in as {current[1].username}; it will be signed"
+                    f" in as {link.email} instead.")
+    return form_page(ctx, request, "message.html", title="Sign in", message=message,
                      form_action=links.SIGN_IN_PATH, button="Continue",
                      hidden={"token": token})
 

@@ -151,7 +151,12 @@ async def peek(storage: Storage, token: str, purpose: str) -> OneTimeToken | Non
 
 
 async def use(storage: Storage, token: str, purpose: str) -> OneTimeToken | None:
+    """Spend the token, if it is one for ``purpose`` (one posted to the wrong page is
+    left as it is) and could be used now."""
     if not token or len(token) > 100:
         return None
-    used = await storage.use_one_time_token(secrets.digest(token), datetime.now(UTC))
-    return used if used is not None and used.purpose == purpose else None
+    digest = secrets.digest(token)
+    found = await storage.get_one_time_token(digest)
+    if found is None or found.purpose != purpose:
+        return None
+    return await storage.use_one_time_token(digest, datetime.now(UTC))
