@@ -210,3 +210,48 @@ async def test_no_grant_outlives_its_organization(storage: SQLStorage, twin: SQL
             assert token is not None and token.revoked_at == LATER
         else:
             assert found is None
+
+
+class _TooMuch(Exception):
+    pass
+
+
+def _at_most(n: int):  # type: ignore[no-untyped-def]
+    def check(held: object) -> None:
+        count = len(held) if isinstance(held, list) else len(held.permissions)  # type: ignore[attr-defined]
+        if count > n:
+            raise _TooMuch(count)
+    return check
+
+
+async def test_concurrent_role_adds_each_see_the_other_in_their_check(
+        storage: SQLStorage, twin: SQLStorage) -> None:
+    """What a token can carry is checked in the transaction, after the adds committed
+    before it: two instances adding a role each to a user who may hold one cannot
+    both pass (each checking only what it read before would)."""
+    await storage.create_user(user())
+    uid = user().id
+    for n in range(8):
+        org = f"o{n}"
+        await org_with_roles(storage, org, "a", "b")
+        first, second = await both_orders(
+            n, storage.change_user_roles(uid, org, [f"{org}-a"], [], _at_most(1)),
+            twin.change_user_roles(uid, org, [f"{org}-b"], [], _at_most(1)))
+        outcomes = sorted(type(x).__name__ for x in (first, second))
+        assert outcomes == ["_TooMuch", "list"], (first, second)
+        assert len(await storage.user_roles(uid, org)) == 1  # the refused one undone
+
+
+async def test_concurrent_permission_adds_each_see_the_other_in_their_check(
+        storage: SQLStorage, twin: SQLStorage) -> None:
+    for n in range(8):
+        org = f"p{n}"
+        await org_with_roles(storage, org)  # the role has one permission
+        role_id = f"{org}-viewer"
+        first, second = await both_orders(
+            n, storage.change_permissions(role_id, ["a:1"], [], _at_most(2)),
+            twin.change_permissions(role_id, ["b:1"], [], _at_most(2)))
+        outcomes = sorted(type(x).__name__ for x in (first, second))
+        assert outcomes == ["NoneType", "_TooMuch"], (first, second)
+        [role] = [r for r in await storage.list_roles(org) if r.id == role_id]
+        assert len(role.permissions) == 2

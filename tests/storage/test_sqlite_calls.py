@@ -107,8 +107,8 @@ async def test_a_role_deleted_by_another_process_cannot_slip_under_an_add(
     check = sql_directory._live_roles
     interleaved: list[str] = []
 
-    def then_delete(conn: sa.Connection, *args: object) -> set[str]:
-        live = check(conn, *args)  # type: ignore[arg-type]
+    def then_delete(conn: sa.Connection, *args: object, **kwargs: object) -> set[str]:
+        live = check(conn, *args, **kwargs)  # type: ignore[arg-type]
         other = sqlite3.connect(tmp_path / "calls.db", isolation_level=None, timeout=0)
         try:
             other.execute("PRAGMA foreign_keys=ON")

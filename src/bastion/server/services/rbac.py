@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -152,9 +153,10 @@ async def change_permissions(storage: Storage, org_id: str, key: str, add: Itera
     add, remove = check_permissions(add), check_permissions(remove)
     _neither_nor("permissions", set(add) & set(remove))
     after = (set(found.permissions) | set(add)) - set(remove)
-    check_fits("permissions", [replace(found, permissions=tuple(after))])
-    try:
-        await storage.change_permissions(found.id, add, remove)
+    check_fits("permissions", [replace(found, permissions=tuple(after))])  # fail fast
+    try:  # and check again where concurrent adds cannot slip past each other
+        await storage.change_permissions(found.id, add, remove,
+                                         lambda role: check_fits("permissions", [role]))
     except Missing:  # deleted since it was looked up
         raise NotFound("role", key) from None
     return await role(storage, org_id, found.id)
@@ -180,11 +182,14 @@ async def change_user_roles(storage: Storage, user_id: str, org_id: str,
         added[found.id], keys[found.id] = found, key
     remove_ids = [(await role(storage, org_id, key)).id for key in remove]
     _neither_nor("roles", {keys[i] for i in added if i in remove_ids})
-    if added or must_fit:
+    check = None
+    if added or must_fit:  # fail fast, then check again where concurrent adds wait
         held = {r.id: r for r in await storage.user_roles(user_id, org_id)} | added
         check_fits("add", [r for r in held.values() if r.id not in remove_ids])
+        check = functools.partial(check_fits, "add")
     try:
-        return await storage.change_user_roles(user_id, org_id, list(keys), remove_ids)
+        return await storage.change_user_roles(user_id, org_id, list(keys), remove_ids,
+                                               check)
     except Missing as exc:  # a role to add was deleted since it was looked up
         if exc.key == user_id:  # or the user is erased (or was never there)
             await users.refuse_change(storage, user_id)

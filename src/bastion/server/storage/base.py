@@ -352,20 +352,27 @@ class Storage(Protocol):
         """Delete unless assigned to someone (then 'in_use'), or with ``force``."""
 
     async def change_permissions(
-        self, role_id: str, add: Iterable[str], remove: Iterable[str]
+        self, role_id: str, add: Iterable[str], remove: Iterable[str],
+        check: Callable[[Role], None] | None = None,
     ) -> None:
         """Add (idempotently, also when concurrent) and remove permissions of a role;
-        raises ``Missing`` if there is something to add and the role does not exist."""
+        raises ``Missing`` if there is something to add and the role does not exist.
+        ``check`` is called in the transaction with the role as it would be after an
+        add, other adds to it committed before (they wait for each other); what it
+        raises undoes the change."""
 
     async def user_roles(self, user_id: str, org_id: str) -> list[Role]: ...
 
     async def change_user_roles(
-        self, user_id: str, org_id: str, add: Iterable[str], remove: Iterable[str]
+        self, user_id: str, org_id: str, add: Iterable[str], remove: Iterable[str],
+        check: Callable[[list[Role]], None] | None = None,
     ) -> list[Role]:
         """Add (idempotently, also when concurrent) and remove a user's roles in one
         transaction; the roles after. Raises ``Missing`` (changing nothing) if a role
         to add is not (or no longer) one of the organization's, or, keyed by
-        ``user_id``, if roles are added to an erased user."""
+        ``user_id``, if roles are added to an erased user. ``check`` is called in the
+        transaction with the roles after, other changes adding roles to the user
+        committed before (they wait for each other); what it raises undoes the change."""
 
     async def add_event(self, event: Event) -> None: ...
 

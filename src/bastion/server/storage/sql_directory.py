@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -401,12 +401,15 @@ class DirectoryMixin(SQLBase):
         return await self._write(delete)
 
     async def change_permissions(self, role_id: str, add: Iterable[str],
-                                 remove: Iterable[str]) -> None:
+                                 remove: Iterable[str],
+                                 check: Callable[[Role], None] | None = None) -> None:
         gone, wanted = list(remove), list(dict.fromkeys(add))
 
         def change(conn: sa.Connection) -> None:
-            if wanted and not _live_roles(conn, [role_id]):  # deleted meanwhile
-                raise Missing(role_id)
+            # Adds wait for each other (the role's row for update), so ``check`` sees
+            # the permissions an add commits before it.
+            if wanted and not _live_roles(conn, [role_id], exclusive=check is not None):
+                raise Missing(role_id)  # deleted meanwhile
             if gone:
                 conn.execute(role_permissions.delete().where(
                     role_permissions.c.role_id == role_id,
@@ -414,6 +417,8 @@ class DirectoryMixin(SQLBase):
             if wanted:  # concurrent adds of one permission all succeed
                 conn.execute(self._insert_ignore(role_permissions), [
                     {"role_id": role_id, "permission": p} for p in wanted])
+                if check is not None:
+                    check(_roles(conn, roles.c.id == role_id)[0])
         await self._write(change)
 
     async def user_roles(self, user_id: str, org_id: str) -> list[Role]:
@@ -422,7 +427,9 @@ class DirectoryMixin(SQLBase):
         return await self._read(lambda conn: _roles(conn, roles.c.id.in_(ids)))
 
     async def change_user_roles(self, user_id: str, org_id: str, add: Iterable[str],
-                                remove: Iterable[str]) -> list[Role]:
+                                remove: Iterable[str],
+                                check: Callable[[list[Role]], None] | None = None,
+                                ) -> list[Role]:
         """Add and remove role ids in one transaction; returns the roles after. Raises
         ``Missing`` (changing nothing) if a role to add is not (or no longer) one of
         the organization's, or the user is erased (``Missing(user_id)``)."""
@@ -434,9 +441,10 @@ class DirectoryMixin(SQLBase):
                 missing = [r for r in wanted if r not in live]
                 if missing:
                     raise Missing(missing[0])
-                # FOR SHARE: an erasure under way (FOR NO KEY UPDATE) is waited for.
+                # An erasure under way is waited for, and so is another change adding
+                # roles to the user, whose roles ``check`` then sees.
                 held = conn.execute(sa.select(users.c.erased_at).where(users.c.id == user_id)
-                                    .with_for_update(read=True)).first()
+                                    .with_for_update(key_share=True)).first()
                 if held is None or held.erased_at is not None:
                     raise Missing(user_id)
             if gone:
@@ -448,7 +456,10 @@ class DirectoryMixin(SQLBase):
                     for r in wanted])
             ids = sa.select(user_roles.c.role_id).where(
                 user_roles.c.user_id == user_id, user_roles.c.organization_id == org_id)
-            return _roles(conn, roles.c.id.in_(ids))
+            after = _roles(conn, roles.c.id.in_(ids))
+            if check is not None:
+                check(after)  # raising rolls the change back
+            return after
         return await self._write(change)
 
     def _insert_ignore(self, table: sa.Table) -> Any:
@@ -490,19 +501,21 @@ class DirectoryMixin(SQLBase):
         return await self._read(page)
 
 
-def _live_roles(conn: sa.Connection, role_ids: list[str], org_id: str | None = None,
-                ) -> set[str]:
+def _live_roles(conn: sa.Connection, role_ids: list[str], org_id: str | None = None, *,
+                exclusive: bool = False) -> set[str]:
     """Which of ``role_ids`` exist (in ``org_id``), locked until the transaction ends
     (PostgreSQL ``FOR KEY SHARE``: a concurrent delete waits, or went first and the
-    role is not found), so rows referencing them can be inserted. SQLite: the write
+    role is not found; ``exclusive``: ``FOR NO KEY UPDATE``, so that other exclusive
+    lockers wait too), so rows referencing them can be inserted. SQLite: the write
     lock is taken first (a SELECT does not take it), so another process's delete
     cannot land between this check and the inserts."""
     where: list[Any] = [roles.c.id.in_(role_ids)]
     if org_id is not None:
         where.append(roles.c.organization_id == org_id)
     _sqlite_write_lock(conn, *where)
-    return set(conn.execute(sa.select(roles.c.id).where(*where)
-                            .with_for_update(read=True, key_share=True)).scalars())
+    locked = sa.select(roles.c.id).where(*where).with_for_update(
+        read=not exclusive, key_share=True)
+    return set(conn.execute(locked).scalars())
 
 
 def _sqlite_write_lock(conn: sa.Connection, *where: Any, column: Any = roles.c.name) -> bool:
