@@ -212,3 +212,20 @@ async def test_a_change_may_not_both_add_and_remove_one_thing(api: Api) -> None:
                                       add=["a:b", "editor:x"], remove=["editor:x"])
     assert (await http.get("/api/v1/organizations/acme/roles/editor")).json()[
         "permissions"] == ["editor:x"]
+
+
+async def test_me_names_the_caller_in_a_users_roles_and_clashes_name_the_field(api: Api):
+    http = api.app.http
+    bob = await _user(api, "bob")
+    await _org(api, "acme", "editor")
+    await _attach(api, "acme", bob["id"], "editor")
+    token = await api.user_token("bob")
+    mine = await http.get("/api/v1/organizations/acme/users/me/roles", headers=api.bearer(token))
+    assert mine.status_code == 200 and [r["name"] for r in mine.json()["items"]] == ["editor"]
+    r = await http.get("/api/v1/organizations/acme/users/me/roles")  # a client's admin token
+    assert r.status_code == 400 and "'me' needs a user's token" in r.json()["detail"]
+    r = await http.post("/api/v1/organizations", json={"name": "ACME"})
+    assert r.status_code == 409 and r.json()["field"] == "name"
+    assert r.json()["detail"] == "organization name 'ACME' is already taken"
+    r = await http.post("/api/v1/organizations/acme/roles", json={"name": "editor"})
+    assert r.status_code == 409 and r.json()["field"] == "name"

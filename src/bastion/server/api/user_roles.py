@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
+from bastion.server.api.auth import require_self_or_admin
 from bastion.server.api.common import (
     ERRORS,
     Who,
@@ -26,8 +27,8 @@ router = APIRouter(prefix="/api/v1/organizations/{org}/users/{user_id}/roles",
 
 @router.get("", summary="A user's roles in an organization")
 async def list_user_roles(org: str, user_id: str, request: Request, who: Who) -> UserRoles:
-    if not (who.user and who.user.id == user_id):
-        require_admin(who)
+    """``user_id`` may be ``me``, the caller."""
+    user_id = require_self_or_admin(who, user_id)
     ctx = context(request)
     found = await ctx.storage.get_organization(org)
     if found is None and who.is_admin:

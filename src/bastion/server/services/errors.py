@@ -16,8 +16,11 @@ class InvalidInput(ServiceError):
 
 
 class AlreadyExists(ServiceError):
-    def __init__(self, field: str, value: str) -> None:
-        super().__init__(f"{field} {value!r} is already taken")
+    """``field``: the request's field; ``what``: how to say it, when the field's name
+    alone does not (an organization's ``name``)."""
+
+    def __init__(self, field: str, value: str, what: str | None = None) -> None:
+        super().__init__(f"{what or field} {value!r} is already taken")
         self.field = field
 
 

@@ -75,7 +75,7 @@ async def create_organization(storage: Storage, name: str) -> Organization:
     try:
         await storage.create_organization(org)
     except Conflict:
-        raise AlreadyExists("organization name", org.name) from None
+        raise AlreadyExists("name", org.name, "organization name") from None
     return org
 
 
@@ -93,7 +93,7 @@ async def rename_organization(storage: Storage, org: str,
     try:
         renamed = await storage.rename_organization(found.id, check_name("name", name))
     except Conflict:
-        raise AlreadyExists("organization name", name) from None
+        raise AlreadyExists("name", name, "organization name") from None
     if renamed is None:  # deleted since it was looked up
         raise NotFound("organization", org)
     return found, renamed
@@ -126,7 +126,7 @@ async def create_role(storage: Storage, org_id: str, name: str,
     try:
         await storage.create_role(role)
     except Conflict:
-        raise AlreadyExists("role name", role.name) from None
+        raise AlreadyExists("name", role.name, "role name") from None
     except Missing:  # the organization was deleted since it was looked up
         raise NotFound("organization", org_id) from None
     return role
