@@ -635,3 +635,15 @@ async def test_malformed_json_is_said_so_not_named_as_a_field(api: Api) -> None:
     assert r.status_code == 422
     assert r.json()["errors"] == [{"field": "body", "message": "not valid JSON (Expecting "
                                    "property name enclosed in double quotes)"}]
+
+
+async def test_a_refused_pattern_is_said_as_a_rule_a_person_can_follow(api: Api) -> None:
+    http = api.app.http
+    r = await http.post("/api/v1/users", json={"username": "-bob", "email": "bob@example.com"})
+    assert r.status_code == 422 and r.json()["errors"] == [{
+        "field": "username",
+        "message": "1 to 150 letters, digits or '_.+-', starting with a letter or digit"}]
+    r = await http.post("/api/v1/organizations", json={"name": "acme "})
+    assert r.json()["errors"][0]["message"].startswith("1 to 100 letters, digits, spaces")
+    r = await http.post("/api/v1/users", json={"username": "bob", "email": "bob at example"})
+    assert "one plain email address" in r.json()["detail"]

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from bastion.oauth.errors import OAuthError
+from bastion.server.api.schemas import PATTERN_RULES
 from bastion.server.errors import problem
 from bastion.server.services.errors import AlreadyExists, Erased, InUse, InvalidInput, NotFound
 
@@ -44,8 +45,11 @@ def _error(e: dict[str, Any]) -> dict[str, str]:
         reason = (e.get("ctx") or {}).get("error", "")
         return {"field": "body", "message": f"not valid JSON ({reason})" if reason
                 else "not valid JSON"}
+    message = str(e.get("msg", ""))
+    if e.get("type") == "string_pattern_mismatch":
+        message = PATTERN_RULES.get(str((e.get("ctx") or {}).get("pattern")), message)
     return {"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "body",
-            "message": str(e.get("msg", ""))}
+            "message": message}
 
 
 async def validation_handler(_request: Request, exc: Exception) -> Response:

@@ -11,15 +11,20 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 from pydantic.config import JsonDict
-from pydantic.json_schema import SkipJsonSchema
 
 from bastion.server.models import Event, Organization, Role, User
-from bastion.server.services.rbac import NAME_PATTERN, PERMISSION_PATTERN
+from bastion.server.services.rbac import (
+    NAME_PATTERN,
+    NAME_RULE,
+    PERMISSION_PATTERN,
+    PERMISSION_RULE,
+)
 from bastion.server.services.users import (
     EMAIL_PATTERN,
     MAX_PASSWORD_LENGTH,
     MIN_PASSWORD_LENGTH,
     USERNAME_PATTERN,
+    USERNAME_RULE,
 )
 from bastion.server.text import storable
 
@@ -45,6 +50,10 @@ Password = Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_P
 RoleRef = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL),  # an id or a name
                     STORABLE]
 RefreshTokenText = Annotated[str, Field(min_length=1, max_length=512, pattern=NO_NUL), STORABLE]
+#: What a 422 says instead of a pattern a person cannot act on.
+PATTERN_RULES = {USERNAME_PATTERN: USERNAME_RULE, NAME_PATTERN: NAME_RULE,
+                 PERMISSION_PATTERN: PERMISSION_RULE, NO_NUL: "must not hold a NUL",
+                 EMAIL_PATTERN: "one plain email address, such as alice@example.com"}
 
 _USER_EXAMPLE: JsonDict = {"id": "5f0c7a4e-3f1b-4d2e-9a57-1f2b3c4d5e6f", "username": "alice",
                  "email": "alice@example.com", "email_verified": True,
@@ -108,19 +117,31 @@ class UserCreate(Strict):
                                        "mailed to it.")
 
 
-class UserUpdate(Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"email": "alice@new.example"}]})
+def _not_null(schema: JsonDict) -> None:
+    """A PATCH schema's fields as the API takes them: each may be left out, none may be
+    null (``api.common.changes`` refuses it), though ``None`` stands for "left out"."""
+    schema["examples"] = [{"email": "alice@new.example"}]
+    properties = schema.get("properties")
+    assert isinstance(properties, dict)
+    for prop in properties.values():
+        assert isinstance(prop, dict)
+        given = prop.pop("anyOf", None)
+        if isinstance(given, list):
+            kinds = [k for k in given if not (isinstance(k, dict) and k.get("type") == "null")]
+            prop.update(kinds[0] if len(kinds) == 1 else {"anyOf": kinds})  # type: ignore[arg-type]
+        prop.pop("default", None)
 
-    # A field left out is kept; null is not a value (api.common.changes refuses it).
-    username: Username | SkipJsonSchema[None] = None
-    email: Email | SkipJsonSchema[None] = None
-    password: Password | SkipJsonSchema[None] = Field(
-        None, description="A new password ends every session and revokes every token of the "
-        "user.")
-    is_administrator: StrictBool | SkipJsonSchema[None] = None
-    email_verified: StrictBool | SkipJsonSchema[None] = Field(
-        None, description="A new email is unverified unless this says otherwise.")
+
+class UserUpdate(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_not_null)
+
+    username: Username | None = None
+    email: Email | None = None
+    password: Password | None = Field(None, description="A new password ends every session "
+                                      "and revokes every token of the user.")
+    is_administrator: StrictBool | None = None
+    email_verified: StrictBool | None = Field(None, description="A new email is unverified "
+                                              "unless this says otherwise.")
 
 
 class OrganizationOut(BaseModel):

@@ -19,6 +19,9 @@ from bastion.server.storage.base import Conflict, DeleteRoleResult, Missing, Sto
 #: The rules, as patterns the API schema states too.
 NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9 _.:-]{0,98}[A-Za-z0-9_.:-])?$"
 PERMISSION_PATTERN = r"^[A-Za-z0-9_.:/*-]{1,200}$"
+NAME_RULE = ("1 to 100 letters, digits, spaces or '_.:-', starting with a letter or digit "
+             "and not ending with a space")
+PERMISSION_RULE = "1 to 200 of letters, digits and '_.:/*-'"
 _NAME = re.compile(NAME_PATTERN)
 _PERMISSION = re.compile(PERMISSION_PATTERN)
 _ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
@@ -53,8 +56,7 @@ def check_fits(field: str, held: Iterable[Role]) -> None:
 
 def check_name(field: str, name: str) -> str:
     if not _NAME.fullmatch(name):
-        raise InvalidInput(field, "1 to 100 letters, digits, spaces or '_.:-', starting with "
-                           "a letter or digit and not ending with a space")
+        raise InvalidInput(field, NAME_RULE)
     if _ID.fullmatch(name):  # names and ids share the lookups (``get_role``...)
         raise InvalidInput(field, "a name must not have the form of an id (a UUID)")
     return name
@@ -64,8 +66,7 @@ def check_permissions(permissions: Iterable[str]) -> tuple[str, ...]:
     out = tuple(dict.fromkeys(permissions))
     for p in out:
         if not isinstance(p, str) or not _PERMISSION.fullmatch(p):
-            raise InvalidInput("permissions", f"{p!r} is not a permission (1 to 200 of "
-                               "letters, digits and '_.:/*-')")
+            raise InvalidInput("permissions", f"{p!r} is not a permission ({PERMISSION_RULE})")
     return out
 
 

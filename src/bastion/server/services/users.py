@@ -16,6 +16,7 @@ from bastion.server.text import fold
 
 #: The rules, as patterns the API schema states too.
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,149}$"
+USERNAME_RULE = "1 to 150 letters, digits or '_.+-', starting with a letter or digit"
 # One plain addr-spec: no whitespace, control character or address-list syntax
 # (``,;:<>()[]"\``), which mail headers would read as more addresses or a display name;
 # the domain has no empty label. Unicode local parts and domains pass.
@@ -29,9 +30,7 @@ MAX_PASSWORD_LENGTH = 1024
 
 def check_username(username: str) -> str:
     if not _USERNAME.fullmatch(username):
-        raise InvalidInput(
-            "username", "1 to 150 letters, digits or '_.+-', starting with a letter or digit"
-        )
+        raise InvalidInput("username", USERNAME_RULE)
     return username
 
 
