@@ -1,4 +1,5 @@
-"""``throttle.Gate``: the places an instance gives attempts on a key, in memory."""
+"""``throttle.Gate``: the places an instance gives attempts on a key, in memory; and
+the address a client is counted by."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 
 import pytest
 
-from bastion.server.services.throttle import Gate, Policy
+from bastion.server.services.throttle import Gate, Policy, ip_key
 
 ONE = Policy(lock_after=3, lock_seconds=60)
 TWO = Policy(lock_after=30, lock_seconds=60, in_flight=2)
@@ -59,3 +60,19 @@ def test_a_count_begun_over_an_hour_ago_no_longer_delays() -> None:
     old = Throttle("k", 5, last_failure_at=now - timedelta(seconds=1),
                    first_failure_at=now - timedelta(minutes=61))
     assert evaluate([old], [("k", policy)], now) is None
+
+
+@pytest.mark.parametrize(("ip", "key"), [
+    ("203.0.113.7", "203.0.113.7"),
+    ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),  # one subscriber's /64
+    ("::ffff:203.0.113.7", "203.0.113.7"),  # IPv4-mapped
+    ("64:ff9b::192.0.2.1", "192.0.2.1"),  # NAT64: each IPv4 client its own key
+    ("::ffff:0:192.0.2.1", "192.0.2.1"),  # SIIT
+    ("::1", "::1"),  # not global: as it is
+    ("fe80::1%eth0", "fe80::1%eth0"),
+    ("64:ff9b:1::1", "64:ff9b:1::1"),  # a local translator's prefix: as it is
+    ("not an address", "not an address"),
+])
+def test_the_ip_a_budget_is_counted_by(ip: str, key: str) -> None:
+    assert ip_key(ip) == key

@@ -255,3 +255,41 @@ async def test_concurrent_permission_adds_each_see_the_other_in_their_check(
         assert outcomes == ["NoneType", "_TooMuch"], (first, second)
         [role] = [r for r in await storage.list_roles(org) if r.id == role_id]
         assert len(role.permissions) == 2
+
+
+async def test_a_role_add_locks_the_user_before_the_roles(storage: SQLStorage) -> None:
+    """Sign-ins hold the user's row, then the role they are issued with; a forced
+    organization delete locks its roles. A role add that held its roles while waiting
+    for the user's row closed a cycle with the two (PostgreSQL: deadlock detected, a
+    500). Waiting for the user, it must hold no role yet."""
+    if storage.engine.dialect.name != "postgresql":
+        pytest.skip("row locks: SQLite has one writer at a time")
+    import sqlalchemy as sa
+    from test_contract_live_user import _until
+
+    from bastion.server.storage.tables import roles, users
+
+    await storage.create_user(user())
+    uid = user().id
+    await org_with_roles(storage, "o", "held", "added")
+    await storage.change_user_roles(uid, "o", ["o-held"], [])
+    async with storage.engine.connect() as sign_in, storage.engine.connect() as watch, \
+            storage.engine.connect() as deleting:
+        await watch.execution_options(isolation_level="AUTOCOMMIT")
+        pid = (await sign_in.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
+        await sign_in.execute(sa.select(users.c.id).where(users.c.id == uid)
+                              .with_for_update(read=True))  # as create_grant does
+        add = asyncio.ensure_future(storage.change_user_roles(uid, "o", ["o-added"], []))
+
+        async def waiting() -> bool:
+            blocked = await watch.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE :pid = ANY(pg_blocking_pids(pid))"), {"pid": pid})
+            return bool(blocked.scalar_one())
+        await _until(waiting, add)  # type: ignore[arg-type]
+        # the role to add is free: a delete of the organization could lock it now
+        await deleting.execute(sa.select(roles.c.id).where(roles.c.id == "o-added")
+                               .with_for_update(nowait=True))
+        await deleting.rollback()
+        await sign_in.commit()
+        assert sorted(r.id for r in await add) == ["o-added", "o-held"]

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from pydantic.config import JsonDict
 
-from bastion.server.api.schemas import NO_NUL, STORABLE, Strict
+from bastion.server.api.schemas import NO_NUL, STORABLE, Strict, patch_schema
 from bastion.server.keys import signs
 from bastion.server.models import Client, SigningKey
 from bastion.server.services.clients import (
@@ -106,8 +106,8 @@ class ClientCreate(Strict):
 
 
 class ClientUpdate(Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"redirect_uris": ["https://shop.example/callback", "https://shop.example/cb2"]}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra=patch_schema(
+        {"redirect_uris": ["https://shop.example/callback", "https://shop.example/cb2"]}))
 
     name: ClientName | None = None
     redirect_uris: Uris | None = Field(None, description="Replaces the list.")

@@ -6,6 +6,7 @@ surrogate (which no backend can store) is refused with the other validation erro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -117,23 +118,28 @@ class UserCreate(Strict):
                                        "mailed to it.")
 
 
-def _not_null(schema: JsonDict) -> None:
-    """A PATCH schema's fields as the API takes them: each may be left out, none may be
-    null (``api.common.changes`` refuses it), though ``None`` stands for "left out"."""
-    schema["examples"] = [{"email": "alice@new.example"}]
-    properties = schema.get("properties")
-    assert isinstance(properties, dict)
-    for prop in properties.values():
-        assert isinstance(prop, dict)
-        given = prop.pop("anyOf", None)
-        if isinstance(given, list):
-            kinds = [k for k in given if not (isinstance(k, dict) and k.get("type") == "null")]
-            prop.update(kinds[0] if len(kinds) == 1 else {"anyOf": kinds})  # type: ignore[arg-type]
-        prop.pop("default", None)
+def patch_schema(example: JsonDict) -> Callable[[JsonDict], None]:
+    """A PATCH body's schema as the API takes it: each field may be left out, none may
+    be null (``api.common.changes`` refuses it), though ``None`` stands for "left out"
+    in Python."""
+    def shape(schema: JsonDict) -> None:
+        schema["examples"] = [example]
+        properties = schema.get("properties")
+        assert isinstance(properties, dict)
+        for prop in properties.values():
+            assert isinstance(prop, dict)
+            given = prop.pop("anyOf", None)
+            if isinstance(given, list):
+                kinds = [k for k in given
+                         if not (isinstance(k, dict) and k.get("type") == "null")]
+                prop.update(kinds[0] if len(kinds) == 1 else {"anyOf": kinds})  # type: ignore[arg-type]
+            prop.pop("default", None)
+    return shape
 
 
 class UserUpdate(Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_not_null)
+    model_config = ConfigDict(extra="forbid", json_schema_extra=patch_schema(
+        {"email": "alice@new.example"}))
 
     username: Username | None = None
     email: Email | None = None

@@ -152,7 +152,7 @@ async def change_permissions(storage: Storage, org_id: str, key: str, add: Itera
                              remove: Iterable[str] = ()) -> Role:
     found = await role(storage, org_id, key)
     add, remove = check_permissions(add), check_permissions(remove)
-    _neither_nor("permissions", set(add) & set(remove))
+    _neither_nor("add", set(add) & set(remove))
     after = (set(found.permissions) | set(add)) - set(remove)
     check_fits("permissions", [replace(found, permissions=tuple(after))])  # fail fast
     try:  # and check again where concurrent adds cannot slip past each other
@@ -182,7 +182,7 @@ async def change_user_roles(storage: Storage, user_id: str, org_id: str,
         found = await role(storage, org_id, key)
         added[found.id], keys[found.id] = found, key
     remove_ids = [(await role(storage, org_id, key)).id for key in remove]
-    _neither_nor("roles", {keys[i] for i in added if i in remove_ids})
+    _neither_nor("add", {keys[i] for i in added if i in remove_ids})
     check = None
     if added or must_fit:  # fail fast, then check again where concurrent adds wait
         held = {r.id: r for r in await storage.user_roles(user_id, org_id)} | added

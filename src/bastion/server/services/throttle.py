@@ -66,9 +66,16 @@ class Blocked:
 Keys = Sequence[tuple[str, Policy]]
 
 
+_GLOBAL = ipaddress.IPv6Network("2000::/3")
+#: IPv4 clients seen through a translator (RFC 6052, RFC 6145): one key per client.
+_EMBEDDED_IPV4 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::ffff:0:0:0/96"))
+
+
 def ip_key(ip: str) -> str:
-    """An IPv4 address, or the /64 of an IPv6 one: a single IPv6 subscriber (a home, a
-    server) has a whole /64 to pick addresses from."""
+    """An IPv4 address, or the /64 of a global IPv6 one: a single IPv6 subscriber (a
+    home, a server) has a whole /64 to pick addresses from. An IPv4 address in IPv6
+    dress is the IPv4 one; other IPv6 addresses (loopback, link-local, a local
+    translator's prefix) are taken as they are."""
     if ":" not in ip:
         return ip
     try:
@@ -77,7 +84,11 @@ def ip_key(ip: str) -> str:
         return ip
     if address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
-    return str(ipaddress.IPv6Network((address, 64), strict=False))
+    if any(address in net for net in _EMBEDDED_IPV4):
+        return str(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    if address in _GLOBAL:
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def _account_policy(settings: Settings) -> Policy:

@@ -436,17 +436,20 @@ class DirectoryMixin(SQLBase):
         gone, wanted = list(remove), list(dict.fromkeys(add))
 
         def change(conn: sa.Connection) -> list[Role]:
-            if wanted:  # resolved before this transaction: a role may be deleted meanwhile
+            if wanted:
+                # The user first, then the roles, in the order sign-ins take them (a
+                # grant holds its user's row, then the role it is issued with): the
+                # other order deadlocked with them and a forced organization delete.
+                # An erasure under way is waited for, and so is another change adding
+                # roles to the user, whose roles ``check`` then sees.
+                held = _locked_user(conn, user_id)
+                if held is None or held["erased_at"] is not None:
+                    raise Missing(user_id)
+                # resolved before this transaction: a role may be deleted meanwhile
                 live = _live_roles(conn, wanted, org_id)
                 missing = [r for r in wanted if r not in live]
                 if missing:
                     raise Missing(missing[0])
-                # An erasure under way is waited for, and so is another change adding
-                # roles to the user, whose roles ``check`` then sees.
-                held = conn.execute(sa.select(users.c.erased_at).where(users.c.id == user_id)
-                                    .with_for_update(key_share=True)).first()
-                if held is None or held.erased_at is not None:
-                    raise Missing(user_id)
             if gone:
                 conn.execute(user_roles.delete().where(
                     user_roles.c.user_id == user_id, user_roles.c.role_id.in_(gone)))
