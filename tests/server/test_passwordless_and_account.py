@@ -859,3 +859,36 @@ async def test_a_link_posted_to_the_wrong_page_is_not_spent(env: Env) -> None:
     assert confirmed.status_code in (200, 303) and "cannot be used" not in confirmed.text
     user = await env.ctx.storage.get_user_by_login("alice")
     assert user is not None and user.email == "new@example.com"
+
+
+async def test_the_account_page_can_be_reached_by_a_link(signup_env: Env) -> None:
+    """An account made by a sign-up link has no password: the account page's sign-in
+    offers a link too, which comes back to the account page (and, being a fresh
+    sign-in, lets them set a password without a current one). An unknown address gets
+    the same answer and no mail, sign-ups or not: there is no app to sign up to."""
+    env = signup_env
+    page = await env.http.get("/account?tab=security")
+    assert page.status_code == 200 and 'action="/login/link/request"' in page.text
+    fields = hidden_fields(page.text)
+    assert fields["next"].startswith("/account")
+    unknown = await env.http.post("/login/link/request", data={**fields,
+                                                               "email": "nobody@example.com"})
+    asked = await env.http.post("/login/link/request", data={**fields,
+                                                             "email": "Alice@Example.com"})
+    assert unknown.status_code == asked.status_code == 200
+    assert "Check your email" in unknown.text and "Check your email" in asked.text
+    (mail,) = await env.mails()
+    assert mail["To"] == "alice@example.com"
+    assert "Use this link to sign in:" in mail.get_body(preferencelist=("plain",)).get_content()
+    env.http.cookies.clear()  # the link may be opened in another browser
+    back = await env.follow_link(Mailbox.link(mail))
+    assert back.status_code == 303 and back.headers["location"].startswith("/account")
+    account = await env.http.get(back.headers["location"])
+    assert account.status_code == 200 and "alice@example.com" in account.text
+    r = await env.http.post("/account/password", data={
+        "csrf_token": hidden_fields(account.text)["csrf_token"],
+        "new_password": "a brand new passphrase"})
+    assert r.status_code == 303, r.text
+    await env.ctx.outbox.settled()  # the unknown address's turn has come too
+    assert len(env.box.messages) == 1  # no mail to it, and no account made for it
+    assert await env.ctx.storage.get_user_by_login("nobody@example.com") is None

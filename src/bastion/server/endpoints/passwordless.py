@@ -32,7 +32,7 @@ from bastion.server.context import Context
 from bastion.server.endpoints._form import FormEndpoint
 from bastion.server.endpoints._query import page_form, single_params
 from bastion.server.endpoints.authorize import error_page, login_page
-from bastion.server.endpoints.login import login_target, signed_in
+from bastion.server.endpoints.login import local_page, login_target, signed_in
 from bastion.server.grants._request import TokenRequest
 from bastion.server.middleware import request_ip
 from bastion.server.models import User
@@ -58,28 +58,34 @@ async def request_link_page(request: Request) -> Response:
     form = await page_form(request)
     if form is None:  # without a readable form there is no sign-in to show again
         return error_page(ctx, InvalidRequest("This form has expired. Please sign in again."))
-    query = form.get("continue", "")
-    try:
-        req = AuthorizationRequest(single_params(query))
-        for check in BEFORE_REDIRECT:
-            await check(req, ctx.clients)
-        for after in AFTER_REDIRECT:
-            after(req)
-    except OAuthError as exc:
-        return error_page(ctx, exc)
+    # For an authorization request (``continue``), or for Bastion's own account page
+    # (``next``), which a user with no password reaches only this way.
+    query, next_url = form.get("continue", ""), local_page(form.get("next", "")) or ""
+    req: AuthorizationRequest | None = None
+    if not next_url:
+        try:
+            req = AuthorizationRequest(single_params(query))
+            for check in BEFORE_REDIRECT:
+                await check(req, ctx.clients)
+            for after in AFTER_REDIRECT:
+                after(req)
+        except OAuthError as exc:
+            return error_page(ctx, exc)
+
+    def again(error: str, status: int) -> Response:
+        return login_page(ctx, request, req, query if req else "", error=error,
+                          status=status, next_url=next_url)
     if not csrf_ok(ctx, request, form.get("csrf_token")):
-        return login_page(ctx, request, req, query, status=400,
-                          error="This form has expired. Please try again.")
-    assert req.client is not None
+        return again("This form has expired. Please try again.", 400)
     try:
         work = await links.send_sign_in_link(
-            ctx.storage, ctx.settings, email=form.get("email", ""), client=req.client,
-            authorize_query=query, ip=request_ip(request))
+            ctx.storage, ctx.settings, email=form.get("email", ""),
+            client=req.client if req else None, authorize_query=query, next_url=next_url,
+            ip=request_ip(request))
     except InvalidInput:
-        return login_page(ctx, request, req, query, status=400,
-                          error="Enter a valid email address.")
+        return again("Enter a valid email address.", 400)
     except RateLimited as exc:
-        page = login_page(ctx, request, req, query, error=str(exc), status=429)
+        page = again(str(exc), 429)
         page.headers["Retry-After"] = str(exc.retry_after)
         return page
     ctx.outbox.after_answer(work)
@@ -183,7 +189,8 @@ async def use_link(request: Request) -> Response:
     if user.email_verified_at is None:  # they opened a link mailed to it: it is theirs
         await ctx.storage.verify_email(user.id, user.email, datetime.now(UTC))
     try:
-        _req, target = await login_target(ctx, str(used.payload.get("authorize", "")), "")
+        _req, target = await login_target(ctx, str(used.payload.get("authorize", "")),
+                                          str(used.payload.get("next", "")))
     except OAuthError as exc:  # e.g. the client was removed meanwhile
         return error_page(ctx, exc)
     success = audit.event(audit.Actor(user.id, "user", used.client_id, request_ip(request)),

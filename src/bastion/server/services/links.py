@@ -75,7 +75,8 @@ async def _issue(storage: Storage, settings: Settings, purpose: Literal["sign_in
 
 
 async def send_sign_in_link(storage: Storage, settings: Settings, *, email: str,
-                            client: Client, authorize_query: str, ip: str | None,
+                            client: Client | None, authorize_query: str = "",
+                            next_url: str = "", ip: str | None,
                             back_channel: bool = False) -> Coroutine[Any, Any, bool]:
     """Check the address and its budget now (``InvalidInput``, ``TooManyLinks``, the same
     whether or not it has an account), and return the rest to run once the request is
@@ -84,30 +85,35 @@ async def send_sign_in_link(storage: Storage, settings: Settings, *, email: str,
     with an account, so the answer must not wait for it. The coroutine returns whether
     a mail was queued.
 
+    Without a ``client``, the link signs in to one of Bastion's own pages
+    (``next_url``, the account page): an address with no account gets none, whatever
+    ``passwordless_signup`` says (there is no app to sign up to).
+
     ``back_channel``: the client's server asks, for any of its users (``ip`` is the
     server's): a confidential client's own budget stands in for that address's."""
     email = check_email(email.strip())
-    await _limit(storage, settings, email, ip,
-                 client.client_id if back_channel and not client.is_public else None)
-    return _sign_in_link(storage, settings, email, client, authorize_query)
+    await _limit(storage, settings, email, ip, client.client_id
+                 if client is not None and back_channel and not client.is_public else None)
+    goal = {"authorize": authorize_query} if client is not None else {"next": next_url}
+    return _sign_in_link(storage, settings, email, client, goal)
 
 
-async def _sign_in_link(storage: Storage, settings: Settings, email: str, client: Client,
-                        authorize_query: str) -> bool:
+async def _sign_in_link(storage: Storage, settings: Settings, email: str,
+                        client: Client | None, goal: dict[str, str]) -> bool:
     user = await _user_by_email(storage, email)
     if user is not None and user.deleted_at is not None:
         return False
-    if user is None and not settings.passwordless_signup:
+    if user is None and (client is None or not settings.passwordless_signup):
         return False
-    token = await _issue(storage, settings, "sign_in", email, user, client.client_id,
-                         {"authorize": authorize_query})
+    token = await _issue(storage, settings, "sign_in", email, user,
+                         client.client_id if client is not None else None, goal)
     if token is None:
         return False
     # An erasure between the two writes deletes the link, and the mail is refused.
     mail = await outbox.enqueue(storage, _seal(settings), email, "Your sign-in link",
                                 "sign_in", user_id=user.id if user else None,
                                 link=f"{settings.issuer_url}{SIGN_IN_PATH}?token={token}",
-                                client_name=client.name,
+                                client_name=client.name if client is not None else "",
                                 minutes=settings.sign_in_link_ttl // 60)
     return mail is not None
 
