@@ -122,11 +122,12 @@ async def create_user(body: UserCreate, request: Request, who: Who) -> UserOut:
 async def update_user(user_id: str, body: UserUpdate, request: Request, who: Who) -> UserOut:
     require_admin(who)
     ctx = context(request)
-    user = await service.update_user(ctx.storage, ctx.passwords, user_id, **changes(body))
-    if body.password is not None:
+    given = changes(body)
+    user = await service.update_user(ctx.storage, ctx.passwords, user_id, **given)
+    if "password" in given:
         ctx.outbox.poke()  # back-channel logouts
-    changed = sorted(k if k != "password" else "password" for k in body.model_fields_set)
-    await audit.record(ctx.storage, actor(who, request), "user.update", user.id, fields=changed)
+    await audit.record(ctx.storage, actor(who, request), "user.update", user.id,
+                       fields=sorted(given))
     return UserOut.of(user)
 
 

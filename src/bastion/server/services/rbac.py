@@ -7,7 +7,6 @@ import json
 import re
 import uuid
 from collections.abc import Iterable
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -153,9 +152,7 @@ async def change_permissions(storage: Storage, org_id: str, key: str, add: Itera
     found = await role(storage, org_id, key)
     add, remove = check_permissions(add), check_permissions(remove)
     _neither_nor("add", set(add) & set(remove))
-    after = (set(found.permissions) | set(add)) - set(remove)
-    check_fits("permissions", [replace(found, permissions=tuple(after))])  # fail fast
-    try:  # and check again where concurrent adds cannot slip past each other
+    try:  # checked in the write, where concurrent adds cannot slip past each other
         await storage.change_permissions(found.id, add, remove,
                                          lambda role: check_fits("permissions", [role]))
     except Missing:  # deleted since it was looked up
@@ -183,11 +180,8 @@ async def change_user_roles(storage: Storage, user_id: str, org_id: str,
         added[found.id], keys[found.id] = found, key
     remove_ids = [(await role(storage, org_id, key)).id for key in remove]
     _neither_nor("add", {keys[i] for i in added if i in remove_ids})
-    check = None
-    if added or must_fit:  # fail fast, then check again where concurrent adds wait
-        held = {r.id: r for r in await storage.user_roles(user_id, org_id)} | added
-        check_fits("add", [r for r in held.values() if r.id not in remove_ids])
-        check = functools.partial(check_fits, "add")
+    # checked in the write, where concurrent adds wait for each other
+    check = functools.partial(check_fits, "add") if added or must_fit else None
     try:
         return await storage.change_user_roles(user_id, org_id, list(keys), remove_ids,
                                                check)

@@ -408,7 +408,7 @@ class DirectoryMixin(SQLBase):
         def change(conn: sa.Connection) -> None:
             # Adds wait for each other (the role's row for update), so ``check`` sees
             # the permissions an add commits before it.
-            if wanted and not _live_roles(conn, [role_id], exclusive=check is not None):
+            if wanted and not _live_roles(conn, [role_id], exclusive=True):
                 raise Missing(role_id)  # deleted meanwhile
             if gone:
                 conn.execute(role_permissions.delete().where(
