@@ -357,6 +357,21 @@ def signed_in(client: Any, provider: FakeProvider) -> TokenSet:
     return tokens
 
 
+def test_remembered_tokens_are_not_validated_again(make_client: Any, provider: FakeProvider):
+    # Their ID token was checked when they came; by the time a late caller gets them
+    # it may have expired, and that must not fail the caller (nor say "invalid").
+    client = make_client(leeway=0)
+    tokens = signed_in(client, provider)
+    provider.id_claims = {"exp": int(time.time()) + 2}
+    renewed = client.refresh(tokens)
+    later = time.time() + 10
+    client._core.clock = lambda: later
+    assert client.refresh(tokens) == renewed
+    check = client.validate_token_set("not.a.token", tokens.refresh_token)
+    assert check.state == "refreshed" and check.tokens == renewed
+    assert provider.calls[TOKEN_PATH] == 2  # the login and one refresh
+
+
 def test_a_refreshed_id_token_is_validated(make_client: Any, provider: FakeProvider):
     client = make_client()
     tokens = signed_in(client, provider)

@@ -10,6 +10,7 @@ import pytest
 from bastion import (
     APIError,
     BadRequest,
+    Client,
     Conflict,
     Forbidden,
     InvalidClient,
@@ -145,3 +146,21 @@ def test_retry_policy_decisions():
     assert policy.after_response(429, {"retry-after": "600"}, 0, method="GET", now=0) is None
     assert policy.after_response(500, {}, 0, method="GET", now=0) is None
     assert RetryPolicy(backoff=1, max_backoff=3, jitter=lambda: 1.0)._backoff(10) == 3
+
+
+
+def test_a_retry_after_longer_than_the_timeout_is_not_waited_for():
+    from sdk_fakes import CLIENT_ID, ISSUER, FakeProvider
+
+    provider = FakeProvider()
+    provider.overrides["/tenant/.well-known/openid-configuration"] = [
+        httpx2.Response(503, headers={"Retry-After": "6"}),
+        httpx2.Response(503, headers={"Retry-After": "4"}),
+    ]
+    slept: list[float] = []
+    with Client(ISSUER, client_id=CLIENT_ID, timeout=5,
+                transport=httpx2.MockTransport(provider)) as client:
+        client._sleep = slept.append  # not for 6 s: raised at once instead
+        with pytest.raises(TemporarilyUnavailable):
+            client.discover()
+    assert slept == [] and provider.calls["/tenant/.well-known/openid-configuration"] == 1

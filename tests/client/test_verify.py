@@ -382,3 +382,36 @@ async def test_fifty_concurrent_junk_tokens_cause_one_jwks_request(
                 group.start_soon(junk, i)
     assert outcomes == ["invalid"] * 50
     assert provider.calls["/tenant/jwks"] == 2  # the warm-up, then one refetch
+
+
+# -- a provider that leaves out kid (OIDC Core 10.1 allows it with one key) ---------
+
+
+class KeyWithoutKid(PrivateKey):
+    def _header(self, typ: str | None) -> bytes:
+        header = {"alg": self.alg, **({"typ": typ} if typ else {})}
+        return b64url_encode(json.dumps(header).encode()).encode("ascii")
+
+    def public_jwk(self) -> dict[str, Any]:
+        return {k: v for k, v in super().public_jwk().items() if k != "kid"}
+
+
+def test_tokens_and_keys_without_kid_verify(make_client: Any, provider: FakeProvider):
+    provider.key = KeyWithoutKid(provider.key.kid, "ES256", provider.key.key)
+    provider.id_key = KeyWithoutKid("", "RS256", provider.id_key.key)
+    provider.jwks_keys = [provider.key, provider.id_key]
+    client = make_client()
+    assert client.verify_token(provider.sign(), scopes="read")["sub"] == "svc"
+    tokens = client.login_password("ann", "pw")  # its ID token has no kid either
+    assert tokens.id_token_claims["sub"] == "user-1"
+    assert provider.calls["/tenant/jwks"] == 1
+
+
+def test_a_token_without_kid_needs_the_one_key_for_its_algorithm(
+    make_client: Any, provider: FakeProvider
+):
+    second = KeyWithoutKid("", "ES256", PrivateKey.generate("x", "ES256").key)
+    provider.key = KeyWithoutKid("", "ES256", provider.key.key)
+    provider.jwks_keys = [provider.key, second, provider.id_key]
+    with pytest.raises(InvalidToken, match="unknown key"):
+        make_client().verify_token(provider.sign())

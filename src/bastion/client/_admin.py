@@ -16,6 +16,7 @@ flow, like ``BaseClient``'s.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -25,9 +26,10 @@ import httpx2
 
 from ._base import BaseClient, Flow
 from ._responses import json_object
+from ._retry import MAYBE_APPLIED
 from .exceptions import ConfigurationError, ProtocolError
 from .paging import Page
-from .tokens import TokenSet
+from .tokens import TokenSet, authorization_header
 
 __all__ = [
     "ADMIN_SCOPE",
@@ -64,7 +66,28 @@ def authorization(
         return token.authorization
     if not isinstance(token, str) or not token:
         raise ConfigurationError(refusal)
-    return f"Bearer {token}"
+    return authorization_header(token)
+
+
+_ADMIN_TOKEN = ("admin_token",)
+
+
+def _usable_admin_token(core: BaseClient, stale: TokenSet | None) -> TokenSet | None:
+    admin = core.admin_token
+    if admin is None or admin is stale:
+        return None
+    return None if admin.expires_within(core.settings.refresh_margin, core.clock()) else admin
+
+
+def _admin_token_flow(core: BaseClient, stale: TokenSet | None) -> Flow[TokenSet]:
+    """A new admin token: one fetch for every caller that finds none usable."""
+    usable = functools.partial(_usable_admin_token, core, stale)
+    flight, lead = core.flights.join(_ADMIN_TOKEN, usable)
+    if not lead:
+        followed: TokenSet = yield from core.follow(flight)
+        return followed
+    fetch = core.client_credentials_flow(ADMIN_SCOPE)
+    return (yield from core.lead(_ADMIN_TOKEN, flight, fetch, keep=core.keep_admin_token))
 
 
 def api_flow(
@@ -75,8 +98,13 @@ def api_flow(
     token: Token | None = None,
     params: Any = None,
     json: Any = None,
+    removes: bool = False,
 ) -> Flow[httpx2.Response]:
-    """Send one API request; raise the mapped error for an error answer."""
+    """Send one API request; raise the mapped error for an error answer.
+
+    ``removes``: the request deletes what its path names, so a 404 to a resend
+    after an attempt that may have been applied means that attempt deleted it.
+    """
     metadata = yield from core.metadata_flow()
     url = metadata.issuer.rstrip("/") + API_PREFIX + path
 
@@ -89,15 +117,15 @@ def api_flow(
     else:
         stale: TokenSet | None = None
         while True:
-            admin = core.admin_token
-            due = admin is None or admin.expires_within(core.settings.refresh_margin, core.clock())
-            if admin is None or due or admin is stale:
-                admin = yield from core.client_credentials_flow(ADMIN_SCOPE)
-                core.admin_token = admin
+            admin = _usable_admin_token(core, stale)
+            if admin is None:
+                admin = yield from _admin_token_flow(core, stale)
             response = yield request(admin.authorization)
             if response.status_code != 401 or stale is not None:
                 break
             stale = admin  # revoked, or the keys rotated: one more try with a new token
+    if removes and response.status_code == 404 and MAYBE_APPLIED in response.request.extensions:
+        return response  # done by the attempt whose answer was lost
     core.raise_for_response(response)
     return response
 

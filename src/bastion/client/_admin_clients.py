@@ -83,7 +83,7 @@ def delete_client_flow(
     core: BaseClient, client_id: object, token: Token | None = None
 ) -> Flow[None]:
     path = _path(client_id)
-    yield from api_flow(core, "DELETE", path, token=token)
+    yield from api_flow(core, "DELETE", path, token=token, removes=True)
 
 
 def list_keys_flow(core: BaseClient, token: Token | None = None) -> Flow[Page[SigningKey]]:

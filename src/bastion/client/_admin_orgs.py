@@ -76,7 +76,7 @@ def delete_organization_flow(
     core: BaseClient, org: object, force: bool = False, token: Token | None = None
 ) -> Flow[None]:
     params = {"force": "true" if force else "false"}
-    yield from api_flow(core, "DELETE", _org_path(org), token=token, params=params)
+    yield from api_flow(core, "DELETE", _org_path(org), token=token, params=params, removes=True)
 
 
 def members_flow(
@@ -144,7 +144,8 @@ def delete_role_flow(
     core: BaseClient, org: object, role: object, force: bool = False, token: Token | None = None
 ) -> Flow[None]:
     params = {"force": "true" if force else "false"}
-    yield from api_flow(core, "DELETE", role_path(org, role), token=token, params=params)
+    path = role_path(org, role)
+    yield from api_flow(core, "DELETE", path, token=token, params=params, removes=True)
 
 
 def add_permissions_flow(

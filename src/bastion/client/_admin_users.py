@@ -120,7 +120,7 @@ def export_user_flow(
 
 def delete_user_flow(core: BaseClient, user_id: object, token: Token | None = None) -> Flow[None]:
     path = "/users/" + segment(user_id, "user_id")
-    yield from api_flow(core, "DELETE", path, token=token)
+    yield from api_flow(core, "DELETE", path, token=token, removes=True)
 
 
 def user_organizations_flow(

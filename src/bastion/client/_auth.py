@@ -14,10 +14,11 @@ is also a single flight in the core (``BaseClient.refresh_flow``): another
 ``TokenAuth``, or a ``Client.refresh``, holding the same refresh token waits
 for it instead of sending the token again.
 
-While a token request is in flight the outer request carries the extension
+While a token request is in flight the outer request carries it as the extension
 ``TOKEN_REQUEST_IN_FLIGHT``: if sending fails then, the token request may have
 been processed, and the shells' retry loop must not send it again (a reused
-refresh token revokes its whole family).
+refresh token revokes its whole family); if it surely never left, the shells tell
+the core (``BaseClient.not_sent``), which then lets the token be sent again.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class _CachedTokenAuth(httpx2.Auth):
                         wait_in_thread(step)
                         step = next(flow)
                         continue
-                    request.extensions[TOKEN_REQUEST_IN_FLIGHT] = True
+                    request.extensions[TOKEN_REQUEST_IN_FLIGHT] = step
                     response = yield step
                     del request.extensions[TOKEN_REQUEST_IN_FLIGHT]
                     response.read()
@@ -121,7 +122,7 @@ class _CachedTokenAuth(httpx2.Auth):
                             await wait_in_task(step)
                             step = next(flow)
                             continue
-                        request.extensions[TOKEN_REQUEST_IN_FLIGHT] = True
+                        request.extensions[TOKEN_REQUEST_IN_FLIGHT] = step
                         token_response = yield step
                         del request.extensions[TOKEN_REQUEST_IN_FLIGHT]
                         await token_response.aread()

@@ -30,18 +30,26 @@ from bastion.oauth.metadata import ProviderMetadata
 from ._config import Settings
 from ._discovery import JSON_HEADERS, DiscoveryCore, Flow
 from ._responses import json_object
+from ._retry import NOT_SENT
 from .exceptions import ConfigurationError, ProtocolError, TimeoutError, TransportError
 from .id_token import check_id_token_claims, verify_id_token_signature
 from .logout_token import LogoutToken, check_logout_token_claims, verify_logout_token_signature
 from .state import ReplayStore
 from .tokens import TokenSet
 
-__all__ = ["BaseClient", "Flow", "map_http_error"]
+__all__ = ["BaseClient", "Flow", "map_http_error", "subject_of"]
 
 R = TypeVar("R")
 
-#: Refresh results kept to answer a second refresh of the same token.
+#: Extension of a refresh request: the digest of the refresh token it presents.
+REFRESHING = "bastion.refreshing"
+#: Refresh outcomes kept to answer a second refresh of the same token.
 _MAX_REMEMBERED = 1024
+#: Seconds a refresh's outcome answers for the token it spent: long enough for the
+#: requests of one session that race each other, short enough that a spent token
+#: presented later (a stolen session cookie, say) reaches the provider, whose reuse
+#: detection revokes the family (RFC 9700 section 4.14.2).
+REMEMBER_FOR = 30.0
 
 
 def _scope_text(scope: str | Collection[str] | None) -> str | None:
@@ -57,8 +65,9 @@ class BaseClient(DiscoveryCore):
         super().__init__(settings, clock=clock)
         #: The ``Client`` or ``AsyncClient`` driving this core; tokens are bound to it.
         self.owner: Any = None
-        #: Recent refreshes, by digest of the spent refresh token (see ``refresh_flow``).
-        self.refreshed: dict[bytes, TokenSet] = {}
+        #: Recent refreshes' outcomes and when they landed, by digest of the spent
+        #: refresh token (see ``refresh_flow``).
+        self.refreshed: dict[bytes, tuple[float, TokenSet | Exception]] = {}
         #: This client's own ``bastion:admin`` token for the REST API (see ``_admin``).
         self.admin_token: TokenSet | None = None
         self._state_key: bytes | None = None
@@ -89,17 +98,24 @@ class BaseClient(DiscoveryCore):
         return {**JSON_HEADERS, "Authorization": "Basic " + base64.b64encode(pair).decode()}
 
     def _post_flow(
-        self, endpoint: str, data: dict[str, str], purpose: str
+        self,
+        endpoint: str,
+        data: dict[str, str],
+        purpose: str,
+        extensions: dict[str, object] | None = None,
     ) -> Flow[httpx2.Response]:
         metadata = yield from self.metadata_flow()
         url = self.endpoint(metadata, endpoint)
         headers = self._authenticate(metadata, data, purpose)
-        response = yield httpx2.Request("POST", url, data=data, headers=headers)
+        request = httpx2.Request("POST", url, data=data, headers=headers, extensions=extensions)
+        response = yield request
         self.raise_for_response(response)
         return response
 
-    def token_flow(self, data: dict[str, str], purpose: str) -> Flow[TokenSet]:
-        response = yield from self._post_flow("token_endpoint", data, purpose)
+    def token_flow(
+        self, data: dict[str, str], purpose: str, extensions: dict[str, object] | None = None
+    ) -> Flow[TokenSet]:
+        response = yield from self._post_flow("token_endpoint", data, purpose, extensions)
         tokens = TokenSet.from_response(json_object(response.content), self.clock())
         return dataclasses.replace(tokens, client=self.owner)
 
@@ -172,10 +188,12 @@ class BaseClient(DiscoveryCore):
         single flight (see ``_flight``): concurrent callers holding the same token
         (two requests of one browser session, a ``TokenAuth`` and a
         ``validate_token_set``) wait for the one request and share its answer.
-        The answer is then remembered, keyed by the spent token, so a later
-        caller still holding it gets the new tokens instead of presenting it.
-        Followers share the leader's answer whatever ``scope`` they asked for: the
-        token can be presented only once.
+        The outcome is then remembered for ``REMEMBER_FOR`` seconds, keyed by the
+        spent token, so a caller a moment late still gets the new tokens (or the
+        error, when the answer was lost and the token may be spent) instead of
+        presenting it again. Revoking the tokens forgets them at once. Followers
+        share the leader's answer whatever ``scope`` they asked for: the token can
+        be presented only once.
 
         An ID token in the answer is validated like a login's, without nonce
         (OIDC Core 12.2), after the flight: the traded tokens are remembered even
@@ -195,12 +213,17 @@ class BaseClient(DiscoveryCore):
             if lead:
                 request = self._refresh_once_flow(token, scope)
                 keep = functools.partial(self._remember, digest, token)
-                tokens: TokenSet | None = yield from self.lead(key, flight, request, keep)
+                keep_error = functools.partial(self._remember_error, digest, token)
+                tokens: TokenSet | None = yield from self.lead(
+                    key, flight, request, keep, keep_error)
             else:
                 tokens = yield from self.follow(flight)
             if tokens is not None:  # None: a reissue that traded nothing (see below)
                 break
-        tokens = yield from self.id_token_flow(tokens, None)  # no nonce on refresh (12.2)
+        if tokens.id_token_claims is None:  # validated once, not again when remembered
+            traded = tokens
+            tokens = yield from self.id_token_flow(tokens, None)  # no nonce on refresh (12.2)
+            self.flights.locked(functools.partial(self._validated, digest, traded, tokens))
         return _same_user(previous, tokens)
 
     def reissue_flow(
@@ -243,11 +266,13 @@ class BaseClient(DiscoveryCore):
             if _refused(exc):  # answered and rolled back: nothing traded, followers go on
                 self.flights.land(key, flight, None)
             else:  # it may have been traded: followers must not present the token
-                self.flights.land(key, flight, error=exc)
+                keep_error = functools.partial(self._remember_error, digest, token, exc)
+                self.flights.land(key, flight, error=exc, keep=keep_error)
             raise
         except BaseException:  # cancelled or abandoned: the request may have left
             interrupted = TransportError("The request this call waited for was interrupted.")
-            self.flights.land(key, flight, error=interrupted)
+            keep_error = functools.partial(self._remember_error, digest, token, interrupted)
+            self.flights.land(key, flight, error=interrupted, keep=keep_error)
             raise
         tokens = traded(result)
         if tokens is None:
@@ -264,36 +289,94 @@ class BaseClient(DiscoveryCore):
         data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         if text := _scope_text(scope):
             data["scope"] = text
-        tokens = yield from self.token_flow(data, "refresh")
+        digest = hashlib.sha256(refresh_token.encode()).digest()
+        tokens = yield from self.token_flow(data, "refresh", {REFRESHING: digest})
         if tokens.refresh_token is None:  # no rotation: the old one stays valid
             tokens = dataclasses.replace(tokens, refresh_token=refresh_token)
         return tokens
 
-    # ``refreshed`` is read and written only under the flights' lock (``settled``
-    # and ``keep``), so threads refreshing different tokens never trip over it.
+    # ``refreshed`` is read and written only under the flights' lock (``settled``,
+    # ``keep`` and ``locked``), so threads refreshing different tokens never trip
+    # over it.
 
-    def _remembered(self, digest: bytes, refresh_token: str, now: float) -> TokenSet | None:
-        """The tokens ``refresh_token`` was traded for, if it must not be sent again.
+    def _remembered(
+        self, digest: bytes, refresh_token: str, now: float
+    ) -> TokenSet | Exception | None:
+        """The outcome of trading ``refresh_token`` if it must not be sent again.
 
-        A rotated token is spent for good: its new tokens are handed back even when
-        their access token is about to expire (their refresh token is the one to
-        use next). A token the provider did not rotate may be sent again once the
-        tokens it brought are due for renewal.
+        A rotated token is spent for good: for ``REMEMBER_FOR`` seconds its new
+        tokens are handed back even when their access token is about to expire
+        (their refresh token is the one to use next); after that the provider
+        judges it. A token the provider did not rotate may be sent again once the
+        tokens it brought are due for renewal. An error stands for a trade whose
+        answer was lost: the token may be spent.
         """
-        known = self.refreshed.get(digest)
-        if known is None:
+        entry = self.refreshed.get(digest)
+        if entry is None:
             return None
-        if known.refresh_token != refresh_token:
+        landed, known = entry
+        if now - landed >= REMEMBER_FOR:  # (landed after ``now``: within, surely)
+            del self.refreshed[digest]
+            return None
+        if isinstance(known, Exception) or known.refresh_token != refresh_token:
             return known
         return None if known.expires_within(self.settings.refresh_margin, now) else known
+
+    def _keep(self, digest: bytes, outcome: TokenSet | Exception) -> None:
+        while len(self.refreshed) >= _MAX_REMEMBERED:  # forget the oldest first
+            del self.refreshed[next(iter(self.refreshed))]
+        self.refreshed[digest] = (self.clock(), outcome)
 
     def _remember(self, digest: bytes, refresh_token: str, tokens: TokenSet) -> None:
         # Without rotation and expiry there is nothing to protect or to share.
         if tokens.refresh_token == refresh_token and tokens.expires_at is None:
             return
-        while len(self.refreshed) >= _MAX_REMEMBERED:  # forget the oldest first
-            del self.refreshed[next(iter(self.refreshed))]
-        self.refreshed[digest] = tokens
+        self._keep(digest, tokens)
+
+    def _remember_error(self, digest: bytes, refresh_token: str, error: Exception) -> None:
+        if isinstance(error, TransportError) and not error.sent:
+            return  # it never reached the provider: the token is as good as before
+        if not _refused(error):  # the answer was lost: the token may have been traded
+            self._keep(digest, error)
+        elif isinstance(error, InvalidGrant):  # the family is gone: so are its tokens
+            self._forget(lambda tokens: tokens.refresh_token == refresh_token)
+
+    def not_sent(self, token_request: httpx2.Request) -> None:
+        """``token_request`` (a refresh an auth flow was sending) never reached the
+        provider: forget the error its interrupted flight left for its token."""
+        digest = token_request.extensions.get(REFRESHING)
+        if isinstance(digest, bytes):
+            self.flights.locked(functools.partial(self._forget_error, digest))
+
+    def _forget_error(self, digest: bytes) -> None:
+        entry = self.refreshed.get(digest)
+        if entry is not None and isinstance(entry[1], Exception):
+            del self.refreshed[digest]
+
+    def _validated(self, digest: bytes, traded: TokenSet, tokens: TokenSet) -> None:
+        """Remember ``tokens`` (``traded`` with its ID token checked) in its place."""
+        entry = self.refreshed.get(digest)
+        if entry is not None and entry[1] is traded:
+            self.refreshed[digest] = (entry[0], tokens)
+
+    def _forget(self, revoked: Callable[[TokenSet], bool]) -> None:
+        """Drop remembered tokens that were revoked: they must not be handed out."""
+        for digest, (_, known) in list(self.refreshed.items()):
+            if isinstance(known, TokenSet) and revoked(known):
+                del self.refreshed[digest]
+
+    def forget_tokens(self, token: str) -> None:
+        """Forget remembered tokens that include ``token`` (being revoked)."""
+        self.flights.locked(functools.partial(
+            self._forget, lambda tokens: token in (tokens.refresh_token, tokens.access_token)))
+
+    def forget_user(self, subject: str) -> None:
+        """Forget remembered tokens of user ``subject`` (all being revoked)."""
+        self.flights.locked(functools.partial(
+            self._forget, lambda tokens: subject_of(tokens) == subject))
+
+    def keep_admin_token(self, tokens: TokenSet) -> None:
+        self.admin_token = tokens
 
     # -- introspection and revocation -------------------------------------------
 
@@ -321,6 +404,7 @@ class BaseClient(DiscoveryCore):
                 yield from self.revoke_flow(token.refresh_token, "refresh_token")
             yield from self.revoke_flow(token.access_token, "access_token")
             return
+        self.forget_tokens(token)
         data = {"token": token}
         if token_type_hint:
             data["token_type_hint"] = token_type_hint
@@ -333,14 +417,15 @@ def _refused(exc: Exception) -> bool:
     return isinstance(status, int) and 400 <= status < 500
 
 
-def _subject(tokens: TokenSet) -> object:
-    """The ``sub`` of the ID token in ``tokens``, validated or as stored."""
-    if tokens.id_token_claims is not None:
-        return tokens.id_token_claims.get("sub")
-    if tokens.id_token is None:
-        return None
-    try:  # tokens kept from a login this app already validated
-        return parse_compact(tokens.id_token).claims().get("sub")
+def subject_of(token: str | TokenSet) -> object:
+    """The ``sub`` a token names, unchecked; of a ``TokenSet``, its ID token's
+    (validated, or kept from a login this app validated), else its access token's."""
+    if isinstance(token, TokenSet):
+        if token.id_token_claims is not None:
+            return token.id_token_claims.get("sub")
+        token = token.id_token or token.access_token
+    try:
+        return parse_compact(token).claims().get("sub")
     except JoseError:
         return None
 
@@ -354,14 +439,21 @@ def _same_user(previous: TokenSet | None, tokens: TokenSet) -> TokenSet:
         return dataclasses.replace(
             tokens, id_token=previous.id_token, id_token_claims=previous.id_token_claims
         )
-    before = _subject(previous)
-    if before is not None and _subject(tokens) != before:
+    before = subject_of(previous)
+    if before is not None and subject_of(tokens) != before:
         raise InvalidToken("The refreshed ID token is about another user.")
     return tokens
 
 
 def map_http_error(exc: Exception) -> Exception:
     """The SDK exception for an exception raised by httpx2 while sending."""
+    mapped = _mapped_http_error(exc)
+    if isinstance(mapped, TransportError) and isinstance(exc, NOT_SENT):
+        mapped.sent = False
+    return mapped
+
+
+def _mapped_http_error(exc: Exception) -> Exception:
     if isinstance(exc, httpx2.TimeoutException):
         return TimeoutError("The request to the provider timed out.")
     if isinstance(exc, httpx2.UnsupportedProtocol | httpx2.InvalidURL):

@@ -12,6 +12,7 @@ fetch, a refresh) runs as a single flight (see ``_flight``). ``BaseClient`` in
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable, Collection, Generator, Hashable
@@ -52,7 +53,7 @@ class DiscoveryCore:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
-        self.retry = RetryPolicy(retries=settings.retries)
+        self.retry = RetryPolicy(retries=settings.retries, max_wait=settings.timeout)
         self.metadata: ProviderMetadata | None = None
         self.keys = KeySet()
         self.verifier = TokenVerifier(self.keys, settings.algorithms)
@@ -188,17 +189,22 @@ class DiscoveryCore:
         flight: Flight,
         flow: Flow[T],
         keep: Callable[[T], object] | None = None,
+        keep_error: Callable[[Exception], object] | None = None,
     ) -> Flow[T]:
         """Run ``flow`` for everyone following ``flight``, then land it; ``keep``
-        stores a result for later callers (see ``Flights.land``)."""
+        stores a result for later callers, ``keep_error`` an error (see
+        ``Flights.land``)."""
+        def failed(error: Exception) -> None:
+            keep = None if keep_error is None else functools.partial(keep_error, error)
+            self.flights.land(key, flight, error=error, keep=keep)
+
         try:
             result = yield from flow
         except Exception as exc:
-            self.flights.land(key, flight, error=exc)
+            failed(exc)
             raise
         except BaseException:  # cancelled or abandoned: the request may have left
-            interrupted = TransportError("The request this call waited for was interrupted.")
-            self.flights.land(key, flight, error=interrupted)
+            failed(TransportError("The request this call waited for was interrupted."))
             raise
         stored = None if keep is None else lambda: keep(result)
         self.flights.land(key, flight, result, keep=stored)

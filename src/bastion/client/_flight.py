@@ -32,6 +32,7 @@ class _Event(Protocol):
 
 
 E = TypeVar("E", bound=_Event)
+T = TypeVar("T")
 
 
 class Flight:
@@ -95,14 +96,18 @@ class Flights:
 
     def join(self, key: Hashable, settled: Callable[[], Any] = lambda: None) -> tuple[Flight, bool]:
         """``(flight, lead)``: the flight in progress for ``key`` to follow; else,
-        if ``settled()`` has an answer (not ``None``), a landed flight holding it;
-        else a new flight that the caller leads and must ``land``."""
+        if ``settled()`` has an answer (not ``None``; an exception is raised to the
+        caller), a landed flight holding it; else a new flight that the caller
+        leads and must ``land``."""
         with self._lock:
             flight = self._flights.get(key)
             if flight is not None:
                 return flight, False
             answer = settled()
             flight = Flight()
+            if isinstance(answer, BaseException):
+                flight.land(error=answer)
+                return flight, False
             if answer is not None:
                 flight.land(answer)
                 return flight, False
@@ -117,7 +122,7 @@ class Flights:
         error: BaseException | None = None,
         keep: Callable[[], object] | None = None,
     ) -> None:
-        """End ``flight`` and wake its followers. ``keep`` (storing the result
+        """End ``flight`` and wake its followers. ``keep`` (storing the outcome
         where ``join``'s ``settled`` will find it) runs under the same lock as
         ``settled``, before the flight leaves the map: no caller slips between."""
         with self._lock:
@@ -126,6 +131,11 @@ class Flights:
             if self._flights.get(key) is flight:
                 del self._flights[key]
         flight.land(result, error)
+
+    def locked(self, fn: Callable[[], T]) -> T:
+        """``fn()`` under the lock ``settled`` and ``keep`` run under."""
+        with self._lock:
+            return fn()
 
 
 def wait_in_thread(wait: Wait) -> None:

@@ -25,7 +25,7 @@ from bastion.oauth.jose import JoseError, parse_compact
 
 from ._admin import api_flow, authorization
 from ._authorization import with_query
-from ._base import BaseClient, Flow, _scope_text
+from ._base import BaseClient, Flow, _scope_text, subject_of
 from ._discovery import JSON_HEADERS
 from ._responses import json_object
 from .exceptions import ConfigurationError, ProtocolError
@@ -127,6 +127,9 @@ def revoke_all_flow(
         raise ConfigurationError("revoke_all takes either an access token or a user_id")
     path = _SESSIONS_SELF if user_id is None else _SESSIONS_OF.format(quote(user_id, safe=""))
     yield from api_flow(core, "DELETE", path, token=access_token)
+    subject = user_id if access_token is None else subject_of(access_token)
+    if isinstance(subject, str):  # refreshes remembered for that user's sessions are revoked too
+        core.forget_user(subject)
 
 
 # -- validate_token_set ---------------------------------------------------------------

@@ -12,6 +12,9 @@
   ``retry_after`` and the caller decides whether to wait (sleeping here would
   hold that user, and any caller sharing the request, for up to ``max_wait``
   seconds per retry).
+- A request resent after an attempt that may have been applied (its answer lost,
+  or a 502/504 from a proxy) carries ``MAYBE_APPLIED``: a DELETE answered 404
+  then has done its work (see ``_admin.api_flow``).
 - Waits grow exponentially with "full jitter" and honour ``Retry-After``;
   a ``Retry-After`` longer than ``max_wait`` is not waited for.
 """
@@ -26,12 +29,26 @@ import httpx2
 
 from ._responses import retry_after_seconds
 
-__all__ = ["IDEMPOTENT_METHODS", "RetryPolicy"]
+__all__ = ["IDEMPOTENT_METHODS", "MAYBE_APPLIED", "RetryPolicy", "mark_resend"]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 #: Exceptions raised before any byte of the request left this process.
 NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+#: Answers of a proxy whose upstream may have handled the request.
+MAYBE_APPLIED_STATUSES = frozenset({502, 504})
+#: Extension of a request resent after an attempt that may have been applied.
+MAYBE_APPLIED = "bastion.maybe_applied"
+
+
+def mark_resend(request: httpx2.Request, failure: Exception | int) -> None:
+    """Note, before ``request`` is sent again, whether ``failure`` (an exception
+    or a status code) may have come after the server applied it."""
+    if isinstance(failure, int):
+        if failure in MAYBE_APPLIED_STATUSES:
+            request.extensions[MAYBE_APPLIED] = True
+    elif not isinstance(failure, NOT_SENT):
+        request.extensions[MAYBE_APPLIED] = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 from bastion.oauth.claims import check_access_token_type
 from bastion.oauth.errors import InvalidToken
-from bastion.oauth.jose import MAX_TOKEN_LENGTH, JoseError, UnknownKey, b64url_decode
+from bastion.oauth.jose import MAX_TOKEN_LENGTH, JoseError, UnknownKey, b64url_decode, find_key
 
 from .jwks import KeySet
 
@@ -61,9 +61,9 @@ class TokenVerifier:
         self.keys = keys
         self.algorithms = frozenset(algorithms)
         self.max_length = max_length
-        self._headers: dict[bytes, tuple[str, str]] = {}
+        self._headers: dict[bytes, tuple[str, str | None]] = {}
 
-    def _header(self, segment: bytes) -> tuple[str, str]:
+    def _header(self, segment: bytes) -> tuple[str, str | None]:
         """``(alg, kid)`` of an acceptable header; raises ``InvalidToken`` otherwise."""
         cached = self._headers.get(segment)
         if cached is not None:
@@ -73,8 +73,8 @@ class TokenVerifier:
         alg, kid = header.get("alg"), header.get("kid")
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise InvalidToken("The token's algorithm is not allowed.")
-        if not isinstance(kid, str):
-            raise InvalidToken("The token names no key (kid).")
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken("The token's key id (kid) is not a string.")
         if len(self._headers) >= _MAX_HEADERS:
             self._headers.clear()
         self._headers[segment] = (alg, kid)
@@ -94,7 +94,8 @@ class TokenVerifier:
         if not payload or b"." in payload:
             raise InvalidToken("The token is malformed.")
         alg, kid = self._header(header)
-        key = self.keys.keys.get(kid)
+        keys = self.keys.keys
+        key = keys.get(kid) if kid is not None else find_key(keys, kid, alg)
         if key is None:
             raise UnknownKey("unknown kid")
         try:

@@ -103,7 +103,13 @@ class ProtocolError(BastionError):
 
 
 class TransportError(BastionError):
-    """No usable response: the connection failed, broke or the URL is unusable."""
+    """No usable response: the connection failed, broke or the URL is unusable.
+
+    ``sent`` is false when the request surely never reached the provider (no
+    connection could be made), so it changed nothing there.
+    """
+
+    sent: bool = True
 
 
 class TimeoutError(TransportError, builtins.TimeoutError):

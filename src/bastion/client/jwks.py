@@ -59,8 +59,9 @@ class KeySet:
              max_stale: float | None = None) -> None:
         """Replace the keys with the signing keys of ``document``.
 
-        Keys this SDK cannot use (encryption keys, unknown types, no ``kid``) are
-        skipped rather than failing the whole set: a provider may publish more.
+        Keys this SDK cannot use (encryption keys, unknown types) are skipped rather
+        than failing the whole set: a provider may publish more. A key without
+        ``kid`` is kept under a name of its own, for tokens without ``kid``.
         """
         entries = document.get("keys")
         if not isinstance(entries, list):
@@ -73,7 +74,7 @@ class KeySet:
                 key = PublicKey.from_jwk(entry)
             except JoseError:
                 continue
-            keys[key.kid] = key
+            keys[key.kid or f"(key {len(keys)} without kid)"] = key
         self.keys = keys
         self.fetched_at = now
         self.expires_at = now + max_age

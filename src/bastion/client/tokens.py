@@ -14,24 +14,35 @@ with rotating refresh tokens the old one is spent, so always keep the new one.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from .exceptions import ConfigurationError, ProtocolError
+from .exceptions import ConfigurationError, InvalidToken, ProtocolError
 
 if TYPE_CHECKING:
     from ._async_client import AsyncClient
     from ._client import Client
 
-__all__ = ["TokenCheck", "TokenSet"]
+__all__ = ["TokenCheck", "TokenSet", "authorization_header"]
 
 _KNOWN = frozenset(
     {"access_token", "token_type", "expires_in", "refresh_token", "scope", "id_token"}
 )
+#: Visible ASCII: all a header value can carry (RFC 6750 section 2.1 allows less).
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 #: The longest ``expires_in`` taken at its word (ten years, in seconds).
 MAX_EXPIRES_IN = 10 * 365 * 86400
+
+
+def authorization_header(token: str, scheme: str = "Bearer") -> str:
+    """``"<scheme> <token>"``; ``InvalidToken`` (which never names the token) when
+    the token, say one taken from a request header, has characters no token has."""
+    if _HEADER_SAFE.fullmatch(token) is None or _HEADER_SAFE.fullmatch(scheme) is None:
+        raise InvalidToken("The access token has characters no token can have.")
+    return f"{scheme} {token}"
 
 
 def _lifetime(value: Any) -> float | None:
@@ -100,7 +111,7 @@ class TokenSet:
     def authorization(self) -> str:
         """The ``Authorization`` header value for this token."""
         scheme = "Bearer" if self.token_type.lower() == "bearer" else self.token_type
-        return f"{scheme} {self.access_token}"
+        return authorization_header(self.access_token, scheme)
 
     def __getstate__(self) -> list[Any]:
         """Pickle without the bound client (sessions often pickle their values)."""

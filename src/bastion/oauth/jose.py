@@ -162,7 +162,7 @@ def parse_compact(token: str | bytes, max_length: int = MAX_TOKEN_LENGTH) -> Com
 
 @dataclass(slots=True)
 class PublicKey:
-    """A verification key parsed once from its JWK."""
+    """A verification key parsed once from its JWK (``kid`` empty if it has none)."""
 
     kid: str
     alg: str
@@ -171,9 +171,9 @@ class PublicKey:
 
     @classmethod
     def from_jwk(cls, jwk: Mapping[str, Any]) -> PublicKey:
-        kty, alg, kid = jwk.get("kty"), jwk.get("alg"), jwk.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise JoseError("JWK without kid")
+        kty, alg, kid = jwk.get("kty"), jwk.get("alg"), jwk.get("kid", "")
+        if not isinstance(kid, str):
+            raise JoseError("JWK with a kid that is not a string")
         try:
             key: Any
             if kty == "EC":
@@ -330,14 +330,23 @@ def verify_signature(
     alg, kid = compact.header.get("alg"), compact.header.get("kid")
     if not isinstance(alg, str) or alg not in ALGORITHMS or alg not in algorithms:
         raise JoseError("algorithm not allowed")
-    if not isinstance(kid, str):
-        raise UnknownKey("token has no kid")
-    key = keys.get(kid)
+    if kid is not None and not isinstance(kid, str):
+        raise JoseError("kid is not a string")
+    key = find_key(keys, kid, alg)
     if key is None:
         raise UnknownKey("unknown kid")
     if not key.verify(compact.signing_input, compact.signature, alg):
         raise JoseError("bad signature")
     return key
+
+
+def find_key(keys: Mapping[str, PublicKey], kid: str | None, alg: str) -> PublicKey | None:
+    """The key ``kid`` names. A token without ``kid`` is verified with the one key
+    for its algorithm: OIDC Core 10.1 lets a provider with one key leave it out."""
+    if kid is not None:
+        return keys.get(kid)
+    found = [key for key in keys.values() if key.alg == alg]
+    return found[0] if len(found) == 1 else None
 
 
 class UnknownKey(JoseError):
