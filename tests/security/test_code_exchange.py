@@ -86,6 +86,21 @@ async def test_code_issued_to_another_client_is_refused_for_a_public_client_too(
     assert oauth_error(r) == "invalid_grant"
 
 
+async def test_another_client_presenting_a_code_does_not_use_it_up(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    # A leaked code sent with some other client's id (a public one needs no secret)
+    # must neither spend it nor raise a replay alarm that blames the real app.
+    code = await get_code(env)
+    before = reuse_count("authorization_code")
+    for other in (env.other, env.spa):
+        r = await exchange(env, code, client=other, redirect_uri=REDIRECT,
+                           verifier=pkce.new_verifier())
+        assert oauth_error(r) == "invalid_grant"
+    assert (await exchange(env, code)).status_code == 200
+    assert reuse_count("authorization_code") == before
+    assert "presented again" not in caplog.text
+
+
 async def _stored_code(env: Env, *, expires_at: datetime) -> str:
     """A code row written straight through the storage API (e.g. already expired)."""
     now = datetime.now(UTC)
@@ -111,6 +126,17 @@ async def test_expired_code_is_invalid_grant(env: Env) -> None:
     r = await exchange(env, code)
     assert oauth_error(r) == "invalid_grant"
     assert "expired" in r.json()["error_description"]
+
+
+async def test_an_expired_code_presented_twice_is_no_replay(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    code = await _stored_code(env, expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    before = reuse_count("authorization_code")
+    for _ in range(2):
+        r = await exchange(env, code)
+        assert "expired" in r.json()["error_description"]
+    assert reuse_count("authorization_code") == before
+    assert "presented again" not in caplog.text
 
 
 async def test_unknown_code_is_invalid_grant(env: Env) -> None:

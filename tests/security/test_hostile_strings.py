@@ -5,6 +5,7 @@ SQLite and on PostgreSQL alike."""
 
 from __future__ import annotations
 
+import base64
 import functools
 import uuid
 from collections.abc import Awaitable, Callable
@@ -124,6 +125,17 @@ async def test_a_nul_in_an_oauth_parameter_name_is_invalid_request(on_backend: M
     assert (r.status_code, r.json()["error"]) == (400, "invalid_request")
     r = await env.password_grant("al\x00ice")
     assert (r.status_code, r.json()["error"]) == (400, "invalid_request")
+
+
+async def test_a_nul_in_basic_client_credentials_is_invalid_client(on_backend: MakeEnv) -> None:
+    env = await on_backend()
+    for raw in ("a%00b:secret", "a\x00b:secret", f"{env.web.client_id}:x%00"):
+        header = "Basic " + base64.b64encode(raw.encode()).decode()
+        for path in ("/oauth/token", "/oauth/revoke", "/oauth/introspect"):
+            r = await env.http.post(path, data={"grant_type": "client_credentials",
+                                                "token": "t"},
+                                    headers={"Authorization": header})
+            assert (r.status_code, r.json()["error"]) == (401, "invalid_client"), path
 
 
 @pytest.mark.parametrize(("body", "field"), [

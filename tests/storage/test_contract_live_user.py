@@ -238,7 +238,7 @@ def _code(session_id: str | None) -> tuple[AuthorizationCode, Grant]:
 
 
 async def _code_found(storage: SQLStorage) -> bool:
-    code, _first = await storage.consume_code(b"c" * 32, NOW)
+    code, _first = await storage.consume_code(b"c" * 32, NOW, "app")
     return code is not None or await storage.get_grant("g8") is not None
 
 

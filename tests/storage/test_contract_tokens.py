@@ -79,10 +79,22 @@ async def test_a_code_is_consumed_once(store: SQLStorage) -> None:
                              scope="openid", nonce="n", code_challenge="x" * 43, auth_time=NOW,
                              expires_at=LATER)
     await store.create_code(code, grant())
-    results = await asyncio.gather(*(store.consume_code(b"c" * 32, NOW) for _ in range(5)))
+    results = await asyncio.gather(*(store.consume_code(b"c" * 32, NOW, "app") for _ in range(5)))
     assert sorted(first for _, first in results) == [False] * 4 + [True]
     assert {found for found, _ in results} == {replace(code, consumed_at=NOW)}
-    assert await store.consume_code(b"x" * 32, NOW) == (None, False)
+    assert await store.consume_code(b"x" * 32, NOW, "app") == (None, False)
+
+
+async def test_a_code_is_not_used_up_by_another_client_or_once_expired(store: SQLStorage) -> None:
+    code = AuthorizationCode(digest=b"c" * 32, client_id="app", user_id=user().id,
+                             session_id=None, grant_id="g1", redirect_uri="https://app.example/cb",
+                             scope="openid", nonce=None, code_challenge=None, auth_time=NOW,
+                             expires_at=LATER)
+    await store.create_code(code, grant())
+    assert await store.consume_code(b"c" * 32, NOW, "other") == (code, False)
+    assert await store.consume_code(b"c" * 32, LATER, "app") == (code, False)  # expired
+    assert await store.consume_code(b"c" * 32, NOW, "app") == (
+        replace(code, consumed_at=NOW), True)
 
 
 async def test_a_refresh_token_rotates_once_then_its_reuse_revokes_the_family(

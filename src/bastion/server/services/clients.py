@@ -15,6 +15,7 @@ from bastion.server.models import Client
 from bastion.server.services import secrets
 from bastion.server.services.errors import AlreadyExists, InvalidInput, NotFound
 from bastion.server.storage.base import Conflict, Storage
+from bastion.server.text import storable
 
 #: Grant types a client may be registered for. Grants not yet served by the token
 #: endpoint are refused there with ``unsupported_grant_type``.
@@ -285,6 +286,8 @@ class ClientCache:
         self._generation = 0  # counts forget(): a read begun before one is not cached
 
     async def get(self, client_id: str) -> Client | None:
+        if not storable(client_id):  # no such id can be stored (PostgreSQL refuses NUL)
+            return None
         now = time.monotonic()
         hit = self._entries.get(client_id)
         if hit is not None and (now - hit[0] < self._ttl or client_id in self._loading):

@@ -199,9 +199,11 @@ class Storage(Protocol):
         made in no session, if its user is deleted."""
 
     async def consume_code(
-        self, digest: bytes, at: datetime
+        self, digest: bytes, at: datetime, client_id: str
     ) -> tuple[AuthorizationCode | None, bool]:
-        """Mark a code used; returns it and whether this call was the first use."""
+        """Mark a code used if it was issued to ``client_id`` and is unexpired at
+        ``at``; returns it and whether this call was the first use. Another client,
+        or a late one, neither uses it up nor counts as a replay."""
 
     async def create_grant(self, grant: Grant, refresh: RefreshToken | None,
                            event: Event | None = None, *,

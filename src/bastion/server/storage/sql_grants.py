@@ -103,10 +103,11 @@ class GrantsMixin(SQLBase):
         return await self._write(create)
 
     async def consume_code(
-        self, digest: bytes, at: datetime
+        self, digest: bytes, at: datetime, client_id: str
     ) -> tuple[AuthorizationCode | None, bool]:
         def consume(conn: sa.Connection) -> tuple[AuthorizationCode | None, bool]:
-            done = prepared.run(conn, _CONSUME_CODE, {"code": digest, "at": at})
+            done = prepared.run(conn, _CONSUME_CODE,
+                                {"code": digest, "at": at, "client": client_id})
             found = prepared.rows(conn, select_by(authorization_codes, "digest"),
                                   {"digest": digest})
             return (AuthorizationCode(**found[0]) if found else None), done == 1
@@ -280,7 +281,9 @@ class GrantsMixin(SQLBase):
 # Built once: composing a statement costs more than running it on SQLite.
 _CONSUME_CODE = (authorization_codes.update()
                  .where(authorization_codes.c.digest == sa.bindparam("code"),
-                        authorization_codes.c.consumed_at.is_(None))
+                        authorization_codes.c.consumed_at.is_(None),
+                        authorization_codes.c.client_id == sa.bindparam("client"),
+                        authorization_codes.c.expires_at > sa.bindparam("at"))
                  .values(consumed_at=sa.bindparam("at")))
 _LOCK_GRANT = (sa.select(grants.c.revoked_at).where(grants.c.id == sa.bindparam("id"))
                .with_for_update())
