@@ -5,6 +5,7 @@ another browser, a forged one, or a missing one is refused."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 import httpx2
@@ -22,9 +23,11 @@ from security_helpers import (
     post_login,
 )
 
+from bastion.oauth.jose import parse_compact
 from bastion.server.pages import CSRF_COOKIE
 from bastion.server.services.sessions import COOKIE as SESSION_COOKIE
 from bastion.server.services.users import create_user
+from bastion.server.storage.tables import login_sessions
 
 
 async def signed_in(env: Env, http: httpx2.AsyncClient) -> bool:
@@ -182,6 +185,28 @@ async def test_logout_with_the_sessions_own_id_token_signs_out_at_once(env: Env)
         {"id_token_hint": hint, "post_logout_redirect_uri": LOGOUT_TARGET}))
     assert r.status_code == 303 and r.headers["location"] == LOGOUT_TARGET
     assert not await signed_in(env, env.http)
+
+
+@pytest.mark.parametrize("confirmed", [False, True], ids=["hint", "confirmed"])
+async def test_logout_ends_an_expired_session_and_its_grants(env: Env, confirmed: bool) -> None:
+    """An expired session signs nobody in, but the grants made in it live on: the
+    logout the user asks for ends them (and tells their clients)."""
+    tokens = (await exchange(env, await get_code(env))).json()
+    sid = parse_compact(tokens["id_token"]).claims()["sid"]
+    engine = env.ctx.storage.engine  # type: ignore[attr-defined]
+    async with engine.begin() as conn:  # as if its idle timeout had passed
+        await conn.execute(login_sessions.update().where(login_sessions.c.id == sid)
+                           .values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    assert not await signed_in(env, env.http)
+    if confirmed:
+        r = await env.http.post("/oauth/logout", data=await logout_confirmation(env, env.http))
+        assert r.status_code == 200
+    else:
+        r = await env.http.get("/oauth/logout?" + urlencode(
+            {"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": LOGOUT_TARGET}))
+        assert r.status_code == 303 and r.headers["location"] == LOGOUT_TARGET
+    assert await env.introspect(tokens["refresh_token"]) == {"active": False}
+    assert (await env.ctx.storage.get_session(sid)).revoked_at is not None
 
 
 # -- logout requested by POST (RP-Initiated Logout 1.0 section 2: GET and POST) -------

@@ -1,6 +1,8 @@
 """RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0).
 
-The session ends and its grants are revoked; the cookie is cleared. The browser
+The session ends and its grants are revoked; the cookie is cleared. That holds for a
+session that has expired as well: it no longer signs anyone in, but the grants made in
+it live on (refresh tokens) until a logout ends them and tells their clients. The browser
 goes back to ``post_logout_redirect_uri`` only if it exactly matches one the
 client registered, and the client is known from ``client_id`` or a valid
 ``id_token_hint``. The user confirms first (a CSRF-protected form) unless the hint
@@ -73,8 +75,8 @@ async def _logout(ctx: Context, request: Request, params: dict[str, str],
 
 
 async def _current(ctx: Context, request: Request) -> Current | None:
-    return await sessions.current(ctx.storage, ctx.settings, ctx.signer,
-                                  request.cookies.get(sessions.COOKIE))
+    # Expired sessions too: their grants live on until a logout ends them.
+    return await sessions.named(ctx.storage, ctx.signer, request.cookies.get(sessions.COOKIE))
 
 
 @router.get(LOGOUT_PATH, summary="RP-initiated logout", response_class=Response)

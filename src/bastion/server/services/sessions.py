@@ -37,20 +37,31 @@ async def start(storage: Storage, settings: Settings, signer: Signer, user: User
     return session, signer.sign(_PURPOSE, session.id)
 
 
-async def current(storage: Storage, settings: Settings, signer: Signer,
-                  cookie: str | None) -> tuple[LoginSession, User] | None:
-    """The live session and user the cookie names, if any; using it keeps it alive
-    (``session_idle_timeout``)."""
+async def named(storage: Storage, signer: Signer,
+                cookie: str | None) -> tuple[LoginSession, User] | None:
+    """The session the cookie names and its user, unless it was ended or the user
+    deleted; expired or not (its grants outlive it: a logout still ends them)."""
     session_id = signer.unsign(_PURPOSE, cookie)
     if session_id is None:
         return None
     session = await storage.get_session(session_id)
-    now = datetime.now(UTC)
-    if session is None or session.revoked_at or session.expires_at <= now:
+    if session is None or session.revoked_at:
         return None
     user = await storage.get_user(session.user_id)
     if user is None or user.deleted_at is not None:
         return None
+    return session, user
+
+
+async def current(storage: Storage, settings: Settings, signer: Signer,
+                  cookie: str | None) -> tuple[LoginSession, User] | None:
+    """The live session and user the cookie names, if any; using it keeps it alive
+    (``session_idle_timeout``)."""
+    found = await named(storage, signer, cookie)
+    now = datetime.now(UTC)
+    if found is None or found[0].expires_at <= now:
+        return None
+    session, user = found
     idle = settings.session_idle_timeout
     end = _end(settings, session.auth_time, now)
     # Written at most once a minute (or a tenth of the timeout): a page's burst of
