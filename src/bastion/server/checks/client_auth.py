@@ -14,7 +14,7 @@ from urllib.parse import unquote_plus
 from bastion.oauth.errors import InvalidClient, InvalidRequest
 from bastion.server.models import Client
 from bastion.server.services import secrets
-from bastion.server.services.clients import ClientCache, secret_matches
+from bastion.server.services.clients import ClientCache, matching_secret
 from bastion.server.text import storable
 
 METHODS = ("client_secret_basic", "client_secret_post")
@@ -35,7 +35,8 @@ def _basic(header: str) -> tuple[str, str]:
 
 async def authenticate_client(
     clients: ClientCache, authorization: str | None, form: Mapping[str, str]
-) -> Client:
+) -> tuple[Client, bytes | None]:
+    """The client, and the digest of the secret it used (``None`` for a public one)."""
     if authorization and authorization[:6].lower() == "basic ":
         if "client_secret" in form:
             raise InvalidRequest("Use one client authentication method, not two.")
@@ -54,7 +55,8 @@ async def authenticate_client(
     if client.is_public:
         if secret:
             raise InvalidClient("A public client has no secret.", headers=BASIC_CHALLENGE)
-        return client
-    if not secret_matches(client, secret):
+        return client, None
+    used = matching_secret(client, secret)
+    if used is None:
         raise InvalidClient(headers=BASIC_CHALLENGE)
-    return client
+    return client, used

@@ -112,11 +112,11 @@ class FormEndpoint:
         if self.precheck:
             self.precheck(form)
         authorization = headers.get(b"authorization")
-        client = await authenticate_client(
+        client, secret = await authenticate_client(
             self.ctx.clients, authorization.decode("latin-1") if authorization else None, form
         )
         client_ip = scope["client"][0] if scope.get("client") else None
-        return TokenRequest(client, form, client_ip)
+        return TokenRequest(client, form, client_ip, secret)
 
 
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

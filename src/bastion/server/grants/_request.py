@@ -13,3 +13,4 @@ class TokenRequest:
     client: Client  # already authenticated
     form: Mapping[str, str]
     client_ip: str | None
+    secret: bytes | None = None  # the digest of the secret the client authenticated with

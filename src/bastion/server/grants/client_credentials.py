@@ -10,6 +10,7 @@ from typing import Any
 from bastion.server.checks.scope import granted_scope
 from bastion.server.context import Context
 from bastion.server.grants._request import TokenRequest
+from bastion.server.services.clients import secret_generation
 from bastion.server.services.tokens import issue_access_token
 
 GRANT_TYPE = "client_credentials"
@@ -19,8 +20,11 @@ PARAMETERS = ("scope",)
 async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     client, form = request.client, request.form
     scope = granted_scope(form.get("scope"), client)
+    # sgen: the token ends with the secret it was got with (see own_token_refused).
+    extra = {"sgen": secret_generation(request.secret)} if request.secret else None
     issued = await issue_access_token(
-        ctx.keys, ctx.settings, subject=client.client_id, client_id=client.client_id, scope=scope
+        ctx.keys, ctx.settings, subject=client.client_id, client_id=client.client_id,
+        scope=scope, extra=extra,
     )
     body: dict[str, Any] = {
         "access_token": issued.token,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import secrets as _secrets
 import time
@@ -243,15 +245,24 @@ def previous_secret_until(client: Client, now: datetime | None = None) -> dateti
     return until if (now or datetime.now(UTC)) < until else None
 
 
-def secret_matches(client: Client, secret: str, now: datetime | None = None) -> bool:
-    """The client's secret, or its previous one within its overlap; both compared,
-    in constant time, whenever a previous one is stored."""
+def matching_secret(client: Client, secret: str, now: datetime | None = None) -> bytes | None:
+    """The digest of the client's secret that ``secret`` is: the current one, or the
+    previous one within its overlap; ``None`` if neither. Both are compared, in
+    constant time, whenever a previous one is stored."""
     current = secrets.matches(secret, client.secret_digest)
     previous = client.previous_secret_digest
-    if previous is None:
-        return current
-    older = secrets.matches(secret, previous)
-    return current or (older and previous_secret_until(client, now) is not None)
+    older = previous is not None and secrets.matches(secret, previous)
+    if current:
+        return client.secret_digest
+    return previous if older and previous_secret_until(client, now) is not None else None
+
+
+def secret_generation(digest: bytes) -> str:
+    """``sgen``, a tag of the secret (by its digest) a client's own token was got
+    with: a token from a secret that has since ended is refused, even one minted by
+    an instance whose cache still held it (see ``own_token_refused``)."""
+    tag = hashlib.sha256(b"bastion sgen\0" + digest).digest()[:9]
+    return base64.urlsafe_b64encode(tag).decode("ascii")
 
 
 async def delete_client(storage: Storage, client_id: str) -> bool:
@@ -264,13 +275,23 @@ async def delete_client(storage: Storage, client_id: str) -> bool:
 
 
 def own_token_refused(client: Client, claims: Mapping[str, Any]) -> bool:
-    """Whether a token the client got for itself (no grant) predates the rotation that
-    ended its old secret at once. ``iat`` is whole seconds: a token of that very second
-    still passes."""
-    cutoff = client.tokens_not_before
-    if cutoff is None or claims.get("gid"):
+    """Whether a token the client got for itself (no grant) was got with a secret that
+    has ended: one replaced since, or a previous one after its overlap (a token it got
+    within the overlap lives out its ttl). Tokens from before ``sgen`` existed fall
+    back to ``tokens_not_before``, in whole seconds of ``iat``."""
+    if claims.get("gid"):
         return False
-    iat = claims.get("iat")
+    iat, tag = claims.get("iat"), claims.get("sgen")
+    if isinstance(tag, str):
+        if client.secret_digest is not None and tag == secret_generation(client.secret_digest):
+            return False
+        previous, until = client.previous_secret_digest, client.previous_secret_expires_at
+        if previous is None or until is None or tag != secret_generation(previous):
+            return True
+        return not isinstance(iat, int) or iat >= until.timestamp()
+    cutoff = client.tokens_not_before
+    if cutoff is None:
+        return False
     return not isinstance(iat, int) or iat < int(cutoff.timestamp())
 
 
