@@ -24,6 +24,7 @@ from security_helpers import (
 )
 
 from bastion.server.services.clients import create_client
+from bastion.server.services.errors import InvalidInput
 from bastion.server.storage.tables import events
 from support import create_database, hidden_fields
 
@@ -136,6 +137,16 @@ async def test_a_nul_in_basic_client_credentials_is_invalid_client(on_backend: M
                                                 "token": "t"},
                                     headers={"Authorization": header})
             assert (r.status_code, r.json()["error"]) == (401, "invalid_client"), path
+
+
+async def test_a_client_registered_with_undecodable_text_is_refused(on_backend: MakeEnv) -> None:
+    # The CLI hands arguments over as str with lone surrogates for undecodable bytes;
+    # stored, such a client used to make every listing of clients a 500.
+    env = await on_backend()
+    for name, uri in (("x", "https://a.example/\udcff"), ("a\udcff", REDIRECT),
+                      ("x", "https://a.example/\x00")):
+        with pytest.raises(InvalidInput):
+            await create_client(env.ctx.storage, name=name, redirect_uris=[uri])
 
 
 @pytest.mark.parametrize(("body", "field"), [

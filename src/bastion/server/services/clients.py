@@ -50,6 +50,8 @@ def matching_redirect_uri(given: str, registered: Iterable[str]) -> bool:
 def check_redirect_uri(uri: str, field: str = "redirect_uri") -> str:
     """RFC 9700 2.1 / RFC 8252: absolute, no fragment, https or loopback http or a
     private-use scheme for native apps."""
+    if not storable(uri):  # a NUL or a lone surrogate (CLI arguments can carry one)
+        raise InvalidInput(field, "must be text without NUL or undecodable bytes")
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -114,6 +116,8 @@ def _checked_grants(grant_types: Iterable[str], public: bool,
 
 def _checked_name(name: str) -> str:
     name = name.strip()
+    if not storable(name):
+        raise InvalidInput("name", "must be text without NUL or undecodable bytes")
     if not name or len(name) > 200:
         raise InvalidInput("name", "must be 1 to 200 characters")
     return name
