@@ -28,6 +28,7 @@ from sdk_fakes import (
 
 from bastion import (
     AsyncClient,
+    BastionError,
     Client,
     InvalidGrant,
     InvalidToken,
@@ -344,6 +345,47 @@ def test_a_refresh_token_that_was_not_rotated_is_sent_again_when_due(
     client = make_client(refresh_margin=30)
     assert client.refresh("r-0").refresh_token == "r-0"  # still valid: not spent
     assert client.refresh("r-0").access_token == "at-1"
+    assert provider.calls[TOKEN_PATH] == 2
+
+
+DISCOVERY = "/tenant/.well-known/openid-configuration"
+
+
+def test_a_failed_discovery_is_not_a_lost_refresh(make_client: Any, provider: FakeProvider):
+    provider.overrides[DISCOVERY] = [httpx2.Response(502), httpx2.Response(502),
+                                     httpx2.Response(502)]
+    client = make_client()
+    with pytest.raises(BastionError):
+        client.refresh("r-0")
+    assert client.refresh("r-0").refresh_token == "rotated-refresh-1"  # sent now
+    assert provider.calls[TOKEN_PATH] == 1
+
+
+def test_a_lost_refresh_answer_is_remembered_and_each_caller_gets_its_own_error(
+    make_client: Any, provider: FakeProvider
+):
+    provider.overrides[TOKEN_PATH] = [httpx2.ReadTimeout("lost")]
+    client = make_client()
+    with pytest.raises(TransportError):
+        client.refresh("r-0")
+    errors = []
+    for _ in range(2):
+        with pytest.raises(TransportError, match="not sent again") as later:
+            client.refresh("r-0")
+        errors.append(later.value)
+    assert errors[0] is not errors[1] and provider.calls[TOKEN_PATH] == 1
+
+
+def test_revoking_a_spent_refresh_token_forgets_what_it_was_traded_for(
+    make_client: Any, provider: FakeProvider
+):
+    client = make_client()
+    client.refresh("r-0")
+    client.revoke("at-x", "access_token")  # an access token alone: the trade stands
+    assert client.refresh("r-0").refresh_token == "rotated-refresh-1"
+    assert provider.calls[TOKEN_PATH] == 1
+    client.revoke("r-0")  # the family: the provider judges r-0 from now on
+    client.refresh("r-0")
     assert provider.calls[TOKEN_PATH] == 2
 
 

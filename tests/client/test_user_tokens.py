@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from bastion import (
     ConfigurationError,
     TimeoutError,
     TokenSet,
+    TransportError,
     Unauthorized,
     User,
     configure,
@@ -86,6 +88,20 @@ def test_a_refresh_that_never_left_is_retried(make_client: Any, provider: FakePr
     auth = client.token_auth(user_tokens(expires_in=0))
     assert client.request("GET", "api/thing", auth=auth).status_code == 200
     assert provider.calls["/tenant/oauth/token"] == 2
+    assert auth.tokens.refresh_token == "rotated-refresh-1"
+
+
+@pytest.mark.parametrize("failure", [httpx2.ConnectError("refused"), httpx2.ReadTimeout("x")])
+def test_a_discovery_that_fails_inside_token_auth_is_no_lost_refresh(
+    make_client: Any, provider: FakeProvider, failure: Exception
+):
+    client = make_client(retries=3)
+    provider.overrides["/tenant/.well-known/openid-configuration"] = [failure]
+    auth = client.token_auth(user_tokens(expires_in=0))
+    with contextlib.suppress(TransportError):  # retried, or raised: either way
+        client.request("GET", "api/thing", auth=auth)
+    assert client.request("GET", "api/thing", auth=auth).status_code == 200
+    assert provider.calls["/tenant/oauth/token"] == 1
     assert auth.tokens.refresh_token == "rotated-refresh-1"
 
 

@@ -24,7 +24,7 @@ from security_helpers import (
 from bastion.oauth import pkce
 from bastion.server.models import AuthorizationCode, Grant
 from bastion.server.services import secrets
-from bastion.server.storage.tables import refresh_tokens
+from bastion.server.storage.tables import authorization_codes, refresh_tokens
 
 
 async def test_replayed_code_is_invalid_grant(env: Env) -> None:
@@ -137,6 +137,18 @@ async def test_an_expired_code_presented_twice_is_no_replay(
         assert "expired" in r.json()["error_description"]
     assert reuse_count("authorization_code") == before
     assert "presented again" not in caplog.text
+
+
+async def test_a_used_code_replayed_after_it_expired_still_revokes(env: Env) -> None:
+    code = await get_code(env)
+    first = (await exchange(env, code)).json()
+    engine = env.ctx.storage.engine  # type: ignore[attr-defined]
+    async with engine.begin() as conn:  # its ttl has passed since
+        await conn.execute(authorization_codes.update().values(
+            expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    r = await exchange(env, code)
+    assert "already used" in r.json()["error_description"]
+    assert await env.introspect(first["refresh_token"]) == {"active": False}
 
 
 async def test_unknown_code_is_invalid_grant(env: Env) -> None:

@@ -9,7 +9,8 @@ import pytest
 from api_helpers import PASSWORD, Api
 
 from bastion.server.services import secrets
-from bastion.server.services.clients import rotate_secret
+from bastion.server.services.clients import rotate_secret, secret_generation
+from bastion.server.services.tokens import issue_access_token
 from bastion.server.services.users import create_user
 
 WEB = {"name": "Shop", "redirect_uris": ["https://shop.example/cb"]}
@@ -291,17 +292,21 @@ async def test_an_immediate_rotation_ends_the_clients_own_tokens_an_overlap_does
     overlap = (await http.post(f"/api/v1/clients/{cid}/secret", json={"keep_old_for": 600})
                ).json()
     assert await active(before)  # a planned rotation: tokens live on
+    in_overlap = await own_token(made["client_secret"])  # the old secret, still good
+    during = await own_token(overlap["client_secret"])
+    assert await active(in_overlap)
     # A second overlap while the first runs: the first secret ends now, the second is kept.
     third = (await http.post(f"/api/v1/clients/{cid}/secret", json={"keep_old_for": 600})
              ).json()
     assert await token_for(api, cid, made["client_secret"]) == 401
     assert await token_for(api, cid, overlap["client_secret"]) == 200
     assert await token_for(api, cid, third["client_secret"]) == 200
+    assert not await active(before) and not await active(in_overlap)  # the first secret's
+    assert await active(during)
 
-    during = await own_token(overlap["client_secret"])
     leaked = (await http.post(f"/api/v1/clients/{cid}/secret")).json()  # ends them
     assert await active(await own_token(leaked["client_secret"]))
-    assert not await active(before) and not await active(during)  # in the same second too
+    assert not await active(during)  # in the rotation's very second too
 
 
 async def test_a_token_got_with_a_secret_a_stale_cache_still_held_ends_with_it(
@@ -318,10 +323,28 @@ async def test_a_token_got_with_a_secret_a_stale_cache_still_held_ends_with_it(
     r = await http.post("/oauth/token", data={"grant_type": "client_credentials"},
                         auth=(cid, made["client_secret"]), headers={"Authorization": ""})
     assert r.status_code == 200  # the stale cache
-    api.app.ctx.clients.forget(cid)  # its ttl has passed
+    api.app.ctx.clients.forget(cid)  # its ttl has passed (or: any other instance)
     r = await http.post("/oauth/introspect", data={"token": r.json()["access_token"]},
                         auth=(api.web_id, api.web_secret), headers={"Authorization": ""})
     assert r.json() == {"active": False}
+
+
+async def test_a_stale_cache_accepts_a_token_got_with_the_new_secret_elsewhere(
+    api: Api,
+) -> None:
+    http = api.app.http
+    made = (await http.post("/api/v1/clients", json={"name": "Worker"})).json()
+    cid = made["client_id"]
+    assert await token_for(api, cid, made["client_secret"]) == 200  # cached now
+    new = await rotate_secret(api.app.ctx.storage, cid, keep_old_for=600)  # elsewhere
+    assert new.client.secret_digest is not None
+    ctx = api.app.ctx
+    minted = await issue_access_token(  # as the instance that saw the rotation would
+        ctx.keys, ctx.settings, subject=cid, client_id=cid, scope="",
+        extra={"sgen": secret_generation(new.client.secret_digest)})
+    r = await http.post("/oauth/introspect", data={"token": minted.token},
+                        auth=(api.web_id, api.web_secret), headers={"Authorization": ""})
+    assert r.json()["active"] is True
 
 
 async def test_patch_refuses_nulls_and_an_empty_patch_changes_nothing(api: Api) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _authorization, _login, _passwordless
 from ._auth import TokenAuth
-from .exceptions import InvalidGrant, InvalidToken
+from .exceptions import InvalidGrant
 from .state import ReplayStore
 from .tokens import TokenCheck, TokenSet
 
@@ -186,7 +186,7 @@ class AsyncSignIn:
             return check
         try:
             return TokenCheck("refreshed", await self.refresh(refresh_token))
-        except (InvalidGrant, InvalidToken) as exc:  # spent, revoked, or not to be trusted
+        except InvalidGrant as exc:
             return TokenCheck("invalid", error=exc)
 
     def token_auth(

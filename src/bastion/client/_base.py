@@ -207,6 +207,9 @@ class BaseClient(DiscoveryCore):
             raise ConfigurationError("refresh needs a refresh token (or tokens that have one)")
         digest = hashlib.sha256(token.encode()).digest()
         key = ("refresh", digest)
+        # Discovery first: within the flight, the token request is the only one, so
+        # a failure there is the refresh's own.
+        yield from self.metadata_flow()
         now = self.clock()
         while True:
             flight, lead = self.flights.join(key, lambda: self._remembered(digest, token, now))
@@ -245,6 +248,7 @@ class BaseClient(DiscoveryCore):
         fails them with ``InvalidGrant``, as the token endpoint would.
         """
         token = refresh_token
+        yield from self.metadata_flow()
         while True:
             digest = hashlib.sha256(token.encode()).digest()
             key = ("refresh", digest)
@@ -254,6 +258,8 @@ class BaseClient(DiscoveryCore):
                 break
             try:
                 earlier: TokenSet | None = yield from self.follow(flight)
+            except TransportError:  # its answer was lost: the token may be spent
+                raise
             except Exception:  # the token is spent or refused: the server will say so
                 return (yield from send(token))
             if earlier is not None:
@@ -318,7 +324,12 @@ class BaseClient(DiscoveryCore):
         if now - landed >= REMEMBER_FOR:  # (landed after ``now``: within, surely)
             del self.refreshed[digest]
             return None
-        if isinstance(known, Exception) or known.refresh_token != refresh_token:
+        if isinstance(known, Exception):  # a new one for each caller: never one shared
+            return TransportError(  # traceback growing with every raise
+                f"An earlier refresh of this token got no answer ({type(known).__name__}); "
+                f"the provider may have spent it, so it is not sent again for "
+                f"{REMEMBER_FOR:.0f} s. Sign in again, or try later.")
+        if known.refresh_token != refresh_token:
             return known
         return None if known.expires_within(self.settings.refresh_margin, now) else known
 
@@ -334,9 +345,7 @@ class BaseClient(DiscoveryCore):
         self._keep(digest, tokens)
 
     def _remember_error(self, digest: bytes, refresh_token: str, error: Exception) -> None:
-        if isinstance(error, TransportError) and not error.sent:
-            return  # it never reached the provider: the token is as good as before
-        if not _refused(error):  # the answer was lost: the token may have been traded
+        if _may_have_traded(error):
             self._keep(digest, error)
         elif isinstance(error, InvalidGrant):  # the family is gone: so are its tokens
             self._forget(lambda tokens: tokens.refresh_token == refresh_token)
@@ -365,10 +374,13 @@ class BaseClient(DiscoveryCore):
             if isinstance(known, TokenSet) and revoked(known):
                 del self.refreshed[digest]
 
-    def forget_tokens(self, token: str) -> None:
-        """Forget remembered tokens that include ``token`` (being revoked)."""
-        self.flights.locked(functools.partial(
-            self._forget, lambda tokens: token in (tokens.refresh_token, tokens.access_token)))
+    def forget_refresh_token(self, token: str) -> None:
+        """Forget what is remembered of refresh token ``token`` (being revoked, and its
+        family with it): what it was traded for, and the trade that brought it."""
+        def forget() -> None:
+            self.refreshed.pop(hashlib.sha256(token.encode()).digest(), None)
+            self._forget(lambda tokens: tokens.refresh_token == token)
+        self.flights.locked(forget)
 
     def forget_user(self, subject: str) -> None:
         """Forget remembered tokens of user ``subject`` (all being revoked)."""
@@ -404,11 +416,25 @@ class BaseClient(DiscoveryCore):
                 yield from self.revoke_flow(token.refresh_token, "refresh_token")
             yield from self.revoke_flow(token.access_token, "access_token")
             return
-        self.forget_tokens(token)
+        if token_type_hint != "access_token":  # an access token alone ends no family
+            self.forget_refresh_token(token)
         data = {"token": token}
         if token_type_hint:
             data["token_type_hint"] = token_type_hint
         yield from self._post_flow("revocation_endpoint", data, "revocation")
+
+
+def _may_have_traded(exc: Exception) -> bool:
+    """Whether a token request that failed with ``exc`` may have been processed: its
+    answer was lost or unreadable, or a proxy's 502/504 (or a 500) came instead."""
+    if isinstance(exc, TransportError):
+        return exc.sent
+    if isinstance(exc, ConfigurationError):  # raised before anything was sent
+        return False
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return status >= 500 and status != 503
+    return True  # an answer that could not be read (ProtocolError): it may have traded
 
 
 def _refused(exc: Exception) -> bool:

@@ -94,8 +94,7 @@ class TokenVerifier:
         if not payload or b"." in payload:
             raise InvalidToken("The token is malformed.")
         alg, kid = self._header(header)
-        keys = self.keys.keys
-        key = keys.get(kid) if kid is not None else find_key(keys, kid, alg)
+        key = find_key(self.keys.keys, kid, alg)
         if key is None:
             raise UnknownKey("unknown kid")
         try:

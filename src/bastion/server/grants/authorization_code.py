@@ -28,15 +28,15 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     if not code:
         raise InvalidRequest("Missing code.")
     now = datetime.now(UTC)
-    # Another client's code, or an expired one, is refused without using it up: only
-    # its own client presenting it twice in time is a replay.
+    # Another client's code, or an unused expired one, is refused without using it up:
+    # only a used code presented again by its own client is a replay (however late).
     stored, first_use = await ctx.storage.consume_code(secrets.digest(code), now,
                                                        client.client_id)
     if stored is None or stored.client_id != client.client_id:
         raise InvalidGrant("The code is invalid.")
-    if stored.expires_at <= now:
-        raise InvalidGrant("The code has expired.")
     if not first_use:
+        if stored.consumed_at is None:
+            raise InvalidGrant("The code has expired.")
         if await ctx.storage.revoke_grant(stored.grant_id, now):  # once per family
             await reused(ctx, request, GRANT_TYPE, stored.user_id, stored.grant_id)
         raise InvalidGrant("The code was already used; the tokens it issued are revoked.")

@@ -310,11 +310,12 @@ class ClientCache:
         self._loading: set[str] = set()
         self._generation = 0  # counts forget(): a read begun before one is not cached
 
-    async def get(self, client_id: str) -> Client | None:
+    async def get(self, client_id: str, *, fresh: bool = False) -> Client | None:
+        """The client, from the cache unless ``fresh`` (read now, and cached)."""
         if not storable(client_id):  # no such id can be stored (PostgreSQL refuses NUL)
             return None
         now = time.monotonic()
-        hit = self._entries.get(client_id)
+        hit = None if fresh else self._entries.get(client_id)
         if hit is not None and (now - hit[0] < self._ttl or client_id in self._loading):
             # Fresh; or stale while another request reloads it: one read per expiry,
             # not one per request that arrives meanwhile.

@@ -113,7 +113,11 @@ async def verify_access_token(
     ):
         raise InvalidToken()
     if clients is not None:
-        client = await clients.get(str(claims.get("client_id")))
+        client_id = str(claims.get("client_id"))
+        client = await clients.get(client_id)
+        if client is not None and own_token_refused(client, claims):
+            # This instance's copy may predate a rotation made elsewhere: read it anew.
+            client = await clients.get(client_id, fresh=True)
         if client is None or own_token_refused(client, claims):
             raise InvalidToken()
     return claims
