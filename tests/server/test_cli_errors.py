@@ -54,6 +54,8 @@ def test_keys_rotate_refuses_a_secret_key_that_cannot_open_the_keys(cli, tmp_pat
 @pytest.mark.parametrize(("env", "says"), [
     ({"BASTION_ENVIRONMENT": "production", "BASTION_SECRET_KEY": SECRET,
       "BASTION_ISSUER": "http://id.example", "BASTION_SMTP_PASSWORD": SECRET}, "https URL"),
+    ({"BASTION_ENVIRONMENT": "production", "BASTION_SECRET_KEY": SECRET,
+      "BASTION_ISSUER": "https://id.example", "BASTION_SMTP_HOST": ""}, "smtp_host"),
     ({"BASTION_SECRET_KEY": " " * 40}, "secret key is empty"),
     ({"BASTION_CONFIG_FILE": "/no/such/bastion.toml"}, "is not a file"),
     ({"BASTION_TRUSTED_PROXIES": "not json"}, "trusted_proxies"),

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from bastion.server.keys import KeyCipher, KeyDecryptionError
+from bastion.server.mail import LogMailer, mailer
 from bastion.server.settings import Settings
 
 
@@ -18,6 +19,22 @@ def test_production_refuses_development_defaults(tmp_path) -> None:
         Settings(environment="production", secret_key="s" * 40, issuer="https://id.example")
     Settings(environment="production", secret_key="s" * 40, issuer="https://id.example",
              smtp_host="mail.example")
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_optional_setting_is_unset(tmp_path, monkeypatch, blank: str) -> None:
+    """``BASTION_SMTP_HOST=`` passed the production check, and the mailer took it for
+    no SMTP: sign-in links were written to the log."""
+    names = ["database_url", "issuer", "access_token_audience", "smtp_host", "smtp_username",
+             "smtp_password"]
+    for name in names:
+        monkeypatch.setenv(f"BASTION_{name.upper()}", blank)
+    settings = Settings(data_dir=tmp_path)
+    assert [getattr(settings, name) for name in names] == [None] * len(names)
+    assert isinstance(mailer(settings), LogMailer)
+    assert any("no smtp_host" in w for w in settings.development_warnings())
+    with pytest.raises(ValidationError, match="smtp_host"):
+        Settings(environment="production", secret_key="s" * 40, issuer="https://id.example")
 
 
 def test_environment_and_config_file(tmp_path, monkeypatch) -> None:

@@ -68,4 +68,5 @@ class LogMailer:
 
 
 def mailer(settings: Settings) -> Mailer:
-    return SMTPMailer(settings) if settings.smtp_host else LogMailer()
+    # The same test as the production check and the development warning.
+    return LogMailer() if settings.smtp_host is None else SMTPMailer(settings)

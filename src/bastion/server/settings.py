@@ -136,8 +136,8 @@ class Settings(BaseSettings):
     )
     smtp_host: str | None = Field(
         None,
-        description="SMTP server for outgoing mail. Unset: mail is written to the log "
-        "instead (development only; refused in production).",
+        description="SMTP server for outgoing mail. Unset (or empty): mail is written to "
+        "the log instead (development only; refused in production).",
     )
     smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port.")
     smtp_tls: Literal["none", "starttls", "tls"] = Field(
@@ -221,6 +221,16 @@ class Settings(BaseSettings):
                 raise SettingsError(f"BASTION_CONFIG_FILE {config_file} is not a file")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+    @field_validator("database_url", "issuer", "access_token_audience", "smtp_host",
+                     "smtp_username", "smtp_password", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # ``BASTION_SMTP_HOST=`` (set, but empty) passed the production check while the
+        # mailer took it for "no SMTP", and sign-in links went to the log.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @field_validator("secret_key")
     @classmethod
