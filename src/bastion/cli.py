@@ -416,7 +416,7 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Any], Awai
 
 def _serve(args: argparse.Namespace, settings: Any) -> int:
     from bastion.server.demo import ensure_demo
-    from bastion.server.keys import KeyRing
+    from bastion.server.keys import KeyRing, check_signing
 
     issuer = settings.issuer or f"http://{args.host}:{args.port}"
     settings = settings.model_copy(update={"issuer": issuer})
@@ -424,6 +424,7 @@ def _serve(args: argparse.Namespace, settings: Any) -> int:
         log.warning("DEVELOPMENT DEFAULT: %s", warning)
 
     async def prepare(storage: Any) -> None:
+        await check_signing(storage, settings)
         await KeyRing(storage, settings).ensure()
         if args.demo:
             await ensure_demo(storage, settings)

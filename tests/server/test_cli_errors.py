@@ -4,40 +4,17 @@ rather than do harm."""
 
 from __future__ import annotations
 
-import io
-import sys
-
 import pytest
+from cli_helpers import Invoke, cli_runner, one_line
 
-from bastion.cli import main
 from bastion.server.logs import redact
 
 SECRET = "TOPSECRET-" + "x" * 40
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch, capsys):
-    for key in [k for k in __import__("os").environ if k.startswith("BASTION_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("BASTION_PASSWORD_HASH_MEMORY_KIB", "8192")
-
-    def invoke(*args: str, stdin: str = "", **env: str) -> tuple[int, str]:
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse
-            code = int(exc.code or 0)
-        out = capsys.readouterr()
-        return code, out.err
-    return invoke
-
-
-def one_line(err: str) -> str:
-    assert "Traceback" not in err
-    [line] = [line for line in err.splitlines() if line.startswith("error:")]
-    return line
+def cli(monkeypatch, capsys) -> Invoke:
+    return cli_runner(monkeypatch, capsys)
 
 
 def test_keys_rotate_refuses_a_secret_key_that_cannot_open_the_keys(cli, tmp_path) -> None:

@@ -135,6 +135,22 @@ def check_secret_key(settings: Settings, cipher: KeyCipher, keys: list[SigningKe
                 "table and rotate again") from None
 
 
+async def check_signing(storage: Storage, settings: Settings) -> None:
+    """Refuse a secret key that cannot open a key that signs: ``bastion serve`` stops
+    with one line rather than start a server that issues no tokens. (A running server
+    keeps going instead, see ``KeyRing.reload``.)"""
+    cipher = KeyCipher(settings.secret_key_bytes())
+    failed = []
+    for key in await storage.signing_keys():
+        if signs(key):
+            try:
+                cipher.decrypt(key.kid, key.private_key_enc)
+            except KeyDecryptionError as exc:
+                failed.append(str(exc))
+    if failed:
+        raise KeyDecryptionError("; ".join(failed))
+
+
 async def publish_next(storage: Storage, settings: Settings) -> list[str]:
     """Publish a next key for each use that has none (a first start, a store from
     before keys were published ahead); returns their kids."""

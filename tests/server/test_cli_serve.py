@@ -1,0 +1,46 @@
+"""What ``bastion serve`` checks before it listens, with uvicorn left out: the issuer
+it builds and the signing keys it must be able to use."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from cli_helpers import Invoke, cli_runner, one_line
+
+import bastion.cli
+
+SECRET = "serve-" + "s" * 40
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys) -> Invoke:
+    return cli_runner(monkeypatch, capsys)
+
+
+@pytest.fixture
+def served(monkeypatch) -> list[Any]:
+    """The settings ``serve`` would have started uvicorn with."""
+    started: list[Any] = []
+    monkeypatch.setattr(bastion.cli, "_uvicorn",
+                        lambda args, settings, issuer: started.append(settings))
+    for name in ("BASTION_ISSUER", "BASTION_DATABASE_URL", "BASTION_DATA_DIR"):
+        monkeypatch.setenv(name, "")  # serve sets them for its workers: undone after
+        monkeypatch.delenv(name)
+    return started
+
+
+def test_serve_refuses_a_secret_key_that_cannot_open_the_signing_keys(
+        cli, served, tmp_path) -> None:
+    """It started, failed every token request and stayed unready, where the docs
+    promised one line at start."""
+    data = str(tmp_path / "data")
+    assert cli("keys", "rotate", "--data-dir", data, BASTION_SECRET_KEY=SECRET)[0] == 0
+    code, err = cli("serve", "--data-dir", data, BASTION_SECRET_KEY="other-" + "o" * 40)
+    assert code == 1 and "cannot be decrypted" in one_line(err)
+    assert served == []
+    assert os.environ.get("BASTION_ISSUER") is None
+    code, err = cli("serve", "--data-dir", data, BASTION_SECRET_KEY=SECRET)
+    assert code == 0, err
+    assert len(served) == 1
