@@ -415,10 +415,17 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Any], Awai
 
 
 def _serve(args: argparse.Namespace, settings: Any) -> int:
+    from pydantic_settings import SettingsError
+
     from bastion.server.demo import ensure_demo
     from bastion.server.keys import KeyRing, check_signing
+    from bastion.server.settings import check_issuer
 
-    issuer = settings.issuer or f"http://{args.host}:{args.port}"
+    issuer = settings.issuer or f"http://{_address(args.host, args.port)}"
+    try:
+        check_issuer(issuer)
+    except ValueError as exc:  # from --host: a given issuer was checked with the settings
+        raise SettingsError(f"--host: {exc}; or set BASTION_ISSUER") from None
     settings = settings.model_copy(update={"issuer": issuer})
     for warning in settings.development_warnings():
         log.warning("DEVELOPMENT DEFAULT: %s", warning)
@@ -450,12 +457,17 @@ def _serve(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+def _address(host: str, port: int) -> str:
+    """``host:port`` as in a URL: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _uvicorn(args: argparse.Namespace, settings: Any, issuer: str) -> None:
     import uvicorn
 
     from bastion.server.logs import uvicorn_log_config
 
-    log.info("Bastion listening on %s (issuer %s)", f"{args.host}:{args.port}", issuer)
+    log.info("Bastion listening on %s (issuer %s)", _address(args.host, args.port), issuer)
     uvicorn.run(
         "bastion.server.app:create_app_from_env",
         factory=True,

@@ -44,3 +44,16 @@ def test_serve_refuses_a_secret_key_that_cannot_open_the_signing_keys(
     code, err = cli("serve", "--data-dir", data, BASTION_SECRET_KEY=SECRET)
     assert code == 0, err
     assert len(served) == 1
+
+
+def test_serve_brackets_an_ipv6_host_in_the_default_issuer(cli, served, tmp_path) -> None:
+    """``--host ::1`` made the issuer http://::1:8123, which is no URL."""
+    code, err = cli("serve", "--host", "::1", "--port", "8123", "--data-dir", str(tmp_path))
+    assert code == 0, err
+    assert served[0].issuer == "http://[::1]:8123"
+
+
+def test_serve_refuses_an_issuer_that_is_no_url(cli, served, tmp_path) -> None:
+    code, err = cli("serve", "--issuer", "https://id.example?tenant=a", "--data-dir",
+                    str(tmp_path))
+    assert code == 1 and "no query" in one_line(err) and served == []

@@ -16,6 +16,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -32,6 +33,7 @@ SHORT_SECRET_KEY = (
     'one with python -c "import secrets; print(secrets.token_urlsafe(48))"')
 
 log = logging.getLogger("bastion")
+ISSUER_EXAMPLE = "e.g. https://id.example.com (a path may follow)"
 
 SECRET_KEY_FILE = "secret_key"
 
@@ -56,8 +58,9 @@ class Settings(BaseSettings):
     )
     issuer: str | None = Field(
         None,
-        description="The issuer URL (scheme, host, optional path) that tokens carry and "
-        "discovery advertises. Default: http://<host>:<port> of `bastion serve`.",
+        description="The issuer URL that tokens carry and discovery advertises: http(s), "
+        "a host, an optional port and path; no query, fragment or user. Default: "
+        "http://<host>:<port> of `bastion serve`.",
     )
     secret_key: SecretStr | None = Field(
         None,
@@ -232,6 +235,11 @@ class Settings(BaseSettings):
             return None
         return value
 
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_is_a_url(cls, issuer: str | None) -> str | None:
+        return None if issuer is None else check_issuer(issuer)
+
     @field_validator("secret_key")
     @classmethod
     def _secret_key_given(cls, key: SecretStr | None) -> SecretStr | None:
@@ -320,6 +328,30 @@ class Settings(BaseSettings):
             warnings.append("no smtp_host: emails (sign-in links) are written to the log, "
                             "not sent")
         return warnings
+
+
+def check_issuer(issuer: str) -> str:
+    """``issuer`` if it is an http(s) URL with a host, and no query, fragment, user or
+    white space: discovery publishes it and every token carries it, so a relying party
+    compares it character for character (OpenID Connect Discovery 1.0, section 3). The
+    message leaves out the value, as every settings message does."""
+    if any(c.isspace() or not c.isprintable() for c in issuer):
+        raise ValueError("the issuer must not contain spaces or control characters")
+    if not issuer.startswith(("http://", "https://")):
+        raise ValueError(f"the issuer must be an http or https URL, {ISSUER_EXAMPLE}")
+    try:
+        parts = urlsplit(issuer)
+        if parts.port == 0:  # reading it raises for a port that is no number, or too large
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"the issuer's host or port is not valid, {ISSUER_EXAMPLE}") from None
+    if not parts.hostname:
+        raise ValueError(f"the issuer names no host, {ISSUER_EXAMPLE}")
+    if "@" in parts.netloc:
+        raise ValueError("the issuer must not carry a user name or password")
+    if "?" in issuer or "#" in issuer:
+        raise ValueError("the issuer must have no query (?) or fragment (#)")
+    return issuer
 
 
 def load_settings(**overrides: Any) -> Settings:
