@@ -140,8 +140,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = _failure(exc)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {_without_password(message, args)}", file=sys.stderr)
         return 1
+
+
+def _without_password(message: str, args: argparse.Namespace) -> str:
+    """Belt and braces: no driver is known to repeat the database URL or its password,
+    but none may reach the terminal."""
+    from urllib.parse import urlsplit
+
+    for url in (args.database_url, os.environ.get("BASTION_DATABASE_URL")):
+        if url:
+            message = message.replace(url, "***")
+            try:
+                password = urlsplit(url).password or ""
+            except ValueError:  # a malformed URL: its password is in no message then
+                password = ""
+            if len(password) >= 4:  # a shorter one would blank out letters of words
+                message = message.replace(password, "***")
+    return message
 
 
 def _failure(exc: Exception) -> str | None:
@@ -170,7 +187,12 @@ def _failure(exc: Exception) -> str | None:
         return "the database URL (--database-url, BASTION_DATABASE_URL) is not valid"
     if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
         cause = getattr(exc, "orig", None) or exc
-        return f"the database cannot be used: {type(cause).__name__}"
+        while cause.__cause__ is not None:  # SQLAlchemy's asyncpg adapter wraps asyncpg's
+            cause = cause.__cause__
+        # The driver's message names the database, role or file, not the password.
+        first = next(iter(str(cause).strip().splitlines()), "")
+        return f"the database cannot be used: {type(cause).__name__}" + (
+            f": {first}" if first else "")
     if isinstance(exc, ModuleNotFoundError):
         return (f"module {exc.name} is not installed: install the server, pip install "
                 "'bastion[server]', and for a database other than SQLite or PostgreSQL "
