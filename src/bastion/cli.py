@@ -113,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for n, arg in enumerate(argv, 1):
+        if not _is_text(arg):
+            print(f"error: command-line argument {n} is not valid UTF-8", file=sys.stderr)
+            return 2  # as argparse for a usage error
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -161,16 +166,29 @@ def _without_password(message: str, args: argparse.Namespace) -> str:
     return message
 
 
+def _is_text(text: str) -> bool:
+    """Whether ``text`` was valid UTF-8: Python decodes other bytes in argv (and in the C
+    locale, on stdin) to lone surrogates, which the database refuses with a traceback."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _failure(exc: Exception) -> str | None:
     """One line for what an operator can fix (settings, database, files), without the
     values given: a setting or a database URL may hold a secret. ``None``: a bug."""
     import tomllib
 
+    import alembic.util
     import sqlalchemy.exc
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
     from bastion.server.keys import KeyDecryptionError
+    from bastion.server.storage.database_url import BadDatabaseURL
+    from bastion.server.storage.migrate import MigrationError
 
     if isinstance(exc, ValidationError):
         problems = []
@@ -179,8 +197,10 @@ def _failure(exc: Exception) -> str | None:
             text = error["msg"].removeprefix("Value error, ")
             problems.append(f"{field}: {text}" if field else text)
         return "; ".join(problems)
-    if isinstance(exc, SettingsError | KeyDecryptionError):
+    if isinstance(exc, SettingsError | KeyDecryptionError | BadDatabaseURL | MigrationError):
         return str(exc)
+    if isinstance(exc, alembic.util.CommandError):
+        return f"the database cannot be migrated: {str(exc).splitlines()[0]}"
     if isinstance(exc, tomllib.TOMLDecodeError):
         return f"the config file (BASTION_CONFIG_FILE) is not valid TOML: {exc}"
     if isinstance(exc, sqlalchemy.exc.ArgumentError):
@@ -333,7 +353,13 @@ async def _users_create(args: argparse.Namespace, settings: Any) -> int:
     from bastion.server.services.passwords import Passwords
     from bastion.server.services.users import create_user
 
-    password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        password: str | None = sys.stdin.readline().rstrip("\r\n")
+    except UnicodeDecodeError:  # stdin decoded strictly (outside the C locale)
+        password = None
+    if password is None or not _is_text(password):
+        print("error: the password on standard input is not valid UTF-8", file=sys.stderr)
+        return 1
     if not password:  # create_user takes "no password" to mean a passwordless account
         print("error: no password on standard input", file=sys.stderr)
         return 1

@@ -16,15 +16,17 @@ Invoke = Callable[..., tuple[int, str]]
 
 def cli_runner(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Invoke:
     """``invoke(*args, stdin="", **env)`` runs ``main`` with no ``BASTION_*`` variable
-    but ``env``; returns the exit code and stderr."""
+    but ``env``; returns the exit code and stderr. ``stdin`` as bytes is decoded as
+    UTF-8 strictly, as outside the C locale."""
     for key in [k for k in os.environ if k.startswith("BASTION_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("BASTION_PASSWORD_HASH_MEMORY_KIB", "8192")
 
-    def invoke(*args: str, stdin: str = "", **env: str) -> tuple[int, str]:
+    def invoke(*args: str, stdin: str | bytes = "", **env: str) -> tuple[int, str]:
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin) if isinstance(stdin, str)
+                            else io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
         try:
             code = main(list(args))
         except SystemExit as exc:  # argparse

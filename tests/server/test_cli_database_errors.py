@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sqlite3
+import unicodedata
 import uuid
+from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 from cli_helpers import Invoke, cli_runner, one_line
 
+from bastion.server.storage import migrate, open_storage
+from bastion.server.storage.tables import users
 from support import create_database
 
 
@@ -37,3 +43,50 @@ def test_asyncpgs_own_error_is_named_without_the_password(cli, pg_admin_url) -> 
     assert f'InvalidCatalogNameError: database "{missing}" does not exist' in one_line(err)
     asyncio.run(create_database(pg_admin_url, missing))
     assert cli("migrate", "--database-url", f"{url}/{missing}")[0] == 0
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("postgresql+asyncpg://u:{pw}@127.0.0.1:abc/db", "host or port that is not valid"),
+    ("postgresql+asyncpg://u:{pw}@[::1/db", "host or port that is not valid"),
+    ("postgresql+asyncpg://u:{pw}@127.0.0.1:99999/db", "between 1 and 65535"),
+    ("postgresql+asyncpg://u:{pw}@127.0.0.1:1/db?sslmode=require", "use ssl= with the same"),
+    ("postgresql+asyncpg://u:{pw}@127.0.0.1:1/db?connect_timeout=5", "take: connect_timeout"),
+])
+def test_a_malformed_database_url_is_one_line(cli, url, says) -> None:
+    """A ValueError, an OverflowError and a TypeError from deep in SQLAlchemy or
+    asyncpg came out as tracebacks."""
+    password = secrets.token_urlsafe(16)
+    code, err = cli("migrate", "--database-url", url.format(pw=password))
+    assert code == 1 and says in one_line(err) and password not in err
+
+
+def test_a_database_migrated_by_a_newer_release_is_one_line(cli, tmp_path) -> None:
+    """Alembic's CommandError ("Can't locate revision") came out as a traceback."""
+    assert cli("migrate", "--data-dir", str(tmp_path))[0] == 0
+    with sqlite3.connect(tmp_path / "bastion.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '0099'")
+    code, err = cli("migrate", "--data-dir", str(tmp_path))
+    assert code == 1
+    assert "at revision 0099, which this release does not know" in one_line(err)
+
+
+def test_addresses_that_migration_0005_cannot_fold_apart_are_one_line(cli, tmp_path) -> None:
+    """Its RuntimeError naming both users came out at the end of a traceback."""
+    async def at_0004_with_twins() -> None:
+        store = open_storage(f"sqlite+aiosqlite:///{tmp_path / 'bastion.db'}")
+        try:
+            await migrate.upgrade(store.engine, "0004")
+            now = datetime.now(UTC)
+            async with store.engine.begin() as conn:  # one address in two Unicode forms
+                await conn.execute(sa.insert(users), [
+                    {"id": f"u{n}", "username": f"user{n}", "email": email,
+                     "password_hash": None, "is_administrator": False, "created_at": now,
+                     "updated_at": now}
+                    for n, email in ((1, "ärne@example.de"),
+                                     (2, unicodedata.normalize("NFD", "ärne@example.de")))])
+        finally:
+            await store.close()
+
+    asyncio.run(at_0004_with_twins())
+    code, err = cli("migrate", "--data-dir", str(tmp_path))
+    assert code == 1 and "users u1 and u2 have email addresses" in one_line(err)

@@ -107,6 +107,20 @@ def test_users_create_refuses_an_empty_password(cli, tmp_path) -> None:
     assert code == 0, err  # no "root" was made by the refused call
 
 
+def test_an_argument_that_is_not_utf8_is_one_line(cli, tmp_path) -> None:
+    """``--name $'a\\xff'`` reached the database as a lone surrogate: a traceback."""
+    code, err = cli("clients", "create", "--name", "a\udcff", "--data-dir", str(tmp_path))
+    assert code == 2 and "argument 4 is not valid UTF-8" in one_line(err)
+
+
+@pytest.mark.parametrize("stdin", [b"pass\xffword-long\n", "pass\udcffword-long\n"])
+def test_a_password_that_is_not_utf8_is_one_line(cli, tmp_path, stdin) -> None:
+    """Read strictly (a UTF-8 locale) or with surrogates (the C locale)."""
+    code, err = cli("users", "create", "--username", "ann", "--email", "ann@example.com",
+                    "--password-stdin", "--data-dir", str(tmp_path), stdin=stdin)
+    assert code == 1 and "password on standard input is not valid UTF-8" in one_line(err)
+
+
 @pytest.mark.parametrize("args", [["--port", "99999"], ["--port", "0"], ["--workers", "0"],
                                   ["--workers", "two"]])
 def test_serve_checks_port_and_workers(cli, args) -> None:

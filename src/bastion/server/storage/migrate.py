@@ -23,6 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 _LOCK_ID = 0x6261737469  # "basti"
 
 
+class MigrationError(RuntimeError):
+    """The schema cannot be brought to this release's; the message says what to do."""
+
+
 def _config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", "bastion.server.storage:migrations")
@@ -41,10 +45,23 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
         cfg = _config()
         cfg.attributes["connection"] = conn
+        _refuse_unknown(conn, cfg)
         command.upgrade(cfg, revision)
 
     async with _sqlite_lock(engine), engine.begin() as conn:
         await conn.run_sync(run)
+
+
+def _refuse_unknown(conn: Any, cfg: Config) -> None:
+    """Alembic says only "Can't locate revision" when a newer release migrated the
+    database."""
+    known = {script.revision for script in ScriptDirectory.from_config(cfg).walk_revisions()}
+    for revision in MigrationContext.configure(conn).get_current_heads():
+        if revision not in known:
+            raise MigrationError(
+                f"the database is at revision {revision}, which this release does not know: "
+                "a newer release migrated it; run that release, or restore the backup taken "
+                "before it")
 
 
 @contextlib.asynccontextmanager

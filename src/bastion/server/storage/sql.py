@@ -17,6 +17,7 @@ from bastion.server.models import (
     SigningKey,
     User,
 )
+from bastion.server.storage import database_url
 from bastion.server.storage.prepared import select_by
 from bastion.server.storage.sql_base import SQLiteThread, sqlite_pragmas, values
 from bastion.server.storage.sql_clients import ClientsMixin
@@ -44,8 +45,9 @@ def private_file(path: Path) -> None:
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and foreign keys. Errors leave
     out the statement's parameters (``hide_parameters``), as they reach the log."""
-    if url.startswith("sqlite"):
-        path = sa.make_url(url).database
+    parsed = database_url.check(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database
         if path and path != ":memory:":
             private_file(Path(path))
         # Storage calls on a file use their own connection (``SQLiteThread``); this

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import sqlalchemy as sa
 from alembic import op
 
+from bastion.server.storage.migrate import MigrationError
 from bastion.server.text import fold
 
 revision = "0005"
@@ -64,7 +65,7 @@ def _refuse_twins(bind: sa.Connection, changed: list[dict[str, str]]) -> None:
             other = bind.execute(sa.select(_users.c.id).where(
                 sa.func.lower(_users.c.email) == folded, _users.c.id != user_id)).scalar()
         if other is not None and other != user_id:
-            raise RuntimeError(
+            raise MigrationError(
                 f"users {other} and {user_id} have email addresses that differ only in letter "
                 f"case or Unicode form ({folded!r}); give one of them another address with "
                 "the previous Bastion version, then upgrade again")

@@ -1,0 +1,44 @@
+"""The database URL, checked before a driver sees it: a malformed one failed deep in
+SQLAlchemy or asyncpg, with a traceback. Messages never repeat the URL (it may hold a
+password)."""
+
+from __future__ import annotations
+
+import inspect
+
+import sqlalchemy as sa
+
+_ADAPTER_OWN = {"prepared_statement_cache_size"}  # SQLAlchemy's asyncpg adapter takes it
+
+
+class BadDatabaseURL(ValueError):
+    """The database URL (--database-url, BASTION_DATABASE_URL) cannot be used."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"the database URL (--database-url, BASTION_DATABASE_URL) {why}")
+
+
+def check(url: str) -> sa.URL:
+    """``url`` parsed, or ``BadDatabaseURL``."""
+    try:
+        parsed = sa.make_url(url)
+    except ValueError:  # what SQLAlchemy raises for a port that is no number
+        raise BadDatabaseURL("has a host or port that is not valid") from None
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise BadDatabaseURL("has a port that is not between 1 and 65535")
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "asyncpg":
+        _check_asyncpg(parsed)
+    return parsed
+
+
+def _check_asyncpg(url: sa.URL) -> None:
+    """Each query parameter becomes a keyword argument of ``asyncpg.connect``."""
+    import asyncpg
+
+    if "sslmode" in url.query:  # libpq's name, in many a copied URL
+        raise BadDatabaseURL("names sslmode=, which asyncpg does not take: use ssl= with the "
+                             "same value, e.g. ?ssl=require or ?ssl=verify-full")
+    known = set(inspect.signature(asyncpg.connect).parameters) | _ADAPTER_OWN
+    for name in url.query:
+        if name not in known:
+            raise BadDatabaseURL(f"has a parameter asyncpg does not take: {name}")
