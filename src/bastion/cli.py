@@ -137,7 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             logs.json_lines()
         if args.command == "serve":
             return _serve(args, settings)
-        return _run(_COMMANDS[(args.command, getattr(args, "action", None))](args, settings))
+        code = _run(_COMMANDS[(args.command, getattr(args, "action", None))](args, settings))
+        sys.stdout.flush()  # a reader gone (`| head`) shows here, not as Python exits
+        return code
+    except BrokenPipeError:  # a closed database connection is never one (asyncpg, SQLite)
+        return _reader_gone()
     except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -147,6 +151,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {_without_password(message, args)}", file=sys.stderr)
         return 1
+
+
+def _reader_gone() -> int:
+    """Stop quietly, with the status of a command killed by SIGPIPE, as other commands
+    do when the reader of their output goes away."""
+    import contextlib
+    import signal
+
+    # What is left in the buffer would fail again when Python flushes it at exit.
+    with contextlib.suppress(OSError, ValueError):  # ValueError: stdout is no file
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 def _without_password(message: str, args: argparse.Namespace) -> str:
