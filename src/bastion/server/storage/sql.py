@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,8 @@ from bastion.server.storage.tables import (
     users,
 )
 from bastion.server.text import fold
+
+log = logging.getLogger("bastion.storage")
 
 
 def private_file(path: Path) -> None:
@@ -77,8 +82,13 @@ class SQLStorage(ClientsMixin, GrantsMixin, DirectoryMixin, MailMixin, PurgeMixi
     SQLite file it runs through ``SQLiteThread`` (on the event loop when SQLite can
     answer at once, else on the storage's thread)."""
 
+    #: Seconds ``close`` waits for the database (a hung one held a shutdown for ever).
+    close_within = 5.0
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._drivers: weakref.WeakSet[Any] = weakref.WeakSet()  # what close may drop
+        event.listen(engine.sync_engine, "connect", self._opened)
         if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
             self._sqlite = SQLiteThread(engine.url)
 
@@ -149,9 +159,28 @@ class SQLStorage(ClientsMixin, GrantsMixin, DirectoryMixin, MailMixin, PurgeMixi
             self._sqlite.check_file()
 
     async def close(self) -> None:
+        """Close the connections. A database that leaves that unanswered for
+        ``close_within`` seconds (it hangs) has them dropped instead, so that a shutdown
+        ends."""
         if self._sqlite is not None:
             await self._sqlite.close()
-        await self.engine.dispose()
+        closing = asyncio.ensure_future(self.engine.dispose())
+        try:
+            await asyncio.wait_for(asyncio.shield(closing), self.close_within)
+        except TimeoutError:
+            log.warning("the database did not answer within %g s: its connections are "
+                        "dropped, not closed", self.close_within)
+            # Dropped, the connection being closed ends its wait quietly (asyncpg); a
+            # cancelled one would have SQLAlchemy log a traceback.
+            for connection in list(self._drivers):
+                connection.terminate()
+            with contextlib.suppress(TimeoutError):  # else it is cancelled
+                await asyncio.wait_for(closing, self.close_within)
+
+    def _opened(self, dbapi_connection: Any, _record: Any) -> None:
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        if hasattr(driver, "terminate"):  # asyncpg's, not SQLite's
+            self._drivers.add(driver)
 
 
 def open_storage(url: str, *, pool_size: int = 10) -> SQLStorage:
