@@ -113,12 +113,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    for n, arg in enumerate(argv, 1):
-        if not _is_text(arg):
-            print(f"error: command-line argument {n} is not valid UTF-8", file=sys.stderr)
-            return 2  # as argparse for a usage error
     args = _parser().parse_args(argv)
+    for name, value in vars(args).items():
+        if name in _PATHS:  # any bytes make a path: Python keeps them as they are
+            continue
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and not _is_text(text):
+                print(f"error: {name.replace('_', '-')} is not valid UTF-8", file=sys.stderr)
+                return 2  # as argparse for a usage error
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
@@ -153,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+#: Arguments that name files: not stored as text, so any bytes will do.
+_PATHS = {"data_dir"}
+
+
 def _reader_gone() -> int:
     """Stop quietly, with the status of a command killed by SIGPIPE, as other commands
     do when the reader of their output goes away."""
@@ -166,19 +172,11 @@ def _reader_gone() -> int:
 
 
 def _without_password(message: str, args: argparse.Namespace) -> str:
-    """Belt and braces: no driver is known to repeat the database URL or its password,
-    but none may reach the terminal."""
-    from urllib.parse import urlsplit
-
+    """Belt and braces: no driver is known to repeat the database URL, but it may hold
+    a password and must not reach the terminal."""
     for url in (args.database_url, os.environ.get("BASTION_DATABASE_URL")):
         if url:
             message = message.replace(url, "***")
-            try:
-                password = urlsplit(url).password or ""
-            except ValueError:  # a malformed URL: its password is in no message then
-                password = ""
-            if len(password) >= 4:  # a shorter one would blank out letters of words
-                message = message.replace(password, "***")
     return message
 
 

@@ -110,7 +110,16 @@ def test_users_create_refuses_an_empty_password(cli, tmp_path) -> None:
 def test_an_argument_that_is_not_utf8_is_one_line(cli, tmp_path) -> None:
     """``--name $'a\\xff'`` reached the database as a lone surrogate: a traceback."""
     code, err = cli("clients", "create", "--name", "a\udcff", "--data-dir", str(tmp_path))
-    assert code == 2 and "argument 4 is not valid UTF-8" in one_line(err)
+    assert code == 2 and "name is not valid UTF-8" in one_line(err)
+    code, err = cli("clients", "create", "--name", "x", "--redirect-uri",
+                    "https://a.example/\udcff", "--data-dir", str(tmp_path))
+    assert code == 2 and "redirect-uris is not valid UTF-8" in one_line(err)
+
+
+def test_a_data_dir_that_is_not_utf8_is_a_path_like_any_other(cli, tmp_path) -> None:
+    # Any bytes make a file name; Python keeps them (as surrogates) and uses them as given.
+    code, err = cli("migrate", "--data-dir", str(tmp_path) + "/d\udce4ta")
+    assert code == 0, err
 
 
 @pytest.mark.parametrize("stdin", [b"pass\xffword-long\n", "pass\udcffword-long\n"])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from bastion.server.context import Context
 from bastion.server.demo import ensure_demo
 from bastion.server.services.clients import delete_client
+from bastion.server.services.passwords import Passwords
+from bastion.server.services.users import create_user
 
 CLIENT_EXISTS = "demo client 'demo' exists (its secret was shown when created)"
 USER_EXISTS = "demo user 'demo' exists (its password was shown when created)"
@@ -53,3 +56,12 @@ async def test_a_deleted_demo_client_is_not_made_again(ctx: Context, capsys) -> 
     await ensure_demo(ctx.storage, ctx.settings)
     assert capsys.readouterr().out == (
         f"demo client 'demo' was deleted; it is not made again\n{USER_EXISTS}\n")
+
+
+async def test_an_address_taken_by_someone_else_is_said_so(ctx: Context, capsys) -> None:
+    await create_user(ctx.storage, Passwords(ctx.settings), username="alice",
+                      email="demo@example.com", password=secrets.token_urlsafe(12))
+    await ensure_demo(ctx.storage, ctx.settings)
+    out = capsys.readouterr().out
+    assert "demo user 'demo' not made:" in out and "email" in out
+    assert await ctx.storage.get_user_by_login("demo") is None

@@ -57,6 +57,8 @@ async def _user(storage: Storage, settings: Settings) -> str:
             storage, Passwords(settings), username=DEMO_USERNAME, email="demo@example.com",
             password=password,
         )
-    except AlreadyExists:  # made meanwhile by another instance
-        return exists
+    except AlreadyExists as clash:  # made meanwhile by another instance, or a clash
+        if await storage.get_user_by_login(DEMO_USERNAME) is not None:
+            return exists
+        return f"demo user {DEMO_USERNAME!r} not made: {clash}"
     return f"demo user:   username={DEMO_USERNAME} password={password}"

@@ -54,14 +54,14 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
 def _refuse_unknown(conn: Any, cfg: Config) -> None:
     """Alembic says only "Can't locate revision" when a newer release migrated the
-    database."""
+    database (or another application keeps its migrations in the same table)."""
     known = {script.revision for script in ScriptDirectory.from_config(cfg).walk_revisions()}
     for revision in MigrationContext.configure(conn).get_current_heads():
         if revision not in known:
             raise MigrationError(
                 f"the database is at revision {revision}, which this release does not know: "
-                "a newer release migrated it; run that release, or restore the backup taken "
-                "before it")
+                "a newer release migrated it (run that release, or restore the backup taken "
+                "before it), or another application's migrations use this database")
 
 
 @contextlib.asynccontextmanager
