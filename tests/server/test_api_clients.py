@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx2
 import jwt
 import pytest
 from api_helpers import PASSWORD, Api
@@ -16,10 +17,31 @@ from bastion.server.services.users import create_user
 WEB = {"name": "Shop", "redirect_uris": ["https://shop.example/cb"]}
 
 
+async def _own_token_answer(api: Api, client_id: str, secret: str) -> httpx2.Response:
+    return await api.app.http.post("/oauth/token", data={"grant_type": "client_credentials"},
+                                   auth=(client_id, secret), headers={"Authorization": ""})
+
+
 async def token_for(api: Api, client_id: str, secret: str) -> int:
-    r = await api.app.http.post("/oauth/token", data={"grant_type": "client_credentials"},
-                                auth=(client_id, secret), headers={"Authorization": ""})
-    return r.status_code
+    return (await _own_token_answer(api, client_id, secret)).status_code
+
+
+async def own_token(api: Api, client_id: str, secret: str) -> str:
+    """A client-credentials access token of the client, got with ``secret``."""
+    return str((await _own_token_answer(api, client_id, secret)).json()["access_token"])
+
+
+async def active(api: Api, token: str) -> bool:
+    """Introspection's ``active`` for ``token``."""
+    r = await api.app.http.post("/oauth/introspect", data={"token": token},
+                                auth=(api.web_id, api.web_secret), headers={"Authorization": ""})
+    return bool(r.json()["active"])
+
+
+async def new_worker(api: Api) -> tuple[str, str]:
+    """A new confidential client: its id and secret."""
+    made = (await api.app.http.post("/api/v1/clients", json={"name": "Worker"})).json()
+    return made["client_id"], made["client_secret"]
 
 
 async def test_only_an_administrator_manages_clients_and_keys(api: Api) -> None:
@@ -274,39 +296,26 @@ async def test_an_immediate_rotation_ends_the_clients_own_tokens_an_overlap_does
     api: Api,
 ) -> None:
     http = api.app.http
-    made = (await http.post("/api/v1/clients", json={"name": "Worker"})).json()
-    cid = made["client_id"]
-    introspector = (api.web_id, api.web_secret)
-
-    async def own_token(secret: str) -> str:
-        r = await http.post("/oauth/token", data={"grant_type": "client_credentials"},
-                            auth=(cid, secret), headers={"Authorization": ""})
-        return str(r.json()["access_token"])
-
-    async def active(token: str) -> bool:
-        r = await http.post("/oauth/introspect", data={"token": token}, auth=introspector,
-                            headers={"Authorization": ""})
-        return bool(r.json()["active"])
-
-    before = await own_token(made["client_secret"])
+    cid, first = await new_worker(api)
+    before = await own_token(api, cid, first)
     overlap = (await http.post(f"/api/v1/clients/{cid}/secret", json={"keep_old_for": 600})
                ).json()
-    assert await active(before)  # a planned rotation: tokens live on
-    in_overlap = await own_token(made["client_secret"])  # the old secret, still good
-    during = await own_token(overlap["client_secret"])
-    assert await active(in_overlap)
+    assert await active(api, before)  # a planned rotation: tokens live on
+    in_overlap = await own_token(api, cid, first)  # the old secret, still good
+    during = await own_token(api, cid, overlap["client_secret"])
+    assert await active(api, in_overlap)
     # A second overlap while the first runs: the first secret ends now, the second is kept.
     third = (await http.post(f"/api/v1/clients/{cid}/secret", json={"keep_old_for": 600})
              ).json()
-    assert await token_for(api, cid, made["client_secret"]) == 401
+    assert await token_for(api, cid, first) == 401
     assert await token_for(api, cid, overlap["client_secret"]) == 200
     assert await token_for(api, cid, third["client_secret"]) == 200
-    assert not await active(before) and not await active(in_overlap)  # the first secret's
-    assert await active(during)
+    assert not await active(api, before) and not await active(api, in_overlap)  # the first's
+    assert await active(api, during)
 
     leaked = (await http.post(f"/api/v1/clients/{cid}/secret")).json()  # ends them
-    assert await active(await own_token(leaked["client_secret"]))
-    assert not await active(during)  # in the rotation's very second too
+    assert await active(api, await own_token(api, cid, leaked["client_secret"]))
+    assert not await active(api, during)  # in the rotation's very second too
 
 
 async def test_a_token_got_with_a_secret_a_stale_cache_still_held_ends_with_it(
@@ -315,36 +324,26 @@ async def test_a_token_got_with_a_secret_a_stale_cache_still_held_ends_with_it(
     # Another instance (or the CLI) rotated the secret: this one's cache still holds the
     # old record for up to cache_ttl and takes the old secret. The token it mints then
     # must end once the rotation is seen, not live on for its whole ttl.
-    http = api.app.http
-    made = (await http.post("/api/v1/clients", json={"name": "Worker"})).json()
-    cid = made["client_id"]
-    assert await token_for(api, cid, made["client_secret"]) == 200  # cached now
+    cid, secret = await new_worker(api)
+    assert await token_for(api, cid, secret) == 200  # cached now
     await rotate_secret(api.app.ctx.storage, cid)  # not through this instance
-    r = await http.post("/oauth/token", data={"grant_type": "client_credentials"},
-                        auth=(cid, made["client_secret"]), headers={"Authorization": ""})
-    assert r.status_code == 200  # the stale cache
+    token = await own_token(api, cid, secret)  # the stale cache takes the old secret
     api.app.ctx.clients.forget(cid)  # its ttl has passed (or: any other instance)
-    r = await http.post("/oauth/introspect", data={"token": r.json()["access_token"]},
-                        auth=(api.web_id, api.web_secret), headers={"Authorization": ""})
-    assert r.json() == {"active": False}
+    assert not await active(api, token)
 
 
 async def test_a_stale_cache_accepts_a_token_got_with_the_new_secret_elsewhere(
     api: Api,
 ) -> None:
-    http = api.app.http
-    made = (await http.post("/api/v1/clients", json={"name": "Worker"})).json()
-    cid = made["client_id"]
-    assert await token_for(api, cid, made["client_secret"]) == 200  # cached now
+    cid, secret = await new_worker(api)
+    assert await token_for(api, cid, secret) == 200  # cached now
     new = await rotate_secret(api.app.ctx.storage, cid, keep_old_for=600)  # elsewhere
     assert new.client.secret_digest is not None
     ctx = api.app.ctx
     minted = await issue_access_token(  # as the instance that saw the rotation would
         ctx.keys, ctx.settings, subject=cid, client_id=cid, scope="",
         extra={"sgen": secret_generation(new.client.secret_digest)})
-    r = await http.post("/oauth/introspect", data={"token": minted.token},
-                        auth=(api.web_id, api.web_secret), headers={"Authorization": ""})
-    assert r.json()["active"] is True
+    assert await active(api, minted.token)
 
 
 async def test_patch_refuses_nulls_and_an_empty_patch_changes_nothing(api: Api) -> None:

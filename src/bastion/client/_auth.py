@@ -31,11 +31,11 @@ import httpx2
 
 from ._base import BaseClient, Flow
 from ._flight import Wait, wait_in_task, wait_in_thread
+from ._retry import TOKEN_REQUEST_IN_FLIGHT
 from .tokens import TokenSet
 
 __all__ = ["TOKEN_REQUEST_IN_FLIGHT", "ClientCredentialsAuth", "TokenAuth"]
 
-TOKEN_REQUEST_IN_FLIGHT = "bastion.token_request_in_flight"
 
 
 class _CachedTokenAuth(httpx2.Auth):

@@ -30,7 +30,7 @@ from bastion.oauth.metadata import ProviderMetadata
 from ._config import Settings
 from ._discovery import JSON_HEADERS, DiscoveryCore, Flow
 from ._responses import json_object
-from ._retry import NOT_SENT
+from ._retry import NOT_SENT, TOKEN_REQUEST_IN_FLIGHT, mark_resend
 from .exceptions import ConfigurationError, ProtocolError, TimeoutError, TransportError
 from .id_token import check_id_token_claims, verify_id_token_signature
 from .logout_token import LogoutToken, check_logout_token_claims, verify_logout_token_signature
@@ -214,7 +214,7 @@ class BaseClient(DiscoveryCore):
         while True:
             flight, lead = self.flights.join(key, lambda: self._remembered(digest, token, now))
             if lead:
-                request = self._refresh_once_flow(token, scope)
+                request = self._refresh_once_flow(token, digest, scope)
                 keep = functools.partial(self._remember, digest, token)
                 keep_error = functools.partial(self._remember_error, digest, token)
                 tokens: TokenSet | None = yield from self.lead(
@@ -290,12 +290,11 @@ class BaseClient(DiscoveryCore):
         return result
 
     def _refresh_once_flow(
-        self, refresh_token: str, scope: str | Collection[str] | None
+        self, refresh_token: str, digest: bytes, scope: str | Collection[str] | None
     ) -> Flow[TokenSet]:
         data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         if text := _scope_text(scope):
             data["scope"] = text
-        digest = hashlib.sha256(refresh_token.encode()).digest()
         tokens = yield from self.token_flow(data, "refresh", {REFRESHING: digest})
         if tokens.refresh_token is None:  # no rotation: the old one stays valid
             tokens = dataclasses.replace(tokens, refresh_token=refresh_token)
@@ -386,6 +385,34 @@ class BaseClient(DiscoveryCore):
         """Forget remembered tokens of user ``subject`` (all being revoked)."""
         self.flights.locked(functools.partial(
             self._forget, lambda tokens: subject_of(tokens) == subject))
+
+    # -- retry decisions for the shells' sending loops ----------------------------
+
+    def delay_after_error(
+        self, request: httpx2.Request, error: Exception, attempt: int, idempotent: bool
+    ) -> float | None:
+        """Seconds to wait before sending ``request`` again after ``error``, or ``None``:
+        raise it."""
+        token_request = request.extensions.get(TOKEN_REQUEST_IN_FLIGHT)
+        if token_request is not None and isinstance(error, NOT_SENT):
+            self.not_sent(token_request)
+        # A token request an auth flow was sending may have been processed.
+        safe = idempotent and token_request is None
+        delay = self.retry.after_error(error, attempt, idempotent=safe)
+        if delay is not None:
+            mark_resend(request, error)
+        return delay
+
+    def delay_after_response(
+        self, request: httpx2.Request, response: httpx2.Response, attempt: int
+    ) -> float | None:
+        """Seconds to wait before sending ``request`` again, or ``None``: ``response``
+        is the answer."""
+        delay = self.retry.after_response(response.status_code, response.headers, attempt,
+                                          method=request.method, now=self.clock())
+        if delay is not None:
+            mark_resend(request, response.status_code)
+        return delay
 
     def keep_admin_token(self, tokens: TokenSet) -> None:
         self.admin_token = tokens

@@ -13,10 +13,10 @@ from bastion.oauth.metadata import ProviderMetadata
 
 from ._api import Events, Organizations, Roles, Users
 from ._api_clients import Clients, Keys
-from ._auth import TOKEN_REQUEST_IN_FLIGHT, ClientCredentialsAuth
+from ._auth import ClientCredentialsAuth
 from ._base import BaseClient, Flow, map_http_error
 from ._flight import Wait, wait_in_thread
-from ._retry import NOT_SENT, mark_resend
+from ._retry import TOKEN_REQUEST_IN_FLIGHT
 from ._signin import SignIn
 from .connections import resolve
 from .exceptions import ConfigurationError
@@ -98,26 +98,13 @@ class Client(SignIn):
             try:
                 response = self._http.send(request, auth=auth)
             except (httpx2.HTTPError, httpx2.StreamError, httpx2.InvalidURL) as exc:
-                # A token request an auth flow was sending may have been processed.
-                token_request = request.extensions.get(TOKEN_REQUEST_IN_FLIGHT)
-                safe = idempotent and token_request is None
-                if token_request is not None and isinstance(exc, NOT_SENT):
-                    core.not_sent(token_request)
-                delay = core.retry.after_error(exc, attempt, idempotent=safe)
+                delay = core.delay_after_error(request, exc, attempt, idempotent)
                 if delay is None:
                     raise map_http_error(exc) from exc
-                mark_resend(request, exc)
             else:
-                delay = core.retry.after_response(
-                    response.status_code,
-                    response.headers,
-                    attempt,
-                    method=request.method,
-                    now=core.clock(),
-                )
+                delay = core.delay_after_response(request, response, attempt)
                 if delay is None:
                     return response
-                mark_resend(request, response.status_code)
                 response.close()
             attempt += 1
             self._sleep(delay)

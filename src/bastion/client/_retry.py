@@ -29,7 +29,9 @@ import httpx2
 
 from ._responses import retry_after_seconds
 
-__all__ = ["IDEMPOTENT_METHODS", "MAYBE_APPLIED", "RetryPolicy", "mark_resend"]
+__all__ = [
+    "IDEMPOTENT_METHODS", "MAYBE_APPLIED", "TOKEN_REQUEST_IN_FLIGHT", "RetryPolicy", "mark_resend",
+]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -39,6 +41,9 @@ NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
 MAYBE_APPLIED_STATUSES = frozenset({502, 504})
 #: Extension of a request resent after an attempt that may have been applied.
 MAYBE_APPLIED = "bastion.maybe_applied"
+#: Extension of a request while an auth flow sends a token request for it: the token
+#: request itself (see ``_auth``).
+TOKEN_REQUEST_IN_FLIGHT = "bastion.token_request_in_flight"
 
 
 def mark_resend(request: httpx2.Request, failure: Exception | int) -> None:

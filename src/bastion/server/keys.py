@@ -139,14 +139,7 @@ async def check_signing(storage: Storage, settings: Settings) -> None:
     """Refuse a secret key that cannot open a key that signs: ``bastion serve`` stops
     with one line rather than start a server that issues no tokens. (A running server
     keeps going instead, see ``KeyRing.reload``.)"""
-    cipher = KeyCipher(settings.secret_key_bytes())
-    failed = []
-    for key in await storage.signing_keys():
-        if signs(key):
-            try:
-                cipher.decrypt(key.kid, key.private_key_enc)
-            except KeyDecryptionError as exc:
-                failed.append(str(exc))
+    _, failed = KeyRing(storage, settings).open_signers(await storage.signing_keys())
     if failed:
         raise KeyDecryptionError("; ".join(failed))
 
@@ -212,16 +205,9 @@ class KeyRing:
         await self.reload()
 
     async def reload(self) -> None:
-        signers: dict[KeyUse, PrivateKey] = {}
         keys = await self._storage.signing_keys()
         shown = published(keys, self._settings, datetime.now(UTC))
-        failed = []
-        for key in keys:
-            if signs(key):
-                try:
-                    signers[key.use] = self._private(key)
-                except KeyDecryptionError as exc:  # stored under another secret key
-                    failed.append(str(exc))
+        signers, failed = self.open_signers(keys)
         before = self._active.signers if self._active is not None else {}
         kept = {k.kid for k in shown}
         for use, signer in before.items():  # keep signing while its tokens verify
@@ -236,6 +222,19 @@ class KeyRing:
         if failed and self.reload_error is None:
             log.error("signing keys not loaded: %s", "; ".join(failed))
         self.reload_error = "; ".join(failed) or None
+
+    def open_signers(self, keys: list[SigningKey]) -> tuple[dict[KeyUse, PrivateKey], list[str]]:
+        """The keys that sign, by use, and why any of them cannot be opened (stored
+        under another secret key)."""
+        signers: dict[KeyUse, PrivateKey] = {}
+        failed = []
+        for key in keys:
+            if signs(key):
+                try:
+                    signers[key.use] = self._private(key)
+                except KeyDecryptionError as exc:
+                    failed.append(str(exc))
+        return signers, failed
 
     async def _fresh(self) -> _Active:
         active = self._active

@@ -15,7 +15,6 @@ from bastion.oauth.errors import InvalidClient, InvalidRequest
 from bastion.server.models import Client
 from bastion.server.services import secrets
 from bastion.server.services.clients import ClientCache, matching_secret
-from bastion.server.text import storable
 
 METHODS = ("client_secret_basic", "client_secret_post")
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="bastion", charset="UTF-8"'}
@@ -24,13 +23,13 @@ BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="bastion", charset="UTF-8"'}
 def _basic(header: str) -> tuple[str, str]:
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+        client_id, sep, secret = decoded.partition(":")
     except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII input
-        decoded = ""
-    client_id, sep, secret = decoded.partition(":")
-    client_id, secret = unquote_plus(client_id), unquote_plus(secret)
-    if not sep or not storable(client_id) or not storable(secret):  # no NUL for the database
+        sep = ""
+    if not sep:
         raise InvalidClient("Malformed Basic credentials.", headers=BASIC_CHALLENGE)
-    return client_id, secret
+    # An id no database can store (a NUL) is unknown: ``ClientCache.get`` says so.
+    return unquote_plus(client_id), unquote_plus(secret)
 
 
 async def authenticate_client(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import secrets as _secrets
@@ -261,6 +262,7 @@ def matching_secret(client: Client, secret: str, now: datetime | None = None) ->
     return previous if older and previous_secret_until(client, now) is not None else None
 
 
+@functools.lru_cache(maxsize=1024)  # per token issued and checked: hashed once per secret
 def secret_generation(digest: bytes) -> str:
     """``sgen``, a tag of the secret (by its digest) a client's own token was got
     with: a token from a secret that has since ended is refused, even one minted by
