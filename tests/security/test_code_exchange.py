@@ -177,8 +177,9 @@ async def test_missing_redirect_uri_when_the_request_had_one_is_invalid_grant(en
 async def test_redirect_uri_may_be_omitted_when_the_authorization_request_omitted_it(
         env: Env) -> None:
     verifier = pkce.new_verifier()
-    # The SPA has one registered redirect URI, so the request may leave it out.
+    # The SPA has one registered redirect URI, so a plain OAuth request (no scope
+    # openid: OpenID Connect requires redirect_uri) may leave it out.
     code = await get_code(env, env.spa.client_id, redirect_uri=SPA_REDIRECT, verifier=verifier,
-                          send_redirect_uri=False)
+                          send_redirect_uri=False, scope="")
     r = await exchange(env, code, client=env.spa, redirect_uri=None, verifier=verifier)
     assert r.status_code == 200, r.text

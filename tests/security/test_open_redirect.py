@@ -16,6 +16,7 @@ from security_helpers import (
     authorize_url,
     get_code,
     hidden_fields,
+    location_params,
     login_form,
 )
 
@@ -101,6 +102,45 @@ async def test_client_id_differing_from_the_id_token_hint_is_not_followed(env: E
         "id_token_hint": await id_token(env),  # issued to the web client
         "client_id": env.other.client_id, "post_logout_redirect_uri": OTHER_LOGOUT_TARGET}))
     assert_no_redirect(r)
+
+
+@pytest.mark.parametrize("hint", ["not-a-jwt", "forged"])
+async def test_invalid_id_token_hint_cancels_the_redirect_even_with_client_id(
+        env: Env, hint: str) -> None:
+    # RP-Initiated Logout 1.0 section 4: what fails validation may not be used; a
+    # registered target named beside a bad hint is not followed, once confirmed either.
+    if hint == "forged":
+        header, payload, signature = (await id_token(env)).split(".")
+        hint = ".".join([header, payload, signature[::-1]])
+    page = await env.http.get("/oauth/logout?" + urlencode({
+        "id_token_hint": hint, "client_id": env.web.client_id,
+        "post_logout_redirect_uri": LOGOUT_TARGET, "state": "s"}))
+    assert_no_redirect(page)
+    confirmed = await env.http.post("/oauth/logout", data=hidden_fields(page.text))
+    assert_no_redirect(confirmed)
+    assert "You are signed out." in confirmed.text
+
+
+async def test_hint_without_a_session_id_asks_the_signed_in_user(env: Env) -> None:
+    # A password-grant ID token carries no sid: it belongs to no browser session, so
+    # the user of this browser is asked before being signed out (spec section 2).
+    await get_code(env)  # alice is signed in in env.http
+    r = await env.http.get("/oauth/logout?" + urlencode({
+        "id_token_hint": await id_token(env), "post_logout_redirect_uri": LOGOUT_TARGET}))
+    assert_no_redirect(r)
+    assert 'action="/oauth/logout"' in r.text
+    params = location_params(await env.http.get(authorize_url(env.web.client_id,
+                                                               prompt="none")))
+    assert "code" in params, params  # still signed in
+
+
+async def test_logout_by_post_refuses_a_repeated_parameter(env: Env) -> None:
+    r = await env.http.post("/oauth/logout", content=urlencode([
+        ("client_id", env.other.client_id), ("client_id", env.web.client_id),
+        ("post_logout_redirect_uri", LOGOUT_TARGET)]),
+        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400 and "repeated" in r.text
+    assert 'action="/oauth/logout"' not in r.text
 
 
 # -- the login form's continue field ------------------------------------------------

@@ -78,6 +78,14 @@ async def test_missing_redirect_uri_with_several_registered_gets_an_error_page(e
     assert_error_page(await env.http.get(authorize_url(env.web.client_id, redirect_uri=None)))
 
 
+async def test_missing_redirect_uri_in_an_openid_request_gets_an_error_page(env: Env):
+    # OpenID Connect Core 3.1.2.1 requires it, even of a client with one registered.
+    r = await env.http.get(authorize_url(env.spa.client_id, redirect_uri=None,
+                                         verifier="v" * 43))
+    assert_error_page(r)
+    assert "OpenID Connect" in r.text
+
+
 async def test_redirect_uri_of_another_client_gets_an_error_page(env: Env) -> None:
     assert_error_page(await env.http.get(
         authorize_url(env.other.client_id, redirect_uri=REDIRECT)))

@@ -25,6 +25,9 @@ async def _tokens(env: Env, scope: str = "openid read") -> dict[str, str]:
 
 async def test_refresh_rotates_and_the_old_token_is_spent(env: Env) -> None:
     first = await _tokens(env)
+    live = await env.introspect(first["refresh_token"])
+    assert live["active"] is True and live["client_id"] == env.web.client_id
+    assert "token_type" not in live  # RFC 7662 2.2: an access token type (Bearer) only
     r = await env.refresh(first["refresh_token"])
     assert r.status_code == 200
     assert r.json()["refresh_token"] != first["refresh_token"]

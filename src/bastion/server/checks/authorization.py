@@ -62,6 +62,9 @@ async def check_redirect_uri(req: AuthorizationRequest, _clients: ClientCache) -
     given = req.params.get("redirect_uri")
     registered = req.client.redirect_uris
     if given is None:
+        if "openid" in req.params.get("scope", "").split():  # OpenID Connect Core 3.1.2.1
+            raise InvalidClientPage("redirect_uri is required in an OpenID Connect request "
+                                    "(scope openid).")
         if len(registered) != 1:
             raise InvalidClientPage("redirect_uri is required for this client.")
         req.redirect_uri = registered[0]

@@ -21,31 +21,51 @@ def single_params(query: str) -> dict[str, str]:
                           errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequest("Malformed parameters.") from None
-    params: dict[str, str] = {}
     for key, value in pairs:
         if not storable(key):
             raise InvalidRequest("Malformed parameters.")
-        if key in params:
-            raise InvalidRequest(f"Parameter {key!r} is repeated.")
         if not storable(value):
             raise InvalidRequest(f"Parameter {key!r} is malformed.")
-        params[key] = value
-    # RFC 6749 section 3.1: parameters sent without a value are treated as omitted.
-    return {k: v for k, v in params.items() if v != ""}
+    return oauth_params(pairs)
 
 
-async def page_form(request: Request) -> dict[str, str] | None:
-    """The fields of a form posted to a hosted page (a repeated field keeps its last
-    value), or ``None`` if the form cannot be read: too many fields, an oversized
-    field, a file, or a field that is not storable text (a NUL, a lone surrogate).
-    The page then gives its ordinary 400 answer, as for an expired form."""
+def oauth_params(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """OAuth parameters from ``pairs``: each at most once, and (RFC 6749 section 3.1)
+    one sent without a value is treated as omitted."""
+    if (key := repeated(pairs)) is not None:
+        raise InvalidRequest(f"Parameter {key!r} is repeated.")
+    return {k: v for k, v in pairs if v != ""}
+
+
+async def page_fields(request: Request) -> list[tuple[str, str]] | None:
+    """The fields of a form posted to a hosted page in their order, repeats included,
+    or ``None`` if the form cannot be read: too many fields, an oversized field, a
+    file, or a field that is not storable text (a NUL, a lone surrogate). The page
+    then gives its ordinary 400 answer, as for an expired form."""
     try:
         form = await request.form(max_files=0, max_fields=MAX_FIELDS)
     except HTTPException:  # Starlette's refusal of a malformed or oversized form
         return None
-    fields: dict[str, str] = {}
+    fields: list[tuple[str, str]] = []
     for key, value in form.multi_items():
         if not isinstance(value, str) or not storable(key) or not storable(value):
             return None
-        fields[key] = value
+        fields.append((key, value))
     return fields
+
+
+async def page_form(request: Request) -> dict[str, str] | None:
+    """``page_fields`` as a dict: a repeated field keeps its last value (our own
+    forms never repeat one)."""
+    fields = await page_fields(request)
+    return None if fields is None else dict(fields)
+
+
+def repeated(fields: list[tuple[str, str]]) -> str | None:
+    """The first field name that occurs twice, if any (OAuth parameters may not)."""
+    seen: set[str] = set()
+    for key, _ in fields:
+        if key in seen:
+            return key
+        seen.add(key)
+    return None

@@ -82,7 +82,7 @@ _PARAMETERS = [
     _param("response_type", "Only `code`.", True),
     _param("client_id", "A registered client.", True),
     _param("redirect_uri", "One of the client's redirect URIs, exactly; optional when it has "
-           "one."),
+           "one, unless the scope asks for openid."),
     _param("scope", "Space-separated; default: the client's registered scopes."),
     _param("state", "Returned unchanged."),
     _param("nonce", "Put in the ID token."),
@@ -183,6 +183,27 @@ async def _authorize(ctx: Context, request: Request, query: str) -> Response:
     if code is None:  # the session ended meanwhile (a sign-out, a new password)
         return await _sign_in_first(ctx, request, req, query, hinted)
     return redirect_to_client(ctx, req, {"code": code})
+
+
+async def other_than_hinted(ctx: Context, req: AuthorizationRequest | None,
+                            user_id: str) -> Response | None:
+    """The answer when the user who just signed in for ``req`` is not the one its
+    ``id_token_hint`` names: ``login_required`` (OpenID Connect Core 3.1.2.1), where
+    the request would show the form again and again. ``None`` otherwise: the request
+    goes on (a hint it cannot use gets its own error there)."""
+    if req is None or "id_token_hint" not in req.params:
+        return None
+    claims = await hint_claims(ctx.keys, ctx.settings, req.params["id_token_hint"])
+    if claims is None or claims["sub"] == user_id:
+        return None
+    try:
+        for after in AFTER_REDIRECT:
+            after(req)
+    except OAuthError:
+        return None
+    return redirect_to_client(ctx, req, LoginRequired(
+        "The user signed in with another account than the one id_token_hint names."
+    ).to_dict())
 
 
 async def _sign_in_first(ctx: Context, request: Request, req: AuthorizationRequest,

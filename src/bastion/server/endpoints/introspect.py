@@ -53,7 +53,8 @@ async def _refresh_token(ctx: Context, request: TokenRequest, token: str) -> dic
             or grant.revoked_at or stored.expires_at <= datetime.now(UTC)
             or user.deleted_at is not None):
         return _INACTIVE
-    return {"active": True, "token_type": "refresh_token", "client_id": stored.client_id,
+    # No token_type: RFC 7662 section 2.2 takes it from RFC 6749's access token types.
+    return {"active": True, "client_id": stored.client_id,
             "sub": stored.user_id, "scope": stored.scope, "iss": ctx.settings.issuer_url,
             "iat": int(stored.created_at.timestamp()), "exp": int(stored.expires_at.timestamp())}
 

@@ -16,7 +16,12 @@ from bastion.server.checks.authorization import (
 )
 from bastion.server.context import Context
 from bastion.server.endpoints._query import page_form, single_params
-from bastion.server.endpoints.authorize import AUTHORIZE_PATH, error_page, login_page
+from bastion.server.endpoints.authorize import (
+    AUTHORIZE_PATH,
+    error_page,
+    login_page,
+    other_than_hinted,
+)
 from bastion.server.middleware import request_ip
 from bastion.server.models import Event, User
 from bastion.server.pages import cookie_options, csrf_ok, render
@@ -54,17 +59,19 @@ async def login_target(ctx: Context, form_continue: str, form_next: str,
 
 
 async def signed_in(ctx: Context, request: Request, user: User, url: str,
-                    success: Event, *, password_checked: bool = False) -> Response | None:
+                    success: Event, *, password_checked: bool = False,
+                    answer: Response | None = None) -> Response | None:
     """Start a session (a new id: no fixation), stored with the sign-in's audit event
-    ``success``, and go on to ``url``; None if the user was deleted, or (when the
-    sign-in checked their password) given a new password, meanwhile."""
+    ``success``, and go on to ``url`` (or give ``answer``); None if the user was
+    deleted, or (when the sign-in checked their password) given a new password,
+    meanwhile."""
     started = await sessions.start(ctx.storage, ctx.settings, ctx.signer, user,
                                    request.headers.get("user-agent", ""), success,
                                    password_checked=password_checked)
     if started is None:
         return None
     _session, cookie = started
-    response = RedirectResponse(url, status_code=303)
+    response = answer or RedirectResponse(url, status_code=303)
     response.set_cookie(sessions.COOKIE, cookie, max_age=ctx.settings.session_ttl,
                         **cookie_options(ctx))
     return response
@@ -109,7 +116,9 @@ async def login_submit(request: Request) -> Response:
         return again(str(exc), 401)
     success = audit.event(audit.Actor(user.id, "user", client_id, ip), "login.success",
                           user.id, method="form")
-    return (await signed_in(ctx, request, user, target, success, password_checked=True)
+    answer = await other_than_hinted(ctx, req, user.id)
+    return (await signed_in(ctx, request, user, target, success, password_checked=True,
+                            answer=answer)
             or again(str(login.LoginFailed()), 401))
 
 

@@ -25,7 +25,7 @@ from starlette.responses import RedirectResponse, Response
 
 from bastion.oauth.errors import OAuthError
 from bastion.server.context import Context
-from bastion.server.endpoints._query import page_form, single_params
+from bastion.server.endpoints._query import oauth_params, page_fields, single_params
 from bastion.server.middleware import request_ip
 from bastion.server.models import LoginSession, User
 from bastion.server.pages import cookie_options, csrf_ok, form_page, render
@@ -37,23 +37,29 @@ LOGOUT_PATH = "/oauth/logout"
 Current = tuple[LoginSession, User]
 
 
-def _hint_client(claims: dict[str, Any] | None) -> str | None:
-    return None if claims is None else str(claims["aud"])
-
-
 def _names(claims: dict[str, Any], current: Current | None) -> bool:
-    """Whether the hint is for the signed-in user and, when it carries one, this session."""
+    """Whether the hint is for the signed-in user and this session. An ID token without
+    ``sid`` (the password grant's) belongs to no browser session: the user confirms."""
     if current is None:
         return True  # nobody to sign out; only the way back is at stake
     session, user = current
-    return claims.get("sub") == user.id and claims.get("sid", session.id) == session.id
+    return claims.get("sub") == user.id and claims.get("sid") == session.id
+
+
+def _client_id(params: dict[str, str], claims: dict[str, Any] | None) -> str | None:
+    """The client to send the browser back to, if any (RP-Initiated Logout 1.0 section
+    2): the hint's audience, or ``client_id`` when it agrees. A hint that fails
+    validation may not be used, nor may the redirect it came with (section 4)."""
+    if "id_token_hint" in params and claims is None:
+        return None
+    hinted = None if claims is None else str(claims["aud"])
+    client_id = params.get("client_id") or hinted
+    return None if hinted and client_id != hinted else client_id
 
 
 async def _logout(ctx: Context, request: Request, params: dict[str, str],
-                  hinted_client: str | None, current: Current | None) -> Response:
-    client_id = params.get("client_id") or hinted_client
-    if hinted_client and client_id != hinted_client:  # RP-Initiated Logout 1.0 section 2
-        client_id = None
+                  claims: dict[str, Any] | None, current: Current | None) -> Response:
+    client_id = _client_id(params, claims)
     if current is not None:
         await sessions.end(ctx.storage, current[0].id)
         ctx.outbox.poke()  # back-channel logouts to the session's clients
@@ -85,9 +91,12 @@ async def logout(request: Request) -> Response:
     try:
         params = single_params(request.url.query)
     except OAuthError as exc:
-        return render(ctx, "message.html", 400, title="Cannot sign out", error=True,
-                      message=exc.description)
+        return _refused(ctx, exc.description)
     return await _requested(ctx, request, params, posted=False)
+
+
+def _refused(ctx: Context, message: str) -> Response:
+    return render(ctx, "message.html", 400, title="Cannot sign out", error=True, message=message)
 
 
 async def _requested(ctx: Context, request: Request, params: dict[str, str], *,
@@ -99,7 +108,7 @@ async def _requested(ctx: Context, request: Request, params: dict[str, str], *,
         current = await _current(ctx, request)
         # By POST, no session may only mean the cookie stayed behind (cross-site).
         if (current is not None or not posted) and _names(claims, current):
-            return await _logout(ctx, request, params, _hint_client(claims), current)
+            return await _logout(ctx, request, params, claims, current)
     return form_page(ctx, request, "message.html", title="Sign out?",
                      message="Do you want to sign out of Bastion?", form_action=LOGOUT_PATH,
                      button="Sign out", hidden=params)
@@ -110,12 +119,16 @@ async def _requested(ctx: Context, request: Request, params: dict[str, str], *,
                                                  400: {"description": "Expired form"}})
 async def logout_confirmed(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
-    form = await page_form(request)
-    if form is not None and "csrf_token" not in form:  # the client's own form
-        return await _requested(ctx, request, {k: v for k, v in form.items() if v}, posted=True)
+    fields = await page_fields(request)
+    form = None if fields is None else dict(fields)
+    if fields is not None and form is not None and "csrf_token" not in form:  # the client's
+        try:
+            params = oauth_params(fields)
+        except OAuthError as exc:
+            return _refused(ctx, exc.description)
+        return await _requested(ctx, request, params, posted=True)
     if form is None or not csrf_ok(ctx, request, form.get("csrf_token")):
-        return render(ctx, "message.html", 400, title="Cannot sign out", error=True,
-                      message="This form has expired. Please try again.")
+        return _refused(ctx, "This form has expired. Please try again.")
     params = {k: v for k, v in form.items() if k != "csrf_token"}
     claims = await hint_claims(ctx.keys, ctx.settings, params.get("id_token_hint"))
-    return await _logout(ctx, request, params, _hint_client(claims), await _current(ctx, request))
+    return await _logout(ctx, request, params, claims, await _current(ctx, request))
