@@ -61,15 +61,21 @@ def _row(n: int, email: str) -> dict[str, object]:
             "is_administrator": False, "created_at": NOW, "updated_at": NOW}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def at_0004(request: pytest.FixtureRequest, tmp_path):
-    """An empty store at revision 0004, before addresses were folded."""
-    store = open_storage(await empty_store_url(request, tmp_path, "at_0004"), pool_size=2)
-    await migrate.upgrade(store.engine, "0004")
+async def _store_at(request: pytest.FixtureRequest, tmp_path, revision: str):
+    store = open_storage(await empty_store_url(request, tmp_path, "at_" + revision),
+                         pool_size=2)
+    await migrate.upgrade(store.engine, revision)
     try:
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def at_0004(request: pytest.FixtureRequest, tmp_path):
+    """An empty store at revision 0004, before addresses were folded."""
+    async for store in _store_at(request, tmp_path, "0004"):
+        yield store
 
 
 async def test_the_upgrade_folds_stored_addresses(at_0004: SQLStorage) -> None:
@@ -93,6 +99,41 @@ async def test_the_upgrade_stops_at_twins_and_names_both(at_0004: SQLStorage) ->
         stored = (await conn.execute(sa.select(users.c.email).where(users.c.id == "u2"))
                   ).scalar()
     assert stored == NFD
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def at_0002(request: pytest.FixtureRequest, tmp_path):
+    """An empty store at revision 0002: an upgrade from it runs 0003 and 0004 (new
+    tables, triggers) before 0005 can refuse twins."""
+    async for store in _store_at(request, tmp_path, "0002"):
+        yield store
+
+
+async def _tables(store: SQLStorage) -> set[str]:
+    async with store.engine.connect() as conn:
+        return set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
+
+
+async def test_an_upgrade_stopped_half_way_leaves_nothing_behind_and_runs_again(
+        at_0002: SQLStorage) -> None:
+    # On SQLite the schema changes of 0003 and 0004 committed one by one, so after the
+    # refusal the database said 0002 but had 0003's tables, and no later upgrade could
+    # create them again ("table organizations already exists").
+    before = await _tables(at_0002)
+    async with at_0002.engine.begin() as conn:
+        await conn.execute(sa.insert(users), [_row(1, "ärne@example.de"), _row(2, NFD)])
+    with pytest.raises(RuntimeError, match="u1 and u2 have email addresses"):
+        await migrate.upgrade(at_0002.engine)
+    assert await migrate.current_revision(at_0002.engine) == "0002"
+    assert await _tables(at_0002) == before  # no organizations, roles, outbox ...
+    async with at_0002.engine.begin() as conn:  # what the refusal asks of the operator
+        await conn.execute(sa.update(users).where(users.c.id == "u2")
+                           .values(email="arne2@example.de"))
+    await migrate.upgrade(at_0002.engine)
+    assert await migrate.current_revision(at_0002.engine) == migrate.head_revision()
+    assert {"organizations", "roles", "outbox"} <= await _tables(at_0002)
+    found = await at_0002.get_user_by_login("ÄRNE@example.de")
+    assert found is not None and found.id == "u1"
 
 
 async def test_the_upgrade_finds_twins_that_fold_to_ascii(at_0004: SQLStorage) -> None:

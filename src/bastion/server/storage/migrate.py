@@ -43,6 +43,13 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     def run(conn: Any) -> None:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+        else:
+            # Python's sqlite3 begins a transaction only at the first INSERT, UPDATE or
+            # DELETE: the schema changes before it would each commit at once, and an
+            # upgrade stopped half-way (a migration's refusal, a kill) would leave tables
+            # that the revision it records does not have. SQLite changes schemas in a
+            # transaction like anything else: the whole upgrade is one.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         cfg = _config()
         cfg.attributes["connection"] = conn
         _refuse_unknown(conn, cfg)
