@@ -19,6 +19,7 @@ A retired key stays in the JWKS until every token it can have signed has expired
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -41,6 +42,13 @@ from bastion.server.storage.base import Storage
 log = logging.getLogger("bastion.keys")
 _VERSION = b"\x01"
 USES: tuple[KeyUse, ...] = ("access", "id")
+#: Seconds an instance keeps its keys before reading them again (or ``cache_ttl``, if
+#: shorter): a withdrawn key stops signing and verifying everywhere within it. A
+#: read of a few rows a second costs nothing a token would notice.
+RELOAD_EVERY = 1.0
+#: A token naming an unknown key waits for a read of the keys begun after it arrived
+#: (a key made a moment ago elsewhere), but such reads start at most this often.
+UNKNOWN_KID_EVERY = 0.1
 
 
 class KeyDecryptionError(RuntimeError):
@@ -144,6 +152,25 @@ async def check_signing(storage: Storage, settings: Settings) -> None:
         raise KeyDecryptionError("; ".join(failed))
 
 
+async def replace_stale_next(storage: Storage, settings: Settings) -> list[str]:
+    """Replace each next key whose algorithm is no longer the setting's (the setting
+    changed since it was published), so that the next rotation brings the new
+    algorithm, not the one after; returns the new kids."""
+    keys = await storage.signing_keys()
+    cipher = KeyCipher(settings.secret_key_bytes())
+    kids = []
+    for key in keys:
+        wanted = settings.access_token_alg if key.use == "access" else settings.id_token_alg
+        if key.activated_at is None and key.retired_at is None and key.alg != wanted:
+            check_secret_key(settings, cipher, keys)
+            new = new_signing_key(settings, cipher, key.use)
+            if await storage.withdraw_signing_key(key.kid, new):  # (else: replaced meanwhile)
+                log.info("next %s key %s (%s) replaced by %s (%s)", key.use, key.kid, key.alg,
+                         new.kid, new.alg)
+                kids.append(new.kid)
+    return kids
+
+
 async def publish_next(storage: Storage, settings: Settings) -> list[str]:
     """Publish a next key for each use that has none (a first start, a store from
     before keys were published ahead); returns their kids."""
@@ -176,11 +203,13 @@ def published(keys: list[SigningKey], settings: Settings, now: datetime) -> list
 class _Active:
     signers: dict[KeyUse, PrivateKey]
     verifiers: dict[str, PublicKey]
-    loaded_at: float
+    algorithms: dict[KeyUse, tuple[str, ...]]  # of the published keys, by use
+    loaded_at: float  # when the read of the keys began (monotonic)
 
 
 class KeyRing:
-    """The active signing keys of this instance, reloaded after ``cache_ttl``."""
+    """The active signing keys of this instance, reloaded every ``RELOAD_EVERY``
+    seconds (or ``cache_ttl``, if shorter)."""
 
     def __init__(self, storage: Storage, settings: Settings) -> None:
         self._storage = storage
@@ -190,6 +219,7 @@ class KeyRing:
         self._decrypted: dict[str, PrivateKey] = {}
         self._verifying: dict[str, PublicKey] = {}
         self._reloading = False
+        self._unknown_kid = asyncio.Lock()
         #: Which active keys the last reload could not decrypt (``/readyz`` says so).
         self.reload_error: str | None = None
 
@@ -202,10 +232,14 @@ class KeyRing:
             await rotate(self._storage, self._settings, missing)
         elif len({k.use for k in keys if k.activated_at is None}) < len(USES):
             await publish_next(self._storage, self._settings)
+        await replace_stale_next(self._storage, self._settings)
         await self.reload()
 
     async def reload(self) -> None:
+        began = time.monotonic()
         keys = await self._storage.signing_keys()
+        if self._active is not None and self._active.loaded_at > began:
+            return  # a read begun after this one is in already: keep the newer keys
         shown = published(keys, self._settings, datetime.now(UTC))
         signers, failed = self.open_signers(keys)
         before = self._active.signers if self._active is not None else {}
@@ -218,7 +252,11 @@ class KeyRing:
         stored = {k.kid for k in keys}  # forget withdrawn and purged keys, private parts too
         self._decrypted = {kid: k for kid, k in self._decrypted.items() if kid in stored}
         self._verifying = {kid: k for kid, k in self._verifying.items() if kid in stored}
-        self._active = _Active(signers, verifiers, time.monotonic())
+        algorithms: dict[KeyUse, tuple[str, ...]] = {}
+        for key in shown:
+            if key.alg not in algorithms.get(key.use, ()):
+                algorithms[key.use] = (*algorithms.get(key.use, ()), key.alg)
+        self._active = _Active(signers, verifiers, algorithms, began)
         if failed and self.reload_error is None:
             log.error("signing keys not loaded: %s", "; ".join(failed))
         self.reload_error = "; ".join(failed) or None
@@ -240,7 +278,7 @@ class KeyRing:
         active = self._active
         if active is None:
             await self.reload()
-        elif time.monotonic() - active.loaded_at >= self._settings.cache_ttl:
+        elif time.monotonic() - active.loaded_at >= min(self._settings.cache_ttl, RELOAD_EVERY):
             if self._reloading:  # one reload at a time; the others keep the current keys
                 return active
             self._reloading = True
@@ -253,15 +291,28 @@ class KeyRing:
         return active
 
     async def verifiers(self, kid: str | None = None) -> dict[str, PublicKey]:
-        """Public keys of every published key, by kid. An unknown ``kid`` triggers one
-        reload, at most once a second, so a key rotated elsewhere is found at once."""
+        """Public keys of every published key, by kid. An unknown ``kid`` waits for a
+        read of the keys begun after it arrived, so a key made elsewhere a moment ago
+        (two rotations in a row) is found; those reads start at most every
+        ``UNKNOWN_KID_EVERY`` seconds, and one serves every token that came before it,
+        so made-up kids cannot turn each request into a read."""
         active = await self._fresh()
-        if kid is not None and kid not in active.verifiers and (
-            time.monotonic() - active.loaded_at >= 1.0
-        ):
-            await self.reload()
+        if kid is None or kid in active.verifiers:
+            return active.verifiers
+        arrived = time.monotonic()
+        async with self._unknown_kid:
             active = await self._fresh()
-        return active.verifiers
+            if active.loaded_at < arrived:
+                wait = active.loaded_at + UNKNOWN_KID_EVERY - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await self.reload()
+        return (await self._fresh()).verifiers
+
+    async def algorithms(self, use: KeyUse) -> tuple[str, ...]:
+        """The algorithms of the published keys of ``use``: those its tokens may be
+        signed with (a key's own algorithm is checked with its signature)."""
+        return (await self._fresh()).algorithms.get(use, ())
 
     def _public(self, key: SigningKey) -> PublicKey:
         cached = self._verifying.get(key.kid)

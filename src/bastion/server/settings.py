@@ -101,9 +101,10 @@ class Settings(BaseSettings):
         5.0,
         ge=0,
         le=300,
-        description="Seconds an instance trusts its in-memory copy of clients and signing "
-        "keys. A key rotation or client change made elsewhere (the CLI, another instance) "
-        "takes effect here within this time. 0 disables the cache.",
+        description="Seconds an instance trusts its in-memory copy of clients (and of "
+        "signing keys, which it reads again every second at most). A client change made "
+        "elsewhere (the CLI, another instance) takes effect here within this time. 0 "
+        "disables the cache.",
     )
     password_hash_memory_kib: int = Field(
         19456, ge=8192, description="argon2id memory cost in KiB (OWASP: 19 MiB)."

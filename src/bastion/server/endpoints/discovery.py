@@ -28,7 +28,7 @@ JWKS_PATH = "/.well-known/jwks.json"
 METADATA_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
 
 
-def metadata(ctx: Context) -> dict[str, Any]:
+async def metadata(ctx: Context) -> dict[str, Any]:
     issuer = ctx.settings.issuer_url
     return {
         "issuer": issuer,
@@ -63,16 +63,18 @@ def metadata(ctx: Context) -> dict[str, Any]:
                              "at_hash", "azp", "preferred_username", "email", "email_verified",
                              "updated_at"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [ctx.settings.id_token_alg],
-        "access_token_signing_alg_values_supported": [ctx.settings.access_token_alg],
+        # What the published keys sign with: after a change of the setting, the old
+        # algorithm and the new one, until the old keys' tokens have expired.
+        "id_token_signing_alg_values_supported": list(await ctx.keys.algorithms("id")),
+        "access_token_signing_alg_values_supported": list(await ctx.keys.algorithms("access")),
     }
 
 
 @router.get(METADATA_PATHS[0], summary="OpenID Connect discovery")
 async def openid_configuration(request: Request) -> dict[str, Any]:
-    return metadata(request.app.state.ctx)
+    return await metadata(request.app.state.ctx)
 
 
 @router.get(METADATA_PATHS[1], summary="RFC 8414 metadata")
 async def oauth_authorization_server(request: Request) -> dict[str, Any]:
-    return metadata(request.app.state.ctx)
+    return await metadata(request.app.state.ctx)

@@ -62,7 +62,7 @@ async def hint_claims(keys: KeyRing, settings: Settings, hint: str | None) -> di
             return None
         kid = compact.header.get("kid")
         verify_signature(compact, await keys.verifiers(kid if isinstance(kid, str) else None),
-                         (settings.id_token_alg,))
+                         await keys.algorithms("id"))
         claims = compact.claims()
     except JoseError:
         return None

@@ -98,7 +98,7 @@ async def verify_access_token(
             raise JoseError("not an access token")
         kid = compact.header.get("kid")
         verifiers = await keys.verifiers(kid if isinstance(kid, str) else None)
-        verify_signature(compact, verifiers, (settings.access_token_alg, "ES256", "RS256"))
+        verify_signature(compact, verifiers, await keys.algorithms("access"))
         claims = compact.claims()
     except JoseError as exc:
         raise InvalidToken() from exc
