@@ -173,12 +173,14 @@ def server_env(data_dir: Path, database_url: str | None = None, **settings: str)
 
 @contextmanager
 def running_server(
-    data_dir: Path, database_url: str | None = None, *args: str, **settings: str
+    data_dir: Path, database_url: str | None = None, *args: str, port: int | None = None,
+    **settings: str
 ) -> Iterator[ServerProcess]:
-    """``bastion serve`` as a real process on a free loopback port, ready when yielded."""
+    """``bastion serve`` as a real process on a free loopback port (or ``port``, for an
+    issuer that names it), ready when yielded."""
     data_dir.mkdir(parents=True, exist_ok=True)
     env = server_env(data_dir, database_url, **settings)
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = data_dir / f"server-{port}.log"
     with open(log_path, "wb") as log:

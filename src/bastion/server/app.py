@@ -56,7 +56,7 @@ from bastion.server.endpoints import (
 from bastion.server.errors import oauth_error_parts, oauth_error_response, problem
 from bastion.server.logs import RequestId
 from bastion.server.metrics import MetricsMiddleware
-from bastion.server.middleware import ApiBodyLimit, ClientAddress
+from bastion.server.middleware import ApiBodyLimit, ClientAddress, IssuerPath
 from bastion.server.pages import render
 from bastion.server.services.errors import ServiceError
 from bastion.server.settings import Settings, load_settings
@@ -82,8 +82,11 @@ class BastionApp:
         browsers = Cors(self._route, {token.TOKEN_PATH: b"POST", revoke.REVOKE_PATH: b"POST",
                                       **public}, public=frozenset(public))
         routes = ClientAddress(ApiBodyLimit(browsers, ctx.settings.max_api_body_bytes))
-        self._handle = RequestId(MetricsMiddleware(
+        self._handle: ASGIApp = RequestId(MetricsMiddleware(
             routes, frozenset(self.lean), engine.pool if engine is not None else None))
+        if ctx.settings.issuer and ctx.settings.issuer_path:
+            self._handle = IssuerPath(self._handle, ctx.settings.issuer_path,
+                                      discovery.METADATA_PATHS)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         lean = self.lean.get(scope["path"]) if scope["type"] == "http" else None

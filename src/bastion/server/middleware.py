@@ -89,3 +89,44 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+class IssuerPath:
+    """Serves an issuer with a path (``https://id.example.com/tenant-a``) under it.
+
+    A request for ``/tenant-a/oauth/token`` is handled as ``/oauth/token``, and one
+    without the path too (a proxy in front that strips it). RFC 8414 section 3.1
+    places such an issuer's metadata at ``/.well-known/oauth-authorization-server/
+    tenant-a``, which is served as well. A redirect to one of Bastion's own pages
+    (a ``Location`` that is a path) gets the issuer's path in front, so the browser
+    stays under it.
+    """
+
+    def __init__(self, app: ASGIApp, path: str, metadata: tuple[str, ...]) -> None:
+        self.app, self.path = app, path
+        self._prefix = path.encode()
+        self._metadata = {well_known + path: well_known for well_known in metadata}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        inner = None
+        if path.startswith(self.path) and path[len(self.path):][:1] in ("", "/"):
+            inner = path[len(self.path):] or "/"
+        elif path in self._metadata:
+            inner = self._metadata[path]
+        if inner is not None:
+            scope = {**scope, "path": inner, "raw_path": inner.encode()}
+
+        async def send_under_path(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [
+                    (name, self._prefix + value if name == b"location" and value[:1] == b"/"
+                     and value[:2] != b"//" else value)
+                    for name, value in message.get("headers", [])]}
+            await send(message)
+
+        await self.app(scope, receive, send_under_path)
+

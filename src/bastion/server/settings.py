@@ -294,6 +294,12 @@ class Settings(BaseSettings):
             raise RuntimeError("issuer is not set (bastion serve sets it from --host/--port)")
         return self.issuer.rstrip("/")
 
+    @property
+    def issuer_path(self) -> str:
+        """The issuer's path ("" for none, else like ``/tenant-a``): the pages' links,
+        redirects and cookies live under it."""
+        return urlsplit(self.issuer_url).path
+
     def secret_key_bytes(self) -> bytes:
         """The secret key, generating a development one on first use."""
         if self.secret_key is not None:

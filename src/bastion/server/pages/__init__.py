@@ -32,12 +32,13 @@ _PAGE_HEADERS = {
 
 
 def cookie_options(ctx: Context) -> dict[str, Any]:
-    return {"httponly": True, "samesite": "lax", "path": "/",
+    return {"httponly": True, "samesite": "lax", "path": ctx.settings.issuer_path or "/",
             "secure": ctx.settings.issuer_url.startswith("https://")}
 
 
 def render(ctx: Context, template: str, status: int = 200, **values: Any) -> HTMLResponse:
-    html = _env.get_template(template).render(issuer=ctx.settings.issuer_url, **values)
+    html = _env.get_template(template).render(issuer=ctx.settings.issuer_url,
+                                              base=ctx.settings.issuer_path, **values)
     return HTMLResponse(html, status_code=status, headers=_PAGE_HEADERS)
 
 
