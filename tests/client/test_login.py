@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -22,6 +23,7 @@ from bastion import (
     RateLimited,
     TemporarilyUnavailable,
 )
+from bastion.client.state import AuthorizationState, derive_key, seal
 from bastion.oauth import pkce
 from bastion.oauth.jose import PrivateKey
 
@@ -118,6 +120,38 @@ def test_state_from_another_client_or_issuer_is_refused(make_client: Any, provid
         make_client(redirect_uri=REDIRECT_URI, state_key=other_key).finish_authorization("c", state)
     with pytest.raises(InvalidStateError, match="does not match"):
         make_client(**LOGIN).finish_authorization("c", state, expected_state=state + "x")
+
+
+def test_state_sealed_for_another_issuer_with_the_same_key_is_refused(
+        make_client: Any, provider: FakeProvider) -> None:
+    # Two connections sharing one state key: a state of the other provider opens, and
+    # only its issuer tells it apart. Nothing is sent to the token endpoint.
+    foreign = AuthorizationState.new(
+        issuer="https://other-provider.example/tenant", client_id=CLIENT_ID,
+        redirect_uri=REDIRECT_URI, code_verifier=pkce.new_verifier(), now=time.time(),
+        expiration=600, nonce="n", openid=True)
+    sealed = seal(foreign, derive_key(STATE_KEY))
+    with pytest.raises(InvalidStateError, match="another provider"):
+        make_client(**LOGIN).finish_authorization("c-1", sealed)
+    assert provider.calls["/tenant/oauth/token"] == 0
+
+
+def test_a_callback_repeating_a_parameter_is_refused(make_client: Any,
+                                                     provider: FakeProvider) -> None:
+    client = make_client(**LOGIN)
+    state, _ = start(client, provider)
+    with pytest.raises(InvalidStateError, match="repeats"):  # RFC 6749 3.1
+        client.finish_authorization_response(
+            REDIRECT_URI + "?code=c-1&code=c-2&state=" + state)
+    assert provider.calls["/tenant/oauth/token"] == 0
+
+
+def test_the_algorithms_option_applies_to_id_tokens(make_client: Any,
+                                                    provider: FakeProvider) -> None:
+    client = make_client(**LOGIN, algorithms=["ES256"])  # the provider's ID key is RS256
+    state, _ = start(client, provider)
+    with pytest.raises(InvalidToken):
+        client.finish_authorization_response(callback(state))
 
 
 def test_replay_store_refuses_a_second_use(make_client: Any, provider: FakeProvider):

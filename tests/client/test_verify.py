@@ -106,6 +106,18 @@ def test_rs256_key_cannot_verify_with_another_alg(make_client: Any, provider: Fa
         client.verify_token(forged)
 
 
+def test_a_real_signature_of_another_algorithm_with_the_same_key_is_refused(
+        make_client: Any, provider: FakeProvider) -> None:
+    # The RSA key is published for RS256; a genuine PS256 signature by its private key
+    # must not pass (the algorithm is the key's own, RFC 8725 3.1).
+    rsa = PrivateKey.generate("rsa-1", "RS256")
+    provider.jwks_keys.append(rsa)
+    client = make_client()
+    assert client.verify_token(provider.sign(key=rsa))
+    with pytest.raises(InvalidToken):
+        client.verify_token(provider.sign(key=PrivateKey("rsa-1", "PS256", rsa.key)))
+
+
 def test_algorithms_option_is_an_allow_list(make_client: Any, provider: FakeProvider):
     with pytest.raises(InvalidToken, match="algorithm"):
         make_client(algorithms=["RS256"]).verify_token(provider.sign())

@@ -92,6 +92,23 @@ async def test_another_client_cannot_revoke_a_token(env: Env) -> None:
     assert (await env.userinfo(token)).status_code == 200
 
 
+async def test_another_client_cannot_revoke_a_refresh_token(env: Env) -> None:
+    tokens = (await env.password_grant(scope="openid")).json()
+    r = await env.http.post("/oauth/revoke", data={"token": tokens["refresh_token"]},
+                            auth=env.other.auth)
+    assert r.status_code == 200  # RFC 7009 2.2: same answer, but nothing revoked
+    assert (await env.introspect(tokens["access_token"]))["active"] is True
+    assert (await env.refresh(tokens["refresh_token"])).status_code == 200
+
+
+async def test_another_client_sees_a_refresh_token_as_inactive(env: Env) -> None:
+    tokens = (await env.password_grant(scope="openid")).json()
+    assert (await env.introspect(tokens["refresh_token"]))["active"] is True  # its own
+    r = await env.http.post("/oauth/introspect", data={"token": tokens["refresh_token"]},
+                            auth=env.other.auth)
+    assert r.status_code == 200 and r.json() == {"active": False}
+
+
 def _tamper_claims(token: str, **changes: Any) -> str:
     header, payload, signature = token.split(".")
     claims = json.loads(b64url_decode(payload))

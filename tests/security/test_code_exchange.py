@@ -115,6 +115,21 @@ async def _stored_code(env: Env, *, expires_at: datetime) -> str:
     return plain
 
 
+async def test_another_client_presenting_a_used_code_revokes_nothing(env: Env) -> None:
+    # A replay revokes what the code issued, but only a replay by the client it was
+    # issued to: any other (a public one needs no secret) could else end a victim's
+    # tokens with a leaked code.
+    code = await get_code(env)
+    first = (await exchange(env, code)).json()
+    before = reuse_count("authorization_code")
+    assert oauth_error(await exchange(env, code, client=env.other)) == "invalid_grant"
+    assert oauth_error(await exchange(env, code, client=env.spa,
+                                      verifier=pkce.new_verifier())) == "invalid_grant"
+    assert reuse_count("authorization_code") == before
+    assert (await env.introspect(first["access_token"]))["active"] is True
+    assert (await env.refresh(first["refresh_token"])).status_code == 200
+
+
 async def test_a_fresh_stored_code_is_accepted(env: Env) -> None:
     # The control for the next test: the hand-written row is a valid code.
     code = await _stored_code(env, expires_at=datetime.now(UTC) + timedelta(seconds=60))

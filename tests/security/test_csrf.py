@@ -85,11 +85,21 @@ async def test_csrf_cookie_is_httponly_samesite_lax_and_secure(env: Env) -> None
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" in cookie
 
 
-async def test_login_page_cannot_be_framed(env: Env) -> None:
-    page = await env.http.get(authorize_url(env.web.client_id))
-    assert page.headers["x-frame-options"] == "DENY"
-    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
-    assert page.headers["cache-control"] == "no-store"
+@pytest.mark.parametrize("page", ["login", "account", "error"])
+async def test_login_page_cannot_be_framed(env: Env, page: str) -> None:
+    # Every hosted page: not framed, not cached, no referrer (a URL with a code or a
+    # link's token in it goes nowhere), its type never sniffed.
+    if page == "account":
+        await get_code(env)  # signed in
+    url = {"login": authorize_url(env.web.client_id), "account": "/account",
+           "error": "/oauth/authorize?client_id=unknown"}[page]
+    r = await env.http.get(url)
+    assert r.headers["content-type"].startswith("text/html")
+    assert r.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["referrer-policy"] == "no-referrer"
+    assert r.headers["x-content-type-options"] == "nosniff"
 
 
 # -- the logout confirmation form -------------------------------------------------

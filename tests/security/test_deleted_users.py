@@ -47,6 +47,14 @@ async def test_deleted_users_access_token_is_refused(env: Env) -> None:
     assert await env.introspect(tokens["access_token"]) == {"active": False}
 
 
+async def test_deleted_users_access_token_is_refused_by_the_rest_api(env: Env) -> None:
+    token = (await env.password_grant(scope="openid")).json()["access_token"]
+    headers = {"Authorization": "Bearer " + token}
+    assert (await env.http.get("/api/v1/users/me", headers=headers)).status_code == 200
+    await env.delete_user(env.user.id)  # deleted_at only: the grant is left live
+    assert (await env.http.get("/api/v1/users/me", headers=headers)).status_code == 401
+
+
 async def test_deleted_users_session_no_longer_signs_in(env: Env) -> None:
     await get_code(env)
     await env.delete_user(env.user.id)

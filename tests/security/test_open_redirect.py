@@ -4,6 +4,9 @@ leads to the authorization endpoint."""
 
 from __future__ import annotations
 
+import json
+import time
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx2
@@ -19,6 +22,8 @@ from security_helpers import (
     location_params,
     login_form,
 )
+
+from bastion.oauth.jose import PrivateKey, b64url_decode, b64url_encode
 
 LOOKALIKES = {
     "foreign": "https://evil.example/",
@@ -79,12 +84,38 @@ async def test_target_without_any_client_is_not_followed(env: Env) -> None:
     assert_no_redirect(confirmed)
 
 
-async def test_forged_id_token_hint_does_not_name_a_client(env: Env) -> None:
-    hint = await id_token(env)
-    header, payload, signature = hint.split(".")
-    forged = ".".join([header, payload, signature[::-1]])
+def retargeted(token: str, **changes: Any) -> str:
+    """``token`` with claims changed and its signature kept (so no longer valid)."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(b64url_decode(payload))
+    return ".".join([header, b64url_encode(json.dumps({**claims, **changes}).encode()),
+                     signature])
+
+
+async def forged_hint(env: Env, kind: str) -> tuple[str, str]:
+    """(hint, the logout target of the client it names) for a hint Bastion did not
+    issue as it stands."""
+    if kind == "tampered":  # web's real ID token, its audience changed to another client
+        return retargeted(await id_token(env), aud=env.other.client_id), OTHER_LOGOUT_TARGET
+    active = await env.ctx.keys.signer("id")
+    now = int(time.time())
+    claims = {"iss": env.ctx.settings.issuer_url, "sub": env.user.id, "aud": env.web.client_id,
+              "iat": now, "exp": now + 300}
+    if kind == "other-key":  # the right kid and algorithm, another private key
+        return PrivateKey.generate(active.kid, active.alg).sign(claims, typ="JWT"), \
+            LOGOUT_TARGET
+    assert kind == "other-issuer"  # our own key, another issuer's claims
+    return active.sign({**claims, "iss": "https://evil.example"}, typ="JWT"), LOGOUT_TARGET
+
+
+FORGERIES = ["tampered", "other-key", "other-issuer"]
+
+
+@pytest.mark.parametrize("kind", FORGERIES)
+async def test_forged_id_token_hint_does_not_name_a_client(env: Env, kind: str) -> None:
+    hint, target = await forged_hint(env, kind)
     r = await env.http.get("/oauth/logout?" + urlencode({
-        "id_token_hint": forged, "post_logout_redirect_uri": LOGOUT_TARGET}))
+        "id_token_hint": hint, "post_logout_redirect_uri": target}))
     # Not trusted: the user is asked to confirm instead of being signed out and sent on.
     assert_no_redirect(r)
     assert 'action="/oauth/logout"' in r.text
@@ -104,14 +135,12 @@ async def test_client_id_differing_from_the_id_token_hint_is_not_followed(env: E
     assert_no_redirect(r)
 
 
-@pytest.mark.parametrize("hint", ["not-a-jwt", "forged"])
+@pytest.mark.parametrize("kind", ["not-a-jwt", *FORGERIES])
 async def test_invalid_id_token_hint_cancels_the_redirect_even_with_client_id(
-        env: Env, hint: str) -> None:
+        env: Env, kind: str) -> None:
     # RP-Initiated Logout 1.0 section 4: what fails validation may not be used; a
     # registered target named beside a bad hint is not followed, once confirmed either.
-    if hint == "forged":
-        header, payload, signature = (await id_token(env)).split(".")
-        hint = ".".join([header, payload, signature[::-1]])
+    hint = "not-a-jwt" if kind == "not-a-jwt" else (await forged_hint(env, kind))[0]
     page = await env.http.get("/oauth/logout?" + urlencode({
         "id_token_hint": hint, "client_id": env.web.client_id,
         "post_logout_redirect_uri": LOGOUT_TARGET, "state": "s"}))

@@ -9,10 +9,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from security_helpers import Env, assert_reuse_recorded, oauth_error, reuse_count
+from security_helpers import (
+    REDIRECT,
+    Env,
+    Registered,
+    assert_reuse_recorded,
+    exchange,
+    get_code,
+    oauth_error,
+    reuse_count,
+)
 
 from bastion.server.models import Grant
 from bastion.server.services import secrets
+from bastion.server.services.clients import create_client, update_client
 from bastion.server.services.tokens import new_refresh_token
 from bastion.server.storage.tables import grants
 
@@ -147,3 +157,19 @@ async def test_a_family_ends_at_its_max_lifetime_however_often_it_is_refreshed(
 
 async def test_unknown_refresh_token_is_invalid_grant(env: Env) -> None:
     assert oauth_error(await env.refresh(secrets.new_secret())) == "invalid_grant"
+
+
+async def test_no_refresh_token_for_a_client_without_the_refresh_grant(env: Env) -> None:
+    new = await create_client(env.ctx.storage, name="NoRefresh", redirect_uris=[REDIRECT],
+                              grant_types=["authorization_code"], scopes=["openid"])
+    client = Registered(new.client.client_id, new.client_secret)
+    body = (await exchange(env, await get_code(env, client.client_id), client=client)).json()
+    assert "access_token" in body and "refresh_token" not in body
+
+
+async def test_refresh_is_refused_once_the_client_loses_the_refresh_grant(env: Env) -> None:
+    tokens = (await env.password_grant(scope="openid")).json()
+    await update_client(env.ctx.storage, env.web.client_id,
+                        grant_types=["authorization_code", "password"])
+    env.ctx.clients.forget(env.web.client_id)
+    assert oauth_error(await env.refresh(tokens["refresh_token"])) == "unauthorized_client"

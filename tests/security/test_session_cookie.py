@@ -87,6 +87,12 @@ async def test_cookie_of_a_signed_out_session_is_ignored_when_replayed(env: Env)
     replay = await env.browser()
     replay.cookies.set(COOKIE, stolen, domain="id.example.test")
     assert await shows_login_form(env, replay)
+    # /oauth/authorize is guarded twice (no code is made for an ended session); the
+    # home and account pages only by the session check itself.
+    assert "You are not signed in." in (await replay.get("/")).text
+    account = await replay.get("/account")
+    assert account.status_code == 200 and 'action="/login"' in account.text
+    assert "alice@example.com" not in account.text
 
 
 async def test_session_cookie_flags(env: Env) -> None:

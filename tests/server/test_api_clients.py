@@ -13,6 +13,7 @@ from bastion.server.services import secrets
 from bastion.server.services.clients import rotate_secret, secret_generation
 from bastion.server.services.tokens import issue_access_token
 from bastion.server.services.users import create_user
+from bastion.server.storage.tables import clients
 
 WEB = {"name": "Shop", "redirect_uris": ["https://shop.example/cb"]}
 
@@ -42,6 +43,23 @@ async def new_worker(api: Api) -> tuple[str, str]:
     """A new confidential client: its id and secret."""
     made = (await api.app.http.post("/api/v1/clients", json={"name": "Worker"})).json()
     return made["client_id"], made["client_secret"]
+
+
+async def test_a_token_of_the_previous_secret_minted_after_its_overlap_is_refused(
+        api: Api) -> None:
+    # What an instance whose copy of the client predates the overlap's end may mint:
+    # its sgen names the previous secret, whose time is up.
+    cid, secret = await new_worker(api)
+    await rotate_secret(api.app.ctx.storage, cid, keep_old_for=600)
+    async with api.app.ctx.storage.engine.begin() as conn:  # type: ignore[attr-defined]
+        await conn.execute(clients.update().where(clients.c.client_id == cid).values(
+            previous_secret_expires_at=datetime.now(UTC) - timedelta(seconds=5)))
+    api.app.ctx.clients.forget(cid)
+    ctx = api.app.ctx
+    minted = await issue_access_token(
+        ctx.keys, ctx.settings, subject=cid, client_id=cid, scope="",
+        extra={"sgen": secret_generation(secrets.digest(secret))})
+    assert not await active(api, minted.token)
 
 
 async def test_only_an_administrator_manages_clients_and_keys(api: Api) -> None:

@@ -153,6 +153,29 @@ async def test_replayed_and_expired_links_are_refused(env: Env) -> None:
     assert forged.status_code == 400
 
 
+async def _link_form(env: Env) -> tuple[str, dict[str, str]]:
+    """A sign-in link's page opened in time: where its form posts, and its fields."""
+    await env.request_link("alice@example.com")
+    parts = urlsplit(Mailbox.link((await env.mails())[0]))
+    page = await env.http.get(parts.path + "?" + parts.query)
+    return parts.path, hidden_fields(page.text)
+
+
+async def test_a_sign_in_links_form_posted_twice_signs_in_once(env: Env) -> None:
+    # Opening the page only peeks at the link; the POST is what uses it up.
+    path, fields = await _link_form(env)
+    assert (await env.http.post(path, data=fields)).status_code == 303
+    assert (await env.http.post(path, data=fields)).status_code == 400
+
+
+async def test_a_sign_in_links_form_posted_after_it_expired_is_refused(env: Env) -> None:
+    path, fields = await _link_form(env)
+    async with env.ctx.storage.engine.begin() as conn:  # type: ignore[attr-defined]
+        await conn.execute(one_time_tokens.update().values(
+            expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    assert (await env.http.post(path, data=fields)).status_code == 400
+
+
 async def test_unknown_addresses_get_the_same_answer_and_no_mail(env: Env) -> None:
     known = await env.request_link("alice@example.com")
     unknown = await env.request_link("nobody@example.com")

@@ -97,6 +97,27 @@ async def test_two_authentication_methods_are_refused(app: App) -> None:
     assert (r.status_code, r.json()["error"]) == (400, "invalid_request")
 
 
+async def test_a_body_client_id_differing_from_the_basic_one_is_refused(app: App) -> None:
+    other = await create_client(app.ctx.storage, name="other", grant_types=[
+        "client_credentials"])
+    r = await token(app, {"grant_type": "client_credentials",
+                          "client_id": other.client.client_id},
+                    headers=basic(app.client_id, app.client_secret))
+    assert (r.status_code, r.json()["error"]) == (400, "invalid_request")
+
+
+async def test_a_public_client_sending_a_secret_is_invalid_client(app: App) -> None:
+    spa = await create_client(app.ctx.storage, name="spa", public=True,
+                              redirect_uris=["https://spa.example/cb"],
+                              grant_types=["authorization_code", "refresh_token"])
+    r = await token(app, {"grant_type": "refresh_token", "refresh_token": "x",
+                          "client_id": spa.client.client_id, "client_secret": "guess"})
+    assert (r.status_code, r.json()["error"]) == (401, "invalid_client")
+    r = await token(app, headers=basic(spa.client.client_id, "guess"),
+                    data={"grant_type": "refresh_token", "refresh_token": "x"})
+    assert (r.status_code, r.json()["error"]) == (401, "invalid_client")
+
+
 @pytest.mark.parametrize(("data", "error"), [
     ({}, "invalid_request"),
     ({"grant_type": "urn:made:up"}, "unsupported_grant_type"),

@@ -206,6 +206,14 @@ async def test_a_refresh_token_of_a_revoked_grant_is_not_stored(store: SQLStorag
     assert await store.get_refresh_token(b"3" * 32) is not None
 
 
+async def test_a_refresh_token_of_a_revoked_grant_does_not_rotate(store: SQLStorage) -> None:
+    # The grant may be revoked between the refresh grant's read and its rotation.
+    await store.create_grant(grant(), refresh(b"1" * 32))
+    assert await store.revoke_grant("g1", NOW)
+    assert await store.rotate_refresh_token(b"1" * 32, refresh(b"2" * 32), NOW) != "rotated"
+    assert await store.get_refresh_token(b"2" * 32) is None
+
+
 async def test_of_concurrent_reissues_of_one_family_exactly_one_succeeds(
         store: SQLStorage) -> None:
     await store.create_grant(grant("g1"), refresh(b"1" * 32))
