@@ -145,6 +145,23 @@ async def test_a_grant_goes_once_nothing_refers_to_it(store: SQLStorage) -> None
     assert await store.is_revoked("any", "g-revoked")  # its access tokens stay revoked
 
 
+async def test_an_ended_session_stays_while_a_grant_made_in_it_lives(store: SQLStorage) -> None:
+    # Its cookie outlives an idle timeout: a logout must still find the session to end
+    # the grants made in it.
+    await store.create_session(session("s-live", BEFORE))
+    await store.create_grant(grant("g-live", session_id="s-live"),
+                             refresh(b"r1" + b"." * 30, "g-live", AFTER))
+    await store.create_session(session("s-revoked", BEFORE))
+    await store.create_grant(grant("g-revoked", session_id="s-revoked"),
+                             refresh(b"r2" + b"." * 30, "g-revoked", AFTER))
+    await store.revoke_grant("g-revoked", NOW)
+    await store.create_session(session("s-none", BEFORE))
+    assert (await store.purge(CUTOFFS, 100))["login_sessions"] == 2
+    assert await keys_of(store, "login_sessions") == {"s-live"}
+    await store.revoke_grant("g-live", NOW)
+    assert (await store.purge(CUTOFFS, 100))["login_sessions"] == 1
+
+
 async def test_grants_are_looked_at_a_page_at_a_time(store: SQLStorage) -> None:
     # 7 grants made at 4 moments (ties are paged by id); the odd ones are still in use
     for n in range(7):
