@@ -12,11 +12,13 @@ from typing import Any
 
 import httpx2
 import pytest
+import sqlalchemy as sa
 from security_helpers import Env
 
 from bastion.oauth.jose import PrivateKey, b64url_decode, b64url_encode
 from bastion.server.models import Grant
 from bastion.server.services.tokens import ACCESS_TOKEN_TYP
+from bastion.server.storage.tables import events
 from support import ISSUER
 
 HAND_MADE = "hand-made-grant"
@@ -99,6 +101,21 @@ async def test_another_client_cannot_revoke_a_refresh_token(env: Env) -> None:
     assert r.status_code == 200  # RFC 7009 2.2: same answer, but nothing revoked
     assert (await env.introspect(tokens["access_token"]))["active"] is True
     assert (await env.refresh(tokens["refresh_token"])).status_code == 200
+
+
+async def test_only_a_revocation_that_revokes_is_audited(env: Env) -> None:
+    # A public client needs no secret: repeating a revocation must not fill the log.
+    tokens = (await env.password_grant(scope="openid")).json()
+    for token in (tokens["access_token"], tokens["refresh_token"]):
+        for _ in range(5):
+            r = await env.http.post("/oauth/revoke", data={"token": token},
+                                    auth=env.web.auth)
+            assert r.status_code == 200
+    engine = env.ctx.storage.engine  # type: ignore[attr-defined]
+    async with engine.connect() as conn:
+        kinds = (await conn.execute(sa.select(events.c.detail).where(
+            events.c.action == "token.revoke"))).scalars().all()
+    assert sorted(d["token_type"] for d in kinds) == ["access_token", "refresh_token"]
 
 
 async def test_another_client_sees_a_refresh_token_as_inactive(env: Env) -> None:

@@ -17,9 +17,12 @@ from datetime import UTC, datetime, timedelta
 
 import httpx2
 import pytest
+import sqlalchemy as sa
+from prometheus_client import REGISTRY
 from security_helpers import PASSWORD, Env, authorize_url, login_form, post_login
 
 from bastion.server.services import throttle
+from bastion.server.storage.tables import events
 from support import create_database
 
 WRONG = "wrong password!"
@@ -366,3 +369,22 @@ async def test_an_ended_lock_leaves_no_delay_behind(make_env) -> None:
     await lock_that_ended(env, lock_seconds=30, failures=10)
     assert (await form_attempt(env)).status_code == 401
     assert (await form_attempt(env, password=PASSWORD)).status_code == 303
+
+
+async def test_a_burst_of_refused_attempts_is_audited_once(locking: Env) -> None:
+    # A refused attempt costs no hash: auditing each would let anyone fill the audit
+    # log. The wait's first refusal is recorded; the metric counts them all.
+    for _ in range(LOCK_AFTER):
+        assert (await form_attempt(locking)).status_code == 401
+    refused_before = REGISTRY.get_sample_value("bastion_login_failures_total",
+                                               {"reason": "throttled"}) or 0.0
+    for _ in range(10):
+        assert (await form_attempt(locking)).status_code == 429
+        assert (await locking.password_grant(password=WRONG)).status_code == 429
+    assert REGISTRY.get_sample_value("bastion_login_failures_total",
+                                     {"reason": "throttled"}) == refused_before + 20
+    engine = locking.ctx.storage.engine  # type: ignore[attr-defined]
+    async with engine.connect() as conn:
+        audited = (await conn.execute(sa.select(sa.func.count()).select_from(events).where(
+            events.c.action == "login.throttled"))).scalar()
+    assert audited == 1

@@ -137,8 +137,8 @@ async def test_revocation_is_seen_by_token_id_and_by_grant(store: SQLStorage) ->
     assert not await store.is_revoked("jti-1", "g1")
     assert not await store.is_revoked("jti-1", None)
 
-    await store.revoke_access_token("jti-1", LATER)
-    await store.revoke_access_token("jti-1", LATER)  # twice is fine
+    assert await store.revoke_access_token("jti-1", LATER)
+    assert not await store.revoke_access_token("jti-1", LATER)  # twice is fine: said
     assert await store.is_revoked("jti-1", None)
     assert await store.is_revoked("jti-1", "g1")
     assert not await store.is_revoked("jti-2", "g1")

@@ -2,7 +2,9 @@
 
 A refresh token revokes its whole grant (every token of the family); an access
 token is remembered as revoked until it expires. A client may only revoke its own
-tokens. Unknown or foreign tokens get the same 200 (RFC 7009 section 2.2).
+tokens. Unknown or foreign tokens get the same 200 (RFC 7009 section 2.2). Only a
+revocation that revokes something is audited: a public client needs no secret, and
+repeating one must not fill the audit log.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ async def revoke(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     now = datetime.now(UTC)
     if token.count(".") != 2:  # opaque: a refresh token
         stored = await ctx.storage.get_refresh_token(secrets.digest(token))
-        if stored is not None and stored.client_id == request.client.client_id:
-            await ctx.storage.revoke_grant(stored.grant_id, now)
+        if (stored is not None and stored.client_id == request.client.client_id
+                and await ctx.storage.revoke_grant(stored.grant_id, now)):
             await _record(ctx, request, "refresh_token", stored.user_id)
         return {}
     try:
@@ -36,9 +38,9 @@ async def revoke(ctx: Context, request: TokenRequest) -> dict[str, Any]:
                                            check_revoked=False)
     except InvalidToken:
         return {}
-    if claims.get("client_id") == request.client.client_id:
-        await ctx.storage.revoke_access_token(
-            str(claims["jti"]), datetime.fromtimestamp(claims["exp"], UTC))
+    if claims.get("client_id") == request.client.client_id and (
+            await ctx.storage.revoke_access_token(
+                str(claims["jti"]), datetime.fromtimestamp(claims["exp"], UTC))):
         await _record(ctx, request, "access_token", str(claims.get("sub")))
     return {}
 

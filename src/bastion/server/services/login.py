@@ -31,6 +31,9 @@ class LoginFailed(ServiceError):
 
 
 class TooManyAttempts(RateLimited):
+    #: Whether to audit it: the first refusal of its wait on this instance.
+    first = True
+
     def __init__(self, retry_after: int, locked: bool, client: bool = False) -> None:
         what = "temporarily locked" if locked else "paused"
         # ``client``: the budget of a client's back channel, shared by all its users.
@@ -73,8 +76,10 @@ async def _decide(storage: Storage, passwords: Passwords, keys: throttle.Keys,
     blocked = throttle.evaluate(counts, keys, now)
     if blocked:
         LOGIN_FAILURES.labels("throttled").inc()
-        raise TooManyAttempts(blocked.retry_after, blocked.locked,
-                              blocked.key.startswith(throttle.CLIENT_KEY))
+        refused = TooManyAttempts(blocked.retry_after, blocked.locked,
+                                  blocked.key.startswith(throttle.CLIENT_KEY))
+        refused.first = throttle.gate(storage).first_refusal(blocked, now)
+        raise refused
     usable = user is not None and user.deleted_at is None
     # Always run the hash, so a missing account costs the same time as a wrong password.
     ok = await passwords.averify(user.password_hash if user and usable else None, password)

@@ -64,6 +64,8 @@ class Blocked:
 
 
 Keys = Sequence[tuple[str, Policy]]
+#: Blocking keys whose refusal an instance remembers having audited.
+_MAX_REFUSALS = 10_000
 
 
 _GLOBAL = ipaddress.IPv6Network("2000::/3")
@@ -213,6 +215,22 @@ class Gate:
         self._places: dict[str, _Place] = {}
         #: Attempts recorded through this gate: a read older than a change is redone.
         self.recorded = 0
+        self._refusals: dict[str, datetime] = {}  # blocking key -> end of its audited wait
+
+    def first_refusal(self, blocked: Blocked, now: datetime) -> bool:
+        """Whether ``blocked`` refuses its first attempt on this instance since its
+        wait began. Only that one is audited: a refused attempt costs no hash, so the
+        others would let anyone fill the audit log (each is counted in
+        ``bastion_login_failures_total`` all the same)."""
+        until = self._refusals.get(blocked.key)
+        if until is not None and until > now:
+            return False
+        if len(self._refusals) >= _MAX_REFUSALS:  # forget the ended waits, else the oldest
+            ended = [key for key, end in self._refusals.items() if end <= now]
+            for key in ended or list(self._refusals)[:_MAX_REFUSALS // 10]:
+                del self._refusals[key]
+        self._refusals[blocked.key] = now + timedelta(seconds=blocked.retry_after)
+        return True
 
     def hold(self, keys: Keys) -> _Held:
         """``async with gate.hold(keys):`` a place for each key, in the order given."""

@@ -245,8 +245,9 @@ class Storage(Protocol):
         same transaction and is 'reused' for the call that revoked it, 'replayed' for
         the others."""
 
-    async def revoke_access_token(self, jti: str, expires_at: datetime) -> None:
-        """Remember a revoked access token until it expires."""
+    async def revoke_access_token(self, jti: str, expires_at: datetime) -> bool:
+        """Remember a revoked access token until it expires; ``False`` if it was
+        already."""
 
     async def is_revoked(self, jti: str, grant_id: str | None) -> bool:
         """Whether access token ``jti`` is revoked: by itself, or by its grant, which

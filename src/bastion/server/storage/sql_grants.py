@@ -3,7 +3,6 @@ access tokens and sign-in throttling on SQLAlchemy (mixed into SQLStorage)."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -214,9 +213,12 @@ class GrantsMixin(SQLBase):
 
     # access token revocation
 
-    async def revoke_access_token(self, jti: str, expires_at: datetime) -> None:
-        with contextlib.suppress(Conflict):  # already revoked
+    async def revoke_access_token(self, jti: str, expires_at: datetime) -> bool:
+        try:
             await self._insert(revoked_access_tokens, {"jti": jti, "expires_at": expires_at})
+        except Conflict:  # already revoked
+            return False
+        return True
 
     async def is_revoked(self, jti: str, grant_id: str | None) -> bool:
         """True if the access token ``jti`` or its grant has been revoked (or purged)."""
