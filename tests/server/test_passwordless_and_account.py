@@ -794,6 +794,12 @@ async def test_signing_up_by_link_and_an_email_change_link_verify_the_address(
     await env.follow_link(Mailbox.link((await env.mails())[0]))
     made = await env.ctx.storage.get_user_by_login("new-user@example.com")
     assert made is not None and made.email_verified_at is not None
+    # The sign-up's link and mail are the new user's now (an erasure finds them).
+    async with env.ctx.storage.engine.begin() as conn:  # type: ignore[attr-defined]
+        owners = {*(await conn.execute(sa.select(one_time_tokens.c.user_id))).scalars(),
+                  *(await conn.execute(sa.select(outbox_table.c.user_id).where(
+                      outbox_table.c.to == "new-user@example.com"))).scalars()}
+    assert owners == {made.id}
 
     # alice changes her address on the account page: verified once the link is used
     env.http.cookies.clear()  # another browser

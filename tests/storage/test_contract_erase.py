@@ -123,6 +123,23 @@ async def test_erasing_removes_the_name_and_address_everywhere(storage: SQLStora
     assert by_id["u1"].detail == {"fields": ["username"]} and by_id["e1"] == sign_in(1)
 
 
+async def test_the_mail_of_a_sign_up_is_erased_after_an_address_change(
+        storage: SQLStorage) -> None:
+    # A sign-up link goes to an address no account holds yet (no user); once the link
+    # made the account, the link and its mail are the user's, so an erasure after the
+    # user moved to another address still finds them.
+    await storage.create_one_time_token(link(7, "ann@old.example", None))
+    await storage.enqueue_mail(mail("m-signup", "ann@old.example"))
+    await storage.enqueue_mail(mail("m-stranger", "someone@else.example"))
+    ann = user(7, email="ann@old.example")
+    await storage.create_user(ann)
+    await storage.adopt_signup(ann.id, ann.email)
+    await storage.update_user(ann.id, {"email": "ann@new.example"})
+    await storage.erase_user(ann.id, NOW, DATA)
+    assert await storage.get_one_time_token(bytes([7]) * 32) is None
+    assert [m.id for m in await storage.claim_mail(LATER, limit=10)] == ["m-stranger"]
+
+
 async def test_everything_of_other_users_stays(storage: SQLStorage) -> None:
     await setup(storage)
     await storage.erase_user(ME.id, NOW, DATA)

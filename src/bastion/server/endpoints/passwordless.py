@@ -182,6 +182,8 @@ async def use_link(request: Request) -> Response:
         except ServiceError as exc:  # a page, not the REST API's JSON problem
             return render(ctx, "message.html", 400, title="Cannot create your account",
                           error=True, message=f"{exc}. Go back to the app and ask for a new link.")
+        if fold(user.email) == fold(used.email):  # theirs now: an erasure must find it
+            await ctx.storage.adopt_signup(user.id, user.email)
     if user is None or user.deleted_at is not None:
         return _invalid(ctx)
     if fold(user.email) != fold(used.email):  # mailed to an address no longer theirs

@@ -429,6 +429,11 @@ class Storage(Protocol):
     async def use_one_time_token(self, digest: bytes, at: datetime) -> OneTimeToken | None:
         """Mark a token used, once: None if it is unknown, used or expired."""
 
+    async def adopt_signup(self, user_id: str, email: str) -> None:
+        """Give the user the links and mail sent to ``email`` (folded) for no user:
+        the sign-up that made their account, and others before it. Erasing them then
+        finds that address, and its mail, even once it is no longer theirs."""
+
     async def cancel_one_time_tokens(
         self, user_id: str, purposes: Collection[str], at: datetime,
         emails: Collection[str] = (),

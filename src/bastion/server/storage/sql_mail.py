@@ -131,6 +131,15 @@ class MailMixin(SQLBase):
                 one_time_tokens.c.digest == digest)).mappings().one())
         return await self._write(use)
 
+    async def adopt_signup(self, user_id: str, email: str) -> None:
+        def adopt(conn: sa.Connection) -> None:
+            conn.execute(one_time_tokens.update().where(
+                one_time_tokens.c.user_id.is_(None), one_time_tokens.c.email == email
+            ).values(user_id=user_id))
+            conn.execute(outbox.update().where(outbox.c.user_id.is_(None), outbox.c.to == email)
+                         .values(user_id=user_id))
+        await self._write(adopt)
+
     async def cancel_one_time_tokens(self, user_id: str, purposes: Collection[str],
                                      at: datetime, emails: Collection[str] = ()) -> int:
         """Mark the user's unused tokens of these purposes used, and those of no user
