@@ -14,6 +14,7 @@ from security_helpers import (
     REDIRECT_WITH_QUERY,
     SPA_REDIRECT,
     Env,
+    Registered,
     assert_reuse_recorded,
     exchange,
     get_code,
@@ -24,6 +25,7 @@ from security_helpers import (
 from bastion.oauth import pkce
 from bastion.server.models import AuthorizationCode, Grant
 from bastion.server.services import secrets
+from bastion.server.services.clients import create_client
 from bastion.server.storage.tables import authorization_codes, refresh_tokens
 
 
@@ -192,9 +194,14 @@ async def test_missing_redirect_uri_when_the_request_had_one_is_invalid_grant(en
 async def test_redirect_uri_may_be_omitted_when_the_authorization_request_omitted_it(
         env: Env) -> None:
     verifier = pkce.new_verifier()
-    # The SPA has one registered redirect URI, so a plain OAuth request (no scope
-    # openid: OpenID Connect requires redirect_uri) may leave it out.
-    code = await get_code(env, env.spa.client_id, redirect_uri=SPA_REDIRECT, verifier=verifier,
-                          send_redirect_uri=False, scope="")
-    r = await exchange(env, code, client=env.spa, redirect_uri=None, verifier=verifier)
+    # A client with one registered redirect URI, in a plain OAuth request (no scope
+    # openid, asked for or by default: OpenID Connect requires redirect_uri).
+    app = await create_client(env.ctx.storage, name="API app", public=True,
+                              redirect_uris=[SPA_REDIRECT], scopes=["read"],
+                              grant_types=["authorization_code", "refresh_token"])
+    code = await get_code(env, app.client.client_id, redirect_uri=SPA_REDIRECT,
+                          verifier=verifier, send_redirect_uri=False, scope="")
+    r = await exchange(env, code, client=Registered(app.client.client_id, None),
+                       redirect_uri=None, verifier=verifier)
     assert r.status_code == 200, r.text
+    assert r.json()["scope"] == "read" and "id_token" not in r.json()

@@ -23,7 +23,8 @@ from security_helpers import (
     login_form,
 )
 
-from bastion.oauth.jose import PrivateKey, b64url_decode, b64url_encode
+from bastion.oauth.jose import PrivateKey, b64url_decode, b64url_encode, parse_compact
+from bastion.server import keys
 
 LOOKALIKES = {
     "foreign": "https://evil.example/",
@@ -148,6 +149,23 @@ async def test_invalid_id_token_hint_cancels_the_redirect_even_with_client_id(
     confirmed = await env.http.post("/oauth/logout", data=hidden_fields(page.text))
     assert_no_redirect(confirmed)
     assert "You are signed out." in confirmed.text
+
+
+async def test_a_hint_whose_key_is_no_longer_published_is_no_hint(env: Env) -> None:
+    # An app keeps the ID token of its sign-in; a rotation later and its key is gone
+    # from the JWKS. That hint proves nothing either way: client_id decides, as
+    # without a hint, and the user confirms.
+    hint = await id_token(env)
+    kid = parse_compact(hint).header["kid"]
+    await keys.withdraw(env.ctx.storage, env.ctx.settings, kid)
+    await env.ctx.keys.reload()
+    page = await env.http.get("/oauth/logout?" + urlencode({
+        "id_token_hint": hint, "client_id": env.web.client_id,
+        "post_logout_redirect_uri": LOGOUT_TARGET, "state": "s"}))
+    assert_no_redirect(page)
+    confirmed = await env.http.post("/oauth/logout", data=hidden_fields(page.text))
+    assert confirmed.status_code == 303
+    assert confirmed.headers["location"] == LOGOUT_TARGET + "?state=s"
 
 
 async def test_hint_without_a_session_id_asks_the_signed_in_user(env: Env) -> None:

@@ -78,10 +78,13 @@ async def test_missing_redirect_uri_with_several_registered_gets_an_error_page(e
     assert_error_page(await env.http.get(authorize_url(env.web.client_id, redirect_uri=None)))
 
 
-async def test_missing_redirect_uri_in_an_openid_request_gets_an_error_page(env: Env):
-    # OpenID Connect Core 3.1.2.1 requires it, even of a client with one registered.
+@pytest.mark.parametrize("scope", ["openid", ""], ids=["asked", "by-default"])
+async def test_missing_redirect_uri_in_an_openid_request_gets_an_error_page(env: Env,
+                                                                          scope: str):
+    # OpenID Connect Core 3.1.2.1 requires it, even of a client with one registered;
+    # without a scope the SPA's registered one (openid) applies.
     r = await env.http.get(authorize_url(env.spa.client_id, redirect_uri=None,
-                                         verifier="v" * 43))
+                                         verifier="v" * 43, scope=scope))
     assert_error_page(r)
     assert "OpenID Connect" in r.text
 

@@ -176,6 +176,28 @@ async def test_a_sign_in_links_form_posted_after_it_expired_is_refused(env: Env)
     assert (await env.http.post(path, data=fields)).status_code == 400
 
 
+async def test_a_link_sign_in_as_another_user_than_the_hint_names_is_login_required(
+        env: Env) -> None:
+    # As on the password form (Core 3.1.2.1): the app asked for bob, alice signed in.
+    await create_user(env.ctx.storage, env.ctx.passwords, username="bob",
+                      email="bob@example.com", password=PASSWORD)
+    signed = await sign_in(env.http, "/oauth/authorize?" + env.authorize_query(), "bob",
+                           PASSWORD)
+    tokens = (await env.http.post("/oauth/token", auth=(env.client_id, env.secret), data={
+        "grant_type": "authorization_code", "code": callback_params(signed)["code"],
+        "redirect_uri": REDIRECT, "code_verifier": env.verifier})).json()
+    env.http.cookies.clear()  # another browser, where alice asks for a link
+    page = await env.http.get("/oauth/authorize?" + env.authorize_query(
+        id_token_hint=tokens["id_token"]))
+    fields = hidden_fields(page.text)
+    await env.http.post("/login/link/request", data={
+        "csrf_token": fields["csrf_token"], "continue": fields["continue"],
+        "email": "alice@example.com"})
+    back = await env.follow_link(Mailbox.link((await env.mails())[0]))
+    params = callback_params(back)
+    assert params["error"] == "login_required" and params["state"] == "s1", params
+
+
 async def test_unknown_addresses_get_the_same_answer_and_no_mail(env: Env) -> None:
     known = await env.request_link("alice@example.com")
     unknown = await env.request_link("nobody@example.com")

@@ -143,6 +143,22 @@ async def test_a_withdrawn_key_goes_and_the_key_that_signs_is_replaced_first(
     assert stored["n2"].activated_at is None
 
 
+async def test_a_next_key_is_replaced_only_while_it_is_next(storage: SQLStorage) -> None:
+    # A setting's new algorithm replaces the key waiting its turn; had a rotation
+    # activated it meanwhile, it signs and must stay.
+    later = NOW + timedelta(hours=1)
+    await storage.rotate_signing_key(key("a1"))
+    await storage.publish_signing_key(key("n1"))
+    assert await storage.replace_next_signing_key("n1", key("n2", at=later))
+    assert await storage.rotate_signing_key(key("n3", at=later)) == "n2"
+    assert not await storage.replace_next_signing_key("n2", key("x", at=later))  # signs now
+    assert not await storage.replace_next_signing_key("a1", key("x", at=later))  # retired
+    assert not await storage.replace_next_signing_key("gone", key("x", at=later))
+    stored = {k.kid: k for k in await storage.signing_keys()}
+    assert set(stored) == {"a1", "n2", "n3"}
+    assert stored["n2"].activated_at == later and stored["n3"].activated_at is None
+
+
 async def test_withdrawals_racing_rotations_rotate_once_per_withdrawal(
         storage: SQLStorage) -> None:
     await storage.rotate_signing_key(key("a1"))

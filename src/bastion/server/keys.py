@@ -164,7 +164,7 @@ async def replace_stale_next(storage: Storage, settings: Settings) -> list[str]:
         if key.activated_at is None and key.retired_at is None and key.alg != wanted:
             check_secret_key(settings, cipher, keys)
             new = new_signing_key(settings, cipher, key.use)
-            if await storage.withdraw_signing_key(key.kid, new):  # (else: replaced meanwhile)
+            if await storage.replace_next_signing_key(key.kid, new):  # (else: no longer next)
                 log.info("next %s key %s (%s) replaced by %s (%s)", key.use, key.kid, key.alg,
                          new.kid, new.alg)
                 kids.append(new.kid)
@@ -219,7 +219,7 @@ class KeyRing:
         self._decrypted: dict[str, PrivateKey] = {}
         self._verifying: dict[str, PublicKey] = {}
         self._reloading = False
-        self._unknown_kid = asyncio.Lock()
+        self._unknown_kid: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         #: Which active keys the last reload could not decrypt (``/readyz`` says so).
         self.reload_error: str | None = None
 
@@ -300,7 +300,7 @@ class KeyRing:
         if kid is None or kid in active.verifiers:
             return active.verifiers
         arrived = time.monotonic()
-        async with self._unknown_kid:
+        async with self._unknown_kid_lock():
             active = await self._fresh()
             if active.loaded_at < arrived:
                 wait = active.loaded_at + UNKNOWN_KID_EVERY - time.monotonic()
@@ -308,6 +308,14 @@ class KeyRing:
                     await asyncio.sleep(wait)
                 await self.reload()
         return (await self._fresh()).verifiers
+
+    def _unknown_kid_lock(self) -> asyncio.Lock:
+        # One per event loop: a lock waited on in one loop cannot be in another (a
+        # ring used by successive ``asyncio.run`` calls, as the CLI's are).
+        loop = asyncio.get_running_loop()
+        if self._unknown_kid is None or self._unknown_kid[0] is not loop:
+            self._unknown_kid = (loop, asyncio.Lock())
+        return self._unknown_kid[1]
 
     async def algorithms(self, use: KeyUse) -> tuple[str, ...]:
         """The algorithms of the published keys of ``use``: those its tokens may be

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import ipaddress
+from urllib.parse import quote, unquote
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -103,9 +104,10 @@ class IssuerPath:
     """
 
     def __init__(self, app: ASGIApp, path: str, metadata: tuple[str, ...]) -> None:
-        self.app, self.path = app, path
+        # ``path`` as in the issuer URL (percent-encoded); requests' paths are decoded.
+        self.app, self.path = app, unquote(path)
         self._prefix = path.encode()
-        self._metadata = {well_known + path: well_known for well_known in metadata}
+        self._metadata = {well_known + self.path: well_known for well_known in metadata}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,7 +120,10 @@ class IssuerPath:
         elif path in self._metadata:
             inner = self._metadata[path]
         if inner is not None:
-            scope = {**scope, "path": inner, "raw_path": inner.encode()}
+            raw = scope.get("raw_path") or b""
+            cut = raw[len(self._prefix):] if raw.startswith(self._prefix) else b""
+            scope = {**scope, "path": inner,
+                     "raw_path": cut if cut[:1] == b"/" else quote(inner).encode()}
 
         async def send_under_path(message: Message) -> None:
             if message["type"] == "http.response.start":

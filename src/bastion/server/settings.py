@@ -10,6 +10,7 @@ laptop and log a loud warning; with ``environment = "production"`` they are refu
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import os
@@ -299,6 +300,15 @@ class Settings(BaseSettings):
         """The issuer's path ("" for none, else like ``/tenant-a``): the pages' links,
         redirects and cookies live under it."""
         return urlsplit(self.issuer_url).path
+
+    @property
+    def cookie_suffix(self) -> str:
+        """What the pages' cookie names end with: nothing at the root, else a tag of
+        the issuer's path. A browser sends a cookie of ``/`` under every path too, so
+        issuers on one host (one at the root, or a release whose cookies had ``Path=/``)
+        would otherwise read one another's."""
+        path = self.issuer_path
+        return "-" + hashlib.sha256(path.encode()).hexdigest()[:8] if path else ""
 
     def secret_key_bytes(self) -> bytes:
         """The secret key, generating a development one on first use."""

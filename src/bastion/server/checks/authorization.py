@@ -62,9 +62,10 @@ async def check_redirect_uri(req: AuthorizationRequest, _clients: ClientCache) -
     given = req.params.get("redirect_uri")
     registered = req.client.redirect_uris
     if given is None:
-        if "openid" in req.params.get("scope", "").split():  # OpenID Connect Core 3.1.2.1
+        asked = req.params.get("scope")  # none: the client's registered scopes
+        if "openid" in (asked.split() if asked is not None else req.client.scopes):
             raise InvalidClientPage("redirect_uri is required in an OpenID Connect request "
-                                    "(scope openid).")
+                                    "(scope openid), OpenID Connect Core 3.1.2.1.")
         if len(registered) != 1:
             raise InvalidClientPage("redirect_uri is required for this client.")
         req.redirect_uri = registered[0]

@@ -26,7 +26,7 @@ from bastion.server.endpoints._query import page_form
 from bastion.server.endpoints.authorize import login_page
 from bastion.server.middleware import request_ip
 from bastion.server.models import LoginSession, User
-from bastion.server.pages import csrf_ok, form_page, render
+from bastion.server.pages import csrf_ok, form_page, render, session_of
 from bastion.server.services import audit, links, login, sessions
 from bastion.server.services import users as user_service
 from bastion.server.services.errors import RateLimited, ServiceError
@@ -75,7 +75,7 @@ def _after(keep: dict[str, str], done: str) -> Response:
 
 async def _current(ctx: Context, request: Request) -> tuple[LoginSession, User] | None:
     return await sessions.current(ctx.storage, ctx.settings, ctx.signer,
-                                  request.cookies.get(sessions.COOKIE))
+                                  session_of(ctx, request))
 
 
 @router.get(ACCOUNT_PATH, include_in_schema=False)

@@ -28,7 +28,7 @@ from bastion.server.context import Context
 from bastion.server.endpoints._form import parse_form, read_body
 from bastion.server.endpoints._query import single_params
 from bastion.server.models import LoginSession
-from bastion.server.pages import form_page, form_post, render
+from bastion.server.pages import form_page, form_post, render, session_cookie, session_of
 from bastion.server.services import sessions
 from bastion.server.services.authorization import issue_code, member_organization
 from bastion.server.services.id_tokens import hint_claims
@@ -132,7 +132,7 @@ async def authorize_posted(request: Request) -> Response:
     except OAuthError as exc:
         return error_page(ctx, exc)
     if (request.headers.get("sec-fetch-site") == "cross-site"
-            and sessions.COOKIE not in request.cookies):
+            and session_cookie(ctx) not in request.cookies):
         # An app's page on another site posted this, so the SameSite=Lax session cookie
         # stayed behind: post it again from this origin, which brings it along.
         return form_post(ctx, ctx.settings.issuer_url + AUTHORIZE_PATH, params)
@@ -160,7 +160,7 @@ async def _authorize(ctx: Context, request: Request, query: str) -> Response:
             ).to_dict())
         hinted = claims["sub"]
     current = await sessions.current(ctx.storage, ctx.settings, ctx.signer,
-                                     request.cookies.get(sessions.COOKIE))
+                                     session_of(ctx, request))
     if current is not None and hinted is not None and current[1].id != hinted:
         current = None  # another user is signed in here: the app asked for the hinted one
     if current is None or req.prompt & SIGN_IN_PROMPTS or _too_old(current[0], req.max_age):

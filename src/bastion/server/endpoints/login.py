@@ -24,7 +24,7 @@ from bastion.server.endpoints.authorize import (
 )
 from bastion.server.middleware import request_ip
 from bastion.server.models import Event, User
-from bastion.server.pages import cookie_options, csrf_ok, render
+from bastion.server.pages import cookie_options, csrf_ok, render, session_cookie, session_of
 from bastion.server.services import audit, login, sessions
 
 router = APIRouter(tags=["pages"])
@@ -72,7 +72,7 @@ async def signed_in(ctx: Context, request: Request, user: User, url: str,
         return None
     _session, cookie = started
     response = answer or RedirectResponse(url, status_code=303)
-    response.set_cookie(sessions.COOKIE, cookie, max_age=ctx.settings.session_ttl,
+    response.set_cookie(session_cookie(ctx), cookie, max_age=ctx.settings.session_ttl,
                         **cookie_options(ctx))
     return response
 
@@ -127,7 +127,7 @@ async def login_submit(request: Request) -> Response:
 async def home(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     current = await sessions.current(ctx.storage, ctx.settings, ctx.signer,
-                                  request.cookies.get(sessions.COOKIE))
+                                  session_of(ctx, request))
     if current is None:
         return render(ctx, "message.html", title="Bastion", message="You are not signed in.")
     return RedirectResponse("/account", status_code=303)

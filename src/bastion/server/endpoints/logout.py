@@ -28,9 +28,16 @@ from bastion.server.context import Context
 from bastion.server.endpoints._query import oauth_params, page_fields, single_params
 from bastion.server.middleware import request_ip
 from bastion.server.models import LoginSession, User
-from bastion.server.pages import cookie_options, csrf_ok, form_page, render
+from bastion.server.pages import (
+    cookie_options,
+    csrf_ok,
+    form_page,
+    render,
+    session_cookie,
+    session_of,
+)
 from bastion.server.services import audit, sessions
-from bastion.server.services.id_tokens import hint_claims
+from bastion.server.services.id_tokens import check_hint
 
 router = APIRouter(tags=["oauth"])
 LOGOUT_PATH = "/oauth/logout"
@@ -46,20 +53,25 @@ def _names(claims: dict[str, Any], current: Current | None) -> bool:
     return claims.get("sub") == user.id and claims.get("sid") == session.id
 
 
-def _client_id(params: dict[str, str], claims: dict[str, Any] | None) -> str | None:
+Hint = tuple[dict[str, Any] | None, bool]  # see check_hint
+
+
+def _client_id(params: dict[str, str], hint: Hint) -> str | None:
     """The client to send the browser back to, if any (RP-Initiated Logout 1.0 section
     2): the hint's audience, or ``client_id`` when it agrees. A hint that fails
-    validation may not be used, nor may the redirect it came with (section 4)."""
-    if "id_token_hint" in params and claims is None:
+    validation may not be used, nor may the redirect it came with (section 4); one
+    signed by a key no longer published (kept since before a rotation) is no hint."""
+    claims, failed = hint
+    if failed:
         return None
     hinted = None if claims is None else str(claims["aud"])
     client_id = params.get("client_id") or hinted
     return None if hinted and client_id != hinted else client_id
 
 
-async def _logout(ctx: Context, request: Request, params: dict[str, str],
-                  claims: dict[str, Any] | None, current: Current | None) -> Response:
-    client_id = _client_id(params, claims)
+async def _logout(ctx: Context, request: Request, params: dict[str, str], hint: Hint,
+                  current: Current | None) -> Response:
+    client_id = _client_id(params, hint)
     if current is not None:
         await sessions.end(ctx.storage, current[0].id)
         ctx.outbox.poke()  # back-channel logouts to the session's clients
@@ -76,13 +88,13 @@ async def _logout(ctx: Context, request: Request, params: dict[str, str],
     else:
         response = render(ctx, "message.html", title="Signed out",
                           message="You are signed out.")
-    response.delete_cookie(sessions.COOKIE, **cookie_options(ctx))
+    response.delete_cookie(session_cookie(ctx), **cookie_options(ctx))
     return response
 
 
 async def _current(ctx: Context, request: Request) -> Current | None:
     # Expired sessions too: their grants live on until a logout ends them.
-    return await sessions.named(ctx.storage, ctx.signer, request.cookies.get(sessions.COOKIE))
+    return await sessions.named(ctx.storage, ctx.signer, session_of(ctx, request))
 
 
 @router.get(LOGOUT_PATH, summary="RP-initiated logout", response_class=Response)
@@ -103,12 +115,13 @@ async def _requested(ctx: Context, request: Request, params: dict[str, str], *,
                      posted: bool) -> Response:
     """A logout the client asked for: at once for a hint naming the signed-in user and
     session, else once the user confirms."""
-    claims = await hint_claims(ctx.keys, ctx.settings, params.get("id_token_hint"))
+    hint = await check_hint(ctx.keys, ctx.settings, params.get("id_token_hint"))
+    claims = hint[0]
     if claims is not None:
         current = await _current(ctx, request)
         # By POST, no session may only mean the cookie stayed behind (cross-site).
         if (current is not None or not posted) and _names(claims, current):
-            return await _logout(ctx, request, params, claims, current)
+            return await _logout(ctx, request, params, hint, current)
     return form_page(ctx, request, "message.html", title="Sign out?",
                      message="Do you want to sign out of Bastion?", form_action=LOGOUT_PATH,
                      button="Sign out", hidden=params)
@@ -130,5 +143,5 @@ async def logout_confirmed(request: Request) -> Response:
     if form is None or not csrf_ok(ctx, request, form.get("csrf_token")):
         return _refused(ctx, "This form has expired. Please try again.")
     params = {k: v for k, v in form.items() if k != "csrf_token"}
-    claims = await hint_claims(ctx.keys, ctx.settings, params.get("id_token_hint"))
-    return await _logout(ctx, request, params, claims, await _current(ctx, request))
+    hint = await check_hint(ctx.keys, ctx.settings, params.get("id_token_hint"))
+    return await _logout(ctx, request, params, hint, await _current(ctx, request))

@@ -31,12 +31,12 @@ from bastion.server.checks.authorization import (
 from bastion.server.context import Context
 from bastion.server.endpoints._form import FormEndpoint
 from bastion.server.endpoints._query import page_form, single_params
-from bastion.server.endpoints.authorize import error_page, login_page
+from bastion.server.endpoints.authorize import error_page, login_page, other_than_hinted
 from bastion.server.endpoints.login import local_page, login_target, signed_in
 from bastion.server.grants._request import TokenRequest
 from bastion.server.middleware import request_ip
 from bastion.server.models import User
-from bastion.server.pages import csrf_ok, form_page, render
+from bastion.server.pages import csrf_ok, form_page, render, session_of
 from bastion.server.services import audit, links, sessions, users
 from bastion.server.services.errors import (
     AlreadyExists,
@@ -139,7 +139,7 @@ async def link_page(request: Request) -> Response:
     # here would sign this browser in as them (login CSRF).
     message = f"Continue to sign in as {link.email}."
     current = await sessions.current(ctx.storage, ctx.settings, ctx.signer,
-                                     request.cookies.get(sessions.COOKIE))
+                                     session_of(ctx, request))
     if current is not None and fold(current[1].email) != link.email:
         message += (f" This browser is signed in as {current[1].username}; it will be signed"
                     f" in as {link.email} instead.")
@@ -191,10 +191,11 @@ async def use_link(request: Request) -> Response:
     if user.email_verified_at is None:  # they opened a link mailed to it: it is theirs
         await ctx.storage.verify_email(user.id, user.email, datetime.now(UTC))
     try:
-        _req, target = await login_target(ctx, str(used.payload.get("authorize", "")),
+        req, target = await login_target(ctx, str(used.payload.get("authorize", "")),
                                           str(used.payload.get("next", "")))
     except OAuthError as exc:  # e.g. the client was removed meanwhile
         return error_page(ctx, exc)
     success = audit.event(audit.Actor(user.id, "user", used.client_id, request_ip(request)),
                           "login.success", user.id, method="link")
-    return await signed_in(ctx, request, user, target, success) or _invalid(ctx)
+    answer = await other_than_hinted(ctx, req, user.id)
+    return await signed_in(ctx, request, user, target, success, answer=answer) or _invalid(ctx)

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from bastion.server.context import Context
+from bastion.server.services import sessions
 
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -31,6 +32,19 @@ _PAGE_HEADERS = {
 }
 
 
+def csrf_cookie(ctx: Context) -> str:
+    return CSRF_COOKIE + ctx.settings.cookie_suffix
+
+
+def session_cookie(ctx: Context) -> str:
+    return sessions.COOKIE + ctx.settings.cookie_suffix
+
+
+def session_of(ctx: Context, request: Request) -> str | None:
+    """The session cookie this browser sent, if any."""
+    return request.cookies.get(session_cookie(ctx))
+
+
 def cookie_options(ctx: Context) -> dict[str, Any]:
     return {"httponly": True, "samesite": "lax", "path": ctx.settings.issuer_path or "/",
             "secure": ctx.settings.issuer_url.startswith("https://")}
@@ -45,12 +59,12 @@ def render(ctx: Context, template: str, status: int = 200, **values: Any) -> HTM
 def csrf_token(ctx: Context, request: Request) -> tuple[str, str]:
     """(cookie value, form token): the form token is the cookie's MAC, so a forged
     form needs the victim's cookie and the server's key."""
-    cookie = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+    cookie = request.cookies.get(csrf_cookie(ctx)) or secrets.token_urlsafe(24)
     return cookie, ctx.signer.mac("csrf", cookie)
 
 
 def csrf_ok(ctx: Context, request: Request, token: object) -> bool:
-    cookie = request.cookies.get(CSRF_COOKIE)
+    cookie = request.cookies.get(csrf_cookie(ctx))
     if not cookie or not isinstance(token, str):
         return False
     return ctx.signer.matches("csrf", cookie, token)
@@ -61,7 +75,7 @@ def form_page(ctx: Context, request: Request, template: str, status: int = 200,
     """Render a page with a form, setting the CSRF cookie its token belongs to."""
     cookie, token = csrf_token(ctx, request)
     response = render(ctx, template, status, csrf_token=token, **values)
-    response.set_cookie(CSRF_COOKIE, cookie, **cookie_options(ctx))
+    response.set_cookie(csrf_cookie(ctx), cookie, **cookie_options(ctx))
     return response
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bastion.oauth.jose import JoseError, parse_compact, token_hash, verify_signature
+from bastion.oauth.jose import JoseError, UnknownKey, parse_compact, token_hash, verify_signature
 from bastion.server.keys import KeyRing
 from bastion.server.models import User
 from bastion.server.settings import Settings
@@ -54,19 +54,29 @@ async def issue_id_token(
 async def hint_claims(keys: KeyRing, settings: Settings, hint: str | None) -> dict[str, Any] | None:
     """The claims of an ``id_token_hint`` if it is an ID token we issued (an expired one
     too: the hint names a user, it grants nothing), else ``None``."""
+    return (await check_hint(keys, settings, hint))[0]
+
+
+async def check_hint(keys: KeyRing, settings: Settings, hint: str | None
+                     ) -> tuple[dict[str, Any] | None, bool]:
+    """``(claims, failed)``: the claims as ``hint_claims``; ``failed`` when the hint
+    fails validation (malformed, forged, not an ID token of ours), not when it is just
+    signed by a key no longer published (an ID token kept since before a rotation)."""
     if not hint:
-        return None
+        return None, False
     try:
         compact = parse_compact(hint)
         if compact.header.get("typ") != "JWT":  # an ID token's; not a logout or access token
-            return None
+            return None, True
         kid = compact.header.get("kid")
         verify_signature(compact, await keys.verifiers(kid if isinstance(kid, str) else None),
                          await keys.algorithms("id"))
         claims = compact.claims()
+    except UnknownKey:
+        return None, False
     except JoseError:
-        return None
+        return None, True
     if (not isinstance(claims.get("aud"), str) or not isinstance(claims.get("sub"), str)
             or claims.get("iss") != settings.issuer_url):
-        return None
-    return claims
+        return None, True
+    return claims, False

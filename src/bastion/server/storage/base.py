@@ -161,6 +161,11 @@ class Storage(Protocol):
         use's next key signs, ``replacement`` waits next); a next key is replaced by
         ``replacement``; a retired key just goes. False if there is no such key."""
 
+    async def replace_next_signing_key(self, kid: str, replacement: SigningKey) -> bool:
+        """Replace the next key ``kid`` by ``replacement``, in one transaction that no
+        rotation interleaves with, only while ``kid`` is still next (never signed);
+        False if it is not (a rotation activated it meanwhile, or it is gone)."""
+
     async def signing_keys(self) -> list[SigningKey]:
         """Every key, active and retired, oldest first."""
 

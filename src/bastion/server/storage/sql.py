@@ -148,6 +148,16 @@ class SQLStorage(ClientsMixin, GrantsMixin, DirectoryMixin, MailMixin, PurgeMixi
             return True
         return await self._write(withdraw)
 
+    async def replace_next_signing_key(self, kid: str, replacement: SigningKey) -> bool:
+        def replace(conn: sa.Connection) -> bool:
+            _lock_keys(conn)
+            if not conn.execute(signing_keys.delete().where(
+                    signing_keys.c.kid == kid, _NEXT)).rowcount:
+                return False
+            conn.execute(signing_keys.insert(), {**values(replacement), "activated_at": None})
+            return True
+        return await self._write(replace)
+
     async def signing_keys(self) -> list[SigningKey]:
         query = sa.select(signing_keys).order_by(signing_keys.c.created_at, signing_keys.c.kid)
         return await self._read(lambda conn: [
