@@ -60,6 +60,9 @@ def test_the_sdk_signs_in_through_the_hosted_pages_under_the_path(
             # Named for the path too: a root issuer's cookies (Path=/) reach this path.
             assert all(c.startswith("bastion_csrf-") for c in cookies), cookies
             callback = sign_in(url, account, browser)
+            names = {cookie.name for cookie in browser.cookies.jar}
+            assert any(n.startswith("bastion_session-") for n in names), names
+            assert not names & {"bastion_session", "bastion_csrf"}, names
         assert dict(parse_qsl(urlsplit(callback).query))["iss"] == issuer
         tokens = client.finish_authorization_response(callback, expected_state=state)
         assert tokens.id_token_claims is not None and tokens.id_token_claims["iss"] == issuer

@@ -98,6 +98,10 @@ async def forged_hint(env: Env, kind: str) -> tuple[str, str]:
     issue as it stands."""
     if kind == "tampered":  # web's real ID token, its audience changed to another client
         return retargeted(await id_token(env), aud=env.other.client_id), OTHER_LOGOUT_TARGET
+    if kind == "no-kid":  # web's real ID token without its kid: no key of ours verifies it
+        _, payload, signature = (await id_token(env)).split(".")
+        header = b64url_encode(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+        return f"{header}.{payload}.{signature}", LOGOUT_TARGET
     active = await env.ctx.keys.signer("id")
     now = int(time.time())
     claims = {"iss": env.ctx.settings.issuer_url, "sub": env.user.id, "aud": env.web.client_id,
@@ -109,7 +113,7 @@ async def forged_hint(env: Env, kind: str) -> tuple[str, str]:
     return active.sign({**claims, "iss": "https://evil.example"}, typ="JWT"), LOGOUT_TARGET
 
 
-FORGERIES = ["tampered", "other-key", "other-issuer"]
+FORGERIES = ["tampered", "other-key", "other-issuer", "no-kid"]
 
 
 @pytest.mark.parametrize("kind", FORGERIES)

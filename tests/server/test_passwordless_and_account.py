@@ -18,8 +18,8 @@ from prometheus_client import REGISTRY
 from bastion.oauth import pkce
 from bastion.server.app import create_app
 from bastion.server.context import Context
-from bastion.server.models import OneTimeToken, OutgoingMail, User
-from bastion.server.services import outbox, secrets
+from bastion.server.models import Grant, OneTimeToken, OutgoingMail, User
+from bastion.server.services import outbox, secrets, sessions
 from bastion.server.services.clients import create_client
 from bastion.server.services.users import create_user, delete_user, restore_user, update_user
 from bastion.server.settings import Settings
@@ -943,3 +943,68 @@ async def test_the_account_page_can_be_reached_by_a_link(signup_env: Env) -> Non
     await env.ctx.outbox.settled()  # the unknown address's turn has come too
     assert len(env.box.messages) == 1  # no mail to it, and no account made for it
     assert await env.ctx.storage.get_user_by_login("nobody@example.com") is None
+
+
+async def _throttled_events(env: Env) -> int:
+    async with env.ctx.storage.engine.connect() as conn:  # type: ignore[attr-defined]
+        return int((await conn.execute(sa.text(
+            "SELECT count(*) FROM events WHERE action = 'login.throttled'"))).scalar())
+
+
+@pytest.mark.parametrize("account_page_first", [False, True])
+async def test_the_first_refused_sign_in_of_a_wait_is_audited_whoever_asks_first(
+        tmp_path: Path, account_page_first: bool) -> None:
+    # The account page's password check is refused too, but audits nothing: it must
+    # not spend the wait's one login.throttled event.
+    async with open_env(tmp_path, login_lock_after=3, login_lock_seconds=900,
+                        login_delay_after=100) as env:
+        await _sign_in_to_account(env)  # alice's own browser
+        await _age_sessions(env)  # her next change asks for her password
+        transport = httpx2.ASGITransport(app=create_app(env.ctx.settings, env.ctx))
+        async with httpx2.AsyncClient(transport=transport, base_url=ISSUER) as attacker:
+
+            async def guess() -> int:
+                page = await attacker.get("/oauth/authorize?" + env.authorize_query(
+                    prompt="login"))
+                return (await attacker.post("/login", data={
+                    **hidden_fields(page.text), "login": "alice",
+                    "password": "wrong password!"})).status_code
+
+            assert [await guess() for _ in range(3)] == [401] * 3
+            if account_page_first:
+                page = await env.http.get("/account")
+                r = await env.http.post("/account/profile", data={
+                    "csrf_token": hidden_fields(page.text)["csrf_token"], "username": "alice",
+                    "email": "new@example.com", "current_password": PASSWORD})
+                assert r.status_code == 400 and "Too many failed sign-ins" in r.text
+            assert [await guess() for _ in range(5)] == [429] * 5
+        assert await _throttled_events(env) == 1
+
+
+@pytest.mark.parametrize("name", ["before the tag", "tagged"])
+async def test_a_path_issuers_logout_ends_the_session_of_either_cookie_name(
+        tmp_path: Path, name: str) -> None:
+    # An earlier release named the cookie without the path's tag: a logout with it
+    # still ends the session and the grants made in it.
+    async with open_env(tmp_path, issuer=ISSUER + "/tenant") as env:
+        ctx = env.ctx
+        alice = await ctx.storage.get_user_by_login("alice")
+        assert alice is not None
+        started = await sessions.start(ctx.storage, ctx.settings, ctx.signer, alice, "ua")
+        assert started is not None
+        session, cookie = started
+        now = datetime.now(UTC)
+        assert await ctx.storage.create_grant(Grant(
+            id="g-1", client_id=env.client_id, user_id=alice.id, session_id=session.id,
+            scope="openid", auth_time=now, created_at=now), None)
+        assert ctx.settings.cookie_suffix
+        cookie_name = "bastion_session" + (ctx.settings.cookie_suffix if name == "tagged"
+                                           else "")
+        sent = {"cookie": f"{cookie_name}={cookie}"}
+        page = await env.http.get("/tenant/oauth/logout", headers=sent)
+        csrf = page.headers["set-cookie"].split(";")[0]
+        r = await env.http.post("/tenant/oauth/logout", data=hidden_fields(page.text),
+                                headers={"cookie": f"{sent['cookie']}; {csrf}"})
+        assert r.status_code == 200, r.text
+        grant = await ctx.storage.get_grant("g-1")
+        assert grant is not None and grant.revoked_at is not None

@@ -107,7 +107,7 @@ async def login_submit(request: Request) -> Response:
         user = await login.authenticate(ctx.storage, ctx.passwords, ctx.settings,
                                         username[:320], password[:1024], ip)
     except login.TooManyAttempts as exc:
-        if exc.first:
+        if login.first_refusal(ctx.storage, exc):
             await audit.record(ctx.storage, who, "login.throttled", login.tried(username))
         page = again(str(exc), 429)
         page.headers["Retry-After"] = str(exc.retry_after)

@@ -182,12 +182,12 @@ async def use_link(request: Request) -> Response:
         except ServiceError as exc:  # a page, not the REST API's JSON problem
             return render(ctx, "message.html", 400, title="Cannot create your account",
                           error=True, message=f"{exc}. Go back to the app and ask for a new link.")
-        if fold(user.email) == fold(used.email):  # theirs now: an erasure must find it
-            await ctx.storage.adopt_signup(user.id, user.email)
     if user is None or user.deleted_at is not None:
         return _invalid(ctx)
     if fold(user.email) != fold(used.email):  # mailed to an address no longer theirs
         return _invalid(ctx)
+    if not used.user_id:  # a sign-up: its link and mail are theirs now (erasure finds them)
+        await ctx.storage.adopt_signup(user.id, user.email)
     if user.email_verified_at is None:  # they opened a link mailed to it: it is theirs
         await ctx.storage.verify_email(user.id, user.email, datetime.now(UTC))
     try:

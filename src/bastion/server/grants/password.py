@@ -40,7 +40,7 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
             ctx.storage, ctx.passwords, ctx.settings, username, password, request.client_ip,
             client_id=None if client.is_public else client.client_id)
     except login.TooManyAttempts as exc:
-        if exc.first:
+        if login.first_refusal(ctx.storage, exc):
             await audit.record(ctx.storage, who, "login.throttled", login.tried(username))
         raise SlowDown(str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
     except login.LoginFailed as exc:

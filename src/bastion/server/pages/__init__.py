@@ -41,8 +41,14 @@ def session_cookie(ctx: Context) -> str:
 
 
 def session_of(ctx: Context, request: Request) -> str | None:
-    """The session cookie this browser sent, if any."""
-    return request.cookies.get(session_cookie(ctx))
+    """The session cookie this browser sent, if any. Under an issuer's path, one of
+    the name before the path's tag (an earlier release's) counts too, so a logout
+    still ends that session; another issuer's of that name is signed with another key
+    and names no session here."""
+    named = request.cookies.get(session_cookie(ctx))
+    if named is None and ctx.settings.issuer_path:
+        return request.cookies.get(sessions.COOKIE)
+    return named
 
 
 def cookie_options(ctx: Context) -> dict[str, Any]:

@@ -40,6 +40,7 @@ def cutoffs(settings: Settings, now: datetime) -> Cutoffs:
         throttles_before=now - FORGET_AFTER,  # older counts no longer count, unless locked
         mail_before=now - KEEP_MAIL,
         events_before=None if retention is None else now - timedelta(days=retention),
+        sessions_before=now - timedelta(seconds=settings.session_ttl) - KEEP_EXPIRED,
     )
 
 

@@ -72,8 +72,8 @@ async def check_hint(keys: KeyRing, settings: Settings, hint: str | None
         verify_signature(compact, await keys.verifiers(kid if isinstance(kid, str) else None),
                          await keys.algorithms("id"))
         claims = compact.claims()
-    except UnknownKey:
-        return None, False
+    except UnknownKey:  # a kid we no longer publish; none at all is no ID token of ours
+        return None, not isinstance(compact.header.get("kid"), str)
     except JoseError:
         return None, True
     if (not isinstance(claims.get("aud"), str) or not isinstance(claims.get("sub"), str)

@@ -31,8 +31,8 @@ class LoginFailed(ServiceError):
 
 
 class TooManyAttempts(RateLimited):
-    #: Whether to audit it: the first refusal of its wait on this instance.
-    first = True
+    #: The count that refused the attempt (``first_refusal``).
+    blocked: throttle.Blocked | None = None
 
     def __init__(self, retry_after: int, locked: bool, client: bool = False) -> None:
         what = "temporarily locked" if locked else "paused"
@@ -40,6 +40,14 @@ class TooManyAttempts(RateLimited):
         whose = " through this client" if client else ""
         super().__init__(f"Too many failed sign-ins{whose}: sign-in is {what}. "
                          f"Try again in {retry_after} seconds.", retry_after)
+
+
+def first_refusal(storage: Storage, refused: TooManyAttempts) -> bool:
+    """Whether to audit ``refused`` as ``login.throttled``: the first refusal of its
+    wait on this instance (``throttle.Gate.first_refusal``). Ask only where it is
+    audited: asking spends it."""
+    blocked = refused.blocked
+    return blocked is None or throttle.gate(storage).first_refusal(blocked, datetime.now(UTC))
 
 
 async def authenticate(
@@ -78,7 +86,7 @@ async def _decide(storage: Storage, passwords: Passwords, keys: throttle.Keys,
         LOGIN_FAILURES.labels("throttled").inc()
         refused = TooManyAttempts(blocked.retry_after, blocked.locked,
                                   blocked.key.startswith(throttle.CLIENT_KEY))
-        refused.first = throttle.gate(storage).first_refusal(blocked, now)
+        refused.blocked = blocked
         raise refused
     usable = user is not None and user.deleted_at is None
     # Always run the hash, so a missing account costs the same time as a wrong password.

@@ -94,6 +94,10 @@ class Cutoffs:
     mail_before: datetime
     #: Audit events recorded before this; ``None`` keeps them all.
     events_before: datetime | None = None
+    #: Login sessions started before this are purged once expired even while a grant
+    #: made in them lives: their cookie, which lasts ``session_ttl``, is gone.
+    #: ``None``: only ``expired_before`` and the grants decide.
+    sessions_before: datetime | None = None
 
 
 class Conflict(Exception):

@@ -29,6 +29,10 @@ from bastion.server.storage.tables import (
 def _doomed(c: Cutoffs) -> dict[str, tuple[sa.Column[Any], sa.ColumnElement[bool]]]:
     """Each kind's key and what makes a row of it deletable (grants: ``purge_grants``)."""
     gone = c.expired_before
+    ungranted: sa.ColumnElement[bool] = ~sa.exists().where(
+        grants.c.session_id == login_sessions.c.id, grants.c.revoked_at.is_(None))
+    if c.sessions_before is not None:
+        ungranted = sa.or_(login_sessions.c.created_at < c.sessions_before, ungranted)
     kinds: dict[str, tuple[sa.Column[Any], sa.ColumnElement[bool]]] = {
         "authorization_codes": (authorization_codes.c.digest,
                                 authorization_codes.c.expires_at < gone),
@@ -38,12 +42,11 @@ def _doomed(c: Cutoffs) -> dict[str, tuple[sa.Column[Any], sa.ColumnElement[bool
         "revoked_access_tokens": (revoked_access_tokens.c.jti,
                                   revoked_access_tokens.c.expires_at < gone),
         "one_time_tokens": (one_time_tokens.c.digest, one_time_tokens.c.expires_at < gone),
-        # Kept while a grant made in it lives: a logout with its cookie (which outlives
-        # an idle timeout) must still find it, to end those grants and tell their apps.
-        "login_sessions": (login_sessions.c.id, sa.and_(
-            login_sessions.c.expires_at < gone,
-            ~sa.exists().where(grants.c.session_id == login_sessions.c.id,
-                               grants.c.revoked_at.is_(None)))),
+        # Kept while a grant made in it lives and its cookie may: a logout with that
+        # cookie (which outlives an idle timeout) must still find it, to end those
+        # grants and tell their apps.
+        "login_sessions": (login_sessions.c.id, sa.and_(login_sessions.c.expires_at < gone,
+                                                        ungranted)),
         # No longer in the JWKS (``keys.published``): a private key kept after that
         # could only leak.
         "signing_keys": (signing_keys.c.kid, signing_keys.c.retired_at < gone),
