@@ -134,4 +134,3 @@ class IssuerPath:
             await send(message)
 
         await self.app(scope, receive, send_under_path)
-

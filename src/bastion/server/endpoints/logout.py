@@ -133,14 +133,14 @@ async def _requested(ctx: Context, request: Request, params: dict[str, str], *,
 async def logout_confirmed(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     fields = await page_fields(request)
-    form = None if fields is None else dict(fields)
-    if fields is not None and form is not None and "csrf_token" not in form:  # the client's
+    form = dict(fields or ())
+    if fields is not None and "csrf_token" not in form:  # the client's own form
         try:
             params = oauth_params(fields)
         except OAuthError as exc:
             return _refused(ctx, exc.description)
         return await _requested(ctx, request, params, posted=True)
-    if form is None or not csrf_ok(ctx, request, form.get("csrf_token")):
+    if not csrf_ok(ctx, request, form.get("csrf_token")):  # (an unreadable form: no token)
         return _refused(ctx, "This form has expired. Please try again.")
     params = {k: v for k, v in form.items() if k != "csrf_token"}
     hint = await check_hint(ctx.keys, ctx.settings, params.get("id_token_hint"))

@@ -31,23 +31,21 @@ class LoginFailed(ServiceError):
 
 
 class TooManyAttempts(RateLimited):
-    #: The count that refused the attempt (``first_refusal``).
-    blocked: throttle.Blocked | None = None
-
-    def __init__(self, retry_after: int, locked: bool, client: bool = False) -> None:
-        what = "temporarily locked" if locked else "paused"
-        # ``client``: the budget of a client's back channel, shared by all its users.
-        whose = " through this client" if client else ""
+    def __init__(self, blocked: throttle.Blocked) -> None:
+        #: The count that refused the attempt (``first_refusal``).
+        self.blocked = blocked
+        what = "temporarily locked" if blocked.locked else "paused"
+        # The budget of a client's back channel, shared by all its users.
+        whose = " through this client" if blocked.key.startswith(throttle.CLIENT_KEY) else ""
         super().__init__(f"Too many failed sign-ins{whose}: sign-in is {what}. "
-                         f"Try again in {retry_after} seconds.", retry_after)
+                         f"Try again in {blocked.retry_after} seconds.", blocked.retry_after)
 
 
 def first_refusal(storage: Storage, refused: TooManyAttempts) -> bool:
     """Whether to audit ``refused`` as ``login.throttled``: the first refusal of its
     wait on this instance (``throttle.Gate.first_refusal``). Ask only where it is
     audited: asking spends it."""
-    blocked = refused.blocked
-    return blocked is None or throttle.gate(storage).first_refusal(blocked, datetime.now(UTC))
+    return throttle.gate(storage).first_refusal(refused.blocked, datetime.now(UTC))
 
 
 async def authenticate(
@@ -84,10 +82,7 @@ async def _decide(storage: Storage, passwords: Passwords, keys: throttle.Keys,
     blocked = throttle.evaluate(counts, keys, now)
     if blocked:
         LOGIN_FAILURES.labels("throttled").inc()
-        refused = TooManyAttempts(blocked.retry_after, blocked.locked,
-                                  blocked.key.startswith(throttle.CLIENT_KEY))
-        refused.blocked = blocked
-        raise refused
+        raise TooManyAttempts(blocked)
     usable = user is not None and user.deleted_at is None
     # Always run the hash, so a missing account costs the same time as a wrong password.
     ok = await passwords.averify(user.password_hash if user and usable else None, password)
