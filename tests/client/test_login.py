@@ -188,6 +188,42 @@ def test_a_bad_id_token_is_refused(
         client.finish_authorization_response(callback(state))
 
 
+def test_max_age_is_sent_kept_in_the_state_and_checked_against_auth_time(
+    make_client: Any, provider: FakeProvider
+):
+    client = make_client(**LOGIN, leeway=30)
+    state, url = client.start_authorization("openid", max_age=300)
+    provider.nonce = params(url)["nonce"]
+    assert params(url)["max_age"] == "300"
+    provider.id_claims = {"auth_time": int(time.time()) - 320}  # within the leeway
+    assert client.finish_authorization("c-1", state).id_token_claims is not None
+    for claims, message in (
+        ({"auth_time": int(time.time()) - 400}, "longer ago than the login's max_age"),
+        ({"auth_time": None}, "no numeric auth_time"),
+    ):
+        state, url = client.start_authorization("openid", max_age=300)
+        provider.nonce = params(url)["nonce"]
+        provider.id_claims = claims
+        with pytest.raises(InvalidToken, match=message):
+            client.finish_authorization("c-1", state)
+    # Without max_age an old sign-in is the provider's business.
+    provider.id_claims = {"auth_time": 1000}
+    state, _ = start(client, provider)
+    assert client.finish_authorization("c-1", state).id_token_claims is not None
+    assert params(client.start_authorization("openid", max_age=0)[1])["max_age"] == "0"
+
+
+@pytest.mark.parametrize("max_age", [-1, True, "300", 1.5])
+def test_max_age_must_be_whole_seconds(make_client: Any, provider: Any, max_age: Any):
+    with pytest.raises(ConfigurationError, match="max_age must be"):
+        make_client(**LOGIN).start_authorization(max_age=max_age)
+
+
+def test_max_age_needs_the_openid_scope(make_client: Any, provider: Any):
+    with pytest.raises(ConfigurationError, match="needs the openid scope"):
+        make_client(**LOGIN).start_authorization("read", max_age=60)
+
+
 def test_an_id_token_by_an_unknown_key_refetches_the_jwks_once(
     make_client: Any, provider: FakeProvider
 ):

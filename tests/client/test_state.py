@@ -53,6 +53,17 @@ def test_round_trip_keeps_every_field() -> None:
     assert unseal(sealed, KEY, NOW + 1) == state
 
 
+def test_max_age_round_trips_and_a_state_sealed_without_it_opens() -> None:
+    from dataclasses import asdict
+
+    with_age = make_state(max_age=300)
+    assert unseal(seal(with_age, KEY), KEY, NOW).max_age == 300
+    state = make_state()
+    payload = asdict(state)
+    del payload["max_age"]  # sealed by a release before max_age was kept
+    assert unseal(reseal(payload), KEY, NOW) == state
+
+
 def test_sealed_text_reveals_nothing_and_differs_each_time() -> None:
     state = make_state(code_verifier="SECRETVERIFIER" + "x" * 50)
     first, second = seal(state, KEY), seal(state, KEY)
@@ -128,7 +139,8 @@ def test_well_sealed_but_malformed_contents_are_refused(payload: Any) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("expires_at", "soon"), ("expires_at", True), ("openid", 1), ("nonce", 5), ("id", None)],
+    [("expires_at", "soon"), ("expires_at", True), ("openid", 1), ("nonce", 5), ("id", None),
+     ("max_age", "60"), ("max_age", True), ("max_age", 1.5)],
 )
 def test_fields_of_the_wrong_type_are_refused(field: str, value: Any) -> None:
     from dataclasses import asdict

@@ -133,6 +133,24 @@ def test_state_checks_at_the_callback(
         client.finish_authorization_response(callback)
 
 
+def test_max_age_makes_the_user_sign_in_again(
+    client: Client, account: Account, sign_in: Any
+) -> None:
+    with httpx2.Client(follow_redirects=False, timeout=10) as browser:
+        state, url = client.start_authorization("openid")
+        first = client.finish_authorization_response(sign_in(url, account, browser), state)
+        state, url = client.start_authorization("openid")  # the session signs in at once
+        again = browser.get(url)
+        assert again.status_code in (302, 303), again.text[:300]
+        assert client.finish_authorization_response(again.headers["location"], state)
+        state, url = client.start_authorization("openid", max_age=0)
+        assert query(url)["max_age"] == "0"
+        assert "<form" in browser.get(url).text  # too old a sign-in: the form again
+        tokens = client.finish_authorization_response(sign_in(url, account, browser), state)
+    assert first.id_token_claims and tokens.id_token_claims
+    assert tokens.id_token_claims["auth_time"] >= first.id_token_claims["auth_time"]
+
+
 def test_callback_error_is_raised_after_the_state_is_checked(
     client: Client, bastion_server: ServerProcess
 ) -> None:

@@ -50,12 +50,14 @@ def authorization_request_flow(
     redirect_uri: str | None = None,
     purpose: str = "start_authorization",
     extra: Mapping[str, str | None] | None = None,
+    max_age: int | None = None,
 ) -> Flow[tuple[str, dict[str, str]]]:
     """``(state, params)`` of a new authorization request with PKCE: the sealed
     state, and the parameters to send (in the URL, or to the passwordless endpoint).
 
     ``extra`` are more parameters (``prompt``, ``login_hint``,
-    ``organization``...), left out when empty.
+    ``organization``...), left out when empty. ``max_age`` goes into the state
+    too, for the ID token's ``auth_time`` to be checked against it.
     """
     settings = core.settings
     client_id = settings.require("client_id", purpose)
@@ -67,10 +69,18 @@ def authorization_request_flow(
         or expiration <= 0
     ):
         raise ConfigurationError("expiration must be a positive number of seconds")
+    if max_age is not None and (
+        not isinstance(max_age, int) or isinstance(max_age, bool) or max_age < 0
+    ):
+        raise ConfigurationError("max_age must be a whole number of seconds, 0 or more")
     key = core.state_key()
     metadata = yield from core.metadata_flow()
     scope_text = _scope_text(scope) or ""
     openid = "openid" in scope_text.split()
+    if max_age is not None and not openid:
+        raise ConfigurationError(
+            "max_age needs the openid scope: the ID token's auth_time is how it is checked"
+        )
     if openid and nonce is None:
         nonce = secrets.token_urlsafe(32)
     verifier = pkce.new_verifier()
@@ -83,6 +93,7 @@ def authorization_request_flow(
         expiration=expiration,
         nonce=nonce,
         openid=openid,
+        max_age=max_age,
     )
     sealed = seal(state, key)
     params = {
@@ -93,7 +104,8 @@ def authorization_request_flow(
         "code_challenge": pkce.challenge(verifier),
         "code_challenge_method": pkce.METHOD,
     }
-    optional = {**(extra or {}), "scope": scope_text, "nonce": nonce}
+    age = None if max_age is None else str(max_age)
+    optional = {**(extra or {}), "scope": scope_text, "nonce": nonce, "max_age": age}
     params.update({name: value for name, value in optional.items() if value})
     return sealed, params
 
@@ -105,11 +117,13 @@ def start_authorization_flow(
     nonce: str | None = None,
     *,
     redirect_uri: str | None = None,
+    max_age: int | None = None,
     **optional: str | None,
 ) -> Flow[tuple[str, str]]:
     """``(state, url)``: send the browser to ``url``, keep ``state`` if you like."""
     sealed, params = yield from authorization_request_flow(
-        core, scope, expiration, nonce, redirect_uri=redirect_uri, extra=optional
+        core, scope, expiration, nonce, redirect_uri=redirect_uri, extra=optional,
+        max_age=max_age,
     )
     metadata = yield from core.metadata_flow()
     return sealed, with_query(core.endpoint(metadata, "authorization_endpoint"), params)
@@ -187,7 +201,7 @@ def finish_authorization_flow(
     }
     tokens = yield from core.token_flow(data, "finish_authorization")
     if tokens.id_token is not None:
-        return (yield from core.id_token_flow(tokens, state.nonce))
+        return (yield from core.id_token_flow(tokens, state.nonce, state.max_age))
     if state.openid:
         raise ProtocolError("The provider returned no ID token for an openid request.")
     return tokens

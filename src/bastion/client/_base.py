@@ -134,9 +134,11 @@ class BaseClient(DiscoveryCore):
             data["scope"] = text
         return (yield from self.token_flow(data, "client_credentials"))
 
-    def id_token_flow(self, tokens: TokenSet, nonce: str | None) -> Flow[TokenSet]:
+    def id_token_flow(
+        self, tokens: TokenSet, nonce: str | None, max_age: int | None = None
+    ) -> Flow[TokenSet]:
         """``tokens`` with ``id_token_claims`` once the ID token is validated
-        (OIDC Core 3.1.3.7); ``nonce`` is checked when given."""
+        (OIDC Core 3.1.3.7); ``nonce`` and ``max_age`` are checked when given."""
         token = tokens.id_token
         if token is None:
             return tokens
@@ -154,6 +156,7 @@ class BaseClient(DiscoveryCore):
             nonce=nonce,
             access_token=tokens.access_token,
             alg=alg,
+            max_age=max_age,
         )
         return dataclasses.replace(tokens, id_token_claims=claims)
 

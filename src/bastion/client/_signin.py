@@ -45,6 +45,7 @@ class SignIn:
         login_hint: str | None = None,
         organization: str | None = None,
         response_mode: str | None = None,
+        max_age: int | None = None,
     ) -> tuple[str, str]:
         """``(state, url)`` for the authorization code flow with PKCE.
 
@@ -54,7 +55,9 @@ class SignIn:
         overrides the connection's; ``prompt`` is ``login`` or ``none``;
         ``response_mode`` ``form_post`` has the answer posted to the redirect URI
         (the code stays out of URLs: pass the posted form to
-        ``finish_authorization_response``).
+        ``finish_authorization_response``). With ``max_age`` (seconds) the user
+        signs in again if they did longer ago, and finishing checks the ID token's
+        ``auth_time`` against it.
         """
         flow = _authorization.start_authorization_flow(
             self._core,
@@ -66,6 +69,7 @@ class SignIn:
             login_hint=login_hint,
             organization=organization,
             response_mode=response_mode,
+            max_age=max_age,
         )
         return self._run(flow)
 

@@ -4,8 +4,9 @@ After the signature is checked with the provider's JWKS (``alg`` allow-listed,
 key chosen by ``kid``): ``iss`` is the issuer, ``aud`` contains our client id
 (and ``azp`` is us when there are several audiences), ``exp`` is in the future
 and ``iat`` not in the future (with leeway), ``nonce`` equals the one we sent
-(when we sent one), and ``at_hash``,
-when present, is the left half of the hash of the access token.
+(when we sent one), ``auth_time`` is at most ``max_age`` old (when we sent one,
+Core 3.1.3.7 item 13), and ``at_hash``, when present, is the left half of the
+hash of the access token.
 
 https://openid.net/specs/openid-connect-core-1_0.html#IDTokenValidation
 """
@@ -79,6 +80,7 @@ def check_id_token_claims(
     nonce: str | None,
     access_token: str | None = None,
     alg: str = "RS256",
+    max_age: int | None = None,
 ) -> None:
     """Raise ``InvalidToken`` unless ``claims`` are a valid ID token for us now."""
     if claims.get("iss") != issuer:
@@ -94,6 +96,9 @@ def check_id_token_claims(
         sent = claims.get("nonce")
         if not isinstance(sent, str) or not hmac.compare_digest(sent, nonce):
             raise InvalidToken("The ID token's nonce does not match the login request.")
+    # Core 3.1.2.1: with max_age the provider MUST send auth_time.
+    if max_age is not None and number_claim(claims, "auth_time") < now - max_age - leeway:
+        raise InvalidToken("The user signed in longer ago than the login's max_age allows.")
     expected_hash = claims.get("at_hash")
     if expected_hash is None or access_token is None:
         return

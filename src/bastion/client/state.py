@@ -8,8 +8,8 @@ HKDF does not stretch a weak key: a guess costs a microsecond, and a sealed stat
 is enough to test guesses offline. So ``state_key`` must itself be random, at
 least 32 bytes (the settings refuse a shorter one). The version prefix is bound
 as associated data. The plaintext is compact JSON carrying the PKCE
-verifier, the OIDC nonce, the issuer, client and redirect URI, the expiry and a
-random ``id`` for replay detection.
+verifier, the OIDC nonce, the issuer, client and redirect URI, the expiry, the
+``max_age`` sent if any, and a random ``id`` for replay detection.
 
 Anything wrong (bad prefix or base64, a flipped bit anywhere, another key,
 missing fields, expiry) raises ``InvalidStateError`` with a short reason and
@@ -62,6 +62,8 @@ class AuthorizationState:
     nonce: str | None = None
     #: ``openid`` was requested, so the token response must carry an ID token.
     openid: bool = False
+    #: The ``max_age`` sent: the ID token's ``auth_time`` must be at most this old.
+    max_age: int | None = None
 
     def __repr__(self) -> str:  # never show the verifier or nonce
         return (
@@ -81,6 +83,7 @@ class AuthorizationState:
         expiration: float,
         nonce: str | None,
         openid: bool,
+        max_age: int | None = None,
     ) -> AuthorizationState:
         return cls(
             id=secrets.token_urlsafe(16),
@@ -92,6 +95,7 @@ class AuthorizationState:
             issued_at=now,
             nonce=nonce,
             openid=openid,
+            max_age=max_age,
         )
 
 
@@ -147,6 +151,9 @@ def unseal(text: object, key: bytes, now: float) -> AuthorizationState:
     nonce = data.get("nonce")
     if nonce is not None and not isinstance(nonce, str):
         raise InvalidStateError("The state is malformed.")
+    max_age = data.get("max_age")  # absent from states sealed before it existed
+    if max_age is not None:
+        max_age = _field(data, "max_age", int)
     state = AuthorizationState(
         id=_field(data, "id", str),
         issuer=_field(data, "issuer", str),
@@ -157,6 +164,7 @@ def unseal(text: object, key: bytes, now: float) -> AuthorizationState:
         issued_at=float(_field(data, "issued_at", (int, float))),
         nonce=nonce,
         openid=_field(data, "openid", bool),
+        max_age=max_age,
     )
     if state.expires_at <= now:
         raise InvalidStateError("The state has expired: start the login again.")
