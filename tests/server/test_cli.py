@@ -65,6 +65,21 @@ def test_migrate_on_a_fresh_database(run) -> None:
     assert f"revision {migrate.head_revision()}" in out
 
 
+def test_commands_on_a_current_schema_do_not_wait_for_the_write_lock(run, tmp_path) -> None:
+    import sqlite3
+
+    assert run("clients", "create", "--name", "web", "--json")[0] == 0
+    writer = sqlite3.connect(tmp_path / "cli.db", isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # a server in the middle of a write
+        code, out, err = run("clients", "list", "--json")
+        assert code == 0, err
+        assert [json.loads(line)["name"] for line in out.splitlines()] == ["web"]
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
 def test_clients_create_json_confidential(run) -> None:
     code, out, _ = run("clients", "create", "--name", "API", "--grant-type", "client_credentials",
                        "--scope", "read", "--scope", "write", "--json")

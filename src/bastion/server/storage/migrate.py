@@ -55,6 +55,10 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         _refuse_unknown(conn, cfg)
         command.upgrade(cfg, revision)
 
+    # Most runs find the schema current: a plain read says so without the lock, so
+    # a CLI command does not wait behind (or block) a server's writes for nothing.
+    if revision == "head" and await current_revision(engine) == head_revision():
+        return
     async with _sqlite_lock(engine), engine.begin() as conn:
         await conn.run_sync(run)
 
