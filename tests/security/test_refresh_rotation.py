@@ -100,6 +100,28 @@ async def test_a_narrower_scope_narrows_the_access_token_not_the_refresh_token(
     assert "id_token" in full.json()
 
 
+async def test_a_refresh_drops_the_scopes_the_client_is_no_longer_registered_for(
+        env: Env) -> None:
+    tokens = await _tokens(env, scope="openid read")
+    await update_client(env.ctx.storage, env.web.client_id, scopes=["openid"])
+    env.ctx.clients.forget(env.web.client_id)
+    r = await env.refresh(tokens["refresh_token"])
+    assert r.status_code == 200 and r.json()["scope"] == "openid", r.text
+    assert (await env.introspect(r.json()["access_token"]))["scope"] == "openid"
+    # Asked for again, as a sign-in would: refused, and the answer names it.
+    wider = await env.token(env.web, grant_type="refresh_token",
+                            refresh_token=r.json()["refresh_token"], scope="openid read")
+    assert oauth_error(wider) == "invalid_scope"
+    assert wider.json()["error_description"].endswith("for this client: read.")
+    # Registered again, the family does not get it back: it takes a new sign-in.
+    await update_client(env.ctx.storage, env.web.client_id, scopes=["openid", "read"])
+    env.ctx.clients.forget(env.web.client_id)
+    r = await env.refresh(r.json()["refresh_token"])
+    assert r.status_code == 200 and r.json()["scope"] == "openid", r.text
+    assert oauth_error(await env.token(env.web, grant_type="refresh_token", scope="read",
+                                       refresh_token=r.json()["refresh_token"])) == "invalid_scope"
+
+
 async def test_refresh_token_of_a_revoked_grant_is_inactive_and_refused(env: Env) -> None:
     # The state a replayed code can leave: the grant is revoked, but its first exchange
     # stored its refresh token after the revocation, so the token row itself is live.

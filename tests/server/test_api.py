@@ -134,8 +134,22 @@ async def test_an_administrator_user_may_use_the_api_with_the_admin_scope(api: A
                               "refresh_token": root["refresh_token"]})
     assert r.status_code == 200 and r.json()["scope"] == "openid", r.text
     assert (await http.get("/api/v1/users/me", headers=api.bearer(r.json()))).status_code == 200
-    # Taking the scope from the client ends the admin rights of its tokens.
+    demoted = r.json()
+
+    async def refresh(tokens: dict[str, str], **extra: str) -> dict[str, str]:
+        r = await http.post("/oauth/token", data={
+            "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], **extra},
+            auth=(console.client.client_id, console.client_secret))
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    # Made an administrator again: the demoted family stays without the scope.
     await http.patch(f"/api/v1/users/{root_id}", json={"is_administrator": True})
+    demoted = await refresh(demoted)
+    assert demoted["scope"] == "openid"
+    assert (await refresh(demoted, scope="openid bastion:admin"))["scope"] == "openid"
+    # Taking the scope from the client ends the admin rights of its tokens, and a
+    # refresh issues it no more, even asked for again.
     root = await sign_in("root", scope="openid bastion:admin")
     assert (await http.get("/api/v1/users", headers=api.bearer(root))).status_code == 200
     r = await http.patch(f"/api/v1/clients/{console.client.client_id}",
@@ -143,6 +157,9 @@ async def test_an_administrator_user_may_use_the_api_with_the_admin_scope(api: A
     assert r.status_code == 200, r.text
     r = await http.get("/api/v1/users", headers=api.bearer(root))
     assert r.status_code == 403, r.text
+    again = await refresh(root, scope="openid bastion:admin")
+    assert again["scope"] == "openid"
+    assert (await refresh(again))["scope"] == "openid"
 
 
 async def test_the_admin_scope_through_the_authorization_endpoint(api: Api) -> None:
@@ -394,6 +411,24 @@ async def test_adding_a_role_deleted_meanwhile_is_not_found(api: Api, monkeypatc
     r = await http.post("/api/v1/organizations/acme/roles/tester/permissions",
                         json={"permissions": ["posts:read"]})
     assert r.status_code == 404 and "tester" in r.json()["detail"]
+
+
+async def test_a_reissue_drops_the_scopes_the_client_is_no_longer_registered_for(
+        api: Api) -> None:
+    http = api.app.http
+    _, url = await _member(api, "lou", ["viewer", "editor"])
+    client_url = f"/api/v1/clients/{api.web_id}"
+    assert (await http.patch(client_url, json={"scopes": ["openid", "profile"]})).is_success
+    tokens = await api.user_token("lou", organization="acme", scope="openid profile")
+    assert tokens["scope"] == "openid profile"
+    assert (await http.patch(client_url, json={"scopes": ["openid"]})).is_success
+    r = await http.post(url, json={"add": ["editor"],
+                                   "reissue": {"refresh_token": tokens["refresh_token"]}})
+    assert r.status_code == 200, r.text
+    assert r.json()["tokens"]["scope"] == "openid"
+    r = await http.post("/oauth/token", auth=(api.web_id, api.web_secret), data={
+        "grant_type": "refresh_token", "refresh_token": r.json()["tokens"]["refresh_token"]})
+    assert r.status_code == 200 and r.json()["scope"] == "openid", r.text
 
 
 async def test_concurrent_reissues_of_one_refresh_token_leave_one_family(api: Api) -> None:

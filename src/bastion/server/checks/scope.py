@@ -41,11 +41,14 @@ def granted_scope(requested: str | None, client: Client) -> str:
 def narrowed_scope(requested: str, granted: str) -> str:
     """A refresh's scope (RFC 6749 section 6): what was asked, within what was granted;
     an optional scope left out of the grant is left out again (a client that sends its
-    original request's scope on every refresh)."""
+    original request's scope on every refresh), and ``bastion:admin`` is left out for
+    a grant without it, as a sign-in leaves it out for anyone but an administrator."""
     held = granted.split()
-    wanted = _wanted(requested, held)
-    if not set(wanted) <= set(held):
-        raise InvalidScope("A refresh cannot widen the scope.")
+    wanted = [s for s in _wanted(requested, held) if s in held or s != ADMIN_SCOPE]
+    extra = [s for s in wanted if s not in held]
+    if extra:
+        raise InvalidScope("A refresh cannot widen the scope; not granted, or no longer "
+                           f"allowed for this client: {' '.join(extra)}.")
     return " ".join(wanted)
 
 
@@ -58,3 +61,11 @@ def for_user(scope: str, user: User, asked: bool = True) -> str:
     if ADMIN_SCOPE not in scope or (user.is_administrator and asked):
         return scope
     return " ".join(s for s in scope.split() if s != ADMIN_SCOPE)
+
+
+def still_allowed(scope: str, client: Client, user: User) -> str:
+    """A stored grant's ``scope`` as it may be issued now: without the scopes its
+    client is no longer registered for, and without ``bastion:admin`` for a user who is
+    an administrator no more. A narrowed client or a demoted user takes effect on the
+    next refresh, not only on the next sign-in."""
+    return for_user(" ".join(s for s in scope.split() if s in client.scopes), user)

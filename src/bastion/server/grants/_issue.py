@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bastion.oauth.errors import InvalidGrant
-from bastion.server.checks.scope import for_user
+from bastion.server.checks.scope import still_allowed
 from bastion.server.context import Context
 from bastion.server.grants._request import TokenRequest
 from bastion.server.metrics import TOKEN_REUSE
@@ -126,12 +126,13 @@ async def reissue(ctx: Context, user: User, stored: RefreshToken) -> dict[str, A
             await ctx.storage.revoke_grant(old.id, now)
             return None
     grant = replace(old, id=_secrets.token_urlsafe(18), created_at=now, revoked_at=None)
-    plain, record = new_refresh_token(ctx.settings, grant, stored.scope)
+    scope = still_allowed(stored.scope, client, user)
+    plain, record = new_refresh_token(ctx.settings, grant, scope)
     if not await ctx.storage.reissue_grant(old.id, grant, record, now):
         raise InvalidGrant("The roles were changed, but no tokens were issued: another "
                            "request reissued or revoked the refresh token meanwhile.")
-    return await user_token_response(ctx, client, grant, user, for_user(stored.scope, user),
-                                     refresh_token=plain, claims=claims)
+    return await user_token_response(ctx, client, grant, user, scope, refresh_token=plain,
+                                     claims=claims)
 
 
 async def reused(ctx: Context, request: TokenRequest, token: str, user_id: str,

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bastion.oauth.errors import InvalidGrant, InvalidRequest
-from bastion.server.checks.scope import for_user, narrowed_scope
+from bastion.server.checks.scope import narrowed_scope, still_allowed
 from bastion.server.context import Context
 from bastion.server.grants._issue import grant_claims, reused, user_token_response
 from bastion.server.grants._request import TokenRequest
@@ -32,19 +32,22 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     if family is None or family[0].client_id != client.client_id:
         raise InvalidGrant("The refresh token is invalid.")
     stored, grant, user = family
-    scope = stored.scope
+    # What the grant may still carry: the client's registration and the user's
+    # administrator flag may have narrowed it since (security.md, least privilege).
+    allowed = still_allowed(stored.scope, client, user)
+    scope = allowed
     if "scope" in form:  # RFC 6749 section 6: a narrower scope may be asked for
-        scope = narrowed_scope(form["scope"], stored.scope)
-    scope = for_user(scope, user)  # an administrator no more: not as one
+        scope = narrowed_scope(form["scope"], allowed)
     now = datetime.now(UTC)
     # Claims that cannot be issued fail the refresh before the token is spent (a reuse
     # still goes on to be detected); a user who left the organization loses the grant.
     live = not (stored.used_at or stored.revoked_at or stored.expires_at <= now
                 or grant.revoked_at or user.deleted_at)
     claims = await grant_claims(ctx, grant, user.id) if live else None
-    # The narrower scope is for this access token only: the new refresh token keeps
-    # the scope of the one it replaces ("identical", RFC 6749 section 6).
-    plain, record = new_refresh_token(ctx.settings, grant, stored.scope)
+    # The narrower scope asked for is for this access token only: the new refresh
+    # token keeps the scope of the one it replaces ("identical", RFC 6749 section 6),
+    # less what may no longer be granted, for good (re-promoted, a user signs in again).
+    plain, record = new_refresh_token(ctx.settings, grant, allowed)
     result = await ctx.storage.rotate_refresh_token(digest, record, now)
     if result == "reused":  # (once per family: "replayed" after it is revoked)
         await reused(ctx, request, GRANT_TYPE, stored.user_id, grant.id)
