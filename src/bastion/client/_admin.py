@@ -110,7 +110,7 @@ def api_flow(
 
     def request(authorization: str) -> httpx2.Request:
         headers = {"Accept": "application/json", "Authorization": authorization}
-        return httpx2.Request(method, url, params=params, json=json, headers=headers)
+        return core.request(method, url, params=params, json=json, headers=headers)
 
     if token is not None:
         response = yield request(authorization(token))

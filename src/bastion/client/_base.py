@@ -107,7 +107,7 @@ class BaseClient(DiscoveryCore):
         metadata = yield from self.metadata_flow()
         url = self.endpoint(metadata, endpoint)
         headers = self._authenticate(metadata, data, purpose)
-        request = httpx2.Request("POST", url, data=data, headers=headers, extensions=extensions)
+        request = self.request("POST", url, data=data, headers=headers, extensions=extensions)
         response = yield request
         self.raise_for_response(response)
         return response

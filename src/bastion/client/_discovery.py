@@ -62,6 +62,15 @@ class DiscoveryCore:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.settings.url!r})"
 
+    def request(self, method: str, url: str, *, extensions: dict[str, object] | None = None,
+                **options: Any) -> httpx2.Request:
+        """A request of a flow, with the configured timeout on it: httpx2 sets its
+        client's timeout only on the request given to ``send``, not on those an
+        ``httpx2.Auth`` flow sends (a token fetched inside ``client.auth``)."""
+        timeout = httpx2.Timeout(self.settings.timeout).as_dict()
+        return httpx2.Request(method, url, extensions={"timeout": timeout, **(extensions or {})},
+                              **options)
+
     # -- shared decisions -------------------------------------------------------
 
     def is_idempotent(self, request: httpx2.Request) -> bool:
@@ -105,9 +114,9 @@ class DiscoveryCore:
         if self.metadata is not None:
             return self.metadata
         oidc_url, rfc8414_url = discovery_urls(self.settings.url)
-        response = yield httpx2.Request("GET", oidc_url, headers=JSON_HEADERS)
+        response = yield self.request("GET", oidc_url, headers=JSON_HEADERS)
         if 400 <= response.status_code < 500:  # not an OpenID provider: try RFC 8414
-            response = yield httpx2.Request("GET", rfc8414_url, headers=JSON_HEADERS)
+            response = yield self.request("GET", rfc8414_url, headers=JSON_HEADERS)
         self.raise_for_response(response)
         try:
             metadata = ProviderMetadata.from_document(
@@ -121,8 +130,8 @@ class DiscoveryCore:
     def jwks_flow(self, *, one_try: bool = False) -> Flow[KeySet]:
         metadata = yield from self.metadata_flow()
         url = self.endpoint(metadata, "jwks_uri")
-        response = yield httpx2.Request("GET", url, headers=JSON_HEADERS,
-                                        extensions={ONE_TRY: True} if one_try else None)
+        response = yield self.request("GET", url, headers=JSON_HEADERS,
+                                      extensions={ONE_TRY: True} if one_try else None)
         self.raise_for_response(response)
         self.keys.load(json_object(response.content), self.clock(), self.jwks_max_age(response),
                        self.settings.jwks_max_stale)

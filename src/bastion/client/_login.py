@@ -17,8 +17,6 @@ from collections.abc import Collection
 from typing import Any
 from urllib.parse import quote
 
-import httpx2
-
 from bastion.oauth.claims import ACCESS_TOKEN_TYPES
 from bastion.oauth.errors import InvalidToken
 from bastion.oauth.jose import JoseError, parse_compact
@@ -77,7 +75,7 @@ def userinfo_flow(core: BaseClient, access_token: str | TokenSet) -> Flow[dict[s
     """OIDC Core 5.3: the claims about the signed-in user (needs scope ``openid``)."""
     metadata = yield from core.metadata_flow()
     url = core.endpoint(metadata, "userinfo_endpoint")
-    response = yield httpx2.Request("GET", url, headers=_bearer(access_token))
+    response = yield core.request("GET", url, headers=_bearer(access_token))
     core.raise_for_response(response)
     claims = json_object(response.content)
     if not isinstance(claims.get("sub"), str):
