@@ -335,6 +335,29 @@ def test_without_keys_an_unreachable_jwks_is_not_an_invalid_token(
     assert client.verify_token(provider.sign())  # the first load is not rate-limited
 
 
+def test_without_keys_a_down_provider_costs_one_request_a_call_and_no_waiting(
+    make_client: Any, provider: FakeProvider
+):
+    """The first load is retried; once it has failed, the next loads are one request
+    each, so no verification waits for retries and their Retry-After meanwhile."""
+    client = make_client(retries=2, timeout=30)
+    provider.overrides["/tenant/jwks"] = [
+        httpx2.Response(503, headers={"Retry-After": "10"}) for _ in range(5)]
+    with pytest.raises(TemporarilyUnavailable):
+        client.verify_token(provider.sign())
+    assert provider.calls["/tenant/jwks"] == 3 and len(client.sleeps) == 2
+    for calls in (4, 5):
+        with pytest.raises(TemporarilyUnavailable):
+            client.verify_token(provider.sign())
+        assert provider.calls["/tenant/jwks"] == calls and len(client.sleeps) == 2
+    assert client.verify_token(provider.sign())  # back: loaded at once
+    assert not client._core.jwks_failed
+    client._core.keys.drop_if_unusable(float("inf"))  # a later first load is retried again
+    provider.overrides["/tenant/jwks"] = [httpx2.Response(503), httpx2.Response(503)]
+    assert client.verify_token(provider.sign())
+    assert provider.calls["/tenant/jwks"] == 9
+
+
 def test_concurrent_threads_share_one_refetch(provider: FakeProvider, monkeypatch: Any):
     """Keys rotated: the first token with the new kid refetches the JWKS, the
     others wait for that fetch and are verified with its keys."""

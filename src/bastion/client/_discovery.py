@@ -56,6 +56,8 @@ class DiscoveryCore:
         self.retry = RetryPolicy(retries=settings.retries, max_wait=settings.timeout)
         self.metadata: ProviderMetadata | None = None
         self.keys = KeySet()
+        #: The last JWKS fetch failed (cleared by one that succeeds).
+        self.jwks_failed = False
         self.verifier = TokenVerifier(self.keys, settings.algorithms)
         self.flights = Flights()
 
@@ -135,6 +137,7 @@ class DiscoveryCore:
         self.raise_for_response(response)
         self.keys.load(json_object(response.content), self.clock(), self.jwks_max_age(response),
                        self.settings.jwks_max_stale)
+        self.jwks_failed = False
         return self.keys
 
     def jwks_max_age(self, response: httpx2.Response) -> float:
@@ -152,7 +155,11 @@ class DiscoveryCore:
     def keys_flow(self, *, refetch: bool = False) -> Flow[bool]:
         """Fetch the JWKS once for all concurrent callers: if none is loaded, or
         with ``refetch`` at most once per ``jwks_refresh_interval``, counted from
-        the attempt, failed or not. ``False`` when that limit refuses a refetch."""
+        the attempt, failed or not. ``False`` when that limit refuses a refetch.
+
+        A first load is not rate-limited, but once one has failed the next are
+        single requests: while the provider is down, no verification waits for
+        retries and their ``Retry-After``."""
         now, interval = self.clock(), self.settings.jwks_refresh_interval
 
         def settled() -> bool | None:
@@ -163,7 +170,11 @@ class DiscoveryCore:
         flight, lead = self.flights.join("jwks", settled)
         if lead:
             self.keys.fetched_at = now  # the attempt counts, even if the fetch fails
-            yield from self.lead("jwks", flight, self.jwks_flow())
+            try:
+                yield from self.lead("jwks", flight, self.jwks_flow(one_try=self.jwks_failed))
+            except BastionError:
+                self.jwks_failed = True
+                raise
             return True
         answer = yield from self.follow(flight)  # settled: True or False; else the keys
         return answer is not False
@@ -186,6 +197,7 @@ class DiscoveryCore:
         try:
             yield from self.lead("jwks", flight, self.jwks_flow(one_try=True))
         except BastionError:
+            self.jwks_failed = True
             later = self.clock()  # the next try (and the fast path) after the interval,
             keys = self.keys  # though never past the keys' last usable moment
             keys.fetched_at, keys.expires_at = later, min(later + interval, keys.usable_until)
