@@ -144,6 +144,21 @@ async def test_token_signed_by_a_key_its_own_header_advertises_is_refused(env: E
         await refused_everywhere(env, token)
 
 
+@pytest.mark.parametrize("crit", [["urn:example:must-understand"], ["exp"], []])
+async def test_token_with_critical_header_parameters_is_refused(env: Env, sdk: AsyncClient,
+                                                                crit: list[str]) -> None:
+    # RFC 7515 section 4.1.11: extensions named in crit must be understood, and
+    # neither the server nor the SDK understands any; signed with the server's own key.
+    active = await env.ctx.keys.signer("access")
+    signing_input = _part({"alg": active.alg, "typ": ACCESS_TOKEN_TYP, "kid": active.kid,
+                           "crit": crit, "urn:example:must-understand": True}) + "." + \
+        _part(claims_of(await forge(env)))
+    token = signing_input + "." + active._signature(signing_input.encode()).decode()
+    await refused_everywhere(env, token)
+    await sdk_refuses(sdk, token)
+    await sdk_refuses(sdk, with_header(token, crit=None))  # altered header: bad signature
+
+
 # -- server: claims ------------------------------------------------------------------------
 
 

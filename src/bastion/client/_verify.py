@@ -21,7 +21,14 @@ from typing import Any
 
 from bastion.oauth.claims import check_access_token_type
 from bastion.oauth.errors import InvalidToken
-from bastion.oauth.jose import MAX_TOKEN_LENGTH, JoseError, UnknownKey, b64url_decode, find_key
+from bastion.oauth.jose import (
+    MAX_TOKEN_LENGTH,
+    JoseError,
+    UnknownKey,
+    b64url_decode,
+    check_crit,
+    find_key,
+)
 
 from .jwks import KeySet
 
@@ -70,6 +77,11 @@ class TokenVerifier:
             return cached
         header = _json_object(segment)
         check_access_token_type(header)
+        try:
+            check_crit(header)
+        except JoseError:
+            raise InvalidToken("The token has critical header parameters (crit) not "
+                               "understood.") from None
         alg, kid = header.get("alg"), header.get("kid")
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise InvalidToken("The token's algorithm is not allowed.")

@@ -41,6 +41,7 @@ __all__ = [
     "PublicKey",
     "b64url_decode",
     "b64url_encode",
+    "check_crit",
     "generate_private_key",
     "parse_compact",
 ]
@@ -319,14 +320,22 @@ class PrivateKey:
         return b64url_encode(raw).encode("ascii")
 
 
+def check_crit(header: Mapping[str, Any]) -> None:
+    """RFC 7515 section 4.1.11: a token whose ``crit`` names extensions must be
+    refused by whoever does not understand them, and we understand none."""
+    if "crit" in header:
+        raise JoseError("unsupported critical header parameters (crit)")
+
+
 def verify_signature(
     compact: Compact, keys: Mapping[str, PublicKey], algorithms: Iterable[str]
 ) -> PublicKey:
     """Check ``compact``'s signature against the key its ``kid`` names.
 
-    Raises ``JoseError`` for a disallowed algorithm, an unknown ``kid`` (see
-    ``UnknownKey``) or a bad signature.
+    Raises ``JoseError`` for a disallowed algorithm, a ``crit`` header, an unknown
+    ``kid`` (see ``UnknownKey``) or a bad signature.
     """
+    check_crit(compact.header)
     alg, kid = compact.header.get("alg"), compact.header.get("kid")
     if not isinstance(alg, str) or alg not in ALGORITHMS or alg not in algorithms:
         raise JoseError("algorithm not allowed")
