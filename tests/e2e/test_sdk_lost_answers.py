@@ -212,6 +212,20 @@ def test_revoke_all_forgets_the_users_remembered_refreshes(
         assert client.refresh(others).refresh_token == others_renewed.refresh_token
 
 
+def test_a_revoke_all_whose_answer_was_lost_is_done(
+        bastion_server: ServerProcess, web_app: App, account: Account) -> None:
+    # The first DELETE revoked the very token its resend carries: that 401 is success.
+    losing = Losing(first(lambda request: request.method == "DELETE"))
+    with web_client(bastion_server, web_app, LosingTransport(losing)) as client:
+        tokens = client.login_password(account.username, account.password, "openid")
+        client.revoke_all(tokens)
+        assert losing.paths["DELETE /api/v1/users/me/sessions"] == 2
+        with pytest.raises(InvalidGrant):
+            client.refresh(tokens)
+        with pytest.raises(InvalidToken):  # with no answer lost, a revoked token is a 401
+            client.revoke_all(tokens)
+
+
 def test_a_spent_refresh_token_reaches_the_provider_once_the_moment_is_over(
         bastion_server: ServerProcess, web_app: App, account: Account) -> None:
     losing = Losing(lambda request: False)

@@ -99,11 +99,14 @@ def api_flow(
     params: Any = None,
     json: Any = None,
     removes: bool = False,
+    revokes_token: bool = False,
 ) -> Flow[httpx2.Response]:
     """Send one API request; raise the mapped error for an error answer.
 
     ``removes``: the request deletes what its path names, so a 404 to a resend
     after an attempt that may have been applied means that attempt deleted it.
+    ``revokes_token``: the request revokes the ``token`` it is sent with, so a 401
+    to such a resend means that attempt did it.
     """
     metadata = yield from core.metadata_flow()
     url = metadata.issuer.rstrip("/") + API_PREFIX + path
@@ -124,7 +127,10 @@ def api_flow(
             if response.status_code != 401 or stale is not None:
                 break
             stale = admin  # revoked, or the keys rotated: one more try with a new token
-    if removes and response.status_code == 404 and MAYBE_APPLIED in response.request.extensions:
+    done = {404} if removes else set()
+    if revokes_token and token is not None:
+        done.add(401)
+    if response.status_code in done and MAYBE_APPLIED in response.request.extensions:
         return response  # done by the attempt whose answer was lost
     core.raise_for_response(response)
     return response

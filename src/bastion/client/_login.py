@@ -124,7 +124,7 @@ def revoke_all_flow(
     if (access_token is None) == (user_id is None):
         raise ConfigurationError("revoke_all takes either an access token or a user_id")
     path = _SESSIONS_SELF if user_id is None else _SESSIONS_OF.format(quote(user_id, safe=""))
-    yield from api_flow(core, "DELETE", path, token=access_token)
+    yield from api_flow(core, "DELETE", path, token=access_token, revokes_token=True)
     subject = user_id if access_token is None else subject_of(access_token)
     if isinstance(subject, str):  # refreshes remembered for that user's sessions are revoked too
         core.forget_user(subject)
