@@ -85,7 +85,10 @@ def test_problem_json_maps_by_status(status: int, cls: type[APIError]):
 
 def test_server_errors_and_rate_limits():
     assert type(error_from_response(502, {}, b"<html>", now=0)) is ServerError
-    assert type(error_from_response(503, {}, b"", now=0)) is TemporarilyUnavailable
+    unavailable = error_from_response(503, {}, b"", now=0)
+    assert type(unavailable) is TemporarilyUnavailable and unavailable.retry_after is None
+    later = error_from_response(503, {"retry-after": "30"}, b"", now=0)
+    assert isinstance(later, TemporarilyUnavailable) and later.retry_after == 30
     limited = error_from_response(429, {"retry-after": "12"}, b"", now=0)
     assert isinstance(limited, RateLimited) and limited.retry_after == 12
 
@@ -161,6 +164,7 @@ def test_a_retry_after_longer_than_the_timeout_is_not_waited_for():
     with Client(ISSUER, client_id=CLIENT_ID, timeout=5,
                 transport=httpx2.MockTransport(provider)) as client:
         client._sleep = slept.append  # not for 6 s: raised at once instead
-        with pytest.raises(TemporarilyUnavailable):
+        with pytest.raises(TemporarilyUnavailable) as caught:
             client.discover()
     assert slept == [] and provider.calls["/tenant/.well-known/openid-configuration"] == 1
+    assert caught.value.retry_after == 6  # the caller learns how long to wait

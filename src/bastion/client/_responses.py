@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from bastion.oauth.errors import OAuthError, ServerError, TemporarilyUnavailable, from_body
+from bastion.oauth.errors import ServerError, TemporarilyUnavailable, from_body
 
 from .exceptions import API_ERRORS_BY_STATUS, APIError, BastionError, ProtocolError, RateLimited
 
@@ -89,9 +89,12 @@ def error_from_response(
             retry_after=retry_after_seconds(headers, now),
         )
     if status_code >= 500:
-        cls: type[OAuthError] = TemporarilyUnavailable if status_code == 503 else ServerError
         reason = _text(body.get("error_description")) or _text(body.get("detail"))
-        return cls(reason, status_code=status_code)
+        if status_code != 503:
+            return ServerError(reason, status_code=status_code)
+        unavailable = TemporarilyUnavailable(reason, status_code=status_code)
+        unavailable.retry_after = retry_after_seconds(headers, now)
+        return unavailable
     if oauth_code is not None:
         return from_body(
             {**body, "error_description": _text(body.get("error_description"))}, status_code

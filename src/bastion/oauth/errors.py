@@ -186,6 +186,8 @@ class TemporarilyUnavailable(OAuthError):
     error = "temporarily_unavailable"
     default_status = 503
     default_description = "The service is temporarily unavailable."
+    #: Seconds to wait before trying again, from the answer's ``Retry-After`` (SDK).
+    retry_after: float | None = None
 
 
 class ServerError(OAuthError):
