@@ -87,3 +87,18 @@ async def test_concurrent_tasks_trigger_one_fetch(provider: FakeProvider):
                 group.start_soon(call)
     assert statuses == [200] * 8
     assert provider.calls["/tenant/oauth/token"] == 1
+
+
+async def test_concurrent_tasks_share_one_discovery(provider: FakeProvider):
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        for _ in range(5):  # give every other task the chance to race us
+            await anyio.lowlevel.checkpoint()
+        return provider(request)
+
+    client = AsyncClient(ISSUER, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                         transport=httpx2.MockTransport(handler))
+    async with client, anyio.create_task_group() as group:
+        for _ in range(8):
+            group.start_soon(client.introspect, "a-token")
+    assert provider.calls["/tenant/.well-known/openid-configuration"] == 1
+    assert provider.calls["/tenant/oauth/introspect"] == 8

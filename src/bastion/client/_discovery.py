@@ -112,9 +112,17 @@ class DiscoveryCore:
     # -- discovery and keys -----------------------------------------------------
 
     def metadata_flow(self) -> Flow[ProviderMetadata]:
-        """Discovery once per client: OpenID Connect first, then RFC 8414."""
+        """Discovery once per client, one request for all concurrent callers."""
         if self.metadata is not None:
             return self.metadata
+        flight, lead = self.flights.join("metadata", lambda: self.metadata)
+        if not lead:
+            found: ProviderMetadata = yield from self.follow(flight)
+            return found
+        return (yield from self.lead("metadata", flight, self.discovery_flow()))
+
+    def discovery_flow(self) -> Flow[ProviderMetadata]:
+        """Fetch the metadata: OpenID Connect Discovery first, then RFC 8414."""
         oidc_url, rfc8414_url = discovery_urls(self.settings.url)
         response = yield self.request("GET", oidc_url, headers=JSON_HEADERS)
         if 400 <= response.status_code < 500:  # not an OpenID provider: try RFC 8414
