@@ -6,6 +6,7 @@ advertised -> they must work; not advertised -> a clear ``EndpointNotAdvertised`
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from bastion import (
     AsyncClient,
     Client,
+    ConfigurationError,
     EndpointNotAdvertised,
     InvalidClient,
     InvalidGrant,
@@ -122,6 +124,21 @@ def test_unreachable_server_is_a_transport_error() -> None:
         client._sleep = lambda _: None  # type: ignore[method-assign]
         with pytest.raises(TransportError):
             client.discover()
+
+
+def test_an_async_client_belongs_to_the_event_loop_that_first_used_it(
+        bastion_server: ServerProcess) -> None:
+    # Its pooled connections belong to that loop: another loop (a second asyncio.run,
+    # a test's own loop) gets a clear error, not httpx2's bare RuntimeError by chance.
+    client = AsyncClient(url=bastion_server.url, client_id=bastion_server.client_id,
+                         client_secret=bastion_server.client_secret)
+    with asyncio.Runner() as first:
+        tokens = first.run(client.client_credentials(scope="read"))
+        for _ in range(2):
+            with pytest.raises(ConfigurationError, match="one AsyncClient in each loop"):
+                asyncio.run(client.introspect(tokens.access_token))
+        assert first.run(client.introspect(tokens.access_token))["active"] is True
+        first.run(client.aclose())
 
 
 async def test_async_client_end_to_end(bastion_server: ServerProcess) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -48,6 +49,7 @@ class AsyncClient(AsyncSignIn):
         settings = resolve(url, using, options)
         self._core = BaseClient(settings)
         self._core.owner = self
+        self._transport = transport
         self._http = httpx2.AsyncClient(
             base_url=settings.url,
             transport=transport,
@@ -55,6 +57,8 @@ class AsyncClient(AsyncSignIn):
             verify=settings.verify_ssl,
             follow_redirects=settings.allow_redirects,
         )
+        #: The asyncio loop the client belongs to (see ``_http_of_this_loop``).
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Client-credentials auth for this client's own calls, or any httpx2 client.
         self.auth = ClientCredentialsAuth(self._core)
         #: Bastion's REST API, as an administrator (``.with_token(tokens)``: as a user).
@@ -64,6 +68,27 @@ class AsyncClient(AsyncSignIn):
         self.events = AsyncEvents(self)
         self.clients = AsyncClients(self)
         self.keys = AsyncKeys(self)
+
+    def _http_of_this_loop(self) -> httpx2.AsyncClient:
+        """The HTTP client, if this is the event loop the client belongs to: the first
+        that used it. Its pooled connections belong to that loop, and another (a
+        second ``asyncio.run``, a test's own loop) would fail on them with a bare
+        ``RuntimeError``, or not at all, by chance. A transport the app passed in
+        is the app's to manage."""
+        if self._transport is not None:
+            return self._http
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio (trio, through anyio): nothing to track
+            return self._http
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise ConfigurationError(
+                "this AsyncClient belongs to the event loop that first used it, and its "
+                "connections with it: make one AsyncClient in each loop (or use the "
+                "shared clients of bastion.configure, one per loop)")
+        return self._http
 
     def __repr__(self) -> str:
         settings = self._core.settings
@@ -81,7 +106,7 @@ class AsyncClient(AsyncSignIn):
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._http_of_this_loop().aclose()
 
     # -- the sending loop: the only part AsyncClient writes differently -----------
 
@@ -92,13 +117,14 @@ class AsyncClient(AsyncSignIn):
     ) -> httpx2.Response:
         if self._http.is_closed:  # httpx would raise a bare RuntimeError
             raise ConfigurationError("this client has been closed")
+        http = self._http_of_this_loop()
         core = self._core
         idempotent = core.is_idempotent(request)
         attempt = core.first_attempt(request)
         while True:
             request.extensions.pop(TOKEN_REQUEST_IN_FLIGHT, None)
             try:
-                response = await self._http.send(request, auth=auth)
+                response = await http.send(request, auth=auth)
             except (httpx2.HTTPError, httpx2.StreamError, httpx2.InvalidURL) as exc:
                 delay = core.delay_after_error(request, exc, attempt, idempotent)
                 if delay is None:
