@@ -5,7 +5,7 @@ A change made here applies on this instance at once and on the others within
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Request, Response
 
 from bastion.server.api.client_schemas import (
     ClientCreate,
@@ -16,21 +16,19 @@ from bastion.server.api.client_schemas import (
     SecretRotation,
 )
 from bastion.server.api.common import (
-    ERRORS,
     Limit,
     Offset,
     Who,
     actor,
+    api_router,
     changes,
     context,
-    no_nul_in_path,
     require_admin,
 )
 from bastion.server.errors import NO_STORE
 from bastion.server.services import audit, clients
 
-router = APIRouter(prefix="/api/v1/clients", tags=["clients"], responses=ERRORS,
-                   dependencies=[Depends(no_nul_in_path)])
+router = api_router("/api/v1/clients", "clients")
 
 
 @router.get("", summary="List clients (oldest first)")

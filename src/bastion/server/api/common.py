@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from bastion.server.api.auth import Principal, principal
+from bastion.server.api.bodies import JsonBodyRoute
 from bastion.server.api.problems import ApiError
 from bastion.server.context import Context
 from bastion.server.middleware import request_ip
@@ -34,6 +35,13 @@ def no_nul_in_path(request: Request) -> None:
     for name, value in request.path_params.items():
         if not storable(str(value)):
             raise ApiError(404, "Not Found", f"No {name} with that value.")
+
+
+def api_router(prefix: str, tag: str) -> APIRouter:
+    """A router of the REST API: its errors documented, a path naming a NUL a 404, and
+    a JSON body that cannot be read a 422 saying why."""
+    return APIRouter(prefix=prefix, tags=[tag], responses=ERRORS, route_class=JsonBodyRoute,
+                     dependencies=[Depends(no_nul_in_path)])
 
 
 def changes(body: BaseModel) -> dict[str, Any]:

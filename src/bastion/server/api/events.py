@@ -6,16 +6,15 @@ import calendar
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Query, Request
 
 from bastion.server.api import cursors
 from bastion.server.api.common import (
-    ERRORS,
     Limit,
     Offset,
     Who,
+    api_router,
     context,
-    no_nul_in_path,
     require_admin,
 )
 from bastion.server.api.problems import ApiError
@@ -49,8 +48,7 @@ def parse_time(name: str, value: str) -> datetime:
         return (datetime.min if year < 5000 else datetime.max).replace(tzinfo=UTC)
 
 
-router = APIRouter(prefix="/api/v1/events", tags=["events"], responses=ERRORS,
-                   dependencies=[Depends(no_nul_in_path)])
+router = api_router("/api/v1/events", "events")
 
 
 @router.get("", summary="List audit events")

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 
 from bastion.server.api.client_schemas import KeyList, KeyOut
 from bastion.server.api.common import (
-    ERRORS,
     Who,
     actor,
+    api_router,
     context,
-    no_nul_in_path,
     require_admin,
 )
 from bastion.server.api.problems import ApiError
@@ -25,8 +24,7 @@ from bastion.server.context import Context
 from bastion.server.keys import KeyDecryptionError, rotate, withdraw
 from bastion.server.services import audit
 
-router = APIRouter(prefix="/api/v1/keys", tags=["keys"], responses=ERRORS,
-                   dependencies=[Depends(no_nul_in_path)])
+router = api_router("/api/v1/keys", "keys")
 
 
 async def _listing(request: Request) -> KeyList:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Query, Request, Response
 
 from bastion.server.api.common import (
-    ERRORS,
     Limit,
     Offset,
     Who,
     actor,
+    api_router,
     context,
-    no_nul_in_path,
     require_admin,
 )
 from bastion.server.api.schemas import (
@@ -29,8 +28,7 @@ from bastion.server.api.schemas import (
 )
 from bastion.server.services import audit, rbac
 
-router = APIRouter(prefix="/api/v1/organizations", tags=["organizations"], responses=ERRORS,
-                   dependencies=[Depends(no_nul_in_path)])
+router = api_router("/api/v1/organizations", "organizations")
 
 
 @router.get("", summary="List organizations")

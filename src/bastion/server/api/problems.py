@@ -45,6 +45,10 @@ def _error(e: dict[str, Any]) -> dict[str, str]:
         reason = (e.get("ctx") or {}).get("error", "")
         return {"field": "body", "message": f"not valid JSON ({reason})" if reason
                 else "not valid JSON"}
+    if e.get("loc") == ("body",) and isinstance(e.get("input"), bytes):
+        # FastAPI passes the bytes on unread when the Content-Type is not a JSON one.
+        return {"field": "body", "message": "must be JSON, sent with Content-Type: "
+                "application/json"}
     message = str(e.get("msg", ""))
     if e.get("type") == "string_pattern_mismatch":
         message = PATTERN_RULES.get(str((e.get("ctx") or {}).get("pattern")), message)

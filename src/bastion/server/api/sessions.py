@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Request, Response
 
 from bastion.server.api.auth import require_self_or_admin
-from bastion.server.api.common import ERRORS, Who, actor, context, no_nul_in_path
+from bastion.server.api.common import Who, actor, api_router, context
 from bastion.server.services import audit
 from bastion.server.services.users import get_user
 
-router = APIRouter(prefix="/api/v1", tags=["users"], responses=ERRORS,
-                   dependencies=[Depends(no_nul_in_path)])
+router = api_router("/api/v1", "users")
 
 
 @router.delete("/users/{user_id}/sessions", status_code=204,

@@ -3,15 +3,14 @@ optionally re-issue the user's tokens so the new roles apply immediately."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 
 from bastion.server.api.auth import require_self_or_admin
 from bastion.server.api.common import (
-    ERRORS,
     Who,
     actor,
+    api_router,
     context,
-    no_nul_in_path,
     require_admin,
 )
 from bastion.server.api.schemas import RoleOut, TokenPair, UserRoles, UserRolesChange
@@ -20,9 +19,7 @@ from bastion.server.services import audit, rbac
 from bastion.server.services.errors import NotFound
 from bastion.server.services.users import get_user
 
-router = APIRouter(prefix="/api/v1/organizations/{org}/users/{user_id}/roles",
-                   tags=["organizations"], responses=ERRORS,
-                   dependencies=[Depends(no_nul_in_path)])
+router = api_router("/api/v1/organizations/{org}/users/{user_id}/roles", "organizations")
 
 
 @router.get("", summary="A user's roles in an organization")

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Query, Request, Response
 
 from bastion.server.api import cursors
 from bastion.server.api.auth import require_self_or_admin
 from bastion.server.api.common import (
-    ERRORS,
     Limit,
     Offset,
     Who,
     actor,
+    api_router,
     changes,
     context,
-    no_nul_in_path,
     require_admin,
 )
 from bastion.server.api.export_schemas import UserExportOut, download
@@ -31,8 +30,7 @@ from bastion.server.api.schemas import (
 from bastion.server.services import audit
 from bastion.server.services import users as service
 
-router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=ERRORS,
-                   dependencies=[Depends(no_nul_in_path)])
+router = api_router("/api/v1/users", "users")
 
 Q = Query(None, max_length=200, description="Case-insensitive substring of username or email.")
 After = Query(None, max_length=200, pattern=r"^[A-Za-z0-9_-]*$",
