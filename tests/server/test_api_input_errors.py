@@ -3,8 +3,13 @@ can act on, never FastAPI's bare 400 nor a regular expression."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 from api_helpers import Api
+
+from bastion.server.api.schemas import PATTERN_RULES
 
 JSON = {"content-type": "application/json"}
 
@@ -35,3 +40,47 @@ async def test_a_json_body_sent_as_another_type_is_told_its_content_type(
         assert r.status_code == 422, r.text
         assert r.json()["errors"] == [{"field": "body", "message": "must be JSON, sent with "
                                        "Content-Type: application/json"}]
+
+
+def _patterns(schema: Any) -> Iterator[str]:
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "pattern" and isinstance(value, str):
+                yield value
+            else:
+                yield from _patterns(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            yield from _patterns(item)
+
+
+async def test_every_pattern_the_api_states_has_a_rule(api: Api) -> None:
+    """A 422 names the rule of a field or parameter that did not match its pattern, so
+    a pattern the API starts to use without a rule fails here."""
+    schema = (await api.app.http.get("/openapi.json")).json()
+    used = set(_patterns(schema))
+    assert len(used) >= 8  # the walk finds them (in bodies and in query parameters)
+    assert used - PATTERN_RULES.keys() == set()
+
+
+CURSOR = "not a cursor this API gave: pass the `next` of a listing"
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "field", "message"), [
+    ("GET", "/api/v1/events", {"params": {"since": "yesterday"}}, "since",
+     "an RFC 3339 date and time, such as 2026-11-22T06:00:00Z"),
+    ("GET", "/api/v1/events", {"params": {"until": "2026-11-22"}}, "until",
+     "an RFC 3339 date and time, such as 2026-11-22T06:00:00Z"),
+    ("GET", "/api/v1/users", {"params": {"after": "a.b"}}, "after", CURSOR),
+    ("GET", "/api/v1/events", {"params": {"after": "a.b"}}, "after", CURSOR),
+    ("POST", "/api/v1/clients", {"json": {"name": "x", "scopes": ["a b"]}}, "scopes.0",
+     "printable ASCII characters other than space, '\"' and '\\' (one scope token)"),
+    ("PATCH", "/api/v1/clients/{client}", {"json": {"scopes": ["ok", "a\"b"]}}, "scopes.1",
+     "printable ASCII characters other than space, '\"' and '\\' (one scope token)"),
+])
+async def test_a_value_that_breaks_a_pattern_is_told_the_rule(
+        api: Api, method: str, path: str, kwargs: dict[str, Any], field: str,
+        message: str) -> None:
+    r = await api.app.http.request(method, path.format(client=api.app.client_id), **kwargs)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == f"{field}: {message}"

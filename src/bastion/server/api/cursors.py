@@ -12,6 +12,9 @@ from datetime import UTC, datetime
 from bastion.server.services.errors import InvalidInput
 
 _KEY = re.compile(r"[0-9A-Za-z._-]{1,64}")  # the ids Bastion gives (no NUL, no '|')
+#: What every cursor is made of (unpadded base64url), and what a 422 says of another.
+PATTERN = r"^[A-Za-z0-9_-]*$"
+RULE = "not a cursor this API gave: pass the `next` of a listing"
 
 
 def cursor(created_at: datetime, key: str) -> str:
@@ -33,5 +36,5 @@ def parse(value: str | None, field: str = "after") -> tuple[datetime, str] | Non
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         at, key = None, ""
     if at is None or not _KEY.fullmatch(key):
-        raise InvalidInput(field, "not a cursor this API gave: pass the `next` of a listing")
+        raise InvalidInput(field, RULE)
     return at, key

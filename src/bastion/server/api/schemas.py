@@ -13,7 +13,9 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 from pydantic.config import JsonDict
 
+from bastion.server.api import cursors, times
 from bastion.server.models import Event, Organization, Role, User
+from bastion.server.services.clients import SCOPE_PATTERN, SCOPE_RULE
 from bastion.server.services.rbac import (
     NAME_PATTERN,
     NAME_RULE,
@@ -51,10 +53,13 @@ Password = Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_P
 RoleRef = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL),  # an id or a name
                     STORABLE]
 RefreshTokenText = Annotated[str, Field(min_length=1, max_length=512, pattern=NO_NUL), STORABLE]
-#: What a 422 says instead of a pattern a person cannot act on.
+#: What a 422 says instead of a pattern a person cannot act on: one for every pattern of
+#: a body or parameter (tests/server/test_api_input_errors.py walks the OpenAPI schema).
 PATTERN_RULES = {USERNAME_PATTERN: USERNAME_RULE, NAME_PATTERN: NAME_RULE,
                  PERMISSION_PATTERN: PERMISSION_RULE, NO_NUL: "must not hold a NUL",
-                 EMAIL_PATTERN: "one plain email address, such as alice@example.com"}
+                 EMAIL_PATTERN: "one plain email address, such as alice@example.com",
+                 SCOPE_PATTERN: SCOPE_RULE, times.RFC3339: times.RULE,
+                 cursors.PATTERN: cursors.RULE}
 
 _USER_EXAMPLE: JsonDict = {"id": "5f0c7a4e-3f1b-4d2e-9a57-1f2b3c4d5e6f", "username": "alice",
                  "email": "alice@example.com", "email_verified": True,

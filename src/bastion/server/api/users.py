@@ -33,7 +33,7 @@ from bastion.server.services import users as service
 router = api_router("/api/v1/users", "users")
 
 Q = Query(None, max_length=200, description="Case-insensitive substring of username or email.")
-After = Query(None, max_length=200, pattern=r"^[A-Za-z0-9_-]*$",
+After = Query(None, max_length=200, pattern=cursors.PATTERN,
               description="Start after this cursor (the `next` of the "
               "page before): pages neither skip nor repeat users as others are added or "
               "deleted meanwhile. An `offset` counts from there.")

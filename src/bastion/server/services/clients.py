@@ -25,6 +25,7 @@ from bastion.server.text import storable
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", "password")
 _CONFIDENTIAL_ONLY = {"client_credentials"}
 SCOPE_PATTERN = r"^[\x21\x23-\x5b\x5d-\x7e]+$"  # one scope token: RFC 6749 section 3.3
+SCOPE_RULE = "printable ASCII characters other than space, '\"' and '\\' (one scope token)"
 _SCOPE_TOKEN = re.compile(SCOPE_PATTERN)
 _LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
 # An http loopback redirect URI's authority, exactly as registered apps write it.
