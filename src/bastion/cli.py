@@ -365,7 +365,7 @@ async def _clients_delete(args: argparse.Namespace, settings: Any) -> int:
 async def _users_create(args: argparse.Namespace, settings: Any) -> int:
     from bastion.server.services import audit
     from bastion.server.services.passwords import Passwords
-    from bastion.server.services.users import create_user
+    from bastion.server.services.users import audited, create_user
 
     try:
         password: str | None = sys.stdin.readline().rstrip("\r\n")
@@ -383,7 +383,7 @@ async def _users_create(args: argparse.Namespace, settings: Any) -> int:
                                  is_administrator=args.admin,
                                  email_verified=args.email_verified)
         await audit.record(storage, audit.SYSTEM, "user.create", user.id, via="cli",
-                           is_administrator=user.is_administrator)
+                           **audited(user))
         return user
 
     user = await _with_storage(settings, create)

@@ -516,7 +516,9 @@ def test_events(api: Any, any_server: ServerProcess) -> None:
     assert isinstance(event, Event) and event.action == "user.create"
     assert event.actor == any_server.admin_client_id and event.actor_type == "client"
     assert event.client_id == any_server.admin_client_id and event.ip == "127.0.0.1"
-    assert event.detail == {"username": name} and before <= event.at <= datetime.now(UTC)
+    assert event.detail == {"username": name, "email": f"{name}@example.com",
+                            "is_administrator": False, "email_verified": False}
+    assert before <= event.at <= datetime.now(UTC)
     both = api.events.list(target=user.id, since=before)
     assert [e.action for e in both] == ["user.update", "user.create"]  # newest first
     assert api.events.list(target=user.id, until=before) == []

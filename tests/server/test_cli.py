@@ -179,7 +179,8 @@ def test_users_create_json_and_duplicates(run) -> None:
     assert body["is_administrator"] is True and body["email_verified"] is False
     (event,) = events(run.url, "user.create")  # an administrator made outside the API
     assert (event.target, event.actor_type) == (body["id"], "system")
-    assert event.detail == {"via": "cli", "is_administrator": True}
+    assert event.detail == {"via": "cli", "username": "alice", "email": "alice@example.com",
+                            "is_administrator": True, "email_verified": False}
     code, _, err = run("users", "create", "--username", "ALICE", "--email", "other@example.com",
                        "--password-stdin", stdin="another password\n")
     assert code == 1

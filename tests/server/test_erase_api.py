@@ -57,6 +57,22 @@ async def test_an_administrator_erases_a_user(api: Api) -> None:
     assert not any(str(e["target"]).lower() == "gus" for e in events)
 
 
+async def test_the_names_a_change_recorded_go_with_the_user(api: Api) -> None:
+    http = api.app.http
+    hal = await create(api, "hal", "hal@example.com")
+    r = await http.patch(f"/api/v1/users/{hal['id']}", json={"username": "hal9000",
+                                                              "email": "hal@9000.example"})
+    assert r.status_code == 200, r.text
+    changed = {"action": "user.update", "target": hal["id"]}
+    (event,) = (await http.get("/api/v1/events", params=changed)).json()["items"]
+    assert (event["detail"]["username"], event["detail"]["email"]) == ("hal9000",
+                                                                       "hal@9000.example")
+    assert (await http.post(f"/api/v1/users/{hal['id']}/erase")).status_code == 200
+    (event,) = (await http.get("/api/v1/events", params=changed)).json()["items"]
+    assert event["detail"] == {"fields": ["email", "username"], "is_administrator": False,
+                               "email_verified": False}
+
+
 async def test_failed_sign_ins_are_audited_under_the_folded_login(api: Api) -> None:
     http = api.app.http
     await http.post("/oauth/token", auth=(api.web_id, api.web_secret), data={

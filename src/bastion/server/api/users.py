@@ -112,7 +112,7 @@ async def create_user(body: UserCreate, request: Request, who: Who) -> UserOut:
                                      is_administrator=body.is_administrator,
                                      email_verified=body.email_verified)
     await audit.record(ctx.storage, actor(who, request), "user.create", user.id,
-                       username=user.username)
+                       **service.audited(user))
     return UserOut.of(user)
 
 
@@ -125,7 +125,7 @@ async def update_user(user_id: str, body: UserUpdate, request: Request, who: Who
     if "password" in given:
         ctx.outbox.poke()  # back-channel logouts
     await audit.record(ctx.storage, actor(who, request), "user.update", user.id,
-                       fields=sorted(given))
+                       fields=sorted(given), **service.audited(user, given))
     return UserOut.of(user)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -164,13 +165,25 @@ async def refuse_change(storage: Storage, user_id: str) -> NoReturn:
     raise Erased(user_id) if user is not None and user.erased_at else NotFound("user", user_id)
 
 
+def audited(user: User, names: Collection[str] = ("username", "email")) -> dict[str, Any]:
+    """What the audit event of a user's creation or change records of them: the flags
+    that grant or prove something as they now are, and the ``names`` given (new values,
+    erased with the user: ``PERSONAL_DATA``). Never the password or its hash."""
+    current = {"username": user.username, "email": user.email}
+    return {**{name: value for name, value in current.items() if name in names},
+            "is_administrator": user.is_administrator,
+            "email_verified": user.email_verified_at is not None}
+
+
 #: Audit events an export carries; the rest are paged through the events API.
 EXPORT_EVENTS = 10_000
 #: Where a user's name lies beyond their own rows (``Storage.export_user``,
-#: ``Storage.erase_user``): failed sign-ins name the login tried, ``user.create``
-#: names the username, and the throttle counts a login, an address and the account.
+#: ``Storage.erase_user``): failed sign-ins name the login tried, ``user.create`` and
+#: ``user.update`` the username and email (``audited``), and the throttle counts a
+#: login, an address and the account.
 PERSONAL_DATA = PersonalData(attempts=login.ATTEMPTS, spell=login.tried,
-                             named=("user.create",), throttle_keys=throttle.keys_naming)
+                             named=("user.create", "user.update"),
+                             throttle_keys=throttle.keys_naming)
 
 
 async def export_user(storage: Storage, user_id: str) -> UserExport:
