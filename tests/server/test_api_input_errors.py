@@ -42,6 +42,17 @@ async def test_a_json_body_sent_as_another_type_is_told_its_content_type(
                                        "Content-Type: application/json"}]
 
 
+@pytest.mark.parametrize("body", [b"[]", b'"acme"', b"1", b"true"])
+async def test_a_json_body_that_is_no_object_is_told_so(api: Api, body: bytes) -> None:
+    http = api.app.http
+    for method, path in (("POST", "/api/v1/organizations"),
+                         ("PATCH", f"/api/v1/clients/{api.app.client_id}")):
+        r = await http.request(method, path, content=body,
+                               headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"] == [{"field": "body", "message": "must be a JSON object"}]
+
+
 def _patterns(schema: Any) -> Iterator[str]:
     if isinstance(schema, dict):
         for key, value in schema.items():

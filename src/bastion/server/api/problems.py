@@ -49,6 +49,8 @@ def _error(e: dict[str, Any]) -> dict[str, str]:
         # FastAPI passes the bytes on unread when the Content-Type is not a JSON one.
         return {"field": "body", "message": "must be JSON, sent with Content-Type: "
                 "application/json"}
+    if e.get("loc") == ("body",) and e.get("type") in ("model_attributes_type", "dict_type"):
+        return {"field": "body", "message": "must be a JSON object"}  # not [], "x" or 1
     message = str(e.get("msg", ""))
     if e.get("type") == "string_pattern_mismatch":
         message = PATTERN_RULES.get(str((e.get("ctx") or {}).get("pattern")), message)
