@@ -45,6 +45,13 @@ def test_missing_access_token_is_a_protocol_error(body: dict[str, object]):
         TokenSet.from_response(body, now=0)
 
 
+def test_token_sets_hash_and_compare_by_their_tokens():
+    body = {"access_token": "at", "refresh_token": "rt", "issued_token_type": "x"}
+    one, same = TokenSet.from_response(body, now=0), TokenSet.from_response(body, now=0)
+    assert one == same and hash(one) == hash(same) and len({one, same}) == 1
+    assert one != TokenSet.from_response({**body, "refresh_token": "rt-2"}, now=0)
+
+
 def test_repr_hides_tokens():
     tokens = TokenSet(access_token="secret-access", refresh_token="secret-refresh", scope="a")
     assert "secret" not in repr(tokens)

@@ -66,7 +66,8 @@ class TokenSet:
     #: Granted scopes, space separated, when the server reported them.
     scope: str | None = None
     id_token: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    #: The response's other members (compared, not hashed: a dict has no hash).
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
     #: The ID token's claims, once the SDK has validated it.
     id_token_claims: Mapping[str, Any] | None = field(default=None, compare=False)
     #: The client that obtained these tokens (used by ``refresh`` and ``revoke``).
