@@ -102,3 +102,20 @@ async def test_concurrent_tasks_share_one_discovery(provider: FakeProvider):
             group.start_soon(client.introspect, "a-token")
     assert provider.calls["/tenant/.well-known/openid-configuration"] == 1
     assert provider.calls["/tenant/oauth/introspect"] == 8
+
+
+def test_a_token_living_less_than_the_refresh_margin_is_fetched_once(make_client: Any,
+                                                                      provider: FakeProvider):
+    # 20 s tokens with the default 30 s margin: renewed at half their lifetime, not
+    # fetched again for every request (the client's own, the admin one, a user's).
+    provider.expires_in = 20
+    client = make_client()
+    for _ in range(5):
+        client.request("GET", "api/thing")
+        client.users.delete("u-1")
+    assert provider.calls["/tenant/oauth/token"] == 2  # client credentials, admin
+    tokens = client.login_password("ann", "pw", "read")
+    http = client.token_auth(tokens)
+    for _ in range(5):
+        client.request("GET", "api/thing", auth=http)
+    assert provider.calls["/tenant/oauth/token"] == 4  # the login, one refresh

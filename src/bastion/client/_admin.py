@@ -76,7 +76,7 @@ def _usable_admin_token(core: BaseClient, stale: TokenSet | None) -> TokenSet | 
     admin = core.admin_token
     if admin is None or admin is stale:
         return None
-    return None if admin.expires_within(core.settings.refresh_margin, core.clock()) else admin
+    return None if admin.expires_within(core.admin_margin, core.clock()) else admin
 
 
 def _admin_token_flow(core: BaseClient, stale: TokenSet | None) -> Flow[TokenSet]:

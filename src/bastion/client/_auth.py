@@ -32,7 +32,7 @@ import httpx2
 from ._base import BaseClient, Flow
 from ._flight import Wait, wait_in_task, wait_in_thread
 from ._retry import TOKEN_REQUEST_IN_FLIGHT
-from .tokens import TokenSet
+from .tokens import TokenSet, renewal_margin
 
 __all__ = ["TOKEN_REQUEST_IN_FLIGHT", "ClientCredentialsAuth", "TokenAuth"]
 
@@ -44,6 +44,7 @@ class _CachedTokenAuth(httpx2.Auth):
     def __init__(self, core: BaseClient) -> None:
         self._core = core
         self._token: TokenSet | None = None
+        self._margin = core.settings.refresh_margin  # of the cached token (renewal_margin)
         self._thread_lock = threading.Lock()
         self._task_lock: anyio.Lock | None = None
 
@@ -52,13 +53,13 @@ class _CachedTokenAuth(httpx2.Auth):
 
     def token_flow(self, stale: TokenSet | None = None) -> Flow[TokenSet]:
         """A usable token: the cached one unless it is ``stale`` or about to expire."""
-        token = self._token
-        margin = self._core.settings.refresh_margin
-        fresh = token is not None and not token.expires_within(margin, self._core.clock())
+        core, token = self._core, self._token
+        fresh = token is not None and not token.expires_within(self._margin, core.clock())
         if token is not None and token is not stale and fresh:
             return token
         token = yield from self.new_token_flow()
         self._token = token
+        self._margin = renewal_margin(token, core.clock(), core.settings.refresh_margin)
         return token
 
     @staticmethod

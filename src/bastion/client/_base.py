@@ -35,7 +35,7 @@ from .exceptions import ConfigurationError, ProtocolError, TimeoutError, Transpo
 from .id_token import check_id_token_claims, verify_id_token_signature
 from .logout_token import LogoutToken, check_logout_token_claims, verify_logout_token_signature
 from .state import ReplayStore
-from .tokens import TokenSet
+from .tokens import TokenSet, renewal_margin
 
 __all__ = ["BaseClient", "Flow", "map_http_error", "subject_of"]
 
@@ -70,6 +70,7 @@ class BaseClient(DiscoveryCore):
         self.refreshed: dict[bytes, tuple[float, TokenSet | Exception]] = {}
         #: This client's own ``bastion:admin`` token for the REST API (see ``_admin``).
         self.admin_token: TokenSet | None = None
+        self.admin_margin = self.settings.refresh_margin
         self._state_key: bytes | None = None
 
     # -- token endpoint ---------------------------------------------------------
@@ -419,6 +420,7 @@ class BaseClient(DiscoveryCore):
 
     def keep_admin_token(self, tokens: TokenSet) -> None:
         self.admin_token = tokens
+        self.admin_margin = renewal_margin(tokens, self.clock(), self.settings.refresh_margin)
 
     # -- introspection and revocation -------------------------------------------
 

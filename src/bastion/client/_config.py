@@ -61,7 +61,8 @@ class Settings:
     #: fetched again (the provider is down or out of reach); then they are dropped and
     #: verification fails until a fetch succeeds. ``None``: no limit.
     jwks_max_stale: float | None = 3600.0
-    #: Seconds before expiry at which a cached access token is replaced.
+    #: Seconds before expiry at which a cached access token is replaced (at most half
+    #: the lifetime of a token the SDK obtained).
     refresh_margin: float = 30.0
     #: Force a token endpoint auth method; ``None`` picks from the metadata.
     token_endpoint_auth_method: str | None = None

@@ -56,6 +56,15 @@ def _lifetime(value: Any) -> float | None:
     return float(value)
 
 
+def renewal_margin(tokens: TokenSet, now: float, margin: float) -> float:
+    """Seconds before its expiry to replace a token just obtained: ``margin``, but at
+    most half its lifetime, or a token living less than ``margin`` (a 20 s one, with
+    30) would be due at once and fetched again for every request."""
+    if tokens.expires_at is None:
+        return margin
+    return min(margin, max(0.0, tokens.expires_at.timestamp() - now) / 2)
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class TokenSet:
     access_token: str
