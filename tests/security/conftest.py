@@ -6,6 +6,7 @@ database with ``share=``), so a test can pick tiny limits or run two instances.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -32,7 +33,7 @@ from bastion.server.context import Context
 from bastion.server.services.clients import create_client
 from bastion.server.services.users import create_user
 from bastion.server.storage import migrate
-from support import ISSUER
+from support import ISSUER, create_database
 
 MakeEnv = Callable[..., Awaitable[Env]]
 
@@ -85,3 +86,13 @@ async def env(make_env: MakeEnv) -> Env:
     return await make_env()
 
 
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def on_backend(request: pytest.FixtureRequest, make_env: MakeEnv) -> MakeEnv:
+    """``make_env`` on SQLite, then on a database of its own on PostgreSQL."""
+    if request.param == "sqlite":
+        return make_env
+    admin = request.getfixturevalue("pg_admin_url")
+    url = await create_database(admin, f"env_{uuid.uuid4().hex[:12]}")
+    return functools.partial(make_env, database_url=url)

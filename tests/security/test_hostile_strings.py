@@ -6,8 +6,6 @@ SQLite and on PostgreSQL alike."""
 from __future__ import annotations
 
 import base64
-import functools
-import uuid
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote, urlencode
 
@@ -26,20 +24,10 @@ from security_helpers import (
 from bastion.server.services.clients import create_client
 from bastion.server.services.errors import InvalidInput
 from bastion.server.storage.tables import events
-from support import create_database, hidden_fields
+from support import hidden_fields
 
 MakeEnv = Callable[..., Awaitable[Env]]
 SURROGATE = '"\\ud800"'  # a lone surrogate, as JSON writes it
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def on_backend(request: pytest.FixtureRequest, make_env: MakeEnv) -> MakeEnv:
-    """``make_env`` on SQLite, then on a database of its own on PostgreSQL."""
-    if request.param == "sqlite":
-        return make_env
-    admin = request.getfixturevalue("pg_admin_url")
-    url = await create_database(admin, f"hostile_{uuid.uuid4().hex[:12]}")
-    return functools.partial(make_env, database_url=url)
 
 
 async def account_page(env: Env) -> dict[str, str]:

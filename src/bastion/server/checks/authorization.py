@@ -161,10 +161,17 @@ def check_max_age(req: AuthorizationRequest) -> None:
     req.max_age = min(int(raw), _MAX_AGE_LIMIT)
 
 
+#: The nonce is stored with the code (``authorization_codes.nonce``, 255 characters);
+#: the others are only looked up, shown or sent back.
+MAX_NONCE = 255
+_MAX_LENGTHS = {"state": _MAX_PARAM, "nonce": MAX_NONCE, "login_hint": _MAX_PARAM,
+                "organization": _MAX_PARAM}
+
+
 def check_lengths(req: AuthorizationRequest) -> None:
-    for name in ("state", "nonce", "login_hint", "organization"):
-        if len(req.params.get(name, "")) > _MAX_PARAM:
-            raise InvalidRequest(f"{name} is too long.")
+    for name, limit in _MAX_LENGTHS.items():
+        if len(req.params.get(name, "")) > limit:
+            raise InvalidRequest(f"{name} is too long: at most {limit} characters.")
 
 
 BEFORE_REDIRECT: tuple[Callable[[AuthorizationRequest, ClientCache], Awaitable[None]], ...] = (
