@@ -132,6 +132,13 @@ async def post_login(http: httpx2.AsyncClient, fields: dict[str, str], login: st
     return await http.post("/login", data={**fields, "login": login, "password": password})
 
 
+async def account_page(env: Env) -> dict[str, str]:
+    """Sign in to the account page; its form's hidden fields."""
+    fields = hidden_fields((await env.http.get("/account")).text)
+    assert (await post_login(env.http, fields)).status_code == 303
+    return hidden_fields((await env.http.get("/account")).text)
+
+
 async def get_code(env: Env, client_id: str | None = None, *, redirect_uri: str = REDIRECT,
                    verifier: str | None = None, http: httpx2.AsyncClient | None = None,
                    send_redirect_uri: bool = True, **extra: str) -> str:

@@ -16,6 +16,7 @@ from security_helpers import (
     PASSWORD,
     REDIRECT,
     Env,
+    account_page,
     authorize_url,
     login_form,
     post_login,
@@ -28,13 +29,6 @@ from support import hidden_fields
 
 MakeEnv = Callable[..., Awaitable[Env]]
 SURROGATE = '"\\ud800"'  # a lone surrogate, as JSON writes it
-
-
-async def account_page(env: Env) -> dict[str, str]:
-    """Sign in to the account page; its form's hidden fields."""
-    fields = hidden_fields((await env.http.get("/account")).text)
-    assert (await post_login(env.http, fields)).status_code == 303
-    return hidden_fields((await env.http.get("/account")).text)
 
 
 async def admin_headers(env: Env) -> dict[str, str]:

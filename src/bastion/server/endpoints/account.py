@@ -169,14 +169,19 @@ async def save_profile(request: Request) -> Response:
         if refused:
             return await _page(ctx, request, session, user, keep, error=refused, status=400)
     done = "profile"
-    try:
-        if username and username != user.username:
+    new_username = bool(username) and username != user.username
+    try:  # all or nothing: both are checked before either changes
+        if new_username:
+            user_service.check_username(username)
+        if new_email:
+            email = await links.check_email_change(ctx.storage, ctx.settings, user=user,
+                                                   new_email=email, ip=request_ip(request))
+        if new_username:
             user = await user_service.update_user(ctx.storage, ctx.passwords, user.id,
                                                   username=username)
             await audit.record(ctx.storage, _who(user, request), "account.username", user.id)
         if new_email:
-            await links.send_email_change(ctx.storage, ctx.settings, user=user, new_email=email,
-                                          ip=request_ip(request))
+            await links.send_email_change(ctx.storage, ctx.settings, user=user, new_email=email)
             ctx.outbox.poke()
             done = "email"
     except RateLimited as exc:

@@ -118,12 +118,21 @@ async def _sign_in_link(storage: Storage, settings: Settings, email: str,
     return mail is not None
 
 
-async def send_email_change(storage: Storage, settings: Settings, *, user: User,
-                            new_email: str, ip: str | None) -> None:
+async def check_email_change(storage: Storage, settings: Settings, *, user: User,
+                             new_email: str, ip: str | None) -> str:
+    """``new_email`` as stored, once it is an address, not the user's own, and within
+    its budget of links (``InvalidInput``, ``TooManyLinks``); this counts against the
+    budget. Run before anything else changes, so that a refusal changes nothing."""
     new_email = check_email(new_email.strip())
     if new_email == fold(user.email):
         raise InvalidInput("email", "that is already your address")
     await _limit(storage, settings, new_email, ip)
+    return new_email
+
+
+async def send_email_change(storage: Storage, settings: Settings, *, user: User,
+                            new_email: str) -> None:
+    """Mail a confirmation link to ``new_email``, as ``check_email_change`` returned it."""
     # only the newest change link works: an earlier one (say to a mistyped address) dies
     await storage.cancel_one_time_tokens(user.id, ("email_change",), datetime.now(UTC))
     token = await _issue(storage, settings, "email_change", new_email, user, None, {})
