@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx2
 import sqlalchemy as sa
-from security_helpers import Env, account_page
+from security_helpers import Env, account_page, authorize_url, login_form, post_login
 
 from bastion.server.storage.tables import events, one_time_tokens
 
@@ -61,3 +61,30 @@ async def test_a_refused_username_sends_no_email_link(env: Env) -> None:
             "email": "new@example.com"})
         _page(r, 400, "1 to 150 letters")
     await _unchanged(env)
+
+
+async def test_an_over_long_new_password_is_refused_not_cut(env: Env) -> None:
+    fields = await account_page(env)
+    typed = "p" * 1500
+    r = await env.http.post("/account/password", data={"csrf_token": fields["csrf_token"],
+                                                       "new_password": typed})
+    _page(r, 400, "must be 8 to 1024 characters")
+    assert (await env.password_grant()).status_code == 200  # the old password stands
+    assert (await env.password_grant(password=typed[:1024])).status_code == 400
+
+
+async def test_a_password_longer_than_any_set_signs_in_nowhere(env: Env) -> None:
+    """The login form took the first 1024 characters of what was typed, the token
+    endpoint all of them: one more character than the longest password signed in on
+    the form only. Now it is a wrong password everywhere."""
+    longest = "q" * 1024
+    fields = await account_page(env)
+    r = await env.http.post("/account/password", data={"csrf_token": fields["csrf_token"],
+                                                       "new_password": longest})
+    assert r.status_code == 303
+    browser = await env.browser()
+    form = await login_form(browser, authorize_url(env.web.client_id))
+    assert (await post_login(browser, form, password=longest + "q")).status_code == 401
+    assert (await env.password_grant(password=longest + "q")).status_code == 400
+    assert (await post_login(browser, form, password=longest)).status_code == 303
+    assert (await env.password_grant(password=longest)).status_code == 200

@@ -146,7 +146,7 @@ async def _reauthenticated(ctx: Context, request: Request, posted: _Posted,
         return missing
     try:
         await login.authenticate(ctx.storage, ctx.passwords, ctx.settings, posted.user.username,
-                                 current_password[:1024], request_ip(request))
+                                 current_password, request_ip(request))
     except login.LoginFailed:
         return "The current password is not right."
     except login.TooManyAttempts as exc:
@@ -205,7 +205,7 @@ async def change_password(request: Request) -> Response:
         return await _page(ctx, request, session, user, keep, error=refused, status=400)
     try:  # ends every other session and revokes every grant; this browser stays signed in
         await user_service.update_user(ctx.storage, ctx.passwords, user.id,
-                                       password=form.get("new_password", "")[:1024],
+                                       password=form.get("new_password", ""),
                                        keep_session=session.id)
     except ServiceError as exc:
         return await _page(ctx, request, session, user, keep, error=str(exc), status=400)

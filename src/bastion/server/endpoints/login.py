@@ -105,7 +105,7 @@ async def login_submit(request: Request) -> Response:
     who = audit.Actor(None, "anonymous", client_id, ip)
     try:
         user = await login.authenticate(ctx.storage, ctx.passwords, ctx.settings,
-                                        username[:320], password[:1024], ip)
+                                        username, password, ip)
     except login.TooManyAttempts as exc:
         if login.first_refusal(ctx.storage, exc):
             await audit.record(ctx.storage, who, "login.throttled", login.tried(username))

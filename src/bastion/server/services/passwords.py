@@ -13,6 +13,8 @@ from bastion.server.settings import Settings
 # One thread per core for hashing: argon2 is CPU- and memory-bound (19 MiB a hash), so
 # more threads add only contention and memory; a flood of logins queues here instead.
 _HASHING = Offload(os.cpu_count() or 2, "argon2")
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
 
 
 class Passwords:
@@ -30,6 +32,8 @@ class Passwords:
         return self._hasher.hash(password)
 
     def verify(self, stored: str | None, password: str) -> bool:
+        if len(password) > MAX_PASSWORD_LENGTH:  # longer than any that can be set
+            return False
         try:
             return self._hasher.verify(stored or self._dummy, password) and stored is not None
         except (VerificationError, InvalidHashError):

@@ -11,11 +11,14 @@ from typing import Any, NoReturn
 from bastion.server.models import User
 from bastion.server.services import login, throttle
 from bastion.server.services.errors import AlreadyExists, Erased, InvalidInput, NotFound
+from bastion.server.services.passwords import MAX_PASSWORD_LENGTH as MAX_PASSWORD_LENGTH
+from bastion.server.services.passwords import MIN_PASSWORD_LENGTH as MIN_PASSWORD_LENGTH
 from bastion.server.services.passwords import Passwords
 from bastion.server.storage.base import Conflict, PersonalData, Storage, UserExport
 from bastion.server.text import fold
 
-#: The rules, as patterns the API schema states too.
+#: The rules, as patterns the API schema states too (the password's lengths, imported
+#: above, live with the hashing: a longer password matches none).
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,149}$"
 USERNAME_RULE = "1 to 150 letters, digits or '_.+-', starting with a letter or digit"
 # One plain addr-spec: no whitespace, control character or address-list syntax
@@ -25,8 +28,6 @@ _NOT_ADDRESS = r'\s\x00-\x1f\x7f-\x9f@,;:<>()\[\]"\\'
 EMAIL_PATTERN = rf"^[^{_NOT_ADDRESS}]{{1,64}}@(?:[^{_NOT_ADDRESS}.]+\.)+[^{_NOT_ADDRESS}.]+$"
 _USERNAME = re.compile(USERNAME_PATTERN)
 _EMAIL = re.compile(EMAIL_PATTERN)
-MIN_PASSWORD_LENGTH = 8
-MAX_PASSWORD_LENGTH = 1024
 
 
 def check_username(username: str) -> str:
