@@ -1,4 +1,5 @@
-"""Text that every backend can store and every page can show back.
+"""Text that every backend can store and every page can show back, and counts as
+people read them.
 
 PostgreSQL refuses a NUL in text, and neither asyncpg nor SQLite's driver can send
 a lone surrogate (a string that is not encodable as UTF-8), so input holding either
@@ -28,3 +29,8 @@ def fold(text: str) -> str:
     lookups could not tell ``Ärne@`` from ``ärne@``."""
     folded = text.lower()
     return folded if folded.isascii() else unicodedata.normalize("NFC", folded)
+
+
+def plural(number: int, unit: str) -> str:
+    """``number`` with its ``unit`` (a regular English noun): "1 minute", "2 minutes"."""
+    return f"{number} {unit}" if number == 1 else f"{number} {unit}s"

@@ -25,7 +25,7 @@ from bastion.server.services.errors import InvalidInput, RateLimited
 from bastion.server.services.users import check_email
 from bastion.server.settings import Settings
 from bastion.server.storage.base import Storage
-from bastion.server.text import fold
+from bastion.server.text import fold, plural
 
 SIGN_IN_PATH = "/login/link"
 EMAIL_CHANGE_PATH = "/account/email/confirm"
@@ -51,8 +51,7 @@ async def _limit(storage: Storage, settings: Settings, email: str, ip: str | Non
             whom = ("for this address" if blocked.key.startswith("link:") else
                     "by this client" if client_id is not None else "from this network")
             raise TooManyLinks(f"Too many links were requested {whom}. Try again in "
-                               f"about {minutes} minute{'s' if minutes > 1 else ''}.",
-                               blocked.retry_after)
+                               f"about {plural(minutes, 'minute')}.", blocked.retry_after)
         await throttle.record(storage, keys, now)
 
 

@@ -11,7 +11,7 @@ from bastion.server.services.errors import RateLimited, ServiceError
 from bastion.server.services.passwords import Passwords
 from bastion.server.settings import Settings
 from bastion.server.storage.base import Storage
-from bastion.server.text import fold
+from bastion.server.text import fold, plural
 
 #: The audit actions of a failed sign-in; their target is the login tried (``tried``).
 ATTEMPTS = ("login.failure", "login.throttled")
@@ -38,7 +38,8 @@ class TooManyAttempts(RateLimited):
         # The budget of a client's back channel, shared by all its users.
         whose = " through this client" if blocked.key.startswith(throttle.CLIENT_KEY) else ""
         super().__init__(f"Too many failed sign-ins{whose}: sign-in is {what}. "
-                         f"Try again in {blocked.retry_after} seconds.", blocked.retry_after)
+                         f"Try again in {plural(blocked.retry_after, 'second')}.",
+                         blocked.retry_after)
 
 
 def first_refusal(storage: Storage, refused: TooManyAttempts) -> bool:
