@@ -5,6 +5,7 @@ cookie. Each gets the endpoint's ordinary refusal, never a 500."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from html import unescape
 
 import httpx2
 import pytest
@@ -73,3 +74,33 @@ async def test_error_description_that_echoes_input_keeps_to_the_rfc_charset(
     assert r.status_code == 400 and r.json()["error"] == "unsupported_grant_type"
     description = r.json()["error_description"]
     assert all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in description), description
+
+
+MANY = "&".join(f"p{i}=1" for i in range(51))
+MALFORMED = {
+    "not-utf8": ("grant_type=password&nonce=%ff", "Parameter 'nonce' is not percent-encoded "
+                 "UTF-8."),
+    "name-not-utf8": ("grant_type=password&%ff=1", "A parameter name is not percent-encoded "
+                      "UTF-8."),
+    "too-many": (MANY, "Too many parameters: at most 50."),
+}
+
+
+@pytest.mark.parametrize(("query", "says"), MALFORMED.values(), ids=MALFORMED.keys())
+async def test_malformed_parameters_are_refused_saying_what_is_wrong(
+        env: Env, query: str, says: str) -> None:
+    r = await env.http.post("/oauth/token", content=query.encode(), auth=env.web.auth,
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"error": "invalid_request", "error_description": says}
+    page = await env.http.get(f"/oauth/authorize?{query}")
+    assert page.status_code == 400 and page.headers["content-type"].startswith("text/html")
+    assert says in unescape(page.text)
+
+
+async def test_a_form_body_that_is_not_utf8_is_refused_saying_so(env: Env) -> None:
+    r = await env.http.post("/oauth/token", content=b"grant_type=password&nonce=\xff",
+                            auth=env.web.auth,
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400
+    assert r.json()["error_description"] == "The form body is not valid UTF-8."

@@ -71,7 +71,7 @@ def parse_form(headers: dict[bytes, bytes], body: bytes) -> dict[str, str]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidRequest("Malformed form body.") from None
+        raise InvalidRequest("The form body is not valid UTF-8.") from None
     return single_params(text)
 
 

@@ -4,7 +4,7 @@ backend can store (``bastion.server.text``)."""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -19,14 +19,36 @@ def single_params(query: str) -> dict[str, str]:
     try:
         pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=MAX_FIELDS,
                           errors="strict")
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidRequest("Malformed parameters.") from None
+    except UnicodeDecodeError:  # a ValueError too: first
+        raise InvalidRequest(_not_utf8(query)) from None
+    except ValueError:  # parse_qsl's only other one: over max_num_fields
+        raise InvalidRequest(f"Too many parameters: at most {MAX_FIELDS}.") from None
     for key, value in pairs:
         if not storable(key):
-            raise InvalidRequest("Malformed parameters.")
+            raise InvalidRequest("A parameter name holds a NUL or another character that "
+                                 "cannot be stored.")
         if not storable(value):
-            raise InvalidRequest(f"Parameter {key!r} is malformed.")
+            raise InvalidRequest(f"Parameter {key!r} holds a NUL or another character that "
+                                 "cannot be stored.")
     return oauth_params(pairs)
+
+
+def _not_utf8(query: str) -> str:
+    """What to say of ``query``, whose percent-encoding decodes to invalid UTF-8:
+    which parameter, if its name can be told."""
+    for field in query.split("&"):
+        raw_name, _, raw_value = field.partition("=")
+        try:
+            name = unquote_plus(raw_name, errors="strict")
+        except UnicodeDecodeError:
+            return "A parameter name is not percent-encoded UTF-8."
+        try:
+            unquote_plus(raw_value, errors="strict")
+        except UnicodeDecodeError:
+            if storable(name):
+                return f"Parameter {name!r} is not percent-encoded UTF-8."
+            break
+    return "A parameter is not percent-encoded UTF-8."
 
 
 def oauth_params(pairs: list[tuple[str, str]]) -> dict[str, str]:
