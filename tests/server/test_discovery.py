@@ -142,11 +142,11 @@ async def test_an_unexpected_failure_answers_in_the_callers_form(app: App, monke
 
 
 @pytest.mark.parametrize(("method", "path", "allow"), [
-    ("POST", "/.well-known/jwks.json", "GET"),
-    ("DELETE", "/oauth/userinfo", "GET, POST"),
-    ("PUT", "/oauth/authorize", "GET, POST"),
-    ("PUT", "/api/v1/users", "GET, POST"),
-    ("PUT", "/api/v1/users/u-1", "DELETE, GET, PATCH"),
+    ("POST", "/.well-known/jwks.json", "GET, HEAD"),
+    ("DELETE", "/oauth/userinfo", "GET, HEAD, POST"),
+    ("PUT", "/oauth/authorize", "GET, HEAD, POST"),
+    ("PUT", "/api/v1/users", "GET, HEAD, POST"),
+    ("PUT", "/api/v1/users/u-1", "DELETE, GET, HEAD, PATCH"),
     ("POST", "/openapi.json", "GET, HEAD"),
 ])
 async def test_a_405_lists_the_methods_the_path_is_served_with(
@@ -160,4 +160,4 @@ async def test_a_405_lists_the_methods_the_path_is_served_with(
 async def test_a_405_on_a_path_spelled_out_lists_only_its_own_methods(app: App) -> None:
     # /api/v1/users/count is not a user id, though /api/v1/users/{user_id} matches it
     r = await app.http.put("/api/v1/users/count")
-    assert (r.status_code, r.headers["allow"]) == (405, "GET")
+    assert (r.status_code, r.headers["allow"]) == (405, "GET, HEAD")

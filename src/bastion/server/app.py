@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bastion.oauth.errors import OAuthError, ServerError
+from bastion.oauth.errors import InvalidRequest, OAuthError, ServerError
 from bastion.server.api import clients as api_clients
 from bastion.server.api import events as api_events
 from bastion.server.api import keys as api_keys
@@ -31,6 +31,7 @@ from bastion.server.api import user_roles as api_user_roles
 from bastion.server.api import users as api_users
 from bastion.server.api.problems import (
     ApiError,
+    allowed_methods,
     api_error_handler,
     http_error_handler,
     oauth_problem,
@@ -56,7 +57,7 @@ from bastion.server.endpoints import (
 from bastion.server.errors import oauth_error_parts, oauth_error_response, problem
 from bastion.server.logs import RequestId
 from bastion.server.metrics import MetricsMiddleware
-from bastion.server.middleware import ApiBodyLimit, ClientAddress, IssuerPath
+from bastion.server.middleware import ApiBodyLimit, ClientAddress, HeadAsGet, IssuerPath
 from bastion.server.pages import render
 from bastion.server.services.errors import ServiceError
 from bastion.server.settings import Settings, load_settings
@@ -81,7 +82,8 @@ class BastionApp:
                   **dict.fromkeys(discovery.METADATA_PATHS, b"GET")}
         browsers = Cors(self._route, {token.TOKEN_PATH: b"POST", revoke.REVOKE_PATH: b"POST",
                                       **public}, public=frozenset(public))
-        routes = ClientAddress(ApiBodyLimit(browsers, ctx.settings.max_api_body_bytes))
+        routes = HeadAsGet(ClientAddress(ApiBodyLimit(browsers,
+                                                      ctx.settings.max_api_body_bytes)))
         self._handle: ASGIApp = RequestId(MetricsMiddleware(
             routes, frozenset(self.lean), engine.pool if engine is not None else None))
         if ctx.settings.issuer and ctx.settings.issuer_path:
@@ -103,13 +105,63 @@ async def _oauth_error(request: Request, exc: Exception) -> Response:
     return oauth_error_response(exc)
 
 
+def _browser(request: Request) -> bool:
+    """Whether the caller reads HTML: a browser (on a hosted page, outside the REST API)."""
+    return "text/html" in request.headers.get("accept", "")
+
+
+def _page_text(request: Request, exc: HTTPException) -> dict[str, str]:
+    """The title and message of a browser's page for ``exc``."""
+    if exc.status_code == 404:
+        return {"title": "Page not found", "message": "There is no page at this address. "
+                "Check the link, or go back to the app you came from."}
+    if exc.status_code == 405 and request.method == "GET":
+        # A POST-only address opened, say by Enter in the address bar after a failed sign-in.
+        return {"title": "This page cannot be opened directly", "message": "This address "
+                "takes a form sent from one of Bastion's pages. Go back to the page you came "
+                "from and try again."}
+    return {"title": "This request cannot be answered", "message": (
+        "This address does not take that kind of request." if exc.status_code == 405
+        else str(exc.detail)) + " Go back to the page you came from and try again."}
+
+
+def _oauth_text(exc: HTTPException, allow: str) -> str:
+    """The ``error_description`` of ``exc`` on an OAuth endpoint."""
+    if exc.status_code == 405:  # as the lean endpoints say it
+        return "Use " + " or ".join(m for m in allow.split(", ") if m != "HEAD") + "."
+    if exc.status_code == 404:
+        return "There is no OAuth endpoint at this address."
+    return str(exc.detail)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """A 404, a 405 (or another ``HTTPException``) in the form the caller reads, as
+    ``_server_error`` picks it: problem JSON on the REST API, a page for a browser,
+    RFC 6749 JSON on an OAuth endpoint, problem JSON for anything else."""
+    assert isinstance(exc, HTTPException)
+    path, browser = request.url.path, _browser(request)
+    if path.startswith("/api/") or not (browser or path.startswith("/oauth/")):
+        return await http_error_handler(request, exc)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request)
+    if not browser:
+        return oauth_error_response(InvalidRequest(
+            _oauth_text(exc, headers.get("Allow", "")), status_code=exc.status_code,
+            headers=headers))
+    response = render(request.app.state.ctx, "message.html", exc.status_code, error=True,
+                      **_page_text(request, exc))
+    response.headers.update(headers)
+    return response
+
+
 async def _server_error(request: Request, exc: Exception) -> Response:
     """An unexpected failure (a database gone away, a bug): in the form the caller
     reads, never a plain-text 500. Starlette logs the exception after this answers."""
     if request.url.path.startswith("/api/"):
         return problem(500, "Internal Server Error", "The server could not complete the "
                        "request; the cause is in its log. Try again shortly.")
-    if "text/html" in request.headers.get("accept", ""):  # a browser on a hosted page
+    if _browser(request):  # a browser on a hosted page
         ctx: Context = request.app.state.ctx
         return render(ctx, "message.html", 500, title="Something went wrong", error=True,
                       message="Bastion could not complete this request. Please try again "
@@ -140,7 +192,7 @@ def create_app(settings: Settings, ctx: Context | None = None) -> ASGIApp:
     api.add_exception_handler(OAuthError, _oauth_error)
     api.add_exception_handler(ApiError, api_error_handler)
     api.add_exception_handler(RequestValidationError, validation_handler)
-    api.add_exception_handler(HTTPException, http_error_handler)
+    api.add_exception_handler(HTTPException, _http_error)
     api.add_exception_handler(ServiceError, service_error_handler)
     api.add_exception_handler(Exception, _server_error)
     routers = [module.router for module in (

@@ -1,5 +1,5 @@
 """ASGI middleware in front of every route: the client's address as Bastion stores
-it, and the size limit of REST API bodies.
+it, the size limit of REST API bodies, and HEAD wherever GET is served.
 
 ``ClientAddress`` makes ``scope["client"]`` hold an address that fits where it is
 stored (the audit log's ``ip``, throttle keys): an IP address in its canonical form,
@@ -11,6 +11,10 @@ refuses one over ``max_api_body_bytes`` with 413 problem JSON: a declared
 Content-Length over the limit is refused without reading, a streamed body as soon
 as it grows past it. So no body is held in memory beyond the limit, even before
 authentication.
+
+``HeadAsGet`` answers HEAD as GET without the body (RFC 9110 section 9.3.2: HEAD is
+served wherever GET is). Starlette adds HEAD to its own GET routes, but FastAPI's
+routes take only the methods they name, and the lean endpoints are POST only.
 """
 
 from __future__ import annotations
@@ -75,6 +79,23 @@ class ApiBodyLimit:
             await problem(400, "Bad Request", exc.description)(scope, receive, send)
             return
         await self.app(scope, _replay(body, receive), send)
+
+
+class HeadAsGet:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":  # its Content-Length stays: GET's
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -73,7 +73,10 @@ def allowed_methods(request: Request) -> str:
     matched = [route for route in request.app.state.routes
                if route.matches({**request.scope, "method": ""})[0] != Match.NONE]
     literal = [route for route in matched if not getattr(route, "param_convertors", None)]
-    return ", ".join(sorted({method for route in literal or matched for method in route.methods}))
+    methods = {method for route in literal or matched for method in route.methods}
+    if "GET" in methods:  # HEAD too (middleware.HeadAsGet)
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:

@@ -1,0 +1,72 @@
+"""A 404 or 405 comes in the form its caller reads (a page for a browser, RFC 6749
+JSON on an OAuth endpoint, problem JSON on the REST API), and HEAD is served
+wherever GET is (RFC 9110 section 9.3.2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from support import App
+
+BROWSER = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+
+
+@pytest.mark.parametrize("path", ["/login", "/account/profile", "/account/password",
+                                  "/login/link/request", "/account/sessions/revoke"])
+async def test_a_browser_opening_a_post_only_page_gets_a_page(app: App, path: str) -> None:
+    r = await app.http.get(path, headers=BROWSER)
+    assert (r.status_code, r.headers["allow"]) == (405, "POST")
+    assert r.headers["content-type"].startswith("text/html")
+    assert "This page cannot be opened directly" in r.text
+    assert "Go back to the page you came from" in r.text
+    assert r.headers["content-security-policy"].startswith("default-src 'none'")
+
+
+async def test_a_browser_gets_a_page_for_an_unknown_address(app: App) -> None:
+    r = await app.http.get("/no-such-page", headers=BROWSER)
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    assert "Page not found" in r.text
+    posted = await app.http.post("/account", headers=BROWSER)  # a GET-only page
+    assert (posted.status_code, posted.headers["allow"]) == (405, "GET, HEAD")
+    assert "does not take that kind of request" in posted.text
+
+
+async def test_an_oauth_endpoint_answers_oauth_json(app: App) -> None:
+    r = await app.http.delete("/oauth/userinfo")
+    assert (r.status_code, r.headers["allow"]) == (405, "GET, HEAD, POST")
+    assert r.json() == {"error": "invalid_request", "error_description": "Use GET or POST."}
+    r = await app.http.get("/oauth/no-such-endpoint")
+    assert r.status_code == 404 and r.json()["error"] == "invalid_request"
+    r = await app.http.get("/oauth/token")  # the lean endpoints said so already
+    assert (r.status_code, r.json()["error"]) == (405, "invalid_request")
+
+
+@pytest.mark.parametrize("headers", [{}, BROWSER], ids=["api-client", "browser"])
+async def test_the_rest_api_and_other_callers_get_problem_json(app: App,
+                                                              headers: dict[str, str]) -> None:
+    for method, path, status in (("GET", "/api/v1/no-such-thing", 404),
+                                 ("PUT", "/api/v1/users", 405)):
+        r = await app.http.request(method, path, headers=headers)
+        assert r.status_code == status
+        assert r.headers["content-type"] == "application/problem+json"
+    r = await app.http.get("/no-such-page")  # not a browser, not OAuth: problem JSON
+    assert (r.status_code, r.headers["content-type"]) == (404, "application/problem+json")
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/.well-known/openid-configuration",
+                                  "/.well-known/oauth-authorization-server",
+                                  "/.well-known/jwks.json", "/account", "/api/v1/users",
+                                  "/openapi.json"])
+async def test_head_is_answered_wherever_get_is(app: App, path: str) -> None:
+    got = await app.http.get(path, headers=BROWSER)
+    head = await app.http.head(path, headers=BROWSER)
+    assert head.status_code == got.status_code != 405
+    assert head.content == b""
+    for name in ("content-type", "content-length", "cache-control"):
+        assert head.headers.get(name) == got.headers.get(name), name
+
+
+@pytest.mark.parametrize("path", ["/oauth/token", "/login"])
+async def test_head_on_a_post_only_address_is_405(app: App, path: str) -> None:
+    r = await app.http.head(path)
+    assert (r.status_code, r.headers["allow"], r.content) == (405, "POST", b"")
