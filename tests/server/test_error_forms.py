@@ -57,7 +57,7 @@ async def test_the_rest_api_and_other_callers_get_problem_json(app: App,
                                   "/.well-known/oauth-authorization-server",
                                   "/.well-known/jwks.json", "/account", "/api/v1/users",
                                   "/openapi.json"])
-async def test_head_is_answered_wherever_get_is(app: App, path: str) -> None:
+async def test_head_is_answered_where_get_is(app: App, path: str) -> None:
     got = await app.http.get(path, headers=BROWSER)
     head = await app.http.head(path, headers=BROWSER)
     assert head.status_code == got.status_code != 405
@@ -70,3 +70,12 @@ async def test_head_is_answered_wherever_get_is(app: App, path: str) -> None:
 async def test_head_on_a_post_only_address_is_405(app: App, path: str) -> None:
     r = await app.http.head(path)
     assert (r.status_code, r.headers["allow"], r.content) == (405, "POST", b"")
+
+
+@pytest.mark.parametrize(("path", "allow"), [
+    ("/oauth/authorize", "GET, POST"), ("/oauth/logout", "GET, POST"),
+    ("/account/export", "GET"), ("/api/v1/users/u-1/export", "GET")])
+async def test_head_is_405_where_a_get_acts(app: App, path: str, allow: str) -> None:
+    # A link checker's HEAD must not issue a code, end a session or record an export.
+    r = await app.http.head(path, headers=BROWSER)
+    assert (r.status_code, r.headers["allow"], r.content) == (405, allow, b"")

@@ -14,7 +14,9 @@ authentication.
 
 ``HeadAsGet`` answers HEAD as GET without the body (RFC 9110 section 9.3.2: HEAD is
 served wherever GET is). Starlette adds HEAD to its own GET routes, but FastAPI's
-routes take only the methods they name, and the lean endpoints are POST only.
+routes take only the methods they name, and the lean endpoints are POST only. Not
+where a GET does something (issues a code, ends a session, records an export): a
+link checker's HEAD must not, and gets the 405 of a method not served.
 """
 
 from __future__ import annotations
@@ -81,12 +83,22 @@ class ApiBodyLimit:
         await self.app(scope, _replay(body, receive), send)
 
 
+#: Paths whose GET acts: the authorization and logout endpoints, the data downloads.
+_ACTING_GETS = ("/oauth/authorize", "/oauth/logout")
+
+
+def head_served(path: str) -> bool:
+    """Whether HEAD is answered as GET at ``path`` (a path GET is served at)."""
+    return path not in _ACTING_GETS and not path.endswith("/export")
+
+
 class HeadAsGet:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "HEAD":
+        if scope["type"] != "http" or scope["method"] != "HEAD" or not head_served(
+                scope["path"]):
             await self.app(scope, receive, send)
             return
 

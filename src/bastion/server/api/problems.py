@@ -13,6 +13,7 @@ from starlette.routing import Match
 from bastion.oauth.errors import OAuthError
 from bastion.server.api.schemas import PATTERN_RULES
 from bastion.server.errors import problem
+from bastion.server.middleware import head_served
 from bastion.server.services.errors import AlreadyExists, Erased, InUse, InvalidInput, NotFound
 
 
@@ -74,7 +75,7 @@ def allowed_methods(request: Request) -> str:
                if route.matches({**request.scope, "method": ""})[0] != Match.NONE]
     literal = [route for route in matched if not getattr(route, "param_convertors", None)]
     methods = {method for route in literal or matched for method in route.methods}
-    if "GET" in methods:  # HEAD too (middleware.HeadAsGet)
+    if "GET" in methods and head_served(request.scope["path"]):  # middleware.HeadAsGet
         methods.add("HEAD")
     return ", ".join(sorted(methods))
 
