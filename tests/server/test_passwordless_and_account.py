@@ -619,6 +619,11 @@ async def test_signup_makes_a_valid_username_of_any_local_part(signup_env: Env, 
     assert back.status_code == 303 and back.headers["location"].startswith("/oauth/authorize?")
     user = await env.ctx.storage.get_user_by_login(address)
     assert user is not None and user.username == username
+    created, _ = await env.ctx.storage.list_events({"action": "user.create"}, 10, 0)
+    assert [(e.actor, e.target, e.client_id, e.detail) for e in created] == [
+        (user.id, user.id, env.client_id, {"via": "passwordless", "username": username,
+                                           "email": address, "is_administrator": False,
+                                           "email_verified": True})]
 
 
 async def test_a_signup_that_cannot_be_made_answers_with_a_page(signup_env: Env) -> None:

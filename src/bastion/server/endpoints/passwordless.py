@@ -148,19 +148,24 @@ async def link_page(request: Request) -> Response:
                      hidden={"token": token})
 
 
-async def _signup(ctx: Context, email: str) -> User:
+async def _signup(ctx: Context, email: str, client_id: str | None, ip: str | None) -> User:
     # a username starts with a letter or digit: ".bob@" or "_x@" must not refuse
     base = re.sub(r"[^A-Za-z0-9_.+-]", "", email.split("@")[0]).strip("_.+-")[:40] or "user"
     for _ in range(5):
         try:
-            return await users.create_user(ctx.storage, ctx.passwords, username=base, email=email,
-                                           password=None, email_verified=True)
+            user = await users.create_user(ctx.storage, ctx.passwords, username=base,
+                                           email=email, password=None, email_verified=True)
         except AlreadyExists as exc:
             if exc.field == "email":
                 existing = await ctx.storage.get_user_by_login(email)
                 if existing is not None:
                     return existing
             base = f"{base[:40]}{_secrets.randbelow(10_000)}"
+        else:
+            actor = audit.Actor(user.id, "user", client_id, ip)
+            await audit.record(ctx.storage, actor, "user.create", user.id, via="passwordless",
+                               **users.audited(user))
+            return user
     raise InvalidInput("username", "could not choose a free username")
 
 
@@ -178,7 +183,7 @@ async def use_link(request: Request) -> Response:
         user = await ctx.storage.get_user(used.user_id)
     else:
         try:
-            user = await _signup(ctx, used.email)
+            user = await _signup(ctx, used.email, used.client_id, request_ip(request))
         except ServiceError as exc:  # a page, not the REST API's JSON problem
             return render(ctx, "message.html", 400, title="Cannot create your account",
                           error=True, message=f"{exc}. Go back to the app and ask for a new link.")
