@@ -119,3 +119,13 @@ def test_a_token_living_less_than_the_refresh_margin_is_fetched_once(make_client
     for _ in range(5):
         client.request("GET", "api/thing", auth=http)
     assert provider.calls["/tenant/oauth/token"] == 4  # the login, one refresh
+
+
+def test_a_client_credentials_auth_for_a_scope(make_client: Any, provider: FakeProvider):
+    client = make_client()
+    scoped = client.client_credentials_auth("read")
+    for _ in range(2):
+        client.request("GET", "api/thing", auth=scoped)
+    sent = [provider.form(r) for r in provider.requests if r.url.path.endswith("/oauth/token")]
+    assert [form.get("scope") for form in sent] == ["read"]  # fetched once, for its scope
+    assert repr(scoped).endswith("scope='read')")

@@ -33,8 +33,8 @@ T = TypeVar("T")
 class AsyncClient(AsyncSignIn):
     """The asynchronous twin of ``Client``: the same calls, awaited.
 
-    ``Client(url=..., client_id=..., client_secret=...)`` or
-    ``Client(using="test")`` for a connection made with ``configure``.
+    ``AsyncClient(url=..., client_id=..., client_secret=...)`` or
+    ``AsyncClient(using="test")`` for a connection made with ``configure``.
     ``transport=`` takes any ``httpx2`` transport (``MockTransport`` in tests).
     """
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _authorization, _login, _passwordless
-from ._auth import TokenAuth
+from ._auth import ClientCredentialsAuth, TokenAuth
 from .exceptions import InvalidGrant
 from .state import ReplayStore
 from .tokens import TokenCheck, TokenSet
@@ -199,3 +199,10 @@ class AsyncSignIn:
         """An ``httpx2.Auth`` sending ``tokens`` and refreshing them before they expire
         (one refresh for concurrent callers); ``on_refresh`` receives the new ones."""
         return TokenAuth(self._core, tokens, on_refresh)
+
+    def client_credentials_auth(
+        self, scope: str | Collection[str] | None = None
+    ) -> ClientCredentialsAuth:
+        """An ``httpx2.Auth`` sending this client's own token for ``scope`` (``auth``
+        is the one for the registered scopes), fetched once and renewed when due."""
+        return ClientCredentialsAuth(self._core, scope)
