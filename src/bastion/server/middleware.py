@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import ipaddress
+import re
 from urllib.parse import quote, unquote
 
 from starlette.requests import HTTPConnection
@@ -83,13 +84,20 @@ class ApiBodyLimit:
         await self.app(scope, _replay(body, receive), send)
 
 
-#: Paths whose GET acts: the authorization and logout endpoints, the data downloads.
-_ACTING_GETS = ("/oauth/authorize", "/oauth/logout")
+#: The paths whose GET acts, each declared beside its route (``acts_on_get``).
+_ACTING_GETS: list[re.Pattern[str]] = []
+
+
+def acts_on_get(path: str) -> None:
+    """Declare that a GET at ``path`` (a route's, ``{parameters}`` and all) does
+    something: issues a code, ends a session, records an export. HEAD there is a 405."""
+    _ACTING_GETS.append(re.compile("[^/]+".join(
+        re.escape(part) for part in re.split(r"\{[^}/]+\}", path))))
 
 
 def head_served(path: str) -> bool:
     """Whether HEAD is answered as GET at ``path`` (a path GET is served at)."""
-    return path not in _ACTING_GETS and not path.endswith("/export")
+    return not any(acting.fullmatch(path) for acting in _ACTING_GETS)
 
 
 class HeadAsGet:

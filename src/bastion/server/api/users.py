@@ -27,10 +27,12 @@ from bastion.server.api.schemas import (
     UserOut,
     UserUpdate,
 )
+from bastion.server.middleware import acts_on_get
 from bastion.server.services import audit
 from bastion.server.services import users as service
 
 router = api_router("/api/v1/users", "users")
+acts_on_get(router.prefix + "/{user_id}/export")  # records user.export
 
 Q = Query(None, max_length=200, description="Case-insensitive substring of username or email.")
 After = Query(None, max_length=200, pattern=cursors.PATTERN,

@@ -24,7 +24,7 @@ from bastion.server.api.export_schemas import download
 from bastion.server.context import Context
 from bastion.server.endpoints._query import page_form
 from bastion.server.endpoints.authorize import login_page
-from bastion.server.middleware import request_ip
+from bastion.server.middleware import acts_on_get, request_ip
 from bastion.server.models import LoginSession, User
 from bastion.server.pages import csrf_ok, form_page, render, session_of
 from bastion.server.services import audit, links, login, sessions
@@ -34,6 +34,7 @@ from bastion.server.text import fold, storable
 
 router = APIRouter(tags=["pages"])
 ACCOUNT_PATH = "/account"
+acts_on_get(ACCOUNT_PATH + "/export")  # records user.export
 FRESH_LOGIN = timedelta(minutes=5)  # a password or email change needs no current password
 _NOTICES = {
     "profile": "Your profile is saved.",

@@ -27,6 +27,7 @@ from bastion.server.checks.scope import for_user
 from bastion.server.context import Context
 from bastion.server.endpoints._form import parse_form, read_body
 from bastion.server.endpoints._query import single_params
+from bastion.server.middleware import acts_on_get
 from bastion.server.models import LoginSession
 from bastion.server.pages import form_page, form_post, render, session_cookie, session_of
 from bastion.server.services import sessions
@@ -35,6 +36,7 @@ from bastion.server.services.id_tokens import hint_claims
 
 router = APIRouter(tags=["oauth"])
 AUTHORIZE_PATH = "/oauth/authorize"
+acts_on_get(AUTHORIZE_PATH)  # issues a code to a signed-in browser
 _MAX_BODY = 64 * 1024  # a request is a few kB; it goes on as a URL after a sign-in
 
 

@@ -26,7 +26,7 @@ from starlette.responses import RedirectResponse, Response
 from bastion.oauth.errors import OAuthError
 from bastion.server.context import Context
 from bastion.server.endpoints._query import oauth_params, page_fields, single_params
-from bastion.server.middleware import request_ip
+from bastion.server.middleware import acts_on_get, request_ip
 from bastion.server.models import LoginSession, User
 from bastion.server.pages import (
     cookie_options,
@@ -41,6 +41,7 @@ from bastion.server.services.id_tokens import check_hint
 
 router = APIRouter(tags=["oauth"])
 LOGOUT_PATH = "/oauth/logout"
+acts_on_get(LOGOUT_PATH)  # ends a session, for a hint naming it
 Current = tuple[LoginSession, User]
 
 
