@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -22,6 +23,7 @@ from bastion import (
     ProtocolError,
     RateLimited,
     TemporarilyUnavailable,
+    TokenSet,
 )
 from bastion.client.state import AuthorizationState, derive_key, seal
 from bastion.oauth import pkce
@@ -353,6 +355,26 @@ def test_revoke_all(make_client: Any, provider: FakeProvider):
     ]
     with pytest.raises(Forbidden):
         client.revoke_all("at")
+
+
+@pytest.mark.parametrize(("lifetime", "done"), [(3600, True), (-10, False), (None, False)])
+def test_a_revoke_all_resent_after_a_lost_answer_is_done_only_if_its_token_lived(
+        make_client: Any, provider: FakeProvider, lifetime: int | None, done: bool):
+    """The resend's 401 means the first attempt revoked the token, unless the token may
+    have expired meanwhile; then nothing proves the sessions ended."""
+    expires_at = None if lifetime is None else datetime.fromtimestamp(
+        time.time() + lifetime, UTC)
+    tokens = TokenSet(access_token="opaque-at", expires_at=expires_at)
+    provider.overrides["/tenant/api/v1/users/me/sessions"] = [
+        httpx2.ReadTimeout("the answer was lost"),
+        httpx2.Response(401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})]
+    client = make_client(retries=1)
+    if done:
+        client.revoke_all(tokens)
+    else:
+        with pytest.raises(InvalidToken, match="may not have ended"):
+            client.revoke_all(tokens)
+    assert provider.calls["/tenant/api/v1/users/me/sessions"] == 2
 
 
 def test_revoking_a_token_set_revokes_refresh_then_access(make_client: Any, provider: Any):

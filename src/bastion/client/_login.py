@@ -124,10 +124,29 @@ def revoke_all_flow(
     if (access_token is None) == (user_id is None):
         raise ConfigurationError("revoke_all takes either an access token or a user_id")
     path = _SESSIONS_SELF if user_id is None else _SESSIONS_OF.format(quote(user_id, safe=""))
-    yield from api_flow(core, "DELETE", path, token=access_token, revokes_token=True)
+    response = yield from api_flow(core, "DELETE", path, token=access_token, revokes_token=True)
+    # A 401 to a resend says the first attempt revoked the token, unless it could have
+    # expired meanwhile (a backoff, a Retry-After): then nothing proves the sessions ended.
+    if response.status_code == 401 and access_token is not None and not _valid_until(
+            access_token, core.clock() + core.settings.leeway):
+        raise InvalidToken("The sessions may not have ended: an answer was lost, and the "
+                           "access token may have expired before it was sent again. Sign "
+                           "in again and retry.", status_code=401)
     subject = user_id if access_token is None else subject_of(access_token)
     if isinstance(subject, str):  # refreshes remembered for that user's sessions are revoked too
         core.forget_user(subject)
+
+
+def _valid_until(token: str | TokenSet, moment: float) -> bool:
+    """Whether ``token`` surely has not expired by ``moment`` (its ``exp``, unchecked)."""
+    if isinstance(token, TokenSet) and token.expires_at is not None:
+        return token.expires_at.timestamp() > moment
+    try:
+        exp = parse_compact(token.access_token if isinstance(token, TokenSet) else token
+                            ).claims().get("exp")
+    except JoseError:
+        return False
+    return isinstance(exp, int | float) and not isinstance(exp, bool) and exp > moment
 
 
 # -- validate_token_set ---------------------------------------------------------------
