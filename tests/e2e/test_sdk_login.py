@@ -257,10 +257,13 @@ def test_logout_url_ends_the_session(
 
 
 def test_token_auth_refreshes_once_for_concurrent_callers(
-    bastion_server: ServerProcess, web_app: App, account: Account, sign_in: Any
+    bastion_server: ServerProcess, web_app: App, account: Account, sign_in: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A margin longer than the token's life: every request finds it due for refresh,
-    # so the 8 threads refresh one after another, each with the newest token.
+    # A margin longer than the token's life, not capped at half of it: every request
+    # finds it due for refresh, so the 8 threads refresh one after another, each with
+    # the newest token.
+    monkeypatch.setattr("bastion.client._auth.renewal_margin", lambda _t, _now, margin: margin)
     with Client(**options(bastion_server, web_app, refresh_margin=10**6)) as client:
         tokens = login(client, account, sign_in)
         seen: list[TokenSet] = []

@@ -57,7 +57,8 @@ def assert_throttled_page(r: httpx2.Response, low: int, high: int) -> int:
     assert r.status_code == 429, (r.status_code, r.text[:200])
     retry_after = int(r.headers["retry-after"])
     assert low <= retry_after <= high, retry_after
-    assert "Try again in N seconds." in page_message(r)
+    unit = "second." if retry_after == 1 else "seconds."
+    assert f"Try again in N {unit}" in page_message(r)
     return retry_after
 
 
