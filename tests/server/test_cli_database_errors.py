@@ -70,6 +70,18 @@ def test_a_database_migrated_by_a_newer_release_is_one_line(cli, tmp_path) -> No
     assert "at revision 0099, which this release does not know" in one_line(err)
 
 
+def test_another_applications_revision_beside_ours_is_named(cli, tmp_path) -> None:
+    """Two rows in alembic_version: the check at head must not answer with Alembic's
+    own "more than one head present" but name the revision it does not know."""
+    assert cli("migrate", "--data-dir", str(tmp_path))[0] == 0
+    with sqlite3.connect(tmp_path / "bastion.db") as db:
+        db.execute("INSERT INTO alembic_version VALUES ('otherapp1')")
+    code, err = cli("migrate", "--data-dir", str(tmp_path))
+    assert code == 1
+    assert "at revision otherapp1, which this release does not know" in one_line(err)
+    assert "another application's migrations use this database" in one_line(err)
+
+
 def test_addresses_that_migration_0005_cannot_fold_apart_are_one_line(cli, tmp_path) -> None:
     """Its RuntimeError naming both users came out at the end of a traceback."""
     async def at_0004_with_twins() -> None:

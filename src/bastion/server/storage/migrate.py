@@ -57,7 +57,7 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
     # Most runs find the schema current: a plain read says so without the lock, so
     # a CLI command does not wait behind (or block) a server's writes for nothing.
-    if revision == "head" and await current_revision(engine) == head_revision():
+    if revision == "head" and await current_heads(engine) == (head_revision(),):
         return
     async with _sqlite_lock(engine), engine.begin() as conn:
         await conn.run_sync(run)
@@ -89,6 +89,14 @@ async def _sqlite_lock(engine: AsyncEngine) -> AsyncIterator[None]:
     finally:
         fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
         lock.close()
+
+
+async def current_heads(engine: AsyncEngine) -> tuple[str, ...]:
+    """The revisions recorded: one, unless another application's migrations share the
+    table (``_refuse_unknown`` says so)."""
+    async with engine.connect() as conn:
+        return tuple(await conn.run_sync(
+            lambda c: MigrationContext.configure(c).get_current_heads()))
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
