@@ -122,6 +122,18 @@ async def test_a_refresh_drops_the_scopes_the_client_is_no_longer_registered_for
                                        refresh_token=r.json()["refresh_token"])) == "invalid_scope"
 
 
+async def test_a_grant_left_with_no_scope_is_revoked(env: Env) -> None:
+    tokens = await _tokens(env, scope="read")
+    await update_client(env.ctx.storage, env.web.client_id, scopes=["openid"])
+    env.ctx.clients.forget(env.web.client_id)
+    r = await env.refresh(tokens["refresh_token"])
+    assert oauth_error(r) == "invalid_grant" and "sign in again" in r.json()["error_description"]
+    assert (await env.introspect(tokens["access_token"]))["active"] is False  # family gone
+    await update_client(env.ctx.storage, env.web.client_id, scopes=["openid", "read"])
+    env.ctx.clients.forget(env.web.client_id)
+    assert oauth_error(await env.refresh(tokens["refresh_token"])) == "invalid_grant"
+
+
 async def test_refresh_token_of_a_revoked_grant_is_inactive_and_refused(env: Env) -> None:
     # The state a replayed code can leave: the grant is revoked, but its first exchange
     # stored its refresh token after the revocation, so the token row itself is live.

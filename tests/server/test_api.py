@@ -431,6 +431,24 @@ async def test_a_reissue_drops_the_scopes_the_client_is_no_longer_registered_for
     assert r.status_code == 200 and r.json()["scope"] == "openid", r.text
 
 
+async def test_a_reissue_of_a_grant_left_with_no_scope_is_refused_first(api: Api) -> None:
+    http = api.app.http
+    _, url = await _member(api, "max", ["viewer", "editor"])
+    tokens = await api.user_token("max", organization="acme")  # scope openid
+    client_url = f"/api/v1/clients/{api.web_id}"
+    assert (await http.patch(client_url, json={"scopes": ["profile"]})).is_success
+    r = await http.post(url, json={"add": ["editor"],
+                                   "reissue": {"refresh_token": tokens["refresh_token"]}})
+    assert r.status_code == 400 and "sign in again" in r.json()["detail"], r.text
+    assert [x["name"] for x in (await http.get(url)).json()["items"]] == ["viewer"]
+    r = await http.post("/oauth/token", auth=(api.web_id, api.web_secret), data={
+        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert r.json()["error"] == "invalid_grant", r.text  # and revoked by that refresh
+    introspected = await http.post("/oauth/introspect", auth=(api.web_id, api.web_secret),
+                                   data={"token": tokens["access_token"]})
+    assert introspected.json() == {"active": False}
+
+
 async def test_concurrent_reissues_of_one_refresh_token_leave_one_family(api: Api) -> None:
     http = api.app.http
     _, url = await _member(api, "kim", ["viewer", "editor"])

@@ -29,6 +29,27 @@ class TooManyClaims(InvalidGrant):
     """The user's roles there are more than a token can carry (``rbac.CLAIMS_BUDGET``)."""
 
 
+NO_SCOPE_LEFT = ("The client is no longer registered for any scope this sign-in granted: "
+                 "sign in again.")
+
+
+def none_left(scope: str, allowed: str) -> bool:
+    """A grant of ``scope`` may issue nothing now: its tokens would grant nothing, and
+    an empty scope is no scope (RFC 6749 section 3.3)."""
+    return bool(scope.split()) and not allowed
+
+
+async def allowed_scope(ctx: Context, client: Client, user: User, grant_id: str,
+                        scope: str) -> str:
+    """A stored grant's ``scope`` as it may be refreshed now (``still_allowed``); a
+    grant left with none of its scopes is revoked."""
+    allowed = still_allowed(scope, client, user)
+    if none_left(scope, allowed):
+        await ctx.storage.revoke_grant(grant_id, datetime.now(UTC))
+        raise InvalidGrant(NO_SCOPE_LEFT)
+    return allowed
+
+
 async def user_token_response(
     ctx: Context, client: Client, grant: Grant, user: User, scope: str, *,
     refresh_token: str | None, nonce: str | None = None,
@@ -101,10 +122,13 @@ async def reissuable(ctx: Context, user: User, refresh_token: str,
             or stored.expires_at <= now):
         raise InvalidGrant("The refresh token to reissue is not a valid token of this user.")
     old = await ctx.storage.get_grant(stored.grant_id)
-    if old is None or old.revoked_at or await ctx.clients.get(stored.client_id) is None:
+    client = await ctx.clients.get(stored.client_id)
+    if old is None or old.revoked_at or client is None:
         raise InvalidGrant("The refresh token to reissue is not a valid token of this user.")
     if old.organization_id != organization_id:  # its new tokens would not carry the roles
         raise InvalidGrant("The refresh token to reissue was not issued for this organization.")
+    if none_left(stored.scope, still_allowed(stored.scope, client, user)):
+        raise InvalidGrant(NO_SCOPE_LEFT)
     return stored
 
 
@@ -126,7 +150,7 @@ async def reissue(ctx: Context, user: User, stored: RefreshToken) -> dict[str, A
             await ctx.storage.revoke_grant(old.id, now)
             return None
     grant = replace(old, id=_secrets.token_urlsafe(18), created_at=now, revoked_at=None)
-    scope = still_allowed(stored.scope, client, user)
+    scope = still_allowed(stored.scope, client, user)  # not none (``reissuable``)
     plain, record = new_refresh_token(ctx.settings, grant, scope)
     if not await ctx.storage.reissue_grant(old.id, grant, record, now):
         raise InvalidGrant("The roles were changed, but no tokens were issued: another "

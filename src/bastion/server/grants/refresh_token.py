@@ -13,7 +13,7 @@ from typing import Any
 from bastion.oauth.errors import InvalidGrant, InvalidRequest
 from bastion.server.checks.scope import narrowed_scope, still_allowed
 from bastion.server.context import Context
-from bastion.server.grants._issue import grant_claims, reused, user_token_response
+from bastion.server.grants._issue import allowed_scope, grant_claims, reused, user_token_response
 from bastion.server.grants._request import TokenRequest
 from bastion.server.services import secrets
 from bastion.server.services.tokens import new_refresh_token
@@ -32,17 +32,19 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     if family is None or family[0].client_id != client.client_id:
         raise InvalidGrant("The refresh token is invalid.")
     stored, grant, user = family
+    now = datetime.now(UTC)
+    live = not (stored.used_at or stored.revoked_at or stored.expires_at <= now
+                or grant.revoked_at or user.deleted_at)
     # What the grant may still carry: the client's registration and the user's
-    # administrator flag may have narrowed it since (security.md, least privilege).
-    allowed = still_allowed(stored.scope, client, user)
+    # administrator flag may have narrowed it since (security.md, least privilege). A
+    # spent token goes on to be detected as reused, whatever is left of its scope.
+    allowed = await allowed_scope(ctx, client, user, grant.id, stored.scope) if live \
+        else still_allowed(stored.scope, client, user)
     scope = allowed
     if "scope" in form:  # RFC 6749 section 6: a narrower scope may be asked for
         scope = narrowed_scope(form["scope"], allowed)
-    now = datetime.now(UTC)
     # Claims that cannot be issued fail the refresh before the token is spent (a reuse
     # still goes on to be detected); a user who left the organization loses the grant.
-    live = not (stored.used_at or stored.revoked_at or stored.expires_at <= now
-                or grant.revoked_at or user.deleted_at)
     claims = await grant_claims(ctx, grant, user.id) if live else None
     # The narrower scope asked for is for this access token only: the new refresh
     # token keeps the scope of the one it replaces ("identical", RFC 6749 section 6),
