@@ -55,3 +55,22 @@ async def test_a_deleted_client_keeps_its_name(storage: SQLStorage) -> None:
     export = await storage.export_user(ME.id, 10, DATA)
     assert export is not None and [(g.revoked_at, name) for g, name in export.grants] == [
         (NOW, "App")]
+
+
+async def test_another_users_names_in_events_they_caused_are_left_out(
+        storage: SQLStorage) -> None:
+    # An administrator's export holds the changes they made to other users, but not
+    # those users' names: those are the other users' data (and erased with them).
+    await setup(storage)
+    for event_id, target in (("mine", ME.id), ("theirs", OTHER.id)):
+        await storage.add_event(Event(
+            id=event_id, at=NOW, action="user.create", actor=ME.id, actor_type="user",
+            target=target, client_id=None, ip=None, detail={
+                "fields": ["email"], "email": f"{target}@example.com", "username": target,
+                "is_administrator": False, "email_verified": False}))
+    export = await storage.export_user(ME.id, 100, DATA)
+    assert export is not None
+    by_id = {e.id: e for e in export.events}
+    assert by_id["mine"].detail["email"] == f"{ME.id}@example.com"
+    assert by_id["theirs"].detail == {"fields": ["email"], "is_administrator": False,
+                                      "email_verified": False}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -188,7 +189,7 @@ class DirectoryMixin(SQLBase):
                 named = conn.execute(sa.select(events.c.id, events.c.detail).where(
                     events.c.target == user_id, events.c.action.in_(data.named))).all()
                 for event_id, detail in named:
-                    kept = {k: v for k, v in detail.items() if k not in ("username", "email")}
+                    kept = _unnamed(detail)
                     if kept != detail:
                         conn.execute(events.update().where(events.c.id == event_id)
                                      .values(detail=kept))
@@ -230,8 +231,7 @@ class DirectoryMixin(SQLBase):
                 sessions=[LoginSession(**s) for s in sessions.mappings()],
                 grants=[(Grant(**{k: v for k, v in g.items() if k != "client_name"}),
                          g["client_name"]) for g in granted],
-                events=[Event(**{**e, "ip": e["ip"] if e["actor"] == user_id else None})
-                        for e in listed],
+                events=[_as_theirs(Event(**e), user_id, data) for e in listed],
                 events_total=int(conn.execute(sa.select(sa.func.count()).select_from(events)
                                               .where(sa.or_(*theirs))).scalar_one()))
         return await self._read(export)
@@ -563,3 +563,18 @@ def _roles(conn: sa.Connection, where: Any) -> list[Role]:
         perms[role_id].append(permission)
     return [Role(id=r["id"], organization_id=r["organization_id"], name=r["name"],
                  permissions=tuple(perms[r["id"]]), created_at=r["created_at"]) for r in rows]
+
+
+def _unnamed(detail: dict[str, Any]) -> dict[str, Any]:
+    """An event's ``detail`` without the names of its target (``PersonalData.named``)."""
+    return {k: v for k, v in detail.items() if k not in ("username", "email")}
+
+
+def _as_theirs(event: Event, user_id: str, data: PersonalData) -> Event:
+    """An event as a user's export shows it: the address it came from only if they
+    acted, and the names of another user it was about (an administrator's changes)
+    left out, which are that user's (GDPR article 15(4))."""
+    ip = event.ip if event.actor == user_id else None
+    detail = event.detail if event.target == user_id or event.action not in data.named \
+        else _unnamed(event.detail)
+    return replace(event, ip=ip, detail=detail)
