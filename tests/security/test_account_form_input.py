@@ -63,6 +63,22 @@ async def test_a_refused_username_sends_no_email_link(env: Env) -> None:
     await _unchanged(env)
 
 
+async def test_a_taken_username_spends_no_link_budget(make_env) -> None:
+    from bastion.server.services.users import create_user
+
+    env = await make_env(link_limit_per_email=1)
+    await env.ctx.outbox.stop()
+    await create_user(env.ctx.storage, env.ctx.passwords, username="Bob",
+                      email="bob@example.com", password=None)
+    csrf = {"csrf_token": (await account_page(env))["csrf_token"]}
+    r = await env.http.post("/account/profile", data={**csrf, "username": "bob",
+                                                      "email": "new@example.com"})
+    _page(r, 400, "already taken")
+    await _unchanged(env)
+    again = await env.http.post("/account/profile", data={**csrf, "email": "new@example.com"})
+    assert again.status_code == 303, again.text[:300]  # the one link the budget allows
+
+
 async def test_an_over_long_new_password_is_refused_not_cut(env: Env) -> None:
     fields = await account_page(env)
     typed = "p" * 1500

@@ -174,7 +174,8 @@ async def save_profile(request: Request) -> Response:
     try:  # all or nothing: both are checked before either changes
         if new_username:
             user_service.check_username(username)
-        if new_email:
+            await user_service.check_username_free(ctx.storage, username, user.id)
+        if new_email:  # (counts against the address's link budget: last)
             email = await links.check_email_change(ctx.storage, ctx.settings, user=user,
                                                    new_email=email, ip=request_ip(request))
         if new_username:

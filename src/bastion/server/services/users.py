@@ -36,6 +36,15 @@ def check_username(username: str) -> str:
     return username
 
 
+async def check_username_free(storage: Storage, username: str, user_id: str) -> None:
+    """``AlreadyExists`` if another user holds ``username`` (as the unique index
+    compares it), for a form that must refuse it before it changes anything else; the
+    write still has the last word."""
+    other = await storage.get_user_by_login(username)
+    if other is not None and other.id != user_id and other.username.lower() == username.lower():
+        raise AlreadyExists("username", username)
+
+
 def check_email(email: str) -> str:
     """The address in the form it is stored and compared in (``text.fold``: lower case,
     NFC), or ``InvalidInput``."""
