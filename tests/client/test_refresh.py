@@ -344,6 +344,9 @@ def test_a_refresh_token_that_was_not_rotated_is_sent_again_when_due(
     ]
     client = make_client(refresh_margin=30)
     assert client.refresh("r-0").refresh_token == "r-0"  # still valid: not spent
+    assert client.refresh("r-0").access_token == "at-0"  # its tokens are fresh: shared
+    later = time.time() + 6  # past half the 10 s lifetime (the margin, capped)
+    client._core.clock = lambda: later
     assert client.refresh("r-0").access_token == "at-1"
     assert provider.calls[TOKEN_PATH] == 2
 

@@ -334,7 +334,8 @@ class BaseClient(DiscoveryCore):
                 f"{REMEMBER_FOR:.0f} s. Sign in again, or try later.")
         if known.refresh_token != refresh_token:
             return known
-        return None if known.expires_within(self.settings.refresh_margin, now) else known
+        margin = renewal_margin(known, landed, self.settings.refresh_margin)
+        return None if known.expires_within(margin, now) else known
 
     def _keep(self, digest: bytes, outcome: TokenSet | Exception) -> None:
         while len(self.refreshed) >= _MAX_REMEMBERED:  # forget the oldest first
