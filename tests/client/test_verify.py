@@ -358,6 +358,24 @@ def test_without_keys_a_down_provider_costs_one_request_a_call_and_no_waiting(
     assert provider.calls["/tenant/jwks"] == 9
 
 
+def test_keys_dropped_after_failed_renewals_are_loaded_with_retries(
+    make_client: Any, provider: FakeProvider
+):
+    """Only a failed load without keys makes the next loads single requests; failed
+    renewals (one request each anyway) do not."""
+    client = make_client(retries=2, jwks_max_age=300, jwks_refresh_interval=60,
+                         jwks_max_stale=600)
+    token = provider.sign()
+    client.verify_token(token)
+    provider.overrides["/tenant/jwks"] = [httpx2.Response(503)] * 3
+    age_keys(client, 301)
+    assert client.verify_token(token)  # the renewal fails: the keys at hand serve
+    assert provider.calls["/tenant/jwks"] == 2
+    age_keys(client, 600)  # past max_age + max_stale: dropped
+    assert client.verify_token(token)  # loaded as at the start: 503, 503, then the keys
+    assert provider.calls["/tenant/jwks"] == 5 and len(client.sleeps) == 2
+
+
 def test_concurrent_threads_share_one_refetch(provider: FakeProvider, monkeypatch: Any):
     """Keys rotated: the first token with the new kid refetches the JWKS, the
     others wait for that fetch and are verified with its keys."""

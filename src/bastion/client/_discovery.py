@@ -56,7 +56,8 @@ class DiscoveryCore:
         self.retry = RetryPolicy(retries=settings.retries, max_wait=settings.timeout)
         self.metadata: ProviderMetadata | None = None
         self.keys = KeySet()
-        #: The last JWKS fetch failed (cleared by one that succeeds).
+        #: A load of the JWKS without keys at hand failed (cleared by a fetch that
+        #: succeeds): the next loads are single requests.
         self.jwks_failed = False
         self.verifier = TokenVerifier(self.keys, settings.algorithms)
         self.flights = Flights()
@@ -179,9 +180,11 @@ class DiscoveryCore:
         if lead:
             self.keys.fetched_at = now  # the attempt counts, even if the fetch fails
             try:
-                yield from self.lead("jwks", flight, self.jwks_flow(one_try=self.jwks_failed))
+                flow = self.jwks_flow(one_try=self.jwks_failed and not refetch)
+                yield from self.lead("jwks", flight, flow)
             except BastionError:
-                self.jwks_failed = True
+                if not refetch:  # (a refetch, with keys at hand, waits the interval)
+                    self.jwks_failed = True
                 raise
             return True
         answer = yield from self.follow(flight)  # settled: True or False; else the keys
@@ -205,7 +208,6 @@ class DiscoveryCore:
         try:
             yield from self.lead("jwks", flight, self.jwks_flow(one_try=True))
         except BastionError:
-            self.jwks_failed = True
             later = self.clock()  # the next try (and the fast path) after the interval,
             keys = self.keys  # though never past the keys' last usable moment
             keys.fetched_at, keys.expires_at = later, min(later + interval, keys.usable_until)
