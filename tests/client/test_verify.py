@@ -226,18 +226,25 @@ def test_a_failed_renewal_keeps_the_keys_at_hand_and_waits_the_interval(
     assert not client._core.keys.stale(time.time())  # renewed
 
 
-def test_keys_that_cannot_be_fetched_again_serve_only_until_max_stale(
-        make_client: Any, provider: FakeProvider):
-    """Whoever can keep the app from reaching the provider must not keep a withdrawn
-    key trusted there for ever: past ``jwks_max_stale`` the keys are dropped, and
-    verification fails (as at the start) until the keys can be fetched."""
-    client = make_client(retries=0, jwks_max_age=300, jwks_refresh_interval=60,
+def renewal_failed(make_client: Any, provider: FakeProvider, retries: int) -> tuple[Any, str]:
+    """A client whose keys (max age 300 s, 600 s more when stale) were loaded, then
+    failed to be renewed; the provider answers the next two JWKS requests 503 too."""
+    client = make_client(retries=retries, jwks_max_age=300, jwks_refresh_interval=60,
                          jwks_max_stale=600)
     token = provider.sign()
     client.verify_token(token)
     provider.overrides["/tenant/jwks"] = [httpx2.Response(503)] * 3
     age_keys(client, 301)
     assert client.verify_token(token)  # the renewal fails: the keys at hand serve
+    return client, token
+
+
+def test_keys_that_cannot_be_fetched_again_serve_only_until_max_stale(
+        make_client: Any, provider: FakeProvider):
+    """Whoever can keep the app from reaching the provider must not keep a withdrawn
+    key trusted there for ever: past ``jwks_max_stale`` the keys are dropped, and
+    verification fails (as at the start) until the keys can be fetched."""
+    client, token = renewal_failed(make_client, provider, retries=0)
     age_keys(client, 600)  # 901 s since the fetch: past max_age + max_stale
     with pytest.raises(TemporarilyUnavailable):
         client.verify_token(token)
@@ -363,13 +370,7 @@ def test_keys_dropped_after_failed_renewals_are_loaded_with_retries(
 ):
     """Only a failed load without keys makes the next loads single requests; failed
     renewals (one request each anyway) do not."""
-    client = make_client(retries=2, jwks_max_age=300, jwks_refresh_interval=60,
-                         jwks_max_stale=600)
-    token = provider.sign()
-    client.verify_token(token)
-    provider.overrides["/tenant/jwks"] = [httpx2.Response(503)] * 3
-    age_keys(client, 301)
-    assert client.verify_token(token)  # the renewal fails: the keys at hand serve
+    client, token = renewal_failed(make_client, provider, retries=2)
     assert provider.calls["/tenant/jwks"] == 2
     age_keys(client, 600)  # past max_age + max_stale: dropped
     assert client.verify_token(token)  # loaded as at the start: 503, 503, then the keys
