@@ -64,6 +64,25 @@ async def test_reuse_of_a_rotated_token_revokes_the_whole_family(
     assert (await env.userinfo(third["access_token"])).status_code == 401
 
 
+@pytest.mark.parametrize("narrowed", [False, True], ids=["as-registered", "client-narrowed"])
+async def test_a_replay_asking_for_a_scope_is_still_detected_as_reuse(
+        env: Env, caplog: pytest.LogCaptureFixture, narrowed: bool) -> None:
+    # Many libraries send their first scope on every refresh: a spent token sent so,
+    # asking more than is left (or than it ever had), must still revoke its family.
+    first = await _tokens(env, scope="openid read")
+    second = (await env.refresh(first["refresh_token"])).json()
+    if narrowed:
+        await update_client(env.ctx.storage, env.web.client_id, scopes=["openid"])
+        env.ctx.clients.forget(env.web.client_id)
+    before = reuse_count("refresh_token")
+    replay = await env.token(env.web, grant_type="refresh_token", scope="openid read write",
+                             refresh_token=first["refresh_token"])
+    assert oauth_error(replay) == "invalid_grant" and "already used" in replay.text
+    await assert_reuse_recorded(env, "refresh_token", first["refresh_token"], caplog.text,
+                                before)
+    assert oauth_error(await env.refresh(second["refresh_token"])) == "invalid_grant"
+
+
 async def test_reuse_does_not_touch_other_families_of_the_same_user(env: Env) -> None:
     victim, bystander = await _tokens(env), await _tokens(env)
     await env.refresh(victim["refresh_token"])

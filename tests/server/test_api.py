@@ -449,6 +449,29 @@ async def test_a_reissue_of_a_grant_left_with_no_scope_is_refused_first(api: Api
     assert introspected.json() == {"active": False}
 
 
+async def test_a_client_narrowed_while_the_roles_change_gets_no_empty_reissue(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.server.services.clients import update_client
+
+    http, ctx = api.app.http, api.app.ctx
+    _, url = await _member(api, "ned", ["viewer", "editor"])
+    tokens = await api.user_token("ned", organization="acme")  # scope openid
+    change = ctx.storage.change_user_roles
+
+    async def narrowed_meanwhile(*args, **kwargs):  # an administrator's PATCH, racing
+        await update_client(ctx.storage, api.web_id, scopes=["profile"])
+        ctx.clients.forget(api.web_id)
+        return await change(*args, **kwargs)
+
+    monkeypatch.setattr(ctx.storage, "change_user_roles", narrowed_meanwhile)
+    r = await http.post(url, json={"add": ["editor"],
+                                   "reissue": {"refresh_token": tokens["refresh_token"]}})
+    assert r.status_code == 400 and "sign in again" in r.json()["detail"], r.text
+    introspected = await http.post("/oauth/introspect", auth=(api.web_id, api.web_secret),
+                                   data={"token": tokens["access_token"]})
+    assert introspected.json() == {"active": False}  # the grant is revoked
+
+
 async def test_concurrent_reissues_of_one_refresh_token_leave_one_family(api: Api) -> None:
     http = api.app.http
     _, url = await _member(api, "kim", ["viewer", "editor"])

@@ -150,7 +150,9 @@ async def reissue(ctx: Context, user: User, stored: RefreshToken) -> dict[str, A
             await ctx.storage.revoke_grant(old.id, now)
             return None
     grant = replace(old, id=_secrets.token_urlsafe(18), created_at=now, revoked_at=None)
-    scope = still_allowed(stored.scope, client, user)  # not none (``reissuable``)
+    # ``reissuable`` refused a grant left with no scope; the client may have been
+    # narrowed since, while the roles changed.
+    scope = await allowed_scope(ctx, client, user, old.id, stored.scope)
     plain, record = new_refresh_token(ctx.settings, grant, scope)
     if not await ctx.storage.reissue_grant(old.id, grant, record, now):
         raise InvalidGrant("The roles were changed, but no tokens were issued: another "

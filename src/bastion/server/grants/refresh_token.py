@@ -36,12 +36,13 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     live = not (stored.used_at or stored.revoked_at or stored.expires_at <= now
                 or grant.revoked_at or user.deleted_at)
     # What the grant may still carry: the client's registration and the user's
-    # administrator flag may have narrowed it since (security.md, least privilege). A
-    # spent token goes on to be detected as reused, whatever is left of its scope.
+    # administrator flag may have narrowed it since (security.md, least privilege).
     allowed = await allowed_scope(ctx, client, user, grant.id, stored.scope) if live \
         else still_allowed(stored.scope, client, user)
     scope = allowed
-    if "scope" in form:  # RFC 6749 section 6: a narrower scope may be asked for
+    # RFC 6749 section 6: a narrower scope may be asked for. Not judged for a spent
+    # token: whatever it asks, it goes on to be detected as reused.
+    if "scope" in form and live:
         scope = narrowed_scope(form["scope"], allowed)
     # Claims that cannot be issued fail the refresh before the token is spent (a reuse
     # still goes on to be detected); a user who left the organization loses the grant.
