@@ -21,7 +21,13 @@ from bastion.server.context import Context
 from bastion.server.models import Grant, OneTimeToken, OutgoingMail, User
 from bastion.server.services import outbox, secrets, sessions
 from bastion.server.services.clients import create_client
-from bastion.server.services.users import create_user, delete_user, restore_user, update_user
+from bastion.server.services.users import (
+    PERSONAL_DATA,
+    create_user,
+    delete_user,
+    restore_user,
+    update_user,
+)
 from bastion.server.settings import Settings
 from bastion.server.storage import migrate
 from bastion.server.storage.tables import login_sessions, one_time_tokens
@@ -316,7 +322,21 @@ async def test_account_edits_persist(env: Env) -> None:
     assert (await env.ctx.storage.get_user_by_login("alice2")).email == "alice@example.com"
     done = await env.follow_link(Mailbox.link(msg))
     assert done.status_code == 200 and "new@example.com" in done.text
-    assert (await env.ctx.storage.get_user_by_login("alice2")).email == "new@example.com"
+    user = await env.ctx.storage.get_user_by_login("alice2")
+    assert user is not None and user.email == "new@example.com"
+    # Each change is audited with the new value, and the value goes with an erasure.
+    flags = {"account.username": {"is_administrator": False, "email_verified": False},
+             "account.email": {"is_administrator": False, "email_verified": True}}
+    names = {"account.username": {"username": "alice2"},
+             "account.email": {"email": "new@example.com"}}
+    for action, name in names.items():
+        (event,), _ = await env.ctx.storage.list_events({"action": action}, 10, 0)
+        assert (event.actor, event.target, event.detail) == (user.id, user.id,
+                                                             {**name, **flags[action]})
+    await env.ctx.storage.erase_user(user.id, datetime.now(UTC), PERSONAL_DATA)
+    for action in names:
+        (event,), _ = await env.ctx.storage.list_events({"action": action}, 10, 0)
+        assert event.detail == flags[action]
 
 
 async def test_account_forms_need_csrf_and_a_session(env: Env) -> None:

@@ -181,7 +181,8 @@ async def save_profile(request: Request) -> Response:
         if new_username:
             user = await user_service.update_user(ctx.storage, ctx.passwords, user.id,
                                                   username=username)
-            await audit.record(ctx.storage, _who(user, request), "account.username", user.id)
+            await audit.record(ctx.storage, _who(user, request), "account.username", user.id,
+                               **user_service.audited(user, names=("username",)))
         if new_email:
             await links.send_email_change(ctx.storage, ctx.settings, user=user, new_email=email)
             ctx.outbox.poke()
@@ -268,6 +269,7 @@ async def confirm_email(request: Request) -> Response:
                       message=str(exc))
     await links.send_email_changed(ctx.storage, ctx.settings, user=user, old_email=before.email)
     ctx.outbox.poke()
-    await audit.record(ctx.storage, _who(user, request), "account.email", user.id)
+    await audit.record(ctx.storage, _who(user, request), "account.email", user.id,
+                       **user_service.audited(user, names=("email",)))
     return render(ctx, "message.html", title="Email changed",
                   message=f"Your email address is now {user.email}.")

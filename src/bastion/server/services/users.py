@@ -188,11 +188,12 @@ def audited(user: User, names: Collection[str] = ("username", "email")) -> dict[
 #: Audit events an export carries; the rest are paged through the events API.
 EXPORT_EVENTS = 10_000
 #: Where a user's name lies beyond their own rows (``Storage.export_user``,
-#: ``Storage.erase_user``): failed sign-ins name the login tried, ``user.create`` and
-#: ``user.update`` the username and email (``audited``), and the throttle counts a
-#: login, an address and the account.
+#: ``Storage.erase_user``): failed sign-ins name the login tried, the changes of a
+#: user (``user.*`` by an administrator, ``account.*`` on the account page) the username
+#: and email (``audited``), and the throttle counts a login, an address and the account.
 PERSONAL_DATA = PersonalData(attempts=login.ATTEMPTS, spell=login.tried,
-                             named=("user.create", "user.update"),
+                             named=("user.create", "user.update", "account.username",
+                                    "account.email"),
                              throttle_keys=throttle.keys_naming)
 
 
