@@ -177,3 +177,21 @@ def test_objects_keep_to_their_shell(connections: App) -> None:
     with pytest.raises(ConfigurationError, match=r"use aupdate\(\)"):
         fetched.update(email="x@example.com")
     assert fetched.update(email=f"{unique('y')}@example.com", using="admin").email != user.email
+
+
+def test_the_shared_async_clients_of_a_loop_close_with_it(connections: App) -> None:
+    # One asyncio.run per job (a script, a task queue, a test's loop), and no
+    # aclose_clients(): each loop's shared clients close at its end, with their
+    # connections, instead of keeping the loop and a socket each for good.
+    import gc
+    import os
+
+    from bastion.client import _shared
+
+    user = User.create(unique("loop"), f"{unique('l')}@example.com", using="admin")
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        assert asyncio.run(User.aget(user.id, using="admin")).id == user.id
+    gc.collect()
+    assert len(_shared._async_clients) == 0
+    assert len(os.listdir("/proc/self/fd")) <= before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Collection
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -57,8 +58,9 @@ class AsyncClient(AsyncSignIn):
             verify=settings.verify_ssl,
             follow_redirects=settings.allow_redirects,
         )
-        #: The asyncio loop the client belongs to (see ``_http_of_this_loop``).
-        self._loop: asyncio.AbstractEventLoop | None = None
+        #: The asyncio loop the client belongs to (see ``_http_of_this_loop``), weakly:
+        #: the shared clients are kept per loop, until the loop goes (``_shared``).
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         #: Client-credentials auth for this client's own calls, or any httpx2 client.
         self.auth = ClientCredentialsAuth(self._core)
         #: Bastion's REST API, as an administrator (``.with_token(tokens)``: as a user).
@@ -82,8 +84,8 @@ class AsyncClient(AsyncSignIn):
         except RuntimeError:  # not asyncio (trio, through anyio): nothing to track
             return self._http
         if self._loop is None:
-            self._loop = loop
-        elif self._loop is not loop:
+            self._loop = weakref.ref(loop)
+        elif self._loop() is not loop:
             raise ConfigurationError(
                 "this AsyncClient belongs to the event loop that first used it, and its "
                 "connections with it: make one AsyncClient in each loop (or use the "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,11 @@ _sync_clients: dict[str, tuple[Settings, Client]] = {}
 _async_clients: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[str, tuple[Settings, AsyncClient]]
 ] = weakref.WeakKeyDictionary()
+#: Per loop, the generator closing its shared clients (``_closed_with_the_loop``), held
+#: here as the loop holds its generators weakly, and the task that starts it.
+_closers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, tuple[AsyncIterator[None], asyncio.Future[None]]
+] = weakref.WeakKeyDictionary()
 
 
 def shared_client(using: str | None = None) -> Client:
@@ -68,13 +73,28 @@ def shared_async_client(using: str | None = None) -> AsyncClient:
     name, settings = using or DEFAULT, get_settings(using)
     loop = asyncio.get_running_loop()
     with _lock:
-        clients = _async_clients.setdefault(loop, {})
+        clients = _async_clients.get(loop)
+        if clients is None:
+            clients = _async_clients[loop] = {}
+            closer = _closed_with_the_loop()
+            _closers[loop] = closer, asyncio.ensure_future(closer.__anext__())  # to its yield
         known = clients.get(name)
         if known is not None and known[0] is settings:
             return known[1]
         client = AsyncClient(using=name)  # a replaced one stays with objects fetched with it
         clients[name] = (settings, client)
     return client
+
+
+async def _closed_with_the_loop() -> AsyncIterator[None]:
+    """Parked for as long as the loop runs. ``asyncio.run`` (and anyio's runner) close
+    the loop's async generators at its end while it still runs: this one then closes
+    the loop's shared clients, their connections with them, which would otherwise keep
+    the loop, and its sockets, alive (an app that never calls ``aclose_clients``)."""
+    try:
+        yield
+    finally:
+        await aclose_shared()
 
 
 async def aclose_shared() -> None:
