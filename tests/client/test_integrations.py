@@ -376,10 +376,14 @@ async def test_several_authorization_headers_are_a_bad_request(
     tokens = {"good": provider.sign(), "junk": "junk"}
     headers = [("Authorization", f"Bearer {tokens[first]}"),
                ("Authorization", f"Bearer {tokens['junk' if first == 'good' else 'good']}")]
+    challenge = ('Bearer realm="api", error="invalid_request", '
+                 'error_description="Send one Authorization header, not several."')
     response = await http.get("/me", headers=headers)
     assert response.status_code == 400 and "one Authorization header" in response.text
+    assert response.headers["www-authenticate"] == challenge  # RFC 6750 section 3
     app = starlette_app(BearerBackend(client=sdk))
     transport = httpx2.ASGITransport(app=app)
     async with httpx2.AsyncClient(transport=transport, base_url="http://api.test") as client:
         response = await client.get("/", headers=headers)
     assert response.status_code == 400 and "one Authorization header" in response.text
+    assert response.headers["www-authenticate"] == challenge

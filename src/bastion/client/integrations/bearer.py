@@ -43,6 +43,7 @@ __all__ = [
     "aclose_clients",
     "bearer_token",
     "challenge",
+    "challenged",
 ]
 
 #: The ``realm`` of the challenges unless a route names its own.
@@ -131,6 +132,13 @@ def bearer_token(authorization: str | Sequence[str] | None) -> str:
 
 def _quoted(text: str) -> str:
     return '"' + _UNQUOTABLE.sub("?", text) + '"'
+
+
+def challenged(error: OAuthError) -> bool:
+    """Whether the answer to ``error`` carries a ``WWW-Authenticate`` challenge: the
+    errors of RFC 6750 section 3.1 (a malformed request, a bad token, too little scope),
+    not an outage."""
+    return isinstance(error, InvalidRequest | InvalidToken | InsufficientScope)
 
 
 def challenge(

@@ -30,16 +30,16 @@ except ImportError as exc:  # the plain install has no web framework
     ) from exc
 
 from .._async_client import AsyncClient
-from ..exceptions import InsufficientScope, InvalidToken, OAuthError
-from .bearer import DEFAULT_REALM, Guard, MissingToken, Principal, aclose_clients
+from ..exceptions import OAuthError
+from .bearer import DEFAULT_REALM, Guard, MissingToken, Principal, aclose_clients, challenged
 
 __all__ = ["MissingToken", "Principal", "aclose_clients", "http_exception", "require_token"]
 
 
 def http_exception(guard: Guard, error: OAuthError) -> HTTPException:
-    """The ``HTTPException`` answering ``error``; challenges only on 401 and 403."""
+    """The ``HTTPException`` answering ``error``, with a challenge (``challenged``)."""
     headers = None
-    if isinstance(error, InvalidToken | InsufficientScope):
+    if challenged(error):
         headers = {"WWW-Authenticate": guard.challenge(error)}
     return HTTPException(error.status_code or 401, error.description, headers=headers)
 

@@ -50,13 +50,12 @@ from .._shared import shared_async_client
 from ..exceptions import (
     BastionError,
     ConfigurationError,
-    InsufficientScope,
     InvalidToken,
     OAuthError,
 )
 from ..logout_token import LogoutToken
 from ..state import ReplayStore
-from .bearer import DEFAULT_REALM, Guard, MissingToken, Principal, aclose_clients
+from .bearer import DEFAULT_REALM, Guard, MissingToken, Principal, aclose_clients, challenged
 
 __all__ = [
     "BearerBackend",
@@ -137,7 +136,7 @@ class BearerBackend(AuthenticationBackend):
             return PlainTextResponse(str(exc), status_code=400)
         error = exc.error
         headers = None
-        if isinstance(error, InvalidToken | InsufficientScope):
+        if challenged(error):
             headers = {"WWW-Authenticate": self.guard.challenge(error)}
         return JSONResponse(
             {"detail": error.description}, status_code=error.status_code or 401, headers=headers
