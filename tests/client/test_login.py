@@ -166,6 +166,19 @@ def test_replay_store_refuses_a_second_use(make_client: Any, provider: FakeProvi
     assert provider.calls["/tenant/oauth/token"] == 1
 
 
+def test_a_replay_store_whose_claim_is_async_is_refused_not_trusted(
+        make_client: Any, provider: FakeProvider):
+    class AsyncStore:  # its coroutine is truthy: every replay would pass
+        async def claim(self, state_id: str, expires_at: float) -> bool:
+            return True
+
+    client = make_client(**LOGIN)
+    state, _ = start(client, provider)
+    with pytest.raises(ConfigurationError, match="must return True or False"):
+        client.finish_authorization("c-1", state, replay_store=AsyncStore())
+    assert provider.calls["/tenant/oauth/token"] == 0
+
+
 @pytest.mark.parametrize(
     ("claims", "message"),
     [

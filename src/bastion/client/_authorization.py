@@ -23,7 +23,7 @@ from bastion.oauth.errors import error_class
 
 from ._base import BaseClient, Flow, _scope_text
 from .exceptions import ConfigurationError, InvalidStateError, ProtocolError
-from .state import AuthorizationState, ReplayStore, seal, unseal
+from .state import AuthorizationState, ReplayStore, claimed, seal, unseal
 from .tokens import TokenSet
 
 __all__ = [
@@ -186,7 +186,7 @@ def finish_authorization_flow(
     sends_iss = metadata.raw.get("authorization_response_iss_parameter_supported") is True
     if iss is None and whole_response and sends_iss:
         raise InvalidStateError("The callback lacks the iss parameter its provider sends.")
-    if replay_store is not None and not replay_store.claim(state.id, state.expires_at):
+    if replay_store is not None and not claimed(replay_store, state.id, state.expires_at):
         raise InvalidStateError("The state was already used.")
     if error is not None and error.get("error"):
         code_name = error["error"]

@@ -34,7 +34,7 @@ from ._retry import NOT_SENT, TOKEN_REQUEST_IN_FLIGHT, mark_resend
 from .exceptions import ConfigurationError, ProtocolError, TimeoutError, TransportError
 from .id_token import check_id_token_claims, verify_id_token_signature
 from .logout_token import LogoutToken, check_logout_token_claims, verify_logout_token_signature
-from .state import ReplayStore
+from .state import ReplayStore, claimed
 from .tokens import TokenSet, renewal_margin
 
 __all__ = ["BaseClient", "Flow", "map_http_error", "subject_of"]
@@ -176,8 +176,8 @@ class BaseClient(DiscoveryCore):
             client_id=self.settings.require("client_id", "logout token validation"),
             now=self.clock(), leeway=self.settings.leeway)
         # Prefixed: the store may be the one that holds the login states' ids too.
-        if replay_store is not None and not replay_store.claim(
-                f"logout:{metadata.issuer}:{logout.jti}",
+        if replay_store is not None and not claimed(
+                replay_store, f"logout:{metadata.issuer}:{logout.jti}",
                 float(claims["exp"]) + self.settings.leeway):
             raise InvalidToken("The logout token was used before.")
         return logout

@@ -21,6 +21,7 @@ RFC 6749 section 10.12 (CSRF), RFC 9700 section 4.7 (state and PKCE).
 from __future__ import annotations
 
 import binascii
+import inspect
 import json
 import os
 import secrets
@@ -37,9 +38,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bastion.oauth.jose import b64url_decode, b64url_encode
 
-from .exceptions import InvalidStateError
+from .exceptions import ConfigurationError, InvalidStateError
 
-__all__ = ["AuthorizationState", "MemoryReplayStore", "ReplayStore", "seal", "unseal"]
+__all__ = ["AuthorizationState", "MemoryReplayStore", "ReplayStore", "claimed", "seal", "unseal"]
 
 _VERSION = "v1"
 _INFO = b"bastion oauth state v1"
@@ -181,6 +182,21 @@ class ReplayStore(Protocol):
     """
 
     def claim(self, state_id: str, expires_at: float) -> bool: ...
+
+
+def claimed(store: ReplayStore, state_id: str, expires_at: float) -> bool:
+    """``store.claim(...)``, which must answer ``True`` or ``False`` at once: anything
+    else (the coroutine of an ``async def claim``, always truthy) would let every
+    replay through, so it is refused."""
+    answer = store.claim(state_id, expires_at)
+    if isinstance(answer, bool):
+        return answer
+    close = getattr(answer, "close", None)
+    if inspect.iscoroutine(answer) and callable(close):
+        close()  # never awaited: no warning about it
+    raise ConfigurationError(
+        f"replay_store.claim must return True or False, not {type(answer).__name__}: the "
+        "SDK calls it and does not await it (give a store whose claim is a plain call)")
 
 
 class MemoryReplayStore:
