@@ -9,6 +9,7 @@ event loop (a blocking portal: the shared async clients live in that loop).
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import pickle
 import secrets
@@ -78,9 +79,12 @@ def test_users(connections: App, call: Callable[..., Any]) -> None:
     assert call(User, "count", name, "admin", include_deleted=True) == 1
     assert call(user, "restore") is user and user.deleted_at is None
     assert call(User, "search", name, using="admin", include_deleted=True) == [user]
-    # It pickles without its client (sessions pickle their values).
-    copy = pickle.loads(pickle.dumps(user))  # noqa: S301 - our own bytes
-    assert copy == user and copy.client is None
+    # It pickles without its client (sessions pickle their values); a copy keeps it,
+    # so its calls go where the original's do.
+    unpickled = pickle.loads(pickle.dumps(user))  # noqa: S301 - our own bytes
+    assert unpickled == user and unpickled.client is None
+    for copied in (copy.copy(user), copy.deepcopy(user)):
+        assert copied == user and copied.client is user.client
     with pytest.raises(NotFound):
         call(User, "get", "no-such-user", using="admin")
     with pytest.raises(Conflict):

@@ -15,10 +15,10 @@ import asyncio
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ._bound import BoundCopy
 from ._config import Settings
 from .connections import DEFAULT, get_settings
 from .exceptions import ConfigurationError, ProtocolError
@@ -127,17 +127,10 @@ def async_client(bound: object, using: str | None, call: str) -> AsyncClient:
     return bound
 
 
-class Bound:
-    """A dataclass with a ``client`` field that pickles without it."""
+class Bound(BoundCopy):
+    """A dataclass with a ``client`` field: copies keep it, pickles leave it out."""
 
     __slots__ = ()
-
-    def __getstate__(self) -> list[Any]:
-        return [None if f.name == "client" else getattr(self, f.name) for f in fields(self)]  # type: ignore[arg-type]
-
-    def __setstate__(self, state: list[Any]) -> None:
-        for f, value in zip(fields(self), state, strict=True):  # type: ignore[arg-type]
-            object.__setattr__(self, f.name, value)
 
 
 def required_text(body: Mapping[str, Any], name: str) -> str:

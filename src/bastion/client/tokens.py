@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._bound import BoundCopy
 from .exceptions import ConfigurationError, InvalidToken, ProtocolError
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def renewal_margin(tokens: TokenSet, now: float, margin: float) -> float:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class TokenSet:
+class TokenSet(BoundCopy):
     access_token: str
     token_type: str = "Bearer"
     #: When the access token expires (UTC), or ``None`` if the server did not say.
@@ -123,13 +124,9 @@ class TokenSet:
         scheme = "Bearer" if self.token_type.lower() == "bearer" else self.token_type
         return authorization_header(self.access_token, scheme)
 
-    def __getstate__(self) -> list[Any]:
-        """Pickle without the bound client (sessions often pickle their values)."""
-        return [None if f.name == "client" else getattr(self, f.name) for f in fields(self)]
-
-    def __setstate__(self, state: list[Any]) -> None:
-        for f, value in zip(fields(self), state, strict=True):
-            object.__setattr__(self, f.name, value)
+    # (a frozen dataclass with slots would get its own, with the client)
+    __getstate__ = BoundCopy.__getstate__
+    __setstate__ = BoundCopy.__setstate__
 
     # -- bound operations -----------------------------------------------------
 
