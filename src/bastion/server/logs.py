@@ -25,6 +25,7 @@ _QUERY_VALUE = re.compile(r"([?&][^=&\s]+=)[^&\s]*")
 #: What a caller's X-Request-ID may be; anything else is replaced (no log injection).
 _GIVEN_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
+log = logging.getLogger("bastion")
 
 
 def redact(text: str) -> str:
@@ -112,14 +113,25 @@ class RequestId:
         request_id = (given.decode("ascii") if _GIVEN_ID.fullmatch(given)
                       else secrets.token_hex(8))
         token = REQUEST_ID.set(request_id)
+        started = False
 
         async def tagged(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", []),
                                       (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, tagged)
+        except Exception:
+            # Logged here, with the id the answer carries: the server would log it
+            # after the id is reset, and the cause could not be told from its report.
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if not started:  # (the app answers its own 500 first, as a rule)
+                await tagged({"type": "http.response.start", "status": 500,
+                              "headers": [(b"content-type", b"text/plain")]})
+                await tagged({"type": "http.response.body", "body": b"Internal Server Error"})
         finally:
             REQUEST_ID.reset(token)
