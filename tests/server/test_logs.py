@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import pytest
 
@@ -60,3 +61,40 @@ def test_the_uvicorn_config_tags_every_handler_and_keeps_bastions_lines(log_form
     assert config["loggers"]["bastion"]["handlers"] == ["default"]
     json_formatted = config["formatters"]["default"].get("()") is JsonFormatter
     assert json_formatted == (log_format == "json")
+
+
+async def test_an_unhandled_error_is_logged_with_the_id_its_answer_carries(
+        api: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user quoting the X-Request-ID of a 500 leads the operator to its traceback."""
+    caplog.handler.addFilter(WithRequestId())
+    storage = api.app.ctx.storage
+
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(storage, "search_users", broken)
+    r = await api.app.http.get("/api/v1/users", headers={"X-Request-ID": "quoted-500"})
+    assert r.status_code == 500 and r.headers["x-request-id"] == "quoted-500"
+    assert r.headers["content-type"] == "application/problem+json"
+    (record,) = [rec for rec in caplog.records if rec.levelno == logging.ERROR]
+    assert record.request_id == "quoted-500"  # type: ignore[attr-defined]
+    assert "GET /api/v1/users" in record.getMessage() and record.exc_info is not None
+
+
+async def test_a_lost_audit_row_is_logged_without_the_login_typed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The target of a failed sign-in is the login as typed: personal data, and a line
+    break in it would forge a log line."""
+    from bastion.server.services import audit
+
+    class Down:
+        async def add_event(self, _event: Any) -> None:
+            raise RuntimeError("the database went away")
+
+    typed = "zoe@example.com\nERROR: forged line"
+    await audit.record(Down(), audit.Actor(None, "anonymous", "web", "198.51.100.7"),  # type: ignore[arg-type]
+                       "login.failure", typed)
+    (record,) = caplog.records
+    assert record.getMessage() == ("could not record audit event login.failure by "
+                                   "anonymous 198.51.100.7")
+    assert "zoe" not in caplog.text and "forged" not in caplog.text

@@ -48,4 +48,7 @@ async def record(storage: Storage, actor: Actor, action: str, target: str | None
     try:
         await storage.add_event(entry)
     except Exception:  # the action happened; a lost audit row must be loud, not fatal
-        log.exception("could not record audit event %s on %s", action, target)
+        # Not the target: for a failed sign-in it is the login as typed (personal data,
+        # and whatever a caller sent, line breaks too).
+        log.exception("could not record audit event %s by %s %s", action, actor.type,
+                      actor.id or actor.ip or "-")
