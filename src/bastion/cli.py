@@ -543,6 +543,7 @@ def _uvicorn(args: argparse.Namespace, settings: Any, issuer: str) -> None:
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         server_header=False,
         http="bastion.server.http_protocol:HttpProtocol",  # one send per response
+        ws="none",  # no WebSocket routes: an Upgrade is a plain request, logged redacted
         timeout_graceful_shutdown=20,
     )
 

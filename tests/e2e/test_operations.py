@@ -197,6 +197,24 @@ def test_the_quick_starts_demo_prints_working_credentials_once(tmp_path, sign_in
         assert httpx2.get(server.url + "/healthz").status_code == 200
 
 
+def test_a_websocket_handshake_is_a_plain_request_logged_redacted(tmp_path) -> None:
+    """Bastion has no WebSocket routes: an Upgrade is refused as a plain request (400),
+    so its query goes through the access log's redaction (the server's own WebSocket
+    lines printed it whole, access log or not)."""
+    import socket
+
+    with running_server(tmp_path, None, "--access-log") as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as conn:
+            conn.sendall(b"GET /login/link?token=WSLEAK123&code=WSCODE HTTP/1.1\r\n"
+                         b"Host: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         b"Sec-WebSocket-Version: 13\r\n\r\n")
+            assert conn.recv(4096).startswith(b"HTTP/1.1 400 ")
+        wait_until(lambda: "/login/link?token=***" in server.log(), what="the access line")
+        assert "WSLEAK123" not in server.log() and "WSCODE" not in server.log()
+
+
 def test_json_logs_tie_each_line_to_its_request_in_every_worker(tmp_path) -> None:
     """``log_format=json`` with two workers and the access log: every line of the log is
     one JSON object; a request's access line and the warning it caused (a refresh token
