@@ -79,3 +79,12 @@ async def test_head_is_405_where_a_get_acts(app: App, path: str, allow: str) -> 
     # A link checker's HEAD must not issue a code, end a session or record an export.
     r = await app.http.head(path, headers=BROWSER)
     assert (r.status_code, r.headers["allow"], r.content) == (405, allow, b"")
+
+
+async def test_a_head_is_counted_under_its_route(app: App) -> None:
+    from prometheus_client import REGISTRY
+
+    labels = {"endpoint": "/.well-known/jwks.json", "method": "HEAD", "status": "200"}
+    before = REGISTRY.get_sample_value("bastion_http_requests_total", labels) or 0.0
+    assert (await app.http.head("/.well-known/jwks.json")).status_code == 200
+    assert REGISTRY.get_sample_value("bastion_http_requests_total", labels) == before + 1
