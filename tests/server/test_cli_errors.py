@@ -143,6 +143,13 @@ def test_the_access_log_redacts_a_query_value_up_to_the_next_parameter() -> None
     assert line == "GET /account?token=***&x=*** HTTP/1.1"
 
 
+def test_the_access_log_shows_the_values_that_are_no_secret() -> None:
+    line = redact("GET /oauth/authorize?response_type=code&client_id=web&state=s3cr3t"
+                  "&scope=openid%20email&code_challenge=abc&prompt=login HTTP/1.1")
+    assert line == ("GET /oauth/authorize?response_type=code&client_id=web&state=***"
+                    "&scope=openid%20email&code_challenge=***&prompt=login HTTP/1.1")
+
+
 def test_keys_rotate_names_a_next_key_stored_under_another_secret(cli, tmp_path) -> None:
     """The keys that sign open, the one waiting does not: activating it would stop the
     servers signing, so the rotation is refused, saying which key to remove."""

@@ -21,7 +21,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_QUERY_VALUE = re.compile(r"([?&][^=&\s]+=)[^&\s]*")
+_QUERY_VALUE = re.compile(r"([?&]([^=&\s]+)=)([^&\s]*)")
+#: Query parameters whose values are no secret and tell an operator what was asked
+#: (which client, which flow); every other value is written as ``***``.
+SHOWN = frozenset({"client_id", "response_type", "response_mode", "prompt", "scope",
+                   "code_challenge_method", "limit", "offset", "count", "include_deleted"})
 #: What a caller's X-Request-ID may be; anything else is replaced (no log injection).
 _GIVEN_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
@@ -29,7 +33,8 @@ log = logging.getLogger("bastion")
 
 
 def redact(text: str) -> str:
-    return _QUERY_VALUE.sub(r"\1***", text)
+    return _QUERY_VALUE.sub(
+        lambda m: m.group(0) if m.group(2) in SHOWN else m.group(1) + "***", text)
 
 
 class RedactQuery(logging.Filter):
