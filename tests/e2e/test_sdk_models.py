@@ -189,13 +189,31 @@ def test_the_shared_async_clients_of_a_loop_close_with_it(connections: App) -> N
     # connections, instead of keeping the loop and a socket each for good.
     import gc
     import os
+    import weakref
 
     from bastion.client import _shared
+    from bastion.client.integrations.bearer import aclose_clients
 
     user = User.create(unique("loop"), f"{unique('l')}@example.com", using="admin")
     before = len(os.listdir("/proc/self/fd"))
+    loops = []
+
+    async def job() -> User:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        return await User.aget(user.id, using="admin")
+
     for _ in range(5):
-        assert asyncio.run(User.aget(user.id, using="admin")).id == user.id
+        assert asyncio.run(job()).id == user.id
     gc.collect()
-    assert len(_shared._async_clients) == 0
+    assert len(_shared._async_clients) == 0 and [ref() for ref in loops] == [None] * 5
     assert len(os.listdir("/proc/self/fd")) <= before
+
+    async def closed_then_again() -> None:  # a loop that outlives one aclose_clients()
+        await User.aget(user.id, using="admin")
+        await aclose_clients()
+        await User.aget(user.id, using="admin")
+        gc.collect()  # (the first closer, had it been dropped, would close the second)
+        await asyncio.sleep(0)
+        assert (await User.aget(user.id, using="admin")).id == user.id
+
+    asyncio.run(closed_then_again())

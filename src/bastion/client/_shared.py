@@ -44,10 +44,12 @@ _async_clients: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[str, tuple[Settings, AsyncClient]]
 ] = weakref.WeakKeyDictionary()
 #: Per loop, the generator closing its shared clients (``_closed_with_the_loop``), held
-#: here as the loop holds its generators weakly, and the task that starts it.
-_closers: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, tuple[AsyncIterator[None], asyncio.Future[None]]
-] = weakref.WeakKeyDictionary()
+#: here as the loop holds its generators weakly; it holds the loop (its finalizer) until
+#: it ends with it. A loop closed without ``shutdown_asyncgens`` stays held.
+_closers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncIterator[None]] = (
+    weakref.WeakKeyDictionary())
+#: The tasks starting them, until they have.
+_starting: set[asyncio.Future[None]] = set()
 
 
 def shared_client(using: str | None = None) -> Client:
@@ -73,11 +75,12 @@ def shared_async_client(using: str | None = None) -> AsyncClient:
     name, settings = using or DEFAULT, get_settings(using)
     loop = asyncio.get_running_loop()
     with _lock:
-        clients = _async_clients.get(loop)
-        if clients is None:
-            clients = _async_clients[loop] = {}
-            closer = _closed_with_the_loop()
-            _closers[loop] = closer, asyncio.ensure_future(closer.__anext__())  # to its yield
+        clients = _async_clients.setdefault(loop, {})
+        if loop not in _closers:  # one per loop: a second would close the clients made
+            closer = _closers[loop] = _closed_with_the_loop()  # after aclose_clients()
+            started = asyncio.ensure_future(closer.__anext__())  # to its yield
+            _starting.add(started)  # (the loop holds tasks weakly)
+            started.add_done_callback(_starting.discard)
         known = clients.get(name)
         if known is not None and known[0] is settings:
             return known[1]
@@ -94,6 +97,7 @@ async def _closed_with_the_loop() -> AsyncIterator[None]:
     try:
         yield
     finally:
+        _closers.pop(asyncio.get_running_loop(), None)  # it holds the loop: let it go
         await aclose_shared()
 
 
