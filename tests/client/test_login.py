@@ -174,9 +174,26 @@ def test_a_replay_store_whose_claim_is_async_is_refused_not_trusted(
 
     client = make_client(**LOGIN)
     state, _ = start(client, provider)
-    with pytest.raises(ConfigurationError, match="must return True or False"):
+    with pytest.raises(ConfigurationError, match="returned an awaitable"):
         client.finish_authorization("c-1", state, replay_store=AsyncStore())
     assert provider.calls["/tenant/oauth/token"] == 0
+
+
+def test_a_replay_stores_answer_is_taken_for_its_truth(make_client: Any, provider: Any):
+    class RedisLike:  # SET NX: True the first time, None after
+        def __init__(self) -> None:
+            self.seen: set[str] = set()
+
+        def claim(self, state_id: str, expires_at: float) -> bool | None:
+            first = state_id not in self.seen
+            self.seen.add(state_id)
+            return True if first else None
+
+    client, store = make_client(**LOGIN), RedisLike()
+    state, _ = start(client, provider)
+    assert client.finish_authorization("c-1", state, replay_store=store)
+    with pytest.raises(InvalidStateError, match="already used"):
+        client.finish_authorization("c-1", state, replay_store=store)
 
 
 @pytest.mark.parametrize(

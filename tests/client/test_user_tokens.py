@@ -163,8 +163,9 @@ def test_a_copied_token_set_keeps_its_client_and_an_old_pickle_loads(provider: F
         for copied in (copy.copy(tokens), copy.deepcopy(tokens)):
             assert copied == tokens and copied.client is client
         assert copy.copy(tokens).refresh().access_token != tokens.access_token
-    # The positional state earlier releases pickled, from before the last two fields:
-    # they take their defaults instead of failing the load.
+    # The positional state earlier releases pickled (all of TokenSet's fields so far),
+    # here as if from before its last two fields: a field added since takes its default
+    # instead of failing the load.
     names = [f.name for f in fields(tokens)]
     assert names[-2:] == ["id_token_claims", "client"]
     old = TokenSet.__new__(TokenSet)

@@ -198,9 +198,10 @@ def test_the_quick_starts_demo_prints_working_credentials_once(tmp_path, sign_in
 
 
 def test_a_websocket_handshake_is_a_plain_request_logged_redacted(tmp_path) -> None:
-    """Bastion has no WebSocket routes: an Upgrade is refused as a plain request (400),
-    so its query goes through the access log's redaction (the server's own WebSocket
-    lines printed it whole, access log or not)."""
+    """Bastion has no WebSocket routes: an Upgrade is answered as a plain request (here
+    the link page's 400 for a token it does not know), so its query goes through the
+    access log's redaction (the server's own WebSocket lines printed it whole, access
+    log or not)."""
     import socket
 
     with running_server(tmp_path, None, "--access-log") as server:

@@ -98,3 +98,22 @@ async def test_a_lost_audit_row_is_logged_without_the_login_typed(
     assert record.getMessage() == ("could not record audit event login.failure by "
                                    "anonymous 198.51.100.7")
     assert "zoe" not in caplog.text and "forged" not in caplog.text
+
+
+async def test_an_app_that_answers_nothing_gets_a_500_from_request_id(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import httpx2
+
+    from bastion.server.logs import RequestId
+
+    async def crashing(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("before any answer")
+
+    caplog.handler.addFilter(WithRequestId())
+    transport = httpx2.ASGITransport(app=RequestId(crashing))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://id.test") as http:
+        r = await http.get("/a%0AINFO: forged", headers={"X-Request-ID": "q-1"})
+    assert (r.status_code, r.headers["x-request-id"]) == (500, "q-1")
+    (record,) = caplog.records
+    assert record.request_id == "q-1"  # type: ignore[attr-defined]
+    assert record.getMessage() == "unhandled error in GET /a%0AINFO%3A%20forged"

@@ -185,18 +185,18 @@ class ReplayStore(Protocol):
 
 
 def claimed(store: ReplayStore, state_id: str, expires_at: float) -> bool:
-    """``store.claim(...)``, which must answer ``True`` or ``False`` at once: anything
-    else (the coroutine of an ``async def claim``, always truthy) would let every
-    replay through, so it is refused."""
+    """``store.claim(...)``, taken for its truth (a Redis ``SET NX`` answers ``True`` or
+    ``None``, a SQL insert its row count). Not an awaitable: the coroutine of an
+    ``async def claim`` is always true, and would let every replay through."""
     answer = store.claim(state_id, expires_at)
-    if isinstance(answer, bool):
-        return answer
-    close = getattr(answer, "close", None)
-    if inspect.iscoroutine(answer) and callable(close):
-        close()  # never awaited: no warning about it
-    raise ConfigurationError(
-        f"replay_store.claim must return True or False, not {type(answer).__name__}: the "
-        "SDK calls it and does not await it (give a store whose claim is a plain call)")
+    if inspect.isawaitable(answer):
+        close = getattr(answer, "close", None)
+        if callable(close):
+            close()  # never awaited: no warning about it
+        raise ConfigurationError(
+            "replay_store.claim returned an awaitable: the SDK calls it and does not await "
+            "it (give a store whose claim is a plain call)")
+    return bool(answer)
 
 
 class MemoryReplayStore:

@@ -18,6 +18,7 @@ import secrets
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -133,7 +134,8 @@ class RequestId:
         except Exception:
             # Logged here, with the id the answer carries: the server would log it
             # after the id is reset, and the cause could not be told from its report.
-            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            # The path as sent (decoded, a %0A would break the line and forge another).
+            log.exception("unhandled error in %s %s", scope["method"], quote(scope["path"]))
             if not started:  # (the app answers its own 500 first, as a rule)
                 await tagged({"type": "http.response.start", "status": 500,
                               "headers": [(b"content-type", b"text/plain")]})
