@@ -125,10 +125,13 @@ def test_http_keep_alive_pipelining_and_close_over_a_raw_socket(
     assert b"connection: close" in answers[1].lower()
 
 
-def test_a_websocket_upgrade_is_refused(bastion_server: ServerProcess) -> None:
+def test_a_websocket_upgrade_is_answered_as_a_plain_request(
+        bastion_server: ServerProcess) -> None:
+    # No WebSocket is spoken (ws=none): the route answers, here the token endpoint's
+    # 405 to a GET, and no connection is upgraded.
     received = raw_exchange(bastion_server, (
         b"GET /oauth/token HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
         b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
         b"Sec-WebSocket-Version: 13\r\n\r\n"))
-    assert received.startswith(b"HTTP/1.1 403 ")
+    assert received.startswith(b"HTTP/1.1 405 ") and b"Use POST." in received
     assert httpx2.get(bastion_server.url + "/healthz").status_code == 200
