@@ -16,7 +16,9 @@ __all__ = ["BoundCopy"]
 
 
 class BoundCopy:
-    """Mixed into a frozen dataclass with a ``client`` field."""
+    """Mixed into a dataclass with a ``client`` field (a frozen one with slots also
+    needs ``__getstate__ = BoundCopy.__getstate__``, and the same for ``__setstate__``,
+    in its own body: the dataclass would write its own, with the client)."""
 
     __slots__ = ()
 

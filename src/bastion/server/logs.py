@@ -134,7 +134,7 @@ class RequestId:
         except Exception:
             # Logged here, with the id the answer carries: the server would log it
             # after the id is reset, and the cause could not be told from its report.
-            # The path as sent (decoded, a %0A would break the line and forge another).
+            # The path quoted again: uvicorn decoded it, and a %0A would forge a line.
             log.exception("unhandled error in %s %s", scope["method"], quote(scope["path"]))
             if not started:  # (the app answers its own 500 first, as a rule)
                 await tagged({"type": "http.response.start", "status": 500,
