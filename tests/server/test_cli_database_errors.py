@@ -60,25 +60,22 @@ def test_a_malformed_database_url_is_one_line(cli, url, says) -> None:
     assert code == 1 and says in one_line(err) and password not in err
 
 
-def test_a_database_migrated_by_a_newer_release_is_one_line(cli, tmp_path) -> None:
-    """Alembic's CommandError ("Can't locate revision") came out as a traceback."""
+@pytest.mark.parametrize(("change", "revision"), [
+    # a newer release migrated it: Alembic's CommandError ("Can't locate revision") came
+    # out as a traceback
+    ("UPDATE alembic_version SET version_num = '0099'", "0099"),
+    # another application's row beside ours: the check at head must not answer with
+    # Alembic's own "more than one head present"
+    ("INSERT INTO alembic_version VALUES ('otherapp1')", "otherapp1"),
+], ids=["newer-release", "another-application"])
+def test_a_revision_this_release_does_not_know_is_named_in_one_line(
+        cli, tmp_path, change: str, revision: str) -> None:
     assert cli("migrate", "--data-dir", str(tmp_path))[0] == 0
     with sqlite3.connect(tmp_path / "bastion.db") as db:
-        db.execute("UPDATE alembic_version SET version_num = '0099'")
+        db.execute(change)
     code, err = cli("migrate", "--data-dir", str(tmp_path))
     assert code == 1
-    assert "at revision 0099, which this release does not know" in one_line(err)
-
-
-def test_another_applications_revision_beside_ours_is_named(cli, tmp_path) -> None:
-    """Two rows in alembic_version: the check at head must not answer with Alembic's
-    own "more than one head present" but name the revision it does not know."""
-    assert cli("migrate", "--data-dir", str(tmp_path))[0] == 0
-    with sqlite3.connect(tmp_path / "bastion.db") as db:
-        db.execute("INSERT INTO alembic_version VALUES ('otherapp1')")
-    code, err = cli("migrate", "--data-dir", str(tmp_path))
-    assert code == 1
-    assert "at revision otherapp1, which this release does not know" in one_line(err)
+    assert f"at revision {revision}, which this release does not know" in one_line(err)
     assert "another application's migrations use this database" in one_line(err)
 
 

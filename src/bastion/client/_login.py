@@ -140,7 +140,7 @@ def revoke_all_flow(
 def _valid_until(token: str | TokenSet, moment: float) -> bool:
     """Whether ``token`` surely has not expired by ``moment`` (its ``exp``, unchecked)."""
     if isinstance(token, TokenSet) and token.expires_at is not None:
-        return token.expires_at.timestamp() > moment
+        return not token.expires_within(0, moment)
     try:
         exp = parse_compact(token.access_token if isinstance(token, TokenSet) else token
                             ).claims().get("exp")

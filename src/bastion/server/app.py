@@ -157,7 +157,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     """An unexpected failure (a database gone away, a bug): in the form the caller
-    reads, never a plain-text 500. Starlette logs the exception after this answers."""
+    reads, never a plain-text 500. Starlette raises it on after this answers, and
+    ``logs.RequestId`` logs it with the request's id."""
     if request.url.path.startswith("/api/"):
         return problem(500, "Internal Server Error", "The server could not complete the "
                        "request; the cause is in its log. Try again shortly.")
