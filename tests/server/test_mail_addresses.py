@@ -81,7 +81,7 @@ async def test_the_envelope_names_the_stored_address_alone(ctx: Context,
     await ctx.outbox.stop()  # sent here, not by the background worker
     await outbox.enqueue(ctx.storage, ctx.outbox.seal, "bob+tag@example.com", "hello", "sign_in",
                          link="L",
-                         client_name="", minutes=15)
+                         client_name="", expires_in="15 minutes")
     assert await outbox.send_due(ctx.storage, ctx.outbox.mailer, ctx.outbox.seal) == 1
     assert smtp.envelopes == [["bob+tag@example.com"]]
     assert smtp.messages[0]["To"] == "bob+tag@example.com"
@@ -94,7 +94,7 @@ async def test_mail_queued_for_an_address_list_goes_to_nobody(ctx: Context,
     await ctx.outbox.stop()
     mail = await outbox.enqueue(ctx.storage, ctx.outbox.seal, "postmaster,attacker@evil.example",
                                 "hello",
-                                "sign_in", link="L", client_name="", minutes=15)
+                                "sign_in", link="L", client_name="", expires_in="15 minutes")
     assert await outbox.send_due(ctx.storage, ctx.outbox.mailer, ctx.outbox.seal) == 0
     assert smtp.envelopes == [] and smtp.messages == []
     stored = await ctx.storage.get_mail(mail.id)

@@ -48,7 +48,7 @@ async def test_mail_goes_out_while_a_logout_endpoint_hangs(
 
         await outbox.enqueue(ctx.storage, ctx.outbox.seal, "ann@example.com", "Sign in",
                              "sign_in", link=f"{ISSUER}/login/link?token=t", client_name="App",
-                             minutes=15)
+                             expires_in="15 minutes")
         ctx.outbox.poke()
         (mail,) = await asyncio.to_thread(box.wait_for, 1)
         assert mail["Subject"] == "Sign in" and receiver.forms.empty()  # still held

@@ -41,7 +41,7 @@ def settings(tmp_path: Path, smtp: tuple[Mailbox, int]) -> Settings:  # for conf
 async def queue(ctx: Context, seal: outbox.Seal) -> OutgoingMail:
     return await outbox.enqueue(ctx.storage, seal, "ann@example.com", "Your sign-in link",
                                 "sign_in", link=f"{ISSUER}/login/link?token={TOKEN}",
-                                client_name="App", minutes=15)
+                                client_name="App", expires_in="15 minutes")
 
 
 async def test_a_queued_link_is_unreadable_in_the_database_and_delivered_whole(

@@ -263,7 +263,7 @@ async def test_failed_sends_are_retried_not_lost(env: Env) -> None:
     await env.ctx.outbox.stop()
     await outbox.enqueue(env.ctx.storage, env.ctx.outbox.seal, "x@example.com", "hello",
                          "sign_in", link="L",
-                         client_name="", minutes=15)
+                         client_name="", expires_in="15 minutes")
     assert await outbox.send_due(env.ctx.storage, Down(), env.ctx.outbox.seal) == 0
     assert mail_count("retried") == retried + 1
     (claimed,) = await env.ctx.storage.claim_mail(datetime.now(UTC) + timedelta(hours=2))
@@ -287,7 +287,7 @@ async def test_mail_given_up_on_is_counted(env: Env, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(outbox, "MAX_ATTEMPTS", 1)
     await env.ctx.outbox.stop()
     await outbox.enqueue(env.ctx.storage, env.ctx.outbox.seal, "x@example.com", "hello",
-                         "sign_in", link="L", client_name="", minutes=15)
+                         "sign_in", link="L", client_name="", expires_in="15 minutes")
     assert await outbox.send_due(env.ctx.storage, Down(), env.ctx.outbox.seal) == 0
     assert given_up() == before + 1
 
@@ -489,7 +489,7 @@ async def test_a_send_that_outlives_its_claim_is_not_recorded_twice(env: Env) ->
     for n in range(3):
         await outbox.enqueue(env.ctx.storage, env.ctx.outbox.seal, f"u{n}@example.com", f"m{n}",
                              "sign_in",
-                             link="L", client_name="", minutes=15)
+                             link="L", client_name="", expires_in="15 minutes")
     storage, smtp = env.ctx.storage, env.ctx.outbox.mailer
     taken: list[OutgoingMail] = []
 
@@ -528,7 +528,7 @@ async def test_a_hung_send_is_cut_off_inside_the_claim(env: Env, monkeypatch) ->
     await env.ctx.outbox.stop()
     mail = await outbox.enqueue(env.ctx.storage, env.ctx.outbox.seal, "x@example.com", "hello",
                                 "sign_in",
-                                link="L", client_name="", minutes=15)
+                                link="L", client_name="", expires_in="15 minutes")
 
     class Hung:
         async def send(self, mail: OutgoingMail) -> None:

@@ -34,3 +34,13 @@ def fold(text: str) -> str:
 def plural(number: int, unit: str) -> str:
     """``number`` with its ``unit`` (a regular English noun): "1 minute", "2 minutes"."""
     return f"{number} {unit}" if number == 1 else f"{number} {unit}s"
+
+
+def duration(seconds: int) -> str:
+    """A span of whole seconds as people say it: "15 minutes", "1 minute and 30 seconds"."""
+    minutes, rest = divmod(seconds, 60)
+    if not minutes:
+        return plural(rest, "second")
+    if not rest:
+        return plural(minutes, "minute")
+    return f"{plural(minutes, 'minute')} and {plural(rest, 'second')}"

@@ -44,12 +44,12 @@ from bastion.server.services.errors import (
     RateLimited,
     ServiceError,
 )
-from bastion.server.text import fold, plural
+from bastion.server.text import duration, fold
 
 router = APIRouter(tags=["pages"])
 PASSWORDLESS_PATH = "/oauth/passwordless"
 _SENT = ("If an account can sign in with that address, a sign-in link is on its way. "
-         "It works once, for {minutes}.")
+         "It works once, for {expires_in}.")
 
 
 @router.post("/login/link/request", include_in_schema=False)
@@ -90,7 +90,7 @@ async def request_link_page(request: Request) -> Response:
         return page
     ctx.outbox.after_answer(work)
     return render(ctx, "message.html", title="Check your email", message=_SENT.format(
-        minutes=plural(ctx.settings.sign_in_link_ttl // 60, "minute")))
+        expires_in=duration(ctx.settings.sign_in_link_ttl)))
 
 
 async def request_link_api(ctx: Context, request: TokenRequest) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from bastion.server.services.errors import InvalidInput, RateLimited
 from bastion.server.services.users import check_email
 from bastion.server.settings import Settings
 from bastion.server.storage.base import Storage
-from bastion.server.text import fold, plural
+from bastion.server.text import duration, fold, plural
 
 SIGN_IN_PATH = "/login/link"
 EMAIL_CHANGE_PATH = "/account/email/confirm"
@@ -113,7 +113,7 @@ async def _sign_in_link(storage: Storage, settings: Settings, email: str,
                                 "sign_in", user_id=user.id if user else None,
                                 link=f"{settings.issuer_url}{SIGN_IN_PATH}?token={token}",
                                 client_name=client.name if client is not None else "",
-                                minutes=settings.sign_in_link_ttl // 60)
+                                expires_in=duration(settings.sign_in_link_ttl))
     return mail is not None
 
 
@@ -141,7 +141,7 @@ async def send_email_change(storage: Storage, settings: Settings, *, user: User,
                          "email_change", user_id=user.id,
                          link=f"{settings.issuer_url}{EMAIL_CHANGE_PATH}?token={token}",
                          username=user.username, email=new_email,
-                         minutes=settings.sign_in_link_ttl // 60)
+                         expires_in=duration(settings.sign_in_link_ttl))
 
 
 async def send_email_changed(storage: Storage, settings: Settings, *, user: User,

@@ -39,7 +39,6 @@ from bastion.server.mail import Mailer
 from bastion.server.metrics import MAIL
 from bastion.server.models import OutgoingMail
 from bastion.server.storage.base import Storage
-from bastion.server.text import plural
 
 log = logging.getLogger("bastion.mail")
 Q = TypeVar("Q", bound="Queued")
@@ -56,7 +55,6 @@ _templates = Environment(
     loader=FileSystemLoader(Path(__file__).parents[1] / "pages" / "templates" / "mail"),
     autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
 )
-_templates.filters["plural"] = plural
 
 
 class Seal:
