@@ -81,7 +81,7 @@ def test_account_edits_persist(page: Page, browser: Browser, mail_site: Any) -> 
     page.goto(Mailbox.link(mail))
     expect(page.get_by_role("heading", name="Confirm your email")).to_be_visible()
     expect(page.locator("#message")).to_have_text(
-        f"Make {new_email} the email address of your account?")
+        f"Make {new_email} the email address of your account {new_name}?")
     shot(page, "account-email-confirm")
     page.get_by_role("button", name="Confirm").click()
     expect(page.get_by_role("heading", name="Email changed")).to_be_visible()

@@ -203,6 +203,7 @@ async def test_account_form_without_a_valid_csrf_token_is_refused(env: Env, name
 async def confirm_email_change(env: Env, attack: str | None) -> httpx2.Response:
     token = await links._issue(env.ctx.storage, env.ctx.settings, "email_change",
                                "new-alice@example.com", env.user, None, {})
+    await get_code(env)  # confirmed in a browser signed in to the account
     page = await env.http.get(links.EMAIL_CHANGE_PATH + "?" + urlencode({"token": token}))
     assert page.status_code == 200
     fields = hidden_fields(page.text)

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx2
 import pytest
@@ -1033,3 +1033,40 @@ async def test_a_path_issuers_logout_ends_the_session_of_either_cookie_name(
         assert r.status_code == 200, r.text
         grant = await ctx.storage.get_grant("g-1")
         assert grant is not None and grant.revoked_at is not None
+
+
+async def test_only_the_accounts_own_browser_can_confirm_an_email_change(env: Env) -> None:
+    """Else alice could ask for bob's address, and bob's click on the mail he got would
+    give alice's account his address, verified: his later sign-in links would sign him
+    in to her account."""
+    page = await _sign_in_to_account(env)
+    r = await env.http.post("/account/profile", data={
+        "csrf_token": hidden_fields(page.text)["csrf_token"], "email": "bob@example.com"})
+    assert r.status_code == 303
+    await env.mails()
+    link = await _link_to(env, "bob@example.com")
+    parts = urlsplit(link)
+    transport = env.http._transport  # the same app, another browser
+    async with httpx2.AsyncClient(transport=transport, base_url=ISSUER) as bobs:
+        shown = await bobs.get(f"{parts.path}?{parts.query}")
+        assert shown.status_code == 403 and "Sign in to that account" in shown.text
+        assert "<form" not in shown.text and 'href="/account"' in shown.text
+        forged = await bobs.post(parts.path, data={  # a valid CSRF token, no session
+            "csrf_token": hidden_fields((await bobs.get("/account")).text)["csrf_token"],
+            "token": parse_qs(parts.query)["token"][0]})
+        assert forged.status_code == 403 and "Sign in to that account" in forged.text
+        await create_user(env.ctx.storage, env.ctx.passwords, username="bob",
+                          email="bob-old@example.com", password=PASSWORD)
+        await sign_in(bobs, "/account", "bob", PASSWORD)
+        other = await bobs.get(f"{parts.path}?{parts.query}")
+        assert other.status_code == 403 and "another account than bob" in other.text
+        posted = await bobs.post(parts.path, data={
+            "csrf_token": hidden_fields((await bobs.get("/account")).text)["csrf_token"],
+            "token": parse_qs(parts.query)["token"][0]})
+        assert posted.status_code == 403 and "another account than bob" in posted.text
+    alice = await env.ctx.storage.get_user_by_login("alice")
+    assert alice is not None and alice.email == "alice@example.com"
+    mine = await env.http.get(f"{parts.path}?{parts.query}")  # not spent by the refusals
+    assert mine.status_code == 200 and "your account alice?" in mine.text
+    done = await env.follow_link(link)
+    assert done.status_code == 200 and "Your email address is now bob@example.com." in done.text

@@ -7,7 +7,8 @@ registered redirect URI of ``client_id``; anything else is ignored.
 
 Changing the email or the password needs the current password unless the session
 signed in within ``FRESH_LOGIN``. A new email takes effect through a link sent to it,
-and the old address is told once it has. A new password ends every other session
+confirmed in a browser signed in to the account, and the old address is told once it
+has. A new password ends every other session
 and revokes every grant of the user; this browser stays signed in.
 """
 
@@ -239,10 +240,30 @@ async def confirm_email_page(request: Request) -> Response:
     found = await links.peek(ctx.storage, token, "email_change")
     if found is None:
         return _bad_email_link(ctx)
+    user = await _owner(ctx, request, found.user_id)
+    if isinstance(user, Response):
+        return user
     return form_page(ctx, request, "message.html", title="Confirm your email",
-                     message=f"Make {found.email} the email address of your account?",
-                     form_action=links.EMAIL_CHANGE_PATH, button="Confirm",
-                     hidden={"token": token})
+                     message=f"Make {found.email} the email address of your account "
+                     f"{user.username}?", form_action=links.EMAIL_CHANGE_PATH,
+                     button="Confirm", hidden={"token": token})
+
+
+async def _owner(ctx: Context, request: Request, user_id: str | None) -> User | Response:
+    """The signed-in user if the link is theirs; else the page to show. Only the
+    account's own browser may confirm: else anyone could ask for someone else's
+    address, and its owner's click would give them that address, verified."""
+    current = await _current(ctx, request)
+    if current is not None and current[1].id == user_id:
+        return current[1]
+    message = ("This link changes the email address of an account. Sign in to that "
+               "account in this browser, then open the link from your email again.")
+    if current is not None:
+        message = (f"This link is for another account than {current[1].username}, the one "
+                   "signed in here. Sign out, or open it in a browser signed in to that "
+                   "account.")
+    return render(ctx, "message.html", 403, title="Sign in to confirm", error=True,
+                  message=message, link_url=ACCOUNT_PATH, link_text="Go to your account")
 
 
 def _bad_email_link(ctx: Context) -> Response:
@@ -257,7 +278,14 @@ async def confirm_email(request: Request) -> Response:
     if form is None or not csrf_ok(ctx, request, form.get("csrf_token")):
         return render(ctx, "message.html", 400, title="This form has expired", error=True,
                       message="Open the link from your email again.")
-    used = await links.use(ctx.storage, form.get("token", ""), "email_change")
+    token = form.get("token", "")
+    found = await links.peek(ctx.storage, token, "email_change")
+    if found is None:
+        return _bad_email_link(ctx)
+    owner = await _owner(ctx, request, found.user_id)  # checked before the link is spent
+    if isinstance(owner, Response):
+        return owner
+    used = await links.use(ctx.storage, token, "email_change")
     before = await ctx.storage.get_user(used.user_id) if used and used.user_id else None
     if used is None or before is None or before.deleted_at is not None:
         return _bad_email_link(ctx)
