@@ -1070,3 +1070,19 @@ async def test_only_the_accounts_own_browser_can_confirm_an_email_change(env: En
     assert mine.status_code == 200 and "your account alice?" in mine.text
     done = await env.follow_link(link)
     assert done.status_code == 200 and "Your email address is now bob@example.com." in done.text
+
+
+async def test_an_email_change_to_another_accounts_address_mails_nobody(env: Env) -> None:
+    """The link could only fail; mailing it would tell bob about alice's account. The
+    page answers as for any address, so it does not tell which have an account."""
+    await create_user(env.ctx.storage, env.ctx.passwords, username="bob",
+                      email="bob@example.com", password=PASSWORD)
+    page = await _sign_in_to_account(env)
+    csrf = hidden_fields(page.text)["csrf_token"]
+    taken = await env.http.post("/account/profile", data={"csrf_token": csrf,
+                                                           "email": "Bob@Example.com"})
+    free = await env.http.post("/account/profile", data={"csrf_token": csrf,
+                                                          "email": "carol@example.com"})
+    assert taken.status_code == free.status_code == 303
+    assert taken.headers["location"] == free.headers["location"]
+    assert await _queued(env) == ["carol@example.com"]

@@ -131,9 +131,15 @@ async def check_email_change(storage: Storage, settings: Settings, *, user: User
 
 async def send_email_change(storage: Storage, settings: Settings, *, user: User,
                             new_email: str) -> None:
-    """Mail a confirmation link to ``new_email``, as ``check_email_change`` returned it."""
+    """Mail a confirmation link to ``new_email``, as ``check_email_change`` returned it;
+    none if another account has that address (its link could only fail, and would tell
+    that account's owner about this one), with the same answer, so the page does not
+    tell which addresses have an account."""
     # only the newest change link works: an earlier one (say to a mistyped address) dies
     await storage.cancel_one_time_tokens(user.id, ("email_change",), datetime.now(UTC))
+    owner = await _user_by_email(storage, new_email)
+    if owner is not None and owner.id != user.id:
+        return
     token = await _issue(storage, settings, "email_change", new_email, user, None, {})
     if token is None:  # deleted meanwhile
         return
