@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -18,8 +19,9 @@ from prometheus_client import REGISTRY
 from bastion.oauth import pkce
 from bastion.server.app import create_app
 from bastion.server.context import Context
+from bastion.server.mail import SMTPMailer
 from bastion.server.models import Grant, OneTimeToken, OutgoingMail, User
-from bastion.server.services import outbox, secrets, sessions
+from bastion.server.services import links, outbox, secrets, sessions
 from bastion.server.services.clients import create_client
 from bastion.server.services.users import (
     PERSONAL_DATA,
@@ -37,6 +39,7 @@ from support import (
     Mailbox,
     await_until,
     callback_params,
+    free_port,
     hidden_fields,
     sign_in,
     smtp_server,
@@ -277,6 +280,54 @@ async def test_failed_sends_are_retried_not_lost(env: Env) -> None:
                                  env.ctx.outbox.seal) == 1
     assert env.box.wait_for(1)[0]["Subject"] == "hello"
     assert mail_count("sent") == sent + 1
+
+
+async def test_a_link_mail_that_expired_in_an_smtp_outage_is_not_sent(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    """Each link's mail expires with the link; once that has passed, a retry settles
+    it unsent. The notice of a change carries no link and still goes."""
+    def skipped() -> float:
+        return REGISTRY.get_sample_value("bastion_mail_total", {"outcome": "skipped"}) or 0.0
+
+    storage, settings = env.ctx.storage, env.ctx.settings
+    before = skipped()
+    await env.ctx.outbox.stop()  # sent here, not by the background worker
+    await env.request_link("alice@example.com")
+    await env.ctx.outbox.settled()
+    alice = await storage.get_user_by_login("alice")
+    assert alice is not None
+    await links.send_email_change(storage, settings, user=alice, new_email="new@example.com")
+    await links.send_email_changed(storage, settings, user=alice, old_email="old@example.com")
+    down = SMTPMailer(settings.model_copy(update={"smtp_port": free_port()}))  # refused
+    assert await outbox.send_due(storage, down, env.ctx.outbox.seal) == 0
+
+    engine = storage.engine  # type: ignore[attr-defined]
+    async with engine.begin() as conn:
+        tokens = dict((await conn.execute(sa.select(
+            one_time_tokens.c.email, one_time_tokens.c.expires_at))).all())
+        queued = dict((await conn.execute(sa.select(
+            outbox_table.c.to, outbox_table.c.expires_at).where(
+            outbox_table.c.attempts == 1))).all())
+        assert queued == {**tokens, "old@example.com": None}
+        assert set(tokens) == {"alice@example.com", "new@example.com"}
+        # the links expire during the outage, and the retries fall due
+        now = datetime.now(UTC)
+        await conn.execute(outbox_table.update().values(next_attempt_at=now))
+        await conn.execute(outbox_table.update().where(outbox_table.c.expires_at.is_not(None))
+                           .values(expires_at=now - timedelta(seconds=1)))
+
+    with caplog.at_level(logging.WARNING, "bastion.mail"):
+        assert await outbox.send_due(storage, env.ctx.outbox.mailer, env.ctx.outbox.seal) == 1
+    assert [m["To"] for m in env.box.wait_for(1)] == ["old@example.com"]
+    expired = [r.getMessage() for r in caplog.records if "expired" in r.getMessage()]
+    assert len(expired) == 2 and skipped() == before + 2
+    assert not any("@" in line or "token" in line for line in expired)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(sa.select(outbox_table.c.sent_at, outbox_table.c.text)
+                                   .where(outbox_table.c.expires_at.is_not(None)))).all()
+    assert len(rows) == 2 and all(sent is not None and text == "" for sent, text in rows)
+    assert await storage.claim_mail(datetime.now(UTC) + timedelta(days=1)) == []
+    assert [m["To"] for m in env.box.messages] == ["old@example.com"]
 
 
 async def test_mail_given_up_on_is_counted(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:

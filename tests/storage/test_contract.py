@@ -454,6 +454,20 @@ async def test_settling_mail_needs_the_claim_still_held(storage: SQLStorage) -> 
     assert stored is not None and stored.sent_at == sent_at and stored.attempts == 1
 
 
+async def test_a_mails_expiry_is_kept_and_it_is_claimed_once_expired(
+        storage: SQLStorage) -> None:
+    expires = NOW + timedelta(minutes=15)
+    for mail_id, expires_at in (("m1", expires), ("m2", None)):
+        await storage.enqueue_mail(OutgoingMail(id=mail_id, to="a@example.com", subject="s",
+                                                text="t", html="h", created_at=NOW,
+                                                expires_at=expires_at))
+    stored = await storage.get_mail("m1")
+    assert stored is not None and stored.expires_at == expires
+    # still claimed once past it: the sender settles it unsent
+    claimed = await storage.claim_mail(expires + timedelta(minutes=1))
+    assert {m.id: m.expires_at for m in claimed} == {"m1": expires, "m2": None}
+
+
 async def test_cancelling_a_users_one_time_tokens(storage: SQLStorage) -> None:
     await storage.create_user(user(1))
     await storage.create_user(user(2))

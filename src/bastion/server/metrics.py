@@ -33,7 +33,8 @@ LOGIN_FAILURES = Counter("bastion_login_failures_total", "Failed or throttled si
                          ["reason"])
 TOKEN_REUSE = Counter("bastion_token_reuse_total", "Used refresh tokens and authorization "
                       "codes presented again (each revokes its token family).", ["token"])
-MAIL = Counter("bastion_mail_total", "Mail sent, retried or given up on.", ["outcome"])
+MAIL = Counter("bastion_mail_total", "Mail sent, skipped (its link expired first), "
+               "retried or given up on.", ["outcome"])
 LOGOUTS = Counter("bastion_backchannel_logouts_total", "Back-channel logouts delivered, "
                   "skipped (the client went away), retried or given up on.", ["outcome"])
 PURGED = Counter("bastion_purged_rows_total", "Rows deleted by housekeeping.", ["kind"])

@@ -194,6 +194,8 @@ class OutgoingMail:
     last_error: str | None = None
     #: The user the mail is about, if any (erasing them deletes it).
     user_id: str | None = None
+    #: When the link it carries stops working: not sent after that (None: never).
+    expires_at: datetime | None = None
     claimed_until: datetime | None = None  # set by ``claim_mail``: the claim to settle it with
 
 

@@ -62,15 +62,17 @@ async def _user_by_email(storage: Storage, email: str) -> User | None:
 
 async def _issue(storage: Storage, settings: Settings, purpose: Literal["sign_in", "email_change"],
                  email: str, user: User | None, client_id: str | None,
-                 payload: dict[str, Any]) -> str | None:
-    """A new link's token, stored; None if ``user`` was deleted meanwhile."""
+                 payload: dict[str, Any]) -> tuple[str, datetime] | None:
+    """A new link's token, stored, and when it expires; None if ``user`` was deleted
+    meanwhile."""
     plain = _secrets.token_urlsafe(32)  # 256 bits
     now = datetime.now(UTC)
+    expires_at = now + timedelta(seconds=settings.sign_in_link_ttl)
     stored = await storage.create_one_time_token(OneTimeToken(
         digest=secrets.digest(plain), purpose=purpose, email=email,
         user_id=user.id if user else None, client_id=client_id, payload=payload,
-        created_at=now, expires_at=now + timedelta(seconds=settings.sign_in_link_ttl)))
-    return plain if stored else None
+        created_at=now, expires_at=expires_at))
+    return (plain, expires_at) if stored else None
 
 
 async def send_sign_in_link(storage: Storage, settings: Settings, *, email: str,
@@ -104,13 +106,15 @@ async def _sign_in_link(storage: Storage, settings: Settings, email: str,
         return False
     if user is None and (client is None or not settings.passwordless_signup):
         return False
-    token = await _issue(storage, settings, "sign_in", email, user,
-                         client.client_id if client is not None else None, goal)
-    if token is None:
+    issued = await _issue(storage, settings, "sign_in", email, user,
+                          client.client_id if client is not None else None, goal)
+    if issued is None:
         return False
+    token, expires_at = issued
     # An erasure between the two writes deletes the link, and the mail is refused.
     mail = await outbox.enqueue(storage, _seal(settings), email, "Your sign-in link",
                                 "sign_in", user_id=user.id if user else None,
+                                expires_at=expires_at,
                                 link=f"{settings.issuer_url}{SIGN_IN_PATH}?token={token}",
                                 client_name=client.name if client is not None else "",
                                 expires_in=duration(settings.sign_in_link_ttl))
@@ -140,11 +144,12 @@ async def send_email_change(storage: Storage, settings: Settings, *, user: User,
     owner = await _user_by_email(storage, new_email)
     if owner is not None and owner.id != user.id:
         return
-    token = await _issue(storage, settings, "email_change", new_email, user, None, {})
-    if token is None:  # deleted meanwhile
+    issued = await _issue(storage, settings, "email_change", new_email, user, None, {})
+    if issued is None:  # deleted meanwhile
         return
+    token, expires_at = issued
     await outbox.enqueue(storage, _seal(settings), new_email, "Confirm your new email address",
-                         "email_change", user_id=user.id,
+                         "email_change", user_id=user.id, expires_at=expires_at,
                          link=f"{settings.issuer_url}{EMAIL_CHANGE_PATH}?token={token}",
                          username=user.username, email=new_email,
                          expires_in=duration(settings.sign_in_link_ttl))

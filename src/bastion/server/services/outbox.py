@@ -4,6 +4,7 @@ A request only inserts a row, so a slow or broken SMTP server never holds it up,
 and nothing is lost if the process stops: another instance (or the next start)
 sends what is due. Failed attempts back off exponentially (30 s doubling, at most
 an hour); after ``MAX_ATTEMPTS`` the message is marked failed and logged as an error.
+A message past its ``expires_at`` (its link no longer works) is settled unsent.
 
 Delivery is at least once, not exactly once. A worker claims one message at a time
 for two minutes and bounds its whole send by ``SEND_SECONDS``, well inside the claim,
@@ -109,12 +110,15 @@ def render(template: str, **values: object) -> tuple[str, str]:
 
 
 async def enqueue(storage: Storage, seal: Seal, to: str, subject: str, template: str, *,
-                  user_id: str | None = None, **values: object) -> OutgoingMail | None:
+                  user_id: str | None = None, expires_at: datetime | None = None,
+                  **values: object) -> OutgoingMail | None:
     """Queue a mail about ``user_id`` (if any), its bodies sealed; returns it as stored,
-    or None if that user is deleted (or erased): nothing is queued."""
+    or None if that user is deleted (or erased): nothing is queued. A mail whose link
+    stops working at ``expires_at`` is not sent after that."""
     text, html = render(template, **values)
     mail = seal.close(OutgoingMail(id=str(uuid.uuid4()), to=to, subject=subject, text=text,
-                                   html=html, created_at=datetime.now(UTC), user_id=user_id))
+                                   html=html, created_at=datetime.now(UTC), user_id=user_id,
+                                   expires_at=expires_at))
     return mail if await storage.enqueue_mail(mail) else None
 
 
@@ -196,6 +200,10 @@ async def deliver(queue: Queue[Q], item: Q) -> int:
 
 def mail_queue(storage: Storage, mailer: Mailer, seal: Seal) -> Queue[OutgoingMail]:
     async def send(mail: OutgoingMail) -> bool:
+        if mail.expires_at is not None and mail.expires_at <= datetime.now(UTC):
+            # a dead link only confuses; the id alone, as the body holds the link
+            log.warning("mail %s expired before it could be sent: not sending it", mail.id)
+            return False
         await mailer.send(seal.open(mail))
         return True
 

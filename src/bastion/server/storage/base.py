@@ -401,7 +401,8 @@ class Storage(Protocol):
         (``user_id``) who is deleted (as for ``create_session``)."""
 
     async def claim_mail(self, now: datetime, limit: int = 10) -> list[OutgoingMail]:
-        """Due messages, claimed so that no other instance sends them meanwhile."""
+        """Due messages, claimed so that no other instance sends them meanwhile; those
+        past their ``expires_at`` too (the sender settles them unsent)."""
 
     async def mail_sent(self, mail_id: str, at: datetime, *, claimed_until: datetime) -> bool:
         """Record a claimed message sent; False (and nothing changed) if the claim

@@ -31,7 +31,8 @@ class MailMixin(SQLBase):
     async def enqueue_mail(self, mail: OutgoingMail) -> bool:
         return await self._insert(outbox, {
             "id": mail.id, "to": mail.to, "user_id": mail.user_id, "subject": mail.subject,
-            "text": mail.text, "html": mail.html, "created_at": mail.created_at, "attempts": 0,
+            "text": mail.text, "html": mail.html, "created_at": mail.created_at,
+            "expires_at": mail.expires_at, "attempts": 0,
             "next_attempt_at": mail.created_at}, for_user=True)
 
     async def claim_mail(self, now: datetime, limit: int = 10) -> list[OutgoingMail]:

@@ -240,6 +240,7 @@ outbox = sa.Table(
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("html", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=True),  # its link's end: not sent after
     *_delivery(),
 )
 
