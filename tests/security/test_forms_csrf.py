@@ -82,9 +82,11 @@ async def test_link_request_without_a_valid_csrf_token_is_refused(env: Env, atta
 
 
 async def sign_in_link(env: Env) -> str:
-    return await links._issue(env.ctx.storage, env.ctx.settings, "sign_in", env.user.email,
-                              env.user, env.web.client_id,
-                              {"authorize": authorize_url(env.web.client_id).split("?", 1)[1]})
+    issued = await links._issue(env.ctx.storage, env.ctx.settings, "sign_in", env.user.email,
+                                env.user, env.web.client_id,
+                                {"authorize": authorize_url(env.web.client_id).split("?", 1)[1]})
+    assert issued is not None
+    return issued[0]
 
 
 async def confirm_link(env: Env, attack: str | None) -> httpx2.Response:
@@ -201,8 +203,10 @@ async def test_account_form_without_a_valid_csrf_token_is_refused(env: Env, name
 
 
 async def confirm_email_change(env: Env, attack: str | None) -> httpx2.Response:
-    token = await links._issue(env.ctx.storage, env.ctx.settings, "email_change",
-                               "new-alice@example.com", env.user, None, {})
+    issued = await links._issue(env.ctx.storage, env.ctx.settings, "email_change",
+                                "new-alice@example.com", env.user, None, {})
+    assert issued is not None
+    token = issued[0]
     await get_code(env)  # confirmed in a browser signed in to the account
     page = await env.http.get(links.EMAIL_CHANGE_PATH + "?" + urlencode({"token": token}))
     assert page.status_code == 200

@@ -1137,3 +1137,43 @@ async def test_an_email_change_to_another_accounts_address_mails_nobody(env: Env
     assert taken.status_code == free.status_code == 303
     assert taken.headers["location"] == free.headers["location"]
     assert await _queued(env) == ["carol@example.com"]
+
+
+async def test_an_account_without_a_password_signs_in_again_to_set_one(signup_env: Env) -> None:
+    """Made by a sign-up link, it has no current password to give once its sign-in is
+    over five minutes old: the page offers a fresh sign-in instead, by an emailed link."""
+    env = signup_env
+    await env.request_link("new-user@example.com")
+    await env.follow_link(Mailbox.link((await env.mails())[0]))
+    await _age_sessions(env)
+    page = await env.http.get("/account")
+    assert page.status_code == 200 and 'id="current_password"' not in page.text
+    assert "no password yet" in page.text and 'href="/account?reauth=1"' in page.text
+    r = await env.http.post("/account/password", data={
+        "csrf_token": hidden_fields(page.text)["csrf_token"], "new_password": "a new passphrase"})
+    assert r.status_code == 400 and "sign in again to set one" in r.text
+    again = await env.http.get("/account?reauth=1")  # the sign-in form, though signed in
+    assert again.status_code == 200 and 'action="/login/link/request"' in again.text
+    fields = hidden_fields(again.text)
+    assert fields["next"] == "/account"
+    await env.http.post("/login/link/request", data={**fields, "email": "new-user@example.com"})
+    back = await env.follow_link(Mailbox.link((await env.mails(2))[1]))
+    assert back.status_code == 303 and back.headers["location"] == "/account"
+    fresh = await env.http.get("/account")
+    assert "no password yet" not in fresh.text
+    r = await env.http.post("/account/password", data={
+        "csrf_token": hidden_fields(fresh.text)["csrf_token"], "new_password": "a new passphrase"})
+    assert r.status_code == 303, r.text
+
+
+async def test_a_stale_sign_in_may_sign_in_again_instead_of_giving_the_password(env: Env) -> None:
+    await _sign_in_to_account(env)
+    await _age_sessions(env)
+    page = await env.http.get("/account")
+    assert 'id="current_password"' in page.text and "Forgot it?" in page.text
+    again = await env.http.get("/account?reauth=1")
+    fields = hidden_fields(again.text)
+    r = await env.http.post("/login", data={**fields, "login": "alice", "password": PASSWORD})
+    assert r.status_code == 303 and r.headers["location"] == "/account"
+    fresh = await env.http.get("/account")
+    assert 'id="current_password"' not in fresh.text

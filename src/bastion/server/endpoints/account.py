@@ -68,7 +68,8 @@ async def _page(ctx: Context, request: Request, session: LoginSession, user: Use
     return form_page(ctx, request, "account.html", status, user=user, keep=keep, notice=notice,
                      error=error, sessions=own, current_id=session.id,
                      back_url=back[0] if back else "", back_name=back[1] if back else "",
-                     needs_current=datetime.now(UTC) - session.auth_time > FRESH_LOGIN)
+                     needs_current=datetime.now(UTC) - session.auth_time > FRESH_LOGIN,
+                     reauth_url=ACCOUNT_PATH + "?" + urlencode({**keep, "reauth": "1"}))
 
 
 def _after(keep: dict[str, str], done: str) -> Response:
@@ -85,7 +86,9 @@ async def account(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     keep = _keep(dict(request.query_params))
     current = await _current(ctx, request)
-    if current is None:
+    if current is None or request.query_params.get("reauth"):
+        # reauth: a fresh sign-in (a password or an emailed link) stands in for the
+        # current password, which an account made by a sign-up link never had
         return login_page(ctx, request, None, "", next_url=ACCOUNT_PATH + (
             "?" + urlencode(keep) if keep else ""))
     notice = _NOTICES.get(request.query_params.get("done", ""), "")
@@ -143,6 +146,8 @@ async def _reauthenticated(ctx: Context, request: Request, posted: _Posted,
     the right current password; else the error to show (``missing`` when it has none)."""
     if datetime.now(UTC) - posted.session.auth_time <= FRESH_LOGIN:
         return None
+    if posted.user.password_hash is None:
+        return "Your account has no password yet: sign in again to set one without it."
     current_password = posted.form.get("current_password", "")
     if not current_password:
         return missing
