@@ -1,7 +1,9 @@
 """The ``bastion`` command: serve, migrate, clients, users, keys, purge.
 
 Every command takes ``--database-url`` (or reads ``BASTION_DATABASE_URL``) and
-applies pending migrations before it works, so it runs on a fresh database.
+applies pending migrations before it works, so it runs on a fresh database. Where no
+setting names the database, only ``serve`` creates the default one: the others refuse
+to start from nothing in whatever directory they were run (cron's).
 The CLI calls services, never HTTP routes.
 """
 
@@ -139,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logs.json_lines()
         if args.command == "serve":
             return _serve(args, settings)
+        _check_database_named(settings)
         code = _run(_COMMANDS[(args.command, getattr(args, "action", None))](args, settings))
         sys.stdout.flush()  # a reader gone (`| head`) shows here, not as Python exits
         return code
@@ -175,7 +178,7 @@ def _without_password(message: str, args: argparse.Namespace) -> str:
     """Belt and braces: no driver is known to repeat the database URL, but it may hold
     a password and must not reach the terminal."""
     for url in (args.database_url, os.environ.get("BASTION_DATABASE_URL")):
-        if url:
+        if url and url.strip():  # blank: no URL (else every space became ***)
             message = message.replace(url, "***")
     return message
 
@@ -237,6 +240,19 @@ def _failure(exc: Exception) -> str | None:
         # asyncpg's connection errors come unwrapped: refused, timed out, unknown host
         return f"the database cannot be reached: {type(exc).__name__}: {exc}"
     return None
+
+
+def _check_database_named(settings: Any) -> None:
+    """Refuse to create the default database where no setting names one: run from
+    cron (no ``BASTION_*`` variables, another directory) a command would make a new
+    database and secret key, do its work there and exit 0."""
+    from pydantic_settings import SettingsError
+
+    if not settings.names_database and not settings.default_database.exists():
+        raise SettingsError(
+            f"no database is configured and there is none at "
+            f"{settings.default_database.resolve()}: set BASTION_DATABASE_URL "
+            "(--database-url), or BASTION_DATA_DIR (--data-dir) for a SQLite database")
 
 
 def _run(coro: Awaitable[T]) -> T:

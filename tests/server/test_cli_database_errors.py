@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from cli_helpers import Invoke, cli_runner, one_line
 
 from bastion.server.storage import migrate, open_storage
+from bastion.server.storage.database_url import BadDatabaseURL
 from bastion.server.storage.tables import users
 from support import create_database
 
@@ -58,6 +59,44 @@ def test_a_malformed_database_url_is_one_line(cli, url, says) -> None:
     password = secrets.token_urlsafe(16)
     code, err = cli("migrate", "--database-url", url.format(pw=password))
     assert code == 1 and says in one_line(err) and password not in err
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("postgresql://u:{pw}@127.0.0.1:1/db", "names no driver"),
+    ("postgresql+psycopg2://u:{pw}@127.0.0.1:1/db", "names the driver psycopg2"),
+    ("postgresql+psycopg://u:{pw}@127.0.0.1:1/db", "names the driver psycopg"),
+    ("postgres://u:{pw}@127.0.0.1:1/db", "names no driver"),
+])
+def test_a_postgresql_url_without_asyncpg_names_the_scheme_to_use(cli, url, says) -> None:
+    """``postgresql://`` said "module psycopg is not installed: install the server":
+    installing psycopg would not have helped, asyncpg is the one Bastion uses."""
+    password = secrets.token_urlsafe(16)
+    code, err = cli("migrate", "--database-url", url.format(pw=password))
+    line = one_line(err)
+    assert code == 1 and says in line and password not in err
+    assert line.endswith("begin it with postgresql+asyncpg://")
+
+
+def test_a_sync_sqlite_url_names_the_scheme_to_use(cli, tmp_path) -> None:
+    code, err = cli("migrate", "--database-url", f"sqlite:///{tmp_path / 'x.db'}")
+    assert code == 1 and one_line(err).endswith("begin it with sqlite+aiosqlite://")
+    assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize("url", ["sqlite+aiosqlite:///:memory:", "sqlite+aiosqlite://",
+                                 "sqlite+aiosqlite:///file:db?mode=memory&uri=true"])
+@pytest.mark.parametrize("command", [["migrate"], ["keys", "rotate"], ["serve"]])
+def test_an_in_memory_database_is_refused_in_one_line(cli, monkeypatch, url, command) -> None:
+    """It failed with a TypeError (pool arguments StaticPool does not take); had it
+    worked, a command's work would have gone with the process, and every server worker
+    would have had a database of its own."""
+    import bastion.cli
+
+    monkeypatch.setattr(bastion.cli, "_uvicorn", lambda *args: pytest.fail("served"))
+    code, err = cli(*command, "--database-url", url)
+    assert code == 1 and "names an in-memory SQLite database" in one_line(err)
+    with pytest.raises(BadDatabaseURL, match="in-memory"):
+        open_storage(url)
 
 
 @pytest.mark.parametrize(("change", "revision"), [

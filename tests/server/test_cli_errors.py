@@ -37,6 +37,9 @@ def test_keys_rotate_refuses_a_secret_key_that_cannot_open_the_keys(cli, tmp_pat
     ({"BASTION_CONFIG_FILE": "/no/such/bastion.toml"}, "is not a file"),
     ({"BASTION_TRUSTED_PROXIES": "not json"}, "trusted_proxies"),
     ({"BASTION_ACCESS_TOKEN_TTL": "-5", "BASTION_SECRET_KEY": SECRET}, "access_token_ttl"),
+    # a byte that is no UTF-8 ($'\xff'): a UnicodeEncodeError where the key was used
+    ({"BASTION_SECRET_KEY": SECRET + "\udcff"}, "secret_key: the value is not valid UTF-8"),
+    ({"BASTION_SMTP_PASSWORD": SECRET + "\udcff"}, "smtp_password: the value is not valid"),
 ])
 def test_bad_settings_are_one_line_without_their_values(cli, tmp_path, env, says) -> None:
     code, err = cli("migrate", "--data-dir", str(tmp_path), **env)
@@ -82,6 +85,75 @@ def test_a_short_secret_key_makes_no_new_store_but_keeps_an_old_one_working(
     asyncio.run(stored_before())
     code, err = cli("keys", "rotate", "--data-dir", str(data), BASTION_SECRET_KEY="short")
     assert code == 0, err
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(cli, tmp_path) -> None:
+    """A UnicodeDecodeError came out as a traceback."""
+    config = tmp_path / "bastion.toml"
+    config.write_bytes(b'smtp_password = "pass\xffword"\n')
+    code, err = cli("migrate", "--data-dir", str(tmp_path), BASTION_CONFIG_FILE=str(config))
+    assert code == 1 and "is not valid UTF-8" in one_line(err) and "pass" not in err
+
+
+def test_a_development_secret_key_file_that_is_not_text_is_one_line(cli, tmp_path) -> None:
+    """``openssl rand 48 > secret_key`` gave a UnicodeDecodeError traceback."""
+    (tmp_path / "secret_key").write_bytes(bytes(range(256))[-64:])
+    code, err = cli("keys", "rotate", "--data-dir", str(tmp_path))
+    assert code == 1 and "secret_key is not valid UTF-8" in one_line(err)
+
+
+NO_DATABASE = "no database is configured and there is none at"
+
+
+@pytest.mark.parametrize("args", [
+    ["migrate"], ["keys", "rotate"], ["keys", "withdraw", "kid-1"], ["purge"],
+    ["clients", "list"], ["clients", "create", "--name", "cron"], ["clients", "delete", "c"],
+    ["users", "create", "--username", "u", "--email", "u@example.com", "--password-stdin"],
+    ["users", "erase", "u", "--yes"]])
+def test_no_command_but_serve_starts_from_nothing_where_no_setting_names_the_database(
+        cli, tmp_path, monkeypatch, args) -> None:
+    """From cron (no BASTION_* variables, another working directory) a command made a
+    new database and secret key in ./bastion-data, did its work there and exited 0."""
+    monkeypatch.chdir(tmp_path)
+    code, err = cli(*args, stdin="a long passphrase\n")
+    line = one_line(err)
+    assert code == 1 and NO_DATABASE in line
+    assert str(tmp_path / "bastion-data" / "bastion.db") in line
+    assert "BASTION_DATABASE_URL" in line and "BASTION_DATA_DIR" in line
+    assert list(tmp_path.iterdir()) == []  # no database, no secret key
+    # A blank setting names nothing either (BASTION_DATA_DIR= was the working directory).
+    code, err = cli(*args, stdin="a long passphrase\n", BASTION_DATA_DIR="",
+                    BASTION_DATABASE_URL=" ")
+    assert code == 1 and NO_DATABASE in one_line(err) and list(tmp_path.iterdir()) == []
+
+
+def test_the_default_database_serves_every_command_once_it_exists(cli, tmp_path,
+                                                                  monkeypatch) -> None:
+    """As after ``bastion serve`` in that directory (the quick start)."""
+    monkeypatch.chdir(tmp_path)
+    assert cli("migrate", "--data-dir", "bastion-data")[0] == 0  # named: made
+    code, err = cli("clients", "create", "--name", "app", "--grant-type",
+                    "client_credentials")
+    assert code == 0, err
+    assert cli("purge")[0] == 0
+
+
+def test_a_cron_job_without_settings_is_refused(tmp_path) -> None:
+    """The real command, in a crontab's environment: HOME, PATH and little else."""
+    import os
+    import subprocess
+
+    from support import BASTION
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    if "PYTHONPATH" in env:  # as the tests were started, from another directory
+        env["PYTHONPATH"] = os.pathsep.join(
+            os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep))
+    done = subprocess.run([*BASTION, "keys", "rotate"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert one_line(done.stderr).startswith(f"error: {NO_DATABASE}")
+    assert done.stdout == "" and list(tmp_path.iterdir()) == []
 
 
 def test_a_data_dir_that_is_a_file_is_one_line(cli, tmp_path) -> None:

@@ -57,3 +57,18 @@ def test_serve_refuses_an_issuer_that_is_no_url(cli, served, tmp_path) -> None:
     code, err = cli("serve", "--issuer", "https://id.example?tenant=a", "--data-dir",
                     str(tmp_path))
     assert code == 1 and "no query" in one_line(err) and served == []
+
+
+def test_serve_creates_the_default_database_where_no_setting_names_one(
+        cli, served, tmp_path, monkeypatch) -> None:
+    """The quick start (``./scripts/serve``); the other commands refuse to (see
+    test_cli_errors), and then use what it made."""
+    monkeypatch.chdir(tmp_path)
+    code, err = cli("serve")
+    assert code == 0, err
+    assert (tmp_path / "bastion-data" / "bastion.db").exists()
+    assert (tmp_path / "bastion-data" / "secret_key").exists()
+    for name in ("BASTION_DATABASE_URL", "BASTION_DATA_DIR"):  # set for its workers
+        monkeypatch.delenv(name)
+    code, err = cli("keys", "rotate")
+    assert code == 0, err

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import secrets
 import stat
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -90,6 +92,54 @@ def test_development_secret_key_is_generated_once_with_mode_0600(tmp_path) -> No
     assert any("secret_key" in w for w in settings.development_warnings())
 
 
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_data_dir_is_the_default(monkeypatch, blank: str) -> None:
+    """``BASTION_DATA_DIR=`` made the working directory the data directory."""
+    monkeypatch.setenv("BASTION_DATA_DIR", blank)
+    for settings in (Settings(), Settings(data_dir=blank)):
+        assert settings.data_dir == Path("bastion-data")
+        assert not settings.names_database  # the CLI's guard applies
+
+
+def test_a_development_secret_key_is_never_seen_partly_written(tmp_path, monkeypatch) -> None:
+    """The file was created empty, then written: a process starting meanwhile read
+    an empty key ("must be at least 32 characters")."""
+    path = tmp_path / "data" / "secret_key"
+    make = secrets.token_urlsafe
+
+    def generate(n: int) -> str:
+        assert not path.exists()  # what another process would read now
+        return make(n)
+
+    monkeypatch.setattr(secrets, "token_urlsafe", generate)
+    key = Settings(data_dir=tmp_path / "data").secret_key_bytes()
+    assert path.read_bytes() == key and len(key) >= 48
+    assert [p.name for p in path.parent.iterdir()] == ["secret_key"]  # no file left behind
+
+
+def test_processes_generating_the_secret_key_together_agree_on_the_first(
+        tmp_path, monkeypatch) -> None:
+    """The one that came second failed with FileExistsError."""
+    path = tmp_path / "secret_key"
+    theirs = "theirs-" + "t" * 60
+    make = secrets.token_urlsafe
+
+    def generate(n: int) -> str:
+        path.write_text(theirs)  # another process got there in the meantime
+        return make(n)
+
+    monkeypatch.setattr(secrets, "token_urlsafe", generate)
+    assert Settings(data_dir=tmp_path).secret_key_bytes() == theirs.encode()
+    assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]
+
+
+def test_a_secret_key_that_is_not_utf8_is_refused(tmp_path, monkeypatch) -> None:
+    """``BASTION_SECRET_KEY=$'\\xff...'``: a UnicodeEncodeError where it was used."""
+    monkeypatch.setenv("BASTION_SECRET_KEY", "\udcff" * 40)
+    with pytest.raises(ValidationError, match="secret_key"):
+        Settings(data_dir=tmp_path)
+
+
 def test_private_keys_are_encrypted_and_bound_to_their_kid() -> None:
     cipher = KeyCipher(b"one secret")
     blob = cipher.encrypt("kid-1", b"-----BEGIN PRIVATE KEY-----...")
@@ -102,7 +152,6 @@ def test_private_keys_are_encrypted_and_bound_to_their_kid() -> None:
 
 
 def test_every_setting_is_documented() -> None:
-    from pathlib import Path
 
     docs = (Path(__file__).parents[2] / "docs" / "server.md").read_text()
     for name, field in Settings.model_fields.items():

@@ -15,11 +15,12 @@ import ipaddress
 import logging
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -37,6 +38,7 @@ log = logging.getLogger("bastion")
 ISSUER_EXAMPLE = "e.g. https://id.example.com (a path may follow)"
 
 SECRET_KEY_FILE = "secret_key"
+DATABASE_FILE = "bastion.db"
 
 
 class Settings(BaseSettings):
@@ -50,12 +52,15 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path("bastion-data"),
         description="Directory for the default SQLite database and the development "
-        "secret key. Relative paths are taken from the working directory.",
+        "secret key. Relative paths are taken from the working directory. Empty: the "
+        "default. Unless this or database_url is set, only `bastion serve` creates the "
+        "database; the other commands refuse to start without one.",
     )
     database_url: str | None = Field(
         None,
-        description="SQLAlchemy async URL, e.g. 'postgresql+asyncpg://user:pw@host/db'. "
-        "Default: a SQLite file 'bastion.db' in data_dir (WAL mode).",
+        description="SQLAlchemy async URL: 'postgresql+asyncpg://user:pw@host/db' or "
+        "'sqlite+aiosqlite:////path/bastion.db' (a file: no other driver, no in-memory "
+        "database). Default: a SQLite file 'bastion.db' in data_dir (WAL mode).",
     )
     issuer: str | None = Field(
         None,
@@ -224,8 +229,38 @@ class Settings(BaseSettings):
         if config_file:
             if not Path(config_file).is_file():  # a typo would drop every setting in it
                 raise SettingsError(f"BASTION_CONFIG_FILE {config_file} is not a file")
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+            try:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+            except UnicodeDecodeError:
+                raise SettingsError(f"BASTION_CONFIG_FILE {config_file} is not valid UTF-8, "
+                                    "as TOML must be") from None
         return tuple(sources)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_data_dir_is_unset(cls, values: Any) -> Any:
+        # ``BASTION_DATA_DIR=`` made the working directory the data directory: the
+        # database and the secret key landed wherever a command was run.
+        if (isinstance(values, dict) and isinstance(values.get("data_dir"), str)
+                and not values["data_dir"].strip()):
+            return {k: v for k, v in values.items() if k != "data_dir"}
+        return values
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _text_is_utf8(cls, value: Any, info: ValidationInfo) -> Any:
+        # Python keeps other bytes of the environment as lone surrogates, which failed
+        # with a traceback where the value was encoded (the secret key, a database URL).
+        # Any bytes make a file name, so data_dir takes them as they are.
+        if info.field_name == "data_dir":
+            return value
+        texts = value if isinstance(value, list) else [value]
+        for text in texts:
+            if isinstance(text, SecretStr):
+                text = text.get_secret_value()
+            if isinstance(text, str) and not is_text(text):
+                raise ValueError("the value is not valid UTF-8")
+        return value
 
     @field_validator("database_url", "issuer", "access_token_audience", "smtp_host",
                      "smtp_username", "smtp_password", mode="before")
@@ -283,7 +318,19 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{(self.data_dir / 'bastion.db').resolve()}"
+        return f"sqlite+aiosqlite:///{self.default_database.resolve()}"
+
+    @property
+    def default_database(self) -> Path:
+        """The SQLite file used when no database_url is set."""
+        return self.data_dir / DATABASE_FILE
+
+    @property
+    def names_database(self) -> bool:
+        """Whether a setting (argument, environment or config file) names the database:
+        database_url, or data_dir for the default one. Else it is the default in the
+        working directory, which may be a mistake (cron's empty environment)."""
+        return bool(self.database_url) or "data_dir" in self.model_fields_set
 
     @property
     def audience(self) -> str:
@@ -316,15 +363,33 @@ class Settings(BaseSettings):
             return self.secret_key.get_secret_value().encode()
         path = self.data_dir / SECRET_KEY_FILE
         if not path.exists():
-            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(48))
-            log.warning("generated a development secret key in %s", path)
-        key = path.read_text().strip()
+            self._generate_secret_key(path)
+        try:
+            key = path.read_bytes().decode().strip()
+        except UnicodeDecodeError:
+            raise SettingsError(f"{path} is not valid UTF-8: {SHORT_SECRET_KEY}") from None
         if len(key) < MIN_SECRET_KEY_LENGTH:
             raise SettingsError(f"{path}: {SHORT_SECRET_KEY}")
         return key.encode()
+
+    def _generate_secret_key(self, path: Path) -> None:
+        """Write a key beside ``path`` and link it into place: whole or not at all, and
+        of processes starting together on a new data directory the first one's key
+        stands (the others read it)."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, written = tempfile.mkstemp(prefix=f".{SECRET_KEY_FILE}-", dir=self.data_dir)  # 0600
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(written, path)
+            except FileExistsError:
+                return
+        finally:
+            os.unlink(written)
+        log.warning("generated a development secret key in %s", path)
 
     def development_warnings(self) -> list[str]:
         """What a production deployment must change; logged loudly at start."""
@@ -345,6 +410,16 @@ class Settings(BaseSettings):
             warnings.append("no smtp_host: emails (sign-in links) are written to the log, "
                             "not sent")
         return warnings
+
+
+def is_text(text: str) -> bool:
+    """Whether ``text`` was valid UTF-8: Python decodes other bytes in the environment
+    and in argv to lone surrogates, which cannot be encoded again."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_issuer(issuer: str) -> str:

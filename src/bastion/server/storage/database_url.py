@@ -26,9 +26,32 @@ def check(url: str) -> sa.URL:
         raise BadDatabaseURL("has a host or port that is not valid") from None
     if parsed.port is not None and not 1 <= parsed.port <= 65535:
         raise BadDatabaseURL("has a port that is not between 1 and 65535")
-    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "asyncpg":
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend in _DRIVERS and driver != _DRIVERS[backend][1]:
+        # Else "module psycopg is not installed", which sent operators installing it.
+        name, wanted = _DRIVERS[backend]
+        scheme = "postgresql" if backend == "postgres" else backend
+        named = f"the driver {driver}" if driver else "no driver"
+        raise BadDatabaseURL(f"names {named}, but Bastion reaches {name} through {wanted} "
+                             f"only: begin it with {scheme}+{wanted}://")
+    if backend == "sqlite" and _in_memory(parsed):
+        # The messages leave out the example a URL of memory would be masked in.
+        raise BadDatabaseURL("names an in-memory SQLite database, which is gone when the "
+                             "process ends and which no other process sees: name a file")
+    if backend == "postgresql":
         _check_asyncpg(parsed)
     return parsed
+
+
+#: The async driver of each database Bastion knows (``postgres`` is no SQLAlchemy name).
+_DRIVERS = {"postgresql": ("PostgreSQL", "asyncpg"), "postgres": ("PostgreSQL", "asyncpg"),
+            "sqlite": ("SQLite", "aiosqlite")}
+
+
+def _in_memory(url: sa.URL) -> bool:
+    """As SQLAlchemy tells a file from memory (``sqlite://``, ``:memory:``, and a URI
+    with ``mode=memory``)."""
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
 def _check_asyncpg(url: sa.URL) -> None:

@@ -50,13 +50,11 @@ def private_file(path: Path) -> None:
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and foreign keys. Errors leave
     out the statement's parameters (``hide_parameters``), as they reach the log."""
-    parsed = database_url.check(url)
-    if parsed.get_backend_name() == "sqlite":
-        path = parsed.database
-        if path and path != ":memory:":
-            private_file(Path(path))
-        # Storage calls on a file use their own connection (``SQLiteThread``); this
-        # engine serves migrations and a ``:memory:`` database.
+    parsed = database_url.check(url)  # a file, for SQLite: no in-memory database
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        private_file(Path(parsed.database))
+        # Storage calls use their own connection (``SQLiteThread``); this engine serves
+        # migrations.
         engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=1,
                                      max_overflow=0, pool_timeout=60, hide_parameters=True)
 
