@@ -1,9 +1,11 @@
 """Changes to the signing keys made elsewhere (another instance, the CLI) or by a
 restart with another algorithm: every token that should verify does, on every
-instance, and a withdrawn key stops signing within ``keys.RELOAD_EVERY``."""
+instance, a withdrawn key stops signing within ``keys.RELOAD_EVERY``, and a new key
+keeps the algorithm the servers publish wherever it is made."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -14,6 +16,7 @@ from security_helpers import Env, authorize_url, location_params
 
 from bastion.oauth.jose import b64url_encode, parse_compact
 from bastion.server import keys as keys_module
+from bastion.server.storage.base import Storage
 
 MakeEnv = Any
 
@@ -40,6 +43,34 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
     monkeypatch.setattr(keys_module, "time", fake)
     return fake
+
+
+class HeldRead:
+    """A storage's reads of the signing keys held until the test releases them (then
+    failing with ``failure``, if set): a read under way, however fast the database."""
+
+    def __init__(self, storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reads = 0
+        self.release = asyncio.Event()
+        self.failure: Exception | None = None
+        real = storage.signing_keys
+
+        async def held() -> Any:
+            self.reads += 1
+            await self.release.wait()
+            if self.failure is not None:
+                raise self.failure
+            return await real()
+
+        monkeypatch.setattr(storage, "signing_keys", held)
+
+
+async def under_way(*calls: Any) -> list[asyncio.Task[Any]]:
+    """``calls`` begun together, each as far as it goes before the held read ends."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    return tasks
 
 
 async def tokens(env: Env) -> dict[str, str]:
@@ -108,3 +139,100 @@ async def test_a_changed_algorithm_keeps_earlier_tokens_valid_and_comes_with_one
     assert (await b.userinfo(before["access_token"])).status_code == 200  # still valid
     r = await b.http.get("/oauth/logout?" + urlencode({"id_token_hint": after["id_token"]}))
     assert r.status_code == 200 and "signed out" in r.text  # no session: at once
+
+
+@pytest.mark.parametrize("change", ["withdraw", "rotate"])
+async def test_requests_together_after_an_idle_spell_all_sign_with_the_keys_of_now(
+        make_env: MakeEnv, clock: Clock, monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+    """While one of them read the keys again, the others were given the keys from
+    before the idle spell: a key withdrawn meanwhile signed on, or a key retired by a
+    rotation (after a long enough spell, one no longer in the JWKS)."""
+    a = await make_env(cache_ttl=60)
+    b = await make_env(share=a, cache_ttl=60)
+    old = (await b.ctx.keys.signer("access")).kid
+    if change == "withdraw":  # its private key leaked
+        await keys_module.withdraw(a.ctx.storage, a.ctx.settings, old)
+    else:
+        await keys_module.rotate(a.ctx.storage, a.ctx.settings)
+    now = next(k.kid for k in await a.ctx.storage.signing_keys()
+               if k.use == "access" and keys_module.signs(k))
+    clock.now += 1.2 * keys_module.RELOAD_EVERY  # idle
+    read = HeldRead(b.ctx.storage, monkeypatch)
+    together = await under_way(*(b.ctx.keys.signer("access") for _ in range(3)))
+    read.release.set()
+    assert [s.kid for s in await asyncio.gather(*together)] == [now] * 3
+    assert read.reads == 1  # one read, shared
+
+
+async def withdrawn_elsewhere(make_env: MakeEnv, clock: Clock) -> tuple[Env, str]:
+    """An instance whose access key was withdrawn through another one, a reload
+    interval ago; and the kid of that key."""
+    a = await make_env(cache_ttl=60)
+    b = await make_env(share=a, cache_ttl=60)
+    old = (await b.ctx.keys.signer("access")).kid
+    await keys_module.withdraw(a.ctx.storage, a.ctx.settings, old)
+    clock.now += keys_module.RELOAD_EVERY
+    return b, old
+
+
+async def test_a_request_cancelled_while_waiting_for_the_keys_leaves_the_read_to_the_others(
+        make_env: MakeEnv, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    b, old = await withdrawn_elsewhere(make_env, clock)
+    read = HeldRead(b.ctx.storage, monkeypatch)
+    gone, waiting = await under_way(b.ctx.keys.signer("access"), b.ctx.keys.signer("access"))
+    gone.cancel()  # the first one, which began the read: its client went away
+    read.release.set()
+    assert (await waiting).kid != old
+    assert gone.cancelled() and read.reads == 1
+
+
+async def test_a_read_of_the_keys_that_fails_fails_every_request_waiting_for_it(
+        make_env: MakeEnv, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """None of them falls back on keys older than ``RELOAD_EVERY`` (they could be
+    withdrawn); the next request reads again, and keys read recently need no read."""
+    b, old = await withdrawn_elsewhere(make_env, clock)
+    read = HeldRead(b.ctx.storage, monkeypatch)
+    read.failure = ConnectionError("the database does not answer")
+    together = await under_way(*(b.ctx.keys.signer("access") for _ in range(3)))
+    read.release.set()
+    outcomes = await asyncio.gather(*together, return_exceptions=True)
+    assert [type(o) for o in outcomes] == [ConnectionError] * 3
+    assert read.reads == 1
+    read.failure = None  # the database is back
+    assert (await b.ctx.keys.signer("access")).kid != old
+    assert read.reads == 2
+    # Fresh keys are handed out at once: no read, not even an await.
+    with pytest.raises(StopIteration) as at_once:
+        b.ctx.keys.signer("access").send(None)
+    assert at_once.value.value.kid != old and read.reads == 2
+
+
+async def test_a_new_key_keeps_the_algorithm_of_the_key_it_follows_wherever_it_is_made(
+        make_env: MakeEnv) -> None:
+    """``bastion keys rotate`` from a cron host without BASTION_ACCESS_TOKEN_ALG made
+    the next key ES256 on RS256 servers, which signed from the rotation after."""
+    a = await make_env(access_token_alg="RS256", id_token_alg="RS256")
+    elsewhere = a.ctx.settings.model_copy(  # the settings of the host that runs the CLI
+        update={"access_token_alg": "ES256", "id_token_alg": "ES256"})
+    for _ in range(2):
+        await keys_module.rotate(a.ctx.storage, elsewhere)
+    for use in keys_module.USES:  # the key that signs, then the next one
+        for signing in (True, False):
+            kid = next(k.kid for k in await a.ctx.storage.signing_keys()
+                       if k.use == use and keys_module.signs(k) is signing and not k.retired_at)
+            await keys_module.withdraw(a.ctx.storage, elsewhere, kid)
+    live = [k for k in await a.ctx.storage.signing_keys() if k.retired_at is None]
+    assert sorted((k.use, k.alg) for k in live) == [("access", "RS256")] * 2 + [("id", "RS256")] * 2
+    await a.ctx.keys.reload()
+    issued = await tokens(a)
+    assert header(issued["access_token"])["alg"] == header(issued["id_token"])["alg"] == "RS256"
+
+
+async def test_a_new_key_takes_another_algorithm_when_asked(make_env: MakeEnv) -> None:
+    a = await make_env()  # ES256 access keys, RS256 ID keys
+    await keys_module.rotate(a.ctx.storage, a.ctx.settings, algorithms={"access": "ES384"})
+    nexts = {k.use: k for k in await a.ctx.storage.signing_keys() if k.activated_at is None}
+    assert (nexts["access"].alg, nexts["id"].alg) == ("ES384", "RS256")
+    await keys_module.withdraw(a.ctx.storage, a.ctx.settings, nexts["id"].kid, alg="PS256")
+    assert {k.alg for k in await a.ctx.storage.signing_keys()
+            if k.use == "id" and k.activated_at is None} == {"PS256"}

@@ -11,6 +11,11 @@ Private keys are stored AES-256-GCM encrypted under a key derived (HKDF-SHA256)
 from ``Settings.secret_key``; the ``kid`` is the associated data, so a ciphertext
 cannot be moved to another key's row.
 
+A new key takes the algorithm of the key it follows in its use (``successor_alg``),
+not that of the settings where it is made: ``bastion keys rotate`` may run on a host
+without ``BASTION_ACCESS_TOKEN_ALG``. Only the servers' setting changes it, at their
+start (``replace_stale_next``).
+
 A retired key stays in the JWKS until every token it can have signed has expired:
 ``retired_at + cache_ttl`` (the longest another instance may still sign with it)
 ``+ max(token lifetimes)``. Housekeeping deletes it after that
@@ -24,6 +29,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -80,8 +86,11 @@ class KeyCipher:
             ) from None
 
 
-def new_signing_key(settings: Settings, cipher: KeyCipher, use: KeyUse) -> SigningKey:
-    alg = settings.access_token_alg if use == "access" else settings.id_token_alg
+def new_signing_key(settings: Settings, cipher: KeyCipher, use: KeyUse,
+                    alg: str | None = None) -> SigningKey:
+    """A new key of ``use``, of ``alg`` or else of the setting's algorithm (which only
+    the servers' own choices should take: see ``successor_alg``)."""
+    alg = alg or configured_alg(settings, use)
     kid = f"{use}-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
     key = PrivateKey.generate(kid, alg)
     return SigningKey(
@@ -94,30 +103,54 @@ def new_signing_key(settings: Settings, cipher: KeyCipher, use: KeyUse) -> Signi
     )
 
 
+def configured_alg(settings: Settings, use: KeyUse) -> str:
+    return settings.access_token_alg if use == "access" else settings.id_token_alg
+
+
+def successor_alg(keys: list[SigningKey], use: KeyUse, settings: Settings) -> str:
+    """The algorithm of a new key of ``use``: that of the key it follows, the use's
+    next key or else the one that signs, so that a rotation or a withdrawal from a host
+    whose settings differ from the servers' (a cron job without
+    ``BASTION_ACCESS_TOKEN_ALG``) keeps the algorithm the servers publish. The
+    setting's for a use with no key yet."""
+    live = [k for k in keys if k.use == use and k.retired_at is None]
+    newest = sorted(live, key=lambda k: k.activated_at is None)  # the next key last
+    return newest[-1].alg if newest else configured_alg(settings, use)
+
+
 async def rotate(
-    storage: Storage, settings: Settings, uses: tuple[KeyUse, ...] = USES
+    storage: Storage, settings: Settings, uses: tuple[KeyUse, ...] = USES, *,
+    algorithms: Mapping[KeyUse, str] | None = None,
 ) -> list[str]:
-    """Activate the next key of each use and publish a new next key; returns the kids
-    that now sign."""
+    """Activate the next key of each use and publish a new next key, of the algorithm
+    of the key it follows unless ``algorithms`` names another; returns the kids that
+    now sign."""
     cipher = KeyCipher(settings.secret_key_bytes())
-    check_secret_key(settings, cipher, await storage.signing_keys())
-    kids = [await storage.rotate_signing_key(new_signing_key(settings, cipher, use))
+    keys = await storage.signing_keys()
+    check_secret_key(settings, cipher, keys)
+    chosen = algorithms or {}
+    kids = [await storage.rotate_signing_key(new_signing_key(
+                settings, cipher, use, chosen.get(use) or successor_alg(keys, use, settings)))
             for use in uses]
     await publish_next(storage, settings)
     return kids
 
 
-async def withdraw(storage: Storage, settings: Settings, kid: str) -> list[str]:
+async def withdraw(storage: Storage, settings: Settings, kid: str, *,
+                   alg: str | None = None) -> list[str]:
     """Take a key out of service at once (its private key leaked): it leaves the JWKS,
     and every token it signed stops verifying. The key that signs is first replaced by
-    its use's next key; a next key by a new one. Returns the kids that sign after."""
+    its use's next key; a next key by a new one, of the algorithm of the key it
+    follows unless ``alg`` names another. Returns the kids that sign after."""
     keys = await storage.signing_keys()
     key = next((k for k in keys if k.kid == kid), None)
     if key is None:
         raise NotFound("signing key", kid)
     cipher = KeyCipher(settings.secret_key_bytes())
     check_secret_key(settings, cipher, keys)
-    if not await storage.withdraw_signing_key(kid, new_signing_key(settings, cipher, key.use)):
+    new = new_signing_key(settings, cipher, key.use,
+                          alg or successor_alg(keys, key.use, settings))
+    if not await storage.withdraw_signing_key(kid, new):
         raise NotFound("signing key", kid)  # withdrawn meanwhile
     return sorted(k.kid for k in await storage.signing_keys() if signs(k))
 
@@ -160,7 +193,7 @@ async def replace_stale_next(storage: Storage, settings: Settings) -> list[str]:
     cipher = KeyCipher(settings.secret_key_bytes())
     kids = []
     for key in keys:
-        wanted = settings.access_token_alg if key.use == "access" else settings.id_token_alg
+        wanted = configured_alg(settings, key.use)
         if key.activated_at is None and key.retired_at is None and key.alg != wanted:
             check_secret_key(settings, cipher, keys)
             new = new_signing_key(settings, cipher, key.use)
@@ -173,7 +206,8 @@ async def replace_stale_next(storage: Storage, settings: Settings) -> list[str]:
 
 async def publish_next(storage: Storage, settings: Settings) -> list[str]:
     """Publish a next key for each use that has none (a first start, a store from
-    before keys were published ahead); returns their kids."""
+    before keys were published ahead), of the algorithm of the key that signs; returns
+    their kids."""
     keys = await storage.signing_keys()
     waiting = {k.use for k in keys if k.activated_at is None and k.retired_at is None}
     cipher = KeyCipher(settings.secret_key_bytes())
@@ -181,7 +215,7 @@ async def publish_next(storage: Storage, settings: Settings) -> list[str]:
     kids = []
     for use in USES:
         if use not in waiting:
-            key = new_signing_key(settings, cipher, use)
+            key = new_signing_key(settings, cipher, use, successor_alg(keys, use, settings))
             if await storage.publish_signing_key(key):
                 kids.append(key.kid)
     return kids
@@ -209,7 +243,14 @@ class _Active:
 
 class KeyRing:
     """The active signing keys of this instance, reloaded every ``RELOAD_EVERY``
-    seconds (or ``cache_ttl``, if shorter)."""
+    seconds (or ``cache_ttl``, if shorter).
+
+    Keys read more recently than that are handed out at once, with no await. A caller
+    that finds them older waits for a read of the keys, the one under way or one it
+    begins, never using the old ones (after an idle spell they may name a key
+    withdrawn since, or one retired and no longer published). The callers that find
+    them stale together share one read; if it fails (the database does not answer),
+    each of them gets its error and the next caller reads again."""
 
     def __init__(self, storage: Storage, settings: Settings) -> None:
         self._storage = storage
@@ -218,7 +259,7 @@ class KeyRing:
         self._active: _Active | None = None
         self._decrypted: dict[str, PrivateKey] = {}
         self._verifying: dict[str, PublicKey] = {}
-        self._reloading = False
+        self._reading: tuple[asyncio.AbstractEventLoop, asyncio.Task[None]] | None = None
         self._unknown_kid: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         #: Which active keys the last reload could not decrypt (``/readyz`` says so).
         self.reload_error: str | None = None
@@ -276,19 +317,24 @@ class KeyRing:
 
     async def _fresh(self) -> _Active:
         active = self._active
-        if active is None:
-            await self.reload()
-        elif time.monotonic() - active.loaded_at >= min(self._settings.cache_ttl, RELOAD_EVERY):
-            if self._reloading:  # one reload at a time; the others keep the current keys
-                return active
-            self._reloading = True
-            try:
-                await self.reload()
-            finally:
-                self._reloading = False
+        if active is not None and (time.monotonic() - active.loaded_at
+                                   < min(self._settings.cache_ttl, RELOAD_EVERY)):
+            return active  # the hot path: no await
+        await self._shared_reload()
         active = self._active
         assert active is not None  # set by reload
         return active
+
+    async def _shared_reload(self) -> None:
+        """Wait for the read of the keys under way, or begin one. It runs as a task of
+        its own, so a caller cancelled meanwhile (a client gone) does not cancel it for
+        the others; one per event loop, as ``_unknown_kid_lock``."""
+        loop = asyncio.get_running_loop()
+        if self._reading is None or self._reading[0] is not loop or self._reading[1].done():
+            task = loop.create_task(self.reload())
+            task.add_done_callback(_retrieve)
+            self._reading = (loop, task)
+        await asyncio.shield(self._reading[1])
 
     async def verifiers(self, kid: str | None = None) -> dict[str, PublicKey]:
         """Public keys of every published key, by kid. An unknown ``kid`` waits for a
@@ -354,3 +400,8 @@ class KeyRing:
         rotation done anywhere is published at once."""
         keys = published(await self._storage.signing_keys(), self._settings, datetime.now(UTC))
         return {"keys": [k.public_jwk for k in keys]}
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # marked retrieved: its callers may all have been cancelled
