@@ -355,7 +355,8 @@ async def _clients_rotate_secret(args: argparse.Namespace, settings: Any) -> int
     new = await _with_storage(settings, rotate)
     _print_client(new.client, new.client_secret, as_json=args.json)
     if not args.json:
-        print(f"running servers take the change within {settings.cache_ttl:g} s")
+        print("running servers take the change within their cache_ttl "
+              f"(BASTION_CACHE_TTL; {settings.cache_ttl:g} s here)")
     return 0
 
 
@@ -372,7 +373,8 @@ async def _clients_delete(args: argparse.Namespace, settings: Any) -> int:
 
     if await _with_storage(settings, delete):
         print(f"deleted client {args.client_id} and revoked its tokens; running servers "
-              f"refuse it within {settings.cache_ttl:g} s")
+              f"refuse it within their cache_ttl (BASTION_CACHE_TTL; {settings.cache_ttl:g} s "
+              "here)")
     else:
         print(f"client {args.client_id} was deleted before")
     return 0
@@ -428,12 +430,17 @@ async def _users_erase(args: argparse.Namespace, settings: Any) -> int:
 
 
 async def _keys_rotate(_args: argparse.Namespace, settings: Any) -> int:
+    from datetime import UTC, datetime, timedelta
+
     from bastion.server import keys
     from bastion.server.services import audit
 
     async def rotate(storage: Any) -> tuple[list[str], set[str]]:
+        # next keys relying parties have surely seen: published longer ago than they
+        # may cache the JWKS
+        seen = datetime.now(UTC) - timedelta(seconds=keys.JWKS_MAX_AGE)
         waiting = {k.kid for k in await storage.signing_keys()
-                   if k.activated_at is None and k.retired_at is None}
+                   if k.activated_at is None and k.retired_at is None and k.created_at <= seen}
         signing = await keys.rotate(storage, settings)
         await audit.record(storage, audit.SYSTEM, "keys.rotate", None, via="cli", kids=signing)
         return signing, waiting
@@ -441,9 +448,10 @@ async def _keys_rotate(_args: argparse.Namespace, settings: Any) -> int:
     kids, waiting = await _with_storage(settings, rotate)
     print("signing keys now: " + ", ".join(kids))
     if fresh := [k for k in kids if k not in waiting]:
-        print(f"{', '.join(fresh)}: new, as no next key was stored: relying parties that "
-              "cache the JWKS may refuse its tokens until they fetch it again")
-    print(f"running servers start signing with them within {settings.cache_ttl:g} s; "
+        print(f"{', '.join(fresh)}: new, as no next key was stored or it was published "
+              f"less than {keys.JWKS_MAX_AGE} s ago: relying parties that cache the JWKS "
+              "may refuse its tokens until they fetch it again")
+    print(f"running servers start signing with them within {keys.RELOAD_EVERY:g} s; "
           "the next keys are published now, and old public keys stay published until "
           "their tokens expire")
     return 0
@@ -461,7 +469,7 @@ async def _keys_withdraw(args: argparse.Namespace, settings: Any) -> int:
 
     kids = await _with_storage(settings, withdraw)
     print(f"withdrew {args.kid}; signing keys now: {', '.join(kids)}")
-    print(f"running servers drop it within {settings.cache_ttl:g} s, relying parties when "
+    print(f"running servers drop it within {keys.RELOAD_EVERY:g} s, relying parties when "
           "they fetch the JWKS again (the SDK: within its jwks_max_age)")
     return 0
 

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from bastion.cli import main
 from bastion.server.models import Event
 from bastion.server.storage import open_storage
+from bastion.server.storage.tables import signing_keys
 
 
 @pytest.fixture
@@ -45,6 +47,19 @@ def count(url: str, table: str) -> int:
         finally:
             await store.close()
     return asyncio.run(go())
+
+
+def backdate_next_keys(url: str, by: timedelta) -> None:
+    async def go() -> None:
+        store = open_storage(url)
+        try:
+            async with store.engine.begin() as conn:
+                await conn.execute(signing_keys.update()
+                                   .where(signing_keys.c.activated_at.is_(None))
+                                   .values(created_at=datetime.now(UTC) - by))
+        finally:
+            await store.close()
+    asyncio.run(go())
 
 
 def events(url: str, action: str) -> list[Event]:
@@ -252,12 +267,16 @@ def test_keys_rotate(run) -> None:
     code, out, _ = run("keys", "rotate")  # an empty store: no next key to activate
     assert code == 0 and "as no next key was stored" in out
     assert count(run.url, "signing_keys") == 4  # an active and a next key per use
-    code, out, _ = run("keys", "rotate")
-    assert code == 0 and "no next key" not in out  # the next keys, published before
-    assert out.count("access-") == 1 and out.count("id-") == 1
+    code, out, _ = run("keys", "rotate")  # the next keys, published a moment ago
+    assert code == 0 and "published less than 60 s ago" in out
+    assert out.count("access-") == 2 and out.count("id-") == 2
     assert count(run.url, "signing_keys") == 6
+    backdate_next_keys(run.url, timedelta(seconds=61))
+    code, out, _ = run("keys", "rotate")  # next keys every relying party has seen
+    assert code == 0 and "may refuse" not in out
+    assert out.count("access-") == 1 and out.count("id-") == 1
     rotations = events(run.url, "keys.rotate")
-    assert len(rotations) == 2 and all(e.actor_type == "system" for e in rotations)
+    assert len(rotations) == 3 and all(e.actor_type == "system" for e in rotations)
     assert all(kid in out for kid in rotations[0].detail["kids"])  # newest first
 
 

@@ -52,6 +52,7 @@ USES: tuple[KeyUse, ...] = ("access", "id")
 #: shorter): a withdrawn key stops signing and verifying everywhere within it. A
 #: read of a few rows a second costs nothing a token would notice.
 RELOAD_EVERY = 1.0
+JWKS_MAX_AGE = 60  # seconds a relying party may cache the JWKS (its Cache-Control)
 #: A token naming an unknown key waits for a read of the keys begun after it arrived
 #: (a key made a moment ago elsewhere), but such reads start at most this often.
 UNKNOWN_KID_EVERY = 0.1

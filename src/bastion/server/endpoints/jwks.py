@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from bastion.server.endpoints.discovery import JWKS_PATH
+from bastion.server.keys import JWKS_MAX_AGE
 
 router = APIRouter(tags=["discovery"])
 
@@ -14,4 +15,4 @@ router = APIRouter(tags=["discovery"])
 async def jwks(request: Request) -> JSONResponse:
     body = await request.app.state.ctx.keys.jwks()
     # Short caching: clients refetch on an unknown kid anyway.
-    return JSONResponse(body, headers={"Cache-Control": "public, max-age=60"})
+    return JSONResponse(body, headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"})
