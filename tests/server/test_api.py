@@ -449,27 +449,62 @@ async def test_a_reissue_of_a_grant_left_with_no_scope_is_refused_first(api: Api
     assert introspected.json() == {"active": False}
 
 
-async def test_a_client_narrowed_while_the_roles_change_gets_no_empty_reissue(
-        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+def _changed_while_the_roles_change(api: Api, monkeypatch: pytest.MonkeyPatch,
+                                    **changes: list[str]) -> None:
+    """The web client is changed (``update_client``) as a user's roles are written: an
+    administrator's PATCH racing a role change with a reissue."""
     from bastion.server.services.clients import update_client
 
-    http, ctx = api.app.http, api.app.ctx
-    _, url = await _member(api, "ned", ["viewer", "editor"])
-    tokens = await api.user_token("ned", organization="acme")  # scope openid
+    ctx = api.app.ctx
     change = ctx.storage.change_user_roles
 
-    async def narrowed_meanwhile(*args, **kwargs):  # an administrator's PATCH, racing
-        await update_client(ctx.storage, api.web_id, scopes=["profile"])
+    async def changed_meanwhile(*args, **kwargs):
+        await update_client(ctx.storage, api.web_id, **changes)
         ctx.clients.forget(api.web_id)
         return await change(*args, **kwargs)
 
-    monkeypatch.setattr(ctx.storage, "change_user_roles", narrowed_meanwhile)
+    monkeypatch.setattr(ctx.storage, "change_user_roles", changed_meanwhile)
+
+
+async def test_a_client_narrowed_while_the_roles_change_gets_no_empty_reissue(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    http = api.app.http
+    _, url = await _member(api, "ned", ["viewer", "editor"])
+    tokens = await api.user_token("ned", organization="acme")  # scope openid
+    _changed_while_the_roles_change(api, monkeypatch, scopes=["profile"])
     r = await http.post(url, json={"add": ["editor"],
                                    "reissue": {"refresh_token": tokens["refresh_token"]}})
     assert r.status_code == 400 and "sign in again" in r.json()["detail"], r.text
     introspected = await http.post("/oauth/introspect", auth=(api.web_id, api.web_secret),
                                    data={"token": tokens["access_token"]})
     assert introspected.json() == {"active": False}  # the grant is revoked
+
+
+async def test_a_reissue_is_refused_once_the_client_may_no_longer_refresh(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the token endpoint refuses the refresh tokens of a client no longer registered
+    for the refresh_token grant, a reissue does not turn one into a new pair."""
+    http = api.app.http
+    _, url = await _member(api, "ora", ["viewer", "editor"])
+    tokens = await api.user_token("ora", organization="acme")
+    client_url = f"/api/v1/clients/{api.web_id}"
+    assert (await http.patch(client_url, json={"grant_types": ["password"]})).is_success
+    reissue = {"add": ["editor"], "reissue": {"refresh_token": tokens["refresh_token"]}}
+    r = await http.post(url, json=reissue)
+    assert r.status_code == 400, r.text
+    assert "no longer registered for the refresh_token grant type" in r.json()["detail"]
+    assert [x["name"] for x in (await http.get(url)).json()["items"]] == ["viewer"]
+    r = await http.post("/oauth/token", auth=(api.web_id, api.web_secret), data={
+        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert r.json()["error"] == "unauthorized_client", r.text
+    # Taken away while the roles change: the roles change, no tokens are issued.
+    assert (await http.patch(client_url, json={
+        "grant_types": ["password", "refresh_token"]})).is_success
+    _changed_while_the_roles_change(api, monkeypatch, grant_types=["password"])
+    r = await http.post(url, json=reissue)
+    assert r.status_code == 400, r.text
+    assert "no tokens were issued" in r.json()["detail"]
+    assert "refresh_token grant type" in r.json()["detail"]
 
 
 async def test_concurrent_reissues_of_one_refresh_token_leave_one_family(api: Api) -> None:

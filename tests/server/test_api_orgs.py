@@ -229,3 +229,30 @@ async def test_me_names_the_caller_in_a_users_roles_and_clashes_name_the_field(a
     assert r.json()["detail"] == "organization name 'ACME' is already taken"
     r = await http.post("/api/v1/organizations/acme/roles", json={"name": "editor"})
     assert r.status_code == 409 and r.json()["field"] == "name"
+
+
+async def test_me_names_the_administrator_user_changing_roles_too(api: Api) -> None:
+    """``me`` means the caller for every method on a user's roles, not only GET."""
+    from bastion.server.services.users import create_user
+
+    http, ctx = api.app.http, api.app.ctx
+    await create_user(ctx.storage, ctx.passwords, username="root", email="root@example.com",
+                      password=PASSWORD, is_administrator=True)
+    console = await create_client(ctx.storage, name="console", grant_types=["password"],
+                                  scopes=["openid", "bastion:admin"])
+    assert console.client_secret
+    r = await http.post("/oauth/token", auth=(console.client.client_id, console.client_secret),
+                        data={"grant_type": "password", "username": "root",
+                              "password": PASSWORD, "scope": "openid bastion:admin"})
+    root = api.bearer(r.json())
+    await _org(api, "acme", "editor")
+    url = "/api/v1/organizations/acme/users/me/roles"
+    r = await http.post(url, json={"add": ["editor"]}, headers=root)
+    assert r.status_code == 200, r.text
+    assert [x["name"] for x in r.json()["items"]] == ["editor"]
+    mine = await http.get(url, headers=root)
+    assert [x["name"] for x in mine.json()["items"]] == ["editor"]
+    r = await http.post(url, json={"remove": ["editor"]})  # a client's admin token
+    assert r.status_code == 400 and "'me' needs a user's token" in r.json()["detail"]
+    assert (await http.get(url, headers=root)).json()["count"] == 1
+

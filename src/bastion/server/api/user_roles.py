@@ -42,8 +42,10 @@ async def change_user_roles(org: str, user_id: str, body: UserRolesChange, reque
                             who: Who) -> UserRoles:
     """`add` and `remove` take role ids or names. With `reissue`, the user's token family
     is revoked and a new token pair carrying the new roles is returned; none when the
-    change left the user without a role in the organization (they left it)."""
+    change left the user without a role in the organization (they left it). `user_id`
+    may be `me`, the administrator user calling."""
     require_admin(who)
+    user_id = require_self_or_admin(who, user_id)
     ctx = context(request)
     found = await rbac.organization(ctx.storage, org)
     user = await get_user(ctx.storage, user_id)

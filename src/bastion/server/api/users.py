@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Query, Request, Response
 
 from bastion.server.api import cursors
-from bastion.server.api.auth import require_self_or_admin
+from bastion.server.api.auth import Principal, require_self_or_admin
 from bastion.server.api.common import (
     Limit,
     Offset,
@@ -120,9 +120,13 @@ async def create_user(body: UserCreate, request: Request, who: Who) -> UserOut:
 
 @router.patch("/{user_id}", summary="Update a user")
 async def update_user(user_id: str, body: UserUpdate, request: Request, who: Who) -> UserOut:
+    """An administrator user cannot take away their own `is_administrator`."""
     require_admin(who)
     ctx = context(request)
     given = changes(body)
+    if given.get("is_administrator") is False:
+        _not_oneself(who, user_id, "take away their own administrator flag",
+                     "their administrator access")
     user = await service.update_user(ctx.storage, ctx.passwords, user_id, **given)
     if "password" in given:
         ctx.outbox.poke()  # back-channel logouts
@@ -133,8 +137,10 @@ async def update_user(user_id: str, body: UserUpdate, request: Request, who: Who
 
 @router.delete("/{user_id}", status_code=204, summary="Soft-delete a user")
 async def delete_user(user_id: str, request: Request, who: Who) -> Response:
-    """The user can no longer sign in, and every session and token of theirs is revoked."""
+    """The user can no longer sign in, and every session and token of theirs is revoked.
+    Not one's own account."""
     require_admin(who)
+    _not_oneself(who, user_id, "delete their own account", "their access")
     ctx = context(request)
     await service.delete_user(ctx.storage, user_id)
     ctx.outbox.poke()  # back-channel logouts
@@ -151,9 +157,7 @@ async def erase_user(user_id: str, request: Request, who: Who) -> UserOut:
     in the audit trail too. An erased user cannot be restored, changed or given roles;
     erasing one again changes nothing. Not one's own account."""
     require_admin(who)
-    if who.user is not None and who.user.id == user_id:
-        raise ApiError(403, "Forbidden", "An administrator cannot erase their own account "
-                       "(it would end their access at once); ask another administrator.")
+    _not_oneself(who, user_id, "erase their own account", "their access")
     ctx = context(request)
     user = await service.erase_user(ctx.storage, user_id)
     ctx.outbox.poke()  # back-channel logouts
@@ -168,3 +172,12 @@ async def restore_user(user_id: str, request: Request, who: Who) -> UserOut:
     user = await service.restore_user(ctx.storage, user_id)
     await audit.record(ctx.storage, actor(who, request), "user.restore", user_id)
     return UserOut.of(user)
+
+
+def _not_oneself(who: Principal, user_id: str, change: str, ended: str) -> None:
+    """403 for an administrator user about to ``change`` their own account, which would
+    end ``ended`` at once (and might leave no administrator user): another
+    administrator must do it."""
+    if who.user is not None and who.user.id == user_id:
+        raise ApiError(403, "Forbidden", f"An administrator cannot {change} (it would end "
+                       f"{ended} at once); ask another administrator.")

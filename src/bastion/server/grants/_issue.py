@@ -16,7 +16,12 @@ from bastion.server.metrics import TOKEN_REUSE
 from bastion.server.models import Client, Grant, RefreshToken, User
 from bastion.server.services import audit, rbac, secrets
 from bastion.server.services.id_tokens import issue_id_token
-from bastion.server.services.tokens import issue_access_token, new_refresh_token
+from bastion.server.services.tokens import (
+    IssuedToken,
+    TokenTooLarge,
+    issue_access_token,
+    new_refresh_token,
+)
 
 log = logging.getLogger("bastion.tokens")
 
@@ -29,6 +34,8 @@ class TooManyClaims(InvalidGrant):
     """The user's roles there are more than a token can carry (``rbac.CLAIMS_BUDGET``)."""
 
 
+NO_REFRESH = ("The client is no longer registered for the refresh_token grant type, so its "
+              "refresh tokens cannot be reissued.")
 NO_SCOPE_LEFT = ("The client is no longer registered for any scope this sign-in granted: "
                  "sign in again.")
 
@@ -50,18 +57,22 @@ async def allowed_scope(ctx: Context, client: Client, user: User, grant_id: str,
     return allowed
 
 
-async def user_token_response(
-    ctx: Context, client: Client, grant: Grant, user: User, scope: str, *,
-    refresh_token: str | None, nonce: str | None = None,
-    claims: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """``claims``: the grant's organization claims, if the caller read them already."""
-    extra: dict[str, Any] = {"gid": grant.id}
-    extra.update(claims if claims is not None else await grant_claims(ctx, grant, user.id))
-    access = await issue_access_token(
-        ctx.keys, ctx.settings, subject=user.id, client_id=client.client_id, scope=scope,
-        extra=extra,
+async def access_token(ctx: Context, client: Client, grant: Grant, scope: str,
+                       claims: dict[str, Any]) -> IssuedToken:
+    """The access token of ``grant`` with its organization ``claims`` (``grant_claims``).
+    Signed before anything is stored for the grant: one too long to be accepted
+    (``TokenTooLarge``) leaves no grant or refresh token that would only mint more."""
+    return await issue_access_token(
+        ctx.keys, ctx.settings, subject=grant.user_id, client_id=client.client_id, scope=scope,
+        extra={"gid": grant.id, **claims},
     )
+
+
+async def user_token_response(
+    ctx: Context, client: Client, grant: Grant, user: User, scope: str, access: IssuedToken,
+    *, refresh_token: str | None, nonce: str | None = None,
+) -> dict[str, Any]:
+    """The token response around ``access`` (``access_token``), once it is stored."""
     body: dict[str, Any] = {
         "access_token": access.token,
         "token_type": "Bearer",
@@ -125,6 +136,8 @@ async def reissuable(ctx: Context, user: User, refresh_token: str,
     client = await ctx.clients.get(stored.client_id)
     if old is None or old.revoked_at or client is None:
         raise InvalidGrant("The refresh token to reissue is not a valid token of this user.")
+    if not may_refresh(client):  # as the token endpoint would refuse it
+        raise InvalidGrant(NO_REFRESH)
     if old.organization_id != organization_id:  # its new tokens would not carry the roles
         raise InvalidGrant("The refresh token to reissue was not issued for this organization.")
     if none_left(stored.scope, still_allowed(stored.scope, client, user)):
@@ -150,15 +163,22 @@ async def reissue(ctx: Context, user: User, stored: RefreshToken) -> dict[str, A
             await ctx.storage.revoke_grant(old.id, now)
             return None
     grant = replace(old, id=_secrets.token_urlsafe(18), created_at=now, revoked_at=None)
-    # ``reissuable`` refused a grant left with no scope; the client may have been
-    # narrowed since, while the roles changed.
+    # ``reissuable`` refused a grant left with no scope or a client that may no longer
+    # refresh; the client may have been narrowed since, while the roles changed.
+    if not may_refresh(client):
+        raise InvalidGrant(f"The roles were changed, but no tokens were issued: {NO_REFRESH}")
     scope = await allowed_scope(ctx, client, user, old.id, stored.scope)
+    try:
+        access = await access_token(ctx, client, grant, scope, claims)
+    except TokenTooLarge as exc:  # the old family is left as it was
+        raise InvalidGrant("The roles were changed, but no tokens were issued: "
+                           f"{exc.description}") from None
     plain, record = new_refresh_token(ctx.settings, grant, scope)
     if not await ctx.storage.reissue_grant(old.id, grant, record, now):
         raise InvalidGrant("The roles were changed, but no tokens were issued: another "
                            "request reissued or revoked the refresh token meanwhile.")
-    return await user_token_response(ctx, client, grant, user, scope, refresh_token=plain,
-                                     claims=claims)
+    return await user_token_response(ctx, client, grant, user, scope, access,
+                                     refresh_token=plain)
 
 
 async def reused(ctx: Context, request: TokenRequest, token: str, user_id: str,

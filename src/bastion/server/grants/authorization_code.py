@@ -13,10 +13,16 @@ from typing import Any
 from bastion.oauth import pkce
 from bastion.oauth.errors import InvalidGrant, InvalidRequest
 from bastion.server.context import Context
-from bastion.server.grants._issue import grant_claims, may_refresh, reused, user_token_response
+from bastion.server.grants._issue import (
+    access_token,
+    grant_claims,
+    may_refresh,
+    reused,
+    user_token_response,
+)
 from bastion.server.grants._request import TokenRequest
 from bastion.server.services import secrets
-from bastion.server.services.tokens import new_refresh_token
+from bastion.server.services.tokens import TokenTooLarge, new_refresh_token
 
 GRANT_TYPE = "authorization_code"
 PARAMETERS = ("code", "redirect_uri", "code_verifier")
@@ -54,12 +60,17 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     if grant is None or grant.revoked_at or user is None or user.deleted_at:
         raise InvalidGrant("The authorization is no longer valid.")
     claims = await grant_claims(ctx, grant, user.id)  # before a refresh token is stored
+    try:
+        access = await access_token(ctx, client, grant, stored.scope, claims)
+    except TokenTooLarge:  # the code is spent: the grant could issue nothing more
+        await ctx.storage.revoke_grant(grant.id, now)
+        raise
     refresh = None
     if may_refresh(client):
         refresh, record = new_refresh_token(ctx.settings, grant, stored.scope)
         if not await ctx.storage.create_refresh_token(record):  # a replay revoked it meanwhile
             raise InvalidGrant("The authorization is no longer valid.")
     return await user_token_response(
-        ctx, client, grant, user, stored.scope, refresh_token=refresh, nonce=stored.nonce,
-        claims=claims,
+        ctx, client, grant, user, stored.scope, access, refresh_token=refresh,
+        nonce=stored.nonce,
     )

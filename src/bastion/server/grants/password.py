@@ -14,7 +14,12 @@ from typing import Any
 from bastion.oauth.errors import AccessDenied, InvalidGrant, InvalidRequest, SlowDown
 from bastion.server.checks.scope import for_user, granted_scope
 from bastion.server.context import Context
-from bastion.server.grants._issue import may_refresh, organization_claims, user_token_response
+from bastion.server.grants._issue import (
+    access_token,
+    may_refresh,
+    organization_claims,
+    user_token_response,
+)
 from bastion.server.grants._request import TokenRequest
 from bastion.server.models import Grant, User
 from bastion.server.services import audit, login
@@ -59,6 +64,7 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     grant = Grant(id=_secrets.token_urlsafe(18), client_id=client.client_id, user_id=user.id,
                   session_id=None, scope=scope, auth_time=now, created_at=now,
                   organization_id=org_id)
+    access = await access_token(ctx, client, grant, scope, claims)
     refresh, record = new_refresh_token(ctx.settings, grant, scope) if may_refresh(client) \
         else (None, None)
     success = audit.event(audit.Actor(user.id, "user", client.client_id, request.client_ip),
@@ -69,8 +75,8 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
         if org_id is None or not await _unchanged(ctx, user):
             raise InvalidGrant(str(login.LoginFailed()))
         raise AccessDenied("The user is not a member of that organization.")  # left it
-    return await user_token_response(ctx, client, grant, user, scope, refresh_token=refresh,
-                                     claims=claims)
+    return await user_token_response(ctx, client, grant, user, scope, access,
+                                     refresh_token=refresh)
 
 
 async def _unchanged(ctx: Context, user: User) -> bool:

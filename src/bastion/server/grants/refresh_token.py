@@ -13,7 +13,13 @@ from typing import Any
 from bastion.oauth.errors import InvalidGrant, InvalidRequest
 from bastion.server.checks.scope import narrowed_scope, still_allowed
 from bastion.server.context import Context
-from bastion.server.grants._issue import allowed_scope, grant_claims, reused, user_token_response
+from bastion.server.grants._issue import (
+    access_token,
+    allowed_scope,
+    grant_claims,
+    reused,
+    user_token_response,
+)
 from bastion.server.grants._request import TokenRequest
 from bastion.server.services import secrets
 from bastion.server.services.tokens import new_refresh_token
@@ -44,9 +50,11 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     # token: whatever it asks, it goes on to be detected as reused.
     if "scope" in form and live:
         scope = narrowed_scope(form["scope"], allowed)
-    # Claims that cannot be issued fail the refresh before the token is spent (a reuse
-    # still goes on to be detected); a user who left the organization loses the grant.
-    claims = await grant_claims(ctx, grant, user.id) if live else None
+    # Claims that cannot be issued, or a token too long to be accepted, fail the refresh
+    # before the token is spent (a reuse still goes on to be detected); a user who left
+    # the organization loses the grant.
+    access = await access_token(ctx, client, grant, scope,
+                                await grant_claims(ctx, grant, user.id)) if live else None
     # The narrower scope asked for is for this access token only: the new refresh
     # token keeps the scope of the one it replaces ("identical", RFC 6749 section 6),
     # less what may no longer be granted, for good (re-promoted, a user signs in again).
@@ -56,7 +64,7 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
         await reused(ctx, request, GRANT_TYPE, stored.user_id, grant.id)
     if result in ("reused", "replayed"):
         raise InvalidGrant("The refresh token was already used; its whole family is revoked.")
-    if result == "invalid" or grant.revoked_at or user.deleted_at:
+    if result == "invalid" or access is None or grant.revoked_at or user.deleted_at:
         raise InvalidGrant("The refresh token is expired or revoked.")
-    return await user_token_response(ctx, client, grant, user, scope, refresh_token=plain,
-                                     claims=claims)
+    return await user_token_response(ctx, client, grant, user, scope, access,
+                                     refresh_token=plain)

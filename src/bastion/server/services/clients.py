@@ -27,6 +27,11 @@ _CONFIDENTIAL_ONLY = {"client_credentials"}
 SCOPE_PATTERN = r"^[\x21\x23-\x5b\x5d-\x7e]+$"  # one scope token: RFC 6749 section 3.3
 SCOPE_RULE = "printable ASCII characters other than space, '\"' and '\\' (one scope token)"
 _SCOPE_TOKEN = re.compile(SCOPE_PATTERN)
+#: Characters a client's scopes may come to (joined by spaces, as a token's ``scope``
+#: carries them): with up to ``rbac.CLAIMS_BUDGET`` of roles and permissions and the
+#: other claims, every access token stays within the ``MAX_TOKEN_LENGTH`` that Bastion
+#: and the SDK accept (tests/server/test_token_size.py signs the largest).
+MAX_SCOPE_LENGTH = 2048
 _LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
 # An http loopback redirect URI's authority, exactly as registered apps write it.
 _LOOPBACK_AUTHORITY = re.compile(r"http://(127\.0\.0\.1|\[::1\]|localhost)(?::([0-9]{1,5}))?(?=[/?]|$)")
@@ -92,6 +97,11 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
                 raise InvalidInput("scope", f"{token!r} is not a valid scope token")
             if token not in out:
                 out.append(token)
+    length = len(" ".join(out))
+    if length > MAX_SCOPE_LENGTH:
+        raise InvalidInput("scope", f"the scopes come to {length} characters, over the "
+                           f"{MAX_SCOPE_LENGTH} a token can carry next to the roles of a "
+                           "user; register fewer or shorter scopes")
     return tuple(out)
 
 

@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bastion.oauth.claims import check_access_token_claims
-from bastion.oauth.errors import InvalidToken
-from bastion.oauth.jose import JoseError, parse_compact, verify_signature
+from bastion.oauth.errors import InvalidGrant, InvalidToken
+from bastion.oauth.jose import MAX_TOKEN_LENGTH, JoseError, parse_compact, verify_signature
 from bastion.server.keys import KeyRing
 from bastion.server.models import Grant, RefreshToken
 from bastion.server.services import secrets
@@ -27,6 +27,11 @@ from bastion.server.settings import Settings
 from bastion.server.storage.base import Storage
 
 ACCESS_TOKEN_TYP = "at+jwt"
+
+
+class TokenTooLarge(InvalidGrant):
+    """The token would be longer than Bastion and the SDK accept (``MAX_TOKEN_LENGTH``):
+    it is not handed out. Raised before anything is stored for it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,9 @@ async def issue_access_token(
     audience: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> IssuedToken:
+    """Sign an access token; ``TokenTooLarge`` instead of one that Bastion and the SDK
+    would refuse, so sign it before storing what it stands for (a grant, a refresh
+    token): a refusal then leaves nothing behind."""
     now = int(time.time())
     ttl = settings.access_token_ttl
     claims: dict[str, Any] = {
@@ -62,7 +70,14 @@ async def issue_access_token(
     if extra:
         claims.update(extra)
     signer = await keys.signer("access")
-    return IssuedToken(signer.sign(claims, typ=ACCESS_TOKEN_TYP), ttl, claims)
+    token = signer.sign(claims, typ=ACCESS_TOKEN_TYP)
+    if len(token) > MAX_TOKEN_LENGTH:  # Bastion and the SDK would refuse it
+        raise TokenTooLarge(
+            f"The access token would be {len(token)} characters, over the "
+            f"{MAX_TOKEN_LENGTH} that Bastion and its SDK accept: ask for fewer scopes, or "
+            "an administrator must register fewer scopes for the client or reduce the "
+            "user's roles in the organization.")
+    return IssuedToken(token, ttl, claims)
 
 
 def new_refresh_token(settings: Settings, grant: Grant, scope: str) -> tuple[str, RefreshToken]:
