@@ -57,6 +57,55 @@ def test_discovery_is_cached_and_falls_back_to_rfc8414(make_client: Any, provide
     assert client.discover().issuer == ISSUER
 
 
+@pytest.mark.parametrize("status", [404, 405, 410])
+def test_discovery_falls_back_to_rfc8414_only_without_a_document(
+    make_client: Any, provider: FakeProvider, status: int
+):
+    provider.overrides["/tenant/.well-known/openid-configuration"] = [httpx2.Response(status)]
+    provider.overrides["/.well-known/oauth-authorization-server/tenant"] = [
+        httpx2.Response(200, json=provider.metadata)
+    ]
+    assert make_client().discover().issuer == ISSUER
+    assert provider.calls["/.well-known/oauth-authorization-server/tenant"] == 1
+
+
+def test_a_rate_limited_discovery_says_so(make_client: Any, provider: FakeProvider):
+    """Not RFC 8414's 404 as NotFound: the 429 and how long to wait."""
+    limited = error(429, {"detail": "Slow down."}, **{"Retry-After": "120"})
+    provider.overrides["/tenant/.well-known/openid-configuration"] = [limited]
+    with pytest.raises(RateLimited) as caught:
+        make_client().discover()
+    assert caught.value.retry_after == 120
+    assert provider.calls["/.well-known/oauth-authorization-server/tenant"] == 0
+
+
+def test_a_refused_discovery_is_not_tried_elsewhere(make_client: Any, provider: FakeProvider):
+    refused = error(401, {"title": "Unauthorized", "detail": "Sign in first."})
+    provider.overrides["/tenant/.well-known/openid-configuration"] = [refused]
+    with pytest.raises(Unauthorized, match="Sign in first"):
+        make_client().discover()
+    assert provider.calls["/.well-known/oauth-authorization-server/tenant"] == 0
+
+
+def test_closing_the_client_during_a_retry_wait(
+    make_client: Any, provider: FakeProvider, mode: str
+):
+    """The retry after the wait raises ConfigurationError, not httpx2's RuntimeError."""
+    busy = [error(503, {}, **{"Retry-After": "1"}) for _ in range(3)]
+    provider.overrides["/tenant/.well-known/openid-configuration"] = busy
+    client = make_client()
+    if mode == "sync":
+        client._sleep = lambda seconds: client.close()
+    else:
+        async def close_instead(seconds: float) -> None:
+            await client._client.aclose()
+
+        client._client._sleep = close_instead
+    with pytest.raises(ConfigurationError, match="closed"):
+        client.discover()
+    assert provider.calls["/tenant/.well-known/openid-configuration"] == 1
+
+
 def test_client_secret_post_when_forced_or_only_one_supported(
     make_client: Any, provider: FakeProvider
 ):

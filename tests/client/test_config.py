@@ -55,6 +55,8 @@ def test_configure_and_using():
         ({"url": "https://id.example", "leeway": float("nan")}, "leeway"),  # nan < 0 is False
         ({"url": "https://id.example", "leeway": float("inf")}, "leeway"),
         ({"url": "https://id.example", "timeout": float("nan")}, "timeout"),
+        ({"url": "https://id.example", "timeout": 0}, "'timeout'.* must be a positive"),
+        ({"url": "https://id.example", "timeout": -1.5}, "'timeout'.* must be a positive"),
         ({"url": "https://id.example", "refresh_margin": -1}, "refresh_margin"),
         ({"url": "https://id.example", "jwks_max_stale": float("inf")}, "jwks_max_stale"),
         ({"url": "https://id.example", "jwks_max_stale": "1h"}, "jwks_max_stale"),

@@ -6,6 +6,7 @@ The browser is replaced by plain HTTP following the hosted login form (see
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ import pytest
 from bastion import (
     AsyncClient,
     Client,
+    InsufficientScope,
     InvalidGrant,
     InvalidStateError,
     InvalidToken,
@@ -315,5 +317,77 @@ def test_user_model_sync_and_async(
             assert (await User.afrom_token(user.token)).email == account.email
 
         anyio.run(main)
+    finally:
+        configure()
+
+
+def _without_userinfo(client: Client | AsyncClient) -> None:
+    """As if the provider did not advertise userinfo (discovered already)."""
+    core = client._core
+    assert core.metadata is not None
+    raw = {k: v for k, v in core.metadata.raw.items() if k != "userinfo_endpoint"}
+    core.metadata = dataclasses.replace(core.metadata, userinfo_endpoint=None, raw=raw)
+
+
+def test_a_sign_in_without_userinfo_stands_on_the_id_token(
+    bastion_server: ServerProcess, web_app: App, account: Account, sign_in: Any, asign_in: Any
+) -> None:
+    """The code is spent: the user comes from the validated ID token instead."""
+    import anyio
+
+    from bastion.client._shared import shared_async_client, shared_client
+
+    configure(default=options(bastion_server, web_app))
+    try:
+        shared_client().discover()
+        _without_userinfo(shared_client())
+        state, url = User.start_authorization()
+        params = query(sign_in(url, account))
+        user = User.from_authorization_code(params["code"], params["state"], state)
+        with Client(**options(bastion_server, web_app)) as client:
+            assert user == User.from_claims(client.userinfo(user.token))  # the same fields
+        assert (user.identifier, user.username, user.email) == (
+            account.id, account.username, account.email)
+        assert user.token is not None and user.token.refresh().access_token
+
+        async def main() -> None:
+            await shared_async_client().discover()
+            _without_userinfo(shared_async_client())
+            state, url = await User.astart_authorization()
+            params = query(await asign_in(url, account))
+            user = await User.afrom_authorization_code(params["code"], params["state"], state)
+            assert user.username == account.username and user.token is not None
+            assert (await user.token.arefresh()).access_token
+
+        anyio.run(main)
+    finally:
+        configure()
+
+
+def test_a_sign_in_whose_user_cannot_be_read_revokes_its_tokens(
+    bastion_server: ServerProcess, web_app: App, account: Account, sign_in: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No openid: no ID token, and userinfo refuses the token. The error is raised,
+    and the refresh token nobody holds is revoked rather than left live."""
+    traded: list[TokenSet] = []
+    finish = Client.finish_authorization
+
+    def keep(self: Client, *args: Any, **kwargs: Any) -> TokenSet:
+        traded.append(finish(self, *args, **kwargs))
+        return traded[-1]
+
+    monkeypatch.setattr(Client, "finish_authorization", keep)
+    configure(default=options(bastion_server, web_app))
+    try:
+        state, url = User.start_authorization(scope="profile")
+        params = query(sign_in(url, account))
+        with pytest.raises(InsufficientScope):
+            User.from_authorization_code(params["code"], params["state"], state)
+        [tokens] = traded
+        assert tokens.id_token is None and tokens.refresh_token
+        with Client(**options(bastion_server, web_app)) as client, \
+                pytest.raises(InvalidGrant):
+            client.refresh(tokens.refresh_token)
     finally:
         configure()

@@ -17,7 +17,7 @@ from ._api_clients import AsyncClients, AsyncKeys
 from ._async_api import AsyncEvents, AsyncOrganizations, AsyncRoles, AsyncUsers
 from ._async_signin import AsyncSignIn
 from ._auth import ClientCredentialsAuth
-from ._base import BaseClient, Flow, map_http_error
+from ._base import CLOSED, BaseClient, Flow, map_http_error
 from ._flight import Wait, wait_in_task
 from ._retry import TOKEN_REQUEST_IN_FLIGHT
 from .connections import resolve
@@ -117,16 +117,23 @@ class AsyncClient(AsyncSignIn):
     async def _send(
         self, request: httpx2.Request, auth: httpx2.Auth | None = None
     ) -> httpx2.Response:
-        if self._http.is_closed:  # httpx would raise a bare RuntimeError
-            raise ConfigurationError("this client has been closed")
+        if self._http.is_closed:  # said before _http_of_this_loop's complaint, if any
+            raise ConfigurationError(CLOSED)
         http = self._http_of_this_loop()
         core = self._core
         idempotent = core.is_idempotent(request)
         attempt = core.first_attempt(request)
         while True:
+            # Checked before each attempt: the client may be closed during a wait.
+            if http.is_closed:  # httpx would raise a bare RuntimeError
+                raise ConfigurationError(CLOSED)
             request.extensions.pop(TOKEN_REQUEST_IN_FLIGHT, None)
             try:
                 response = await http.send(request, auth=auth)
+            except RuntimeError:
+                if not http.is_closed:
+                    raise
+                raise ConfigurationError(CLOSED) from None  # by another task meanwhile
             except (httpx2.HTTPError, httpx2.StreamError, httpx2.InvalidURL) as exc:
                 delay = core.delay_after_error(request, exc, attempt, idempotent)
                 if delay is None:

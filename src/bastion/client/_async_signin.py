@@ -156,6 +156,9 @@ class AsyncSignIn:
         """The signed-in user's claims (OIDC userinfo; needs scope ``openid``)."""
         return await self._run(_login.userinfo_flow(self._core, access_token))
 
+    async def _signed_in_claims(self, tokens: TokenSet) -> dict[str, Any]:
+        return await self._run(_login.signed_in_claims_flow(self._core, tokens))
+
     async def logout_url(
         self,
         id_token_hint: str | TokenSet | None = None,

@@ -37,10 +37,12 @@ from .logout_token import LogoutToken, check_logout_token_claims, verify_logout_
 from .state import ReplayStore, claimed
 from .tokens import TokenSet, renewal_margin
 
-__all__ = ["BaseClient", "Flow", "map_http_error", "subject_of"]
+__all__ = ["CLOSED", "BaseClient", "Flow", "map_http_error", "subject_of"]
 
 R = TypeVar("R")
 
+#: What a call on a closed client raises (as ``ConfigurationError``).
+CLOSED = "this client has been closed"
 #: Extension of a refresh request: the digest of the refresh token it presents.
 REFRESHING = "bastion.refreshing"
 #: Refresh outcomes kept to answer a second refresh of the same token.

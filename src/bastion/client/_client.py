@@ -14,7 +14,7 @@ from bastion.oauth.metadata import ProviderMetadata
 from ._api import Events, Organizations, Roles, Users
 from ._api_clients import Clients, Keys
 from ._auth import ClientCredentialsAuth
-from ._base import BaseClient, Flow, map_http_error
+from ._base import CLOSED, BaseClient, Flow, map_http_error
 from ._flight import Wait, wait_in_thread
 from ._retry import TOKEN_REQUEST_IN_FLIGHT
 from ._signin import SignIn
@@ -88,15 +88,20 @@ class Client(SignIn):
     _sleep = staticmethod(time.sleep)
 
     def _send(self, request: httpx2.Request, auth: httpx2.Auth | None = None) -> httpx2.Response:
-        if self._http.is_closed:  # httpx would raise a bare RuntimeError
-            raise ConfigurationError("this client has been closed")
         core = self._core
         idempotent = core.is_idempotent(request)
         attempt = core.first_attempt(request)
         while True:
+            # Checked before each attempt: the client may be closed during a wait.
+            if self._http.is_closed:  # httpx would raise a bare RuntimeError
+                raise ConfigurationError(CLOSED)
             request.extensions.pop(TOKEN_REQUEST_IN_FLIGHT, None)
             try:
                 response = self._http.send(request, auth=auth)
+            except RuntimeError:
+                if not self._http.is_closed:
+                    raise
+                raise ConfigurationError(CLOSED) from None  # by another thread meanwhile
             except (httpx2.HTTPError, httpx2.StreamError, httpx2.InvalidURL) as exc:
                 delay = core.delay_after_error(request, exc, attempt, idempotent)
                 if delay is None:

@@ -37,7 +37,7 @@ class Settings:
     #: Key that signs and encrypts the self-contained OAuth state: random text of
     #: at least 32 bytes, e.g. ``secrets.token_urlsafe(32)``.
     state_key: str | None = field(default=None, repr=False)
-    #: Seconds per request (connect, read, write and pool each).
+    #: Seconds per request (connect, read, write and pool each); more than 0.
     timeout: float = 10.0
     #: Check the server's TLS certificate. Turn off only for local development.
     verify_ssl: bool = True
@@ -110,8 +110,10 @@ class Settings:
         for option in ("verify_ssl", "allow_redirects"):
             if not isinstance(getattr(self, option), bool):
                 raise bad(option, "True or False")
-        for option in ("timeout", "leeway", "jwks_refresh_interval", "jwks_max_age",
-                       "refresh_margin"):
+        # 0 is not "no timeout" to httpx2: every request would time out at once.
+        if not seconds_ok(self.timeout) or self.timeout == 0:
+            raise bad("timeout", "a positive number of seconds")
+        for option in ("leeway", "jwks_refresh_interval", "jwks_max_age", "refresh_margin"):
             if not seconds_ok(getattr(self, option)):
                 raise bad(option, "a non-negative number")
         if self.jwks_max_stale is not None and not seconds_ok(self.jwks_max_stale):

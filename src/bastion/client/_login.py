@@ -1,8 +1,9 @@
 """The I/O-free flows for the other ways of signing in and for a user's tokens.
 
 - the password grant (RFC 6749 section 4.3, for first-party apps only);
-- userinfo (OIDC Core 5.3), RP-initiated logout URL (OIDC RP-Initiated
-  Logout 1.0 section 2), and Bastion's "revoke all sessions" REST call;
+- userinfo (OIDC Core 5.3) and the claims of a new sign-in, RP-initiated logout
+  URL (OIDC RP-Initiated Logout 1.0 section 2), and Bastion's "revoke all sessions"
+  REST call;
 - ``validate_token_set``'s first half: is the access token still good?
 
 The authorization code flow is in ``_authorization``. Each function takes the
@@ -11,6 +12,7 @@ shared core and returns a flow, like ``BaseClient``'s.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Collection
@@ -18,7 +20,12 @@ from typing import Any
 from urllib.parse import quote
 
 from bastion.oauth.claims import ACCESS_TOKEN_TYPES
-from bastion.oauth.errors import InvalidToken
+from bastion.oauth.errors import (
+    InsufficientScope,
+    InvalidToken,
+    ServerError,
+    TemporarilyUnavailable,
+)
 from bastion.oauth.jose import JoseError, parse_compact
 
 from ._admin import api_flow, authorization
@@ -26,13 +33,21 @@ from ._authorization import with_query
 from ._base import BaseClient, Flow, _scope_text, subject_of
 from ._discovery import JSON_HEADERS
 from ._responses import json_object
-from .exceptions import ConfigurationError, ProtocolError
+from .exceptions import (
+    BastionError,
+    ConfigurationError,
+    EndpointNotAdvertised,
+    ProtocolError,
+    RateLimited,
+    TransportError,
+)
 from .tokens import TokenCheck, TokenSet
 
 __all__ = [
     "logout_url_flow",
     "password_flow",
     "revoke_all_flow",
+    "signed_in_claims_flow",
     "token_check_flow",
     "userinfo_flow",
 ]
@@ -84,6 +99,29 @@ def userinfo_flow(core: BaseClient, access_token: str | TokenSet) -> Flow[dict[s
     if known is not None and claims["sub"] != known.get("sub"):  # Core 5.3.2
         raise ProtocolError("The userinfo subject differs from the ID token's.")
     return claims
+
+
+#: Userinfo failures that say nothing against the user or the tokens: it could not
+#: be asked (not advertised, unreachable, busy) or does not serve this scope.
+_USERINFO_UNAVAILABLE = (EndpointNotAdvertised, TransportError, ServerError,
+                         TemporarilyUnavailable, RateLimited, InsufficientScope)
+
+
+def signed_in_claims_flow(core: BaseClient, tokens: TokenSet) -> Flow[dict[str, Any]]:
+    """The claims of the user a login just signed in (``User.from_authorization_code``):
+    userinfo's, or its validated ID token's when userinfo is unavailable, since the
+    code is spent and the user cannot simply try again. When neither will do (no ID
+    token, or userinfo refused the token or answered about someone else), the
+    tokens, which nobody will hold, are revoked before the error is raised: a live
+    refresh token must not be left behind."""
+    try:
+        return (yield from userinfo_flow(core, tokens))
+    except BastionError as exc:
+        if isinstance(exc, _USERINFO_UNAVAILABLE) and tokens.id_token_claims is not None:
+            return dict(tokens.id_token_claims)
+        with contextlib.suppress(BastionError):  # best effort: what failed userinfo
+            yield from core.revoke_flow(tokens)  # may fail this too
+        raise
 
 
 def logout_url_flow(

@@ -4,11 +4,14 @@ An error response becomes one exception class (see ``exceptions``):
 
 1. a 503 or other 5xx -> ``TemporarilyUnavailable`` / ``ServerError``;
 2. a 429 -> ``RateLimited`` with ``retry_after``;
-3. an OAuth error body (RFC 6749 section 5.2, ``{"error": ...}``) -> the class for
-   its code, or a ``WWW-Authenticate: Bearer error=...`` challenge (RFC 6750
+3. an OAuth error body (RFC 6749 section 5.2, ``{"error": ...}``, described by its
+   ``error_description`` or, in problem JSON with an ``error``, its ``detail``) -> the
+   class for its code, or a ``WWW-Authenticate: Bearer error=...`` challenge (RFC 6750
    section 3) -> the class for that code;
 4. anything else (problem JSON per RFC 9457, or no JSON) -> the ``APIError``
    subclass for the status.
+
+Each carries the answer's ``X-Request-ID`` as ``request_id``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = ["error_from_response", "json_object", "retry_after_seconds"]
 
 _CHALLENGE_ERROR = re.compile(r'error="([a-z_]+)"')
 _CHALLENGE_DESCRIPTION = re.compile(r'error_description="([^"]*)"')
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 #: Longest server-supplied text we copy into an exception message.
 _MAX_TEXT = 300
 
@@ -76,7 +80,17 @@ def _text(value: Any) -> str | None:
 def error_from_response(
     status_code: int, headers: Mapping[str, str], content: bytes, now: float
 ) -> BastionError:
-    """The exception for an error response (status >= 400)."""
+    """The exception for an error response (status >= 400), with its request id."""
+    error = _error(status_code, headers, content, now)
+    given = headers.get("x-request-id", "")
+    # Only a plain token, as the server takes from callers: it ends up in logs.
+    error.request_id = given if _REQUEST_ID.fullmatch(given) else None
+    return error
+
+
+def _error(
+    status_code: int, headers: Mapping[str, str], content: bytes, now: float
+) -> BastionError:
     body = _maybe_json(content) or {}
     oauth_code = body.get("error") if isinstance(body.get("error"), str) else None
     if status_code == 429:
@@ -95,10 +109,9 @@ def error_from_response(
         unavailable = TemporarilyUnavailable(reason, status_code=status_code)
         unavailable.retry_after = retry_after_seconds(headers, now)
         return unavailable
-    if oauth_code is not None:
-        return from_body(
-            {**body, "error_description": _text(body.get("error_description"))}, status_code
-        )
+    if oauth_code is not None:  # Bastion's REST API adds "error" to problem JSON
+        description = _text(body.get("error_description")) or _text(body.get("detail"))
+        return from_body({**body, "error_description": description}, status_code)
     challenge = headers.get("www-authenticate", "")
     match = _CHALLENGE_ERROR.search(challenge)
     if match is not None:

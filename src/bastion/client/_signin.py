@@ -167,6 +167,10 @@ class SignIn:
         """The signed-in user's claims (OIDC userinfo; needs scope ``openid``)."""
         return self._run(_login.userinfo_flow(self._core, access_token))
 
+    def _signed_in_claims(self, tokens: TokenSet) -> dict[str, Any]:
+        """Claims for ``User.from_authorization_code`` (see ``_login``)."""
+        return self._run(_login.signed_in_claims_flow(self._core, tokens))
+
     def logout_url(
         self,
         id_token_hint: str | TokenSet | None = None,

@@ -25,7 +25,9 @@ Hierarchy::
 
 Errors built from a response carry the server's ``error_code`` (OAuth ``error``
 or the problem ``type``), ``error_description`` (``error_description`` or the
-problem ``detail``) and ``status_code``. Messages never contain tokens or
+problem ``detail``), ``status_code`` and ``request_id`` (its ``X-Request-ID``, also
+at the end of ``str()``; ``None`` when absent). Every error pickles and copies with
+its message and attributes. Messages never contain tokens or
 secrets: only what the server chose to say publicly, and our own wording.
 """
 

@@ -128,12 +128,14 @@ class User(UserAdministration, Bound):
         replay_store: ReplayStore | None = None,
         iss: str | None = None,
     ) -> User:
-        """Finish the login: check the state (and ``iss``), trade the code, read the user."""
+        """Finish the login: check the state (and ``iss``), trade the code, read the user
+        from userinfo, or from the ID token when userinfo is unavailable; on another
+        failure the new tokens are revoked before it is raised (see ``_login``)."""
         client = shared_client(using)
         tokens = client.finish_authorization(
             code, callback_state, expected_state, iss=iss, replay_store=replay_store
         )
-        return cls.from_claims(client.userinfo(tokens), tokens, client)
+        return cls.from_claims(client._signed_in_claims(tokens), tokens, client)
 
     @classmethod
     async def afrom_authorization_code(
@@ -150,7 +152,7 @@ class User(UserAdministration, Bound):
         tokens = await client.finish_authorization(
             code, callback_state, expected_state, iss=iss, replay_store=replay_store
         )
-        return cls.from_claims(await client.userinfo(tokens), tokens, client)
+        return cls.from_claims(await client._signed_in_claims(tokens), tokens, client)
 
     @classmethod
     def from_token(cls, token: str | TokenSet, using: str | None = None) -> User:

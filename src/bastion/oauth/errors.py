@@ -60,6 +60,9 @@ class BastionError(Exception):
     """The root of every error Bastion raises, in the SDK and in the server."""
 
     status_code: int | None = None
+    #: The ``X-Request-ID`` of the answer the SDK built this error from, to find the
+    #: request in the provider's logs; ``None`` when there was none (and in the server).
+    request_id: str | None = None
 
     def __init__(self, message: str = "", *, status_code: int | None = None) -> None:
         super().__init__(message)
@@ -69,6 +72,22 @@ class BastionError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text} (request id {self.request_id})" if self.request_id else text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # ``args`` hold the finished message, not what the subclasses' ``__init__``
+        # takes: calling it again would wrap the message twice. Rebuild without it.
+        return _rebuilt, (type(self), self.args), self.__dict__
+
+
+def _rebuilt(cls: type[BastionError], args: tuple[Any, ...]) -> BastionError:
+    """An unpickled error: ``args`` as they were; ``__setstate__`` adds the rest."""
+    error = cls.__new__(cls)
+    error.args = args
+    return error
 
 
 _NOT_ALLOWED = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
