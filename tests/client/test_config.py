@@ -122,6 +122,22 @@ def test_configure_leaves_the_replaced_client_to_the_objects_bound_to_it() -> No
     assert http.is_closed
 
 
+def test_a_connection_configure_dropped_has_its_client_closed_too() -> None:
+    """Never asked for again, it was never replaced: its pool stayed open for good."""
+    import gc
+
+    from bastion.client._shared import shared_client
+
+    configure(default={"url": "https://id.example"})
+    dropped = shared_client()
+    configure(other={"url": "https://id.example"})
+    shared_client("other")
+    http = dropped._http
+    del dropped
+    gc.collect()
+    assert http.is_closed
+
+
 def test_routes_get_a_client_per_event_loop() -> None:
     """An app (or its tests) may run several loops in turn; a client made in one
     cannot be used from another."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import traceback
 from typing import Any
 
 import anyio
@@ -216,6 +217,26 @@ def test_a_flight_lands_once_for_every_waiter():
     assert flight.event(threading.Event) is None and flight.outcome() == "result"
     settled, lead = flights.join("k", lambda: "known")
     assert not lead and settled.landed and settled.outcome() == "known" and len(flights) == 0
+
+
+def test_each_follower_of_a_failed_flight_raises_its_own_copy():
+    """One shared exception object raised by many threads grew one traceback with all
+    their frames (each caller's log showed the others'), and kept those frames alive."""
+    flights = Flights()
+    flight, _ = flights.join("k")
+    try:
+        raise TransportError("Could not reach the provider.") from OSError("refused")
+    except TransportError as exc:
+        failed = exc
+    flights.land("k", flight, error=failed)
+    raised = []
+    for _ in range(3):
+        with pytest.raises(TransportError) as caught:
+            flight.outcome()
+        raised.append(caught.value)
+    assert len({id(e) for e in raised}) == 3 and failed not in raised
+    assert all(str(e) == str(failed) and isinstance(e.__cause__, OSError) for e in raised)
+    assert all(len(traceback.extract_tb(e.__traceback__)) <= 2 for e in raised)
 
 
 def test_a_task_following_a_flight_that_a_thread_lands_is_woken_through_its_loop(

@@ -16,6 +16,7 @@ before resuming it. No lock is held while a request is sent.
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol, TypeVar
@@ -68,8 +69,20 @@ class Flight:
 
     def outcome(self) -> Any:
         if self.error is not None:
-            raise self.error
+            raise _own_copy(self.error)
         return self.result
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """``error`` for one more caller: a copy where it can be made, so that callers
+    raising it at once do not all add their frames to one traceback (which grew with
+    each, mixed other threads' frames into each one's log, and kept them alive)."""
+    try:
+        own = copy.copy(error)
+    except Exception:  # one that cannot be copied: share it
+        return error
+    own.__cause__, own.__suppress_context__ = error.__cause__, error.__suppress_context__
+    return own
 
 
 class Wait:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._bound import BoundCopy
 from ._config import Settings
-from .connections import DEFAULT, get_settings
+from .connections import DEFAULT, current, get_settings
 from .exceptions import ConfigurationError, ProtocolError
 
 if TYPE_CHECKING:
@@ -63,9 +63,18 @@ def shared_client(using: str | None = None) -> Client:
             return known[1]
         client = Client(using=name)
         _sync_clients[name] = (settings, client)
-    if known is not None:  # objects fetched with it may still call it: close it with them
-        weakref.finalize(known[1], known[1]._http.close)
+        replaced = [_sync_clients.pop(n)[1] for n in _outdated(_sync_clients)]
+    if known is not None:
+        replaced.append(known[1])
+    for old in replaced:  # objects fetched with it may still call it: close it with them
+        weakref.finalize(old, old._http.close)
     return client
+
+
+def _outdated(clients: Mapping[str, tuple[Settings, Any]]) -> list[str]:
+    """The names whose connection ``configure()`` has since changed or dropped (a
+    dropped one is asked for no more: its client would stay open for good)."""
+    return [n for n, (settings, _) in clients.items() if current(n) is not settings]
 
 
 def shared_async_client(using: str | None = None) -> AsyncClient:

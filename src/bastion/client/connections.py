@@ -40,6 +40,12 @@ def configured() -> tuple[str, ...]:
         return tuple(_connections)
 
 
+def current(name: str) -> Settings | None:
+    """The settings of connection ``name`` now, or ``None`` if there is none."""
+    with _lock:
+        return _connections.get(name)
+
+
 def get_settings(using: str | None = None) -> Settings:
     """The settings of connection ``using`` (``"default"`` when ``None``; an empty
     name is a mistake, not the default)."""
