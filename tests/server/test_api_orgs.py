@@ -256,3 +256,30 @@ async def test_me_names_the_administrator_user_changing_roles_too(api: Api) -> N
     assert r.status_code == 400 and "'me' needs a user's token" in r.json()["detail"]
     assert (await http.get(url, headers=root)).json()["count"] == 1
 
+
+
+async def test_role_changes_are_audited_by_role_id_in_their_organization(api: Api) -> None:
+    """As sent, a role was recorded by whatever name or id named it (in any case), a
+    call that changed nothing recorded a change, and the permission events did not say
+    in which organization their role is."""
+    http = api.app.http
+    acme = await _org(api, "acme", "editor", "viewer")
+    roles = {r["name"]: r["id"] for r in
+             (await http.get("/api/v1/organizations/acme/roles")).json()["items"]}
+    ann = await _user(api, "ann")
+    path = f"/api/v1/organizations/acme/users/{ann['id']}/roles"
+    assert (await http.post(path, json={"add": ["EDITOR", roles["viewer"]]})).status_code == 200
+    assert (await http.post(path, json={"remove": ["Viewer"]})).status_code == 200
+    assert (await http.post(path, json={"add": [], "remove": []})).status_code == 200
+    events = (await http.get("/api/v1/events", params={"action": "user.roles.update"})).json()
+    assert [e["detail"] for e in events["items"]] == [  # newest first
+        {"organization": acme["id"], "add": [], "remove": [roles["viewer"]]},
+        {"organization": acme["id"], "add": [roles["editor"], roles["viewer"]], "remove": []}]
+    assert (await http.post("/api/v1/organizations/acme/roles/editor/permissions",
+                            json={"permissions": ["posts:read"]})).status_code == 200
+    assert (await http.delete("/api/v1/organizations/acme/roles/editor/permissions",
+                              params={"permission": "posts:read"})).status_code == 200
+    for action in ("role.permissions.add", "role.permissions.remove"):
+        (event,) = (await http.get("/api/v1/events", params={"action": action})).json()["items"]
+        assert event["target"] == roles["editor"]
+        assert event["detail"]["organization"] == acme["id"]

@@ -145,7 +145,7 @@ async def add_permissions(org: str, role: str, body: Permissions, request: Reque
     found = await rbac.organization(ctx.storage, org)
     updated = await rbac.change_permissions(ctx.storage, found.id, role, add=body.permissions)
     await audit.record(ctx.storage, actor(who, request), "role.permissions.add", updated.id,
-                       permissions=body.permissions)
+                       organization=found.id, permissions=body.permissions)
     return RoleOut.of(updated)
 
 
@@ -160,5 +160,5 @@ async def remove_permissions(
     found = await rbac.organization(ctx.storage, org)
     updated = await rbac.change_permissions(ctx.storage, found.id, role, remove=permission)
     await audit.record(ctx.storage, actor(who, request), "role.permissions.remove", updated.id,
-                       permissions=permission)
+                       organization=found.id, permissions=permission)
     return RoleOut.of(updated)

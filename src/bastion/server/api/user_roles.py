@@ -51,10 +51,12 @@ async def change_user_roles(org: str, user_id: str, body: UserRolesChange, reque
     user = await get_user(ctx.storage, user_id)
     stored = await reissuable(ctx, user, body.reissue.refresh_token, found.id) \
         if body.reissue else None
-    roles = await rbac.change_user_roles(ctx.storage, user.id, found.id, body.add, body.remove,
-                                         must_fit=body.reissue is not None)
-    await audit.record(ctx.storage, actor(who, request), "user.roles.update", user.id,
-                       organization=found.id, add=body.add, remove=body.remove)
+    change = await rbac.change_user_roles(ctx.storage, user.id, found.id, body.add,
+                                          body.remove, must_fit=body.reissue is not None)
+    roles = change.roles
+    if change.added or change.removed:  # (a call only to reissue changes no role)
+        await audit.record(ctx.storage, actor(who, request), "user.roles.update", user.id,
+                           organization=found.id, add=change.added, remove=change.removed)
     tokens = None
     if stored is not None:
         issued = await reissue(ctx, user, stored)

@@ -7,6 +7,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -167,9 +168,19 @@ def _neither_nor(field: str, both: set[str]) -> None:
                            "removed; send each in one list only")
 
 
+@dataclass(frozen=True, slots=True)
+class RolesChange:
+    """A change of a user's roles, applied: the roles after it, and the ids of the
+    roles asked to be added and removed, however they were named (for the audit)."""
+
+    roles: list[Role]
+    added: list[str]
+    removed: list[str]
+
+
 async def change_user_roles(storage: Storage, user_id: str, org_id: str,
                             add: Iterable[str] = (), remove: Iterable[str] = (), *,
-                            must_fit: bool = False) -> list[Role]:
+                            must_fit: bool = False) -> RolesChange:
     """Resolve role ids or names (all or nothing), then apply in one transaction.
     ``must_fit``: a token must be able to carry the roles after the change even if it
     adds none (tokens are to be issued with them)."""
@@ -183,8 +194,9 @@ async def change_user_roles(storage: Storage, user_id: str, org_id: str,
     # checked in the write, where concurrent adds wait for each other
     check = functools.partial(check_fits, "add") if added or must_fit else None
     try:
-        return await storage.change_user_roles(user_id, org_id, list(keys), remove_ids,
-                                               check)
+        roles = await storage.change_user_roles(user_id, org_id, list(keys), remove_ids,
+                                                check)
+        return RolesChange(roles, list(keys), sorted(set(remove_ids)))
     except Missing as exc:  # a role to add was deleted since it was looked up
         if exc.key == user_id:  # or the user is erased (or was never there)
             await users.refuse_change(storage, user_id)
