@@ -1177,3 +1177,28 @@ async def test_a_stale_sign_in_may_sign_in_again_instead_of_giving_the_password(
     assert r.status_code == 303 and r.headers["location"] == "/account"
     fresh = await env.http.get("/account")
     assert 'id="current_password"' not in fresh.text
+
+
+async def test_a_stranger_cannot_use_up_the_links_of_a_browser_that_signed_in(env: Env) -> None:
+    """The address's budget of links is shared by whoever asks for it: a stranger
+    asking link_limit_per_email times locked its owner out for an hour. A browser
+    that has signed in to the account has a budget of its own for it."""
+    await _sign_in_to_account(env)  # alice's browser: marked as known
+    known = env.http.cookies.get("bastion_known")
+    assert known and "alice" not in known
+    user = await env.ctx.storage.get_user_by_login("alice")
+    assert user is not None and user.id not in known  # a MAC: it names no account
+    transport = env.http._transport
+    async with httpx2.AsyncClient(transport=transport, base_url=ISSUER) as stranger:
+        stranger_env = Env(stranger, env.ctx, env.box, env.client_id, env.secret)
+        answers = [(await stranger_env.request_link("alice@example.com")).status_code
+                   for _ in range(4)]
+        assert answers == [200, 200, 200, 429]  # link_limit_per_email is 3 here
+        stranger.cookies.set("bastion_known", "forged." + known[:10])
+        assert (await stranger_env.request_link("alice@example.com")).status_code == 429
+    own = await env.request_link("alice@example.com")
+    assert own.status_code == 200 and "Check your email" in own.text
+    await env.mails(4)  # the stranger's three, and alice's own
+    answers = [(await env.request_link("alice@example.com")).status_code for _ in range(3)]
+    assert answers == [200, 200, 429]  # her browser's own budget: 3 as well
+    assert "for this address" in (await env.request_link("alice@example.com")).text

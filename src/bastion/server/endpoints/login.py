@@ -24,7 +24,14 @@ from bastion.server.endpoints.authorize import (
 )
 from bastion.server.middleware import request_ip
 from bastion.server.models import Event, User
-from bastion.server.pages import cookie_options, csrf_ok, render, session_cookie, session_of
+from bastion.server.pages import (
+    cookie_options,
+    csrf_ok,
+    mark_known,
+    render,
+    session_cookie,
+    session_of,
+)
 from bastion.server.services import audit, login, sessions
 
 router = APIRouter(tags=["pages"])
@@ -74,6 +81,7 @@ async def signed_in(ctx: Context, request: Request, user: User, url: str,
     response = answer or RedirectResponse(url, status_code=303)
     response.set_cookie(session_cookie(ctx), cookie, max_age=ctx.settings.session_ttl,
                         **cookie_options(ctx))
+    mark_known(ctx, request, response, user)
     return response
 
 

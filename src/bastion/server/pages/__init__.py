@@ -13,7 +13,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from bastion.server.context import Context
+from bastion.server.models import User
 from bastion.server.services import sessions
+from bastion.server.text import fold
 
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -49,6 +51,34 @@ def session_of(ctx: Context, request: Request) -> str | None:
     if named is None and ctx.settings.issuer_path:
         return request.cookies.get(sessions.COOKIE)
     return named
+
+
+KNOWN_COOKIE = "bastion_known"
+KNOWN_SECONDS = 400 * 86400  # the longest a browser keeps a cookie
+_KNOWN_MARKS = 5  # accounts one browser is remembered for (a shared computer)
+
+
+def known_marks(ctx: Context, request: Request) -> list[str]:
+    """The marks of the addresses this browser has signed in with (``mark_known``)."""
+    value = request.cookies.get(KNOWN_COOKIE + ctx.settings.cookie_suffix, "")
+    return value.split(".")[:_KNOWN_MARKS] if len(value) <= 512 else []
+
+
+def knows(ctx: Context, marks: list[str], email: str) -> bool:
+    """Whether one of ``marks`` is that of ``email`` (folded; in constant time)."""
+    mark = ctx.signer.mac("known-browser", email)
+    return any(secrets.compare_digest(mark, given) for given in marks)
+
+
+def mark_known(ctx: Context, request: Request, response: Response, user: User) -> None:
+    """Remember in this browser that it signed in to the account of ``user``'s address:
+    a stranger's requests for that address's links cannot then use up the budget this
+    browser asks within (``links.send_sign_in_link``), and no lookup is needed to tell.
+    The mark is a MAC: the cookie names no address."""
+    mark = ctx.signer.mac("known-browser", fold(user.email))
+    marks = [mark, *(m for m in known_marks(ctx, request) if m != mark)][:_KNOWN_MARKS]
+    response.set_cookie(KNOWN_COOKIE + ctx.settings.cookie_suffix, ".".join(marks),
+                        max_age=KNOWN_SECONDS, **cookie_options(ctx))
 
 
 def cookie_options(ctx: Context) -> dict[str, Any]:

@@ -15,7 +15,7 @@ also stops working once its address is no longer the user's.
 from __future__ import annotations
 
 import secrets as _secrets
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -41,14 +41,18 @@ def _seal(settings: Settings) -> outbox.Seal:
 
 
 async def _limit(storage: Storage, settings: Settings, email: str, ip: str | None,
-                 client_id: str | None = None) -> None:
-    keys = throttle.link_keys(settings, email, ip, client_id)
+                 client_id: str | None = None, known: bool = False) -> None:
+    """Count a link against its budgets; ``TooManyLinks`` when one is spent. A browser
+    that has signed in with the address (``known``) has a budget of its own for it: a
+    stranger asking for that address cannot lock its owner out."""
+    keys = throttle.link_keys(settings, email, ip, client_id, known=known)
     async with throttle.gate(storage).hold(keys):  # a burst cannot all pass one check
         now = datetime.now(UTC)
         blocked = await throttle.check(storage, keys, now)
         if blocked:
             minutes = max(1, round(blocked.retry_after / 60))
-            whom = ("for this address" if blocked.key.startswith("link:") else
+            address = blocked.key.startswith(("link:", throttle.KNOWN_KEY))
+            whom = ("for this address" if address else
                     "by this client" if client_id is not None else "from this network")
             raise TooManyLinks(f"Too many links were requested {whom}. Try again in "
                                f"about {plural(minutes, 'minute')}.", blocked.retry_after)
@@ -78,7 +82,9 @@ async def _issue(storage: Storage, settings: Settings, purpose: Literal["sign_in
 async def send_sign_in_link(storage: Storage, settings: Settings, *, email: str,
                             client: Client | None, authorize_query: str = "",
                             next_url: str = "", ip: str | None,
-                            back_channel: bool = False) -> Coroutine[Any, Any, bool]:
+                            back_channel: bool = False,
+                            known: Callable[[str], bool] | None = None,
+                            ) -> Coroutine[Any, Any, bool]:
     """Check the address and its budget now (``InvalidInput``, ``TooManyLinks``, the same
     whether or not it has an account), and return the rest to run once the request is
     answered: looking the address up and, if it may sign in, storing a link for this
@@ -91,10 +97,12 @@ async def send_sign_in_link(storage: Storage, settings: Settings, *, email: str,
     ``passwordless_signup`` says (there is no app to sign up to).
 
     ``back_channel``: the client's server asks, for any of its users (``ip`` is the
-    server's): a confidential client's own budget stands in for that address's."""
+    server's): a confidential client's own budget stands in for that address's.
+    ``known``: whether this browser has signed in with an address (``pages.knows``)."""
     email = check_email(email.strip())
     await _limit(storage, settings, email, ip, client.client_id
-                 if client is not None and back_channel and not client.is_public else None)
+                 if client is not None and back_channel and not client.is_public else None,
+                 known is not None and known(fold(email)))
     goal = {"authorize": authorize_query} if client is not None else {"next": next_url}
     return _sign_in_link(storage, settings, email, client, goal)
 

@@ -38,6 +38,7 @@ from bastion.server.text import fold
 FORGET_AFTER = timedelta(hours=1)
 ACCOUNT_KEY = "user:"  # + user id: the count shared by every spelling of one account
 CLIENT_KEY = "client:"  # + client id: a confidential client's back-channel sign-ins
+KNOWN_KEY = "link-known:"  # + address: links asked for by browsers signed in with it
 _MAX_DELAY = 60
 
 
@@ -123,14 +124,16 @@ def keys_naming(user_id: str, names: Collection[str]) -> list[str]:
     sign-in or a link request spells them."""
     spelled = sorted({fold(name.strip())[:300] for name in names})
     return [ACCOUNT_KEY + user_id, *("acct:" + n for n in spelled),
-            *("link:" + n for n in spelled)]
+            *(prefix + n for n in spelled for prefix in ("link:", KNOWN_KEY))]
 
 
 def link_keys(settings: Settings, email: str, ip: str | None, client_id: str | None = None,
-              ) -> list[tuple[str, Policy]]:
-    """The keys of a request for an emailed link: the address, and the IP or, for a
-    confidential client's back-channel call, the client (``client_id``)."""
-    keys = [("link:" + fold(email.strip())[:300], Policy(settings.link_limit_per_email, 3600))]
+              known: bool = False) -> list[tuple[str, Policy]]:
+    """The keys of a request for an emailed link: the address (its own count for the
+    browsers ``known`` to have signed in with it), and the IP or, for a confidential
+    client's back-channel call, the client (``client_id``)."""
+    address = (KNOWN_KEY if known else "link:") + fold(email.strip())[:300]
+    keys = [(address, Policy(settings.link_limit_per_email, 3600))]
     if client_id is not None:
         keys.append(("link-" + CLIENT_KEY + client_id,
                      _shared(settings.link_limit_per_client, 3600)))
