@@ -1,4 +1,4 @@
-"""The ``bastion`` command: serve, migrate, clients, users, keys, purge.
+"""The ``bastion`` command: serve, migrate, clients, users, keys, secret-key, purge.
 
 Every command takes ``--database-url`` (or reads ``BASTION_DATABASE_URL``) and
 applies pending migrations before it works, so it runs on a fresh database. Where no
@@ -33,6 +33,12 @@ def _within(low: int, high: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
         return value
     return number
+
+
+def _not_in_argv(_text: str) -> str:
+    raise argparse.ArgumentTypeError(
+        "the old secret key is not taken on the command line, where other users see it "
+        "(ps): set BASTION_OLD_SECRET_KEY or use --old-secret-key-file PATH")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,6 +113,20 @@ def _parser() -> argparse.ArgumentParser:
                                "service at once: out of the JWKS, its tokens invalid")
     withdraw.add_argument("kid")
 
+    secret_key = sub.add_parser("secret-key", help="the secret key (BASTION_SECRET_KEY)"
+                                ).add_subparsers(dest="action", required=True)
+    rekey = secret_key.add_parser(
+        "rotate", parents=[common], allow_abbrev=False,  # no --old-secret-key VALUE as a file
+        help="encrypt the stored signing keys and queued mail again, from the old secret key "
+        "(BASTION_OLD_SECRET_KEY or --old-secret-key-file) to BASTION_SECRET_KEY")
+    rekey.add_argument("--old-secret-key-file", metavar="PATH",
+                       help="read the old secret key from this file (else from the "
+                       "environment, BASTION_OLD_SECRET_KEY)")
+    # Refused, without repeating the value: argv is public (ps, shell history).
+    rekey.add_argument("--old-secret-key", type=_not_in_argv, help=argparse.SUPPRESS)
+    rekey.add_argument("old_secret_key_value", nargs="?", type=_not_in_argv,
+                       help=argparse.SUPPRESS)
+
     purge = sub.add_parser("purge", parents=[common], help="delete expired codes, tokens, links, "
                            "sessions and sent mail now (servers do it every "
                            "housekeeping_interval)")
@@ -159,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 #: Arguments that name files: not stored as text, so any bytes will do.
-_PATHS = {"data_dir"}
+_PATHS = {"data_dir", "old_secret_key_file"}
 
 
 def _reader_gone() -> int:
@@ -474,6 +494,61 @@ async def _keys_withdraw(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+async def _secret_key_rotate(args: argparse.Namespace, settings: Any) -> int:
+    from bastion.server.services import audit, secret_key
+
+    old = _old_secret_key(args)
+
+    async def rotate(storage: Any) -> Any:
+        done = await secret_key.rotate(storage, settings, old)
+        await audit.record(storage, audit.SYSTEM, "secret_key.rotate", None, via="cli",
+                           keys=done.keys, mail=done.mail)
+        return done
+
+    done = await _with_storage(settings, rotate)
+    if done.keys or done.mail:
+        print(f"encrypted {done.keys} signing key(s) and {done.mail} queued mail(s) again "
+              "under the new secret key")
+    else:
+        print("nothing to change: every stored signing key and queued mail is under the "
+              "new secret key already")
+    print("Next:\n"
+          "- Running servers keep signing with the keys they loaded already, under the old "
+          "secret key, but open no key made from now on. Restart every instance with the "
+          "new BASTION_SECRET_KEY now.\n"
+          "- Then run this command once more: it moves the mail that instances still on "
+          "the old secret key queued meanwhile.\n"
+          "- Every session cookie and CSRF token made under the old secret key stops "
+          "working on the restarted instances: users sign in again.\n"
+          "- Tokens issued already stay valid: the signing keys are the same ones. If the "
+          "private keys may have leaked too, withdraw them (bastion keys withdraw; see "
+          "docs/deployment.md).")
+    return 0
+
+
+def _old_secret_key(args: argparse.Namespace) -> bytes:
+    from pathlib import Path
+
+    from bastion.server.services.secret_key import SecretKeyError
+
+    given = os.environ.get("BASTION_OLD_SECRET_KEY")
+    if args.old_secret_key_file is not None:
+        if given is not None:
+            raise SecretKeyError("the old secret key is given twice: use either "
+                                 "BASTION_OLD_SECRET_KEY or --old-secret-key-file")
+        try:
+            # surrounding white space dropped, as in data_dir/secret_key
+            given = Path(args.old_secret_key_file).read_bytes().decode().strip()
+        except UnicodeDecodeError:
+            raise SecretKeyError(f"{args.old_secret_key_file} is not valid UTF-8") from None
+    if given is None:
+        raise SecretKeyError("no old secret key: set BASTION_OLD_SECRET_KEY or use "
+                             "--old-secret-key-file PATH (and BASTION_SECRET_KEY to the new one)")
+    if not _is_text(given):
+        raise SecretKeyError("BASTION_OLD_SECRET_KEY is not valid UTF-8")
+    return given.encode()
+
+
 async def _purge(args: argparse.Namespace, settings: Any) -> int:
     from bastion.server.services import housekeeping
 
@@ -496,6 +571,7 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Any], Awai
     ("users", "erase"): _users_erase,
     ("keys", "rotate"): _keys_rotate,
     ("keys", "withdraw"): _keys_withdraw,
+    ("secret-key", "rotate"): _secret_key_rotate,
     ("purge", None): _purge,
 }
 

@@ -173,6 +173,14 @@ class Storage(Protocol):
     async def signing_keys(self) -> list[SigningKey]:
         """Every key, active and retired, oldest first."""
 
+    async def reencrypt(self, key: Callable[[SigningKey], bytes],
+                        mail: Callable[[OutgoingMail], tuple[str, str]]) -> tuple[int, int]:
+        """Store ``key(k)`` as the encrypted private key of every signing key, and
+        ``mail(m)`` as the (text, html) bodies of every mail still queued (neither sent
+        nor given up), in one transaction that no rotation interleaves with: an
+        exception from either changes nothing. Returns how many keys and mails changed
+        (a value returned as it was is not written)."""
+
     async def create_session(self, session: LoginSession, event: Event | None = None, *,
                              password_hash: str | None = None) -> bool:
         """Store a session and, optionally, the audit event of the sign-in, atomically;

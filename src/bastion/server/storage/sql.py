@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bastion.server.models import (
+    OutgoingMail,
     SigningKey,
     User,
 )
@@ -29,6 +30,7 @@ from bastion.server.storage.sql_grants import BY_LOGIN, GrantsMixin
 from bastion.server.storage.sql_mail import MailMixin
 from bastion.server.storage.sql_purge import PurgeMixin
 from bastion.server.storage.tables import (
+    outbox,
     signing_keys,
     users,
 )
@@ -160,6 +162,31 @@ class SQLStorage(ClientsMixin, GrantsMixin, DirectoryMixin, MailMixin, PurgeMixi
         query = sa.select(signing_keys).order_by(signing_keys.c.created_at, signing_keys.c.kid)
         return await self._read(lambda conn: [
             SigningKey(**row) for row in conn.execute(query).mappings()])
+
+    async def reencrypt(self, key: Callable[[SigningKey], bytes],
+                        mail: Callable[[OutgoingMail], tuple[str, str]]) -> tuple[int, int]:
+        queued = sa.select(outbox).where(outbox.c.sent_at.is_(None), outbox.c.failed_at.is_(None))
+
+        def reencrypt(conn: sa.Connection) -> tuple[int, int]:
+            _lock_keys(conn)
+            keys = 0
+            for row in conn.execute(sa.select(signing_keys)).mappings().all():
+                stored = SigningKey(**row)
+                if (new := key(stored)) != stored.private_key_enc:
+                    conn.execute(signing_keys.update().where(signing_keys.c.kid == stored.kid)
+                                 .values(private_key_enc=new))
+                    keys += 1
+            mails = 0
+            # (locked: a worker's claim or settling waits for this transaction)
+            for row in conn.execute(queued.with_for_update()).mappings().all():
+                found = OutgoingMail(**row)
+                text, html = mail(found)
+                if (text, html) != (found.text, found.html):
+                    conn.execute(outbox.update().where(outbox.c.id == found.id)
+                                 .values(text=text, html=html))
+                    mails += 1
+            return keys, mails
+        return await self._write(reencrypt, may_wait=True)
 
     async def ping(self) -> None:
         await self._read(lambda conn: conn.execute(sa.text("SELECT 1")))
