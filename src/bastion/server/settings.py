@@ -70,9 +70,11 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr | None = Field(
         None,
-        description="Encrypts private signing keys at rest (at least 32 characters of random "
-        "text; keep it out of the database backups). Every instance on one database needs the same "
-        "value. Default in development: generated once into data_dir/secret_key (0600).",
+        description="Encrypts private signing keys and queued mail at rest and signs session "
+        "and CSRF cookies (at least 32 characters of random text; keep it out of the database "
+        "backups). Every instance on one database needs the same value; change it with "
+        "`bastion secret-key rotate`. Default in development: generated once into "
+        "data_dir/secret_key (0600).",
     )
     access_token_ttl: int = Field(
         600, ge=30, le=86400, description="Access token lifetime in seconds."
