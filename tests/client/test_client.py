@@ -10,7 +10,9 @@ import pytest
 from sdk_fakes import CLIENT_ID, CLIENT_SECRET, ISSUER, FakeProvider
 
 from bastion import (
+    AsyncClient,
     BastionError,
+    Client,
     ConfigurationError,
     EndpointNotAdvertised,
     InvalidClient,
@@ -340,3 +342,57 @@ def test_reprs_hide_secrets(make_client: Any):
     tokens = client.client_credentials()
     assert tokens.access_token not in repr(tokens)
     assert tokens.access_token not in str(tokens)
+
+
+class _StreamingProvider(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
+    """Streams a request's body without keeping it, as a real transport does, and
+    answers 503 to the API call: the retry finds the body spent (httpx2.StreamConsumed)."""
+
+    def _answer(self, path: str) -> httpx2.Response:
+        if path.endswith("openid-configuration"):
+            return httpx2.Response(200, json={
+                "issuer": ISSUER, "token_endpoint": ISSUER + "/oauth/token",
+                "authorization_endpoint": ISSUER + "/oauth/authorize",
+                "jwks_uri": ISSUER + "/jwks", "response_types_supported": ["code"]})
+        if path == "/oauth/token":
+            return httpx2.Response(200, json={"access_token": "a", "token_type": "Bearer",
+                                              "expires_in": 600})
+        return httpx2.Response(503, headers={"Retry-After": "0"})
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        for _ in request.stream:  # type: ignore[union-attr]
+            pass
+        return self._answer(request.url.path)
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        async for _ in request.stream:  # type: ignore[union-attr]
+            pass
+        return self._answer(request.url.path)
+
+
+def test_a_spent_streamed_body_is_a_transport_error_not_httpx2s() -> None:
+    """httpx2's StreamError is a RuntimeError: the clause for a client closed during a
+    send caught it first and let it out bare."""
+    def body() -> Any:
+        yield b"chunk"
+
+    with Client(ISSUER, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                transport=_StreamingProvider()) as client:
+        client._sleep = staticmethod(lambda seconds: None)  # type: ignore[method-assign]
+        with pytest.raises(TransportError):
+            client.request("PUT", "/api/thing", content=body(), auth=httpx2.BasicAuth("u", "p"))
+
+
+async def test_a_spent_streamed_body_is_a_transport_error_not_httpx2s_async() -> None:
+    async def body() -> Any:
+        yield b"chunk"
+
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    async with AsyncClient(ISSUER, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                           transport=_StreamingProvider()) as client:
+        client._sleep = staticmethod(no_wait)  # type: ignore[method-assign]
+        with pytest.raises(TransportError):
+            await client.request("PUT", "/api/thing", content=body(),
+                                 auth=httpx2.BasicAuth("u", "p"))

@@ -98,14 +98,14 @@ class Client(SignIn):
             request.extensions.pop(TOKEN_REQUEST_IN_FLIGHT, None)
             try:
                 response = self._http.send(request, auth=auth)
-            except RuntimeError:
-                if not self._http.is_closed:
-                    raise
-                raise ConfigurationError(CLOSED) from None  # by another thread meanwhile
             except (httpx2.HTTPError, httpx2.StreamError, httpx2.InvalidURL) as exc:
                 delay = core.delay_after_error(request, exc, attempt, idempotent)
                 if delay is None:
                     raise map_http_error(exc) from exc
+            except RuntimeError:  # (httpx2's StreamError is one too: caught above)
+                if not self._http.is_closed:
+                    raise
+                raise ConfigurationError(CLOSED) from None  # by another thread meanwhile
             else:
                 delay = core.delay_after_response(request, response, attempt)
                 if delay is None:
