@@ -1,6 +1,7 @@
 """Changes to the signing keys made elsewhere (another instance, the CLI) or by a
 restart with another algorithm: every token that should verify does, on every
-instance, a withdrawn key stops signing within ``keys.RELOAD_EVERY``, and a new key
+instance, a withdrawn key stops signing within ``keys.RELOAD_EVERY`` (and at most
+``RELOAD_GRACE`` more), and a new key
 keeps the algorithm the servers publish wherever it is made."""
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ async def test_a_key_withdrawn_elsewhere_stops_signing_and_verifying_within_a_se
     kid = header(old)["kid"]
     await keys_module.withdraw(a.ctx.storage, a.ctx.settings, kid)  # its private key leaked
     assert header((await tokens(b))["access_token"])["kid"] == kid  # b has not read them yet
-    clock.now += keys_module.RELOAD_EVERY
+    clock.now += keys_module.RELOAD_EVERY + keys_module.RELOAD_GRACE
     assert header((await tokens(b))["access_token"])["kid"] != kid
     assert (await b.userinfo(old)).status_code == 401
     assert await b.introspect(old) == {"active": False}
@@ -156,12 +157,33 @@ async def test_requests_together_after_an_idle_spell_all_sign_with_the_keys_of_n
         await keys_module.rotate(a.ctx.storage, a.ctx.settings)
     now = next(k.kid for k in await a.ctx.storage.signing_keys()
                if k.use == "access" and keys_module.signs(k))
-    clock.now += 1.2 * keys_module.RELOAD_EVERY  # idle
+    clock.now += 2 * keys_module.RELOAD_EVERY  # idle
     read = HeldRead(b.ctx.storage, monkeypatch)
     together = await under_way(*(b.ctx.keys.signer("access") for _ in range(3)))
     read.release.set()
     assert [s.kid for s in await asyncio.gather(*together)] == [now] * 3
     assert read.reads == 1  # one read, shared
+
+
+async def test_under_traffic_no_request_waits_for_the_keys_to_be_read_again(
+        make_env: MakeEnv, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Just past their reload the keys are read again while the requests go on with
+    them: when every request waited, each second the requests that came during the
+    read queued behind it (on SQLite, behind the writes on its one connection)."""
+    a = await make_env(cache_ttl=60)
+    b = await make_env(share=a, cache_ttl=60)
+    old = (await b.ctx.keys.signer("access")).kid
+    await keys_module.withdraw(a.ctx.storage, a.ctx.settings, old)
+    clock.now += keys_module.RELOAD_EVERY  # due, within the grace
+    read = HeldRead(b.ctx.storage, monkeypatch)
+    together = await under_way(*(b.ctx.keys.signer("access") for _ in range(3)))
+    assert all(t.done() for t in together)  # none waited for the held read
+    assert [t.result().kid for t in together] == [old] * 3 and read.reads == 1
+    read.release.set()
+    assert b.ctx.keys._reading is not None
+    await b.ctx.keys._reading[1]  # the read they began
+    assert (await b.ctx.keys.signer("access")).kid != old  # used from now on
+    assert read.reads == 1
 
 
 async def withdrawn_elsewhere(make_env: MakeEnv, clock: Clock) -> tuple[Env, str]:
@@ -171,7 +193,7 @@ async def withdrawn_elsewhere(make_env: MakeEnv, clock: Clock) -> tuple[Env, str
     b = await make_env(share=a, cache_ttl=60)
     old = (await b.ctx.keys.signer("access")).kid
     await keys_module.withdraw(a.ctx.storage, a.ctx.settings, old)
-    clock.now += keys_module.RELOAD_EVERY
+    clock.now += keys_module.RELOAD_EVERY + keys_module.RELOAD_GRACE
     return b, old
 
 

@@ -52,6 +52,8 @@ USES: tuple[KeyUse, ...] = ("access", "id")
 #: shorter): a withdrawn key stops signing and verifying everywhere within it. A
 #: read of a few rows a second costs nothing a token would notice.
 RELOAD_EVERY = 1.0
+#: Keys read up to this long past their reload are still used while a read runs.
+RELOAD_GRACE = 0.25
 JWKS_MAX_AGE = 60  # seconds a relying party may cache the JWKS (its Cache-Control)
 #: A token naming an unknown key waits for a read of the keys begun after it arrived
 #: (a key made a moment ago elsewhere), but such reads start at most this often.
@@ -246,12 +248,14 @@ class KeyRing:
     """The active signing keys of this instance, reloaded every ``RELOAD_EVERY``
     seconds (or ``cache_ttl``, if shorter).
 
-    Keys read more recently than that are handed out at once, with no await. A caller
-    that finds them older waits for a read of the keys, the one under way or one it
-    begins, never using the old ones (after an idle spell they may name a key
-    withdrawn since, or one retired and no longer published). The callers that find
-    them stale together share one read; if it fails (the database does not answer),
-    each of them gets its error and the next caller reads again."""
+    Keys read more recently than that are handed out at once, with no await. Up to
+    ``RELOAD_GRACE`` later, a caller begins a read (or finds one under way) and goes
+    on with them: under traffic a request never waits for the keys. A caller that
+    finds them older still (the first after an idle spell) waits for a read, never
+    using the old ones (they may name a key withdrawn since, or one retired and no
+    longer published). The callers that find them so together share one read; if it
+    fails (the database does not answer), each of them gets its error and the next
+    caller reads again."""
 
     def __init__(self, storage: Storage, settings: Settings) -> None:
         self._storage = storage
@@ -318,24 +322,29 @@ class KeyRing:
 
     async def _fresh(self) -> _Active:
         active = self._active
-        if active is not None and (time.monotonic() - active.loaded_at
-                                   < min(self._settings.cache_ttl, RELOAD_EVERY)):
-            return active  # the hot path: no await
-        await self._shared_reload()
+        if active is not None:
+            age = time.monotonic() - active.loaded_at
+            due = min(self._settings.cache_ttl, RELOAD_EVERY)
+            if age < due:
+                return active  # the hot path: no await
+            if age < due + RELOAD_GRACE:  # traffic goes on: read them again, not waited for
+                self._reading_task()  # (else every request during a read waits for it)
+                return active
+        await asyncio.shield(self._reading_task())  # after an idle spell: not the old keys
         active = self._active
         assert active is not None  # set by reload
         return active
 
-    async def _shared_reload(self) -> None:
-        """Wait for the read of the keys under way, or begin one. It runs as a task of
-        its own, so a caller cancelled meanwhile (a client gone) does not cancel it for
-        the others; one per event loop, as ``_unknown_kid_lock``."""
+    def _reading_task(self) -> asyncio.Task[None]:
+        """The read of the keys under way, or a new one. It runs as a task of its own,
+        so a caller cancelled meanwhile (a client gone) does not cancel it for the
+        others; one per event loop, as ``_unknown_kid_lock``."""
         loop = asyncio.get_running_loop()
         if self._reading is None or self._reading[0] is not loop or self._reading[1].done():
             task = loop.create_task(self.reload())
             task.add_done_callback(_retrieve)
             self._reading = (loop, task)
-        await asyncio.shield(self._reading[1])
+        return self._reading[1]
 
     async def verifiers(self, kid: str | None = None) -> dict[str, PublicKey]:
         """Public keys of every published key, by kid. An unknown ``kid`` waits for a
