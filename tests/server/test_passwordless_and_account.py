@@ -1202,3 +1202,54 @@ async def test_a_stranger_cannot_use_up_the_links_of_a_browser_that_signed_in(en
     answers = [(await env.request_link("alice@example.com")).status_code for _ in range(3)]
     assert answers == [200, 200, 429]  # her browser's own budget: 3 as well
     assert "for this address" in (await env.request_link("alice@example.com")).text
+
+
+async def test_an_email_change_answers_before_it_looks_the_address_up(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether another account has the address is found out after the answer, as for a
+    sign-in link: a taken address returned sooner than a free one (no link stored, no
+    mail queued), which told which addresses have an account."""
+    await create_user(env.ctx.storage, env.ctx.passwords, username="bob",
+                      email="bob@example.com", password=PASSWORD)
+    page = await _sign_in_to_account(env)
+    csrf = hidden_fields(page.text)["csrf_token"]
+    lookups: list[str] = []
+    real = env.ctx.storage.get_user_by_login
+
+    async def counted(login: str) -> Any:
+        lookups.append(login)
+        return await real(login)
+
+    monkeypatch.setattr(env.ctx.storage, "get_user_by_login", counted)
+    monkeypatch.setattr(outbox, "AFTER_ANSWER_SECONDS", (60.0, 60.0))  # not before the end
+    monkeypatch.setattr(outbox, "STOP_SECONDS", 0.1)  # the end: dropped unrun
+    for address in ("bob@example.com", "carol@example.com"):
+        r = await env.http.post("/account/profile", data={"csrf_token": csrf,
+                                                          "email": address})
+        assert r.status_code == 303 and r.headers["location"].endswith("done=email")
+    assert lookups == []
+    async with env.ctx.storage.engine.connect() as conn:  # type: ignore[attr-defined]
+        stored = (await conn.execute(sa.select(sa.func.count()).select_from(one_time_tokens)
+                                     .where(one_time_tokens.c.purpose == "email_change"))
+                  ).scalar_one()
+    assert stored == 0
+    await env.ctx.outbox.close()  # the work handed over is dropped, unrun
+
+
+async def test_email_change_links_do_not_spend_the_addresss_sign_in_links(env: Env) -> None:
+    """A signed-in stranger changing their address to alice's, again and again, spent
+    her budget of sign-in links: she could not sign in by link for an hour."""
+    await create_user(env.ctx.storage, env.ctx.passwords, username="mallory",
+                      email="mallory@example.com", password=PASSWORD)
+    transport = env.http._transport
+    async with httpx2.AsyncClient(transport=transport, base_url=ISSUER) as mallory:
+        await sign_in(mallory, "/account", "mallory", PASSWORD)
+        csrf = hidden_fields((await mallory.get("/account")).text)["csrf_token"]
+        answers = [(await mallory.post("/account/profile", data={
+            "csrf_token": csrf, "email": "alice@example.com"})).status_code for _ in range(4)]
+        assert answers == [303, 303, 303, 429]  # her own budget of changes: 3 here
+        limited = await mallory.post("/account/profile", data={
+            "csrf_token": csrf, "email": "somebody@example.com"})
+        assert limited.status_code == 429 and "by this account" in limited.text
+    stranger = await env.request_link("alice@example.com")  # alice, in a new browser
+    assert stranger.status_code == 200 and "Check your email" in stranger.text

@@ -170,8 +170,9 @@ class Settings(BaseSettings):
         "sign-in link. Off: unknown addresses get no mail (and the same answer)."
     )
     link_limit_per_email: int = Field(
-        5, ge=1, description="Sign-in and email-change links per address per hour (a "
-        "browser that has signed in with the address has a count of its own)."
+        5, ge=1, description="Sign-in links per address per hour (a browser that has "
+        "signed in with the address has a count of its own); email-change links per new "
+        "address and per account asking, counted apart."
     )
     link_limit_per_ip: int = Field(
         30, ge=1, description="Sign-in links requested per client IP per hour."

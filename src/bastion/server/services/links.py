@@ -40,20 +40,18 @@ def _seal(settings: Settings) -> outbox.Seal:
     return outbox.seal_for(settings.secret_key_bytes())
 
 
-async def _limit(storage: Storage, settings: Settings, email: str, ip: str | None,
-                 client_id: str | None = None, known: bool = False) -> None:
-    """Count a link against its budgets; ``TooManyLinks`` when one is spent. A browser
-    that has signed in with the address (``known``) has a budget of its own for it: a
-    stranger asking for that address cannot lock its owner out."""
-    keys = throttle.link_keys(settings, email, ip, client_id, known=known)
+async def _limit(storage: Storage, keys: throttle.Keys) -> None:
+    """Count a link against its budgets (``throttle.link_keys``, ``email_change_keys``);
+    ``TooManyLinks`` when one is spent."""
     async with throttle.gate(storage).hold(keys):  # a burst cannot all pass one check
         now = datetime.now(UTC)
         blocked = await throttle.check(storage, keys, now)
         if blocked:
             minutes = max(1, round(blocked.retry_after / 60))
-            address = blocked.key.startswith(("link:", throttle.KNOWN_KEY))
-            whom = ("for this address" if address else
-                    "by this client" if client_id is not None else "from this network")
+            whom = ("for this address" if blocked.key.startswith(throttle.ADDRESS_KEYS) else
+                    "by this account" if blocked.key.startswith(throttle.CHANGER_KEY) else
+                    "by this client" if blocked.key.startswith("link-" + throttle.CLIENT_KEY)
+                    else "from this network")
             raise TooManyLinks(f"Too many links were requested {whom}. Try again in "
                                f"about {plural(minutes, 'minute')}.", blocked.retry_after)
         await throttle.record(storage, keys, now)
@@ -100,9 +98,12 @@ async def send_sign_in_link(storage: Storage, settings: Settings, *, email: str,
     server's): a confidential client's own budget stands in for that address's.
     ``known``: whether this browser has signed in with an address (``pages.knows``)."""
     email = check_email(email.strip())
-    await _limit(storage, settings, email, ip, client.client_id
-                 if client is not None and back_channel and not client.is_public else None,
-                 known is not None and known(fold(email)))
+    # A browser that has signed in with the address has a budget of its own for it: a
+    # stranger asking for that address cannot lock its owner out.
+    await _limit(storage, throttle.link_keys(
+        settings, email, ip,
+        client.client_id if client is not None and back_channel and not client.is_public
+        else None, known=known is not None and known(fold(email))))
     goal = {"authorize": authorize_query} if client is not None else {"next": next_url}
     return _sign_in_link(storage, settings, email, client, goal)
 
@@ -132,35 +133,38 @@ async def _sign_in_link(storage: Storage, settings: Settings, email: str,
 async def check_email_change(storage: Storage, settings: Settings, *, user: User,
                              new_email: str, ip: str | None) -> str:
     """``new_email`` as stored, once it is an address, not the user's own, and within
-    its budget of links (``InvalidInput``, ``TooManyLinks``); this counts against the
-    budget. Run before anything else changes, so that a refusal changes nothing."""
+    the budgets of email-change links (``InvalidInput``, ``TooManyLinks``); this counts
+    against them, not against the address's sign-in links. Run before anything else
+    changes, so that a refusal changes nothing."""
     new_email = check_email(new_email.strip())
     if new_email == fold(user.email):
         raise InvalidInput("email", "that is already your address")
-    await _limit(storage, settings, new_email, ip)
+    await _limit(storage, throttle.email_change_keys(settings, user.id, new_email, ip))
     return new_email
 
 
 async def send_email_change(storage: Storage, settings: Settings, *, user: User,
-                            new_email: str) -> None:
+                            new_email: str) -> bool:
     """Mail a confirmation link to ``new_email``, as ``check_email_change`` returned it;
     none if another account has that address (its link could only fail, and would tell
-    that account's owner about this one), with the same answer, so the page does not
-    tell which addresses have an account."""
+    that account's owner about this one). Run after the answer (``Outbox.after_answer``),
+    as for sign-in links: the page answers alike, and as soon, whoever has the address.
+    Returns whether a mail was queued."""
     # only the newest change link works: an earlier one (say to a mistyped address) dies
     await storage.cancel_one_time_tokens(user.id, ("email_change",), datetime.now(UTC))
     owner = await _user_by_email(storage, new_email)
     if owner is not None and owner.id != user.id:
-        return
+        return False
     issued = await _issue(storage, settings, "email_change", new_email, user, None, {})
     if issued is None:  # deleted meanwhile
-        return
+        return False
     token, expires_at = issued
-    await outbox.enqueue(storage, _seal(settings), new_email, "Confirm your new email address",
-                         "email_change", user_id=user.id, expires_at=expires_at,
-                         link=f"{settings.issuer_url}{EMAIL_CHANGE_PATH}?token={token}",
-                         username=user.username, email=new_email,
-                         expires_in=duration(settings.sign_in_link_ttl))
+    mail = await outbox.enqueue(
+        storage, _seal(settings), new_email, "Confirm your new email address", "email_change",
+        user_id=user.id, expires_at=expires_at,
+        link=f"{settings.issuer_url}{EMAIL_CHANGE_PATH}?token={token}",
+        username=user.username, email=new_email, expires_in=duration(settings.sign_in_link_ttl))
+    return mail is not None
 
 
 async def send_email_changed(storage: Storage, settings: Settings, *, user: User,

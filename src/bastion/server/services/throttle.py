@@ -39,6 +39,10 @@ FORGET_AFTER = timedelta(hours=1)
 ACCOUNT_KEY = "user:"  # + user id: the count shared by every spelling of one account
 CLIENT_KEY = "client:"  # + client id: a confidential client's back-channel sign-ins
 KNOWN_KEY = "link-known:"  # + address: links asked for by browsers signed in with it
+CHANGE_KEY = "link-change:"  # + address: email-change links to it, from any account
+CHANGER_KEY = "link-changer:"  # + user id: email-change links an account asked for
+#: Keys that count links to one address, whoever asked ("Too many ... for this address").
+ADDRESS_KEYS = ("link:", KNOWN_KEY, CHANGE_KEY)
 _MAX_DELAY = 60
 
 
@@ -124,7 +128,19 @@ def keys_naming(user_id: str, names: Collection[str]) -> list[str]:
     sign-in or a link request spells them."""
     spelled = sorted({fold(name.strip())[:300] for name in names})
     return [ACCOUNT_KEY + user_id, *("acct:" + n for n in spelled),
-            *(prefix + n for n in spelled for prefix in ("link:", KNOWN_KEY))]
+            CHANGER_KEY + user_id, *(prefix + n for n in spelled for prefix in ADDRESS_KEYS)]
+
+
+def email_change_keys(settings: Settings, user_id: str, email: str, ip: str | None,
+                      ) -> list[tuple[str, Policy]]:
+    """The keys of an email-change link: the account asking, the new address (a count
+    of its own: another account changing to it must not spend the owner's sign-in
+    links), and the IP."""
+    policy = Policy(settings.link_limit_per_email, 3600)
+    keys = [(CHANGER_KEY + user_id, policy), (CHANGE_KEY + fold(email.strip())[:300], policy)]
+    if ip:
+        keys.append(("link-ip:" + ip_key(ip), _shared(settings.link_limit_per_ip, 3600)))
+    return keys
 
 
 def link_keys(settings: Settings, email: str, ip: str | None, client_id: str | None = None,
