@@ -66,6 +66,7 @@ def test_a_malformed_database_url_is_one_line(cli, url, says) -> None:
     ("postgresql+psycopg2://u:{pw}@127.0.0.1:1/db", "names the driver psycopg2"),
     ("postgresql+psycopg://u:{pw}@127.0.0.1:1/db", "names the driver psycopg"),
     ("postgres://u:{pw}@127.0.0.1:1/db", "names no driver"),
+    ("postgres+asyncpg://u:{pw}@127.0.0.1:1/db", "a name SQLAlchemy does not know"),
 ])
 def test_a_postgresql_url_without_asyncpg_names_the_scheme_to_use(cli, url, says) -> None:
     """``postgresql://`` said "module psycopg is not installed: install the server":
@@ -83,8 +84,14 @@ def test_a_sync_sqlite_url_names_the_scheme_to_use(cli, tmp_path) -> None:
     assert not (tmp_path / "x.db").exists()
 
 
+def test_a_database_bastion_does_not_run_on_is_named(cli) -> None:
+    code, err = cli("migrate", "--database-url", "mysql+aiomysql://u@127.0.0.1:1/db")
+    assert code == 1 and "names the database mysql: Bastion runs on PostgreSQL" in one_line(err)
+
+
 @pytest.mark.parametrize("url", ["sqlite+aiosqlite:///:memory:", "sqlite+aiosqlite://",
-                                 "sqlite+aiosqlite:///file:db?mode=memory&uri=true"])
+                                 "sqlite+aiosqlite:///file:db?mode=memory&uri=true",
+                                 "sqlite+aiosqlite:///file::memory:?uri=true"])
 @pytest.mark.parametrize("command", [["migrate"], ["keys", "rotate"], ["serve"]])
 def test_an_in_memory_database_is_refused_in_one_line(cli, monkeypatch, url, command) -> None:
     """It failed with a TypeError (pool arguments StaticPool does not take); had it

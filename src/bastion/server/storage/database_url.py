@@ -27,9 +27,15 @@ def check(url: str) -> sa.URL:
     if parsed.port is not None and not 1 <= parsed.port <= 65535:
         raise BadDatabaseURL("has a port that is not between 1 and 65535")
     backend, _, driver = parsed.drivername.partition("+")
-    if backend in _DRIVERS and driver != _DRIVERS[backend][1]:
+    if backend not in _DRIVERS:
+        raise BadDatabaseURL(f"names the database {backend}: Bastion runs on PostgreSQL "
+                             "(postgresql+asyncpg://) or SQLite (sqlite+aiosqlite:///)")
+    name, wanted = _DRIVERS[backend]
+    if backend == "postgres" and driver == wanted:  # SQLAlchemy knows no "postgres"
+        raise BadDatabaseURL(f"begins with postgres+{wanted}://, a name SQLAlchemy does not "
+                             f"know: begin it with postgresql+{wanted}://")
+    if driver != wanted:
         # Else "module psycopg is not installed", which sent operators installing it.
-        name, wanted = _DRIVERS[backend]
         scheme = "postgresql" if backend == "postgres" else backend
         named = f"the driver {driver}" if driver else "no driver"
         raise BadDatabaseURL(f"names {named}, but Bastion reaches {name} through {wanted} "
@@ -49,9 +55,11 @@ _DRIVERS = {"postgresql": ("PostgreSQL", "asyncpg"), "postgres": ("PostgreSQL", 
 
 
 def _in_memory(url: sa.URL) -> bool:
-    """As SQLAlchemy tells a file from memory (``sqlite://``, ``:memory:``, and a URI
-    with ``mode=memory``)."""
-    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    """As SQLite tells a file from memory (``sqlite://``, ``:memory:``, and a URI with
+    ``mode=memory`` or naming ``:memory:``)."""
+    return (url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+            or (url.query.get("uri") == "true" and (url.database or "").startswith(
+                ("file::memory:", "file:?"))))  # a URI naming memory, or nothing
 
 
 def _check_asyncpg(url: sa.URL) -> None:
