@@ -43,14 +43,16 @@ def test_a_blank_optional_setting_is_unset(tmp_path, monkeypatch, blank: str) ->
     "notaurl", "https://", "https:///tenant", "ftp://id.example", "https://id.example?x=1",
     "https://id.example/#top", "https://id.example?", "https://id.example path",
     " https://id.example", "https://id.example/\n", "https://user:pw@id.example",
-    "https://id.example:99999", "https://id.example:http", "http://::1:8000"])
+    "https://id.example:99999", "https://id.example:http", "http://::1:8000",
+    "https://id.example/" + "t" * 482])  # 501 characters: its tokens could pass 16 KiB
 def test_an_issuer_that_discovery_would_publish_broken_is_refused(tmp_path, issuer) -> None:
     with pytest.raises(ValidationError, match="the issuer"):
         Settings(data_dir=tmp_path, issuer=issuer)
 
 
 @pytest.mark.parametrize("issuer", ["https://id.example", "https://id.example:8443/tenant/a",
-                                    "http://[::1]:8000", "http://127.0.0.1:8000/"])
+                                    "http://[::1]:8000", "http://127.0.0.1:8000/",
+                                    "https://id.example/" + "t" * 481])
 def test_an_issuer_may_have_a_port_and_a_path(tmp_path, issuer) -> None:
     assert Settings(data_dir=tmp_path, issuer=issuer).issuer == issuer
 

@@ -18,6 +18,7 @@ from bastion.server.services import rbac, secrets
 from bastion.server.services.clients import MAX_SCOPE_LENGTH, create_client
 from bastion.server.services.errors import InvalidInput
 from bastion.server.services.tokens import issue_access_token
+from bastion.server.settings import MAX_ISSUER_LENGTH
 from bastion.server.storage.tables import grants, refresh_tokens
 from support import callback_params, sign_in
 
@@ -52,8 +53,8 @@ class _Keys:
 @pytest.mark.parametrize("alg", ["ES256", "ES384", "RS256", "PS256", "EdDSA"])
 async def test_the_largest_token_a_registration_allows_fits(settings, alg: str) -> None:
     """The most scope a client may register, the most roles a user may hold, the
-    longest client id, and an issuer of 300 characters: still accepted."""
-    settings = settings.model_copy(update={"issuer": "https://" + "i" * 292})
+    longest client id, and the longest issuer: still accepted."""
+    settings = settings.model_copy(update={"issuer": "https://" + "i" * (MAX_ISSUER_LENGTH - 8)})
     scope = " ".join(_scopes(MAX_SCOPE_LENGTH))
     issued = await issue_access_token(
         _Keys(alg), settings, subject=str(uuid.uuid4()), client_id="c" * 64,  # type: ignore[arg-type]
@@ -180,3 +181,20 @@ async def test_a_code_exchange_never_gets_a_token_too_long_to_use(api: Api) -> N
         revoked = (await conn.execute(sa.select(grants.c.revoked_at).where(
             grants.c.client_id == client.client_id))).scalars().all()
     assert len(revoked) == 1 and revoked[0] is not None  # the code is spent: no more use
+
+
+async def test_a_client_token_too_long_to_use_is_refused_as_too_much_scope(api: Api) -> None:
+    """A client's own token carries no roles: "invalid_grant" with advice about them was
+    the wrong answer for a client registered with too many scopes."""
+    plain = secrets.new_secret()
+    client = Client(client_id=uuid.uuid4().hex, name="widest", is_public=False,
+                    secret_digest=secrets.digest(plain), scopes=tuple(_scopes(13000)),
+                    grant_types=("client_credentials",), created_at=datetime.now(UTC))
+    await api.app.ctx.storage.create_client(client)
+    r = await api.app.http.post("/oauth/token", auth=(client.client_id, plain),
+                                data={"grant_type": "client_credentials"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_scope", r.text[:300]
+    assert "ask for fewer scopes" in r.json()["error_description"]
+    r = await api.app.http.post("/oauth/token", auth=(client.client_id, plain), data={
+        "grant_type": "client_credentials", "scope": _scopes(13000)[0]})
+    assert r.status_code == 200, r.text[:300]

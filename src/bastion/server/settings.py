@@ -36,6 +36,9 @@ SHORT_SECRET_KEY = (
 
 log = logging.getLogger("bastion")
 ISSUER_EXAMPLE = "e.g. https://id.example.com (a path may follow)"
+#: The longest issuer: with it, the largest token a registration allows stays within the
+#: 16 KiB Bastion and its SDK accept (``tests/server/test_token_size.py``).
+MAX_ISSUER_LENGTH = 500
 
 SECRET_KEY_FILE = "secret_key"
 DATABASE_FILE = "bastion.db"
@@ -431,6 +434,8 @@ def check_issuer(issuer: str) -> str:
     white space: discovery publishes it and every token carries it, so a relying party
     compares it character for character (OpenID Connect Discovery 1.0, section 3). The
     message leaves out the value, as every settings message does."""
+    if len(issuer) > MAX_ISSUER_LENGTH:  # every token carries it (see the constant)
+        raise ValueError(f"the issuer is longer than {MAX_ISSUER_LENGTH} characters")
     if any(c.isspace() or not c.isprintable() for c in issuer):
         raise ValueError("the issuer must not contain spaces or control characters")
     if not issuer.startswith(("http://", "https://")):
