@@ -59,15 +59,25 @@ def test_discovery_is_cached_and_falls_back_to_rfc8414(make_client: Any, provide
     assert client.discover().issuer == ISSUER
 
 
-@pytest.mark.parametrize("status", [404, 405, 410])
-def test_discovery_falls_back_to_rfc8414_only_without_a_document(
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 410])
+def test_a_refused_discovery_falls_back_to_rfc8414(
     make_client: Any, provider: FakeProvider, status: int
 ):
-    provider.overrides["/tenant/.well-known/openid-configuration"] = [httpx2.Response(status)]
+    """Any 4xx but 429 at the OpenID document: not an OpenID provider (or not there)."""
+    provider.overrides["/tenant/.well-known/openid-configuration"] = [
+        error(status, {"title": "Refused", "detail": "Not here."})]
     provider.overrides["/.well-known/oauth-authorization-server/tenant"] = [
         httpx2.Response(200, json=provider.metadata)
     ]
     assert make_client().discover().issuer == ISSUER
+    assert provider.calls["/.well-known/oauth-authorization-server/tenant"] == 1
+
+
+def test_when_rfc8414_refuses_too_its_answer_is_raised(make_client: Any, provider: FakeProvider):
+    refused = error(401, {"title": "Unauthorized", "detail": "Sign in first."})
+    provider.overrides["/tenant/.well-known/openid-configuration"] = [refused]
+    with pytest.raises(NotFound):  # the fake provider has no RFC 8414 document
+        make_client().discover()
     assert provider.calls["/.well-known/oauth-authorization-server/tenant"] == 1
 
 
@@ -81,10 +91,14 @@ def test_a_rate_limited_discovery_says_so(make_client: Any, provider: FakeProvid
     assert provider.calls["/.well-known/oauth-authorization-server/tenant"] == 0
 
 
-def test_a_refused_discovery_is_not_tried_elsewhere(make_client: Any, provider: FakeProvider):
-    refused = error(401, {"title": "Unauthorized", "detail": "Sign in first."})
-    provider.overrides["/tenant/.well-known/openid-configuration"] = [refused]
-    with pytest.raises(Unauthorized, match="Sign in first"):
+@pytest.mark.parametrize(("status", "raised"), [(500, ServerError),
+                                                (503, TemporarilyUnavailable)])
+def test_a_failing_provider_is_not_tried_elsewhere(
+    make_client: Any, provider: FakeProvider, status: int, raised: type[Exception]
+):
+    failing = error(status, {}, **{"Retry-After": "120"})
+    provider.overrides["/tenant/.well-known/openid-configuration"] = [failing]
+    with pytest.raises(raised):
         make_client().discover()
     assert provider.calls["/.well-known/oauth-authorization-server/tenant"] == 0
 

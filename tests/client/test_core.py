@@ -219,24 +219,92 @@ def test_a_flight_lands_once_for_every_waiter():
     assert not lead and settled.landed and settled.outcome() == "known" and len(flights) == 0
 
 
+def leader_fails(flights: Flights, flight: Any, error: BaseException) -> BaseException:
+    """A leader whose work raised ``error`` (while handling a ``KeyError``, from an
+    ``OSError``): it lands the flight where it caught it, as ``lead`` does."""
+    try:
+        try:
+            raise KeyError("the lookup that failed first")
+        except KeyError:
+            raise error from OSError("refused")
+    except BaseException as exc:
+        flights.land("k", flight, error=exc)
+        return exc
+
+
+def follower_one(flight: Any) -> BaseException:
+    """A caller following ``flight``. ``follower_two`` is the same on purpose: the
+    function names tell each one's frames apart in a traceback."""
+    try:
+        flight.outcome()
+    except BaseException as exc:
+        return exc
+    raise AssertionError("the flight failed")
+
+
+def follower_two(flight: Any) -> BaseException:
+    try:
+        flight.outcome()
+    except BaseException as exc:
+        return exc
+    raise AssertionError("the flight failed")
+
+
+def failed_flight(error: BaseException) -> tuple[BaseException, BaseException, BaseException]:
+    """The leader's error, then what two followers raised, one after the other."""
+    flights = Flights()
+    flight, _ = flights.join("k")
+    failed = leader_fails(flights, flight, error)
+    return failed, follower_one(flight), follower_two(flight)
+
+
+def frames(error: BaseException) -> list[str]:
+    return [frame.name for frame in traceback.extract_tb(error.__traceback__)]
+
+
 def test_each_follower_of_a_failed_flight_raises_its_own_copy():
     """One shared exception object raised by many threads grew one traceback with all
     their frames (each caller's log showed the others'), and kept those frames alive."""
-    flights = Flights()
-    flight, _ = flights.join("k")
-    try:
-        raise TransportError("Could not reach the provider.") from OSError("refused")
-    except TransportError as exc:
-        failed = exc
-    flights.land("k", flight, error=failed)
-    raised = []
-    for _ in range(3):
-        with pytest.raises(TransportError) as caught:
-            flight.outcome()
-        raised.append(caught.value)
-    assert len({id(e) for e in raised}) == 3 and failed not in raised
-    assert all(str(e) == str(failed) and isinstance(e.__cause__, OSError) for e in raised)
-    assert all(len(traceback.extract_tb(e.__traceback__)) <= 2 for e in raised)
+    failed, first, second = failed_flight(TransportError("Could not reach the provider."))
+    assert len({id(failed), id(first), id(second)}) == 3
+    for copied in (first, second):
+        assert type(copied) is TransportError and str(copied) == str(failed)
+        assert copied.__cause__ is failed.__cause__ and isinstance(copied.__cause__, OSError)
+        assert copied.__context__ is failed.__context__
+        assert isinstance(copied.__context__, KeyError) and copied.__suppress_context__
+
+
+def test_a_followers_traceback_starts_where_the_leader_raised_it():
+    """The leader's frames (where it failed), then the follower's own; never another
+    follower's."""
+    failed, first, second = failed_flight(TransportError("Could not reach the provider."))
+    assert frames(first) == ["follower_one", "outcome", "leader_fails"]
+    assert frames(second) == ["follower_two", "outcome", "leader_fails"]
+    assert frames(failed) == ["leader_fails"]
+
+
+def test_notes_and_headers_added_to_a_followers_copy_are_its_own():
+    error = InvalidToken(headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    error.add_note("noted by the leader")
+    failed, first, second = failed_flight(error)
+    first.add_note("noted by the first follower")
+    assert isinstance(first, InvalidToken) and isinstance(second, InvalidToken)
+    first.headers["X-Seen-By"] = "first"
+    assert first.__notes__ == ["noted by the leader", "noted by the first follower"]
+    assert second.__notes__ == failed.__notes__ == ["noted by the leader"]
+    assert second.headers == failed.headers == {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+class Reworded(Exception):
+    """Not the SDK's: its ``__init__`` rewords its argument (a copy would do it twice)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"reworded: {detail}")
+
+
+def test_an_exception_that_is_not_a_bastion_error_is_shared():
+    failed, first, second = failed_flight(Reworded("detail"))
+    assert first is failed and second is failed and str(first) == "reworded: detail"
 
 
 def test_a_task_following_a_flight_that_a_thread_lands_is_woken_through_its_loop(

@@ -140,3 +140,28 @@ def test_an_unpickled_not_found_reads_as_before():
     error = error_from_response(404, {}, body({"detail": "No user 'x'."}), now=0)
     unpickled = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
     assert str(unpickled) == "404 NotFound: No user 'x'."
+
+
+def test_an_error_without_a_message_shows_its_request_id_alone():
+    error = BastionError()
+    error.request_id = "r-4"
+    assert str(error) == "(request id r-4)" and str(BastionError()) == ""
+
+
+def test_a_copy_has_notes_and_headers_of_its_own_and_the_same_chain():
+    try:
+        try:
+            raise KeyError("first")
+        except KeyError:
+            raise InvalidToken(headers={"WWW-Authenticate": "Bearer"}) from OSError("cause")
+    except InvalidToken as exc:
+        error = exc
+    error.add_note("original")
+    again = copy.copy(error)
+    again.add_note("copy")
+    again.headers["X-Copy"] = "1"
+    assert error.__notes__ == ["original"] and error.headers == {"WWW-Authenticate": "Bearer"}
+    assert again.__notes__ == ["original", "copy"]
+    assert (again.__cause__, again.__context__, again.__suppress_context__) == (
+        error.__cause__, error.__context__, True)
+    assert again.__traceback__ is None  # where the original was raised is the original's

@@ -364,6 +364,31 @@ def test_a_sign_in_without_userinfo_stands_on_the_id_token(
         configure()
 
 
+def test_a_sign_in_with_a_misrouted_userinfo_stands_on_the_id_token(
+    bastion_server: ServerProcess, web_app: App, account: Account, sign_in: Any
+) -> None:
+    """Userinfo at a URL the server does not serve: its 404 (an ``invalid_request``,
+    "no OAuth endpoint at this address") says nothing against the tokens, so the user
+    comes from the ID token and the tokens stay live."""
+    from bastion.client._shared import shared_client
+
+    configure(default=options(bastion_server, web_app))
+    try:
+        core = shared_client()._core
+        metadata = shared_client().discover()
+        assert metadata.userinfo_endpoint
+        wrong = metadata.userinfo_endpoint + "/misrouted"
+        core.metadata = dataclasses.replace(
+            metadata, userinfo_endpoint=wrong, raw={**metadata.raw, "userinfo_endpoint": wrong})
+        state, url = User.start_authorization()
+        params = query(sign_in(url, account))
+        user = User.from_authorization_code(params["code"], params["state"], state)
+        assert (user.identifier, user.username) == (account.id, account.username)
+        assert user.token is not None and user.token.refresh().access_token
+    finally:
+        configure()
+
+
 def test_a_sign_in_whose_user_cannot_be_read_revokes_its_tokens(
     bastion_server: ServerProcess, web_app: App, account: Account, sign_in: Any,
     monkeypatch: pytest.MonkeyPatch,

@@ -28,7 +28,7 @@ from bastion.oauth.jose import JoseError, parse_compact
 from bastion.oauth.metadata import ProviderMetadata
 
 from ._config import Settings
-from ._discovery import JSON_HEADERS, DiscoveryCore, Flow
+from ._discovery import JSON_HEADERS, ONE_TRY, DiscoveryCore, Flow
 from ._responses import json_object
 from ._retry import NOT_SENT, TOKEN_REQUEST_IN_FLIGHT, mark_resend
 from .exceptions import ConfigurationError, ProtocolError, TimeoutError, TransportError
@@ -440,23 +440,27 @@ class BaseClient(DiscoveryCore):
             raise ProtocolError("The introspection response has no boolean 'active'.")
         return body
 
-    def revoke_flow(self, token: str | TokenSet, token_type_hint: str | None = None) -> Flow[None]:
+    def revoke_flow(
+        self, token: str | TokenSet, token_type_hint: str | None = None, *, one_try: bool = False
+    ) -> Flow[None]:
         """RFC 7009: revoking an unknown or already revoked token also succeeds.
 
         A ``TokenSet`` revokes its refresh token first (the provider revokes the
-        whole family), then its access token.
+        whole family), then its access token. ``one_try`` sends each request once,
+        without retries (a best-effort revoke after a failure).
         """
         if isinstance(token, TokenSet):
             if token.refresh_token:
-                yield from self.revoke_flow(token.refresh_token, "refresh_token")
-            yield from self.revoke_flow(token.access_token, "access_token")
+                yield from self.revoke_flow(token.refresh_token, "refresh_token", one_try=one_try)
+            yield from self.revoke_flow(token.access_token, "access_token", one_try=one_try)
             return
         if token_type_hint != "access_token":  # an access token alone ends no family
             self.forget_refresh_token(token)
         data = {"token": token}
         if token_type_hint:
             data["token_type_hint"] = token_type_hint
-        yield from self._post_flow("revocation_endpoint", data, "revocation")
+        extensions: dict[str, object] | None = {ONE_TRY: True} if one_try else None
+        yield from self._post_flow("revocation_endpoint", data, "revocation", extensions)
 
 
 def _may_have_traded(exc: Exception) -> bool:

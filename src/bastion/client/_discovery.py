@@ -33,7 +33,7 @@ from ._verify import TokenVerifier
 from .exceptions import BastionError, EndpointNotAdvertised, ProtocolError, TransportError
 from .jwks import KeySet
 
-__all__ = ["JSON_HEADERS", "DiscoveryCore", "Flow"]
+__all__ = ["JSON_HEADERS", "ONE_TRY", "DiscoveryCore", "Flow"]
 
 T = TypeVar("T")
 #: Yields requests (or a ``Wait`` for another caller's flight), is sent their
@@ -43,8 +43,6 @@ Flow = Generator[httpx2.Request | Wait, httpx2.Response, T]
 JSON_HEADERS = {"Accept": "application/json"}
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
 _NO_CACHE = re.compile(r"(?:^|[,\s])no-(?:cache|store)\b", re.IGNORECASE)
-#: Answers to the OpenID discovery URL after which RFC 8414's is tried.
-_NO_DOCUMENT = frozenset({404, 405, 410})
 #: A request extension: send once, never retry (see ``first_attempt``).
 ONE_TRY = "bastion.one_try"
 
@@ -128,9 +126,10 @@ class DiscoveryCore:
         """Fetch the metadata: OpenID Connect Discovery first, then RFC 8414."""
         oidc_url, rfc8414_url = discovery_urls(self.settings.url)
         response = yield self.request("GET", oidc_url, headers=JSON_HEADERS)
-        # Only "no such document" means "not an OpenID provider": any other refusal (a
-        # 429 with its Retry-After, a 401) is the answer, not a reason to look elsewhere.
-        if response.status_code in _NO_DOCUMENT:
+        # A refusal (4xx: no such document, not allowed here...) says "not an OpenID
+        # provider": try RFC 8414. But a 429 is the answer (RateLimited, with this
+        # response's Retry-After), and so is a 5xx: the provider is in trouble.
+        if 400 <= response.status_code < 500 and response.status_code != 429:
             response = yield self.request("GET", rfc8414_url, headers=JSON_HEADERS)
         self.raise_for_response(response)
         try:

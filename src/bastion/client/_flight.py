@@ -4,8 +4,8 @@ A refresh token is single use (rotation, RFC 9700 section 4.14.2: a reused one
 revokes the whole token family), and a burst of tokens naming an unknown ``kid``
 must not become a burst of JWKS requests. So such work runs as a *flight*, keyed
 by what it fetches: the first caller leads (its flow sends the request), and
-callers arriving before it lands follow it and get the same result, or the same
-exception.
+callers arriving before it lands follow it and get the same result, or a copy of
+the same exception (see ``_own_copy``).
 
 The core never blocks: a following flow yields ``Wait(flight)`` instead of a
 request, and the shell that drives it waits on a primitive of its own kind
@@ -19,11 +19,14 @@ import asyncio
 import copy
 import threading
 from collections.abc import Callable, Hashable
+from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
+
+from .exceptions import BastionError
 
 __all__ = ["Flight", "Flights", "Wait", "wait_in_task", "wait_in_thread"]
 
@@ -39,12 +42,13 @@ T = TypeVar("T")
 class Flight:
     """One piece of work in progress, and its outcome once it has landed."""
 
-    __slots__ = ("_events", "_lock", "error", "landed", "result")
+    __slots__ = ("_events", "_lock", "_traceback", "error", "landed", "result")
 
     def __init__(self) -> None:
         self.landed = False
         self.result: Any = None
         self.error: BaseException | None = None
+        self._traceback: TracebackType | None = None
         self._events: list[_Event] = []
         self._lock = threading.Lock()
 
@@ -63,26 +67,29 @@ class Flight:
     def land(self, result: Any = None, error: BaseException | None = None) -> None:
         with self._lock:
             self.result, self.error, self.landed = result, error, True
+            # Where the error was raised, as it is now: the leader's raise goes on to
+            # add frames of its own (in front: this chain stays as it is).
+            self._traceback = None if error is None else error.__traceback__
             events, self._events = self._events, []
         for event in events:
             event.set()
 
     def outcome(self) -> Any:
         if self.error is not None:
-            raise _own_copy(self.error)
+            raise _own_copy(self.error, self._traceback)
         return self.result
 
 
-def _own_copy(error: BaseException) -> BaseException:
-    """``error`` for one more caller: a copy where it can be made, so that callers
-    raising it at once do not all add their frames to one traceback (which grew with
-    each, mixed other threads' frames into each one's log, and kept them alive)."""
-    try:
-        own = copy.copy(error)
-    except Exception:  # one that cannot be copied: share it
+def _own_copy(error: BaseException, traceback: TracebackType | None) -> BaseException:
+    """``error`` for one more caller: a copy of a ``BastionError`` (its own notes and
+    headers, the same chained exceptions) that starts from ``traceback``, the frames
+    where the leader's error was raised; raising it adds only this caller's frames.
+    One shared object raised by every caller grew one traceback with all their
+    frames, mixed other threads' frames into each one's log, and kept them alive.
+    Another exception is shared: nothing says how to copy it faithfully."""
+    if not isinstance(error, BastionError):
         return error
-    own.__cause__, own.__suppress_context__ = error.__cause__, error.__suppress_context__
-    return own
+    return copy.copy(error).with_traceback(traceback)
 
 
 class Wait:

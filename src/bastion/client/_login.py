@@ -20,12 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bastion.oauth.claims import ACCESS_TOKEN_TYPES
-from bastion.oauth.errors import (
-    InsufficientScope,
-    InvalidToken,
-    ServerError,
-    TemporarilyUnavailable,
-)
+from bastion.oauth.errors import InvalidToken
 from bastion.oauth.jose import JoseError, parse_compact
 
 from ._admin import api_flow, authorization
@@ -33,14 +28,7 @@ from ._authorization import with_query
 from ._base import BaseClient, Flow, _scope_text, subject_of
 from ._discovery import JSON_HEADERS
 from ._responses import json_object
-from .exceptions import (
-    BastionError,
-    ConfigurationError,
-    EndpointNotAdvertised,
-    ProtocolError,
-    RateLimited,
-    TransportError,
-)
+from .exceptions import BastionError, ConfigurationError, ProtocolError
 from .tokens import TokenCheck, TokenSet
 
 __all__ = [
@@ -97,30 +85,39 @@ def userinfo_flow(core: BaseClient, access_token: str | TokenSet) -> Flow[dict[s
         raise ProtocolError("The userinfo response has no subject (sub).")
     known = access_token.id_token_claims if isinstance(access_token, TokenSet) else None
     if known is not None and claims["sub"] != known.get("sub"):  # Core 5.3.2
-        raise ProtocolError("The userinfo subject differs from the ID token's.")
+        raise _AnotherSubject("The userinfo subject differs from the ID token's.")
     return claims
 
 
-#: Userinfo failures that say nothing against the user or the tokens: it could not
-#: be asked (not advertised, unreachable, busy) or does not serve this scope.
-_USERINFO_UNAVAILABLE = (EndpointNotAdvertised, TransportError, ServerError,
-                         TemporarilyUnavailable, RateLimited, InsufficientScope)
+class _AnotherSubject(ProtocolError):
+    """Userinfo answered about another user than the ID token names (OIDC Core
+    5.3.2): a ``ProtocolError`` to callers; ``signed_in_claims_flow`` tells it apart."""
+
+
+def _against_the_tokens(error: BastionError) -> bool:
+    """Whether a userinfo failure says the tokens must not be used: the access token
+    was refused (``InvalidToken``, any 401), or they are about someone else."""
+    return isinstance(error, InvalidToken | _AnotherSubject) or error.status_code == 401
 
 
 def signed_in_claims_flow(core: BaseClient, tokens: TokenSet) -> Flow[dict[str, Any]]:
     """The claims of the user a login just signed in (``User.from_authorization_code``):
-    userinfo's, or its validated ID token's when userinfo is unavailable, since the
-    code is spent and the user cannot simply try again. When neither will do (no ID
-    token, or userinfo refused the token or answered about someone else), the
-    tokens, which nobody will hold, are revoked before the error is raised: a live
-    refresh token must not be left behind."""
+    userinfo's, or, since the code is spent and the user cannot simply try again, its
+    validated ID token's when userinfo fails for any reason that says nothing against
+    the tokens (unreachable, 5xx, 429, 403, 404, an answer that is not JSON...).
+
+    When neither will do (no ID token, or userinfo refused the token or answered
+    about someone else), the tokens, which nobody will hold, are revoked before the
+    error is raised: a live refresh token must not be left behind. One try each, no
+    retries: a provider that just failed userinfo should not hold up the browser's
+    callback for a second round of backoff."""
     try:
         return (yield from userinfo_flow(core, tokens))
     except BastionError as exc:
-        if isinstance(exc, _USERINFO_UNAVAILABLE) and tokens.id_token_claims is not None:
+        if tokens.id_token_claims is not None and not _against_the_tokens(exc):
             return dict(tokens.id_token_claims)
         with contextlib.suppress(BastionError):  # best effort: what failed userinfo
-            yield from core.revoke_flow(tokens)  # may fail this too
+            yield from core.revoke_flow(tokens, one_try=True)  # may fail this too
         raise
 
 

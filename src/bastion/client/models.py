@@ -129,8 +129,9 @@ class User(UserAdministration, Bound):
         iss: str | None = None,
     ) -> User:
         """Finish the login: check the state (and ``iss``), trade the code, read the user
-        from userinfo, or from the ID token when userinfo is unavailable; on another
-        failure the new tokens are revoked before it is raised (see ``_login``)."""
+        from userinfo, or from the ID token when userinfo fails without refusing the
+        tokens; otherwise the new tokens are revoked before the error is raised (see
+        ``_login.signed_in_claims_flow``)."""
         client = shared_client(using)
         tokens = client.finish_authorization(
             code, callback_state, expected_state, iss=iss, replay_store=replay_store

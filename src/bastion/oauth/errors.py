@@ -75,12 +75,33 @@ class BastionError(Exception):
 
     def __str__(self) -> str:
         text = super().__str__()
-        return f"{text} (request id {self.request_id})" if self.request_id else text
+        if not self.request_id:
+            return text
+        found = f"(request id {self.request_id})"
+        return f"{text} {found}" if text else found  # no leading space after no message
 
     def __reduce__(self) -> tuple[Any, ...]:
         # ``args`` hold the finished message, not what the subclasses' ``__init__``
         # takes: calling it again would wrap the message twice. Rebuild without it.
         return _rebuilt, (type(self), self.args), self.__dict__
+
+    def __copy__(self) -> BastionError:
+        """Rebuilt as unpickling does, but with notes and headers of its own (a note
+        added to the copy does not show on the original) and the chained exceptions
+        kept. The traceback is not: it tells where the original was raised."""
+        own = _rebuilt(type(self), self.args)
+        state = dict(self.__dict__)
+        for name in _OWN_IN_A_COPY:
+            if isinstance(value := state.get(name), list | dict):
+                state[name] = value.copy()
+        own.__setstate__(state)
+        own.__cause__, own.__context__ = self.__cause__, self.__context__
+        own.__suppress_context__ = self.__suppress_context__
+        return own
+
+
+#: Mutable attributes a copy gets its own of (``add_note``'s list, OAuth ``headers``).
+_OWN_IN_A_COPY = ("__notes__", "headers")
 
 
 def _rebuilt(cls: type[BastionError], args: tuple[Any, ...]) -> BastionError:
