@@ -18,6 +18,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from bastion.server.text import utf8
+
 T = TypeVar("T")
 
 log = logging.getLogger("bastion")
@@ -140,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name in _PATHS:  # any bytes make a path: Python keeps them as they are
             continue
         for text in value if isinstance(value, list) else [value]:
-            if isinstance(text, str) and not _is_text(text):
+            if isinstance(text, str) and not utf8(text):
                 print(f"error: {name.replace('_', '-')} is not valid UTF-8", file=sys.stderr)
                 return 2  # as argparse for a usage error
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -201,16 +203,6 @@ def _without_password(message: str, args: argparse.Namespace) -> str:
         if url and url.strip():  # blank: no URL (else every space became ***)
             message = message.replace(url, "***")
     return message
-
-
-def _is_text(text: str) -> bool:
-    """Whether ``text`` was valid UTF-8: Python decodes other bytes in argv (and in the C
-    locale, on stdin) to lone surrogates, which the database refuses with a traceback."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _failure(exc: Exception) -> str | None:
@@ -409,7 +401,7 @@ async def _users_create(args: argparse.Namespace, settings: Any) -> int:
         password: str | None = sys.stdin.readline().rstrip("\r\n")
     except UnicodeDecodeError:  # stdin decoded strictly (outside the C locale)
         password = None
-    if password is None or not _is_text(password):
+    if password is None or not utf8(password):
         print("error: the password on standard input is not valid UTF-8", file=sys.stderr)
         return 1
     if not password:  # create_user takes "no password" to mean a passwordless account
@@ -544,7 +536,7 @@ def _old_secret_key(args: argparse.Namespace) -> bytes:
     if given is None:
         raise SecretKeyError("no old secret key: set BASTION_OLD_SECRET_KEY or use "
                              "--old-secret-key-file PATH (and BASTION_SECRET_KEY to the new one)")
-    if not _is_text(given):
+    if not utf8(given):
         raise SecretKeyError("BASTION_OLD_SECRET_KEY is not valid UTF-8")
     return given.encode()
 

@@ -84,11 +84,6 @@ def test_a_sync_sqlite_url_names_the_scheme_to_use(cli, tmp_path) -> None:
     assert not (tmp_path / "x.db").exists()
 
 
-def test_a_database_bastion_does_not_run_on_is_named(cli) -> None:
-    code, err = cli("migrate", "--database-url", "mysql+aiomysql://u@127.0.0.1:1/db")
-    assert code == 1 and "names the database mysql: Bastion runs on PostgreSQL" in one_line(err)
-
-
 @pytest.mark.parametrize("url", ["sqlite+aiosqlite:///:memory:", "sqlite+aiosqlite://",
                                  "sqlite+aiosqlite:///file:db?mode=memory&uri=true",
                                  "sqlite+aiosqlite:///file::memory:?uri=true"])

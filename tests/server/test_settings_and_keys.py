@@ -181,3 +181,16 @@ def test_a_new_data_directory_and_its_database_are_private_whatever_the_umask(tm
     assert any(p.name == "bastion.db" for p in files), files
     for path in files:  # the database and any -wal / -shm beside it
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_a_development_secret_key_is_made_where_there_are_no_hard_links(
+        tmp_path, monkeypatch) -> None:
+    """Some network and FUSE mounts refuse os.link: the key is created in place."""
+    def no_links(*args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("os.link", no_links)
+    key = Settings(data_dir=tmp_path).secret_key_bytes()
+    assert len(key) >= 32 and (tmp_path / "secret_key").read_bytes() == key
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]  # no stray copy

@@ -29,6 +29,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bastion.server.text import utf8
+
 MIN_SECRET_KEY_LENGTH = 32
 SHORT_SECRET_KEY = (
     f"the secret key must be at least {MIN_SECRET_KEY_LENGTH} characters of random text; make "
@@ -265,7 +267,7 @@ class Settings(BaseSettings):
         for text in texts:
             if isinstance(text, SecretStr):
                 text = text.get_secret_value()
-            if isinstance(text, str) and not is_text(text):
+            if isinstance(text, str) and not utf8(text):
                 raise ValueError("the value is not valid UTF-8")
         return value
 
@@ -384,16 +386,24 @@ class Settings(BaseSettings):
         of processes starting together on a new data directory the first one's key
         stands (the others read it)."""
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
         fd, written = tempfile.mkstemp(prefix=f".{SECRET_KEY_FILE}-", dir=self.data_dir)  # 0600
         try:
             with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(48))
+                f.write(key)
                 f.flush()
                 os.fsync(f.fileno())
             try:
                 os.link(written, path)
             except FileExistsError:
                 return
+            except OSError:  # no hard links here (some network and FUSE mounts)
+                try:  # created and written in turn: a reader may see it empty meanwhile
+                    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                           0o600), "w") as f:
+                        f.write(key)
+                except FileExistsError:
+                    return
         finally:
             os.unlink(written)
         log.warning("generated a development secret key in %s", path)
@@ -417,16 +427,6 @@ class Settings(BaseSettings):
             warnings.append("no smtp_host: emails (sign-in links) are written to the log, "
                             "not sent")
         return warnings
-
-
-def is_text(text: str) -> bool:
-    """Whether ``text`` was valid UTF-8: Python decodes other bytes in the environment
-    and in argv to lone surrogates, which cannot be encoded again."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def check_issuer(issuer: str) -> str:

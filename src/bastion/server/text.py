@@ -13,8 +13,13 @@ import unicodedata
 
 def storable(text: str) -> bool:
     """Whether ``text`` holds no NUL and encodes as UTF-8."""
-    if "\x00" in text:
-        return False
+    return "\x00" not in text and utf8(text)
+
+
+def utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: Python decodes other bytes (in the
+    environment, argv, and in the C locale stdin) to lone surrogates, which cannot be
+    encoded again, and which the database refuses with a traceback."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
