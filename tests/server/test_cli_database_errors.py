@@ -86,7 +86,10 @@ def test_a_sync_sqlite_url_names_the_scheme_to_use(cli, tmp_path) -> None:
 
 @pytest.mark.parametrize("url", ["sqlite+aiosqlite:///:memory:", "sqlite+aiosqlite://",
                                  "sqlite+aiosqlite:///file:db?mode=memory&uri=true",
-                                 "sqlite+aiosqlite:///file::memory:?uri=true"])
+                                 "sqlite+aiosqlite:///file::memory:?uri=true",
+                                 "sqlite+aiosqlite:///file::memory:?uri=1",
+                                 "sqlite+aiosqlite:///file:?uri=true",  # a temporary one
+                                 "sqlite+aiosqlite:///file:/x.db?uri=true&vfs=memdb"])
 @pytest.mark.parametrize("command", [["migrate"], ["keys", "rotate"], ["serve"]])
 def test_an_in_memory_database_is_refused_in_one_line(cli, monkeypatch, url, command) -> None:
     """It failed with a TypeError (pool arguments StaticPool does not take); had it

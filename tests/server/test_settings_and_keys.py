@@ -44,7 +44,8 @@ def test_a_blank_optional_setting_is_unset(tmp_path, monkeypatch, blank: str) ->
     "https://id.example/#top", "https://id.example?", "https://id.example path",
     " https://id.example", "https://id.example/\n", "https://user:pw@id.example",
     "https://id.example:99999", "https://id.example:http", "http://::1:8000",
-    "https://id.example/" + "t" * 482])  # 501 characters: its tokens could pass 16 KiB
+    "https://id.example/" + "t" * 482,  # 501 characters: its tokens could pass 16 KiB
+    "https://id.example/" + "é" * 81])  # 100 characters, 505 in a token's JSON
 def test_an_issuer_that_discovery_would_publish_broken_is_refused(tmp_path, issuer) -> None:
     with pytest.raises(ValidationError, match="the issuer"):
         Settings(data_dir=tmp_path, issuer=issuer)
@@ -194,3 +195,27 @@ def test_a_development_secret_key_is_made_where_there_are_no_hard_links(
     assert len(key) >= 32 and (tmp_path / "secret_key").read_bytes() == key
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]  # no stray copy
+
+
+def test_a_development_secret_key_still_being_written_is_waited_for(
+        tmp_path, monkeypatch) -> None:
+    """Without hard links, another process creates the file and then writes it: read
+    in between, it was empty, and the start failed with "too short"."""
+    import bastion.server.settings as settings_module
+
+    path = tmp_path / "secret_key"
+    path.write_text("")  # created this moment, not written yet
+    key = "k" * 48
+
+    def the_writer_finishes(seconds: float) -> None:
+        path.write_text(key)
+
+    monkeypatch.setattr(settings_module.time, "sleep", the_writer_finishes)
+    assert Settings(data_dir=tmp_path).secret_key_bytes() == key.encode()
+
+
+def test_an_audience_too_long_for_a_token_is_refused(tmp_path) -> None:
+    with pytest.raises(ValidationError, match="the audience is longer than 500"):
+        Settings(data_dir=tmp_path, access_token_audience="urn:" + "a" * 497)
+    assert Settings(data_dir=tmp_path, access_token_audience="urn:" + "a" * 496
+                    ).access_token_audience

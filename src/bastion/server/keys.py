@@ -327,7 +327,8 @@ class KeyRing:
             due = min(self._settings.cache_ttl, RELOAD_EVERY)
             if age < due:
                 return active  # the hot path: no await
-            if age < due + RELOAD_GRACE:  # traffic goes on: read them again, not waited for
+            # (cache_ttl 0: no cache, so no grace either)
+            if age < due + (RELOAD_GRACE if due else 0.0):  # read again, not waited for
                 self._reading_task()  # (else every request during a read waits for it)
                 return active
         await asyncio.shield(self._reading_task())  # after an idle spell: not the old keys

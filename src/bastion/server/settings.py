@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import logging
 import os
 import secrets
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -286,6 +288,14 @@ class Settings(BaseSettings):
     def _issuer_is_a_url(cls, issuer: str | None) -> str | None:
         return None if issuer is None else check_issuer(issuer)
 
+    @field_validator("access_token_audience")
+    @classmethod
+    def _audience_fits_a_token(cls, audience: str | None) -> str | None:
+        if audience is not None and claim_length(audience) > MAX_ISSUER_LENGTH:
+            raise ValueError(f"the audience is longer than {MAX_ISSUER_LENGTH} characters, "
+                             "as a token carries it")
+        return audience
+
     @field_validator("secret_key")
     @classmethod
     def _secret_key_given(cls, key: SecretStr | None) -> SecretStr | None:
@@ -373,10 +383,14 @@ class Settings(BaseSettings):
         path = self.data_dir / SECRET_KEY_FILE
         if not path.exists():
             self._generate_secret_key(path)
-        try:
-            key = path.read_bytes().decode().strip()
-        except UnicodeDecodeError:
-            raise SettingsError(f"{path} is not valid UTF-8: {SHORT_SECRET_KEY}") from None
+        key = _read_key(path)
+        # Made a moment ago by another process where there are no hard links: it may
+        # still be writing it (see _generate_secret_key). Wait for it, briefly.
+        until = time.monotonic() + 2.0
+        while len(key) < MIN_SECRET_KEY_LENGTH and time.monotonic() < until and (
+                time.time() - path.stat().st_mtime < 10):
+            time.sleep(0.05)
+            key = _read_key(path)
         if len(key) < MIN_SECRET_KEY_LENGTH:
             raise SettingsError(f"{path}: {SHORT_SECRET_KEY}")
         return key.encode()
@@ -429,13 +443,26 @@ class Settings(BaseSettings):
         return warnings
 
 
+def claim_length(value: str) -> int:
+    """The length of ``value`` in a token's claims, serialized with ASCII escapes."""
+    return len(json.dumps(value)) - 2
+
+
+def _read_key(path: Path) -> str:
+    try:
+        return path.read_bytes().decode().strip()
+    except UnicodeDecodeError:
+        raise SettingsError(f"{path} is not valid UTF-8: {SHORT_SECRET_KEY}") from None
+
+
 def check_issuer(issuer: str) -> str:
     """``issuer`` if it is an http(s) URL with a host, and no query, fragment, user or
     white space: discovery publishes it and every token carries it, so a relying party
     compares it character for character (OpenID Connect Discovery 1.0, section 3). The
     message leaves out the value, as every settings message does."""
-    if len(issuer) > MAX_ISSUER_LENGTH:  # every token carries it (see the constant)
-        raise ValueError(f"the issuer is longer than {MAX_ISSUER_LENGTH} characters")
+    if claim_length(issuer) > MAX_ISSUER_LENGTH:  # every token carries it (the constant)
+        raise ValueError(f"the issuer is longer than {MAX_ISSUER_LENGTH} characters, as a "
+                         "token carries it (a character not ASCII counts as 6)")
     if any(c.isspace() or not c.isprintable() for c in issuer):
         raise ValueError("the issuer must not contain spaces or control characters")
     if not issuer.startswith(("http://", "https://")):

@@ -189,9 +189,11 @@ async def save_profile(request: Request) -> Response:
                                                   username=username)
             await audit.record(ctx.storage, _who(user, request), "account.username", user.id,
                                **user_service.audited(user, names=("username",)))
-        if new_email:  # after the answer: it must not show whether the address is taken
-            ctx.outbox.after_answer(links.send_email_change(ctx.storage, ctx.settings,
-                                                            user=user, new_email=email))
+        if new_email:  # mailed after the answer: it must not show whether it is taken
+            work = await links.send_email_change(ctx.storage, ctx.settings, user=user,
+                                                 new_email=email)
+            if work is not None:
+                ctx.outbox.after_answer(work)
             done = "email"
     except RateLimited as exc:
         page = await _page(ctx, request, session, user, keep, error=str(exc), status=429)

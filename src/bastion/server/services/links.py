@@ -144,21 +144,28 @@ async def check_email_change(storage: Storage, settings: Settings, *, user: User
 
 
 async def send_email_change(storage: Storage, settings: Settings, *, user: User,
-                            new_email: str) -> bool:
-    """Mail a confirmation link to ``new_email``, as ``check_email_change`` returned it;
-    none if another account has that address (its link could only fail, and would tell
-    that account's owner about this one). Run after the answer (``Outbox.after_answer``),
-    as for sign-in links: the page answers alike, and as soon, whoever has the address.
-    Returns whether a mail was queued."""
+                            new_email: str) -> Coroutine[Any, Any, bool] | None:
+    """Store a confirmation link for ``new_email``, as ``check_email_change`` returned it,
+    and return the rest to run once the request is answered (``Outbox.after_answer``):
+    mailing it, unless another account has that address (its link could only fail, and
+    would tell that account's owner about this one: it is cancelled instead). Looking
+    the address up after the answer, the page answers alike, and as soon, whoever has
+    it; storing the link before it keeps the links in the order they were asked for,
+    and lets an erasure find the address. None if the user was deleted meanwhile."""
     # only the newest change link works: an earlier one (say to a mistyped address) dies
     await storage.cancel_one_time_tokens(user.id, ("email_change",), datetime.now(UTC))
-    owner = await _user_by_email(storage, new_email)
-    if owner is not None and owner.id != user.id:
-        return False
     issued = await _issue(storage, settings, "email_change", new_email, user, None, {})
-    if issued is None:  # deleted meanwhile
+    if issued is None:
+        return None
+    return _mail_email_change(storage, settings, user, new_email, *issued)
+
+
+async def _mail_email_change(storage: Storage, settings: Settings, user: User, new_email: str,
+                             token: str, expires_at: datetime) -> bool:
+    owner = await _user_by_email(storage, new_email)
+    if owner is not None and owner.id != user.id:  # this link only: a newer one may live
+        await storage.use_one_time_token(secrets.digest(token), datetime.now(UTC))
         return False
-    token, expires_at = issued
     mail = await outbox.enqueue(
         storage, _seal(settings), new_email, "Confirm your new email address", "email_change",
         user_id=user.id, expires_at=expires_at,

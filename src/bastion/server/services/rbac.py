@@ -171,7 +171,7 @@ def _neither_nor(field: str, both: set[str]) -> None:
 @dataclass(frozen=True, slots=True)
 class RolesChange:
     """A change of a user's roles, applied: the roles after it, and the ids of the
-    roles it added and removed, however they were named (for the audit)."""
+    roles asked to be added and removed, however they were named (for the audit)."""
 
     roles: list[Role]
     added: list[str]
@@ -194,13 +194,11 @@ async def change_user_roles(storage: Storage, user_id: str, org_id: str,
     # checked in the write, where concurrent adds wait for each other
     check = functools.partial(check_fits, "add") if added or must_fit else None
     try:
-        # what the user held, for the audit: a role already held (or never held) is
-        # no change (a change made meanwhile by another request may blur this)
-        held = {r.id for r in await storage.user_roles(user_id, org_id)}
         roles = await storage.change_user_roles(user_id, org_id, list(keys), remove_ids,
                                                 check)
-        return RolesChange(roles, [i for i in keys if i not in held],
-                           sorted({i for i in remove_ids if i in held}))
+        # What was asked, resolved: what the user held before is not read apart from
+        # the write, where a change committed in between would hide a grant.
+        return RolesChange(roles, list(keys), sorted(set(remove_ids)))
     except Missing as exc:  # a role to add was deleted since it was looked up
         if exc.key == user_id:  # or the user is erased (or was never there)
             await users.refuse_change(storage, user_id)

@@ -55,11 +55,18 @@ _DRIVERS = {"postgresql": ("PostgreSQL", "asyncpg"), "postgres": ("PostgreSQL", 
 
 
 def _in_memory(url: sa.URL) -> bool:
-    """As SQLite tells a file from memory (``sqlite://``, ``:memory:``, and a URI with
-    ``mode=memory`` or naming ``:memory:``)."""
-    return (url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
-            or (url.query.get("uri") == "true" and (url.database or "").startswith(
-                ("file::memory:", "file:?"))))  # a URI naming memory, or nothing
+    """As SQLite tells a file from memory or a private temporary database
+    (``sqlite://``, ``:memory:``, a URI with ``mode=memory``, ``vfs=memdb``, naming
+    ``:memory:`` or nothing)."""
+    if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+        return True
+    if url.query.get("vfs") == "memdb":
+        return True
+    uri = url.query.get("uri")
+    if not (isinstance(uri, str) and sa.util.asbool(uri)):  # as the dialect reads it
+        return False
+    name = (url.database or "").removeprefix("file:").split("?")[0]
+    return name in ("", ":memory:") or name.startswith(":memory:")  # empty: a temporary one
 
 
 def _check_asyncpg(url: sa.URL) -> None:
