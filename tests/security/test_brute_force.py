@@ -389,3 +389,25 @@ async def test_a_burst_of_refused_attempts_is_audited_once(locking: Env) -> None
         audited = (await conn.execute(sa.select(sa.func.count()).select_from(events).where(
             events.c.action == "login.throttled"))).scalar()
     assert audited == 1
+
+
+async def test_a_stranger_cannot_lock_the_owners_browser_out(locking: Env) -> None:
+    """A stranger who knows a username locked its account for everyone, its owner
+    included. The browsers that have signed in with the account's address have a
+    count of their own (a MAC of the address in the bastion_known cookie)."""
+    owner = locking.http
+    assert (await form_attempt(locking, password=PASSWORD, http=owner)).status_code == 303
+    stranger = await locking.browser(ip="203.0.113.9")
+    for _ in range(LOCK_AFTER):
+        assert (await form_attempt(locking, http=stranger)).status_code == 401
+    assert (await form_attempt(locking, password=PASSWORD, http=stranger)).status_code == 429
+    fresh = await locking.browser(ip="203.0.113.10")  # a browser the account never used
+    assert (await form_attempt(locking, password=PASSWORD, http=fresh)).status_code == 429
+    assert (await form_attempt(locking, password=PASSWORD, http=owner)).status_code == 303
+    # Its own count locks it, as the account's does, and leaves the stranger's alone.
+    for _ in range(LOCK_AFTER):
+        assert (await form_attempt(locking, http=owner)).status_code == 401
+    assert (await form_attempt(locking, password=PASSWORD, http=owner)).status_code == 429
+    forged = await locking.browser(ip="203.0.113.11")
+    forged.cookies.set("bastion_known", "not-a-mark")
+    assert (await form_attempt(locking, password=PASSWORD, http=forged)).status_code == 429

@@ -27,7 +27,7 @@ from bastion.server.endpoints._query import page_form
 from bastion.server.endpoints.authorize import login_page
 from bastion.server.middleware import acts_on_get, request_ip
 from bastion.server.models import LoginSession, User
-from bastion.server.pages import csrf_ok, form_page, render, session_of
+from bastion.server.pages import csrf_ok, form_page, known_to, render, session_of
 from bastion.server.services import audit, links, login, sessions
 from bastion.server.services import users as user_service
 from bastion.server.services.errors import RateLimited, ServiceError
@@ -153,7 +153,8 @@ async def _reauthenticated(ctx: Context, request: Request, posted: _Posted,
         return missing
     try:
         await login.authenticate(ctx.storage, ctx.passwords, ctx.settings, posted.user.username,
-                                 current_password, request_ip(request))
+                                 current_password, request_ip(request),
+                                 known=known_to(ctx, request))
     except login.LoginFailed:
         return "The current password is not right."
     except login.TooManyAttempts as exc:

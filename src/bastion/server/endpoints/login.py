@@ -27,6 +27,7 @@ from bastion.server.models import Event, User
 from bastion.server.pages import (
     cookie_options,
     csrf_ok,
+    known_to,
     mark_known,
     render,
     session_cookie,
@@ -113,7 +114,7 @@ async def login_submit(request: Request) -> Response:
     who = audit.Actor(None, "anonymous", client_id, ip)
     try:
         user = await login.authenticate(ctx.storage, ctx.passwords, ctx.settings,
-                                        username, password, ip)
+                                        username, password, ip, known=known_to(ctx, request))
     except login.TooManyAttempts as exc:
         if login.first_refusal(ctx.storage, exc):
             await audit.record(ctx.storage, who, "login.throttled", login.tried(username))

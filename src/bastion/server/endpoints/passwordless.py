@@ -36,7 +36,7 @@ from bastion.server.endpoints.login import local_page, login_target, signed_in
 from bastion.server.grants._request import TokenRequest
 from bastion.server.middleware import request_ip
 from bastion.server.models import User
-from bastion.server.pages import csrf_ok, form_page, known_marks, knows, render, session_of
+from bastion.server.pages import csrf_ok, form_page, known_to, render, session_of
 from bastion.server.services import audit, links, sessions, users
 from bastion.server.services.errors import (
     AlreadyExists,
@@ -77,13 +77,12 @@ async def request_link_page(request: Request) -> Response:
                           status=status, next_url=next_url)
     if not csrf_ok(ctx, request, form.get("csrf_token")):
         return again("This form has expired. Please try again.", 400)
-    marks = known_marks(ctx, request)
     try:
         work = await links.send_sign_in_link(
             ctx.storage, ctx.settings, email=form.get("email", ""),
             client=req.client if req else None, authorize_query=query, next_url=next_url,
             ip=request_ip(request),
-            known=lambda email: bool(marks) and knows(ctx, marks, email))
+            known=known_to(ctx, request))
     except InvalidInput:
         return again("Enter a valid email address.", 400)
     except RateLimited as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +65,17 @@ def known_marks(ctx: Context, request: Request) -> list[str]:
     return value.split(".")[:_KNOWN_MARKS] if len(value) <= 512 else []
 
 
-def knows(ctx: Context, marks: list[str], email: str) -> bool:
-    """Whether one of ``marks`` is that of ``email`` (folded; in constant time)."""
-    mark = ctx.signer.mac("known-browser", email)
-    return any(secrets.compare_digest(mark, given) for given in marks)
+def known_to(ctx: Context, request: Request) -> Callable[[str], bool] | None:
+    """Whether this browser has signed in with an address (folded), told by its marks
+    in constant time; None when it has none."""
+    marks = known_marks(ctx, request)
+    if not marks:
+        return None
+
+    def knows(email: str) -> bool:
+        mark = ctx.signer.mac("known-browser", email)
+        return any(secrets.compare_digest(mark, given) for given in marks)
+    return knows
 
 
 def mark_known(ctx: Context, request: Request, response: Response, user: User) -> None:

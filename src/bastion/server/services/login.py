@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from bastion.server.metrics import LOGIN_FAILURES
@@ -52,12 +53,17 @@ def first_refusal(storage: Storage, refused: TooManyAttempts) -> bool:
 async def authenticate(
     storage: Storage, passwords: Passwords, settings: Settings,
     login: str, password: str, ip: str | None, *, client_id: str | None = None,
+    known: Callable[[str], bool] | None = None,
 ) -> User:
     """The user whose ``login`` (username or email) and ``password`` these are.
 
     ``client_id``: the confidential client whose server makes this call for one of its
     users (the password grant); its budget replaces the one of ``ip``, the app
-    server's address, which all its users share."""
+    server's address, which all its users share.
+
+    ``known``: whether this browser has signed in with an address (``pages.knows``).
+    Its attempts on that account have a count of their own, apart from the account's:
+    a stranger's guesses cannot lock the account's owner out of their own browser."""
     # Counted per spelling typed (unknown accounts behave like real ones) and, for a real
     # account, per account: typing the username and then the email shares one count.
     keys = throttle.login_keys(settings, login, ip, client_id)
@@ -69,11 +75,15 @@ async def authenticate(
             user, counts = await storage.get_login(login.strip(), names, throttle.ACCOUNT_KEY)
         else:
             user, counts = None, await storage.get_throttles(names)
-        if user is not None:
-            keys.append(throttle.account_key(settings, user.id))
-        async with gate.hold(keys[len(names):]):  # the account, whichever spelling was typed
-            if gate.recorded != seen:  # a failure recorded since the read may be this account's
-                counts = await storage.get_throttles([k for k, _ in keys])
+        own = user is not None and known is not None and known(fold(user.email))
+        account = ([] if user is None else [throttle.known_account_key(settings, user.id)]
+                   if own else [throttle.account_key(settings, user.id)])
+        if own:  # counted apart from the spelling's and the account's counts
+            keys = [k for k in keys if not k[0].startswith(throttle.SPELLING_KEY)]
+        keys = [*keys, *account]
+        async with gate.hold(account):  # the account, whichever spelling was typed
+            if own or gate.recorded != seen:  # (a failure recorded since the read may be
+                counts = await storage.get_throttles([k for k, _ in keys])  # this account's)
             return await _decide(storage, passwords, keys, counts, user, password)
 
 
@@ -92,7 +102,9 @@ async def _decide(storage: Storage, passwords: Passwords, keys: throttle.Keys,
         LOGIN_FAILURES.labels("bad_credentials").inc()
         raise LoginFailed()
     # A success forgets the account's failures (the IP's or client's count stays).
-    stale = [t.key for t in counts if t.key.startswith(("acct:", throttle.ACCOUNT_KEY))]
+    stale = [t.key for t in counts if t.key.startswith((throttle.SPELLING_KEY,
+                                                        throttle.ACCOUNT_KEY,
+                                                        throttle.KNOWN_ACCOUNT_KEY))]
     if stale:
         await throttle.clear(storage, stale)
     return user

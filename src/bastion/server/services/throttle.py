@@ -37,6 +37,8 @@ from bastion.server.text import fold
 
 FORGET_AFTER = timedelta(hours=1)
 ACCOUNT_KEY = "user:"  # + user id: the count shared by every spelling of one account
+SPELLING_KEY = "acct:"  # + a login as typed, folded
+KNOWN_ACCOUNT_KEY = "user-known:"  # + user id: sign-ins from browsers known to the account
 CLIENT_KEY = "client:"  # + client id: a confidential client's back-channel sign-ins
 KNOWN_KEY = "link-known:"  # + address: links asked for by browsers signed in with it
 CHANGE_KEY = "link-change:"  # + address: email-change links to it, from any account
@@ -108,7 +110,7 @@ def login_keys(settings: Settings, login: str, ip: str | None, client_id: str | 
     """The keys of a sign-in known before its account is: the spelling, and the IP or,
     for a confidential client's back-channel call, the client (``client_id``)."""
     account = _account_policy(settings)
-    keys = [("acct:" + fold(login.strip())[:300], account)]
+    keys = [(SPELLING_KEY + fold(login.strip())[:300], account)]
     if client_id is not None:  # no delays: they would pause every user of the app
         keys.append((CLIENT_KEY + client_id, _shared(settings.login_client_lock_after,
                                                      account.lock_seconds)))
@@ -123,12 +125,18 @@ def account_key(settings: Settings, user_id: str) -> tuple[str, Policy]:
     return ACCOUNT_KEY + user_id, _account_policy(settings)
 
 
+def known_account_key(settings: Settings, user_id: str) -> tuple[str, Policy]:
+    """The key of a real account's sign-ins from browsers that have signed in with its
+    address: their own count, so that strangers cannot lock them out."""
+    return KNOWN_ACCOUNT_KEY + user_id, _account_policy(settings)
+
+
 def keys_naming(user_id: str, names: Collection[str]) -> list[str]:
     """Every key that names an account: its id, and its logins and addresses as a
     sign-in or a link request spells them."""
     spelled = sorted({fold(name.strip())[:300] for name in names})
-    return [ACCOUNT_KEY + user_id, *("acct:" + n for n in spelled),
-            CHANGER_KEY + user_id, *(prefix + n for n in spelled for prefix in ADDRESS_KEYS)]
+    return [ACCOUNT_KEY + user_id, KNOWN_ACCOUNT_KEY + user_id, CHANGER_KEY + user_id,
+            *(prefix + n for n in spelled for prefix in (SPELLING_KEY, *ADDRESS_KEYS))]
 
 
 def email_change_keys(settings: Settings, user_id: str, email: str, ip: str | None,
