@@ -96,7 +96,7 @@ async def send_sign_in_link(storage: Storage, settings: Settings, *, email: str,
 
     ``back_channel``: the client's server asks, for any of its users (``ip`` is the
     server's): a confidential client's own budget stands in for that address's.
-    ``known``: whether this browser has signed in with an address (``pages.knows``)."""
+    ``known``: whether this browser has signed in with an address (``pages.known_to``)."""
     email = check_email(email.strip())
     # A browser that has signed in with the address has a budget of its own for it: a
     # stranger asking for that address cannot lock its owner out.

@@ -61,7 +61,7 @@ async def authenticate(
     users (the password grant); its budget replaces the one of ``ip``, the app
     server's address, which all its users share.
 
-    ``known``: whether this browser has signed in with an address (``pages.knows``).
+    ``known``: whether this browser has signed in with an address (``pages.known_to``).
     Its attempts on that account have a count of their own, apart from the account's:
     a stranger's guesses cannot lock the account's owner out of their own browser."""
     # Counted per spelling typed (unknown accounts behave like real ones) and, for a real
