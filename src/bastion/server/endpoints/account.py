@@ -261,12 +261,12 @@ async def _owner(ctx: Context, request: Request, user_id: str | None) -> User | 
     """The signed-in user if the link is theirs; else the page to show. Only the
     account's own browser may confirm: else anyone could ask for someone else's
     address, and its owner's click would give them that address, verified."""
+    current = await _current(ctx, request)  # (a deleted user has no session)
+    if current is not None and current[1].id == user_id:
+        return current[1]
     owner = await ctx.storage.get_user(user_id) if user_id else None
     if owner is None or owner.deleted_at is not None:
         return _bad_email_link(ctx)
-    current = await _current(ctx, request)
-    if current is not None and current[1].id == owner.id:
-        return current[1]
     message = ("This link changes the email address of an account. Sign in to that "
                "account in this browser, then open the link from your email again.")
     if current is not None:

@@ -75,11 +75,13 @@ async def authenticate(
             user, counts = await storage.get_login(login.strip(), names, throttle.ACCOUNT_KEY)
         else:
             user, counts = None, await storage.get_throttles(names)
+        account: throttle.Keys = []
         own = user is not None and known is not None and known(fold(user.email))
-        account = ([] if user is None else [throttle.known_account_key(settings, user.id)]
-                   if own else [throttle.account_key(settings, user.id)])
         if own:  # counted apart from the spelling's and the account's counts
             keys = [k for k in keys if not k[0].startswith(throttle.SPELLING_KEY)]
+        if user is not None:
+            key = throttle.known_account_key if own else throttle.account_key
+            account = [key(settings, user.id)]
         keys = [*keys, *account]
         async with gate.hold(account):  # the account, whichever spelling was typed
             if own or gate.recorded != seen:  # (a failure recorded since the read may be
