@@ -43,14 +43,28 @@ def _not_in_argv(_text: str) -> str:
         "(ps): set BASTION_OLD_SECRET_KEY or use --old-secret-key-file PATH")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports unrecognized arguments by name only: a misspelt option with a secret
+    (``--old-secret=VALUE``) or a stray value must not be echoed to the terminal or log."""
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            names = [a.split("=", 1)[0] + ("=..." if "=" in a else "") if a.startswith("-")
+                     else "..." for a in extras]
+            self.error(f"unrecognized arguments: {' '.join(names)} (values not shown)")
+        return parsed
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--database-url", help="SQLAlchemy async URL (env BASTION_DATABASE_URL; "
                         "prefer the environment for a URL with a password: argv is public)")
     common.add_argument("--data-dir", help="directory of the default SQLite database and "
                         "development secret key (env BASTION_DATA_DIR)")
 
-    parser = argparse.ArgumentParser(prog="bastion", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="bastion", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", parents=[common], help="run the server")

@@ -209,6 +209,14 @@ def test_the_old_secret_key_is_never_taken_from_the_command_line(cli, url, args)
                                                            for k in keys_before]
 
 
+@pytest.mark.parametrize("args", [("secret-key", "rotate", f"--old-secret={OLD}"),
+                                  ("purge", OLD), ("purge", "--json", f"--old={OLD}", OLD)])
+def test_unrecognized_arguments_are_named_without_their_values(cli, url, args) -> None:
+    code, err = cli(*args, "--database-url", url, BASTION_SECRET_KEY=NEW)
+    assert code == 2 and OLD not in err
+    assert "error: unrecognized arguments: " in err and "(values not shown)" in err
+
+
 def test_the_old_secret_key_from_a_file(cli, url, tmp_path) -> None:
     prepare(url)
     path = tmp_path / "old"
