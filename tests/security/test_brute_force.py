@@ -12,7 +12,7 @@ import asyncio
 import re
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx2
@@ -411,3 +411,24 @@ async def test_a_stranger_cannot_lock_the_owners_browser_out(locking: Env) -> No
     forged = await locking.browser(ip="203.0.113.11")
     forged.cookies.set("bastion_known", "not-a-mark")
     assert (await form_attempt(locking, password=PASSWORD, http=forged)).status_code == 429
+
+
+async def test_a_known_mark_that_is_not_ascii_is_no_mark(locking: Env) -> None:
+    """Such a cookie made the login's constant-time check raise: a 500 for a real
+    account's login and a 401 for an unknown one, no count kept, and a 500 on the
+    sign-in link form. Now it is no mark at all."""
+    browser = await locking.browser(ip="203.0.113.12")
+    fields = await login_form(browser, authorize_url(locking.web.client_id, prompt="login"))
+    mark = locking.ctx.signer.mac("known-browser", "alice@example.com")
+    cookie = (f"bastion_csrf={browser.cookies['bastion_csrf']}; bastion_known=".encode()
+              + b"\xe9." + mark.encode() + b"\xe9")
+    def attempt(login: str) -> Awaitable[httpx2.Response]:
+        return browser.post("/login", data={**fields, "login": login, "password": WRONG},
+                            headers={"Cookie": cookie})
+    for _ in range(LOCK_AFTER):
+        real, unknown = await attempt("alice"), await attempt("nobody")
+        assert real.status_code == unknown.status_code == 401
+    assert (await attempt("alice")).status_code == 429  # counted with the account's
+    r = await browser.post("/login/link/request", data={**fields, "email": "x@example.com"},
+                           headers={"Cookie": cookie})
+    assert r.status_code == 200, r.text[:300]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -57,12 +58,17 @@ def session_of(ctx: Context, request: Request) -> str | None:
 KNOWN_COOKIE = "bastion_known"
 KNOWN_SECONDS = 400 * 86400  # the longest a browser keeps a cookie
 _KNOWN_MARKS = 5  # accounts one browser is remembered for (a shared computer)
+_MARK = re.compile(r"[A-Za-z0-9_-]{43}")  # a Signer.mac: SHA-256, base64url
 
 
 def known_marks(ctx: Context, request: Request) -> list[str]:
-    """The marks of the addresses this browser has signed in with (``mark_known``)."""
+    """The marks of the addresses this browser has signed in with (``mark_known``).
+    Anything not shaped as a mark is dropped: ``compare_digest`` refuses non-ASCII
+    text, and a 500 there would tell which logins name an account."""
     value = request.cookies.get(KNOWN_COOKIE + ctx.settings.cookie_suffix, "")
-    return value.split(".")[:_KNOWN_MARKS] if len(value) <= 512 else []
+    if len(value) > 512:
+        return []
+    return [m for m in value.split(".") if _MARK.fullmatch(m)][:_KNOWN_MARKS]
 
 
 def known_to(ctx: Context, request: Request) -> Callable[[str], bool] | None:
