@@ -85,6 +85,8 @@ def _forge(header: dict[str, Any], payload: dict[str, Any], signature: bytes = b
         lambda p: "not-a-jwt",
         lambda p: "a.b.c",
         lambda p: "x" * 20_000,  # refused before parsing
+        # a header of nested arrays: a RecursionError in the parser, within the size limit
+        lambda p: base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=") + ".e30.AA",
         lambda p: p.sign(key=PrivateKey.generate("key-1", "ES256")),  # same kid, other key
     ],
 )

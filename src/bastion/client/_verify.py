@@ -50,7 +50,8 @@ def _json_object(segment: bytes) -> dict[str, Any]:
         value, end = _DECODER.raw_decode(text)
         if end != len(text):  # trailing whitespace (or junk): let the full parser judge
             value = _DECODER.decode(text)
-    except (binascii.Error, ValueError):  # ValueError covers JSON and UTF-8 errors
+    # ValueError covers JSON and UTF-8 errors; RecursionError deeply nested arrays.
+    except (binascii.Error, ValueError, RecursionError):
         raise InvalidToken("The token is malformed.") from None
     if not isinstance(value, dict):
         raise InvalidToken("The token is malformed.")
