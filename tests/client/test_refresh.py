@@ -506,3 +506,39 @@ def test_a_refresh_without_id_token_keeps_the_validated_one(
     renewed = client.refresh(tokens)
     assert renewed.id_token == tokens.id_token
     assert renewed.id_token_claims == tokens.id_token_claims
+
+
+class StoreDown(Exception):
+    pass
+
+
+def failing_once(seen: list[TokenSet]) -> Any:
+    def on_refresh(tokens: TokenSet) -> None:
+        seen.append(tokens)
+        if len(seen) == 1:
+            raise StoreDown("the session store is briefly down")
+    return on_refresh
+
+
+def test_tokens_are_kept_when_on_refresh_fails(provider: FakeProvider) -> None:
+    """The new tokens were dropped: after the memory of traded tokens (30 s), the spent
+    refresh token was sent again, a reuse that revokes the whole family."""
+    seen: list[TokenSet] = []
+    with sync_client(provider) as client:
+        auth = client.token_auth(user_tokens(), on_refresh=failing_once(seen))
+        with pytest.raises(StoreDown):
+            client.request("GET", "api/thing", auth=auth)
+        assert auth.tokens is seen[0] and auth.tokens.refresh_token == "rotated-refresh-1"
+        assert client.request("GET", "api/thing", auth=auth).status_code == 200
+    assert provider.calls[TOKEN_PATH] == 1
+
+
+async def test_tokens_are_kept_when_on_refresh_fails_async(provider: FakeProvider) -> None:
+    seen: list[TokenSet] = []
+    async with async_client(provider) as client:
+        auth = client.token_auth(user_tokens(), on_refresh=failing_once(seen))
+        with pytest.raises(StoreDown):
+            await client.request("GET", "api/thing", auth=auth)
+        assert auth.tokens is seen[0] and auth.tokens.refresh_token == "rotated-refresh-1"
+        assert (await client.request("GET", "api/thing", auth=auth)).status_code == 200
+    assert provider.calls[TOKEN_PATH] == 1

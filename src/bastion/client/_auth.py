@@ -58,9 +58,13 @@ class _CachedTokenAuth(httpx2.Auth):
         if token is not None and token is not stale and fresh:
             return token
         token = yield from self.new_token_flow()
-        self._token = token
-        self._margin = renewal_margin(token, core.clock(), core.settings.refresh_margin)
+        self._keep(token)
         return token
+
+    def _keep(self, token: TokenSet) -> None:
+        self._token = token
+        self._margin = renewal_margin(token, self._core.clock(),
+                                      self._core.settings.refresh_margin)
 
     @staticmethod
     def _authorize(request: httpx2.Request, token: TokenSet) -> httpx2.Request:
@@ -164,7 +168,8 @@ class TokenAuth(_CachedTokenAuth):
 
     ``client.token_auth(tokens, on_refresh=save)``; ``auth.tokens`` is always
     the current ``TokenSet``. Without a refresh token, an expired access token
-    is sent as is and the server's 401 is returned.
+    is sent as is and the server's 401 is returned. Should ``on_refresh`` raise,
+    the request raises its error, and ``auth.tokens`` holds the new tokens all the same.
     """
 
     def __init__(
@@ -191,5 +196,8 @@ class TokenAuth(_CachedTokenAuth):
             return current
         tokens = yield from self._core.refresh_flow(current)
         if self._on_refresh is not None and tokens is not current:
+            # Kept first: should the callback fail, the spent refresh token must not
+            # be sent again (a reuse revokes the whole family).
+            self._keep(tokens)
             self._on_refresh(tokens)
         return tokens
