@@ -148,6 +148,42 @@ def test_a_callback_repeating_a_parameter_is_refused(make_client: Any,
     assert provider.calls["/tenant/oauth/token"] == 0
 
 
+@pytest.mark.parametrize("given", [
+    lambda s: {"code": "c-1", "state": s, "iss": ISSUER, "error": None},  # args.get("error")
+    lambda s: f"code=c-1&state={s}&iss={ISSUER}",  # the query, its iss unencoded
+    lambda s: "/callback?" + urlencode({"code": "c-1", "state": s, "iss": ISSUER}),
+])
+def test_the_callback_may_be_given_as_its_parameters(make_client: Any, provider: FakeProvider,
+                                                     given: Any) -> None:
+    client = make_client(**LOGIN)
+    state, _ = start(client, provider)
+    assert client.finish_authorization_response(given(state), state).access_token
+    sent = [provider.form(r) for r in provider.requests if r.url.path.endswith("/oauth/token")]
+    assert [form["code"] for form in sent] == ["c-1"]
+
+
+def test_a_code_of_none_is_no_code(make_client: Any, provider: FakeProvider) -> None:
+    client = make_client(**LOGIN)
+    state, _ = start(client, provider)
+    with pytest.raises(ProtocolError, match="neither a code nor an error"):
+        client.finish_authorization_response({"code": None, "state": state, "iss": ISSUER})
+    assert provider.calls["/tenant/oauth/token"] == 0
+
+
+def test_an_expected_state_is_compared_whatever_its_text(make_client: Any,
+                                                        provider: FakeProvider) -> None:
+    client = make_client(**LOGIN)
+    state, _ = start(client, provider)
+    lone = "\ud800"  # no UTF-8 for it: raised UnicodeEncodeError, the state in its text
+    for callback_state, expected in ((state, lone), (lone, state), (state + lone, state)):
+        with pytest.raises(InvalidStateError, match="does not match") as caught:
+            client.finish_authorization("c-1", callback_state, expected_state=expected)
+        assert state not in str(caught.value)
+    assert provider.calls["/tenant/oauth/token"] == 0
+    # a session store may give it back as bytes
+    assert client.finish_authorization("c-1", state, expected_state=state.encode())
+
+
 def test_the_algorithms_option_applies_to_id_tokens(make_client: Any,
                                                     provider: FakeProvider) -> None:
     client = make_client(**LOGIN, algorithms=["ES256"])  # the provider's ID key is RS256
@@ -346,10 +382,11 @@ def test_userinfo_subject_must_match_the_id_token(make_client: Any, provider: Fa
 
 def test_logout_url(make_client: Any, provider: FakeProvider):
     client = make_client()
-    url = client.logout_url("id.tok.en", "https://app.example/bye", state="s")
+    hint = provider.id_token("at")
+    url = client.logout_url(hint, "https://app.example/bye", state="s")
     assert url.startswith(ISSUER + "/oauth/logout?")
     assert params(url) == {
-        "id_token_hint": "id.tok.en",
+        "id_token_hint": hint,
         "post_logout_redirect_uri": "https://app.example/bye",
         "state": "s",
         "client_id": CLIENT_ID,
@@ -362,6 +399,17 @@ def test_an_access_token_is_no_logout_hint(make_client: Any, provider: FakeProvi
     client = make_client()
     with pytest.raises(ConfigurationError, match="not an access token"):
         client.logout_url(provider.sign())
+
+
+@pytest.mark.parametrize("hint", [
+    "2YotnFZFEjr1zCsicMWpAA",  # an opaque access or refresh token
+    "id.tok.en",
+    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1In0.AA",  # a JWT without aud
+])
+def test_only_an_id_token_is_a_logout_hint(make_client: Any, provider: FakeProvider,
+                                           hint: str) -> None:
+    with pytest.raises(ConfigurationError, match="must be an ID token"):
+        make_client().logout_url(hint)
 
 
 def test_revoke_all(make_client: Any, provider: FakeProvider):

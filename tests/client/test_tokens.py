@@ -45,6 +45,16 @@ def test_missing_access_token_is_a_protocol_error(body: dict[str, object]):
         TokenSet.from_response(body, now=0)
 
 
+@pytest.mark.parametrize("body", [{"access_token": "tok\u00e9n"},
+                                  {"access_token": "a\nb"},
+                                  {"access_token": "at", "refresh_token": "r\ud800"}])
+def test_a_token_not_made_of_visible_ascii_is_a_protocol_error(body: dict[str, object]):
+    """RFC 6749 A.12, A.17. Such an access token raised UnicodeEncodeError when an ID
+    token's at_hash was checked against it."""
+    with pytest.raises(ProtocolError, match="not printable ASCII"):
+        TokenSet.from_response(body, now=0)
+
+
 def test_token_sets_hash_and_compare_by_their_tokens():
     body = {"access_token": "at", "refresh_token": "rt", "issued_token_type": "x"}
     one, same = TokenSet.from_response(body, now=0), TokenSet.from_response(body, now=0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import math
+import re
 import secrets
 from collections.abc import Collection, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -129,16 +130,32 @@ def start_authorization_flow(
     return sealed, with_query(core.endpoint(metadata, "authorization_endpoint"), params)
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
 def callback_params(callback: str | Mapping[str, str]) -> dict[str, str]:
     """The parameters of an authorization response: a callback URL or a mapping."""
     if isinstance(callback, str):
-        query = urlsplit(callback).query if "?" in callback or "://" in callback else callback
+        # A URL (a scheme, or a path before the ``?``) or the query itself, in which an
+        # ``iss`` may be written unencoded (``iss=https://...``).
+        head = callback.split("?", 1)[0]
+        url = _SCHEME.match(callback) or ("?" in callback and "=" not in head)
+        query = urlsplit(callback).query if url else callback
         pairs = parse_qsl(query, keep_blank_values=True)
         names = [name for name, _ in pairs]
         if len(names) != len(set(names)):  # RFC 6749 3.1: no repeated parameters
             raise InvalidStateError("The callback repeats a parameter.")
         return dict(pairs)
-    return {str(k): str(v) for k, v in callback.items()}
+    # None is an absent parameter: a mapping built with ``args.get("error")``
+    return {str(k): str(v) for k, v in callback.items() if v is not None}
+
+
+def _utf8(value: object) -> bytes:
+    """A state as bytes to compare: ``surrogatepass`` so that any text compares (and
+    fails) quietly; bytes as a session store may give them back."""
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8", "surrogatepass")
 
 
 def open_state(
@@ -147,7 +164,7 @@ def open_state(
     """The state of a callback, checked against this client; ``InvalidStateError``."""
     if expected_state is not None and (
         not isinstance(callback_state, str)
-        or not hmac.compare_digest(callback_state.encode(), expected_state.encode())
+        or not hmac.compare_digest(_utf8(callback_state), _utf8(expected_state))
     ):
         raise InvalidStateError("The state does not match the one this session started.")
     state = unseal(callback_state, core.state_key(), core.clock())

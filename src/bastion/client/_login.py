@@ -132,8 +132,8 @@ def logout_url_flow(
     url = core.endpoint(metadata, "end_session_endpoint")
     if isinstance(id_token_hint, TokenSet):
         id_token_hint = id_token_hint.id_token
-    elif id_token_hint and _is_access_token(id_token_hint):  # it would end up in a URL
-        raise ConfigurationError("id_token_hint must be an ID token, not an access token")
+    elif id_token_hint:  # it goes in a URL: no other token may
+        _check_id_token_hint(id_token_hint)
     params = {
         name: value
         for name, value in (
@@ -210,9 +210,19 @@ def token_check_flow(
     return TokenCheck("valid", dataclasses.replace(tokens, client=core.owner), claims)
 
 
-def _is_access_token(token: str) -> bool:
+def _check_id_token_hint(token: str) -> None:
+    """``ConfigurationError`` unless ``token`` looks like an ID token (unverified: the
+    provider verifies it): a JWT with an audience and a subject, not typed as an
+    access token. An access or refresh token would travel in the URL."""
     try:
-        typ = parse_compact(token).header.get("typ")
+        compact = parse_compact(token)
+        claims = compact.claims()
     except JoseError:
-        return False
-    return isinstance(typ, str) and typ.lower() in ACCESS_TOKEN_TYPES
+        claims = {}
+    else:
+        typ = compact.header.get("typ")
+        if isinstance(typ, str) and typ.lower() in ACCESS_TOKEN_TYPES:
+            raise ConfigurationError("id_token_hint must be an ID token, not an access token")
+    if "aud" not in claims or "sub" not in claims:
+        raise ConfigurationError("id_token_hint must be an ID token (a JWT with aud and sub), "
+                                 "such as tokens.id_token")

@@ -34,6 +34,8 @@ _KNOWN = frozenset(
 )
 #: Visible ASCII: all a header value can carry (RFC 6750 section 2.1 allows less).
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+#: What a token may be made of (RFC 6749 appendix A: VSCHAR).
+_VSCHARS = re.compile(r"[\x20-\x7e]+")
 #: The longest ``expires_in`` taken at its word (ten years, in seconds).
 MAX_EXPIRES_IN = 10 * 365 * 86400
 
@@ -89,6 +91,11 @@ class TokenSet(BoundCopy):
         access_token = body.get("access_token")
         if not isinstance(access_token, str) or not access_token:
             raise ProtocolError("The token response has no access_token.")
+        refresh_token = body.get("refresh_token")
+        for name, token in (("access_token", access_token), ("refresh_token", refresh_token)):
+            if isinstance(token, str) and token and not _VSCHARS.fullmatch(token):
+                # RFC 6749 A.12, A.17: no header could carry it, no at_hash match it
+                raise ProtocolError(f"The token response's {name} is not printable ASCII.")
         token_type = body.get("token_type", "Bearer")
         expires_in = _lifetime(body.get("expires_in"))
         expires_at = None if expires_in is None else datetime.fromtimestamp(now + expires_in, UTC)
@@ -101,7 +108,7 @@ class TokenSet(BoundCopy):
             access_token=access_token,
             token_type=token_type if isinstance(token_type, str) else "Bearer",
             expires_at=expires_at,
-            refresh_token=text("refresh_token"),
+            refresh_token=refresh_token if isinstance(refresh_token, str) else None,
             scope=text("scope"),
             id_token=text("id_token"),
             extra={k: v for k, v in body.items() if k not in _KNOWN},
