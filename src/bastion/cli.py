@@ -477,7 +477,7 @@ async def _keys_rotate(_args: argparse.Namespace, settings: Any) -> int:
         print(f"{', '.join(fresh)}: new, as no next key was stored or it was published "
               f"less than {keys.JWKS_MAX_AGE} s ago: relying parties that cache the JWKS "
               "may refuse its tokens until they fetch it again")
-    print(f"running servers start signing with them within {keys.RELOAD_EVERY:g} s; "
+    print(f"running servers start signing with them within {keys.RELOAD_BOUND:g} s; "
           "the next keys are published now, and old public keys stay published until "
           "their tokens expire")
     return 0
@@ -495,7 +495,7 @@ async def _keys_withdraw(args: argparse.Namespace, settings: Any) -> int:
 
     kids = await _with_storage(settings, withdraw)
     print(f"withdrew {args.kid}; signing keys now: {', '.join(kids)}")
-    print(f"running servers drop it within {keys.RELOAD_EVERY:g} s, relying parties when "
+    print(f"running servers drop it within {keys.RELOAD_BOUND:g} s, relying parties when "
           "they fetch the JWKS again (the SDK: within its jwks_max_age)")
     return 0
 
@@ -607,7 +607,8 @@ def _serve(args: argparse.Namespace, settings: Any) -> int:
     _run(_with_storage(settings, prepare))
     # Workers are separate processes: they read their settings from the environment.
     os.environ["BASTION_ISSUER"] = issuer
-    os.environ["BASTION_DATABASE_URL"] = settings.resolved_database_url
+    if settings.database_url:  # else they find the default database as this did
+        os.environ["BASTION_DATABASE_URL"] = settings.database_url
     os.environ["BASTION_DATA_DIR"] = str(settings.data_dir)
     made = None
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -89,7 +89,10 @@ def test_a_sync_sqlite_url_names_the_scheme_to_use(cli, tmp_path) -> None:
                                  "sqlite+aiosqlite:///file::memory:?uri=true",
                                  "sqlite+aiosqlite:///file::memory:?uri=1",
                                  "sqlite+aiosqlite:///file:?uri=true",  # a temporary one
-                                 "sqlite+aiosqlite:///file:/x.db?uri=true&vfs=memdb"])
+                                 "sqlite+aiosqlite:///file:/x.db?uri=true&vfs=memdb",
+                                 # a query in the name, as SQLAlchemy decodes it
+                                 "sqlite+aiosqlite:///file:m%3Fmode%3Dmemory?uri=true",
+                                 "sqlite+aiosqlite:///file:m%3Fa%3D1%26vfs%3Dmemdb?uri=1"])
 @pytest.mark.parametrize("command", [["migrate"], ["keys", "rotate"], ["serve"]])
 def test_an_in_memory_database_is_refused_in_one_line(cli, monkeypatch, url, command) -> None:
     """It failed with a TypeError (pool arguments StaticPool does not take); had it

@@ -10,6 +10,7 @@ import pytest
 from cli_helpers import Invoke, cli_runner, one_line
 
 import bastion.cli
+from bastion.server.settings import load_settings
 
 SECRET = "serve-" + "s" * 40
 
@@ -68,7 +69,19 @@ def test_serve_creates_the_default_database_where_no_setting_names_one(
     assert code == 0, err
     assert (tmp_path / "bastion-data" / "bastion.db").exists()
     assert (tmp_path / "bastion-data" / "secret_key").exists()
-    for name in ("BASTION_DATABASE_URL", "BASTION_DATA_DIR"):  # set for its workers
-        monkeypatch.delenv(name)
+    assert "BASTION_DATABASE_URL" not in os.environ  # the workers find it as serve did
+    monkeypatch.delenv("BASTION_DATA_DIR")  # set for its workers
     code, err = cli("keys", "rotate")
     assert code == 0, err
+
+
+def test_serve_takes_a_data_dir_of_any_bytes_as_the_other_commands_do(
+        cli, served, tmp_path) -> None:
+    """serve handed its workers the database URL made of that path, and a worker's
+    settings refused it as text that is not UTF-8, a setting nobody had set."""
+    data = os.fsdecode(os.fsencode(tmp_path) + b"/d\xff")
+    code, err = cli("serve", "--data-dir", data)
+    assert code == 0, err
+    worker = load_settings()  # as create_app_from_env: from the environment
+    assert worker.resolved_database_url == served[0].resolved_database_url
+    assert os.path.exists(os.fsencode(tmp_path) + b"/d\xff/bastion.db")

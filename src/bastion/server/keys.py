@@ -54,6 +54,8 @@ USES: tuple[KeyUse, ...] = ("access", "id")
 RELOAD_EVERY = 1.0
 #: Keys read up to this long past their reload are still used while a read runs.
 RELOAD_GRACE = 0.25
+#: The longest a running server signs with keys no longer stored so (plus the read).
+RELOAD_BOUND = RELOAD_EVERY + RELOAD_GRACE
 JWKS_MAX_AGE = 60  # seconds a relying party may cache the JWKS (its Cache-Control)
 #: A token naming an unknown key waits for a read of the keys begun after it arrived
 #: (a key made a moment ago elsewhere), but such reads start at most this often.

@@ -5,6 +5,7 @@ password)."""
 from __future__ import annotations
 
 import inspect
+from urllib.parse import parse_qs
 
 import sqlalchemy as sa
 
@@ -65,7 +66,11 @@ def _in_memory(url: sa.URL) -> bool:
     uri = url.query.get("uri")
     if not (isinstance(uri, str) and sa.util.asbool(uri)):  # as the dialect reads it
         return False
-    name = (url.database or "").removeprefix("file:").split("?")[0]
+    # The name may carry a query of its own (``file:x%3Fmode%3Dmemory``, decoded).
+    name, _, inner = (url.database or "").removeprefix("file:").partition("?")
+    given = parse_qs(inner.partition("#")[0])
+    if "memory" in given.get("mode", ()) or "memdb" in given.get("vfs", ()):
+        return True
     return name in ("", ":memory:") or name.startswith(":memory:")  # empty: a temporary one
 
 
