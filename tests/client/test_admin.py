@@ -4,6 +4,7 @@ error mapping, and answers outside the contract."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import timedelta
 from typing import Any
@@ -198,6 +199,29 @@ def test_answers_outside_the_contract(make_client: Any, provider: FakeProvider) 
             httpx2.Response(200, json={"items": [member], "count": 1})]
         with pytest.raises(ProtocolError):
             client.organizations.members("o1")
+
+
+@pytest.mark.parametrize(("call", "path"), [
+    (lambda c: c.roles.delete("acme", ".."), "/organizations/acme/roles/%2E%2E"),
+    (lambda c: c.users.get("."), "/users/%2E"),
+    (lambda c: c.revoke_all(user_id=".."), "/users/%2E%2E/sessions"),
+])
+def test_dot_segments_are_sent_escaped(make_client: Any, provider: FakeProvider, call: Any,
+                                       path: str) -> None:
+    """The URL parser removes "." and ".." and the segment before: deleting a role named
+    ".." deleted its organization, and a user "." read the user listing."""
+    provider.overrides[api_path(path)] = [problem(404)]
+    with contextlib.suppress(NotFound):
+        call(make_client())
+    assert provider.requests[-1].url.raw_path.partition(b"?")[0] == api_path(path).encode()
+
+
+def test_an_answer_naming_no_user_is_a_protocol_error(make_client: Any,
+                                                      provider: FakeProvider) -> None:
+    provider.overrides[api_path("/users/u2")] = [
+        httpx2.Response(200, json={"items": [], "count": 0})]
+    with pytest.raises(ProtocolError, match="no sub or id"):
+        make_client().users.get("u2")
 
 
 def test_organization_request_shapes(make_client: Any, provider: FakeProvider) -> None:

@@ -55,6 +55,8 @@ def segment(value: object, what: str) -> str:
     value = getattr(value, "id", value)
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"{what} must be a non-empty string")
+    if not value.strip("."):  # "." or "..": the URL parser would remove it and what
+        return "%2E" * len(value)  # precedes it (RFC 3986 5.2.4), naming another resource
     return quote(value, safe="")
 
 

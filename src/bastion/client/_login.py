@@ -17,13 +17,12 @@ import dataclasses
 import math
 from collections.abc import Collection
 from typing import Any
-from urllib.parse import quote
 
 from bastion.oauth.claims import ACCESS_TOKEN_TYPES
 from bastion.oauth.errors import InvalidToken
 from bastion.oauth.jose import JoseError, parse_compact
 
-from ._admin import api_flow, authorization
+from ._admin import api_flow, authorization, segment
 from ._authorization import with_query
 from ._base import BaseClient, Flow, _scope_text, subject_of
 from ._discovery import JSON_HEADERS
@@ -158,7 +157,7 @@ def revoke_all_flow(
     """
     if (access_token is None) == (user_id is None):
         raise ConfigurationError("revoke_all takes either an access token or a user_id")
-    path = _SESSIONS_SELF if user_id is None else _SESSIONS_OF.format(quote(user_id, safe=""))
+    path = _SESSIONS_SELF if user_id is None else _SESSIONS_OF.format(segment(user_id, "user_id"))
     response = yield from api_flow(core, "DELETE", path, token=access_token, revokes_token=True)
     # A 401 to a resend says the first attempt revoked the token, unless it could have
     # expired meanwhile (a backoff, a Retry-After): then nothing proves the sessions ended.

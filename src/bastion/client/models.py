@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._shared import Bound, parse_datetime, shared_async_client, shared_client
 from ._user_admin import UserAdministration
+from .exceptions import ProtocolError
 from .state import ReplayStore
 from .tokens import TokenSet
 
@@ -66,6 +67,9 @@ class User(UserAdministration, Bound):
     ) -> User:
         """A user from userinfo or ID token claims, or a REST user object."""
         identifier = claims.get("sub", claims.get("id"))
+        if isinstance(identifier, bool) or not isinstance(identifier, str | int) or (
+                identifier == ""):
+            raise ProtocolError("The answer names no user: no sub or id.")
         username = claims.get("preferred_username", claims.get("username"))
         email = claims.get("email")
         admin = claims.get("is_administrator", claims.get("is_admin"))
