@@ -293,3 +293,34 @@ async def test_a_code_racing_the_end_of_its_session_waits_and_is_not_stored(
     assert not await _while_changing(storage, ended,
                                      lambda: storage.create_code(*_code("s1")))
     assert not await _code_found(storage)
+
+
+def _reissuing(conn: sa.Connection) -> None:
+    """A reissue's statements (``reissue_grant``), not committed: the user held FOR
+    SHARE, the old grant revoked, the new one and its refresh token stored."""
+    from bastion.server.storage.sql_base import values
+    from bastion.server.storage.sql_grants import revoke_grants
+    from bastion.server.storage.tables import grants, refresh_tokens
+
+    conn.execute(sa.select(users.c.id).where(users.c.id == ME.id).with_for_update(read=True))
+    revoke_grants(conn, ["g1"], NOW)
+    conn.execute(grants.insert().values(**values(grant("g2", session_id="s1"))))
+    conn.execute(refresh_tokens.insert().values(**values(RefreshToken(
+        digest=b"2" * 32, grant_id="g2", client_id="app", user_id=ME.id, scope="openid",
+        created_at=NOW, expires_at=LATER))))
+
+
+@pytest.mark.parametrize("ending", ["everywhere", "logout"])
+async def test_a_reissue_racing_the_end_of_the_sessions_is_revoked_with_them(
+        storage: SQLStorage, ending: str) -> None:
+    """PostgreSQL: the revocation ran on a snapshot taken before the reissue committed,
+    skipped the old grant the reissue had revoked, and never saw the new one: a live
+    grant after a sign-out everywhere or a logout, its access tokens accepted."""
+    await _signed_in(storage)
+    assert await storage.create_grant(grant("g1", session_id="s1"), None)
+    end = (lambda: storage.revoke_user_sessions(ME.id, NOW)) if ending == "everywhere" \
+        else (lambda: storage.revoke_session("s1", NOW))
+    await _while_changing(storage, _reissuing, end)  # type: ignore[arg-type]
+    reissued = await storage.get_grant("g2")
+    assert reissued is not None and reissued.revoked_at is not None
+    assert await storage.is_revoked("jti", "g2")

@@ -190,3 +190,28 @@ async def test_the_file_check_follows_a_reconnect_to_a_new_file(tmp_path: Path) 
         await store.ping()
     finally:
         await store.close()
+
+
+async def test_a_writes_reads_are_under_the_write_lock(store: SQLStorage,
+                                                       tmp_path: Path) -> None:
+    """The driver began the transaction at the first write: a read before it (is the
+    grant still live? which key is next?) was outside, and another process could commit
+    in between, e.g. a refresh token stored in a grant a logout had just revoked."""
+    await store.create_user(user(1))
+    other = sqlite3.connect(tmp_path / "calls.db", isolation_level=None, timeout=0)
+    refused: list[str] = []
+
+    def read_then_write(conn: sa.Connection) -> None:
+        conn.execute(sa.text("SELECT count(*) FROM users")).scalar_one()
+        try:  # another process, between this read and this call's first write
+            other.execute("UPDATE users SET username = 'changed'")
+        except sqlite3.OperationalError as exc:
+            refused.append(str(exc))
+        conn.execute(sa.text("UPDATE users SET updated_at = updated_at"))
+
+    try:
+        await store._write(read_then_write)
+    finally:
+        other.close()
+    assert refused == ["database is locked"]
+    assert (await store.get_user(user(1).id)) == user(1)

@@ -44,6 +44,9 @@ class SQLiteThread:
       rolled back and run again on the thread, where the busy timeout is 30 s.
     - While the thread has work, every call queues behind it, so the connection is
       never used by two threads at once and this process's writes keep their order.
+    - A write call runs in one transaction under the write lock (``BEGIN
+      IMMEDIATE``), its reads included: what they saw holds until it commits, as
+      PostgreSQL's row locks make it hold there.
     - Reads that may scan (``SQLBase._read``: lists, searches, counts) always run on
       the thread, and so do checkpoints (they fsync): automatic checkpoints are off on
       this connection and one runs on the thread every ``CHECKPOINT_EVERY`` writes.
@@ -119,6 +122,13 @@ class SQLiteThread:
         try:
             if write:
                 with conn.begin():
+                    # The write lock first: the driver would begin at the first write,
+                    # leaving the reads before it outside the transaction, and another
+                    # process could commit in between.
+                    try:
+                        driver.execute("BEGIN IMMEDIATE")
+                    except sqlite3.OperationalError as exc:  # busy: as a statement's
+                        raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
                     return fn(conn)
             try:
                 return fn(conn)

@@ -54,12 +54,8 @@ class ClientsMixin(SQLBase):
         where = sa.and_(clients.c.client_id == client_id, _LIVE)
 
         def update(conn: sa.Connection) -> Client | None:
-            if conn.dialect.name == "sqlite":  # take the write lock before reading
-                conn.execute(clients.update().where(where).values(name=clients.c.name))
-                query = sa.select(clients).where(where)
-            else:
-                query = sa.select(clients).where(where).with_for_update()
-            row = conn.execute(query).mappings().first()
+            row = conn.execute(sa.select(clients).where(where).with_for_update()
+                               ).mappings().first()
             if row is None:
                 return None
             current = _client(row)

@@ -295,10 +295,9 @@ class DirectoryMixin(SQLBase):
             # Lock, then count, as ``delete_role`` does. PostgreSQL: the organization
             # (a role being created waits, or went first and is locked below) and its
             # roles (an assignment being added holds one: wait for it, then see it).
-            # SQLite: the write lock, before anything is read.
-            if not _sqlite_write_lock(conn, in_org):
-                conn.execute(sa.select(organizations.c.id).where(where).with_for_update())
-                conn.execute(sa.select(roles.c.id).where(in_org).with_for_update())
+            # SQLite holds the write lock from the start.
+            conn.execute(sa.select(organizations.c.id).where(where).with_for_update())
+            conn.execute(sa.select(roles.c.id).where(in_org).with_for_update())
             if conn.execute(sa.select(organizations.c.id).where(where)).first() is None:
                 return "missing"
             held = conn.execute(sa.select(user_roles.c.role_id).where(
@@ -384,11 +383,8 @@ class DirectoryMixin(SQLBase):
         def delete(conn: sa.Connection) -> DeleteRoleResult:
             # Lock the role, then count: else an add committed meanwhile would be
             # cascaded away unseen. PostgreSQL: wait for any add holding the role
-            # (``_live_roles``). SQLite: take the write lock now (a SELECT does not),
-            # as another process may add.
-            if not _sqlite_write_lock(conn, roles.c.id == role_id):
-                conn.execute(sa.select(roles.c.id).where(roles.c.id == role_id)
-                             .with_for_update())
+            # (``_live_roles``). SQLite holds the write lock from the start.
+            conn.execute(sa.select(roles.c.id).where(roles.c.id == role_id).with_for_update())
             in_use = conn.execute(sa.select(sa.func.count()).select_from(user_roles)
                                   .where(user_roles.c.role_id == role_id)).scalar_one()
             if in_use and not force:
@@ -509,26 +505,14 @@ def _live_roles(conn: sa.Connection, role_ids: list[str], org_id: str | None = N
     """Which of ``role_ids`` exist (in ``org_id``), locked until the transaction ends
     (PostgreSQL ``FOR KEY SHARE``: a concurrent delete waits, or went first and the
     role is not found; ``exclusive``: ``FOR NO KEY UPDATE``, so that other exclusive
-    lockers wait too), so rows referencing them can be inserted. SQLite: the write
-    lock is taken first (a SELECT does not take it), so another process's delete
-    cannot land between this check and the inserts."""
+    lockers wait too), so rows referencing them can be inserted. SQLite holds the
+    write lock from the start of the transaction."""
     where: list[Any] = [roles.c.id.in_(role_ids)]
     if org_id is not None:
         where.append(roles.c.organization_id == org_id)
-    _sqlite_write_lock(conn, *where)
     locked = sa.select(roles.c.id).where(*where).with_for_update(
         read=not exclusive, key_share=True)
     return set(conn.execute(locked).scalars())
-
-
-def _sqlite_write_lock(conn: sa.Connection, *where: Any, column: Any = roles.c.name) -> bool:
-    """On SQLite, take the database's write lock now with a no-op update of the rows
-    ``where`` selects in ``column``'s table (a SELECT does not take it, and another
-    process may write in between); whether it did (``False`` elsewhere)."""
-    if conn.dialect.name != "sqlite":
-        return False
-    conn.execute(column.table.update().where(*where).values({column.name: column}))
-    return True
 
 
 def _locked_user(conn: sa.Connection, user_id: str) -> sa.RowMapping | None:
@@ -536,7 +520,6 @@ def _locked_user(conn: sa.Connection, user_id: str) -> sa.RowMapping | None:
     or role assignment waits (on SQLite the write lock). PostgreSQL ``FOR NO KEY
     UPDATE``: rows that refer to the user (a reissued grant) are not held up, which
     could deadlock with a transaction that revoked a grant of theirs first."""
-    _sqlite_write_lock(conn, users.c.id == user_id, column=users.c.updated_at)
     return conn.execute(sa.select(users).where(users.c.id == user_id)
                         .with_for_update(key_share=True)).mappings().first()
 

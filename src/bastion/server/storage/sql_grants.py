@@ -76,6 +76,8 @@ class GrantsMixin(SQLBase):
 
     async def revoke_session(self, session_id: str, at: datetime) -> None:
         def revoke(conn: sa.Connection) -> None:
+            _hold_user(conn, sa.select(login_sessions.c.user_id)
+                       .where(login_sessions.c.id == session_id).scalar_subquery())
             conn.execute(
                 login_sessions.update()
                 .where(login_sessions.c.id == session_id, login_sessions.c.revoked_at.is_(None))
@@ -135,7 +137,6 @@ class GrantsMixin(SQLBase):
     async def reissue_grant(self, old_id: str, grant: Grant, refresh: RefreshToken,
                             at: datetime) -> bool:
         in_org = grant.organization_id is not None
-        sqlite = self.engine.dialect.name == "sqlite"
 
         def reissue(conn: sa.Connection) -> bool:
             # The user first, FOR SHARE: a deletion or an erasure under way (which
@@ -148,13 +149,11 @@ class GrantsMixin(SQLBase):
                 return False
             # PostgreSQL: the roles before the grant, in the order an organization's
             # deletion locks them (the other order could deadlock with it).
-            if in_org and not sqlite and not _holds_role(conn, grant):
+            if in_org and not _holds_role(conn, grant):
                 return False
             # The conditional revocation decides: on PostgreSQL a concurrent one waits
             # for this row and then finds it revoked; SQLite writes one at a time.
             if not revoke_grants(conn, [old_id], at):
-                return False
-            if in_org and sqlite and not _holds_role(conn, grant):  # under the write lock
                 return False
             prepared.insert(conn, grants, _values(grant))
             prepared.insert(conn, refresh_tokens, _values(refresh))
@@ -333,6 +332,7 @@ def _throttles(conn: sa.Connection, keys: list[str]) -> list[Throttle]:
 def end_user_sessions(conn: sa.Connection, user_id: str, at: datetime,
                       keep_session: str | None = None) -> int:
     """End a user's sessions but ``keep_session`` and revoke all their grants."""
+    _hold_user(conn, user_id)
     kept = () if keep_session is None else (login_sessions.c.id != keep_session,)
     done = conn.execute(
         login_sessions.update()
@@ -342,6 +342,16 @@ def end_user_sessions(conn: sa.Connection, user_id: str, at: datetime,
     revoked = revoke_grants(conn, sa.select(grants.c.id).where(grants.c.user_id == user_id),
                             at, tell=True)
     return int(done.rowcount or 0) + revoked
+
+
+def _hold_user(conn: sa.Connection, user_id: Any) -> None:
+    """PostgreSQL: lock the user's row (``FOR NO KEY UPDATE``) before revoking their
+    grants. A grant being made (a login, a reissue) holds it ``FOR SHARE``: this waits
+    for it, and the revocation's statements then see the new grant. Without the lock
+    they ran on a snapshot taken before it committed, and a reissue racing a logout or
+    a sign-out everywhere left a live grant."""
+    conn.execute(sa.select(users.c.id).where(users.c.id == user_id)
+                 .with_for_update(key_share=True))
 
 
 def _queue_logouts(conn: sa.Connection, revoked: Sequence[sa.Row[Any, Any, Any]],
@@ -384,8 +394,9 @@ def revoke_grants(conn: sa.Connection, ids: Any, at: datetime, *, tell: bool = F
         told = (grants.c.client_id, grants.c.user_id, grants.c.session_id)
         if conn.dialect.name == "sqlite":
             # No UPDATE ... RETURNING before SQLite 3.35 (RHEL 9 ships 3.34). Exact all
-            # the same: the callers wrote first, so this transaction holds the one
-            # write lock, and nobody revokes a grant between this read and the update.
+            # the same: a write transaction holds the one write lock from its start
+            # (``SQLiteThread``), so nobody revokes a grant between this read and the
+            # update.
             revoked = conn.execute(sa.select(*told).where(
                 grants.c.id.in_(ids), grants.c.revoked_at.is_(None))).all()
             conn.execute(update)
