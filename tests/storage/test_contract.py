@@ -225,6 +225,24 @@ async def test_search_users_by_substring(storage: SQLStorage, query, expected) -
     assert await storage.count_users(query) == len(expected)
 
 
+@pytest.mark.parametrize(("query", "expected"), [
+    ("\u03c3@example", ["bob\u03c3"]),  # SQLite's index took the final sigma for it
+    ("\u00e4rne", ["\u00c4rne"]),  # not ASCII: a fold, as PostgreSQL's lower()
+    ("\u00e4r", ["\u00c4rne"]),  # short: the scan folds the same
+])
+async def test_search_and_count_agree_on_every_page_beyond_ascii(storage: SQLStorage, query,
+                                                                 expected) -> None:
+    for i, (name, mail) in enumerate([("anna\u03c2", "anna\u03c2@example.gr"),
+                                      ("bob\u03c3", "bob\u03c3@example.gr"),
+                                      ("\u00c4rne", "u3@example.gr")], start=1):
+        await storage.create_user(user(i, username=name, email=mail,
+                                       created_at=NOW + timedelta(seconds=i)))
+    assert await storage.count_users(query) == len(expected)
+    for limit in (1, 10):  # a page of one is found by the scan of the first rows
+        pages = [await storage.search_users(query, limit, offset) for offset in range(3)]
+        assert [u.username for page in pages for u in page] == expected
+
+
 async def test_search_pages_in_a_stable_order_and_skips_deleted(storage: SQLStorage) -> None:
     await seed_users(storage)
     await storage.update_user(user(2).id, {"deleted_at": NOW})

@@ -61,13 +61,19 @@ def _like(query: str) -> str:
 class DirectoryMixin(SQLBase):
     # -- users ------------------------------------------------------------------
 
-    def _like_filter(self, query: str) -> Any:
+    def _like_filter(self, query: str, table: Any = users) -> Any:
+        """Whether a user's username or email holds ``query`` (folded), as PostgreSQL's
+        ``lower()`` tells. The rule of every search and count, whatever index finds the
+        rows: a page and the count must agree."""
         pattern = _like(query)
-        if self.engine.dialect.name == "sqlite":  # SQLite's LIKE already ignores ASCII case
-            return sa.or_(users.c.username.like(pattern, escape="\\"),
-                          users.c.email.like(pattern, escape="\\"))
-        return sa.or_(sa.func.lower(users.c.username).like(pattern, escape="\\"),
-                      sa.func.lower(users.c.email).like(pattern, escape="\\"))
+        name, email = table.c.username, table.c.email
+        if self.engine.dialect.name == "sqlite":
+            # LIKE ignores ASCII case; other letters need the fold (emails are stored
+            # folded), a Python call a row, so only for a query that has them.
+            name = name if query.isascii() else sa.func.bastion_fold(name)
+            return sa.or_(name.like(pattern, escape="\\"), email.like(pattern, escape="\\"))
+        return sa.or_(sa.func.lower(name).like(pattern, escape="\\"),
+                      sa.func.lower(email).like(pattern, escape="\\"))
 
     def _user_filter(self, query: str | None, include_deleted: bool,
                      after: tuple[datetime, str] | None = None) -> list[Any]:
@@ -81,11 +87,11 @@ class DirectoryMixin(SQLBase):
         if query:
             if self.engine.dialect.name == "sqlite" and len(query) >= _MIN_TRIGRAM:
                 phrase = '"' + query.replace('"', '""') + '"'
+                # The index only narrows: its folding joins more letters than lower()
                 where.append(sa.literal_column("users.rowid").in_(
                     sa.text("SELECT rowid FROM users_fts WHERE users_fts MATCH :phrase")
                     .bindparams(phrase=phrase)))
-            else:
-                where.append(self._like_filter(query))
+            where.append(self._like_filter(query))
         return where
 
     async def search_users(self, query: str | None, limit: int, offset: int,
@@ -101,10 +107,8 @@ class DirectoryMixin(SQLBase):
             # substring the page is found sooner among the first rows in order.
             first = (sa.select(users).where(*self._user_filter(None, include_deleted, after))
                      .order_by(*order).limit(_SCAN_FIRST + offset).subquery())
-            head = (sa.select(first).where(sa.or_(
-                first.c.username.like(_like(query), escape="\\"),
-                first.c.email.like(_like(query), escape="\\")))
-                .order_by(first.c.created_at, first.c.id).limit(limit).offset(offset))
+            head = (sa.select(first).where(self._like_filter(query, first))
+                    .order_by(first.c.created_at, first.c.id).limit(limit).offset(offset))
         stmt = (sa.select(users).where(*self._user_filter(query, include_deleted, after))
                 .order_by(*order).limit(limit).offset(offset))
 
