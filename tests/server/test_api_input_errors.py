@@ -18,6 +18,7 @@ JSON = {"content-type": "application/json"}
     (b'{"name": "caf\xe9"}', "not UTF-8: byte 0xe9 at offset 13"),
     (b"[" * 5000 + b"]" * 5000, "arrays and objects nested too deeply to read"),
     (b'{"name": ' + b"1" * 4301 + b"}", "a number of more than 4300 digits"),
+    (b'{"name": "a\x01b"}', "Invalid control character at character 11"),  # ended at "at"
 ])
 async def test_a_json_body_that_cannot_be_read_is_a_422_saying_why(
         api: Api, body: bytes, reason: str) -> None:

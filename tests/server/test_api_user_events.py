@@ -48,3 +48,15 @@ async def test_changing_a_user_records_the_new_values_but_not_the_password(api: 
     assert stored.password_hash
     for secret in (new_password, stored.password_hash):
         assert secret not in str(events)
+
+
+async def test_a_change_of_nothing_writes_and_records_nothing(api: Api) -> None:
+    """An empty PATCH moved updated_at and recorded a user.update of no fields."""
+    http = api.app.http
+    ann = (await http.post("/api/v1/users", json={"username": "ann",
+                                                  "email": "ann@example.com"})).json()
+    r = await http.patch(f"/api/v1/users/{ann['id']}", json={})
+    assert r.status_code == 200 and r.json() == ann
+    assert await _events(api, "user.update", ann["id"]) == []
+    missing = await http.patch("/api/v1/users/no-such-user", json={})
+    assert missing.status_code == 404

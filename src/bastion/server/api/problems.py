@@ -44,6 +44,9 @@ def oauth_problem(exc: OAuthError) -> Response:
 def _error(e: dict[str, Any]) -> dict[str, str]:
     if e.get("type") == "json_invalid":  # its loc ends in a character offset, not a field
         reason = (e.get("ctx") or {}).get("error", "")
+        offset = (e.get("loc") or (None,))[-1]
+        if reason.endswith(" at") and isinstance(offset, int):  # "Invalid control character at"
+            reason += f" character {offset}"
         return {"field": "body", "message": f"not valid JSON ({reason})" if reason
                 else "not valid JSON"}
     if e.get("loc") == ("body",) and isinstance(e.get("input"), bytes):

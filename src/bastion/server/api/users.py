@@ -124,6 +124,8 @@ async def update_user(user_id: str, body: UserUpdate, request: Request, who: Who
     require_admin(who)
     ctx = context(request)
     given = changes(body)
+    if not given:  # nothing to change: no write, no event (as for clients)
+        return UserOut.of(await service.get_user(ctx.storage, user_id))
     if given.get("is_administrator") is False:
         _not_oneself(who, user_id, "take away their own administrator flag",
                      "their administrator access")
