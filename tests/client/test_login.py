@@ -24,6 +24,7 @@ from bastion import (
     RateLimited,
     TemporarilyUnavailable,
     TokenSet,
+    User,
 )
 from bastion.client.state import AuthorizationState, derive_key, seal
 from bastion.oauth import pkce
@@ -152,6 +153,8 @@ def test_a_callback_repeating_a_parameter_is_refused(make_client: Any,
     lambda s: {"code": "c-1", "state": s, "iss": ISSUER, "error": None},  # args.get("error")
     lambda s: f"code=c-1&state={s}&iss={ISSUER}",  # the query, its iss unencoded
     lambda s: "/callback?" + urlencode({"code": "c-1", "state": s, "iss": ISSUER}),
+    lambda s: "/cb;jsessionid=A1?" + urlencode({"code": "c-1", "state": s, "iss": ISSUER}),
+    lambda s: "app.example/cb?" + urlencode({"code": "c-1", "state": s, "iss": ISSUER}),
 ])
 def test_the_callback_may_be_given_as_its_parameters(make_client: Any, provider: FakeProvider,
                                                      given: Any) -> None:
@@ -424,6 +427,11 @@ def test_revoke_all(make_client: Any, provider: FakeProvider):
                                             "scope": "bastion:admin"}
     assert delete.url.raw_path == b"/tenant/api/v1/users/u%2F1/sessions"
     assert delete.headers["authorization"].startswith("Bearer ey")
+    forgotten: list[str] = []
+    client._core.forget_user = forgotten.append
+    client.revoke_all(user_id=User(identifier="u2"))  # a User will do, and is forgotten
+    assert provider.requests[-1].url.raw_path == b"/tenant/api/v1/users/u2/sessions"
+    assert forgotten == ["u2"]
     with pytest.raises(ConfigurationError):
         client.revoke_all()
     with pytest.raises(ConfigurationError):
@@ -478,6 +486,8 @@ def test_a_refresh_token_is_sent_once_per_client(make_client: Any, provider: Fak
 def test_validate_token_set_states(make_client: Any, provider: FakeProvider):
     client = make_client()
     access = provider.sign()
+    # the app's own tokens are read as given (a stored refresh token with a newline)
+    assert client.validate_token_set(access, "r-1\n").state == "valid"
     valid = client.validate_token_set(access, "r-1")
     assert valid.state == "valid" and valid.tokens and valid.tokens.refresh_token == "r-1"
     assert valid.claims and valid.claims["sub"] == "svc" and valid.is_valid

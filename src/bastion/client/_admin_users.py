@@ -176,7 +176,7 @@ def change_user_roles_flow(
             # null: the user has left the organization, so none were issued
             if not isinstance(answer.get("tokens"), dict):
                 raise ProtocolError("The API did not return the reissued tokens.")
-            tokens = TokenSet.from_response(answer["tokens"], core.clock())
+            tokens = TokenSet.from_response(answer["tokens"], core.clock(), issued=True)
             tokens = dataclasses.replace(tokens, client=bound)
         return UserRoles(roles_page(core, answer), tokens)
 

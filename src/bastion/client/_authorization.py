@@ -136,10 +136,11 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 def callback_params(callback: str | Mapping[str, str]) -> dict[str, str]:
     """The parameters of an authorization response: a callback URL or a mapping."""
     if isinstance(callback, str):
-        # A URL (a scheme, or a path before the ``?``) or the query itself, in which an
-        # ``iss`` may be written unencoded (``iss=https://...``).
+        # A URL (a scheme, a path, or a host and path before the ``?``) or the query
+        # itself, in which an ``iss`` may be written unencoded (``iss=https://...``).
         head = callback.split("?", 1)[0]
-        url = _SCHEME.match(callback) or ("?" in callback and "=" not in head)
+        url = (_SCHEME.match(callback) or callback.startswith(("/", "?"))
+               or ("?" in callback and "=" not in head))
         query = urlsplit(callback).query if url else callback
         pairs = parse_qsl(query, keep_blank_values=True)
         names = [name for name, _ in pairs]

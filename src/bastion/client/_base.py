@@ -119,7 +119,8 @@ class BaseClient(DiscoveryCore):
         self, data: dict[str, str], purpose: str, extensions: dict[str, object] | None = None
     ) -> Flow[TokenSet]:
         response = yield from self._post_flow("token_endpoint", data, purpose, extensions)
-        tokens = TokenSet.from_response(json_object(response.content), self.clock())
+        tokens = TokenSet.from_response(json_object(response.content), self.clock(),
+                                        issued=True)
         return dataclasses.replace(tokens, client=self.owner)
 
     def state_key(self) -> bytes:

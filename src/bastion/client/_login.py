@@ -157,6 +157,7 @@ def revoke_all_flow(
     """
     if (access_token is None) == (user_id is None):
         raise ConfigurationError("revoke_all takes either an access token or a user_id")
+    user_id = getattr(user_id, "id", user_id)  # a User will do
     path = _SESSIONS_SELF if user_id is None else _SESSIONS_OF.format(segment(user_id, "user_id"))
     response = yield from api_flow(core, "DELETE", path, token=access_token, revokes_token=True)
     # A 401 to a resend says the first attempt revoked the token, unless it could have

@@ -86,15 +86,17 @@ class TokenSet(BoundCopy):
     client: Client | AsyncClient | None = field(default=None, compare=False)
 
     @classmethod
-    def from_response(cls, body: Mapping[str, Any], now: float) -> TokenSet:
-        """Read a successful token response received at ``now`` (epoch seconds)."""
+    def from_response(cls, body: Mapping[str, Any], now: float, *,
+                      issued: bool = False) -> TokenSet:
+        """Read a successful token response received at ``now`` (epoch seconds).
+        ``issued``: it is a token endpoint's answer, whose tokens must be visible
+        ASCII (RFC 6749 appendix A): no header could carry others."""
         access_token = body.get("access_token")
         if not isinstance(access_token, str) or not access_token:
             raise ProtocolError("The token response has no access_token.")
         refresh_token = body.get("refresh_token")
         for name, token in (("access_token", access_token), ("refresh_token", refresh_token)):
-            if isinstance(token, str) and token and not _VSCHARS.fullmatch(token):
-                # RFC 6749 A.12, A.17: no header could carry it, no at_hash match it
+            if issued and isinstance(token, str) and token and not _VSCHARS.fullmatch(token):
                 raise ProtocolError(f"The token response's {name} is not printable ASCII.")
         token_type = body.get("token_type", "Bearer")
         expires_in = _lifetime(body.get("expires_in"))

@@ -125,7 +125,10 @@ async def update_user(user_id: str, body: UserUpdate, request: Request, who: Who
     ctx = context(request)
     given = changes(body)
     if not given:  # nothing to change: no write, no event (as for clients)
-        return UserOut.of(await service.get_user(ctx.storage, user_id))
+        user = await service.get_user(ctx.storage, user_id)
+        if user.erased_at is not None:  # as a change is refused
+            await service.refuse_change(ctx.storage, user_id)
+        return UserOut.of(user)
     if given.get("is_administrator") is False:
         _not_oneself(who, user_id, "take away their own administrator flag",
                      "their administrator access")

@@ -19,7 +19,6 @@ from bastion.server.offload import Offload
 from bastion.server.storage import prepared
 from bastion.server.storage.base import Unusable
 from bastion.server.storage.conflicts import conflict
-from bastion.server.text import fold
 
 T = TypeVar("T")
 log = logging.getLogger("bastion.storage")
@@ -32,13 +31,6 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
-    # SQLite's lower() and LIKE fold ASCII only; user search folds usernames as
-    # PostgreSQL's lower() does (``DirectoryMixin._like_filter``).
-    dbapi_conn.create_function("bastion_fold", 1, _fold, deterministic=True)
-
-
-def _fold(text: str | None) -> str | None:
-    return None if text is None else fold(text)
 
 
 class SQLiteThread:

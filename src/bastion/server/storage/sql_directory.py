@@ -68,15 +68,9 @@ class DirectoryMixin(SQLBase):
         pattern = _like(query)
         name, email = table.c.username, table.c.email
         if self.engine.dialect.name == "sqlite":
-            # LIKE ignores ASCII case; other letters need the fold (emails are stored
-            # folded), a Python call a row: only for a query that has them, of names
-            # that have them (more characters than bytes).
-            by_email = email.like(pattern, escape="\\")
-            if query.isascii():
-                return sa.or_(name.like(pattern, escape="\\"), by_email)
-            beyond_ascii = sa.func.length(name) != sa.func.length(sa.cast(name, sa.LargeBinary))
-            return sa.or_(sa.and_(beyond_ascii, sa.func.bastion_fold(name).like(
-                pattern, escape="\\")), by_email)
+            # LIKE ignores ASCII case, all a username has (USERNAME_PATTERN); emails
+            # are stored folded.
+            return sa.or_(name.like(pattern, escape="\\"), email.like(pattern, escape="\\"))
         return sa.or_(sa.func.lower(name).like(pattern, escape="\\"),
                       sa.func.lower(email).like(pattern, escape="\\"))
 
