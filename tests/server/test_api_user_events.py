@@ -60,3 +60,6 @@ async def test_a_change_of_nothing_writes_and_records_nothing(api: Api) -> None:
     assert await _events(api, "user.update", ann["id"]) == []
     missing = await http.patch("/api/v1/users/no-such-user", json={})
     assert missing.status_code == 404
+    assert (await http.post(f"/api/v1/users/{ann['id']}/erase")).status_code == 200
+    erased = await http.patch(f"/api/v1/users/{ann['id']}", json={})
+    assert erased.status_code == 409  # as any change of an erased user
