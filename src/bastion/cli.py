@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 from bastion.server.text import utf8
 
@@ -44,17 +44,32 @@ def _not_in_argv(_text: str) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    """Reports unrecognized arguments by name only: a misspelt option with a secret
-    (``--old-secret=VALUE``) or a stray value must not be echoed to the terminal or log."""
+    """Names the arguments in its errors without their values: a misspelt option with a
+    secret (``--old-secret=VALUE``, ``--data=URL`` matching two options) or a value
+    given where a choice or a number was due must not be echoed to the terminal or log."""
+
+    _argv: ClassVar[list[str]] = []  # of the parse under way (subparsers report too)
 
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        _Parser._argv = list(sys.argv[1:] if args is None else args)
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             names = [a.split("=", 1)[0] + ("=..." if "=" in a else "") if a.startswith("-")
                      else "..." for a in extras]
             self.error(f"unrecognized arguments: {' '.join(names)} (values not shown)")
         return parsed
+
+    def error(self, message: str) -> NoReturn:
+        for arg in _Parser._argv:
+            name, equals, value = arg.partition("=")
+            if arg.startswith("-") and equals:
+                message = message.replace(arg, name + "=...")
+            elif not arg.startswith("-"):
+                value = arg
+            if value:  # argparse quotes a value it refuses: 'VALUE'
+                message = message.replace(repr(value), "'...'")
+        super().error(message)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -217,6 +217,17 @@ def test_unrecognized_arguments_are_named_without_their_values(cli, url, args) -
     assert "error: unrecognized arguments: " in err and "(values not shown)" in err
 
 
+@pytest.mark.parametrize(("args", "said"), [
+    (("migrate", f"--data={OLD}"), "ambiguous option: --data=... could match"),
+    (("secret-key", OLD), "invalid choice: '...'"),
+    (("serve", "--port", OLD), "argument --port: '...' is not a whole number"),
+    (("serve", f"--workers={OLD}"), "argument --workers: '...' is not a whole number"),
+])
+def test_no_usage_error_repeats_a_value(cli, args, said) -> None:
+    code, err = cli(*args)
+    assert code == 2 and OLD not in err and said in err
+
+
 def test_the_old_secret_key_from_a_file(cli, url, tmp_path) -> None:
     prepare(url)
     path = tmp_path / "old"
