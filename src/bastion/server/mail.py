@@ -7,7 +7,9 @@ Requests never send mail themselves: they put it in the outbox
 from __future__ import annotations
 
 import logging
+from datetime import UTC
 from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
 from typing import Protocol
 
 import aiosmtplib
@@ -29,10 +31,24 @@ def message(mail: OutgoingMail, sender: str) -> EmailMessage:
     msg["From"] = sender
     msg["To"] = mail.to
     msg["Subject"] = mail.subject
+    # RFC 5322 3.6 asks for both; some receivers refuse mail without a Message-ID, and
+    # one made of the mail's id lets them drop a resend (delivery is at least once).
+    created = mail.created_at
+    msg["Date"] = format_datetime(created if created.tzinfo else created.replace(tzinfo=UTC))
+    msg["Message-ID"] = f"<{mail.id}@{_domain(sender)}>"
     msg.set_content(mail.text)
     if mail.html:
         msg.add_alternative(mail.html, subtype="html")
     return msg
+
+
+def _domain(sender: str) -> str:
+    """The domain of the sender's address, in ASCII, for the Message-ID."""
+    domain = parseaddr(sender)[1].rpartition("@")[2]
+    try:
+        return domain.encode("idna").decode("ascii") if domain else "bastion.invalid"
+    except UnicodeError:
+        return "bastion.invalid"
 
 
 class SMTPMailer:

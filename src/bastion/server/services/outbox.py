@@ -154,17 +154,21 @@ class Queue(Generic[Q]):
 
 
 async def deliver_due(queue: Queue[Q], stopping: Callable[[], bool] = lambda: False) -> int:
-    """Send what is due now, one claimed item at a time, until ``stopping()``; returns
-    how many were sent."""
-    sent = 0
-    for _ in range(BATCH):
-        if stopping():
-            break
+    """Send what is due now, one claimed item at a time, up to ``BATCH`` or until
+    ``stopping()``; returns how many were sent."""
+    return (await _deliver_batch(queue, stopping))[1]
+
+
+async def _deliver_batch(queue: Queue[Q], stopping: Callable[[], bool]) -> tuple[int, int]:
+    """``deliver_due``: how many were claimed, and how many sent."""
+    claims = sent = 0
+    while claims < BATCH and not stopping():
         claimed = await queue.claim(datetime.now(UTC), frozenset())
         if not claimed:
             break
+        claims += 1
         sent += await deliver(queue, claimed[0])
-    return sent
+    return claims, sent
 
 
 async def deliver(queue: Queue[Q], item: Q) -> int:
@@ -327,12 +331,15 @@ class OutboxWorker:
         if queue.lanes > 1:
             return await self._run_lanes(queue, wake)
         while not self._stopping:
+            claims = 0
             try:
-                await deliver_due(queue, lambda: self._stopping)
+                claims, _ = await _deliver_batch(queue, lambda: self._stopping)
             except Exception:  # the database may be briefly away; try again later
                 queue.log.exception("outbox worker failed; retrying")
             if self._stopping:
                 return
+            if claims == BATCH:  # a backlog (an outage, a restart): on without a pause
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), POLL_SECONDS)
             wake.clear()
