@@ -88,3 +88,23 @@ async def test_a_head_is_counted_under_its_route(app: App) -> None:
     before = REGISTRY.get_sample_value("bastion_http_requests_total", labels) or 0.0
     assert (await app.http.head("/.well-known/jwks.json")).status_code == 200
     assert REGISTRY.get_sample_value("bastion_http_requests_total", labels) == before + 1
+
+
+async def test_a_request_from_an_address_written_otherwise_is_counted_under_its_route(
+        app: App) -> None:
+    """An IPv4 address mapped in IPv6 (a dual-stack proxy) is written back in its own
+    form, in a copy of the request's scope: the route set in the copy never reached
+    the metrics, and every request of the API and the pages was counted as "other"."""
+    import httpx2
+    from prometheus_client import REGISTRY
+
+    from bastion.server.app import create_app
+
+    labels = {"endpoint": "/.well-known/openid-configuration", "method": "GET",
+              "status": "200"}
+    before = REGISTRY.get_sample_value("bastion_http_requests_total", labels) or 0.0
+    transport = httpx2.ASGITransport(app=create_app(app.ctx.settings, app.ctx),
+                                     client=("::ffff:203.0.113.9", 4000))
+    async with httpx2.AsyncClient(transport=transport, base_url=str(app.http.base_url)) as http:
+        assert (await http.get("/.well-known/openid-configuration")).status_code == 200
+    assert REGISTRY.get_sample_value("bastion_http_requests_total", labels) == before + 1

@@ -59,8 +59,8 @@ class ClientAddress:
         client = scope.get("client")
         if client and isinstance(client[0], str):
             host = client_ip(client[0])
-            if host != client[0]:
-                scope = {**scope, "client": (host, client[1])}
+            if host != client[0]:  # in place: the middleware outside reads the route
+                scope["client"] = (host, client[1])  # the app sets, and logs the address
         await self.app(scope, receive, send)
 
 
