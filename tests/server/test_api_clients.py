@@ -113,6 +113,11 @@ async def test_a_registered_client_shows_its_secret_once_and_stores_a_digest(api
     ({"name": " "}, "name"),
     ({"name": "x", "client_secret": "mine"}, "client_secret"),
     ({"name": "x\u0000"}, "name"),
+    # shown in the text of sign-in mail: a line of its own there could set a link
+    ({"name": "App\n\nhttps://evil.example/login"}, "one line"),
+    ({"name": "App\u2028x"}, "one line"),
+    # it defaulted to client_credentials, and the error named that grant
+    ({"name": "x", "is_public": True}, "authorization_code needs at least one redirect URI"),
     ({"name": "x", "is_public": 0}, "is_public"),  # a JSON boolean, not one coerced
 ])
 async def test_bad_registrations_name_the_field(api: Api, body, needle) -> None:

@@ -100,8 +100,8 @@ class ClientCreate(Strict):
         "token when a session the client holds tokens from ends.")
     grant_types: list[GrantType] = Field(
         default_factory=list, max_length=len(GRANT_TYPES),
-        description="Default: authorization_code and refresh_token with a redirect URI, "
-        "else client_credentials.")
+        description="Default: authorization_code and refresh_token with a redirect URI or "
+        "for a public client, else client_credentials.")
     scopes: Scopes = Field(default_factory=list)
 
 

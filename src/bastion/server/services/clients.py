@@ -8,6 +8,7 @@ import hashlib
 import re
 import secrets as _secrets
 import time
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -113,8 +114,8 @@ class NewClient:
 
 def _checked_grants(grant_types: Iterable[str], public: bool,
                     uris: tuple[str, ...]) -> tuple[str, ...]:
-    grants = tuple(dict.fromkeys(grant_types)) or (
-        ("authorization_code", "refresh_token") if uris else ("client_credentials",)
+    grants = tuple(dict.fromkeys(grant_types)) or (  # a public client signs users in
+        ("authorization_code", "refresh_token") if uris or public else ("client_credentials",)
     )
     for grant in grants:
         if grant not in GRANT_TYPES:
@@ -132,6 +133,10 @@ def _checked_name(name: str) -> str:
         raise InvalidInput("name", "must be text without NUL or undecodable bytes")
     if not name or len(name) > 200:
         raise InvalidInput("name", "must be 1 to 200 characters")
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+        # It is shown on pages and in mail: a line break in a sign-in mail's text
+        # could set a link of the name's above Bastion's own.
+        raise InvalidInput("name", "must be one line, without control characters")
     return name
 
 
