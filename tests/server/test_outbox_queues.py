@@ -9,16 +9,18 @@ import email.utils
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_backchannel import signed_in
 
 from bastion.server.context import Context
+from bastion.server.mail import SMTPMailer
 from bastion.server.models import Grant, LoginSession
 from bastion.server.services import backchannel, outbox
 from bastion.server.services.clients import create_client
 from bastion.server.settings import Settings
-from support import ISSUER, Mailbox, logout_receiver, smtp_server
+from support import ISSUER, Mailbox, free_port, logout_receiver, smtp_server
 
 
 @pytest.fixture
@@ -133,3 +135,41 @@ async def test_mail_carries_a_date_and_its_own_message_id(
     assert abs((sent - datetime.now(UTC)).total_seconds()) < 3600
     domain = ctx.settings.mail_from.rpartition("@")[2].rstrip(">")
     assert mail["Message-ID"] == f"<{queued.id}@{domain}>"
+
+
+class _Refusing:
+    """An SMTP server that refuses the recipient for good, or for now."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply, self.asked = reply, 0
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:
+        self.asked += 1
+        return self.reply
+
+
+@pytest.mark.parametrize(("reply", "retried"), [
+    ("550 5.1.1 No such user here", False), ("450 4.2.1 Mailbox busy, try later", True)])
+async def test_a_recipient_refused_for_good_is_given_up_at_once(
+        ctx: Context, reply: str, retried: bool) -> None:
+    """A 5xx to RCPT was retried eight times over an hour like any failure."""
+    from aiosmtpd.controller import Controller
+
+    refusing = _Refusing(reply)
+    controller = Controller(refusing, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        mailer = SMTPMailer(ctx.settings.model_copy(update={"smtp_port": controller.port}))
+        queued = await outbox.enqueue(ctx.storage, ctx.outbox.seal, "ann@example.com",
+                                      "Sign in", "sign_in", link=f"{ISSUER}/login/link?t=x",
+                                      client_name="App", expires_in="15 minutes")
+        assert queued is not None
+        queue = outbox.mail_queue(ctx.storage, mailer, ctx.outbox.seal)
+        assert await outbox.deliver_due(queue) == 0
+    finally:
+        controller.stop()
+    mail = await ctx.storage.get_mail(queued.id)
+    assert mail is not None and mail.attempts == 1 and refusing.asked == 1
+    assert (mail.next_attempt_at is not None) == retried
+    assert (mail.failed_at is not None) != retried

@@ -51,6 +51,11 @@ def _domain(sender: str) -> str:
         return "bastion.invalid"
 
 
+class Undeliverable(Exception):
+    """The SMTP server refused the recipient or the message for good (a 5xx reply to
+    RCPT or DATA): no retry can change it, so the outbox gives up at once."""
+
+
 class SMTPMailer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -62,17 +67,28 @@ class SMTPMailer:
         # take it from the parsed To header, where "a@b.c,root" is two mailboxes.
         # Checked again for mail queued (or addresses stored) before that was refused.
         check_email(mail.to)
-        await aiosmtplib.send(
-            message(mail, s.mail_from),
-            recipients=[mail.to],
-            hostname=s.smtp_host,
-            port=s.smtp_port,
-            use_tls=s.smtp_tls == "tls",
-            start_tls=s.smtp_tls == "starttls",
-            username=s.smtp_username,
-            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-            timeout=s.smtp_timeout,
-        )
+        try:
+            await aiosmtplib.send(
+                message(mail, s.mail_from),
+                recipients=[mail.to],
+                hostname=s.smtp_host,
+                port=s.smtp_port,
+                use_tls=s.smtp_tls == "tls",
+                start_tls=s.smtp_tls == "starttls",
+                username=s.smtp_username,
+                password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+                timeout=s.smtp_timeout,
+            )
+        # (A 5xx to the login or to MAIL FROM is the relay's settings, which an operator
+        # may fix within the hour of retries: retried as any other failure.)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            if all(r.code >= 500 for r in exc.recipients):
+                raise Undeliverable(f"recipient refused: {exc.recipients[0]}") from exc
+            raise
+        except aiosmtplib.SMTPDataError as exc:
+            if exc.code >= 500:
+                raise Undeliverable(f"message refused: {exc}") from exc
+            raise
 
 
 class LogMailer:

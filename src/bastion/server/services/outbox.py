@@ -36,10 +36,11 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import Counter
 
 from bastion.server.keys import aead_for
-from bastion.server.mail import Mailer
+from bastion.server.mail import Mailer, Undeliverable
 from bastion.server.metrics import MAIL
 from bastion.server.models import OutgoingMail
 from bastion.server.storage.base import Storage
+from bastion.server.text import plural
 
 log = logging.getLogger("bastion.mail")
 Q = TypeVar("Q", bound="Queued")
@@ -179,14 +180,16 @@ async def deliver(queue: Queue[Q], item: Q) -> int:
     try:
         async with asyncio.timeout(SEND_SECONDS):
             posted = await queue.send(item)
-    except Exception as exc:  # any failure is retried; the reason is kept
+    except Exception as exc:  # retried unless refused for good; the reason is kept
         attempts = item.attempts + 1
         now = datetime.now(UTC)
-        retry = now + backoff(attempts) if attempts < MAX_ATTEMPTS else None
+        final = isinstance(exc, Undeliverable) or attempts >= MAX_ATTEMPTS
+        retry = None if final else now + backoff(attempts)
         reason = f"{type(exc).__name__}: {exc}"
         queue.outcomes.labels("given_up" if retry is None else "retried").inc()
         if retry is None:
-            queue.log.error("giving up on %s after %d attempts: %s", what, attempts, reason)
+            queue.log.error("giving up on %s after %s: %s", what, plural(attempts, "attempt"),
+                            reason)
         else:
             queue.log.warning("%s failed (attempt %d), retrying at %s: %s", what,
                               attempts, retry.isoformat(), reason)
