@@ -87,6 +87,33 @@ async def test_the_envelope_names_the_stored_address_alone(ctx: Context,
     assert smtp.messages[0]["To"] == "bob+tag@example.com"
 
 
+async def test_a_domain_beyond_ascii_goes_as_a_labels_and_a_local_part_is_given_up(
+        ctx: Context) -> None:
+    """An SMTP server without SMTPUTF8: the Unicode domain failed every attempt for an
+    hour; its A-labels go. A local part beyond ASCII cannot go: given up at once."""
+    from aiosmtpd.controller import Controller
+
+    from bastion.server.mail import SMTPMailer
+
+    await ctx.outbox.stop()
+    box = EnvelopeBox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port(),
+                            enable_SMTPUTF8=False)
+    controller.start()
+    try:
+        mailer = SMTPMailer(ctx.settings.model_copy(update={"smtp_port": controller.port}))
+        mails = [await outbox.enqueue(ctx.storage, ctx.outbox.seal, to, "hello", "sign_in",
+                                      link="L", client_name="", expires_in="15 minutes")
+                 for to in ("bob@b\u00fccher.example", "\u00e4rne@example.com")]
+        assert await outbox.send_due(ctx.storage, mailer, ctx.outbox.seal) == 1
+    finally:
+        controller.stop()
+    assert box.envelopes == [["bob@xn--bcher-kva.example"]]
+    assert box.messages[0]["To"] == "bob@xn--bcher-kva.example"
+    refused = await ctx.storage.get_mail(mails[1].id)  # type: ignore[union-attr]
+    assert refused is not None and refused.failed_at is not None and refused.attempts == 1
+
+
 async def test_mail_queued_for_an_address_list_goes_to_nobody(ctx: Context,
                                                               smtp: EnvelopeBox) -> None:
     """Mail queued (or an address stored) before lists were refused: the To header

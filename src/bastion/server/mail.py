@@ -6,6 +6,7 @@ Requests never send mail themselves: they put it in the outbox
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import UTC
 from email.message import EmailMessage
@@ -42,6 +43,17 @@ def message(mail: OutgoingMail, sender: str) -> EmailMessage:
     return msg
 
 
+def _ascii_domain(address: str) -> str:
+    """``address`` with its domain as IDNA A-labels (``bücher.example`` is
+    ``xn--bcher-kva.example``): any SMTP server takes those, few without SMTPUTF8 the
+    Unicode form."""
+    local, _, domain = address.rpartition("@")
+    try:
+        return address if domain.isascii() else f"{local}@{domain.encode('idna').decode()}"
+    except UnicodeError:  # no IDNA form: sent as it is, for a server with SMTPUTF8
+        return address
+
+
 def _domain(sender: str) -> str:
     """The domain of the sender's address, in ASCII, for the Message-ID."""
     domain = parseaddr(sender)[1].rpartition("@")[2]
@@ -67,6 +79,7 @@ class SMTPMailer:
         # take it from the parsed To header, where "a@b.c,root" is two mailboxes.
         # Checked again for mail queued (or addresses stored) before that was refused.
         check_email(mail.to)
+        mail = dataclasses.replace(mail, to=_ascii_domain(mail.to))
         try:
             await aiosmtplib.send(
                 message(mail, s.mail_from),
@@ -89,6 +102,8 @@ class SMTPMailer:
             if exc.code >= 500:
                 raise Undeliverable(f"message refused: {exc}") from exc
             raise
+        except aiosmtplib.SMTPNotSupported as exc:  # a local part beyond ASCII, no SMTPUTF8
+            raise Undeliverable(f"the SMTP server cannot carry this address: {exc}") from exc
 
 
 class LogMailer:
