@@ -68,6 +68,16 @@ def test_environment_and_config_file(tmp_path, monkeypatch) -> None:
     assert settings.issuer == "https://env.example"  # environment beats the file
 
 
+@pytest.mark.parametrize("sender", ["Bastion", "a@example.com, root@evil.example",
+                                    "Bastion <a@example.com>\nBcc: b@example.com"])
+def test_the_sender_is_one_address(tmp_path, sender: str) -> None:
+    """"Bastion" alone was MAIL FROM:<Bastion>, and a list a From of two: every mail
+    failed or went out malformed, and only the log said so."""
+    with pytest.raises(ValidationError, match="not one sender's address"):
+        Settings(data_dir=tmp_path, mail_from=sender)
+    assert Settings(data_dir=tmp_path, mail_from='"Ops, Inc" <ops@example.com>').mail_from
+
+
 def test_unknown_setting_is_refused(tmp_path) -> None:
     with pytest.raises(ValidationError):
         Settings(data_dir=tmp_path, acess_token_ttl=5)  # type: ignore[call-arg]

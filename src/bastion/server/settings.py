@@ -18,6 +18,7 @@ import os
 import secrets
 import tempfile
 import time
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -295,6 +296,18 @@ class Settings(BaseSettings):
             raise ValueError(f"the audience is longer than {MAX_ISSUER_LENGTH} characters, "
                              "as a token carries it")
         return audience
+
+    @field_validator("mail_from")
+    @classmethod
+    def _one_sender(cls, sender: str) -> str:
+        # "Bastion" alone was MAIL FROM:<Bastion>, "a@b.c, root@x" a From of two: every
+        # mail failed or went out malformed, and only the log said so.
+        found = getaddresses([sender])
+        if (len(found) != 1 or "@" not in found[0][1] or any(c in sender for c in "\r\n")
+                or found[0][1].count("@") != 1):
+            raise ValueError(f"{sender!r} is not one sender's address; write it as "
+                             "'Name <no-reply@example.com>' or 'no-reply@example.com'")
+        return sender
 
     @field_validator("secret_key")
     @classmethod
