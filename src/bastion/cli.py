@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, NoReturn, TypeVar
@@ -43,6 +44,9 @@ def _not_in_argv(_text: str) -> str:
         "(ps): set BASTION_OLD_SECRET_KEY or use --old-secret-key-file PATH")
 
 
+_OPTION = re.compile(r"--[A-Za-z][A-Za-z0-9-]*|-[A-Za-z]")  # not a value such as "-s3cr3t"
+
+
 class _Parser(argparse.ArgumentParser):
     """Names the arguments in its errors without their values: a misspelt option with a
     secret (``--old-secret=VALUE``, ``--data=URL`` matching two options) or a value
@@ -55,8 +59,8 @@ class _Parser(argparse.ArgumentParser):
         _Parser._argv = list(sys.argv[1:] if args is None else args)
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
-            names = [a.split("=", 1)[0] + ("=..." if "=" in a else "") if a.startswith("-")
-                     else "..." for a in extras]
+            names = [a.split("=", 1)[0] + ("=..." if "=" in a else "")
+                     if _OPTION.fullmatch(a.split("=", 1)[0]) else "..." for a in extras]
             self.error(f"unrecognized arguments: {' '.join(names)} (values not shown)")
         return parsed
 

@@ -116,6 +116,7 @@ async def test_a_registered_client_shows_its_secret_once_and_stores_a_digest(api
     # shown in the text of sign-in mail: a line of its own there could set a link
     ({"name": "App\n\nhttps://evil.example/login"}, "one line"),
     ({"name": "App\u2028x"}, "one line"),
+    ({"name": "Pay\u202eelgoog"}, "one line"),  # a bidi override reverses what follows
     # it defaulted to client_credentials, and the error named that grant
     ({"name": "x", "is_public": True}, "authorization_code needs at least one redirect URI"),
     ({"name": "x", "is_public": 0}, "is_public"),  # a JSON boolean, not one coerced
@@ -125,6 +126,20 @@ async def test_bad_registrations_name_the_field(api: Api, body, needle) -> None:
     assert r.status_code == 422, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert needle in r.text
+
+
+async def test_a_name_stored_before_the_rules_may_be_sent_back_unchanged(api: Api) -> None:
+    """A client whose name has a tab (stored before names were one line) is updated by
+    a tool that sends the whole client back: only a new name is checked."""
+    http = api.app.http
+    created = (await http.post("/api/v1/clients", json={"name": "Worker"})).json()
+    async with api.app.ctx.storage.engine.begin() as conn:
+        await conn.execute(clients.update().where(
+            clients.c.client_id == created["client_id"]).values(name="Old\tname"))
+    path = f"/api/v1/clients/{created['client_id']}"
+    r = await http.patch(path, json={"name": "Old\tname", "scopes": ["read"]})
+    assert r.status_code == 200 and r.json()["scopes"] == ["read"], r.text
+    assert (await http.patch(path, json={"name": "New\tname"})).status_code == 422
 
 
 async def test_an_update_changes_what_is_given_and_applies_at_once(api: Api) -> None:

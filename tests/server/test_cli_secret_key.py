@@ -210,7 +210,8 @@ def test_the_old_secret_key_is_never_taken_from_the_command_line(cli, url, args)
 
 
 @pytest.mark.parametrize("args", [("secret-key", "rotate", f"--old-secret={OLD}"),
-                                  ("purge", OLD), ("purge", "--json", f"--old={OLD}", OLD)])
+                                  ("purge", OLD), ("purge", "--json", f"--old={OLD}", OLD),
+                                  ("purge", "-" + OLD)])
 def test_unrecognized_arguments_are_named_without_their_values(cli, url, args) -> None:
     code, err = cli(*args, "--database-url", url, BASTION_SECRET_KEY=NEW)
     assert code == 2 and OLD not in err

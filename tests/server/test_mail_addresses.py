@@ -48,10 +48,12 @@ class EnvelopeBox(Mailbox):
     def __init__(self) -> None:
         super().__init__()
         self.envelopes: list[list[str]] = []
+        self.senders: list[str] = []
         self.port = 0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.envelopes.append(list(envelope.rcpt_tos))
+        self.senders.append(envelope.mail_from)
         return await super().handle_DATA(server, session, envelope)
 
 
@@ -101,16 +103,22 @@ async def test_a_domain_beyond_ascii_goes_as_a_labels_and_a_local_part_is_given_
                             enable_SMTPUTF8=False)
     controller.start()
     try:
-        mailer = SMTPMailer(ctx.settings.model_copy(update={"smtp_port": controller.port}))
+        sender = "B\u00fccher <no-reply@b\u00fccher.example>"
+        mailer = SMTPMailer(ctx.settings.model_copy(update={
+            "smtp_port": controller.port, "mail_from": sender}))
         mails = [await outbox.enqueue(ctx.storage, ctx.outbox.seal, to, "hello", "sign_in",
                                       link="L", client_name="", expires_in="15 minutes")
-                 for to in ("bob@b\u00fccher.example", "\u00e4rne@example.com")]
-        assert await outbox.send_due(ctx.storage, mailer, ctx.outbox.seal) == 1
+                 for to in ("bob@b\u00fccher.example", "bob@fa\u00df.de", "\u00e4rne@example.com")]
+        assert await outbox.send_due(ctx.storage, mailer, ctx.outbox.seal) == 2
     finally:
         controller.stop()
-    assert box.envelopes == [["bob@xn--bcher-kva.example"]]
+    # IDNA 2008: Python's own codec (IDNA 2003) made fass.de of fa\u00df.de, another domain
+    assert box.envelopes == [["bob@xn--bcher-kva.example"], ["bob@xn--fa-hia.de"]]
+    assert box.senders == ["no-reply@xn--bcher-kva.example"] * 2
     assert box.messages[0]["To"] == "bob@xn--bcher-kva.example"
-    refused = await ctx.storage.get_mail(mails[1].id)  # type: ignore[union-attr]
+    assert "no-reply@xn--bcher-kva.example" in box.messages[0]["From"]
+    assert box.messages[0]["Message-ID"].endswith("@xn--bcher-kva.example>")
+    refused = await ctx.storage.get_mail(mails[2].id)  # type: ignore[union-attr]
     assert refused is not None and refused.failed_at is not None and refused.attempts == 1
 
 

@@ -68,7 +68,7 @@ def test_environment_and_config_file(tmp_path, monkeypatch) -> None:
     assert settings.issuer == "https://env.example"  # environment beats the file
 
 
-@pytest.mark.parametrize("sender", ["Bastion", "a@example.com, root@evil.example",
+@pytest.mark.parametrize("sender", ["Bastion", "a@example.com, root@evil.example", "@b.c",
                                     "Bastion <a@example.com>\nBcc: b@example.com"])
 def test_the_sender_is_one_address(tmp_path, sender: str) -> None:
     """"Bastion" alone was MAIL FROM:<Bastion>, and a list a From of two: every mail

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from datetime import UTC
 from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime, formataddr, parseaddr
 from typing import Protocol
 
 import aiosmtplib
+import idna
 
 from bastion.server.models import OutgoingMail
 from bastion.server.services.users import check_email
@@ -43,29 +45,41 @@ def message(mail: OutgoingMail, sender: str) -> EmailMessage:
     return msg
 
 
-def _ascii_domain(address: str) -> str:
-    """``address`` with its domain as IDNA A-labels (``bücher.example`` is
+def a_labels(address: str) -> str:
+    """``address`` with its domain as IDNA 2008 A-labels (``bücher.example`` is
     ``xn--bcher-kva.example``): any SMTP server takes those, few without SMTPUTF8 the
-    Unicode form."""
-    local, _, domain = address.rpartition("@")
+    Unicode form. Never Python's IDNA 2003 codec, which maps ``faß.de`` to ``fass.de``,
+    another domain with another owner."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
     try:
-        return address if domain.isascii() else f"{local}@{domain.encode('idna').decode()}"
-    except UnicodeError:  # no IDNA form: sent as it is, for a server with SMTPUTF8
+        return f"{local}@{idna.encode(domain, uts46=True, transitional=False).decode()}"
+    except idna.IDNAError:  # no A-label form: sent as it is, where SMTPUTF8 carries it
         return address
 
 
 def _domain(sender: str) -> str:
     """The domain of the sender's address, in ASCII, for the Message-ID."""
-    domain = parseaddr(sender)[1].rpartition("@")[2]
-    try:
-        return domain.encode("idna").decode("ascii") if domain else "bastion.invalid"
-    except UnicodeError:
-        return "bastion.invalid"
+    domain = a_labels(parseaddr(sender)[1]).rpartition("@")[2].rstrip(".")
+    return domain if domain and domain.isascii() else "bastion.invalid"
 
 
 class Undeliverable(Exception):
-    """The SMTP server refused the recipient or the message for good (a 5xx reply to
-    RCPT or DATA): no retry can change it, so the outbox gives up at once."""
+    """The SMTP server refused the recipient or the message for good: no retry can
+    change it, so the outbox gives up at once."""
+
+
+# Refusals for good, by their enhanced status code (RFC 3463): the address (5.1.x: no
+# such mailbox or domain, bad syntax), a disabled mailbox (5.2.1), the content (5.6.x)
+# or its size (5.3.4). Others, a policy (5.7.x: relaying denied, sender not allowed)
+# or no code at all, may be the relay's settings, which an operator may fix within the
+# hour of retries.
+_FOR_GOOD = re.compile(r"\s*5\.(1\.\d{1,3}|2\.1|6\.\d{1,3}|3\.4)\b")
+
+
+def _for_good(code: int, text: str) -> bool:
+    return code >= 500 and _FOR_GOOD.match(text) is not None
 
 
 class SMTPMailer:
@@ -79,10 +93,13 @@ class SMTPMailer:
         # take it from the parsed To header, where "a@b.c,root" is two mailboxes.
         # Checked again for mail queued (or addresses stored) before that was refused.
         check_email(mail.to)
-        mail = dataclasses.replace(mail, to=_ascii_domain(mail.to))
+        mail = dataclasses.replace(mail, to=a_labels(mail.to))
+        name, address = parseaddr(s.mail_from)
+        sender = a_labels(address)
         try:
             await aiosmtplib.send(
-                message(mail, s.mail_from),
+                message(mail, formataddr((name, sender)) if name else sender),
+                sender=sender,
                 recipients=[mail.to],
                 hostname=s.smtp_host,
                 port=s.smtp_port,
@@ -92,17 +109,17 @@ class SMTPMailer:
                 password=s.smtp_password.get_secret_value() if s.smtp_password else None,
                 timeout=s.smtp_timeout,
             )
-        # (A 5xx to the login or to MAIL FROM is the relay's settings, which an operator
-        # may fix within the hour of retries: retried as any other failure.)
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            if all(r.code >= 500 for r in exc.recipients):
+            if all(_for_good(r.code, r.message) for r in exc.recipients):
                 raise Undeliverable(f"recipient refused: {exc.recipients[0]}") from exc
             raise
         except aiosmtplib.SMTPDataError as exc:
-            if exc.code >= 500:
+            if _for_good(exc.code, exc.message):
                 raise Undeliverable(f"message refused: {exc}") from exc
             raise
-        except aiosmtplib.SMTPNotSupported as exc:  # a local part beyond ASCII, no SMTPUTF8
+        except aiosmtplib.SMTPNotSupported as exc:
+            if mail.to.isascii():  # then it is the sender's: the settings, retried
+                raise
             raise Undeliverable(f"the SMTP server cannot carry this address: {exc}") from exc
 
 

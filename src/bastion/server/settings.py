@@ -303,8 +303,8 @@ class Settings(BaseSettings):
         # "Bastion" alone was MAIL FROM:<Bastion>, "a@b.c, root@x" a From of two: every
         # mail failed or went out malformed, and only the log said so.
         found = getaddresses([sender])
-        if (len(found) != 1 or "@" not in found[0][1] or any(c in sender for c in "\r\n")
-                or found[0][1].count("@") != 1):
+        local, _, domain = found[0][1].rpartition("@") if len(found) == 1 else ("", "", "")
+        if not local or not domain or "@" in local or any(c in sender for c in "\r\n"):
             raise ValueError(f"{sender!r} is not one sender's address; write it as "
                              "'Name <no-reply@example.com>' or 'no-reply@example.com'")
         return sender

@@ -127,15 +127,19 @@ def _checked_grants(grant_types: Iterable[str], public: bool,
     return grants
 
 
+#: Bidirectional formatting characters (embeddings, overrides, isolates, marks).
+_BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def _checked_name(name: str) -> str:
     name = name.strip()
     if not storable(name):
         raise InvalidInput("name", "must be text without NUL or undecodable bytes")
     if not name or len(name) > 200:
         raise InvalidInput("name", "must be 1 to 200 characters")
-    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI for c in name):
         # It is shown on pages and in mail: a line break in a sign-in mail's text
-        # could set a link of the name's above Bastion's own.
+        # could set a link of the name's above Bastion's own, a bidi override reverse it.
         raise InvalidInput("name", "must be one line, without control characters")
     return name
 
@@ -203,8 +207,6 @@ async def update_client(
     must still be valid, checked under its row lock: no authorization_code grant
     without a redirect URI, even when two changes race."""
     changes: dict[str, Any] = {}
-    if name is not None:
-        changes["name"] = _checked_name(name)
     if redirect_uris is not None:
         changes["redirect_uris"] = _checked_uris(redirect_uris)
     if post_logout_redirect_uris is not None:
@@ -220,7 +222,10 @@ async def update_client(
     def change(current: Client) -> dict[str, Any]:
         uris = changes.get("redirect_uris", current.redirect_uris)
         grants = _checked_grants(given or current.grant_types, current.is_public, uris)
-        return {**changes, "grant_types": grants} if given else changes
+        named = {}
+        if name is not None and name.strip() != current.name:  # a name stored before the
+            named["name"] = _checked_name(name)  # rules were, sent back unchanged, passes
+        return {**changes, **named, **({"grant_types": grants} if given else {})}
 
     updated = await storage.update_client(client_id, change)
     if updated is None:
