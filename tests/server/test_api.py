@@ -677,11 +677,13 @@ async def test_revoke_all_self_and_admin(api: Api) -> None:
     assert other["id"]
 
 
-async def test_openapi_documents_every_operation_with_errors() -> None:
+async def test_openapi_documents_every_operation_with_errors(tmp_path) -> None:
     from bastion.server.app import create_app
     from bastion.server.settings import Settings
 
-    app = create_app(Settings(issuer="https://x.example", secret_key="k" * 32))
+    # (its own data dir: the default, ./bastion-data, was left in the checkout)
+    app = create_app(Settings(issuer="https://x.example", secret_key="k" * 32,
+                              data_dir=tmp_path))
     schema = app.api.openapi()  # type: ignore[attr-defined]
     ops = [(path, method, op) for path, item in schema["paths"].items()
            for method, op in item.items() if path.startswith("/api/")]
