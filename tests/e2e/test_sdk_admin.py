@@ -330,6 +330,10 @@ def test_roles_and_permissions(api: Any) -> None:
     api.roles.delete(org, empty)
     with pytest.raises(NotFound):
         api.roles.delete(org, "empty")
+    # "..": sent as a role's name, not removed from the path with "roles/" (which
+    # deleted the organization)
+    with pytest.raises(NotFound):
+        api.roles.delete(org, "..", force=True)
     assert sorted(r.name for r in api.roles.list(org)) == ["editor", "viewer"]
 
 

@@ -94,9 +94,9 @@ class TokenSet(BoundCopy):
         access_token = body.get("access_token")
         if not isinstance(access_token, str) or not access_token:
             raise ProtocolError("The token response has no access_token.")
-        refresh_token = body.get("refresh_token")
-        for name, token in (("access_token", access_token), ("refresh_token", refresh_token)):
-            if issued and isinstance(token, str) and token and not _VSCHARS.fullmatch(token):
+        for name in ("access_token", "refresh_token") if issued else ():
+            token = body.get(name)
+            if isinstance(token, str) and token and not _VSCHARS.fullmatch(token):
                 raise ProtocolError(f"The token response's {name} is not printable ASCII.")
         token_type = body.get("token_type", "Bearer")
         expires_in = _lifetime(body.get("expires_in"))
@@ -110,7 +110,7 @@ class TokenSet(BoundCopy):
             access_token=access_token,
             token_type=token_type if isinstance(token_type, str) else "Bearer",
             expires_at=expires_at,
-            refresh_token=refresh_token if isinstance(refresh_token, str) else None,
+            refresh_token=text("refresh_token"),
             scope=text("scope"),
             id_token=text("id_token"),
             extra={k: v for k, v in body.items() if k not in _KNOWN},
