@@ -29,6 +29,10 @@ import httpx2
 
 BASTION = [sys.executable, "-m", "bastion.cli"]
 ISSUER = "https://id.example.test"  # the in-process app's issuer (tests/server)
+# Its pages' cookies: an https issuer at the root gives them the __Host- prefix.
+SESSION_COOKIE = "__Host-bastion_session"
+CSRF_COOKIE = "__Host-bastion_csrf"
+KNOWN_COOKIE = "__Host-bastion_known"
 
 
 @dataclass

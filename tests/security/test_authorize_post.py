@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from security_helpers import REDIRECT, Env, authorize_url, exchange, get_code, hidden_fields
 
-from support import ISSUER
+from support import ISSUER, SESSION_COOKIE
 
 
 def _form(client_id: str, **extra: str) -> dict[str, str]:
@@ -61,7 +61,7 @@ async def test_a_cross_site_post_without_the_cookie_is_posted_again_from_here(en
     the same form to itself (same-origin), which brings it."""
     await get_code(env)  # signs in: the browser has a session
     form = _form(env.web.client_id, prompt="none")
-    session = env.http.cookies.get("bastion_session")
+    session = env.http.cookies.get(SESSION_COOKIE)
     assert session
     env.http.cookies.clear()  # what a cross-site POST sends
     again = await env.http.post("/oauth/authorize", data=form,
@@ -69,7 +69,7 @@ async def test_a_cross_site_post_without_the_cookie_is_posted_again_from_here(en
     assert again.status_code == 200 and "location" not in again.headers
     assert f'action="{ISSUER}/oauth/authorize"' in again.text
     assert hidden_fields(again.text) == form
-    env.http.cookies.set("bastion_session", session)  # the same-origin re-post has it
+    env.http.cookies.set(SESSION_COOKIE, session)  # the same-origin re-post has it
     r = await env.http.post("/oauth/authorize", data=hidden_fields(again.text),
                             headers={"Sec-Fetch-Site": "same-origin"})
     assert r.status_code == 303 and "code=" in r.headers["location"]

@@ -23,7 +23,7 @@ from security_helpers import PASSWORD, Env, authorize_url, login_form, post_logi
 
 from bastion.server.services import throttle
 from bastion.server.storage.tables import events
-from support import create_database
+from support import CSRF_COOKIE, KNOWN_COOKIE, create_database
 
 WRONG = "wrong password!"
 LOCK_AFTER = 3
@@ -409,7 +409,7 @@ async def test_a_stranger_cannot_lock_the_owners_browser_out(locking: Env) -> No
         assert (await form_attempt(locking, http=owner)).status_code == 401
     assert (await form_attempt(locking, password=PASSWORD, http=owner)).status_code == 429
     forged = await locking.browser(ip="203.0.113.11")
-    forged.cookies.set("bastion_known", "not-a-mark")
+    forged.cookies.set(KNOWN_COOKIE, "not-a-mark")
     assert (await form_attempt(locking, password=PASSWORD, http=forged)).status_code == 429
 
 
@@ -420,7 +420,7 @@ async def test_a_known_mark_that_is_not_ascii_is_no_mark(locking: Env) -> None:
     browser = await locking.browser(ip="203.0.113.12")
     fields = await login_form(browser, authorize_url(locking.web.client_id, prompt="login"))
     mark = locking.ctx.signer.mac("known-browser", "alice@example.com")
-    cookie = (f"bastion_csrf={browser.cookies['bastion_csrf']}; bastion_known=".encode()
+    cookie = (f"{CSRF_COOKIE}={browser.cookies[CSRF_COOKIE]}; {KNOWN_COOKIE}=".encode()
               + b"\xe9." + mark.encode() + b"\xe9")
     def attempt(login: str) -> Awaitable[httpx2.Response]:
         return browser.post("/login", data={**fields, "login": login, "password": WRONG},

@@ -24,10 +24,9 @@ from security_helpers import (
 )
 
 from bastion.oauth.jose import parse_compact
-from bastion.server.pages import CSRF_COOKIE
-from bastion.server.services.sessions import COOKIE as SESSION_COOKIE
 from bastion.server.services.users import create_user
 from bastion.server.storage.tables import login_sessions
+from support import CSRF_COOKIE, SESSION_COOKIE
 
 
 async def signed_in(env: Env, http: httpx2.AsyncClient) -> bool:

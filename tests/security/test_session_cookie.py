@@ -10,7 +10,7 @@ import pytest
 from security_helpers import Env, authorize_url, get_code, hidden_fields, login_form, post_login
 
 from bastion.server.models import LoginSession
-from bastion.server.services.sessions import COOKIE
+from support import SESSION_COOKIE as COOKIE
 
 
 async def shows_login_form(env: Env, http: httpx2.AsyncClient) -> bool:

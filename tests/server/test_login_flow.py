@@ -12,7 +12,7 @@ import pytest
 from bastion.oauth import pkce
 from bastion.server.services.clients import create_client
 from bastion.server.services.users import create_user
-from support import ISSUER, App, callback_params, hidden_fields, sign_in
+from support import ISSUER, SESSION_COOKIE, App, callback_params, hidden_fields, sign_in
 
 REDIRECT = "https://app.example/callback"
 PASSWORD = "correct horse battery staple"
@@ -155,11 +155,11 @@ async def test_session_cookie_flags_and_new_id_per_login(app: App, web) -> None:
     cookie = r.headers["set-cookie"]
     assert "bastion_session=" in cookie
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" in cookie
-    first = app.http.cookies["bastion_session"]
+    first = app.http.cookies[SESSION_COOKIE]
     page = await app.http.get(authorize_url(client_id, prompt="login"))
     await app.http.post("/login", data={**hidden_fields(page.text), "login": "alice",
                                         "password": PASSWORD})
-    assert app.http.cookies["bastion_session"] != first
+    assert app.http.cookies[SESSION_COOKIE] != first
 
 
 async def test_refresh_rotation_and_reuse_revokes_the_family(app: App, web) -> None:

@@ -37,6 +37,7 @@ from bastion.server.storage.tables import login_sessions, login_throttle, one_ti
 from bastion.server.storage.tables import outbox as outbox_table
 from support import (
     ISSUER,
+    KNOWN_COOKIE,
     Mailbox,
     await_until,
     callback_params,
@@ -1039,7 +1040,7 @@ async def test_the_first_refused_sign_in_of_a_wait_is_audited_whoever_asks_first
                         login_delay_after=100) as env:
         await _sign_in_to_account(env)  # alice's own browser
         # without its mark, which would give it a count of its own (it is not refused)
-        env.http.cookies.delete("bastion_known")
+        env.http.cookies.delete(KNOWN_COOKIE)
         await _age_sessions(env)  # her next change asks for her password
         transport = httpx2.ASGITransport(app=create_app(env.ctx.settings, env.ctx))
         async with httpx2.AsyncClient(transport=transport, base_url=ISSUER) as attacker:
@@ -1062,11 +1063,11 @@ async def test_the_first_refused_sign_in_of_a_wait_is_audited_whoever_asks_first
         assert await _throttled_events(env) == 1
 
 
-@pytest.mark.parametrize("name", ["before the tag", "tagged"])
-async def test_a_path_issuers_logout_ends_the_session_of_either_cookie_name(
+@pytest.mark.parametrize("name", ["before the tag", "tagged", "prefixed"])
+async def test_a_path_issuers_logout_ends_the_session_of_any_cookie_name(
         tmp_path: Path, name: str) -> None:
-    # An earlier release named the cookie without the path's tag: a logout with it
-    # still ends the session and the grants made in it.
+    # Earlier releases named the cookie without the path's tag, or without the prefix
+    # of an https issuer: a logout with it still ends the session and its grants.
     async with open_env(tmp_path, issuer=ISSUER + "/tenant") as env:
         ctx = env.ctx
         alice = await ctx.storage.get_user_by_login("alice")
@@ -1079,8 +1080,9 @@ async def test_a_path_issuers_logout_ends_the_session_of_either_cookie_name(
             id="g-1", client_id=env.client_id, user_id=alice.id, session_id=session.id,
             scope="openid", auth_time=now, created_at=now), None)
         assert ctx.settings.cookie_suffix
-        cookie_name = "bastion_session" + (ctx.settings.cookie_suffix if name == "tagged"
-                                           else "")
+        cookie_name = {"before the tag": "bastion_session",
+                       "tagged": "bastion_session" + ctx.settings.cookie_suffix,
+                       "prefixed": ctx.settings.cookie_name("bastion_session")}[name]
         sent = {"cookie": f"{cookie_name}={cookie}"}
         page = await env.http.get("/tenant/oauth/logout", headers=sent)
         csrf = page.headers["set-cookie"].split(";")[0]
@@ -1193,7 +1195,7 @@ async def test_a_stranger_cannot_use_up_the_links_of_a_browser_that_signed_in(en
     asking link_limit_per_email times locked its owner out for an hour. A browser
     that has signed in to the account has a budget of its own for it."""
     await _sign_in_to_account(env)  # alice's browser: marked as known
-    known = env.http.cookies.get("bastion_known")
+    known = env.http.cookies.get(KNOWN_COOKIE)
     assert known and "alice" not in known
     user = await env.ctx.storage.get_user_by_login("alice")
     assert user is not None and user.id not in known  # a MAC: it names no account
@@ -1203,7 +1205,7 @@ async def test_a_stranger_cannot_use_up_the_links_of_a_browser_that_signed_in(en
         answers = [(await stranger_env.request_link("alice@example.com")).status_code
                    for _ in range(4)]
         assert answers == [200, 200, 200, 429]  # link_limit_per_email is 3 here
-        stranger.cookies.set("bastion_known", "forged." + known[:10])
+        stranger.cookies.set(KNOWN_COOKIE, "forged." + known[:10])
         assert (await stranger_env.request_link("alice@example.com")).status_code == 429
     own = await env.request_link("alice@example.com")
     assert own.status_code == 200 and "Check your email" in own.text

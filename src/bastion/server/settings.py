@@ -389,6 +389,16 @@ class Settings(BaseSettings):
         path = self.issuer_path
         return "-" + hashlib.sha256(path.encode()).hexdigest()[:8] if path else ""
 
+    def cookie_name(self, base: str) -> str:
+        """The name of the pages' cookie ``base``: tagged with the issuer's path, and
+        for an https issuer prefixed so that a browser takes it from this host only.
+        ``__Host-`` (at the root) keeps other hosts of the site, e.g. a compromised
+        sibling subdomain, from setting it for this one; ``__Secure-`` (under a path,
+        as ``__Host-`` needs ``Path=/``) at least keeps plain-http pages from it."""
+        if not self.issuer_url.startswith("https://"):
+            return base + self.cookie_suffix
+        return ("__Secure-" if self.issuer_path else "__Host-") + base + self.cookie_suffix
+
     def secret_key_bytes(self) -> bytes:
         """The secret key, generating a development one on first use."""
         if self.secret_key is not None:

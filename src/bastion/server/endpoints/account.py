@@ -65,8 +65,8 @@ async def _page(ctx: Context, request: Request, session: LoginSession, user: Use
                 status: int = 200) -> Response:
     back = await _return_to(ctx, keep.get("client_id", ""), keep.get("return_to", ""))
     own = await ctx.storage.list_sessions(user.id)
-    return form_page(ctx, request, "account.html", status, user=user, keep=keep, notice=notice,
-                     error=error, sessions=own, current_id=session.id,
+    return form_page(ctx, request, "account.html", status, signed_in=True, user=user, keep=keep,
+                     notice=notice, error=error, sessions=own, current_id=session.id,
                      back_url=back[0] if back else "", back_name=back[1] if back else "",
                      needs_current=datetime.now(UTC) - session.auth_time > FRESH_LOGIN,
                      reauth_url=ACCOUNT_PATH + "?" + urlencode({**keep, "reauth": "1"}))
@@ -130,7 +130,7 @@ async def _posted(ctx: Context, request: Request) -> _Posted | Response:
     keep, current = _keep(form or {}), await _current(ctx, request)
     if current is None:
         return RedirectResponse(ACCOUNT_PATH, 303)
-    if form is None or not csrf_ok(ctx, request, form.get("csrf_token")):
+    if form is None or not csrf_ok(ctx, request, form.get("csrf_token"), signed_in=True):
         return await _page(ctx, request, *current, keep, status=400,
                            error="This form has expired. Please try again.")
     return _Posted(form, keep, *current)

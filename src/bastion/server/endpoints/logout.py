@@ -95,7 +95,7 @@ async def _logout(ctx: Context, request: Request, params: dict[str, str], hint: 
 
 async def _current(ctx: Context, request: Request) -> Current | None:
     # Expired sessions too: their grants live on until a logout ends them.
-    return await sessions.named(ctx.storage, ctx.signer, session_of(ctx, request))
+    return await sessions.named(ctx.storage, ctx.signer, session_of(ctx, request, earlier=True))
 
 
 @router.get(LOGOUT_PATH, summary="RP-initiated logout", response_class=Response)

@@ -37,22 +37,41 @@ _PAGE_HEADERS = {
 
 
 def csrf_cookie(ctx: Context) -> str:
-    return CSRF_COOKIE + ctx.settings.cookie_suffix
+    return ctx.settings.cookie_name(CSRF_COOKIE)
 
 
 def session_cookie(ctx: Context) -> str:
-    return sessions.COOKIE + ctx.settings.cookie_suffix
+    return ctx.settings.cookie_name(sessions.COOKIE)
 
 
-def session_of(ctx: Context, request: Request) -> str | None:
-    """The session cookie this browser sent, if any. Under an issuer's path, one of
-    the name before the path's tag (an earlier release's) counts too, so a logout
-    still ends that session; another issuer's of that name is signed with another key
-    and names no session here."""
-    named = request.cookies.get(session_cookie(ctx))
-    if named is None and ctx.settings.issuer_path:
-        return request.cookies.get(sessions.COOKIE)
-    return named
+def sent_cookie(request: Request, name: str) -> str | None:
+    """The cookie ``name`` this browser sent; None if none, or more than one: another
+    host of the site can add one of a name (cookie tossing, unless the name is
+    ``__Host-``), and there is no telling which is this server's."""
+    header = "; ".join(request.headers.getlist("cookie"))
+    if header.count(name) > 1 and sum(
+            part.split("=", 1)[0].strip() == name for part in header.split(";")) > 1:
+        return None
+    return request.cookies.get(name)
+
+
+def session_of(ctx: Context, request: Request, *, earlier: bool = False) -> str | None:
+    """The session cookie this browser sent, if any. With ``earlier`` (for a logout,
+    so that it still ends that session) a cookie of an earlier release's name counts
+    too: without the prefix of an https issuer or the tag of the issuer's path. Only
+    there, as another host of the site can set a cookie of such a name."""
+    named = sent_cookie(request, session_cookie(ctx))
+    if named is not None or not earlier:
+        return named
+    for name in _earlier_names(ctx, sessions.COOKIE):
+        if (value := sent_cookie(request, name)) is not None:
+            return value
+    return None
+
+
+def _earlier_names(ctx: Context, base: str) -> list[str]:
+    names = [base + ctx.settings.cookie_suffix, base]
+    return [n for n in dict.fromkeys(names) if n != ctx.settings.cookie_name(base)]
 
 
 KNOWN_COOKIE = "bastion_known"
@@ -65,7 +84,7 @@ def known_marks(ctx: Context, request: Request) -> list[str]:
     """The marks of the addresses this browser has signed in with (``mark_known``).
     Anything not shaped as a mark is dropped: ``compare_digest`` refuses non-ASCII
     text, and a 500 there would tell which logins name an account."""
-    value = request.cookies.get(KNOWN_COOKIE + ctx.settings.cookie_suffix, "")
+    value = sent_cookie(request, ctx.settings.cookie_name(KNOWN_COOKIE)) or ""
     if len(value) > 512:
         return []
     return [m for m in value.split(".") if _MARK.fullmatch(m)][:_KNOWN_MARKS]
@@ -91,7 +110,7 @@ def mark_known(ctx: Context, request: Request, response: Response, user: User) -
     The mark is a MAC: the cookie names no address."""
     mark = ctx.signer.mac("known-browser", fold(user.email))
     marks = [mark, *(m for m in known_marks(ctx, request) if m != mark)][:_KNOWN_MARKS]
-    response.set_cookie(KNOWN_COOKIE + ctx.settings.cookie_suffix, ".".join(marks),
+    response.set_cookie(ctx.settings.cookie_name(KNOWN_COOKIE), ".".join(marks),
                         max_age=KNOWN_SECONDS, **cookie_options(ctx))
 
 
@@ -106,24 +125,32 @@ def render(ctx: Context, template: str, status: int = 200, **values: Any) -> HTM
     return HTMLResponse(html, status_code=status, headers=_PAGE_HEADERS)
 
 
-def csrf_token(ctx: Context, request: Request) -> tuple[str, str]:
-    """(cookie value, form token): the form token is the cookie's MAC, so a forged
-    form needs the victim's cookie and the server's key."""
-    cookie = request.cookies.get(csrf_cookie(ctx)) or secrets.token_urlsafe(24)
-    return cookie, ctx.signer.mac("csrf", cookie)
+def csrf_token(ctx: Context, request: Request, *, signed_in: bool = False) -> tuple[str, str]:
+    """(cookie value, form token): the form token is a MAC of the cookie, so a forged
+    form needs the victim's cookie and the server's key. A ``signed_in`` form's (one
+    that changes the signed-in account) covers the session cookie too: shown before
+    the browser signed in again (another tab, maybe another account), it is refused."""
+    cookie = sent_cookie(request, csrf_cookie(ctx)) or secrets.token_urlsafe(24)
+    return cookie, ctx.signer.mac("csrf", _csrf_input(ctx, request, cookie, signed_in))
 
 
-def csrf_ok(ctx: Context, request: Request, token: object) -> bool:
-    cookie = request.cookies.get(csrf_cookie(ctx))
+def csrf_ok(ctx: Context, request: Request, token: object, *, signed_in: bool = False) -> bool:
+    cookie = sent_cookie(request, csrf_cookie(ctx))
     if not cookie or not isinstance(token, str):
         return False
-    return ctx.signer.matches("csrf", cookie, token)
+    return ctx.signer.matches("csrf", _csrf_input(ctx, request, cookie, signed_in), token)
 
 
-def form_page(ctx: Context, request: Request, template: str, status: int = 200,
-              **values: Any) -> Response:
+def _csrf_input(ctx: Context, request: Request, cookie: str, signed_in: bool) -> str:
+    if not signed_in:  # e.g. a logout asked cross-site (no session cookie) and confirmed
+        return cookie
+    return cookie + "\n" + (session_of(ctx, request) or "")  # no cookie holds a newline
+
+
+def form_page(ctx: Context, request: Request, template: str, status: int = 200, *,
+              signed_in: bool = False, **values: Any) -> Response:
     """Render a page with a form, setting the CSRF cookie its token belongs to."""
-    cookie, token = csrf_token(ctx, request)
+    cookie, token = csrf_token(ctx, request, signed_in=signed_in)
     response = render(ctx, template, status, csrf_token=token, **values)
     response.set_cookie(csrf_cookie(ctx), cookie, **cookie_options(ctx))
     return response
