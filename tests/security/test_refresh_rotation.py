@@ -105,6 +105,18 @@ async def test_refresh_cannot_widen_the_scope(env: Env) -> None:
     assert oauth_error(r) == "invalid_scope"
 
 
+async def test_a_refresh_asking_only_for_scopes_never_granted_is_refused(env: Env) -> None:
+    # Optional scopes left out of the grant are left out again, but none left is not
+    # a token of no scope: RFC 6749 section 6 forbids a scope not granted.
+    tokens = await _tokens(env, scope="openid")
+    r = await env.token(env.web, grant_type="refresh_token",
+                        refresh_token=tokens["refresh_token"], scope="phone offline_access")
+    assert oauth_error(r) == "invalid_scope"
+    r = await env.token(env.web, grant_type="refresh_token",  # not spent by the refusal
+                        refresh_token=tokens["refresh_token"], scope="openid phone")
+    assert r.status_code == 200 and r.json()["scope"] == "openid"
+
+
 async def test_a_narrower_scope_narrows_the_access_token_not_the_refresh_token(
         env: Env) -> None:
     # RFC 6749 section 6: the new refresh token's scope is identical to the old one's.

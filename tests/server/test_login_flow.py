@@ -80,6 +80,10 @@ async def test_full_flow_issues_tokens_and_id_token(app: App, web) -> None:
     assert info.json() == {"sub": user.id, "preferred_username": "alice",
                            "email": "alice@example.com", "email_verified": False,
                            "updated_at": claims["updated_at"]}
+    assert info.headers["cache-control"] == "no-store"  # personal data
+    posted = await app.http.post("/oauth/userinfo",
+                                 headers={"Authorization": "Bearer " + body["access_token"]})
+    assert posted.json() == info.json() and posted.headers["cache-control"] == "no-store"
 
 
 async def test_second_authorization_skips_the_form_and_prompt_login_forces_it(app: App, web):

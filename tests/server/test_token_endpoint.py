@@ -60,7 +60,9 @@ async def test_an_optional_scope_left_out_is_said_in_the_answer(app: App) -> Non
     assert r.status_code == 200 and r.json()["scope"] == "read"
     r = await token(app, {"grant_type": "client_credentials", "client_id": app.client_id,
                           "client_secret": app.client_secret, "scope": "offline_access"})
-    assert r.status_code == 200 and r.json()["scope"] == ""  # not "what was asked"
+    # None left: an error, not a token of no scope (RFC 6749 section 3.3).
+    assert r.status_code == 400 and r.json()["error"] == "invalid_scope"
+    assert "offline_access" in r.json()["error_description"]
 
 
 async def test_basic_credentials_are_form_decoded(app: App) -> None:
@@ -95,6 +97,17 @@ async def test_two_authentication_methods_are_refused(app: App) -> None:
     r = await token(app, {"grant_type": "client_credentials", "client_secret": "x"},
                     headers=basic(app.client_id, app.client_secret))
     assert (r.status_code, r.json()["error"]) == (400, "invalid_request")
+
+
+@pytest.mark.parametrize("scheme", ["Bearer abc", "DPoP abc", "Digest x=1", "Basic"])
+async def test_another_authorization_scheme_beside_body_credentials_is_refused(
+        app: App, scheme: str) -> None:
+    # RFC 6749 2.3: one method per request; an ignored header would hide a mistake.
+    r = await token(app, {"grant_type": "client_credentials", "client_id": app.client_id,
+                          "client_secret": app.client_secret},
+                    headers={"Authorization": scheme})
+    assert (r.status_code, r.json()["error"]) == (401, "invalid_client")
+    assert r.headers["www-authenticate"].startswith("Basic ")
 
 
 async def test_a_body_client_id_differing_from_the_basic_one_is_refused(app: App) -> None:

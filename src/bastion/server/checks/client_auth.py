@@ -36,7 +36,13 @@ async def authenticate_client(
     clients: ClientCache, authorization: str | None, form: Mapping[str, str]
 ) -> tuple[Client, bytes | None]:
     """The client, and the digest of the secret it used (``None`` for a public one)."""
-    if authorization and authorization[:6].lower() == "basic ":
+    if authorization and authorization[:6].lower() != "basic ":
+        # Bearer, DPoP, ...: not a method here, and with credentials in the body it
+        # would be two (RFC 6749 section 2.3); silently ignored, it would hide a mistake.
+        raise InvalidClient("Authenticate the client with HTTP Basic or in the body "
+                            "(client_secret_basic or client_secret_post), not another "
+                            "Authorization scheme.", headers=BASIC_CHALLENGE)
+    if authorization:
         if "client_secret" in form:
             raise InvalidRequest("Use one client authentication method, not two.")
         client_id, secret = _basic(authorization)

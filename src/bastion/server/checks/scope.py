@@ -20,9 +20,14 @@ OPTIONAL_SCOPES = frozenset({"offline_access", "phone", "address"})
 
 
 def _wanted(requested: str, allowed: Collection[str]) -> list[str]:
-    """The scopes asked for, once each, but ``OPTIONAL_SCOPES`` not in ``allowed``."""
-    return [s for s in dict.fromkeys(requested.split())
-            if s in allowed or s not in OPTIONAL_SCOPES]
+    """The scopes asked for, once each, but ``OPTIONAL_SCOPES`` not in ``allowed``.
+    Raises ``InvalidScope`` when that leaves none of several asked for: a token of no
+    scope is not what was asked for (RFC 6749 section 3.3; section 6 for a refresh)."""
+    asked = list(dict.fromkeys(requested.split()))
+    wanted = [s for s in asked if s in allowed or s not in OPTIONAL_SCOPES]
+    if asked and not wanted:
+        raise InvalidScope(f"Scope not granted to this client: {' '.join(asked)}.")
+    return wanted
 
 
 def granted_scope(requested: str | None, client: Client) -> str:

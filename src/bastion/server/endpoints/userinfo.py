@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from bastion.oauth.errors import InsufficientScope, InvalidToken
 from bastion.server.context import Context
@@ -22,8 +22,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.get(USERINFO_PATH, summary="Claims about the signed-in user", responses=_ERRORS)
-async def userinfo(request: Request) -> dict[str, Any]:
+async def userinfo(request: Request, response: Response) -> dict[str, Any]:
     ctx: Context = request.app.state.ctx
+    response.headers["Cache-Control"] = "no-store"  # personal data, as the errors are
     claims = await verified_claims(request)
     scope = str(claims.get("scope", ""))
     if "openid" not in scope.split() or not claims.get("gid"):
@@ -37,5 +38,5 @@ async def userinfo(request: Request) -> dict[str, Any]:
 
 
 @router.post(USERINFO_PATH, summary="Claims about the signed-in user (POST)", responses=_ERRORS)
-async def userinfo_post(request: Request) -> dict[str, Any]:
-    return await userinfo(request)
+async def userinfo_post(request: Request, response: Response) -> dict[str, Any]:
+    return await userinfo(request, response)
