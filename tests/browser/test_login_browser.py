@@ -56,6 +56,8 @@ def test_the_login_page_and_a_failed_sign_in(
     shot(page, "login-page")
     sign_in(page, username, password + "-wrong")
     expect(page.get_by_role("alert")).to_have_text("Incorrect username or password.")
+    expect(page.locator("#login")).to_have_value(username)  # kept: retype the password
+    expect(page.locator("#password")).to_have_value("")
     shot(page, "login-failed")
     page.fill("#login", username)
     page.fill("#password", password)

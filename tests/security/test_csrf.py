@@ -99,6 +99,8 @@ async def test_login_page_cannot_be_framed(env: Env, page: str) -> None:
     assert r.headers["cache-control"] == "no-store"
     assert r.headers["referrer-policy"] == "no-referrer"
     assert r.headers["x-content-type-options"] == "nosniff"
+    # an https issuer's: never over http again (no SSL stripping of the sign-in form)
+    assert r.headers["strict-transport-security"] == "max-age=31536000"
 
 
 # -- the logout confirmation form -------------------------------------------------

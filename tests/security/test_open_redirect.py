@@ -153,6 +153,7 @@ async def test_invalid_id_token_hint_cancels_the_redirect_even_with_client_id(
     confirmed = await env.http.post("/oauth/logout", data=hidden_fields(page.text))
     assert_no_redirect(confirmed)
     assert "You are signed out." in confirmed.text
+    assert 'href="/account">Sign in again</a>' in confirmed.text  # not a dead end
 
 
 async def test_a_hint_whose_key_is_no_longer_published_is_no_hint(env: Env) -> None:

@@ -67,6 +67,7 @@ async def test_forged_session_cookie_is_ignored(env: Env, kind: str) -> None:
     assert await shows_login_form(env, browser)
     home = await browser.get("/")
     assert "You are not signed in." in home.text
+    assert 'href="/account">Sign in to your account</a>' in home.text  # not a dead end
 
 
 async def test_cookie_of_an_expired_session_is_ignored(env: Env) -> None:

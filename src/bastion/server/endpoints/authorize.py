@@ -58,11 +58,12 @@ def error_page(ctx: Context, exc: OAuthError) -> Response:
 
 def login_page(ctx: Context, request: Request, req: AuthorizationRequest | None, query: str,
                error: str | None = None, status: int = 200, next_url: str = "",
-               expected: str = "") -> Response:
+               expected: str = "", typed: str = "") -> Response:
     """The sign-in form, for an authorization request (``query``) or for one of
     Bastion's own pages (``next_url``); ``expected``: the username an id_token_hint
-    names, prefilled unless the request gives a login_hint."""
-    hint = req.params.get("login_hint", "") or expected if req else ""
+    names, prefilled unless the request gives a login_hint; ``typed``: the login of a
+    refused attempt, prefilled before either."""
+    hint = typed or (req.params.get("login_hint", "") or expected if req else "")
     return form_page(ctx, request, "login.html", status, continue_query=query, error=error,
                      next_url=next_url, login_hint=hint,
                      client_name=req.client.name if req and req.client else "")

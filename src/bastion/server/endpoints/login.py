@@ -100,9 +100,9 @@ async def login_submit(request: Request) -> Response:
         return error_page(ctx, exc)
     next_url = "" if req else target
 
-    def again(error: str, status: int) -> Response:
+    def again(error: str, status: int, typed: str = "") -> Response:
         return login_page(ctx, request, req, query, error=error, status=status,
-                          next_url=next_url)
+                          next_url=next_url, typed=typed)
 
     if not csrf_ok(ctx, request, form.get("csrf_token")):
         return again("This form has expired. Please sign in again.", 400)
@@ -118,12 +118,12 @@ async def login_submit(request: Request) -> Response:
     except login.TooManyAttempts as exc:
         if login.first_refusal(ctx.storage, exc):
             await audit.record(ctx.storage, who, "login.throttled", login.tried(username))
-        page = again(str(exc), 429)
+        page = again(str(exc), 429, username[:320])
         page.headers["Retry-After"] = str(exc.retry_after)
         return page
     except login.LoginFailed as exc:
         await audit.record(ctx.storage, who, "login.failure", login.tried(username), method="form")
-        return again(str(exc), 401)
+        return again(str(exc), 401, username[:320])  # kept: a typo is likelier in the password
     success = audit.event(audit.Actor(user.id, "user", client_id, ip), "login.success",
                           user.id, method="form")
     answer = await other_than_hinted(ctx, req, user.id)
@@ -138,5 +138,6 @@ async def home(request: Request) -> Response:
     current = await sessions.current(ctx.storage, ctx.settings, ctx.signer,
                                   session_of(ctx, request))
     if current is None:
-        return render(ctx, "message.html", title="Bastion", message="You are not signed in.")
+        return render(ctx, "message.html", title="Bastion", message="You are not signed in.",
+                      link_url="/account", link_text="Sign in to your account")
     return RedirectResponse("/account", status_code=303)

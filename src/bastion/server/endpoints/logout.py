@@ -88,7 +88,8 @@ async def _logout(ctx: Context, request: Request, params: dict[str, str], hint: 
         response = RedirectResponse(target + (sep + urlencode(query) if query else ""), 303)
     else:
         response = render(ctx, "message.html", title="Signed out",
-                          message="You are signed out.")
+                          message="You are signed out.", link_url="/account",
+                          link_text="Sign in again")
     response.delete_cookie(session_cookie(ctx), **cookie_options(ctx))
     return response
 

@@ -119,10 +119,18 @@ def cookie_options(ctx: Context) -> dict[str, Any]:
             "secure": ctx.settings.issuer_url.startswith("https://")}
 
 
+def _headers(ctx: Context, headers: dict[str, str]) -> dict[str, str]:
+    # An https issuer's pages are never to be loaded over http again (SSL stripping of
+    # the sign-in form); a year, as browsers' preload lists ask.
+    if ctx.settings.issuer_url.startswith("https://"):
+        return {**headers, "Strict-Transport-Security": "max-age=31536000"}
+    return headers
+
+
 def render(ctx: Context, template: str, status: int = 200, **values: Any) -> HTMLResponse:
     html = _env.get_template(template).render(issuer=ctx.settings.issuer_url,
                                               base=ctx.settings.issuer_path, **values)
-    return HTMLResponse(html, status_code=status, headers=_PAGE_HEADERS)
+    return HTMLResponse(html, status_code=status, headers=_headers(ctx, _PAGE_HEADERS))
 
 
 def csrf_token(ctx: Context, request: Request, *, signed_in: bool = False) -> tuple[str, str]:
@@ -171,4 +179,4 @@ def form_post(ctx: Context, action: str, fields: dict[str, str]) -> HTMLResponse
     (the client's verified redirect URI) as soon as it loads."""
     html = _env.get_template("form_post.html").render(
         issuer=ctx.settings.issuer_url, action=action, fields=fields, script=_SUBMIT)
-    return HTMLResponse(html, headers=_FORM_POST_HEADERS)
+    return HTMLResponse(html, headers=_headers(ctx, _FORM_POST_HEADERS))
