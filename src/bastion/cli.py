@@ -608,6 +608,11 @@ def _serve(args: argparse.Namespace, settings: Any) -> int:
     from bastion.server.keys import KeyRing, check_signing
     from bastion.server.settings import check_issuer
 
+    if not settings.issuer and _wildcard(args.host):
+        # Discovery would send browsers and apps to http://0.0.0.0:PORT.
+        raise SettingsError(f"--host {args.host} listens on every address, but is no address "
+                            "a browser or an app can reach: set BASTION_ISSUER (or --issuer) "
+                            "to the public URL, e.g. https://id.example.com")
     issuer = settings.issuer or f"http://{_address(args.host, args.port)}"
     try:
         check_issuer(issuer)
@@ -643,6 +648,15 @@ def _serve(args: argparse.Namespace, settings: Any) -> int:
 
             shutil.rmtree(made, ignore_errors=True)
     return 0
+
+
+def _wildcard(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
 
 
 def _address(host: str, port: int) -> str:

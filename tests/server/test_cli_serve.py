@@ -54,6 +54,18 @@ def test_serve_brackets_an_ipv6_host_in_the_default_issuer(cli, served, tmp_path
     assert served[0].issuer == "http://[::1]:8123"
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]"])  # noqa: S104
+def test_serve_on_every_address_needs_the_issuer_named(cli, served, tmp_path, host) -> None:
+    """Discovery published http://0.0.0.0:8000 as the issuer and its endpoints."""
+    code, err = cli("serve", "--host", host, "--data-dir", str(tmp_path))
+    assert code == 1 and served == []
+    assert "set BASTION_ISSUER" in one_line(err) and f"--host {host} " in one_line(err)
+    code, err = cli("serve", "--host", host, "--issuer", "https://id.example",
+                    "--data-dir", str(tmp_path))
+    assert code == 0, err
+    assert served[0].issuer == "https://id.example"
+
+
 def test_serve_refuses_an_issuer_that_is_no_url(cli, served, tmp_path) -> None:
     code, err = cli("serve", "--issuer", "https://id.example?tenant=a", "--data-dir",
                     str(tmp_path))
