@@ -58,6 +58,8 @@ def test_the_login_page_and_a_failed_sign_in(
     expect(page.get_by_role("alert")).to_have_text("Incorrect username or password.")
     expect(page.locator("#login")).to_have_value(username)  # kept: retype the password
     expect(page.locator("#password")).to_have_value("")
+    expect(page.locator("#password")).to_be_focused()
+    expect(page).to_have_title("Error: Sign in · Bastion")  # said first by screen readers
     shot(page, "login-failed")
     page.fill("#login", username)
     page.fill("#password", password)
