@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx2
 import pytest
 from sdk_fakes import (
@@ -30,6 +31,7 @@ from bastion import (
     AsyncClient,
     BastionError,
     Client,
+    ConfigurationError,
     InvalidGrant,
     InvalidToken,
     TokenSet,
@@ -537,6 +539,69 @@ async def test_tokens_are_kept_when_on_refresh_fails_async(provider: FakeProvide
     seen: list[TokenSet] = []
     async with async_client(provider) as client:
         auth = client.token_auth(user_tokens(), on_refresh=failing_once(seen))
+        with pytest.raises(StoreDown):
+            await client.request("GET", "api/thing", auth=auth)
+        assert auth.tokens is seen[0] and auth.tokens.refresh_token == "rotated-refresh-1"
+        assert (await client.request("GET", "api/thing", auth=auth)).status_code == 200
+    assert provider.calls[TOKEN_PATH] == 1
+
+
+async def test_an_async_on_refresh_is_awaited_by_async_requests(provider: FakeProvider) -> None:
+    """It was called and never awaited: the rotated tokens never reached the app's
+    store, whose spent refresh token then revoked the whole family."""
+    saved: list[TokenSet] = []
+
+    async def save(tokens: TokenSet) -> None:
+        await anyio.lowlevel.checkpoint()  # suspends, as a store's I/O would
+        saved.append(tokens)
+
+    async with async_client(provider) as client:
+        auth = client.token_auth(user_tokens(), on_refresh=save)
+        assert (await client.request("GET", "api/thing", auth=auth)).status_code == 200
+    assert saved == [auth.tokens] and auth.tokens.refresh_token == "rotated-refresh-1"
+
+
+async def test_a_sync_clients_token_auth_awaits_it_in_an_async_httpx2_client(
+    provider: FakeProvider,
+) -> None:
+    """The async path awaits it whichever client made the auth."""
+    saved: list[TokenSet] = []
+
+    async def save(tokens: TokenSet) -> None:
+        saved.append(tokens)
+
+    with sync_client(provider) as client:
+        auth = client.token_auth(user_tokens(), on_refresh=save)
+        async with httpx2.AsyncClient(transport=httpx2.MockTransport(provider)) as http:
+            assert (await http.get(ISSUER + "/api/thing", auth=auth)).status_code == 200
+    assert saved == [auth.tokens] and provider.calls[TOKEN_PATH] == 1
+
+
+def test_a_sync_client_refuses_an_async_on_refresh_and_keeps_the_tokens(
+    provider: FakeProvider,
+) -> None:
+    """It cannot be awaited there: refused, closed (no "never awaited" warning), and
+    the new tokens kept all the same, so the spent refresh token is not sent again."""
+    async def save(tokens: TokenSet) -> None:
+        raise AssertionError("never runs")
+
+    with sync_client(provider) as client:
+        auth = client.token_auth(user_tokens(), on_refresh=save)
+        with pytest.raises(ConfigurationError, match="on_refresh returned an awaitable"):
+            client.request("GET", "api/thing", auth=auth)
+        assert auth.tokens.refresh_token == "rotated-refresh-1"
+    assert provider.calls[TOKEN_PATH] == 1
+
+
+async def test_tokens_are_kept_when_an_async_on_refresh_fails(provider: FakeProvider) -> None:
+    seen: list[TokenSet] = []
+    failing = failing_once(seen)
+
+    async def save(tokens: TokenSet) -> None:
+        failing(tokens)
+
+    async with async_client(provider) as client:
+        auth = client.token_auth(user_tokens(), on_refresh=save)
         with pytest.raises(StoreDown):
             await client.request("GET", "api/thing", auth=auth)
         assert auth.tokens is seen[0] and auth.tokens.refresh_token == "rotated-refresh-1"
