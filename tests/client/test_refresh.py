@@ -8,6 +8,7 @@ Each wait has a generous timeout only so that a regression fails instead of hang
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -315,6 +316,50 @@ async def test_one_users_slow_refresh_does_not_hold_up_another_task(provider: Fa
                 finished.append("b")
                 release.set()
     assert finished == ["b", "a"]
+
+
+def test_a_task_that_gave_up_following_a_threads_refresh_is_not_woken(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+):
+    """A sync client's auth serving threads and, in a short-lived loop, an async httpx2
+    client whose request is cancelled while it follows a thread's refresh. Its event
+    stayed registered: once its loop had closed, waking it raised RuntimeError in the
+    leader's thread (whose request failed, its rotated tokens lost), and the thread
+    following next was never woken."""
+    gate = Gate(provider, TOKEN_PATH, followers=2)
+    task_follows: list[asyncio.Event] = []  # the task's loop runs in this thread
+
+    def follow() -> None:
+        gate.follow()
+        if threading.current_thread() is threading.main_thread():
+            task_follows[0].set()
+
+    watch_followers(monkeypatch, follow)
+    with sync_client(gate) as client:
+        auths = [client.token_auth(user_tokens()) for _ in range(3)]
+        leader, leader_out = run_in_thread(
+            lambda: client.request("GET", "api/thing", auth=auths[0]))
+        assert gate.leader_in.wait(PATIENCE)
+
+        async def give_up() -> None:
+            task_follows.append(asyncio.Event())
+            async with httpx2.AsyncClient(transport=httpx2.MockTransport(gate)) as http:
+                task = asyncio.ensure_future(http.get(ISSUER + "/api/thing", auth=auths[1]))
+                await asyncio.wait_for(task_follows[0].wait(), PATIENCE)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+
+        asyncio.run(give_up())  # its loop closes before the refresh lands
+        follower_out: list[Any] = []
+        follower = threading.Thread(  # a daemon: a regression fails, without hanging
+            target=lambda: follower_out.append(
+                client.request("GET", "api/thing", auth=auths[2])), daemon=True)
+        follower.start()
+        leader.join(PATIENCE)
+        follower.join(PATIENCE)
+        assert [out.status_code for out in leader_out + follower_out] == [200, 200]
+    assert auths[0].tokens == auths[2].tokens and provider.calls[TOKEN_PATH] == 1
 
 
 # -- what is remembered (both shells) ----------------------------------------------
