@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from typing import Any
 
@@ -410,3 +411,53 @@ async def test_a_spent_streamed_body_is_a_transport_error_not_httpx2s_async() ->
         with pytest.raises(TransportError):
             await client.request("PUT", "/api/thing", content=body(),
                                  auth=httpx2.BasicAuth("u", "p"))
+
+
+class _LoopBoundTransport(httpx2.MockTransport):
+    """Connections as a real pool holds them: they belong to the loop that opened
+    them, and closing them once that loop has closed raises, as asyncio's do."""
+
+    def __init__(self, handler: Any) -> None:
+        super().__init__(handler)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.closed = False
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        self.loop = asyncio.get_running_loop()
+        return await super().handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self.loop is not None and self.loop.is_closed():
+            raise RuntimeError("Event loop is closed")
+        self.closed = True
+
+
+def loop_bound_client(provider: FakeProvider) -> tuple[AsyncClient, _LoopBoundTransport]:
+    """An ``AsyncClient`` that tracks its loop, as without ``transport=``."""
+    client = AsyncClient(ISSUER, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    transport = _LoopBoundTransport(provider)
+    client._http = httpx2.AsyncClient(base_url=ISSUER, transport=transport)
+    return client, transport
+
+
+def test_an_async_client_closes_from_another_loop_once_its_own_has_closed(
+    provider: FakeProvider,
+) -> None:
+    """At shutdown (``asyncio.run(client.aclose())`` in a teardown hook), after the
+    loop that used it had ended: it raised ConfigurationError and stayed open."""
+    client, transport = loop_bound_client(provider)
+    asyncio.run(client.discover())
+    asyncio.run(client.aclose())  # its connections are dropped: nothing can close them
+    assert client._http.is_closed and not transport.closed
+    with pytest.raises(ConfigurationError, match="closed"):
+        asyncio.run(client.client_credentials())
+
+
+def test_an_async_client_closes_from_another_loop_while_its_own_is_open(
+    provider: FakeProvider,
+) -> None:
+    client, transport = loop_bound_client(provider)
+    with asyncio.Runner() as first:
+        first.run(client.discover())
+        asyncio.run(client.aclose())
+        assert client._http.is_closed and transport.closed

@@ -16,7 +16,7 @@ from bastion import InvalidGrant, InvalidToken, NotFound, ServerError, Transport
 from bastion.client._admin_users import change_user_roles_flow
 from bastion.client._base import BaseClient, Flow
 from bastion.client._config import Settings
-from bastion.client._flight import Flights, Wait, wait_in_task
+from bastion.client._flight import Flights, Wait, _TaskEvent, wait_in_task
 from bastion.oauth.jose import PrivateKey
 
 ISSUER = "https://id.example"
@@ -350,3 +350,60 @@ def test_a_task_following_a_flight_that_a_thread_lands_is_woken_through_its_loop
     assert asyncio.run(follow()) == "result"
     thread.join()
     assert set_in == [threading.get_ident()]
+
+
+class FailingEvent:
+    def set(self) -> None:
+        raise RuntimeError("a waiter's own trouble")
+
+
+def test_a_flight_wakes_every_waiter_even_when_waking_one_fails():
+    """It stopped at the first failure: the waiters after it were never woken."""
+    flights = Flights()
+    flight, _ = flights.join("k")
+    first = flight.event(threading.Event)
+    flight.event(FailingEvent)
+    last = flight.event(threading.Event)
+    with pytest.raises(RuntimeError, match="own trouble"):
+        flights.land("k", flight, "result")
+    assert first is not None and first.is_set()
+    assert last is not None and last.is_set()
+    assert flight.outcome() == "result"
+
+
+def test_a_task_event_whose_loop_has_closed_is_set_from_another_thread_quietly():
+    """Its waiter's loop ended (an ``asyncio.run`` that finished): setting it raised
+    RuntimeError in the thread landing the flight."""
+    async def make() -> _TaskEvent:
+        return _TaskEvent()
+
+    event = asyncio.run(make())
+    errors: list[BaseException] = []
+
+    def set_it() -> None:
+        try:
+            event.set()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=set_it)
+    thread.start()
+    thread.join()
+    assert errors == []
+
+
+def test_a_cancelled_task_stops_waiting_on_the_flight():
+    """Its event stayed registered, to be set after its loop had gone."""
+    flights = Flights()
+    flight, _ = flights.join("k")
+
+    async def give_up() -> None:
+        waiter = asyncio.ensure_future(wait_in_task(Wait(flight)))
+        await asyncio.sleep(0)  # one step: the task registers its event and waits
+        assert flight._events
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+
+    asyncio.run(give_up())
+    assert flight._events == []

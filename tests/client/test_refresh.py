@@ -8,12 +8,14 @@ Each wait has a generous timeout only so that a regression fails instead of hang
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx2
 import pytest
 from sdk_fakes import (
@@ -30,6 +32,7 @@ from bastion import (
     AsyncClient,
     BastionError,
     Client,
+    ConfigurationError,
     InvalidGrant,
     InvalidToken,
     TokenSet,
@@ -315,6 +318,50 @@ async def test_one_users_slow_refresh_does_not_hold_up_another_task(provider: Fa
     assert finished == ["b", "a"]
 
 
+def test_a_task_that_gave_up_following_a_threads_refresh_is_not_woken(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+):
+    """A sync client's auth serving threads and, in a short-lived loop, an async httpx2
+    client whose request is cancelled while it follows a thread's refresh. Its event
+    stayed registered: once its loop had closed, waking it raised RuntimeError in the
+    leader's thread (whose request failed, its rotated tokens lost), and the thread
+    following next was never woken."""
+    gate = Gate(provider, TOKEN_PATH, followers=2)
+    task_follows: list[asyncio.Event] = []  # the task's loop runs in this thread
+
+    def follow() -> None:
+        gate.follow()
+        if threading.current_thread() is threading.main_thread():
+            task_follows[0].set()
+
+    watch_followers(monkeypatch, follow)
+    with sync_client(gate) as client:
+        auths = [client.token_auth(user_tokens()) for _ in range(3)]
+        leader, leader_out = run_in_thread(
+            lambda: client.request("GET", "api/thing", auth=auths[0]))
+        assert gate.leader_in.wait(PATIENCE)
+
+        async def give_up() -> None:
+            task_follows.append(asyncio.Event())
+            async with httpx2.AsyncClient(transport=httpx2.MockTransport(gate)) as http:
+                task = asyncio.ensure_future(http.get(ISSUER + "/api/thing", auth=auths[1]))
+                await asyncio.wait_for(task_follows[0].wait(), PATIENCE)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+
+        asyncio.run(give_up())  # its loop closes before the refresh lands
+        follower_out: list[Any] = []
+        follower = threading.Thread(  # a daemon: a regression fails, without hanging
+            target=lambda: follower_out.append(
+                client.request("GET", "api/thing", auth=auths[2])), daemon=True)
+        follower.start()
+        leader.join(PATIENCE)
+        follower.join(PATIENCE)
+        assert [out.status_code for out in leader_out + follower_out] == [200, 200]
+    assert auths[0].tokens == auths[2].tokens and provider.calls[TOKEN_PATH] == 1
+
+
 # -- what is remembered (both shells) ----------------------------------------------
 
 
@@ -537,6 +584,69 @@ async def test_tokens_are_kept_when_on_refresh_fails_async(provider: FakeProvide
     seen: list[TokenSet] = []
     async with async_client(provider) as client:
         auth = client.token_auth(user_tokens(), on_refresh=failing_once(seen))
+        with pytest.raises(StoreDown):
+            await client.request("GET", "api/thing", auth=auth)
+        assert auth.tokens is seen[0] and auth.tokens.refresh_token == "rotated-refresh-1"
+        assert (await client.request("GET", "api/thing", auth=auth)).status_code == 200
+    assert provider.calls[TOKEN_PATH] == 1
+
+
+async def test_an_async_on_refresh_is_awaited_by_async_requests(provider: FakeProvider) -> None:
+    """It was called and never awaited: the rotated tokens never reached the app's
+    store, whose spent refresh token then revoked the whole family."""
+    saved: list[TokenSet] = []
+
+    async def save(tokens: TokenSet) -> None:
+        await anyio.lowlevel.checkpoint()  # suspends, as a store's I/O would
+        saved.append(tokens)
+
+    async with async_client(provider) as client:
+        auth = client.token_auth(user_tokens(), on_refresh=save)
+        assert (await client.request("GET", "api/thing", auth=auth)).status_code == 200
+    assert saved == [auth.tokens] and auth.tokens.refresh_token == "rotated-refresh-1"
+
+
+async def test_a_sync_clients_token_auth_awaits_it_in_an_async_httpx2_client(
+    provider: FakeProvider,
+) -> None:
+    """The async path awaits it whichever client made the auth."""
+    saved: list[TokenSet] = []
+
+    async def save(tokens: TokenSet) -> None:
+        saved.append(tokens)
+
+    with sync_client(provider) as client:
+        auth = client.token_auth(user_tokens(), on_refresh=save)
+        async with httpx2.AsyncClient(transport=httpx2.MockTransport(provider)) as http:
+            assert (await http.get(ISSUER + "/api/thing", auth=auth)).status_code == 200
+    assert saved == [auth.tokens] and provider.calls[TOKEN_PATH] == 1
+
+
+def test_a_sync_client_refuses_an_async_on_refresh_and_keeps_the_tokens(
+    provider: FakeProvider,
+) -> None:
+    """It cannot be awaited there: refused, closed (no "never awaited" warning), and
+    the new tokens kept all the same, so the spent refresh token is not sent again."""
+    async def save(tokens: TokenSet) -> None:
+        raise AssertionError("never runs")
+
+    with sync_client(provider) as client:
+        auth = client.token_auth(user_tokens(), on_refresh=save)
+        with pytest.raises(ConfigurationError, match="on_refresh returned an awaitable"):
+            client.request("GET", "api/thing", auth=auth)
+        assert auth.tokens.refresh_token == "rotated-refresh-1"
+    assert provider.calls[TOKEN_PATH] == 1
+
+
+async def test_tokens_are_kept_when_an_async_on_refresh_fails(provider: FakeProvider) -> None:
+    seen: list[TokenSet] = []
+    failing = failing_once(seen)
+
+    async def save(tokens: TokenSet) -> None:
+        failing(tokens)
+
+    async with async_client(provider) as client:
+        auth = client.token_auth(user_tokens(), on_refresh=save)
         with pytest.raises(StoreDown):
             await client.request("GET", "api/thing", auth=auth)
         assert auth.tokens is seen[0] and auth.tokens.refresh_token == "rotated-refresh-1"

@@ -10,6 +10,7 @@ import dataclasses
 import secrets
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -288,6 +289,37 @@ def test_token_auth_refreshes_once_for_concurrent_callers(
         assert len(seen) == 8 and auth.tokens is seen[-1]
         assert len({t.refresh_token for t in seen}) == 8
         assert auth.tokens.refresh() is not None  # the newest refresh token still works
+
+
+def test_an_async_on_refresh_stores_the_rotated_tokens(
+    bastion_server: ServerProcess, web_app: App, account: Account, asign_in: Any
+) -> None:
+    """``async def on_refresh`` is awaited: it was called and never awaited, so the
+    session kept the spent refresh token, and the next worker's refresh with it
+    revoked the whole family."""
+    import anyio.lowlevel
+
+    session: dict[str, TokenSet] = {}
+
+    async def save(tokens: TokenSet) -> None:
+        await anyio.lowlevel.checkpoint()  # suspends, as a session store's I/O would
+        session["tokens"] = tokens
+
+    async def main() -> None:
+        async with AsyncClient(**options(bastion_server, web_app)) as client:
+            state, url = await client.start_authorization("openid profile")
+            tokens = await client.finish_authorization_response(
+                await asign_in(url, account), state)
+            due = dataclasses.replace(tokens, expires_at=datetime.now(UTC))
+            auth = client.token_auth(due, on_refresh=save)
+            userinfo = (await client.discover()).userinfo_endpoint
+            assert userinfo and (await client.request("GET", userinfo, auth=auth)).is_success
+            assert session["tokens"] is auth.tokens
+            assert auth.tokens.refresh_token != tokens.refresh_token
+        async with AsyncClient(**options(bastion_server, web_app)) as next_worker:
+            assert (await next_worker.refresh(session["tokens"])).access_token
+
+    anyio.run(main)
 
 
 def test_user_model_sync_and_async(

@@ -108,7 +108,21 @@ class AsyncClient(AsyncSignIn):
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http_of_this_loop().aclose()
+        """Close the client, from any event loop (at shutdown, say, once the loop that
+        used it has ended): closing must always work. Connections of a loop that has
+        closed cannot be closed any more (Python warns about them): they are dropped."""
+        try:
+            await self._http.aclose()  # marks it closed before closing the connections
+        except RuntimeError:  # "Event loop is closed", from the first connection
+            if not self._loop_has_closed():
+                raise
+
+    def _loop_has_closed(self) -> bool:
+        """The loop the client belongs to has closed (or is gone)."""
+        if self._loop is None:
+            return False
+        loop = self._loop()
+        return loop is None or loop.is_closed()
 
     # -- the sending loop: the only part AsyncClient writes differently -----------
 

@@ -5,11 +5,11 @@ and handle their tokens, each running one flow of ``_authorization``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _authorization, _login, _passwordless
-from ._auth import ClientCredentialsAuth, TokenAuth
+from ._auth import ClientCredentialsAuth, OnRefresh, TokenAuth
 from .exceptions import InvalidGrant
 from .state import ReplayStore
 from .tokens import TokenCheck, TokenSet
@@ -196,11 +196,10 @@ class AsyncSignIn:
         except InvalidGrant as exc:
             return TokenCheck("invalid", error=exc)
 
-    def token_auth(
-        self, tokens: TokenSet, on_refresh: Callable[[TokenSet], object] | None = None
-    ) -> TokenAuth:
+    def token_auth(self, tokens: TokenSet, on_refresh: OnRefresh | None = None) -> TokenAuth:
         """An ``httpx2.Auth`` sending ``tokens`` and refreshing them before they expire
-        (one refresh for concurrent callers); ``on_refresh`` receives the new ones."""
+        (one refresh for concurrent callers); ``on_refresh`` receives the new ones, and
+        is awaited if it is an ``async def``."""
         return TokenAuth(self._core, tokens, on_refresh)
 
     def client_credentials_auth(

@@ -3,7 +3,8 @@
 - ``ClientCredentialsAuth`` (RFC 6749 section 4.4): fetched on first use.
 - ``TokenAuth``: a signed-in user's ``TokenSet``, refreshed with its refresh
   token (RFC 6749 section 6); the new tokens replace the old ones (rotation)
-  and are handed to ``on_refresh`` so the app can store them.
+  and are handed to ``on_refresh`` so the app can store them (awaited by the
+  async shell if it is an ``async def``; the sync shell cannot, and refuses it).
 
 Both cache the token, replace it ``refresh_margin`` seconds before it expires,
 and once more when the resource server answers 401. The flow itself is
@@ -24,18 +25,25 @@ the core (``BaseClient.not_sent``), which then lets the token be sent again.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncGenerator, Callable, Collection, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Generator
 
 import anyio
 import httpx2
 
 from ._base import BaseClient, Flow
+from ._callbacks import awaited, not_awaitable
 from ._flight import Wait, wait_in_task, wait_in_thread
 from ._retry import TOKEN_REQUEST_IN_FLIGHT
 from .tokens import TokenSet, renewal_margin
 
-__all__ = ["TOKEN_REQUEST_IN_FLIGHT", "ClientCredentialsAuth", "TokenAuth"]
+__all__ = ["TOKEN_REQUEST_IN_FLIGHT", "ClientCredentialsAuth", "OnRefresh", "TokenAuth"]
 
+#: ``on_refresh``: a plain function, or an ``async def`` one where it can be awaited
+#: (an async client's requests).
+OnRefresh = Callable[[TokenSet], Awaitable[object] | object]
+#: Why an ``async def on_refresh`` is refused on the sync path.
+SYNC_ON_REFRESH = ("in a Client, or any sync httpx2 client: give a plain function, or use "
+                   "AsyncClient")
 
 
 class _CachedTokenAuth(httpx2.Auth):
@@ -61,6 +69,10 @@ class _CachedTokenAuth(httpx2.Auth):
         self._keep(token)
         return token
 
+    def _renewed(self, token: TokenSet) -> object:
+        """Called by the shells once a new ``token`` is kept: what to await, if anything."""
+        return None
+
     def _keep(self, token: TokenSet) -> None:
         self._token = token
         self._margin = renewal_margin(token, self._core.clock(),
@@ -78,6 +90,7 @@ class _CachedTokenAuth(httpx2.Auth):
         self, request: httpx2.Request, stale: TokenSet | None
     ) -> Generator[httpx2.Request, httpx2.Response, TokenSet]:
         with self._thread_lock:
+            held = self._token
             flow = self.token_flow(stale)
             try:
                 step = next(flow)
@@ -95,6 +108,8 @@ class _CachedTokenAuth(httpx2.Auth):
                 token: TokenSet = done.value
             finally:
                 flow.close()
+            if token is not held:
+                not_awaitable(self._renewed(token), "on_refresh", SYNC_ON_REFRESH)
         return token
 
     def sync_auth_flow(
@@ -118,6 +133,7 @@ class _CachedTokenAuth(httpx2.Auth):
             if self._task_lock is None:
                 self._task_lock = anyio.Lock()
             async with self._task_lock:
+                held = self._token
                 # An async generator cannot ``yield from``: step the flow by hand.
                 flow = self.token_flow(stale)
                 try:
@@ -136,6 +152,8 @@ class _CachedTokenAuth(httpx2.Auth):
                     token: TokenSet = done.value
                 finally:
                     flow.close()
+                if token is not held:  # under the lock: saved in the order refreshed
+                    await awaited(self._renewed(token))
             if token is stale:  # nothing better to offer: the 401 stands
                 return
             response = yield self._authorize(request, token)
@@ -170,13 +188,15 @@ class TokenAuth(_CachedTokenAuth):
     the current ``TokenSet``. Without a refresh token, an expired access token
     is sent as is and the server's 401 is returned. Should ``on_refresh`` raise,
     the request raises its error, and ``auth.tokens`` holds the new tokens all the same.
+    An ``async def on_refresh`` is awaited by async requests; sync ones refuse it
+    (``ConfigurationError``, the new tokens kept as well).
     """
 
     def __init__(
         self,
         core: BaseClient,
         tokens: TokenSet,
-        on_refresh: Callable[[TokenSet], object] | None = None,
+        on_refresh: OnRefresh | None = None,
     ) -> None:
         super().__init__(core)
         self._token = tokens
@@ -194,10 +214,9 @@ class TokenAuth(_CachedTokenAuth):
         current = self.tokens
         if not current.refresh_token:
             return current
-        tokens = yield from self._core.refresh_flow(current)
-        if self._on_refresh is not None and tokens is not current:
-            # Kept first: should the callback fail, the spent refresh token must not
-            # be sent again (a reuse revokes the whole family).
-            self._keep(tokens)
-            self._on_refresh(tokens)
-        return tokens
+        return (yield from self._core.refresh_flow(current))
+
+    def _renewed(self, token: TokenSet) -> object:
+        # Called once the tokens are kept: should the callback fail, the spent
+        # refresh token must not be sent again (a reuse revokes the whole family).
+        return None if self._on_refresh is None else self._on_refresh(token)

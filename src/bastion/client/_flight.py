@@ -10,13 +10,17 @@ the same exception (see ``_own_copy``).
 The core never blocks: a following flow yields ``Wait(flight)`` instead of a
 request, and the shell that drives it waits on a primitive of its own kind
 (``wait_in_thread``: a ``threading.Event``; ``wait_in_task``: an ``anyio.Event``)
-before resuming it. No lock is held while a request is sent.
+before resuming it. No lock is held while a request is sent. A task that stops
+waiting (cancelled) takes its event back, and a waiter's trouble (its loop closed)
+never keeps the leader from landing or the other waiters from waking.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import functools
 import threading
 from collections.abc import Callable, Hashable
 from types import TracebackType
@@ -64,6 +68,12 @@ class Flight:
             self._events.append(event)
             return event
 
+    def forget(self, event: _Event) -> None:
+        """Stop waking ``event``: its waiter has gone (a cancelled task)."""
+        with self._lock:
+            if event in self._events:
+                self._events.remove(event)
+
     def land(self, result: Any = None, error: BaseException | None = None) -> None:
         with self._lock:
             self.result, self.error, self.landed = result, error, True
@@ -71,13 +81,25 @@ class Flight:
             # add frames of its own (in front: this chain stays as it is).
             self._traceback = None if error is None else error.__traceback__
             events, self._events = self._events, []
-        for event in events:
-            event.set()
+        _wake(events)
 
     def outcome(self) -> Any:
         if self.error is not None:
             raise _own_copy(self.error, self._traceback)
         return self.result
+
+
+def _wake(events: list[_Event]) -> None:
+    """Set every event, even when setting one fails: one waiter's trouble must not
+    leave the others waiting forever. The first failure is raised once all are set."""
+    failures: list[Exception] = []
+    for event in events:
+        try:
+            event.set()
+        except Exception as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]
 
 
 def _own_copy(error: BaseException, traceback: TracebackType | None) -> BaseException:
@@ -175,16 +197,7 @@ class _TaskEvent:
     def __init__(self) -> None:
         self.event = anyio.Event()
         self._thread = threading.get_ident()
-        call_soon: Callable[[Callable[[], None]], object]
-        try:
-            call_soon = asyncio.get_running_loop().call_soon_threadsafe
-        except RuntimeError:  # not asyncio: anyio's (blocking) hand-over to the loop
-            token = anyio.lowlevel.current_token()
-
-            def call_soon(fn: Callable[[], None]) -> object:
-                return anyio.from_thread.run_sync(fn, token=token)
-
-        self._call_soon = call_soon
+        self._call_soon = _hand_over()
 
     def set(self) -> None:
         if threading.get_ident() == self._thread:
@@ -193,8 +206,35 @@ class _TaskEvent:
             self._call_soon(self.event.set)
 
 
+def _hand_over() -> Callable[[Callable[[], None]], None]:
+    """How another thread runs a function in this event loop's thread. Once the loop
+    has closed (an ``asyncio.run`` that ended), it does nothing: no task of that loop
+    waits any more, and the thread landing a flight must not fail for it."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio: anyio's (blocking) hand-over to the loop
+        return functools.partial(_run_in_loop, anyio.lowlevel.current_token())
+    return functools.partial(_call_soon, loop)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
+    try:
+        loop.call_soon_threadsafe(fn)
+    except RuntimeError:
+        if not loop.is_closed():
+            raise
+
+
+def _run_in_loop(token: anyio.lowlevel.EventLoopToken, fn: Callable[[], None]) -> None:
+    with contextlib.suppress(anyio.RunFinishedError):
+        anyio.from_thread.run_sync(fn, token=token)
+
+
 async def wait_in_task(wait: Wait) -> None:
     """Suspend this task until the flight has landed (``AsyncClient``)."""
     waiting = wait.flight.event(_TaskEvent)
     if waiting is not None:
-        await waiting.event.wait()
+        try:
+            await waiting.event.wait()
+        finally:  # cancelled: not to be woken, its loop may be closed by then
+            wait.flight.forget(waiting)

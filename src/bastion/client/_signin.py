@@ -212,7 +212,8 @@ class SignIn:
         self, tokens: TokenSet, on_refresh: Callable[[TokenSet], object] | None = None
     ) -> TokenAuth:
         """An ``httpx2.Auth`` sending ``tokens`` and refreshing them before they expire
-        (one refresh for concurrent callers); ``on_refresh`` receives the new ones."""
+        (one refresh for concurrent callers); ``on_refresh``, a plain function,
+        receives the new ones."""
         return TokenAuth(self._core, tokens, on_refresh)
 
     def client_credentials_auth(

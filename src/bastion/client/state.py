@@ -21,7 +21,6 @@ RFC 6749 section 10.12 (CSRF), RFC 9700 section 4.7 (state and PKCE).
 from __future__ import annotations
 
 import binascii
-import inspect
 import json
 import os
 import secrets
@@ -38,7 +37,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bastion.oauth.jose import b64url_decode, b64url_encode
 
-from .exceptions import ConfigurationError, InvalidStateError
+from ._callbacks import not_awaitable
+from .exceptions import InvalidStateError
 
 __all__ = ["AuthorizationState", "MemoryReplayStore", "ReplayStore", "claimed", "seal", "unseal"]
 
@@ -188,14 +188,8 @@ def claimed(store: ReplayStore, state_id: str, expires_at: float) -> bool:
     """``store.claim(...)``, taken for its truth (a Redis ``SET NX`` answers ``True`` or
     ``None``, a SQL insert its row count). Not an awaitable: the coroutine of an
     ``async def claim`` is always true, and would let every replay through."""
-    answer = store.claim(state_id, expires_at)
-    if inspect.isawaitable(answer):
-        close = getattr(answer, "close", None)
-        if callable(close):
-            close()  # never awaited: no warning about it
-        raise ConfigurationError(
-            "replay_store.claim returned an awaitable: the SDK calls it and does not await "
-            "it (give a store whose claim is a plain call)")
+    answer = not_awaitable(store.claim(state_id, expires_at), "replay_store.claim",
+                           "give a store whose claim is a plain call")
     return bool(answer)
 
 

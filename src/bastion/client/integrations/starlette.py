@@ -46,6 +46,7 @@ except ImportError as exc:  # the plain install has no web framework
     ) from exc
 
 from .._async_client import AsyncClient
+from .._callbacks import awaited
 from .._shared import shared_async_client
 from ..exceptions import (
     BastionError,
@@ -205,9 +206,7 @@ def backchannel_logout_endpoint(
         if inspect.iscoroutinefunction(on_logout):
             await on_logout(logout)
         else:  # a plain function may block (a database call): not on the event loop
-            done = await run_in_threadpool(on_logout, logout)
-            if inspect.isawaitable(done):
-                await done
+            await awaited(await run_in_threadpool(on_logout, logout))
         return Response(status_code=200, headers=_NO_STORE)
 
     return backchannel_logout
