@@ -350,7 +350,7 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{self.default_database.resolve()}"
+        return sqlite_url(self.default_database.resolve())
 
     @property
     def default_database(self) -> Path:
@@ -454,6 +454,14 @@ class Settings(BaseSettings):
             warnings.append("no smtp_host: emails (sign-in links) are written to the log, "
                             "not sent")
         return warnings
+
+
+def sqlite_url(path: Path) -> str:
+    """The URL of the SQLite file at ``path`` (absolute), which SQLAlchemy reads back as
+    that path: in the database part it decodes %-escapes, and a '?' begins the query.
+    (``sqlalchemy.URL.create`` renders the same, but fails on a path that is not
+    UTF-8, which Python keeps as surrogates and SQLite opens as the bytes they were.)"""
+    return "sqlite+aiosqlite:///" + str(path).replace("%", "%25").replace("?", "%3F")
 
 
 def claim_length(value: str) -> int:
