@@ -234,7 +234,7 @@ def _without_password(message: str, args: argparse.Namespace) -> str:
     a password and must not reach the terminal."""
     for url in (args.database_url, os.environ.get("BASTION_DATABASE_URL")):
         if url and url.strip():  # blank: no URL (else every space became ***)
-            message = message.replace(url, "***")
+            message = message.replace(url.strip(), "***")  # as the settings took it
     return message
 
 
@@ -562,8 +562,7 @@ def _old_secret_key(args: argparse.Namespace) -> bytes:
             raise SecretKeyError("the old secret key is given twice: use either "
                                  "BASTION_OLD_SECRET_KEY or --old-secret-key-file")
         try:
-            # surrounding white space dropped, as in data_dir/secret_key
-            given = Path(args.old_secret_key_file).read_bytes().decode().strip()
+            given = Path(args.old_secret_key_file).read_bytes().decode()
         except UnicodeDecodeError:
             raise SecretKeyError(f"{args.old_secret_key_file} is not valid UTF-8") from None
     if given is None:
@@ -571,7 +570,7 @@ def _old_secret_key(args: argparse.Namespace) -> bytes:
                              "--old-secret-key-file PATH (and BASTION_SECRET_KEY to the new one)")
     if not utf8(given):
         raise SecretKeyError("BASTION_OLD_SECRET_KEY is not valid UTF-8")
-    return given.encode()
+    return given.strip().encode()  # as every secret key (the settings, data_dir/secret_key)
 
 
 async def _purge(args: argparse.Namespace, settings: Any) -> int:

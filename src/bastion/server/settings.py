@@ -47,6 +47,8 @@ MAX_ISSUER_LENGTH = 500
 
 SECRET_KEY_FILE = "secret_key"
 DATABASE_FILE = "bastion.db"
+#: Settings whose surrounding white space is dropped: none is part of a key or a URL.
+STRIPPED = ("secret_key", "database_url")
 
 
 class Settings(BaseSettings):
@@ -283,6 +285,16 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator(*STRIPPED, mode="before")
+    @classmethod
+    def _without_surrounding_white_space(cls, value: Any) -> Any:
+        # A Kubernetes secret made --from-file, or an env file written with echo, ends
+        # with a newline that ``$(cat file)`` and data_dir/secret_key drop: the server and
+        # the CLI used two secret keys, and a SQLite URL named a file ending in "\n".
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("issuer")
     @classmethod
