@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -296,6 +304,23 @@ class Settings(BaseSettings):
             value = value.get_secret_value()
         return value.strip() if isinstance(value, str) else value
 
+    #: The values of ``STRIPPED`` as given, where that dropped white space: what the
+    #: releases before this one used (``secret_key_as_given``).
+    _as_given: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_values_as_given(cls, values: Any,
+                              handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        settings = handler(values)
+        for name in STRIPPED if isinstance(values, dict) else ():
+            given = values.get(name)
+            if isinstance(given, SecretStr):
+                given = given.get_secret_value()
+            if isinstance(given, str) and given.strip() and given != given.strip():
+                settings._as_given[name] = given
+        return settings
+
     @field_validator("issuer")
     @classmethod
     def _issuer_is_a_url(cls, issuer: str | None) -> str | None:
@@ -400,6 +425,17 @@ class Settings(BaseSettings):
         would otherwise read one another's."""
         path = self.issuer_path
         return "-" + hashlib.sha256(path.encode()).hexdigest()[:8] if path else ""
+
+    def secret_key_as_given(self) -> bytes | None:
+        """``secret_key`` as given, with the white space around it that ``secret_key``
+        leaves out (None where there was none): releases before this one used it so,
+        and a store's keys may still be encrypted under it."""
+        given = self._as_given.get("secret_key")
+        return None if given is None else given.encode()
+
+    def database_url_as_given(self) -> str | None:
+        """``database_url`` as given, where white space around it was left out."""
+        return self._as_given.get("database_url")
 
     def secret_key_bytes(self) -> bytes:
         """The secret key, generating a development one on first use."""
