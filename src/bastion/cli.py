@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -220,7 +221,6 @@ _PATHS = {"data_dir", "old_secret_key_file"}
 def _reader_gone() -> int:
     """Stop quietly, with the status of a command killed by SIGPIPE, as other commands
     do when the reader of their output goes away."""
-    import contextlib
     import signal
 
     # What is left in the buffer would fail again when Python flushes it at exit.
@@ -234,7 +234,7 @@ def _without_password(message: str, args: argparse.Namespace) -> str:
     a password and must not reach the terminal."""
     for url in (args.database_url, os.environ.get("BASTION_DATABASE_URL")):
         if url and url.strip():  # blank: no URL (else every space became ***)
-            message = message.replace(url, "***")
+            message = message.replace(url.strip(), "***")  # as the settings took it
     return message
 
 
@@ -309,12 +309,84 @@ def _run(coro: Awaitable[T]) -> T:
 async def _with_storage(settings: Any, work: Callable[[Any], Awaitable[T]]) -> T:
     from bastion.server.storage import migrate, open_storage
 
+    _check_database_file_name(settings)
     storage = open_storage(settings.resolved_database_url, pool_size=1)
     try:
         await migrate.upgrade(storage.engine)
+        await _secret_key_without_white_space(storage, settings)
         return await work(storage)
     finally:
         await storage.close()
+
+
+def _check_database_file_name(settings: Any) -> None:
+    """Releases before this one kept the white space around the database URL (a
+    newline, from a secret made from a file): a SQLite file was named with it. Refuse
+    to start a new, empty database beside it."""
+    import sqlalchemy as sa
+    from pydantic_settings import SettingsError
+
+    given = settings.database_url_as_given()
+    if given is None:
+        return
+    try:
+        old, new = sa.make_url(given), sa.make_url(settings.database_url)
+    except (ValueError, sa.exc.ArgumentError):
+        return  # no URL, then: database_url.check says so
+    if (new.get_backend_name() == "sqlite" and old.database and new.database
+            and old.database != new.database and os.path.exists(old.database)
+            and not os.path.exists(new.database)):
+        raise SettingsError(
+            f"the database URL (--database-url, BASTION_DATABASE_URL) ends in white space, "
+            f"which releases before this one kept in the file's name: the database is "
+            f"{old.database!r}. Stop every instance and rename it (and its -wal and -shm "
+            f"files, if any) to {new.database}")
+
+
+async def _secret_key_without_white_space(storage: Any, settings: Any) -> None:
+    """Releases before this one used the secret key with the white space around it (a
+    newline, from a secret made from a file): encrypt what the store holds under that
+    again under the key without it, as ``bastion secret-key rotate`` would. The key as
+    given is tried, and the key with a newline after it: the secret may have been
+    fixed since."""
+    from bastion.server.keys import KeyCipher, KeyDecryptionError
+    from bastion.server.services import audit, secret_key
+
+    if settings.secret_key is None:  # (a development key is read without white space)
+        return
+
+    def opens(cipher: KeyCipher, key: Any) -> bool:
+        try:
+            cipher.decrypt(key.kid, key.private_key_enc)
+        except KeyDecryptionError:
+            return False
+        return True
+
+    used = settings.secret_key_bytes()
+    cipher = KeyCipher(used)
+    closed = [k for k in await storage.signing_keys() if not opens(cipher, k)]
+    if not closed:
+        return
+    for before in dict.fromkeys(filter(None, (settings.secret_key_as_given(), used + b"\n",
+                                              used + b"\r\n"))):
+        if any(opens(KeyCipher(before), k) for k in closed):
+            break
+    else:
+        return  # under another key: a command that uses them says so
+    try:
+        done = await secret_key.rotate(storage, settings, before)
+    except secret_key.SecretKeyError as exc:
+        raise secret_key.SecretKeyError(
+            "the stored signing keys are encrypted under BASTION_SECRET_KEY with white "
+            "space around it, which this release leaves out, and could not be encrypted "
+            f"again without it: {exc}") from None
+    await audit.record(storage, audit.SYSTEM, "secret_key.rotate", None, via="cli",
+                       keys=done.keys, mail=done.mail, white_space=True)
+    log.warning("the stored signing keys were encrypted under BASTION_SECRET_KEY with the "
+                "white space around it (a trailing newline), which this release leaves out: "
+                "encrypted %d signing key(s) and %d queued mail(s) again under the key "
+                "without it. Session cookies made before stop working: users sign in again",
+                done.keys, done.mail)
 
 
 async def _migrate(_args: argparse.Namespace, settings: Any) -> int:
@@ -522,13 +594,19 @@ async def _keys_withdraw(args: argparse.Namespace, settings: Any) -> int:
 async def _secret_key_rotate(args: argparse.Namespace, settings: Any) -> int:
     from bastion.server.services import audit, secret_key
 
-    old = _old_secret_key(args)
+    olds = _old_secret_keys(args)
 
-    async def rotate(storage: Any) -> Any:
+    async def rotate_from(storage: Any, old: bytes) -> Any:
         done = await secret_key.rotate(storage, settings, old)
         await audit.record(storage, audit.SYSTEM, "secret_key.rotate", None, via="cli",
                            keys=done.keys, mail=done.mail)
         return done
+
+    async def rotate(storage: Any) -> Any:
+        for old in olds[:-1]:
+            with contextlib.suppress(secret_key.SecretKeyError):  # it wrote nothing
+                return await rotate_from(storage, old)
+        return await rotate_from(storage, olds[-1])
 
     done = await _with_storage(settings, rotate)
     if done.keys or done.mail:
@@ -551,7 +629,10 @@ async def _secret_key_rotate(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
-def _old_secret_key(args: argparse.Namespace) -> bytes:
+def _old_secret_keys(args: argparse.Namespace) -> list[bytes]:
+    """The old secret key without the white space around it, as every secret key is
+    taken; then as given, where that differs: releases before this one used
+    BASTION_SECRET_KEY so (a backup from then is under it)."""
     from pathlib import Path
 
     from bastion.server.services.secret_key import SecretKeyError
@@ -562,8 +643,7 @@ def _old_secret_key(args: argparse.Namespace) -> bytes:
             raise SecretKeyError("the old secret key is given twice: use either "
                                  "BASTION_OLD_SECRET_KEY or --old-secret-key-file")
         try:
-            # surrounding white space dropped, as in data_dir/secret_key
-            given = Path(args.old_secret_key_file).read_bytes().decode().strip()
+            given = Path(args.old_secret_key_file).read_bytes().decode()
         except UnicodeDecodeError:
             raise SecretKeyError(f"{args.old_secret_key_file} is not valid UTF-8") from None
     if given is None:
@@ -571,7 +651,7 @@ def _old_secret_key(args: argparse.Namespace) -> bytes:
                              "--old-secret-key-file PATH (and BASTION_SECRET_KEY to the new one)")
     if not utf8(given):
         raise SecretKeyError("BASTION_OLD_SECRET_KEY is not valid UTF-8")
-    return given.encode()
+    return [key.encode() for key in dict.fromkeys((given.strip(), given))]
 
 
 async def _purge(args: argparse.Namespace, settings: Any) -> int:

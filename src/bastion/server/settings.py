@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -47,6 +55,8 @@ MAX_ISSUER_LENGTH = 500
 
 SECRET_KEY_FILE = "secret_key"
 DATABASE_FILE = "bastion.db"
+#: Settings whose surrounding white space is dropped: none is part of a key or a URL.
+STRIPPED = ("secret_key", "database_url")
 
 
 class Settings(BaseSettings):
@@ -284,6 +294,33 @@ class Settings(BaseSettings):
             return None
         return value
 
+    @field_validator(*STRIPPED, mode="before")
+    @classmethod
+    def _without_surrounding_white_space(cls, value: Any) -> Any:
+        # A Kubernetes secret made --from-file, or an env file written with echo, ends
+        # with a newline that ``$(cat file)`` and data_dir/secret_key drop: the server and
+        # the CLI used two secret keys, and a SQLite URL named a file ending in "\n".
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return value.strip() if isinstance(value, str) else value
+
+    #: The values of ``STRIPPED`` as given, where that dropped white space: what the
+    #: releases before this one used (``secret_key_as_given``).
+    _as_given: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_values_as_given(cls, values: Any,
+                              handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        settings = handler(values)
+        for name in STRIPPED if isinstance(values, dict) else ():
+            given = values.get(name)
+            if isinstance(given, SecretStr):
+                given = given.get_secret_value()
+            if isinstance(given, str) and given.strip() and given != given.strip():
+                settings._as_given[name] = given
+        return settings
+
     @field_validator("issuer")
     @classmethod
     def _issuer_is_a_url(cls, issuer: str | None) -> str | None:
@@ -350,7 +387,7 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{self.default_database.resolve()}"
+        return sqlite_url(self.default_database.resolve())
 
     @property
     def default_database(self) -> Path:
@@ -398,6 +435,17 @@ class Settings(BaseSettings):
         if not self.issuer_url.startswith("https://"):
             return base + self.cookie_suffix
         return ("__Secure-" if self.issuer_path else "__Host-") + base + self.cookie_suffix
+
+    def secret_key_as_given(self) -> bytes | None:
+        """``secret_key`` as given, with the white space around it that ``secret_key``
+        leaves out (None where there was none): releases before this one used it so,
+        and a store's keys may still be encrypted under it."""
+        given = self._as_given.get("secret_key")
+        return None if given is None else given.encode()
+
+    def database_url_as_given(self) -> str | None:
+        """``database_url`` as given, where white space around it was left out."""
+        return self._as_given.get("database_url")
 
     def secret_key_bytes(self) -> bytes:
         """The secret key, generating a development one on first use."""
@@ -464,6 +512,14 @@ class Settings(BaseSettings):
             warnings.append("no smtp_host: emails (sign-in links) are written to the log, "
                             "not sent")
         return warnings
+
+
+def sqlite_url(path: Path) -> str:
+    """The URL of the SQLite file at ``path`` (absolute), which SQLAlchemy reads back as
+    that path: in the database part it decodes %-escapes, and a '?' begins the query.
+    (``sqlalchemy.URL.create`` renders the same, but fails on a path that is not
+    UTF-8, which Python keeps as surrogates and SQLite opens as the bytes they were.)"""
+    return "sqlite+aiosqlite:///" + str(path).replace("%", "%25").replace("?", "%3F")
 
 
 def claim_length(value: str) -> int:
