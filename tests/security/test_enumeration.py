@@ -61,8 +61,9 @@ LOGINS = {
 
 
 def page_without_tokens(html: str) -> str:
-    """A page with its per-request values (CSRF token, form continue) blanked out."""
-    return re.sub(r'(name="(csrf_token|continue)" value=")[^"]*', r"\1", html)
+    """A page with its per-request values (CSRF token, form continue, the login
+    typed) blanked out."""
+    return re.sub(r'(name="(csrf_token|continue|login)" value=")[^"]*', r"\1", html)
 
 
 WRONG = "not the password"
@@ -114,6 +115,7 @@ async def test_login_form_gives_one_answer_whether_or_not_the_account_exists(qui
     answers = {}
     for case, login in LOGINS.items():
         r = await login_attempt(quiet, login)
+        assert f'name="login" value="{login}"' in r.text  # as typed: no account's form
         answers[case] = (r.status_code, page_without_tokens(r.text),
                          tuple(sorted(k for k in r.headers if k not in ("content-length",
                                                                         "set-cookie"))))

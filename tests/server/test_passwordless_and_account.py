@@ -1118,8 +1118,8 @@ async def test_only_the_accounts_own_browser_can_confirm_an_email_change(env: En
         await sign_in(bobs, "/account", "bob", PASSWORD)
         other = await bobs.get(f"{parts.path}?{parts.query}")
         assert other.status_code == 403 and "another account than bob" in other.text
-        posted = await bobs.post(parts.path, data={
-            "csrf_token": hidden_fields((await bobs.get("/account")).text)["csrf_token"],
+        posted = await bobs.post(parts.path, data={  # a form's token, not an account's
+            "csrf_token": hidden_fields((await bobs.get("/oauth/logout")).text)["csrf_token"],
             "token": parse_qs(parts.query)["token"][0]})
         assert posted.status_code == 403 and "another account than bob" in posted.text
     alice = await env.ctx.storage.get_user_by_login("alice")
