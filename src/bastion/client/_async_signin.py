@@ -5,11 +5,12 @@ and handle their tokens, each running one flow of ``_authorization``,
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _authorization, _login, _passwordless
 from ._auth import ClientCredentialsAuth, OnRefresh, TokenAuth
+from ._authorization import Callback
 from .exceptions import InvalidGrant
 from .state import ReplayStore
 from .tokens import TokenCheck, TokenSet
@@ -102,12 +103,13 @@ class AsyncSignIn:
 
     async def finish_authorization_response(
         self,
-        callback: str | Mapping[str, str],
+        callback: Callback,
         expected_state: str | None = None,
         *,
         replay_store: ReplayStore | None = None,
     ) -> TokenSet:
-        """Like ``finish_authorization``, from the callback URL (or its parameters).
+        """Like ``finish_authorization``, from the callback URL (a str, or a URL object
+        such as Starlette's ``request.url``) or its parameters (a mapping).
 
         An ``error`` in the callback raises its OAuth error class (``AccessDenied``,
         ``LoginRequired``...) once the state is verified.

@@ -30,6 +30,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Gen
 import anyio
 import httpx2
 
+from ._arguments import expect
 from ._base import BaseClient, Flow
 from ._callbacks import awaited, not_awaitable
 from ._flight import Wait, wait_in_task, wait_in_thread
@@ -199,7 +200,8 @@ class TokenAuth(_CachedTokenAuth):
         on_refresh: OnRefresh | None = None,
     ) -> None:
         super().__init__(core)
-        self._token = tokens
+        self._token = expect(tokens, TokenSet, "token_auth needs a TokenSet (for an access "
+                             "token alone: TokenSet(access_token=token))")
         self._on_refresh = on_refresh
 
     def __repr__(self) -> str:

@@ -27,6 +27,7 @@ from bastion.oauth.errors import InvalidGrant, InvalidToken
 from bastion.oauth.jose import JoseError, parse_compact
 from bastion.oauth.metadata import ProviderMetadata
 
+from ._arguments import expect
 from ._config import Settings
 from ._discovery import JSON_HEADERS, ONE_TRY, DiscoveryCore, Flow
 from ._responses import json_object
@@ -57,7 +58,8 @@ REMEMBER_FOR = 30.0
 def _scope_text(scope: str | Collection[str] | None) -> str | None:
     if scope is None or isinstance(scope, str):
         return scope or None
-    return " ".join(scope) or None
+    what = "scope must be a string or a collection of strings"
+    return " ".join(expect(name, str, what) for name in expect(scope, Collection, what)) or None
 
 
 class BaseClient(DiscoveryCore):
@@ -450,6 +452,7 @@ class BaseClient(DiscoveryCore):
         whole family), then its access token. ``one_try`` sends each request once,
         without retries (a best-effort revoke after a failure).
         """
+        expect(token, str | TokenSet, "revoke needs a token (str) or a TokenSet")
         if isinstance(token, TokenSet):
             if token.refresh_token:
                 yield from self.revoke_flow(token.refresh_token, "refresh_token", one_try=one_try)

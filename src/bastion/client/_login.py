@@ -23,6 +23,7 @@ from bastion.oauth.errors import InvalidToken
 from bastion.oauth.jose import JoseError, parse_compact
 
 from ._admin import api_flow, authorization, segment
+from ._arguments import expect
 from ._authorization import with_query
 from ._base import BaseClient, Flow, _scope_text, subject_of
 from ._discovery import JSON_HEADERS
@@ -127,6 +128,8 @@ def logout_url_flow(
     state: str | None = None,
 ) -> Flow[str]:
     """Where to send the browser to end the provider session (RP-Initiated Logout)."""
+    expect(id_token_hint, str | TokenSet | None,
+           "id_token_hint must be an ID token (str) or a TokenSet")
     metadata = yield from core.metadata_flow()
     url = core.endpoint(metadata, "end_session_endpoint")
     if isinstance(id_token_hint, TokenSet):
