@@ -9,7 +9,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _authorization, _login, _passwordless
-from ._auth import ClientCredentialsAuth, OnRefresh, TokenAuth
+from ._auth import ClientCredentialsAuth, OnRefresh, ScopedAuths, TokenAuth
 from ._authorization import Callback
 from .exceptions import InvalidGrant
 from .state import ReplayStore
@@ -28,6 +28,7 @@ class AsyncSignIn:
 
     if TYPE_CHECKING:
         _core: BaseClient
+        _auths: ScopedAuths
 
         async def _run(self, flow: Flow[T]) -> T: ...
 
@@ -208,5 +209,6 @@ class AsyncSignIn:
         self, scope: str | Collection[str] | None = None
     ) -> ClientCredentialsAuth:
         """An ``httpx2.Auth`` sending this client's own token for ``scope`` (``auth``
-        is the one for the registered scopes), fetched once and renewed when due."""
-        return ClientCredentialsAuth(self._core, scope)
+        is the one for the registered scopes), fetched once and renewed when due: the
+        same object for each call with that scope, so calling it per request is fine."""
+        return self._auths.get(scope)

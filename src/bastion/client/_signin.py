@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _authorization, _login, _passwordless
-from ._auth import ClientCredentialsAuth, TokenAuth
+from ._auth import ClientCredentialsAuth, ScopedAuths, TokenAuth
 from ._authorization import Callback
 from .exceptions import InvalidGrant
 from .state import ReplayStore
@@ -28,6 +28,7 @@ class SignIn:
 
     if TYPE_CHECKING:
         _core: BaseClient
+        _auths: ScopedAuths
 
         def _run(self, flow: Flow[T]) -> T: ...
 
@@ -222,5 +223,6 @@ class SignIn:
         self, scope: str | Collection[str] | None = None
     ) -> ClientCredentialsAuth:
         """An ``httpx2.Auth`` sending this client's own token for ``scope`` (``auth``
-        is the one for the registered scopes), fetched once and renewed when due."""
-        return ClientCredentialsAuth(self._core, scope)
+        is the one for the registered scopes), fetched once and renewed when due: the
+        same object for each call with that scope, so calling it per request is fine."""
+        return self._auths.get(scope)
