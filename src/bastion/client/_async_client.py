@@ -17,7 +17,7 @@ from ._api_clients import AsyncClients, AsyncKeys
 from ._async_api import AsyncEvents, AsyncOrganizations, AsyncRoles, AsyncUsers
 from ._async_signin import AsyncSignIn
 from ._auth import ScopedAuths
-from ._base import CLOSED, BaseClient, Flow, map_http_error
+from ._base import CLOSED, BaseClient, Flow, map_http_error, not_copied
 from ._flight import Wait, wait_in_task
 from ._retry import TOKEN_REQUEST_IN_FLIGHT
 from .connections import resolve
@@ -96,6 +96,8 @@ class AsyncClient(AsyncSignIn):
     def __repr__(self) -> str:
         settings = self._core.settings
         return f"AsyncClient(url={settings.url!r}, client_id={settings.client_id!r})"
+
+    __deepcopy__ = not_copied
 
     async def __aenter__(self) -> Self:
         return self

@@ -18,7 +18,7 @@ import functools
 import hashlib
 import time
 from collections.abc import Callable, Collection
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote_plus
 
 import httpx2
@@ -38,7 +38,7 @@ from .logout_token import LogoutToken, check_logout_token_claims, verify_logout_
 from .state import ReplayStore, claimed
 from .tokens import TokenSet, renewal_margin
 
-__all__ = ["CLOSED", "BaseClient", "Flow", "map_http_error", "subject_of"]
+__all__ = ["CLOSED", "BaseClient", "Flow", "map_http_error", "not_copied", "subject_of"]
 
 R = TypeVar("R")
 
@@ -53,6 +53,14 @@ _MAX_REMEMBERED = 1024
 #: presented later (a stolen session cookie, say) reaches the provider, whose reuse
 #: detection revokes the family (RFC 9700 section 4.14.2).
 REMEMBER_FOR = 30.0
+
+
+def not_copied(client: object, memo: dict[int, Any]) -> NoReturn:
+    """A client's ``__deepcopy__``: it holds connections and locks, which cannot be
+    copied. ``dataclasses.asdict`` deep-copies each field, so FastAPI returning a
+    ``User`` or ``TokenSet`` bound to a client ends here: say what to do instead."""
+    raise ConfigurationError(f"a {type(client).__name__} cannot be copied; to send a User "
+                             "or TokenSet as JSON (a route's answer), use its to_dict()")
 
 
 def _scope_text(scope: str | Collection[str] | None) -> str | None:

@@ -14,7 +14,7 @@ from bastion.oauth.metadata import ProviderMetadata
 from ._api import Events, Organizations, Roles, Users
 from ._api_clients import Clients, Keys
 from ._auth import ScopedAuths
-from ._base import CLOSED, BaseClient, Flow, map_http_error
+from ._base import CLOSED, BaseClient, Flow, map_http_error, not_copied
 from ._flight import Wait, wait_in_thread
 from ._retry import TOKEN_REQUEST_IN_FLIGHT
 from ._signin import SignIn
@@ -69,6 +69,8 @@ class Client(SignIn):
     def __repr__(self) -> str:
         settings = self._core.settings
         return f"Client(url={settings.url!r}, client_id={settings.client_id!r})"
+
+    __deepcopy__ = not_copied
 
     def __enter__(self) -> Self:
         return self
