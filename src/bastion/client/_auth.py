@@ -30,8 +30,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Gen
 import anyio
 import httpx2
 
-from ._arguments import expect
-from ._base import BaseClient, Flow, _scope_text
+from ._arguments import expect, scope_text
+from ._base import BaseClient, Flow
 from ._callbacks import awaited, not_awaitable
 from ._flight import Wait, wait_in_task, wait_in_thread
 from ._retry import TOKEN_REQUEST_IN_FLIGHT
@@ -199,7 +199,7 @@ class ScopedAuths:
         self._auths: dict[str | None, ClientCredentialsAuth] = {}
 
     def get(self, scope: str | Collection[str] | None = None) -> ClientCredentialsAuth:
-        text = _scope_text(scope)
+        text = scope_text(scope)
         with self._lock:
             auth = self._auths.get(text)
             if auth is None:

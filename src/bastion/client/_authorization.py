@@ -23,8 +23,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from bastion.oauth import pkce
 from bastion.oauth.errors import error_class
 
-from ._arguments import expect
-from ._base import BaseClient, Flow, _scope_text
+from ._arguments import expect, scope_text
+from ._base import BaseClient, Flow
 from .exceptions import ConfigurationError, InvalidStateError, ProtocolError
 from .state import AuthorizationState, ReplayStore, claimed, seal, unseal
 from .tokens import TokenSet
@@ -80,8 +80,8 @@ def authorization_request_flow(
         raise ConfigurationError("max_age must be a whole number of seconds, 0 or more")
     key = core.state_key()
     metadata = yield from core.metadata_flow()
-    scope_text = _scope_text(scope) or ""
-    openid = "openid" in scope_text.split()
+    requested = scope_text(scope) or ""
+    openid = "openid" in requested.split()
     if max_age is not None and not openid:
         raise ConfigurationError(
             "max_age needs the openid scope: the ID token's auth_time is how it is checked"
@@ -110,7 +110,7 @@ def authorization_request_flow(
         "code_challenge_method": pkce.METHOD,
     }
     age = None if max_age is None else str(max_age)
-    optional = {**(extra or {}), "scope": scope_text, "nonce": nonce, "max_age": age}
+    optional = {**(extra or {}), "scope": requested, "nonce": nonce, "max_age": age}
     params.update({name: value for name, value in optional.items() if value})
     return sealed, params
 

@@ -27,7 +27,7 @@ from bastion.oauth.errors import InvalidGrant, InvalidToken
 from bastion.oauth.jose import JoseError, parse_compact
 from bastion.oauth.metadata import ProviderMetadata
 
-from ._arguments import expect
+from ._arguments import expect, scope_text
 from ._config import Settings
 from ._discovery import JSON_HEADERS, ONE_TRY, DiscoveryCore, Flow
 from ._responses import json_object
@@ -59,15 +59,8 @@ def not_copied(client: object, memo: dict[int, Any]) -> NoReturn:
     """A client's ``__deepcopy__``: it holds connections and locks, which cannot be
     copied. ``dataclasses.asdict`` deep-copies each field, so FastAPI returning a
     ``User`` or ``TokenSet`` bound to a client ends here: say what to do instead."""
-    raise ConfigurationError(f"a {type(client).__name__} cannot be copied; to send a User "
-                             "or TokenSet as JSON (a route's answer), use its to_dict()")
-
-
-def _scope_text(scope: str | Collection[str] | None) -> str | None:
-    if scope is None or isinstance(scope, str):
-        return scope or None
-    what = "scope must be a string or a collection of strings"
-    return " ".join(expect(name, str, what) for name in expect(scope, Collection, what)) or None
+    raise ConfigurationError(f"{type(client).__name__} objects cannot be copied; to send "
+                             "a User or TokenSet as JSON (a route's answer), use its to_dict()")
 
 
 class BaseClient(DiscoveryCore):
@@ -144,7 +137,7 @@ class BaseClient(DiscoveryCore):
     def client_credentials_flow(self, scope: str | Collection[str] | None = None) -> Flow[TokenSet]:
         """RFC 6749 section 4.4."""
         data = {"grant_type": "client_credentials"}
-        if text := _scope_text(scope):
+        if text := scope_text(scope):
             data["scope"] = text
         return (yield from self.token_flow(data, "client_credentials"))
 
@@ -310,7 +303,7 @@ class BaseClient(DiscoveryCore):
         self, refresh_token: str, digest: bytes, scope: str | Collection[str] | None
     ) -> Flow[TokenSet]:
         data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        if text := _scope_text(scope):
+        if text := scope_text(scope):
             data["scope"] = text
         tokens = yield from self.token_flow(data, "refresh", {REFRESHING: digest})
         if tokens.refresh_token is None:  # no rotation: the old one stays valid
