@@ -129,3 +129,13 @@ def test_a_client_credentials_auth_for_a_scope(make_client: Any, provider: FakeP
     sent = [provider.form(r) for r in provider.requests if r.url.path.endswith("/oauth/token")]
     assert [form.get("scope") for form in sent] == ["read"]  # fetched once, for its scope
     assert repr(scoped).endswith("scope='read')")
+
+
+def test_client_credentials_auth_called_per_request_fetches_once_per_scope(
+        make_client: Any, provider: FakeProvider):
+    client = make_client()
+    for scope in ("read", ["read"], "write", "read", None, ""):
+        client.request("GET", "api/thing", auth=client.client_credentials_auth(scope))
+    sent = [provider.form(r) for r in provider.requests if r.url.path.endswith("/oauth/token")]
+    assert [form.get("scope") for form in sent] == ["read", "write", None]
+    assert client.client_credentials_auth() is client.auth  # the registered scopes

@@ -7,6 +7,7 @@ which name dependencies built per test.
 """
 
 import json
+import pickle
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bastion import AsyncClient, ConfigurationError
+from bastion import AsyncClient, ConfigurationError, User
 from bastion.client.integrations.bearer import Guard, Principal, bearer_token, challenge
 from bastion.client.integrations.fastapi import require_token
 from bastion.client.integrations.starlette import BearerBackend, BearerPrincipal
@@ -248,6 +249,40 @@ async def test_unreachable_keys_are_503_without_challenge(
     assert response.status_code == 503 and "www-authenticate" not in response.headers
     # The next request fetches the keys again.
     assert (await http.get("/orders", headers=bearer(provider.sign()))).status_code == 200
+
+
+# -- FastAPI: a route answering with a user ----------------------------------------------
+
+
+async def test_a_route_answers_with_user_to_dict_not_with_the_user(
+    sdk: AsyncClient, provider: FakeProvider
+) -> None:
+    """``user.to_dict()`` is the user without tokens or client. The ``User`` itself is
+    encoded by FastAPI with ``dataclasses.asdict``: bound to a client, it raises
+    ``ConfigurationError`` naming ``to_dict`` (it raised a ``TypeError`` about a lock)."""
+    tokens = await sdk.login_password("ann", "pw", "openid")
+    claims = {**await sdk.userinfo(tokens), "created_at": "2026-01-02T03:04:05Z"}
+    user = User.from_claims(claims, tokens, sdk)
+    app = FastAPI()
+
+    @app.get("/me")
+    async def me() -> dict[str, Any]:
+        return user.to_dict()
+
+    @app.get("/user")
+    async def whole():  # no annotation: FastAPI encodes it with jsonable_encoder
+        return user
+
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://app.test") as http:
+        answer = await http.get("/me")
+        assert answer.status_code == 200 and answer.json() == {
+            "identifier": "user-1", "username": "ann", "email": None,
+            "is_administrator": False, "created_at": "2026-01-02T03:04:05+00:00",
+            "deleted_at": None, "updated_at": None, "email_verified": None, "erased_at": None}
+        with pytest.raises(ConfigurationError, match=r"use its to_dict\(\)"):
+            await http.get("/user")
+    assert pickle.loads(pickle.dumps(user)).to_dict() == answer.json()  # noqa: S301
 
 
 # -- the framework-free pieces ----------------------------------------------------------

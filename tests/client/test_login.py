@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx2
 import pytest
 from sdk_fakes import CLIENT_ID, ISSUER, REDIRECT_URI, STATE_KEY, FakeProvider
+from starlette.datastructures import URL
 
 from bastion import (
     AccessDenied,
@@ -155,6 +156,8 @@ def test_a_callback_repeating_a_parameter_is_refused(make_client: Any,
     lambda s: "/callback?" + urlencode({"code": "c-1", "state": s, "iss": ISSUER}),
     lambda s: "/cb;jsessionid=A1?" + urlencode({"code": "c-1", "state": s, "iss": ISSUER}),
     lambda s: "app.example/cb?" + urlencode({"code": "c-1", "state": s, "iss": ISSUER}),
+    lambda s: URL(callback(s)),  # Starlette's request.url: a URL object, str() its text
+    lambda s: httpx2.URL(callback(s)),
 ])
 def test_the_callback_may_be_given_as_its_parameters(make_client: Any, provider: FakeProvider,
                                                      given: Any) -> None:
@@ -163,6 +166,25 @@ def test_the_callback_may_be_given_as_its_parameters(make_client: Any, provider:
     assert client.finish_authorization_response(given(state), state).access_token
     sent = [provider.form(r) for r in provider.requests if r.url.path.endswith("/oauth/token")]
     assert [form["code"] for form in sent] == ["c-1"]
+
+
+@pytest.mark.parametrize("call", [
+    lambda client: client.finish_authorization_response(None),
+    lambda client: client.finish_authorization_response(b"/cb?code=c-1"),
+    lambda client: client.start_authorization(scope=5),
+    lambda client: client.start_authorization(scope=["openid", 5]),
+    lambda client: client.client_credentials(scope=5),
+    lambda client: client.logout_url(id_token_hint=5),
+    lambda client: client.revoke(None),
+    lambda client: client.request("GET", "/api/thing", auth=client.token_auth("at")),
+])
+def test_an_argument_of_a_wrong_type_is_a_configuration_error(
+        make_client: Any, provider: FakeProvider, call: Any) -> None:
+    """Not an AttributeError or TypeError from deep inside: only BastionError escapes."""
+    client = make_client(**LOGIN)
+    with pytest.raises(ConfigurationError, match=r", not (NoneType|bytes|int|str)$"):
+        call(client)
+    assert provider.calls["/tenant/oauth/token"] == 0
 
 
 def test_a_code_of_none_is_no_code(make_client: Any, provider: FakeProvider) -> None:

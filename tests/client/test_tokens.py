@@ -1,13 +1,16 @@
-"""TokenSet: tolerant parsing, expiry and redacted repr."""
+"""TokenSet: tolerant parsing, expiry, redacted repr, and storing it as JSON."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
 import httpx2
 import pytest
+from sdk_fakes import CLIENT_ID, CLIENT_SECRET, ISSUER, FakeProvider, SyncClient
 
-from bastion import ProtocolError, TokenSet
+from bastion import ConfigurationError, ProtocolError, TokenSet
 from bastion.client.tokens import MAX_EXPIRES_IN
 
 
@@ -67,6 +70,37 @@ def test_repr_hides_tokens():
     tokens = TokenSet(access_token="secret-access", refresh_token="secret-refresh", scope="a")
     assert "secret" not in repr(tokens)
     assert "scope='a'" in repr(tokens)
+
+
+def test_a_token_set_round_trips_through_a_json_session(provider: FakeProvider):
+    """Flask's and Starlette's sessions keep JSON: ``to_dict`` is JSON, the same after
+    ``json``, and ``from_dict`` gives the same tokens back, unbound, every field equal."""
+    with SyncClient(ISSUER, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                    transport=httpx2.MockTransport(provider)) as client:
+        tokens = client.login_password("ann", "pw", "openid")
+    tokens = dataclasses.replace(tokens, extra={"issued_token_type": "x", "n": 1})
+    stored = json.loads(json.dumps(tokens.to_dict()))
+    assert stored == tokens.to_dict() and "client" not in stored
+    again = TokenSet.from_dict(stored)
+    assert again.client is None and again.to_dict() == stored
+    fields = [f.name for f in dataclasses.fields(TokenSet) if f.name != "client"]
+    assert [getattr(again, name) for name in fields] == [getattr(tokens, name) for name in fields]
+    assert again.id_token_claims is not None and again.expires_at == tokens.expires_at
+    assert "secret" not in repr(TokenSet.from_dict({"access_token": "secret-at",
+                                                     "refresh_token": "secret-rt"}))
+    bare = TokenSet(access_token="at")  # the defaults, and names of a later release, too
+    assert TokenSet.from_dict({**bare.to_dict(), "later": 1}) == bare
+    assert TokenSet.from_dict({"access_token": "at"}) == bare
+
+
+@pytest.mark.parametrize("data", [
+    None, [], {}, {"access_token": ""}, {"access_token": 5}, {"access_token": "a", "scope": 5},
+    {"access_token": "a", "expires_at": 1000}, {"access_token": "a", "expires_at": "soon"},
+    {"access_token": "a", "extra": None}, {"access_token": "a", "id_token_claims": []},
+])
+def test_a_token_set_from_a_dict_that_to_dict_did_not_give_is_refused(data: Any):
+    with pytest.raises(ConfigurationError, match="from_dict"):
+        TokenSet.from_dict(data)
 
 
 @pytest.mark.parametrize(

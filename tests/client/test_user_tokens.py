@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import pickle
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -135,9 +136,11 @@ def test_bound_token_set_refresh_and_revoke(provider: FakeProvider):
         assert renewed.refresh_token != tokens.refresh_token and renewed.client is client
         renewed.revoke()
         assert provider.calls["/tenant/oauth/revoke"] == 2
-        with pytest.raises(ConfigurationError, match="arefresh"):
+        with pytest.raises(ConfigurationError, match=r"fetched with a Client: use refresh"):
             anyio.run(tokens.arefresh)
-    with pytest.raises(ConfigurationError, match="Client"):
+    # Unbound (unpickled, from_dict): the "default" connection, as the models.
+    configure()
+    with pytest.raises(ConfigurationError, match="no connection named 'default'"):
         TokenSet(access_token="a", refresh_token="r").refresh()
     with pytest.raises(ConfigurationError, match="no refresh_token"):
         TokenSet(access_token="a", client=client).refresh()
@@ -151,6 +154,34 @@ def test_a_bound_token_set_pickles_without_its_client(provider: FakeProvider):
         tokens = client.login_password("ann", "pw")
         copy = pickle.loads(pickle.dumps(tokens))  # noqa: S301 - our own bytes
     assert copy == tokens and copy.client is None and copy.expires_at == tokens.expires_at
+
+
+def test_an_unbound_token_set_runs_on_the_default_connection(
+        provider: FakeProvider, monkeypatch: pytest.MonkeyPatch):
+    """Tokens kept in a session (a pickled ``User``, or ``to_dict``) refresh and revoke
+    on the "default" connection's shared client once restored, as the models do."""
+    from bastion.client import _shared
+    from bastion.client.connections import get_settings
+
+    configure(default={"url": ISSUER, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
+    try:
+        with SyncClient(ISSUER, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                        transport=httpx2.MockTransport(provider)) as shared:
+            # The shared client of "default", on the fake provider.
+            monkeypatch.setitem(_shared._sync_clients, "default", (get_settings(), shared))
+            with SyncClient(ISSUER, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                            transport=httpx2.MockTransport(provider)) as client:
+                user = User.from_claims({"sub": "user-1"}, client.login_password("ann", "pw"),
+                                        client)
+            restored = pickle.loads(pickle.dumps(user))  # noqa: S301 - our own bytes
+            assert restored.token is not None and restored.token.client is None
+            restored.token = restored.token.refresh()  # the docs' "keep the rotated tokens"
+            assert restored.token.client is shared
+            TokenSet.from_dict(restored.token.to_dict()).revoke()
+        assert provider.calls["/tenant/oauth/token"] == 2  # the login, the refresh
+        assert provider.calls["/tenant/oauth/revoke"] == 2
+    finally:
+        configure()
 
 
 def test_a_copied_token_set_keeps_its_client_and_an_old_pickle_loads(provider: FakeProvider):

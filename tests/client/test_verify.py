@@ -12,7 +12,14 @@ import httpx2
 import pytest
 from sdk_fakes import ISSUER, FakeProvider, Gate, run_in_thread, watch_followers
 
-from bastion import AsyncClient, Client, InsufficientScope, InvalidToken, TemporarilyUnavailable
+from bastion import (
+    AsyncClient,
+    Client,
+    ConfigurationError,
+    InsufficientScope,
+    InvalidToken,
+    TemporarilyUnavailable,
+)
 from bastion.oauth.jose import PrivateKey, b64url_encode
 
 
@@ -62,6 +69,13 @@ def test_leeway_and_audience_options(make_client: Any, provider: FakeProvider):
 def test_missing_scope_is_insufficient_scope(make_client: Any, provider: FakeProvider):
     with pytest.raises(InsufficientScope, match="admin"):
         make_client().verify_token(provider.sign(), scopes=["read", "admin"])
+
+
+@pytest.mark.parametrize("scopes", [5, ["read", 5]])
+def test_scopes_of_a_wrong_type_are_a_configuration_error(
+        make_client: Any, provider: FakeProvider, scopes: Any):
+    with pytest.raises(ConfigurationError, match="scope must be a string or a collection"):
+        make_client().verify_token(provider.sign(), scopes=scopes)
 
 
 def _forge(header: dict[str, Any], payload: dict[str, Any], signature: bytes = b"sig") -> str:

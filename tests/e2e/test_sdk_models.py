@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import json
 import pickle
 import secrets
 from collections.abc import Callable, Iterator
@@ -24,9 +25,11 @@ from bastion import (
     ConfigurationError,
     Conflict,
     Event,
+    InvalidGrant,
     NotFound,
     Organization,
     Role,
+    TokenSet,
     User,
     configure,
 )
@@ -167,6 +170,27 @@ def test_events(connections: App, call: Callable[..., Any]) -> None:
     assert [(e.action, e.detail) for e in events] == [("organization.create", {"name": org.name})]
     every = list(Event.iterate(target=org.id, page_size=1, using="admin"))
     assert [e.id for e in every] == [e.id for e in events]
+
+
+def test_a_signed_in_user_kept_in_a_session_can_refresh(
+        connections: App, call: Callable[..., Any], any_server: ServerProcess,
+        account_on: Callable[..., Account]) -> None:
+    """A pickled session (Django's, Flask-Session's) or a JSON one (``to_dict``): the
+    restored tokens refresh on the "default" connection, as the restored ``User`` does."""
+    account = account_on(any_server)
+    with Client() as request_client:  # one request's client, closed when it ends
+        tokens = request_client.login_password(account.username, account.password, "openid")
+    user = User.from_token(tokens)
+    restored = pickle.loads(pickle.dumps(user))  # noqa: S301 - our own bytes
+    assert restored.token is not None and restored.token.client is None
+    restored.token = call(restored.token, "refresh")  # the docs' "keep the rotated tokens"
+    assert restored.token.refresh_token != tokens.refresh_token
+    stored = json.loads(json.dumps(restored.token.to_dict()))
+    newer = call(TokenSet.from_dict(stored), "refresh")
+    assert call(User, "from_token", newer).identifier == account.id
+    call(TokenSet.from_dict(newer.to_dict()), "revoke")
+    with pytest.raises(InvalidGrant):
+        call(newer, "refresh")
 
 
 def test_objects_keep_to_their_shell(connections: App) -> None:

@@ -16,8 +16,8 @@ from bastion.oauth.metadata import ProviderMetadata
 from ._api_clients import AsyncClients, AsyncKeys
 from ._async_api import AsyncEvents, AsyncOrganizations, AsyncRoles, AsyncUsers
 from ._async_signin import AsyncSignIn
-from ._auth import ClientCredentialsAuth
-from ._base import CLOSED, BaseClient, Flow, map_http_error
+from ._auth import ScopedAuths
+from ._base import CLOSED, BaseClient, Flow, map_http_error, not_copied
 from ._flight import Wait, wait_in_task
 from ._retry import TOKEN_REQUEST_IN_FLIGHT
 from .connections import resolve
@@ -62,7 +62,8 @@ class AsyncClient(AsyncSignIn):
         #: the shared clients are kept per loop, until the loop goes (``_shared``).
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         #: Client-credentials auth for this client's own calls, or any httpx2 client.
-        self.auth = ClientCredentialsAuth(self._core)
+        self._auths = ScopedAuths(self._core)
+        self.auth = self._auths.get()
         #: Bastion's REST API, as an administrator (``.with_token(tokens)``: as a user).
         self.users = AsyncUsers(self)
         self.organizations = AsyncOrganizations(self)
@@ -95,6 +96,8 @@ class AsyncClient(AsyncSignIn):
     def __repr__(self) -> str:
         settings = self._core.settings
         return f"AsyncClient(url={settings.url!r}, client_id={settings.client_id!r})"
+
+    __deepcopy__ = not_copied
 
     async def __aenter__(self) -> Self:
         return self

@@ -30,13 +30,20 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Gen
 import anyio
 import httpx2
 
+from ._arguments import expect, scope_text
 from ._base import BaseClient, Flow
 from ._callbacks import awaited, not_awaitable
 from ._flight import Wait, wait_in_task, wait_in_thread
 from ._retry import TOKEN_REQUEST_IN_FLIGHT
 from .tokens import TokenSet, renewal_margin
 
-__all__ = ["TOKEN_REQUEST_IN_FLIGHT", "ClientCredentialsAuth", "OnRefresh", "TokenAuth"]
+__all__ = [
+    "TOKEN_REQUEST_IN_FLIGHT",
+    "ClientCredentialsAuth",
+    "OnRefresh",
+    "ScopedAuths",
+    "TokenAuth",
+]
 
 #: ``on_refresh``: a plain function, or an ``async def`` one where it can be awaited
 #: (an async client's requests).
@@ -181,6 +188,25 @@ class ClientCredentialsAuth(_CachedTokenAuth):
         return (yield from self._core.client_credentials_flow(self._scope))
 
 
+class ScopedAuths:
+    """A client's ``ClientCredentialsAuth`` objects, one per scope, so that
+    ``client_credentials_auth(scope)`` called for each request still fetches the
+    token once and reuses it, as ``client.auth`` does (its scope: ``None``)."""
+
+    def __init__(self, core: BaseClient) -> None:
+        self._core = core
+        self._lock = threading.Lock()
+        self._auths: dict[str | None, ClientCredentialsAuth] = {}
+
+    def get(self, scope: str | Collection[str] | None = None) -> ClientCredentialsAuth:
+        text = scope_text(scope)
+        with self._lock:
+            auth = self._auths.get(text)
+            if auth is None:
+                auth = self._auths[text] = ClientCredentialsAuth(self._core, text)
+            return auth
+
+
 class TokenAuth(_CachedTokenAuth):
     """Adds a user's access token to each request, refreshing it when due.
 
@@ -199,7 +225,8 @@ class TokenAuth(_CachedTokenAuth):
         on_refresh: OnRefresh | None = None,
     ) -> None:
         super().__init__(core)
-        self._token = tokens
+        self._token = expect(tokens, TokenSet, "token_auth needs a TokenSet (for an access "
+                             "token alone: TokenSet(access_token=token))")
         self._on_refresh = on_refresh
 
     def __repr__(self) -> str:

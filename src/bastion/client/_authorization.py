@@ -17,17 +17,21 @@ import math
 import re
 import secrets
 from collections.abc import Collection, Mapping
+from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from bastion.oauth import pkce
 from bastion.oauth.errors import error_class
 
-from ._base import BaseClient, Flow, _scope_text
+from ._arguments import expect, scope_text
+from ._base import BaseClient, Flow
 from .exceptions import ConfigurationError, InvalidStateError, ProtocolError
 from .state import AuthorizationState, ReplayStore, claimed, seal, unseal
 from .tokens import TokenSet
 
 __all__ = [
+    "Callback",
+    "URLObject",
     "authorization_request_flow",
     "callback_params",
     "finish_authorization_flow",
@@ -76,8 +80,8 @@ def authorization_request_flow(
         raise ConfigurationError("max_age must be a whole number of seconds, 0 or more")
     key = core.state_key()
     metadata = yield from core.metadata_flow()
-    scope_text = _scope_text(scope) or ""
-    openid = "openid" in scope_text.split()
+    requested = scope_text(scope) or ""
+    openid = "openid" in requested.split()
     if max_age is not None and not openid:
         raise ConfigurationError(
             "max_age needs the openid scope: the ID token's auth_time is how it is checked"
@@ -106,7 +110,7 @@ def authorization_request_flow(
         "code_challenge_method": pkce.METHOD,
     }
     age = None if max_age is None else str(max_age)
-    optional = {**(extra or {}), "scope": scope_text, "nonce": nonce, "max_age": age}
+    optional = {**(extra or {}), "scope": requested, "nonce": nonce, "max_age": age}
     params.update({name: value for name, value in optional.items() if value})
     return sealed, params
 
@@ -133,8 +137,26 @@ def start_authorization_flow(
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
 
-def callback_params(callback: str | Mapping[str, str]) -> dict[str, str]:
-    """The parameters of an authorization response: a callback URL or a mapping."""
+@runtime_checkable
+class URLObject(Protocol):
+    """A URL object, whose ``str()`` is the URL: Starlette's ``request.url``,
+    ``httpx2.URL``, ``yarl.URL``."""
+
+    @property
+    def query(self) -> object: ...
+
+
+#: What a whole authorization response may be given as.
+Callback = str | Mapping[str, str] | URLObject
+
+
+def callback_params(callback: Callback) -> dict[str, str]:
+    """The parameters of an authorization response: a callback URL (or URL object)
+    or a mapping."""
+    expect(callback, str | Mapping | URLObject, "the callback must be its URL (a str, or "
+           "a URL object such as request.url) or its parameters (a mapping)")
+    if not isinstance(callback, str | Mapping):
+        callback = str(callback)  # a URL object
     if isinstance(callback, str):
         # A URL (a scheme, a path, or a host and path before the ``?``) or the query
         # itself, in which an ``iss`` may be written unencoded (``iss=https://...``).
@@ -227,7 +249,7 @@ def finish_authorization_flow(
 
 def finish_authorization_response_flow(
     core: BaseClient,
-    callback: str | Mapping[str, str],
+    callback: Callback,
     expected_state: str | None = None,
     *,
     replay_store: ReplayStore | None = None,

@@ -18,7 +18,7 @@ import functools
 import hashlib
 import time
 from collections.abc import Callable, Collection
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote_plus
 
 import httpx2
@@ -27,6 +27,7 @@ from bastion.oauth.errors import InvalidGrant, InvalidToken
 from bastion.oauth.jose import JoseError, parse_compact
 from bastion.oauth.metadata import ProviderMetadata
 
+from ._arguments import expect, scope_text
 from ._config import Settings
 from ._discovery import JSON_HEADERS, ONE_TRY, DiscoveryCore, Flow
 from ._responses import json_object
@@ -37,7 +38,7 @@ from .logout_token import LogoutToken, check_logout_token_claims, verify_logout_
 from .state import ReplayStore, claimed
 from .tokens import TokenSet, renewal_margin
 
-__all__ = ["CLOSED", "BaseClient", "Flow", "map_http_error", "subject_of"]
+__all__ = ["CLOSED", "BaseClient", "Flow", "map_http_error", "not_copied", "subject_of"]
 
 R = TypeVar("R")
 
@@ -54,10 +55,12 @@ _MAX_REMEMBERED = 1024
 REMEMBER_FOR = 30.0
 
 
-def _scope_text(scope: str | Collection[str] | None) -> str | None:
-    if scope is None or isinstance(scope, str):
-        return scope or None
-    return " ".join(scope) or None
+def not_copied(client: object, memo: dict[int, Any]) -> NoReturn:
+    """A client's ``__deepcopy__``: it holds connections and locks, which cannot be
+    copied. ``dataclasses.asdict`` deep-copies each field, so FastAPI returning a
+    ``User`` or ``TokenSet`` bound to a client ends here: say what to do instead."""
+    raise ConfigurationError(f"{type(client).__name__} objects cannot be copied; to send "
+                             "a User or TokenSet as JSON (a route's answer), use its to_dict()")
 
 
 class BaseClient(DiscoveryCore):
@@ -134,7 +137,7 @@ class BaseClient(DiscoveryCore):
     def client_credentials_flow(self, scope: str | Collection[str] | None = None) -> Flow[TokenSet]:
         """RFC 6749 section 4.4."""
         data = {"grant_type": "client_credentials"}
-        if text := _scope_text(scope):
+        if text := scope_text(scope):
             data["scope"] = text
         return (yield from self.token_flow(data, "client_credentials"))
 
@@ -300,7 +303,7 @@ class BaseClient(DiscoveryCore):
         self, refresh_token: str, digest: bytes, scope: str | Collection[str] | None
     ) -> Flow[TokenSet]:
         data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        if text := _scope_text(scope):
+        if text := scope_text(scope):
             data["scope"] = text
         tokens = yield from self.token_flow(data, "refresh", {REFRESHING: digest})
         if tokens.refresh_token is None:  # no rotation: the old one stays valid
@@ -450,6 +453,7 @@ class BaseClient(DiscoveryCore):
         whole family), then its access token. ``one_try`` sends each request once,
         without retries (a best-effort revoke after a failure).
         """
+        expect(token, str | TokenSet, "revoke needs a token (str) or a TokenSet")
         if isinstance(token, TokenSet):
             if token.refresh_token:
                 yield from self.revoke_flow(token.refresh_token, "refresh_token", one_try=one_try)

@@ -13,8 +13,8 @@ from bastion.oauth.metadata import ProviderMetadata
 
 from ._api import Events, Organizations, Roles, Users
 from ._api_clients import Clients, Keys
-from ._auth import ClientCredentialsAuth
-from ._base import CLOSED, BaseClient, Flow, map_http_error
+from ._auth import ScopedAuths
+from ._base import CLOSED, BaseClient, Flow, map_http_error, not_copied
 from ._flight import Wait, wait_in_thread
 from ._retry import TOKEN_REQUEST_IN_FLIGHT
 from ._signin import SignIn
@@ -56,7 +56,8 @@ class Client(SignIn):
             follow_redirects=settings.allow_redirects,
         )
         #: Client-credentials auth for this client's own calls, or any httpx2 client.
-        self.auth = ClientCredentialsAuth(self._core)
+        self._auths = ScopedAuths(self._core)
+        self.auth = self._auths.get()
         #: Bastion's REST API, as an administrator (``.with_token(tokens)``: as a user).
         self.users = Users(self)
         self.organizations = Organizations(self)
@@ -68,6 +69,8 @@ class Client(SignIn):
     def __repr__(self) -> str:
         settings = self._core.settings
         return f"Client(url={settings.url!r}, client_id={settings.client_id!r})"
+
+    __deepcopy__ = not_copied
 
     def __enter__(self) -> Self:
         return self

@@ -25,6 +25,7 @@ from bastion.oauth.errors import InvalidToken
 from bastion.oauth.jose import UnknownKey
 from bastion.oauth.metadata import MetadataError, ProviderMetadata, discovery_urls
 
+from ._arguments import scope_text
 from ._config import Settings, check_leeway
 from ._flight import Flight, Flights, Wait
 from ._responses import error_from_response, json_object
@@ -271,7 +272,7 @@ class DiscoveryCore:
             audience=audience or settings.audience or issuer,
             now=self.clock() if now is None else now,
             leeway=settings.leeway if leeway is None else check_leeway(leeway),
-            scopes=scopes.split() if isinstance(scopes, str) else (scopes or ()),
+            scopes=(scope_text(scopes) or "").split(),
         )
         return claims
 

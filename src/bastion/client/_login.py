@@ -23,8 +23,9 @@ from bastion.oauth.errors import InvalidToken
 from bastion.oauth.jose import JoseError, parse_compact
 
 from ._admin import api_flow, authorization, segment
+from ._arguments import expect, scope_text
 from ._authorization import with_query
-from ._base import BaseClient, Flow, _scope_text, subject_of
+from ._base import BaseClient, Flow, subject_of
 from ._discovery import JSON_HEADERS
 from ._responses import json_object
 from .exceptions import BastionError, ConfigurationError, ProtocolError
@@ -57,7 +58,7 @@ def password_flow(
     """RFC 6749 section 4.3: only for first-party clients the provider allows it.
     ``organization`` (Bastion) asks for the user's roles in it in the token."""
     data = {"grant_type": "password", "username": username, "password": password}
-    if text := _scope_text(scope):
+    if text := scope_text(scope):
         data["scope"] = text
     if organization:
         data["organization"] = organization
@@ -127,6 +128,8 @@ def logout_url_flow(
     state: str | None = None,
 ) -> Flow[str]:
     """Where to send the browser to end the provider session (RP-Initiated Logout)."""
+    expect(id_token_hint, str | TokenSet | None,
+           "id_token_hint must be an ID token (str) or a TokenSet")
     metadata = yield from core.metadata_flow()
     url = core.endpoint(metadata, "end_session_endpoint")
     if isinstance(id_token_hint, TokenSet):

@@ -5,11 +5,12 @@ one flow of ``_authorization``, ``_login`` or ``_passwordless``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _authorization, _login, _passwordless
-from ._auth import ClientCredentialsAuth, TokenAuth
+from ._auth import ClientCredentialsAuth, ScopedAuths, TokenAuth
+from ._authorization import Callback
 from .exceptions import InvalidGrant
 from .state import ReplayStore
 from .tokens import TokenCheck, TokenSet
@@ -27,6 +28,7 @@ class SignIn:
 
     if TYPE_CHECKING:
         _core: BaseClient
+        _auths: ScopedAuths
 
         def _run(self, flow: Flow[T]) -> T: ...
 
@@ -102,12 +104,13 @@ class SignIn:
 
     def finish_authorization_response(
         self,
-        callback: str | Mapping[str, str],
+        callback: Callback,
         expected_state: str | None = None,
         *,
         replay_store: ReplayStore | None = None,
     ) -> TokenSet:
-        """Like ``finish_authorization``, from the callback URL (or its parameters).
+        """Like ``finish_authorization``, from the callback URL (a str, or a URL object
+        such as Starlette's ``request.url``) or its parameters (a mapping).
 
         An ``error`` in the callback raises its OAuth error class (``AccessDenied``,
         ``LoginRequired``...) once the state is verified.
@@ -220,5 +223,6 @@ class SignIn:
         self, scope: str | Collection[str] | None = None
     ) -> ClientCredentialsAuth:
         """An ``httpx2.Auth`` sending this client's own token for ``scope`` (``auth``
-        is the one for the registered scopes), fetched once and renewed when due."""
-        return ClientCredentialsAuth(self._core, scope)
+        is the one for the registered scopes), fetched once and renewed when due: the
+        same object for each call with that scope, so calling it per request is fine."""
+        return self._auths.get(scope)

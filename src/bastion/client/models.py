@@ -34,6 +34,8 @@ __all__ = ["User"]
 
 #: Scopes asked for by ``User.start_authorization`` unless told otherwise.
 USER_SCOPE = "openid profile email"
+#: The fields that are this object's, not the server's record of the user.
+_OWN = ("token", "client")
 #: Re-exported for code that imported them from here.
 _ = (shared_client, shared_async_client)
 
@@ -180,10 +182,18 @@ class User(UserAdministration, Bound):
         """Forget the tokens locally (see ``Client.logout_url`` and ``revoke``)."""
         self.token = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The user as JSON values (times in ISO 8601), without the tokens and the
+        client: what a route answers with (``return user.to_dict()``). Not the ``User``
+        itself: FastAPI encodes a dataclass with ``dataclasses.asdict``, which takes
+        every field, the tokens too."""
+        return {f.name: _json(getattr(self, f.name))
+                for f in fields(self) if f.name not in _OWN}
+
     def _take(self, other: User) -> User:
         """Copy the server's answer into this object (the token stays)."""
         for f in fields(self):
-            if f.name not in ("token", "client"):
+            if f.name not in _OWN:
                 setattr(self, f.name, getattr(other, f.name))
         return self
 
@@ -191,3 +201,7 @@ class User(UserAdministration, Bound):
         if reissue is not None and reissue is self.token:
             self.token = result.tokens
         return result
+
+
+def _json(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else value

@@ -7,8 +7,10 @@ Infinity, 1e20, a negative or 40-digit one) is treated as absent.
 
 A ``TokenSet`` obtained through a ``Client`` or ``AsyncClient`` is bound to it:
 ``tokens.refresh()`` / ``tokens.revoke()`` use that client (``arefresh`` /
-``arevoke`` for an ``AsyncClient``). A refresh returns a *new* ``TokenSet``:
-with rotating refresh tokens the old one is spent, so always keep the new one.
+``arevoke`` for an ``AsyncClient``); an unbound one (unpickled, or read with
+``from_dict`` from a JSON session) uses the ``"default"`` connection, or ``using=``,
+as the models do. A refresh returns a *new* ``TokenSet``: with rotating refresh
+tokens the old one is spent, so always keep the new one.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._arguments import expect
 from ._bound import BoundCopy
+from ._shared import async_client, sync_client
 from .exceptions import ConfigurationError, InvalidToken, ProtocolError
 
 if TYPE_CHECKING:
@@ -38,6 +43,26 @@ _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 _VSCHARS = re.compile(r"[\x20-\x7e]+")
 #: The longest ``expires_in`` taken at its word (ten years, in seconds).
 MAX_EXPIRES_IN = 10 * 365 * 86400
+
+
+#: The JSON type of each field in ``to_dict`` (all but the client), and its name.
+_STORED: dict[str, tuple[type | UnionType, str]] = {
+    "access_token": (str, "a string"),
+    "token_type": (str, "a string"),
+    "expires_at": (str | None, "an ISO 8601 time or null"),
+    "refresh_token": (str | None, "a string or null"),
+    "scope": (str | None, "a string or null"),
+    "id_token": (str | None, "a string or null"),
+    "extra": (Mapping, "an object"),
+    "id_token_claims": (Mapping | None, "an object or null"),
+}
+
+
+def _expiry(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigurationError("TokenSet.from_dict: expires_at is no ISO 8601 time") from None
 
 
 def authorization_header(token: str, scheme: str = "Bearer") -> str:
@@ -137,49 +162,60 @@ class TokenSet(BoundCopy):
     __getstate__ = BoundCopy.__getstate__
     __setstate__ = BoundCopy.__setstate__
 
+    # -- JSON sessions ----------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field but the client, as JSON values (``expires_at`` in ISO 8601), for
+        a session that stores JSON (Flask's, Starlette's); ``from_dict`` reads it back.
+        It holds the tokens: keep it where you would keep them."""
+        data = self.__getstate__()
+        data["expires_at"] = None if self.expires_at is None else self.expires_at.isoformat()
+        data["extra"] = dict(self.extra)
+        if self.id_token_claims is not None:
+            data["id_token_claims"] = dict(self.id_token_claims)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TokenSet:
+        """The tokens ``to_dict`` gave, unbound: ``refresh()`` and ``revoke()`` use the
+        ``"default"`` connection (or ``using=``). Names it does not know are ignored (a
+        later release's); a value of the wrong type is a ``ConfigurationError``."""
+        expect(data, Mapping, "TokenSet.from_dict needs the mapping to_dict gave")
+        values = {name: expect(data[name], kinds, f"TokenSet.from_dict: {name} must be {what}")
+                  for name, (kinds, what) in _STORED.items() if name in data}
+        if not values.get("access_token"):
+            raise ConfigurationError("TokenSet.from_dict: the access_token is missing")
+        if values.get("expires_at") is not None:
+            values["expires_at"] = _expiry(values["expires_at"])
+        return cls(**values)
+
     # -- bound operations -----------------------------------------------------
-
-    def _sync_client(self, call: str) -> Client:
-        from ._client import Client
-
-        if not isinstance(self.client, Client):
-            raise ConfigurationError(
-                f"TokenSet.{call}() needs tokens obtained through a Client"
-                + (f" (use a{call}() with an AsyncClient)" if self.client is not None else "")
-            )
-        return self.client
-
-    def _async_client(self, call: str) -> AsyncClient:
-        from ._async_client import AsyncClient
-
-        if not isinstance(self.client, AsyncClient):
-            raise ConfigurationError(
-                f"TokenSet.a{call}() needs tokens obtained through an AsyncClient"
-                + (f" (use {call}() with a Client)" if self.client is not None else "")
-            )
-        return self.client
+    # Run on the client that obtained the tokens, or, once that is gone (the tokens
+    # were unpickled or read ``from_dict``), on connection ``using``'s shared client,
+    # ``"default"`` unless named: the models' way (``_shared``).
 
     def _refreshable(self) -> TokenSet:
         if not self.refresh_token:
             raise ConfigurationError("These tokens have no refresh_token to refresh with.")
         return self
 
-    def refresh(self) -> TokenSet:
+    def refresh(self, using: str | None = None) -> TokenSet:
         """New tokens from the refresh token; the old refresh token is spent.
 
         A new ID token must be about the same user; without one, this one is kept.
         """
-        return self._sync_client("refresh").refresh(self._refreshable())
+        return sync_client(self.client, using, "refresh").refresh(self._refreshable())
 
-    async def arefresh(self) -> TokenSet:
-        return await self._async_client("refresh").refresh(self._refreshable())
+    async def arefresh(self, using: str | None = None) -> TokenSet:
+        client = async_client(self.client, using, "refresh")
+        return await client.refresh(self._refreshable())
 
-    def revoke(self) -> None:
+    def revoke(self, using: str | None = None) -> None:
         """Revoke the refresh token (its whole family) and the access token (RFC 7009)."""
-        self._sync_client("revoke").revoke(self)
+        sync_client(self.client, using, "revoke").revoke(self)
 
-    async def arevoke(self) -> None:
-        await self._async_client("revoke").revoke(self)
+    async def arevoke(self, using: str | None = None) -> None:
+        await async_client(self.client, using, "revoke").revoke(self)
 
     def __repr__(self) -> str:
         expires = self.expires_at.isoformat() if self.expires_at else None
