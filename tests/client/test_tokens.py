@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
@@ -91,6 +92,8 @@ def test_a_token_set_round_trips_through_a_json_session(provider: FakeProvider):
     bare = TokenSet(access_token="at")  # the defaults, and names of a later release, too
     assert TokenSet.from_dict({**bare.to_dict(), "later": 1}) == bare
     assert TokenSet.from_dict({"access_token": "at"}) == bare
+    naive = TokenSet.from_dict({"access_token": "at", "expires_at": "2030-01-02T03:04:05"})
+    assert naive.expires_at == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)  # comparable: UTC
 
 
 @pytest.mark.parametrize("data", [

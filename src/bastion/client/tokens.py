@@ -60,9 +60,11 @@ _STORED: dict[str, tuple[type | UnionType, str]] = {
 
 def _expiry(text: str) -> datetime:
     try:
-        return datetime.fromisoformat(text)
+        at = datetime.fromisoformat(text)
     except ValueError:
         raise ConfigurationError("TokenSet.from_dict: expires_at is no ISO 8601 time") from None
+    # without an offset: UTC, as to_dict writes it (a naive time cannot be compared)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def authorization_header(token: str, scheme: str = "Bearer") -> str:
