@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,13 +25,32 @@ T = TypeVar("T")
 log = logging.getLogger("bastion.storage")
 
 
+#: Tries of a fresh file's switch to WAL (``_wal``), 20 ms apart.
+WAL_TRIES = 500
+
+
 def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    _wal(cur)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _wal(cur: Any) -> None:
+    """Switch the file to WAL. On a fresh file, connections opened at once (instances
+    migrating together) may each hold a read lock and want the write lock to switch:
+    SQLite answers one "database is locked" at once, without waiting (a deadlock
+    otherwise). Try again; the other switch ends within milliseconds."""
+    for attempt in range(WAL_TRIES):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # sqlite3's, or aiosqlite's adaptation of it
+            if "locked" not in str(exc) or attempt == WAL_TRIES - 1:
+                raise
+            time.sleep(0.02)
 
 
 class SQLiteThread:
