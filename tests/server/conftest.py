@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx2
 import pytest
 from api_helpers import Api
+from cli_helpers import Invoke, cli_runner
 
+import bastion.cli
 from bastion.server.app import create_app
 from bastion.server.context import Context
 from bastion.server.services.clients import create_client
@@ -56,3 +59,22 @@ async def api(app: App) -> Api:
     token = r.json()
     app.http.headers["Authorization"] = "Bearer " + token["access_token"]
     return Api(app, token, web.client.client_id, web.client_secret)
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Invoke:
+    """Runs ``bastion`` in this process (``cli_helpers.cli_runner``)."""
+    return cli_runner(monkeypatch, capsys)
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The settings ``bastion serve`` would have started uvicorn with, instead of
+    starting it; the variables it sets for its workers are undone after the test."""
+    started: list[Any] = []
+    monkeypatch.setattr(bastion.cli, "_uvicorn",
+                        lambda args, settings, issuer: started.append(settings))
+    for name in ("BASTION_ISSUER", "BASTION_DATABASE_URL", "BASTION_DATA_DIR"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    return started

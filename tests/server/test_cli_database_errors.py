@@ -12,17 +12,12 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from cli_helpers import Invoke, cli_runner, one_line
+from cli_helpers import one_line
 
 from bastion.server.storage import migrate, open_storage
 from bastion.server.storage.database_url import BadDatabaseURL
 from bastion.server.storage.tables import users
 from support import create_database
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys) -> Invoke:
-    return cli_runner(monkeypatch, capsys)
 
 
 def test_a_file_that_is_no_database_is_named_by_the_driver(cli, tmp_path) -> None:

@@ -5,16 +5,12 @@ rather than do harm."""
 from __future__ import annotations
 
 import pytest
-from cli_helpers import Invoke, cli_runner, one_line
+from cli_helpers import one_line
 
 from bastion.server.logs import redact
 
 SECRET = "TOPSECRET-" + "x" * 40
 
-
-@pytest.fixture
-def cli(monkeypatch, capsys) -> Invoke:
-    return cli_runner(monkeypatch, capsys)
 
 
 def test_keys_rotate_refuses_a_secret_key_that_cannot_open_the_keys(cli, tmp_path) -> None:

@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-from cli_helpers import Invoke, cli_runner
+from cli_helpers import cli_runner
 
 from bastion.cli import main
 from bastion.server import keys
 from bastion.server.models import SigningKey
 from bastion.server.storage import open_storage
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys) -> Invoke:
-    return cli_runner(monkeypatch, capsys)
 
 
 def stored(url: str) -> list[SigningKey]:

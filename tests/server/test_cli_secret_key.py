@@ -3,14 +3,14 @@ secret key to the new one, and a server on the new one signs with the same keys.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from cli_helpers import Invoke, cli_runner, one_line
+from cli_helpers import Invoke, one_line
+from ops_helpers import on_store as run
 
 from bastion.oauth.jose import parse_compact, verify_signature
 from bastion.server import keys
@@ -19,17 +19,13 @@ from bastion.server.keys import KeyCipher, KeyDecryptionError, KeyRing
 from bastion.server.models import OutgoingMail, SigningKey
 from bastion.server.services import outbox
 from bastion.server.settings import Settings
-from bastion.server.storage import migrate, open_storage, tables
+from bastion.server.storage import tables
 from support import BASTION, ISSUER
 
 OLD = "old-secret-" + "o" * 32
 NEW = "new-secret-" + "n" * 32
 TOKEN = "link-token-0123456789abcdef"
 
-
-@pytest.fixture
-def cli(monkeypatch, capsys) -> Invoke:
-    return cli_runner(monkeypatch, capsys)
 
 
 @pytest.fixture
@@ -40,17 +36,6 @@ def url(tmp_path) -> str:
 def settings(url: str, secret: str) -> Settings:
     return Settings(database_url=url, secret_key=secret, issuer=ISSUER,
                     password_hash_memory_kib=8192)
-
-
-def run(url: str, work: Any) -> Any:
-    async def go() -> Any:
-        store = open_storage(url)
-        try:
-            await migrate.upgrade(store.engine)
-            return await work(store)
-        finally:
-            await store.close()
-    return asyncio.run(go())
 
 
 def prepare(url: str, secret: str = OLD) -> str:

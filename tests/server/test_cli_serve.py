@@ -4,32 +4,14 @@ it builds and the signing keys it must be able to use."""
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import pytest
-from cli_helpers import Invoke, cli_runner, one_line
+from cli_helpers import one_line
 
-import bastion.cli
 from bastion.server.settings import load_settings
 
 SECRET = "serve-" + "s" * 40
 
-
-@pytest.fixture
-def cli(monkeypatch, capsys) -> Invoke:
-    return cli_runner(monkeypatch, capsys)
-
-
-@pytest.fixture
-def served(monkeypatch) -> list[Any]:
-    """The settings ``serve`` would have started uvicorn with."""
-    started: list[Any] = []
-    monkeypatch.setattr(bastion.cli, "_uvicorn",
-                        lambda args, settings, issuer: started.append(settings))
-    for name in ("BASTION_ISSUER", "BASTION_DATABASE_URL", "BASTION_DATA_DIR"):
-        monkeypatch.setenv(name, "")  # serve sets them for its workers: undone after
-        monkeypatch.delenv(name)
-    return started
 
 
 def test_serve_refuses_a_secret_key_that_cannot_open_the_signing_keys(

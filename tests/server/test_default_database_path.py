@@ -9,12 +9,9 @@ import contextlib
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from cli_helpers import Invoke, cli_runner
-from ops_helpers import capture_serve
 
 from bastion.server.settings import Settings, load_settings
 
@@ -22,14 +19,6 @@ NAMES = ["with space", "hash#dir", "pct%41dir", "q?mark=1", "at@sign", "semi;col
          "My%20Projects", "plus+sign", "x%2Fy", "%", "ü", os.fsdecode(b"d\xff")]
 
 
-@pytest.fixture
-def cli(monkeypatch, capsys) -> Invoke:
-    return cli_runner(monkeypatch, capsys)
-
-
-@pytest.fixture
-def served(monkeypatch) -> list[Any]:
-    return capture_serve(monkeypatch)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from cli_helpers import Invoke, cli_runner, one_line
-from ops_helpers import capture_serve, on_store
+from cli_helpers import one_line
+from ops_helpers import on_store
 
 import bastion.cli
 from bastion.server import keys
@@ -31,14 +31,6 @@ NL = KEY + "\n"  # as a secret made from a file gives it
 NEW = "new-secret-" + "n" * 40
 
 
-@pytest.fixture
-def cli(monkeypatch, capsys) -> Invoke:
-    return cli_runner(monkeypatch, capsys)
-
-
-@pytest.fixture
-def served(monkeypatch) -> list[Any]:
-    return capture_serve(monkeypatch)
 
 
 def run(data: Path, work: Any) -> Any:

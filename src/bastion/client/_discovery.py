@@ -272,7 +272,7 @@ class DiscoveryCore:
             audience=audience or settings.audience or issuer,
             now=self.clock() if now is None else now,
             leeway=settings.leeway if leeway is None else check_leeway(leeway),
-            scopes=(scope_text(scopes) or "").split(),
+            scopes=() if scopes is None else (scope_text(scopes) or "").split(),  # hot path
         )
         return claims
 
