@@ -141,3 +141,45 @@ def test_addresses_that_migration_0005_cannot_fold_apart_are_one_line(cli, tmp_p
     asyncio.run(at_0004_with_twins())
     code, err = cli("migrate", "--data-dir", str(tmp_path))
     assert code == 1 and "users u1 and u2 have email addresses" in one_line(err)
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["keys", "rotate"], ["serve"]])
+def test_another_applications_postgresql_database_is_left_alone(
+        cli, monkeypatch, pg_admin_url, command) -> None:
+    """A database URL naming the wrong database (another application's, or the shared
+    ``postgres``) got Bastion's tables among that database's own."""
+    import asyncpg
+
+    import bastion.cli
+
+    monkeypatch.setattr(bastion.cli, "_uvicorn", lambda *args: pytest.fail("served"))
+    url = asyncio.run(create_database(pg_admin_url, f"shop_{uuid.uuid4().hex[:8]}"))
+
+    async def tables(create: bool = False) -> list[str]:
+        conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+        try:
+            if create:
+                await conn.execute("CREATE TABLE orders (id int); CREATE TABLE users (id int)")
+            rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+            return sorted(row[0] for row in rows)
+        finally:
+            await conn.close()
+
+    assert asyncio.run(tables(create=True)) == ["orders", "users"]
+    code, err = cli(*command, "--database-url", url)
+    assert code == 1
+    assert one_line(err) == (
+        "error: the database holds tables of something else (orders, users) and no Bastion "
+        "schema: check that the database URL (--database-url, BASTION_DATABASE_URL) names "
+        "Bastion's own database; Bastion needs an empty one to start from")
+    assert asyncio.run(tables()) == ["orders", "users"]
+
+
+def test_another_applications_sqlite_file_is_left_alone(cli, tmp_path) -> None:
+    with sqlite3.connect(tmp_path / "bastion.db") as db:
+        db.executescript("CREATE TABLE a (id); CREATE TABLE b (id); CREATE TABLE c (id);"
+                         "CREATE TABLE d (id); CREATE TABLE e (id)")
+    code, err = cli("migrate", "--data-dir", str(tmp_path))
+    assert code == 1 and "of something else (a, b, c and 2 more)" in one_line(err)
+    with sqlite3.connect(tmp_path / "bastion.db") as db:
+        assert len(db.execute("SELECT name FROM sqlite_master").fetchall()) == 5

@@ -53,6 +53,7 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         cfg = _config()
         cfg.attributes["connection"] = conn
         _refuse_unknown(conn, cfg)
+        _refuse_foreign(conn)
         command.upgrade(cfg, revision)
 
     # Most runs find the schema current: a plain read says so without the lock, so
@@ -73,6 +74,20 @@ def _refuse_unknown(conn: Any, cfg: Config) -> None:
                 f"the database is at revision {revision}, which this release does not know: "
                 "a newer release migrated it (run that release, or restore the backup taken "
                 "before it), or another application's migrations use this database")
+
+
+def _refuse_foreign(conn: Any) -> None:
+    """A database URL naming the wrong database (another application's, a shared
+    ``postgres``) would otherwise get Bastion's tables among that database's own."""
+    if MigrationContext.configure(conn).get_current_heads():
+        return
+    tables = sorted(set(sa.inspect(conn).get_table_names()) - {"alembic_version"})
+    if tables:
+        shown = ", ".join(tables[:3]) + (f" and {len(tables) - 3} more" if len(tables) > 3 else "")
+        raise MigrationError(
+            f"the database holds tables of something else ({shown}) and no Bastion "
+            "schema: check that the database URL (--database-url, BASTION_DATABASE_URL) "
+            "names Bastion's own database; Bastion needs an empty one to start from")
 
 
 @contextlib.asynccontextmanager
