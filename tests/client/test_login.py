@@ -176,13 +176,19 @@ def test_the_callback_may_be_given_as_its_parameters(make_client: Any, provider:
     lambda client: client.client_credentials(scope=5),
     lambda client: client.logout_url(id_token_hint=5),
     lambda client: client.revoke(None),
+    lambda client: client.edit_profile_url(5),
+    lambda client: client.users.search("ann", limit="5"),
+    lambda client: client.users.search("ann", offset=None),
+    lambda client: client.users.search(5),
+    lambda client: client.users.count(include_deleted=1),
+    lambda client: client.events.list(limit=1.5),
     lambda client: client.request("GET", "/api/thing", auth=client.token_auth("at")),
 ])
 def test_an_argument_of_a_wrong_type_is_a_configuration_error(
         make_client: Any, provider: FakeProvider, call: Any) -> None:
     """Not an AttributeError or TypeError from deep inside: only BastionError escapes."""
     client = make_client(**LOGIN)
-    with pytest.raises(ConfigurationError, match=r", not (NoneType|bytes|int|str)$"):
+    with pytest.raises(ConfigurationError, match=r", not (NoneType|bytes|int|float|str)$"):
         call(client)
     assert provider.calls["/tenant/oauth/token"] == 0
 

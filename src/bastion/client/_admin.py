@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import httpx2
 
+from ._arguments import expect, number
 from ._base import BaseClient, Flow
 from ._responses import json_object
 from ._retry import MAYBE_APPLIED
@@ -159,8 +160,13 @@ def page(
 
 
 def page_params(limit: int, offset: int, **extra: object) -> dict[str, Any]:
-    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    """A listing's query: ``limit``, ``offset`` and the filters given, each checked
+    for its type (``limit="5"`` went out as is, ``query=5`` as "5")."""
+    params: dict[str, Any] = {"limit": number(limit, "limit"),
+                              "offset": number(offset, "offset")}
     for name, value in extra.items():
+        expect(value, str | bool | datetime | None,
+               f"{'query' if name == 'q' else name} must be a string, a bool or a datetime")
         if isinstance(value, bool):
             params[name] = "true" if value else "false"
         elif isinstance(value, datetime):

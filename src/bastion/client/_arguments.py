@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from .exceptions import ConfigurationError
 
-__all__ = ["expect", "scope_text"]
+__all__ = ["expect", "number", "scope_text"]
 
 T = TypeVar("T")
 
@@ -23,6 +23,14 @@ def expect(value: T, kinds: type | UnionType | tuple[type, ...], what: str) -> T
     (say "scope must be a string or a collection of strings") and the type given."""
     if not isinstance(value, kinds):
         raise ConfigurationError(f"{what}, not {type(value).__name__}")
+    return value
+
+
+def number(value: object, what: str) -> int:
+    """``value`` if it is an ``int`` (``True`` is not one here); else
+    ``ConfigurationError``: "``what`` must be an integer"."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{what} must be an integer, not {type(value).__name__}")
     return value
 
 

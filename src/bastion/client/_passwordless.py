@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from ._arguments import expect
 from ._authorization import authorization_request_flow, with_query
 from ._base import BaseClient, Flow
 from ._responses import json_object
@@ -63,6 +64,7 @@ def start_passwordless_flow(
 
 def edit_profile_url_flow(core: BaseClient, return_to: str | None = None) -> Flow[str]:
     """Where to send the browser to edit the profile (no token or secret in it)."""
+    expect(return_to, str | None, "return_to must be a URL (str)")
     metadata = yield from core.metadata_flow()
     url = core.endpoint(metadata, "account_endpoint")
     params = {"client_id": core.settings.client_id, "return_to": return_to}
