@@ -229,3 +229,34 @@ def test_an_audience_too_long_for_a_token_is_refused(tmp_path) -> None:
         Settings(data_dir=tmp_path, access_token_audience="urn:" + "a" * 497)
     assert Settings(data_dir=tmp_path, access_token_audience="urn:" + "a" * 496
                     ).access_token_audience
+
+
+@pytest.mark.parametrize(("given", "named"), [
+    ("10.0.0.5", ["10.0.0.5"]),
+    (" 10.0.0.5, 10.1.2.3/16 ,", ["10.0.0.5", "10.1.0.0/16"]),
+    ('["::1"]', ["::1"]),
+    ("", []),
+])
+def test_trusted_proxies_from_the_environment_may_be_separated_by_commas(
+        tmp_path, monkeypatch, given: str, named: list[str]) -> None:
+    """``BASTION_TRUSTED_PROXIES=10.0.0.5`` failed with "error parsing value for field
+    trusted_proxies from source EnvSettingsSource"."""
+    monkeypatch.setenv("BASTION_TRUSTED_PROXIES", given)
+    assert Settings(data_dir=tmp_path).trusted_proxies == named
+
+
+def test_trusted_proxies_that_are_no_json_list_say_how_to_write_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("BASTION_TRUSTED_PROXIES", '["10.0.0.5",')
+    with pytest.raises(ValidationError, match="not a JSON list; write it as"):
+        Settings(data_dir=tmp_path)
+
+
+def test_white_space_around_the_smtp_login_is_left_out(tmp_path, monkeypatch) -> None:
+    """A password from a file (a Kubernetes secret --from-file) ends with a newline:
+    the SMTP server refused every login with it."""
+    monkeypatch.setenv("BASTION_SMTP_USERNAME", "mailer\n")
+    monkeypatch.setenv("BASTION_SMTP_PASSWORD", "s3cret pass\n")
+    settings = Settings(data_dir=tmp_path)
+    assert settings.smtp_username == "mailer"
+    assert settings.smtp_password is not None
+    assert settings.smtp_password.get_secret_value() == "s3cret pass"

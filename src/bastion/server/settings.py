@@ -20,7 +20,7 @@ import tempfile
 import time
 from email.utils import getaddresses
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -34,6 +34,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -55,8 +56,9 @@ MAX_ISSUER_LENGTH = 500
 
 SECRET_KEY_FILE = "secret_key"
 DATABASE_FILE = "bastion.db"
-#: Settings whose surrounding white space is dropped: none is part of a key or a URL.
-STRIPPED = ("secret_key", "database_url")
+#: Settings whose surrounding white space is dropped: none is part of a key, a URL
+#: or a login.
+STRIPPED = ("secret_key", "database_url", "smtp_username", "smtp_password")
 
 
 class Settings(BaseSettings):
@@ -200,10 +202,11 @@ class Settings(BaseSettings):
         "hour through POST /oauth/passwordless (its server asks for all its users, so "
         "this replaces the per-IP limit there; each address keeps its own)."
     )
-    trusted_proxies: list[str] = Field(
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="IP addresses or networks (CIDR) of the reverse proxies whose "
-        "X-Forwarded-For/-Proto headers are believed, e.g. [\"10.0.0.5\", \"10.1.0.0/16\"]. "
+        "X-Forwarded-For/-Proto headers are believed, e.g. [\"10.0.0.5\", \"10.1.0.0/16\"] "
+        "(in the environment also 10.0.0.5,10.1.0.0/16). "
         "Name them: '*' (or 0.0.0.0/0) is refused, since behind a proxy that appends to "
         "X-Forwarded-For it would let clients pick their own address. Empty: the socket's "
         "peer is the client. Throttling and the audit log use this address.",
@@ -304,8 +307,8 @@ class Settings(BaseSettings):
             value = value.get_secret_value()
         return value.strip() if isinstance(value, str) else value
 
-    #: The values of ``STRIPPED`` as given, where that dropped white space: what the
-    #: releases before this one used (``secret_key_as_given``).
+    #: The secret key and database URL as given, where stripping dropped white space:
+    #: what the releases before this one used (``secret_key_as_given``).
     _as_given: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="wrap")
@@ -313,7 +316,7 @@ class Settings(BaseSettings):
     def _keep_values_as_given(cls, values: Any,
                               handler: ModelWrapValidatorHandler[Settings]) -> Settings:
         settings = handler(values)
-        for name in STRIPPED if isinstance(values, dict) else ():
+        for name in ("secret_key", "database_url") if isinstance(values, dict) else ():
             given = values.get(name)
             if isinstance(given, SecretStr):
                 given = given.get_secret_value()
@@ -355,6 +358,21 @@ class Settings(BaseSettings):
             raise ValueError("the secret key is empty; " + SHORT_SECRET_KEY.removeprefix("the "))
         return key
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_listed(cls, value: Any) -> Any:
+        # From the environment: a JSON list, or the addresses separated by commas
+        # (BASTION_TRUSTED_PROXIES=10.0.0.5 was "error parsing value ... EnvSettingsSource").
+        if not isinstance(value, str):
+            return value
+        if not value.lstrip().startswith("["):
+            return [part for part in (p.strip() for p in value.split(",")) if part]
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError("not a JSON list; write it as '[\"10.0.0.5\", "
+                             "\"10.1.0.0/16\"]' or '10.0.0.5,10.1.0.0/16'") from None
+
     @field_validator("trusted_proxies")
     @classmethod
     def _explicit_proxies(cls, proxies: list[str]) -> list[str]:
@@ -366,7 +384,7 @@ class Settings(BaseSettings):
             except ValueError:
                 network = None
             if network is None or network.prefixlen == 0:
-                raise ValueError(f"trusted_proxies: {proxy!r} is not the IP address or network "
+                raise ValueError(f"{proxy!r} is not the IP address or network "
                                  "of a proxy; name each one (e.g. '10.0.0.5' or '10.0.0.0/24'), "
                                  "'*' is not allowed")
             named.append(str(network) if "/" in proxy else str(network.network_address))
