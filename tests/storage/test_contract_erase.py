@@ -11,11 +11,14 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from test_contract import NOW, client, grant, member_of, sign_in, user
+from test_contract_live_user import _while_changing
 
 from bastion.server.models import Event, LoginSession, OneTimeToken, OutgoingMail, RefreshToken
 from bastion.server.storage import SQLStorage
 from bastion.server.storage.base import Missing, PersonalData
+from bastion.server.storage.tables import users
 
 LATER = NOW + timedelta(hours=1)
 ME, OTHER = user(), user(2)
@@ -234,3 +237,37 @@ async def test_a_deleted_user_gets_no_reissued_grant(storage: SQLStorage) -> Non
                        scope="openid", created_at=NOW, expires_at=LATER)
     assert not await storage.reissue_grant("g1", grant("g-new"), new, NOW)
     assert await storage.get_grant("g-new") is None
+
+
+async def _events_about(storage: SQLStorage, target: str) -> dict[str, dict[str, object]]:
+    found, _ = await storage.list_events({"target": target}, 50, 0)
+    return {event.id: event.detail for event in found}
+
+
+async def test_an_event_written_after_its_target_was_erased_does_not_name_them(
+        storage: SQLStorage) -> None:
+    """The API records a change after committing it: an erasure committed in between
+    took the names out of the events before it, and the late one kept them."""
+    await setup(storage)
+    await storage.erase_user(ME.id, NOW, DATA)
+    await storage.add_event(about("e-late", ME.id, "user.update", fields=["email"],
+                                  username="Renamed", email="renamed@example.com"))
+    await storage.add_event(about("e-other", OTHER.id, "user.update", username="Other2"))
+    assert (await _events_about(storage, ME.id))["e-late"] == {"fields": ["email"]}
+    assert (await _events_about(storage, OTHER.id))["e-other"] == {"username": "Other2"}
+
+
+async def test_an_event_racing_an_erasure_waits_for_it(storage: SQLStorage) -> None:
+    """The erasure has not committed when the event comes: the event waits, and then
+    sees it (read before it committed, the names would stay)."""
+    await setup(storage)
+
+    def erase(conn: sa.Connection) -> None:
+        conn.execute(users.update().where(users.c.id == ME.id).values(erased_at=NOW))
+
+    async def write() -> bool:
+        await storage.add_event(about("e-race", ME.id, "user.create", username="User1"))
+        return True
+
+    assert await _while_changing(storage, erase, write)
+    assert (await _events_about(storage, ME.id))["e-race"] == {}

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from bastion.server.models import Event, Grant, LoginSession, Member, Organization, Role, User
+from bastion.server.storage import prepared
 from bastion.server.storage.base import (
     Conflict,
     DeleteOrganizationResult,
@@ -477,7 +478,22 @@ class DirectoryMixin(SQLBase):
     # -- audit events ---------------------------------------------------------------
 
     async def add_event(self, event: Event) -> None:
-        await self._insert(events, values(event))
+        row = values(event)
+        if event.target is None or _unnamed(event.detail) == event.detail:
+            await self._insert(events, row)
+            return
+
+        def add(conn: sa.Connection) -> None:
+            # An event naming its target is written after the change it records, in
+            # another transaction: an erasure committed in between took the names out
+            # of the events before it, not of this one. ``FOR SHARE`` waits for an
+            # erasure under way and then reads what it wrote.
+            erased = conn.execute(sa.select(users.c.erased_at).where(
+                users.c.id == event.target).with_for_update(read=True)).scalar()
+            if erased is not None:
+                row["detail"] = _unnamed(event.detail)
+            prepared.insert(conn, events, row)
+        await self._write(add)
 
     async def list_events(self, where: EventFilter, limit: int, offset: int,
                           after: tuple[datetime, str] | None = None, count: bool = True,
