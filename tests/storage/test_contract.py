@@ -229,17 +229,20 @@ async def test_search_users_by_substring(storage: SQLStorage, query, expected) -
     ("\u03c3@example", ["bob"]),  # SQLite's index took the final sigma for it
     ("\u00e4rne@", ["arne"]),  # the address's
     ("\u00e4r", ["arne"]),  # short: a scan
+    ("sam123", ["sam"]),  # ASCII, and SQLite's index took the long s (U+017F) for an s
 ])
 async def test_search_and_count_agree_on_every_page_beyond_ascii(storage: SQLStorage, query,
                                                                  expected) -> None:
     for i, (name, mail) in enumerate([("anna", "anna\u03c2@example.gr"),
                                       ("bob", "bob\u03c3@example.gr"),
-                                      ("arne", "\u00e4rne@example.gr")], start=1):
+                                      ("arne", "\u00e4rne@example.gr"),
+                                      ("longs", "\u017fam123@example.gr"),
+                                      ("sam", "sam123@example.gr")], start=1):
         await storage.create_user(user(i, username=name, email=mail,
                                        created_at=NOW + timedelta(seconds=i)))
     assert await storage.count_users(query) == len(expected)
     for limit in (1, 10):  # a page of one is found by the scan of the first rows
-        pages = [await storage.search_users(query, limit, offset) for offset in range(3)]
+        pages = [await storage.search_users(query, limit, offset) for offset in range(5)]
         assert [u.username for page in pages for u in page] == expected
 
 

@@ -90,11 +90,14 @@ class DirectoryMixin(SQLBase):
                 where.append(sa.literal_column("users.rowid").in_(
                     sa.text("SELECT rowid FROM users_fts WHERE users_fts MATCH :phrase")
                     .bindparams(phrase=phrase)))
-                # Beyond ASCII the index's folding joins more letters than lower() (the
-                # two sigmas...): it only narrows there. An ASCII query it answers as
-                # lower() does, and a count of many matches costs a quarter less.
-                if not query.isascii():
-                    where.append(self._like_filter(query))
+                # The index folds more letters than lower() (the two sigmas; U+017F
+                # to "s", so an ASCII query finds the long-s "sam" for "sam"): it only narrows.
+                # Usernames are ASCII, so a row whose address is ASCII too needs no
+                # second look (cheaper than one at every row: a count of many matches).
+                ascii_email = (sa.func.length(sa.cast(users.c.email, sa.LargeBinary))
+                               == sa.func.length(users.c.email))
+                where.append(sa.or_(ascii_email, self._like_filter(query))
+                             if query.isascii() else self._like_filter(query))
             else:
                 where.append(self._like_filter(query))
         return where
