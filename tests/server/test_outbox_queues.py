@@ -151,6 +151,10 @@ class _Refusing:
 
 @pytest.mark.parametrize(("reply", "retried"), [
     ("550 5.1.1 No such user here", False), ("450 4.2.1 Mailbox busy, try later", True),
+    ("556 5.1.10 Recipient address has null MX", False),
+    # the sender's address (mail_from), which Postfix refuses at RCPT by default
+    ("550 5.1.8 <no-reply@x.example>: Sender address rejected: Domain not found", True),
+    ("553 5.1.7 Bad sender address syntax", True),
     # the relay's settings (no login given), which may be fixed within the hour
     ("554 5.7.1 Relay access denied", True), ("550 Sender not allowed", True)])
 async def test_a_recipient_refused_for_good_is_given_up_at_once(

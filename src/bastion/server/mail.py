@@ -70,12 +70,13 @@ class Undeliverable(Exception):
     change it, so the outbox gives up at once."""
 
 
-# Refusals for good, by their enhanced status code (RFC 3463): the address (5.1.x: no
-# such mailbox or domain, bad syntax), a disabled mailbox (5.2.1), the content (5.6.x)
-# or its size (5.3.4). Others, a policy (5.7.x: relaying denied, sender not allowed)
-# or no code at all, may be the relay's settings, which an operator may fix within the
-# hour of retries.
-_FOR_GOOD = re.compile(r"\s*5\.(1\.\d{1,3}|2\.1|6\.\d{1,3}|3\.4)\b")
+# Refusals for good, by their enhanced status code (RFC 3463, RFC 7505): the
+# recipient's address (5.1.1-5.1.4, 5.1.6, 5.1.10: no such mailbox or domain, bad
+# syntax, moved, a null MX), a disabled mailbox (5.2.1), the content (5.6.x) or its size
+# (5.3.4). Others, the sender's address (5.1.7, 5.1.8: `mail_from`, often refused at RCPT
+# or DATA), a policy (5.7.x: relaying denied, sender not allowed) or no code at all, may
+# be the relay's settings, which an operator may fix within the hour of retries.
+_FOR_GOOD = re.compile(r"\s*5\.(1\.(1|2|3|4|6|10)|2\.1|6\.\d{1,3}|3\.4)\b")
 
 
 def _for_good(code: int, text: str) -> bool:
