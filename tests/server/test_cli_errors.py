@@ -211,6 +211,21 @@ def test_the_access_log_redacts_a_query_value_up_to_the_next_parameter() -> None
     assert line == "GET /account?token=***&x=*** HTTP/1.1"
 
 
+@pytest.mark.parametrize(("path", "logged"), [
+    ("/login/link?token%3DSECRET", "/login/link?***"),  # a link a scanner re-encoded
+    ("/login/link?SECRET", "/login/link?***"),
+    ("/login/link?SECRET&client_id=web", "/login/link?***&client_id=web"),
+    ("/login/link?token=SECRET&&SECRET=x", "/login/link?token=***&&***"),  # a name 43 long
+    ("/login/link?", "/login/link?"),
+])
+def test_the_access_log_redacts_a_query_that_is_no_name_and_value(path, logged) -> None:
+    """Only ``name=value`` was redacted: a token without its '=' went to the log whole,
+    and as the link was refused (400), not spent, it stayed valid."""
+    secret = "T" * 43
+    line = redact(f"GET {path.replace('SECRET', secret)} HTTP/1.1")
+    assert line == f"GET {logged} HTTP/1.1" and secret not in line
+
+
 def test_the_access_log_shows_the_values_that_are_no_secret() -> None:
     line = redact("GET /oauth/authorize?response_type=code&client_id=web&state=s3cr3t"
                   "&scope=openid%20email&code_challenge=abc&prompt=login HTTP/1.1")

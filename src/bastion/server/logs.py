@@ -22,7 +22,10 @@ from urllib.parse import quote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_QUERY_VALUE = re.compile(r"([?&]([^=&\s]+)=)([^&\s]*)")
+_QUERY = re.compile(r"\?([^\s]*)")
+#: A parameter's name that is shown: short and plain. A longer one, or a part without
+#: '=' (``?token%3D...``, ``?<token>``: a link a scanner re-encoded), may be a secret.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,31}")
 #: Query parameters whose values are no secret and tell an operator what was asked
 #: (which client, which flow); every other value is written as ``***``.
 SHOWN = frozenset({"client_id", "response_type", "response_mode", "prompt", "scope",
@@ -34,8 +37,14 @@ log = logging.getLogger("bastion")
 
 
 def redact(text: str) -> str:
-    return _QUERY_VALUE.sub(
-        lambda m: m.group(0) if m.group(2) in SHOWN else m.group(1) + "***", text)
+    return _QUERY.sub(lambda m: "?" + "&".join(map(_redacted, m.group(1).split("&"))), text)
+
+
+def _redacted(part: str) -> str:
+    name, given, _ = part.partition("=")
+    if not given or not _NAME.fullmatch(name):
+        return "***" if part else part
+    return part if name in SHOWN else name + "=***"
 
 
 class RedactQuery(logging.Filter):
