@@ -13,8 +13,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from bastion.server.api.schemas import Email
 from bastion.server.context import Context
-from bastion.server.services import outbox
-from bastion.server.services.errors import InvalidInput
+from bastion.server.services import outbox, users
+from bastion.server.services.errors import AlreadyExists, InvalidInput
 from bastion.server.services.users import check_email
 from bastion.server.settings import Settings
 from support import ISSUER, Mailbox, free_port
@@ -40,6 +40,26 @@ def test_an_address_list_is_refused_by_the_service_and_the_schema(address: str) 
 def test_plain_addresses_pass_both(address: str) -> None:
     assert check_email(address) == address.lower()
     assert TypeAdapter(Email).validate_python(address) == address
+
+
+@pytest.mark.parametrize("typed", ["x@exa\u00admple.com", "x@exa\u200bmple.com",
+                                   "x@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com",
+                                   "x@example\u3002com"])
+def test_a_domain_is_stored_as_mail_delivers_to_it(typed: str) -> None:
+    """A soft hyphen, a zero-width space, wide letters, an ideographic full stop: mail
+    (UTS 46, as ``mail.a_labels`` sends it) goes to ``x@example.com``."""
+    assert check_email(typed) == "x@example.com"
+
+
+async def test_an_address_mail_delivers_to_another_users_mailbox_is_theirs(
+        ctx: Context) -> None:
+    """``x@exa\u00admple.com`` was a second account, its links (which verify it) going
+    to the mailbox of ``x@example.com``."""
+    await users.create_user(ctx.storage, ctx.passwords, username="x1", email="x@example.com",
+                            password=None)
+    with pytest.raises(AlreadyExists):
+        await users.create_user(ctx.storage, ctx.passwords, username="x2",
+                                email="X@Exa\u00admple.com", password=None)
 
 
 class EnvelopeBox(Mailbox):
