@@ -835,6 +835,56 @@ async def test_one_stuck_piece_of_handed_over_work_does_not_hold_up_the_rest(
     assert done == ["next"] and "queuing mail after an answer failed" in caplog.text
 
 
+async def test_a_full_backlog_refuses_link_requests_and_loses_none_it_took(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Work handed over past ``MAX_HANDED`` was dropped (a log line), after the answer
+    said a link was on its way: under a flood of requests real users got no mail."""
+    monkeypatch.setattr(outbox, "MAX_HANDED", 2)
+    monkeypatch.setattr(outbox, "AFTER_ANSWER_SECONDS", (0.0, 0.0))
+    running, release = asyncio.Event(), asyncio.Event()
+
+    async def stuck() -> None:  # ahead of the others: they wait their turn
+        running.set()
+        await release.wait()
+
+    env.ctx.outbox.after_answer(stuck())
+    await running.wait()
+    form = {k: v[0] for k, v in parse_qs(env.authorize_query()).items()}
+    for _ in range(2):
+        assert (await env.request_link("alice@example.com")).status_code == 200
+    page = await env.request_link("alice@example.com")
+    assert page.status_code == 503 and page.headers["retry-after"] == "5"
+    assert "Too many emails are waiting to go out" in page.text
+    api = await env.http.post("/oauth/passwordless", auth=(env.client_id, env.secret),
+                              data={**form, "email": "alice@example.com"})
+    assert api.status_code == 503 and api.headers["retry-after"] == "5"
+    assert api.json()["error"] == "temporarily_unavailable"
+    release.set()
+    await asyncio.wait_for(env.ctx.outbox.settled(), 10)
+    assert len(await env.mails(2)) == 2  # both taken, neither lost
+    # the refused ones spent none of the address's three links
+    assert (await env.request_link("alice@example.com")).status_code == 200
+    assert len(await env.mails(3)) == 3
+
+
+async def test_a_full_backlog_refuses_an_email_change_whole(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its confirmation link is mailed after the answer: refused before anything
+    changes (the new username too), so the user can simply send the form again."""
+    page = await _sign_in_to_account(env)
+    monkeypatch.setattr(env.ctx.outbox, "busy", lambda: True)
+    change = {"csrf_token": hidden_fields(page.text)["csrf_token"], "username": "alice2",
+              "email": "new@example.com"}
+    r = await env.http.post("/account/profile", data=change)
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert "Too many emails are waiting to go out" in r.text
+    assert (await env.ctx.storage.get_user_by_login("alice2")) is None
+    monkeypatch.undo()
+    assert (await env.http.post("/account/profile", data=change)).status_code == 303
+    (msg,) = await env.mails()
+    assert msg["To"] == "new@example.com"
+
+
 async def test_handed_over_work_runs_in_order_whatever_its_delays(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     # So a link asked for first is queued first: what came after it shows it is done.

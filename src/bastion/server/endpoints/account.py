@@ -28,7 +28,7 @@ from bastion.server.endpoints.authorize import login_page
 from bastion.server.middleware import acts_on_get, request_ip
 from bastion.server.models import LoginSession, User
 from bastion.server.pages import csrf_ok, form_page, known_to, render, session_of
-from bastion.server.services import audit, links, login, sessions
+from bastion.server.services import audit, links, login, outbox, sessions
 from bastion.server.services import users as user_service
 from bastion.server.services.errors import RateLimited, ServiceError
 from bastion.server.text import fold, storable
@@ -176,6 +176,10 @@ async def save_profile(request: Request) -> Response:
                                          "change your email, or sign in again.")
         if refused:
             return await _page(ctx, request, session, user, keep, error=refused, status=400)
+        if ctx.outbox.busy():  # before anything changes: all or nothing
+            page = await _page(ctx, request, session, user, keep, error=outbox.BUSY, status=503)
+            page.headers["Retry-After"] = str(outbox.BUSY_RETRY_AFTER)
+            return page
     done = "profile"
     new_username = bool(username) and username != user.username
     try:  # all or nothing: both are checked before either changes

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from bastion.oauth.errors import InvalidRequest, OAuthError, SlowDown
+from bastion.oauth.errors import InvalidRequest, OAuthError, SlowDown, TemporarilyUnavailable
 from bastion.server.checks.authorization import (
     AFTER_REDIRECT,
     BEFORE_REDIRECT,
@@ -37,7 +37,7 @@ from bastion.server.grants._request import TokenRequest
 from bastion.server.middleware import request_ip
 from bastion.server.models import User
 from bastion.server.pages import csrf_ok, form_page, known_to, render, session_of
-from bastion.server.services import audit, links, sessions, users
+from bastion.server.services import audit, links, outbox, sessions, users
 from bastion.server.services.errors import (
     AlreadyExists,
     InvalidInput,
@@ -77,6 +77,10 @@ async def request_link_page(request: Request) -> Response:
                           status=status, next_url=next_url)
     if not csrf_ok(ctx, request, form.get("csrf_token")):
         return again("This form has expired. Please try again.", 400)
+    if ctx.outbox.busy():
+        page = again(outbox.BUSY, 503)
+        page.headers["Retry-After"] = str(outbox.BUSY_RETRY_AFTER)
+        return page
     try:
         work = await links.send_sign_in_link(
             ctx.storage, ctx.settings, email=form.get("email", ""),
@@ -107,6 +111,9 @@ async def request_link_api(ctx: Context, request: TokenRequest) -> dict[str, Any
         await check(req, ctx.clients)
     for after in AFTER_REDIRECT:
         after(req)
+    if ctx.outbox.busy():
+        raise TemporarilyUnavailable(outbox.BUSY, headers={
+            "Retry-After": str(outbox.BUSY_RETRY_AFTER)})
     try:
         work = await links.send_sign_in_link(
             ctx.storage, ctx.settings, email=email, client=request.client,

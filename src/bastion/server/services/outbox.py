@@ -51,7 +51,11 @@ SEND_SECONDS = 60.0  # one whole send (every SMTP step); below the storage's 120
 POLL_SECONDS = 5.0
 AFTER_ANSWER_SECONDS = (0.05, 1.0)  # when work handed over by a request starts
 _random = secrets.SystemRandom()  # a delay an observer cannot predict
-MAX_HANDED = 1000  # pieces of such work waiting at once; more are dropped (and logged)
+#: Pieces of such work waiting at once before requests for more are refused as busy
+#: (``busy``): accepted work is never dropped but at shutdown.
+MAX_HANDED = 1000
+BUSY_RETRY_AFTER = 5  # seconds, the Retry-After of a request refused as busy
+BUSY = "Too many emails are waiting to go out. Please try again in a few seconds."
 STOP_SECONDS = 10.0
 _templates = Environment(
     loader=FileSystemLoader(Path(__file__).parents[1] / "pages" / "templates" / "mail"),
@@ -252,7 +256,14 @@ class OutboxWorker:
         for wake in self._wakes:
             wake.set()
 
+    def busy(self) -> bool:
+        """Whether requests that hand work over must be refused for now (503): the
+        backlog is full. Asked before the work is made (its link stored, an older link
+        cancelled), so a request is refused whole or its mail is queued."""
+        return len(self._handed) >= MAX_HANDED
+
     def after_answer(self, work: Coroutine[Any, Any, object]) -> None:
+
         """Run ``work``, which queues mail, in the background, then send what it queued.
 
         It starts at a random moment within ``AFTER_ANSWER_SECONDS``: never before the
@@ -260,11 +271,11 @@ class OutboxWorker:
         the work would not yield before it is done), and not at a moment tied to the
         request, so neither its answer nor one sent right after it shows what the work
         found (with the per-address limit, a handful of tries an hour). Work runs one
-        piece at a time, in the order it was handed over."""
-        if self._closing or len(self._handed) >= MAX_HANDED:
+        piece at a time, in the order it was handed over. The backlog may pass
+        ``MAX_HANDED`` by the requests that found it not ``busy`` meanwhile."""
+        if self._closing:
             work.close()
-            log.error("mail not queued: %s", "stopping" if self._closing else
-                      f"{MAX_HANDED} pieces of work are waiting already")
+            log.error("mail not queued: stopping")
             return
         due = asyncio.get_running_loop().time() + _random.uniform(*AFTER_ANSWER_SECONDS)
         self._handed.append((due, work))
