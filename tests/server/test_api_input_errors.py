@@ -96,3 +96,37 @@ async def test_a_value_that_breaks_a_pattern_is_told_the_rule(
     r = await api.app.http.request(method, path.format(client=api.app.client_id), **kwargs)
     assert r.status_code == 422, r.text
     assert r.json()["detail"] == f"{field}: {message}"
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "field"), [
+    ("POST", "/api/v1/clients", {"json": {"name": "x", "redirect_uris": ["not a uri"]}},
+     "redirect_uris"),
+    ("POST", "/api/v1/clients", {"json": {"name": "x", "redirect_uris": ["https://a.example/"],
+                                          "post_logout_redirect_uris": ["ftp:x"]}},
+     "post_logout_redirect_uris"),  # was redirect_uri
+    ("PATCH", "/api/v1/clients/{client}",
+     {"json": {"grant_types": ["authorization_code"], "redirect_uris": []}}, "redirect_uris"),
+    ("POST", "/api/v1/clients", {"json": {"name": "x", "is_public": True,
+                                          "grant_types": ["client_credentials"]}},
+     "grant_types"),
+    ("PATCH", "/api/v1/clients/{client}",
+     {"json": {"scopes": [f"s{n}-" + "x" * 60 for n in range(40)]}}, "scopes"),
+    ("DELETE", "/api/v1/organizations/acme/roles/editor/permissions",
+     {"params": {"permission": "a b"}}, "permission"),
+    ("PATCH", "/api/v1/clients/{client}", {"json": {"name": None}}, "name"),
+])
+async def test_a_refused_value_is_named_as_the_request_names_it(
+        api: Api, method: str, path: str, kwargs: dict[str, Any], field: str) -> None:
+    """A service's own names were given (``redirect_uri`` for ``redirect_uris``,
+    ``permissions`` for the query parameter ``permission``), and only as ``field``: a
+    client mapping ``errors`` back to its form fields found none, or the wrong one."""
+    http = api.app.http
+    r = await http.post("/api/v1/organizations", json={"name": "acme"})
+    assert r.status_code == 201, r.text
+    r = await http.post("/api/v1/organizations/acme/roles", json={"name": "editor"})
+    assert r.status_code == 201, r.text
+    r = await http.request(method, path.format(client=api.app.client_id), **kwargs)
+    assert r.status_code == 422, r.text
+    (error,) = r.json()["errors"]
+    assert error["field"] == field and r.json()["detail"] == f"{field}: {error['message']}"
+    assert r.json().get("field", field) == field

@@ -49,8 +49,9 @@ def changes(body: BaseModel) -> dict[str, Any]:
     be reported as one, is refused."""
     given = body.model_dump(exclude_unset=True)
     if nulls := sorted(name for name, value in given.items() if value is None):
-        raise ApiError(422, "Invalid input", f"{', '.join(nulls)}: must not be null (leave a "
-                       "field out to keep it)")
+        rule = "must not be null (leave a field out to keep it)"
+        raise ApiError(422, "Invalid input", f"{', '.join(nulls)}: {rule}",
+                       errors=[{"field": name, "message": rule} for name in nulls])
     return given
 
 

@@ -27,6 +27,7 @@ from bastion.server.api.schemas import (
     UserOut,
 )
 from bastion.server.services import audit, rbac
+from bastion.server.services.errors import InvalidInput
 
 router = api_router("/api/v1/organizations", "organizations")
 
@@ -158,7 +159,10 @@ async def remove_permissions(
     require_admin(who)
     ctx = context(request)
     found = await rbac.organization(ctx.storage, org)
-    updated = await rbac.change_permissions(ctx.storage, found.id, role, remove=permission)
+    try:
+        updated = await rbac.change_permissions(ctx.storage, found.id, role, remove=permission)
+    except InvalidInput as exc:  # the query parameter is named in the singular
+        raise exc.named("permission") from None
     await audit.record(ctx.storage, actor(who, request), "role.permissions.remove", updated.id,
                        organization=found.id, permissions=permission)
     return RoleOut.of(updated)

@@ -18,16 +18,22 @@ from bastion.server.services.errors import AlreadyExists, Erased, InUse, Invalid
 
 
 class ApiError(Exception):
+    """``errors``: the fields at fault, each ``{"field", "message"}``, as a validation
+    error gives them."""
+
     def __init__(self, status: int, title: str, detail: str,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None,
+                 errors: list[dict[str, str]] | None = None) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail = status, title, detail
         self.headers = headers or {}
+        self.errors = errors
 
 
 async def api_error_handler(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    response = problem(exc.status, exc.title, exc.detail)
+    extra = {} if exc.errors is None else {"errors": exc.errors}
+    response = problem(exc.status, exc.title, exc.detail, **extra)
     response.headers.update(exc.headers)
     return response
 
@@ -101,6 +107,10 @@ _SERVICE_STATUS = ((NotFound, 404, "Not Found"), (AlreadyExists, 409, "Conflict"
 async def service_error_handler(_request: Request, exc: Exception) -> Response:
     for cls, status, title in _SERVICE_STATUS:
         if isinstance(exc, cls):
-            extra = {"field": exc.field} if isinstance(exc, InvalidInput | AlreadyExists) else {}
+            extra: dict[str, Any] = {}
+            if isinstance(exc, InvalidInput | AlreadyExists):
+                extra["field"] = exc.field
+            if isinstance(exc, InvalidInput):  # the shape of a validation error's too
+                extra["errors"] = [{"field": exc.field, "message": exc.message}]
             return problem(status, title, str(exc), **extra)
     return problem(400, "Bad Request", str(exc))

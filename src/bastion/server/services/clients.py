@@ -95,12 +95,12 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     for scope in scopes:
         for token in scope.split():
             if not _SCOPE_TOKEN.match(token):
-                raise InvalidInput("scope", f"{token!r} is not a valid scope token")
+                raise InvalidInput("scopes", f"{token!r} is not a valid scope token")
             if token not in out:
                 out.append(token)
     length = len(" ".join(out))
     if length > MAX_SCOPE_LENGTH:
-        raise InvalidInput("scope", f"the scopes come to {length} characters, over the "
+        raise InvalidInput("scopes", f"the scopes come to {length} characters, over the "
                            f"{MAX_SCOPE_LENGTH} a token can carry next to the roles of a "
                            "user; register fewer or shorter scopes")
     return tuple(out)
@@ -119,11 +119,11 @@ def _checked_grants(grant_types: Iterable[str], public: bool,
     )
     for grant in grants:
         if grant not in GRANT_TYPES:
-            raise InvalidInput("grant_type", f"unknown grant type {grant!r}; one of {GRANT_TYPES}")
+            raise InvalidInput("grant_types", f"unknown grant type {grant!r}; one of {GRANT_TYPES}")
         if public and grant in _CONFIDENTIAL_ONLY:
-            raise InvalidInput("grant_type", f"a public client cannot use {grant!r}")
+            raise InvalidInput("grant_types", f"a public client cannot use {grant!r}")
     if "authorization_code" in grants and not uris:
-        raise InvalidInput("redirect_uri", "authorization_code needs at least one redirect URI")
+        raise InvalidInput("redirect_uris", "authorization_code needs at least one redirect URI")
     return grants
 
 
@@ -144,8 +144,9 @@ def _checked_name(name: str) -> str:
     return name
 
 
-def _checked_uris(uris: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(check_redirect_uri(u) for u in uris))
+def _checked_uris(uris: Iterable[str], field: str = "redirect_uris") -> tuple[str, ...]:
+    """``field``: the list's name in the API (an error names it)."""
+    return tuple(dict.fromkeys(check_redirect_uri(u, field) for u in uris))
 
 
 async def create_client(
@@ -162,7 +163,7 @@ async def create_client(
 ) -> NewClient:
     name = _checked_name(name)
     uris = _checked_uris(redirect_uris)
-    logout_uris = _checked_uris(post_logout_redirect_uris)
+    logout_uris = _checked_uris(post_logout_redirect_uris, "post_logout_redirect_uris")
     grants = _checked_grants(grant_types, public, uris)
     plain = None if public else secrets.new_secret()
     client = Client(
@@ -210,7 +211,8 @@ async def update_client(
     if redirect_uris is not None:
         changes["redirect_uris"] = _checked_uris(redirect_uris)
     if post_logout_redirect_uris is not None:
-        changes["post_logout_redirect_uris"] = _checked_uris(post_logout_redirect_uris)
+        changes["post_logout_redirect_uris"] = _checked_uris(post_logout_redirect_uris,
+                                                             "post_logout_redirect_uris")
     if backchannel_logout_uri is not None:
         changes["backchannel_logout_uri"] = check_logout_uri(backchannel_logout_uri)
     if scopes is not None:

@@ -12,7 +12,12 @@ class InvalidInput(ServiceError):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
-        self.field = field
+        self.field, self.message = field, message
+
+    def named(self, field: str) -> InvalidInput:
+        """The same error about ``field``: the request's name of what the service
+        calls ``self.field`` (a query parameter ``permission`` for ``permissions``)."""
+        return InvalidInput(field, self.message)
 
 
 class AlreadyExists(ServiceError):
