@@ -13,6 +13,7 @@ import pytest
 from sdk_fakes import FakeProvider
 
 from bastion import (
+    BadRequest,
     BastionError,
     ConfigurationError,
     InvalidGrant,
@@ -165,3 +166,16 @@ def test_a_copy_has_notes_and_headers_of_its_own_and_the_same_chain():
     assert (again.__cause__, again.__context__, again.__suppress_context__) == (
         error.__cause__, error.__context__, True)
     assert again.__traceback__ is None  # where the original was raised is the original's
+
+
+@pytest.mark.parametrize(("errors", "read"), [
+    ([{"field": "scopes.0", "message": "bad"}, {"field": "name", "message": "long"}],
+     (("scopes.0", "bad"), ("name", "long"))),
+    ([{"field": "x"}, "y", {"field": 1, "message": "m"}, {"message": "m"}], ()),
+    ({"field": "x", "message": "m"}, ()),
+    (None, ()),
+])
+def test_a_422_names_its_fields_as_pairs(errors: Any, read: tuple[tuple[str, str], ...]) -> None:
+    problem = {"type": "about:blank", "title": "Invalid input", "detail": "d", "errors": errors}
+    exc = error_from_response(422, {}, body(problem), now=0)
+    assert isinstance(exc, BadRequest) and exc.errors == read

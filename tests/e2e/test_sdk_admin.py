@@ -268,8 +268,14 @@ def test_users_bad_input(api: Any) -> None:
         api.users.create(name, f"other-{name}@example.com")
     with pytest.raises(Conflict):
         api.users.create("other" + name, f"{name}@example.com")
-    with pytest.raises(BadRequest, match="password"):
+    with pytest.raises(BadRequest, match="password") as refused:
         api.users.create(unique("short"), f"{unique('s')}@example.com", "short")
+    assert [field for field, _ in refused.value.errors] == ["password"]
+    with pytest.raises(BadRequest) as refused:  # named as the request names it
+        api.clients.create(unique("app"), redirect_uris=["https://a.example/cb"],
+                           post_logout_redirect_uris=["not a uri"])
+    assert refused.value.errors == (
+        ("post_logout_redirect_uris", "'not a uri' must be absolute and have no fragment"),)
     with pytest.raises(BastionError, match="at least one field"):  # caught before sending
         api.users.update("anyone")
 

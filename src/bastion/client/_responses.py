@@ -121,9 +121,20 @@ def _error(
             status_code,
         )
     api_cls = API_ERRORS_BY_STATUS.get(status_code, APIError)
-    return api_cls(
+    error = api_cls(
         _text(body.get("detail")) or "",
         status_code=status_code,
         error=_text(body.get("type")),
         title=_text(body.get("title")),
     )
+    error.errors = _field_errors(body.get("errors"))
+    return error
+
+
+def _field_errors(given: Any) -> tuple[tuple[str, str], ...]:
+    """Problem JSON's ``errors``, ``[{"field", "message"}]``; what is not so is left out."""
+    if not isinstance(given, list):
+        return ()
+    return tuple((field, message) for item in given[:100] if isinstance(item, dict)
+                 and (field := _text(item.get("field"))) is not None
+                 and (message := _text(item.get("message"))) is not None)

@@ -119,9 +119,13 @@ class TimeoutError(TransportError, builtins.TimeoutError):
 
 
 class APIError(BastionError):
-    """An HTTP error response that is not OAuth error JSON (e.g. problem JSON)."""
+    """An HTTP error response that is not OAuth error JSON (e.g. problem JSON).
+    ``errors``: the fields a 422 refused, as ``(field, message)`` pairs named as the
+    request names them (``"redirect_uris"``, ``"scopes.0"``), to show beside a form's
+    fields; empty when the answer names none."""
 
     default_status: ClassVar[int] = 400
+    errors: tuple[tuple[str, str], ...] = ()
 
     def __init__(
         self,
