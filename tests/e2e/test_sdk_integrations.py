@@ -7,13 +7,14 @@ The app is called in-process; only the SDK's JWKS fetch goes to the server.
 No ``from __future__ import annotations``: FastAPI reads the routes' annotations.
 """
 
+import json
 import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import httpx2
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, WebSocket
 
 from bastion import AsyncClient, configure
 from bastion.client.integrations.fastapi import Principal, aclose_clients, require_token
@@ -50,6 +51,12 @@ def protected_app(sdk: AsyncClient | None) -> FastAPI:
     @app.post("/posts")
     async def publish(user: Editor) -> dict[str, Any]:
         return {"subject": user.subject, "org": user.org, "roles": list(user.roles)}
+
+    @app.websocket("/feed")
+    async def feed(websocket: WebSocket, user: Reader) -> None:
+        await websocket.accept()
+        await websocket.send_json({"subject": user.subject})
+        await websocket.close()
 
     return app
 
@@ -195,3 +202,36 @@ async def test_a_configured_connection(bastion_server: ServerProcess) -> None:
     finally:
         await aclose_clients()
         configure()
+
+
+async def handshake(app: FastAPI, token: str | None) -> list[dict[str, Any]]:
+    """What the app sends to a websocket client opening ``/feed`` (as uvicorn drives it)."""
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+    scope = {"type": "websocket", "asgi": {"version": "3.0"}, "scheme": "ws",
+             "http_version": "1.1", "path": "/feed", "raw_path": b"/feed", "root_path": "",
+             "query_string": b"", "headers": headers, "client": ("127.0.0.1", 5000),
+             "server": ("api.test", 80), "subprotocols": [], "state": {}}
+    incoming = [{"type": "websocket.connect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_a_websocket_route(sdk: AsyncClient, bastion_server: ServerProcess) -> None:
+    """The dependency took a ``Request``, which FastAPI gives HTTP routes only: every
+    websocket handshake failed with 500, a valid token's too."""
+    app = protected_app(sdk)
+    sent = await handshake(app, await access_token(bastion_server, "read"))
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.close"]
+    assert json.loads(sent[1]["text"]) == {"subject": bastion_server.client_id}
+    for token in (None, "not-a-token"):  # refused before it is accepted
+        sent = await handshake(app, token)
+        assert [(m["type"], m.get("code")) for m in sent] == [("websocket.close", 1008)]
+    assert sent[0]["reason"] == "invalid_token"

@@ -13,6 +13,8 @@ The token is verified locally (``bearer.Guard``); a refusal is an
 ``HTTPException`` carrying RFC 6750's ``WWW-Authenticate`` challenge: 401 without
 ``error`` when there is no token, 401 ``invalid_token``, 403 ``insufficient_scope``
 (a missing scope or permission), or 503 when the provider's keys are out of reach.
+On a websocket route a refusal closes the handshake with code 1008 (policy
+violation), the reason being the OAuth error code.
 Only Starlette is imported (FastAPI handles Starlette's ``HTTPException``), so the
 OpenAPI document lists no security scheme for these routes.
 """
@@ -22,8 +24,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection
 
 try:
-    from starlette.exceptions import HTTPException
-    from starlette.requests import Request
+    from starlette.exceptions import HTTPException, WebSocketException
+    from starlette.requests import HTTPConnection
+    from starlette.status import WS_1008_POLICY_VIOLATION
 except ImportError as exc:  # the plain install has no web framework
     raise ImportError(
         "bastion.client.integrations.fastapi needs FastAPI; install it with: pip install fastapi"
@@ -53,7 +56,7 @@ def require_token(
     using: str | None = None,
     realm: str | None = DEFAULT_REALM,
     leeway: float | None = None,
-) -> Callable[[Request], Awaitable[Principal]]:
+) -> Callable[[HTTPConnection], Awaitable[Principal]]:
     """A dependency yielding the ``Principal`` of a valid token with every scope
     and every permission listed (``permissions``: from the token's ``permissions``).
 
@@ -66,10 +69,14 @@ def require_token(
         scopes, permissions, audience, client=client, using=using, realm=realm, leeway=leeway
     )
 
-    async def bearer_principal(request: Request) -> Principal:
+    # ``HTTPConnection``: FastAPI gives it to HTTP and websocket routes alike (it
+    # gives a ``Request`` to HTTP routes only: a websocket route failed with 500).
+    async def bearer_principal(connection: HTTPConnection) -> Principal:
         try:
-            return await guard.authenticate(request.headers.getlist("authorization"))
+            return await guard.authenticate(connection.headers.getlist("authorization"))
         except OAuthError as error:
+            if connection.scope["type"] == "websocket":  # refused before it is accepted
+                raise WebSocketException(WS_1008_POLICY_VIOLATION, error.error_code) from None
             raise http_exception(guard, error) from None
 
     return bearer_principal
