@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bastion import AsyncClient, ConfigurationError, User
+from bastion import AsyncClient, BastionError, ConfigurationError, User
 from bastion.client.integrations.bearer import Guard, Principal, bearer_token, challenge
 from bastion.client.integrations.fastapi import require_token
 from bastion.client.integrations.starlette import BearerBackend, BearerPrincipal
@@ -249,6 +249,72 @@ async def test_unreachable_keys_are_503_without_challenge(
     assert response.status_code == 503 and "www-authenticate" not in response.headers
     # The next request fetches the keys again.
     assert (await http.get("/orders", headers=bearer(provider.sign()))).status_code == 200
+
+
+async def test_junk_is_401_and_costs_the_provider_nothing(
+    http: httpx2.AsyncClient, provider: FakeProvider
+) -> None:
+    """The keys were fetched for it first: with the provider down, junk got the fetch's
+    503, and each piece of it cost the provider a request."""
+    provider.overrides["/tenant/jwks"] = [httpx2.Response(500)]
+    for junk in ("abc", "x.y.z", "a.b", "e30.e30.sig"):  # e30: {}, a header with no alg
+        response = await http.get("/orders", headers=bearer(junk))
+        assert response.status_code == 401, junk
+        assert 'error="invalid_token"' in response.headers["www-authenticate"]
+    assert provider.calls == {}
+
+
+async def test_a_provider_refusing_its_keys_is_503_not_the_callers_fault(
+    http: httpx2.AsyncClient, provider: FakeProvider
+) -> None:
+    """A 401 ``invalid_token`` on the JWKS (a proxy in front of the provider) was taken
+    for a verdict on the caller's valid token: 401, with the proxy's text in it."""
+    said = "proxy says: login required"
+    provider.overrides["/tenant/jwks"] = [httpx2.Response(
+        401, headers={"WWW-Authenticate": f'Bearer error="invalid_token", '
+                      f'error_description="{said}"'},
+        json={"error": "invalid_token", "error_description": said})]
+    response = await http.get("/orders", headers=bearer(provider.sign()))
+    assert response.status_code == 503 and "www-authenticate" not in response.headers
+    assert said not in response.text
+    assert (await http.get("/orders", headers=bearer(provider.sign()))).status_code == 200
+
+
+DISCOVERY = "/tenant/.well-known/openid-configuration"
+
+
+async def test_after_discovery_failed_each_load_is_one_request(provider: FakeProvider) -> None:
+    """While the provider was down, every verification sent discovery with its retries
+    and waited for them (31 s each against a provider that hung)."""
+    transport = httpx2.MockTransport(provider)
+    async with AsyncClient(ISSUER, transport=transport, retries=2) as sdk:
+        provider.overrides[DISCOVERY] = [httpx2.Response(503) for _ in range(10)]
+        with pytest.raises(BastionError):
+            await sdk.verify_token(provider.sign())
+        assert provider.calls[DISCOVERY] == 3  # the first load is retried
+        for n in (4, 5):
+            with pytest.raises(BastionError):
+                await sdk.verify_token(provider.sign())
+            assert provider.calls[DISCOVERY] == n
+        provider.overrides[DISCOVERY] = []
+        assert (await sdk.verify_token(provider.sign()))["sub"] == "svc"
+
+
+async def test_a_token_naming_an_unknown_key_waits_for_one_request_only(
+    provider: FakeProvider,
+) -> None:
+    """A refetch for an unknown (maybe forged) kid was sent with every retry, each
+    waited for, and so were the requests following it: 31 s against a hung JWKS."""
+    transport = httpx2.MockTransport(provider)
+    async with AsyncClient(ISSUER, transport=transport, retries=2,
+                           jwks_refresh_interval=0.0) as sdk:
+        assert await sdk.verify_token(provider.sign())
+        provider.overrides["/tenant/jwks"] = [httpx2.Response(503) for _ in range(10)]
+        forged = provider.sign(key=PrivateKey.generate("forged", "ES256"))
+        with pytest.raises(InvalidToken, match="unknown key"):
+            await sdk.verify_token(forged)
+        assert provider.calls["/tenant/jwks"] == 2  # the load, then one refetch
+        assert await sdk.verify_token(provider.sign())  # the keys at hand go on
 
 
 # -- FastAPI: a route answering with a user ----------------------------------------------

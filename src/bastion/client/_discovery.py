@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import httpx2
 
 from bastion.oauth.claims import check_access_token_claims
-from bastion.oauth.errors import InvalidToken
+from bastion.oauth.errors import InvalidToken, OAuthError
 from bastion.oauth.jose import UnknownKey
 from bastion.oauth.metadata import MetadataError, ProviderMetadata, discovery_urls
 
@@ -60,6 +60,9 @@ class DiscoveryCore:
         #: A load of the JWKS without keys at hand failed (cleared by a fetch that
         #: succeeds): the next loads are single requests.
         self.jwks_failed = False
+        #: Discovery failed (cleared when it succeeds): its next tries are single
+        #: requests, as the JWKS's are.
+        self.discovery_failed = False
         self.verifier = TokenVerifier(self.keys, settings.algorithms)
         self.flights = Flights()
 
@@ -100,6 +103,19 @@ class DiscoveryCore:
                 response.status_code, response.headers, response.content, self.clock()
             )
 
+    def raise_for_provider_response(self, response: httpx2.Response, what: str) -> None:
+        """``raise_for_response`` for a document the client fetches for itself
+        (metadata, keys): an OAuth refusal there (a proxy's 401 ``invalid_token``) is
+        no verdict on a token the client was asked about, so it is a ``ProtocolError``
+        (an app's guard answers 503, not 401 to a valid token)."""
+        try:
+            self.raise_for_response(response)
+        except OAuthError as exc:
+            if exc.status_code is not None and exc.status_code >= 500:
+                raise
+            raise ProtocolError(f"The provider refused to give {what} "
+                                f"({response.status_code} {exc.error_code}).") from exc
+
     def endpoint(self, metadata: ProviderMetadata, name: str) -> str:
         """An advertised endpoint: a standard one, or an extension such as Bastion's
         ``passwordless_endpoint`` read from the raw document (an http(s) URL)."""
@@ -121,25 +137,33 @@ class DiscoveryCore:
         if not lead:
             found: ProviderMetadata = yield from self.follow(flight)
             return found
-        return (yield from self.lead("metadata", flight, self.discovery_flow()))
+        try:
+            return (yield from self.lead("metadata", flight, self.discovery_flow()))
+        except BastionError:
+            self.discovery_failed = True
+            raise
 
     def discovery_flow(self) -> Flow[ProviderMetadata]:
         """Fetch the metadata: OpenID Connect Discovery first, then RFC 8414."""
         oidc_url, rfc8414_url = discovery_urls(self.settings.url)
-        response = yield self.request("GET", oidc_url, headers=JSON_HEADERS)
+        # Once discovery has failed, each try is one request (see ``keys_flow``):
+        # while the provider is down, every call would wait for retries otherwise.
+        once: dict[str, object] | None = {ONE_TRY: True} if self.discovery_failed else None
+        response = yield self.request("GET", oidc_url, headers=JSON_HEADERS, extensions=once)
         # A refusal (4xx: no such document, not allowed here...) says "not an OpenID
         # provider": try RFC 8414. But a 429 is the answer (RateLimited, with this
         # response's Retry-After), and so is a 5xx: the provider is in trouble.
         if 400 <= response.status_code < 500 and response.status_code != 429:
-            response = yield self.request("GET", rfc8414_url, headers=JSON_HEADERS)
-        self.raise_for_response(response)
+            response = yield self.request("GET", rfc8414_url, headers=JSON_HEADERS,
+                                          extensions=once)
+        self.raise_for_provider_response(response, "its metadata")
         try:
             metadata = ProviderMetadata.from_document(
                 json_object(response.content), expected_issuer=self.settings.url
             )
         except MetadataError as exc:
             raise ProtocolError(f"Unusable provider metadata: {exc}.") from None
-        self.metadata = metadata
+        self.metadata, self.discovery_failed = metadata, False
         return metadata
 
     def jwks_flow(self, *, one_try: bool = False) -> Flow[KeySet]:
@@ -147,7 +171,7 @@ class DiscoveryCore:
         url = self.endpoint(metadata, "jwks_uri")
         response = yield self.request("GET", url, headers=JSON_HEADERS,
                                       extensions={ONE_TRY: True} if one_try else None)
-        self.raise_for_response(response)
+        self.raise_for_provider_response(response, "its keys")
         self.keys.load(json_object(response.content), self.clock(), self.jwks_max_age(response),
                        self.settings.jwks_max_stale)
         self.jwks_failed = False
@@ -171,8 +195,8 @@ class DiscoveryCore:
         the attempt, failed or not. ``False`` when that limit refuses a refetch.
 
         A first load is not rate-limited, but once one has failed the next are
-        single requests: while the provider is down, no verification waits for
-        retries and their ``Retry-After``."""
+        single requests, as a refetch always is: while the provider is down, no
+        verification waits for retries and their ``Retry-After``."""
         now, interval = self.clock(), self.settings.jwks_refresh_interval
 
         def settled() -> bool | None:
@@ -184,7 +208,9 @@ class DiscoveryCore:
         if lead:
             self.keys.fetched_at = now  # the attempt counts, even if the fetch fails
             try:
-                flow = self.jwks_flow(one_try=self.jwks_failed and not refetch)
+                # A refetch (keys at hand, a kid not among them: perhaps forged) is
+                # one request too: its callers must not wait for retries.
+                flow = self.jwks_flow(one_try=self.jwks_failed or refetch)
                 yield from self.lead("jwks", flight, flow)
             except BastionError:
                 if not refetch:  # (a refetch, with keys at hand, waits the interval)
@@ -306,15 +332,20 @@ class DiscoveryCore:
         """
         return (
             yield from self.with_keys_flow(
-                lambda: self.verify_local(token, audience, scopes, leeway), "The token"
+                lambda: self.verify_local(token, audience, scopes, leeway), "The token",
+                lambda: self.verifier.check_form(token),
             )
         )
 
-    def with_keys_flow(self, verify: Callable[[], T], what: str) -> Flow[T]:
+    def with_keys_flow(self, verify: Callable[[], T], what: str,
+                       check_form: Callable[[], None] | None = None) -> Flow[T]:
         """``verify()`` with the provider's keys: the JWKS is fetched first if none
         is loaded, and once more (rate-limited) when ``verify`` meets an unknown
         key; a key still unknown, or a refetch refused or failed, makes ``what``
-        an ``InvalidToken``."""
+        an ``InvalidToken``. ``check_form()`` refuses a malformed token before any
+        fetch: junk must cost the provider nothing, and be answered as junk."""
+        if check_form is not None:
+            check_form()
         keys = self.keys
         keys.drop_if_unusable(self.clock())
         if keys.loaded and keys.stale(self.clock()):

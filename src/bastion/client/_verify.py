@@ -93,12 +93,14 @@ class TokenVerifier:
         self._headers[segment] = (alg, kid)
         return alg, kid
 
-    def verify(self, token: str) -> dict[str, Any]:
-        """The token's claims once its signature checks out.
+    def check_form(self, token: str) -> None:
+        """``InvalidToken`` unless ``token`` looks like one ``verify`` could accept
+        (size, segments, header): checked before keys are fetched for it, so junk
+        costs the provider no request and gets 401, not the fetch's error."""
+        self._form(token)
 
-        Raises ``UnknownKey`` when the ``kid`` is not in the key set (the caller
-        may refetch the JWKS), ``InvalidToken`` for everything else.
-        """
+    def _form(self, token: str) -> tuple[bytes, bytes, bytes, str, str | None]:
+        """``(signing input, payload, signature, alg, kid)`` of a well-formed token."""
         if not isinstance(token, str) or len(token) > self.max_length:
             raise InvalidToken("The token is malformed or too large.")
         raw = token.encode("ascii", "replace")
@@ -106,7 +108,15 @@ class TokenVerifier:
         header, _, payload = signing_input.partition(b".")
         if not payload or b"." in payload:
             raise InvalidToken("The token is malformed.")
-        alg, kid = self._header(header)
+        return (signing_input, payload, signature, *self._header(header))
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The token's claims once its signature checks out.
+
+        Raises ``UnknownKey`` when the ``kid`` is not in the key set (the caller
+        may refetch the JWKS), ``InvalidToken`` for everything else.
+        """
+        signing_input, payload, signature, alg, kid = self._form(token)
         key = find_key(self.keys.keys, kid, alg)
         if key is None:
             raise UnknownKey("unknown kid")
