@@ -835,6 +835,32 @@ async def test_one_stuck_piece_of_handed_over_work_does_not_hold_up_the_rest(
     assert done == ["next"] and "queuing mail after an answer failed" in caplog.text
 
 
+async def test_a_link_spent_just_before_a_new_password_signs_no_one_in(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new password cancels the links mailed before it, but this one was spent a
+    moment earlier, and its session was stored after the password had ended every
+    session: a live session, and tokens, for whoever held the link (seen with two
+    instances on PostgreSQL, 5 times in 40)."""
+    from bastion.server.endpoints import passwordless
+
+    assert (await env.request_link("alice@example.com")).status_code == 200
+    link = Mailbox.link((await env.mails())[0])
+    alice = await env.ctx.storage.get_user_by_login("alice")
+    assert alice is not None
+    checks = passwordless.other_than_hinted
+
+    async def password_changed_meanwhile(*args: Any) -> Any:  # after the spend
+        await update_user(env.ctx.storage, env.ctx.passwords, alice.id,
+                          password="a brand new password")
+        return await checks(*args)
+
+    monkeypatch.setattr(passwordless, "other_than_hinted", password_changed_meanwhile)
+    done = await env.follow_link(link)
+    assert done.status_code == 400 and "invalid, has expired or was already used" in done.text
+    assert await env.ctx.storage.list_sessions(alice.id) == []
+    assert "set-cookie" not in done.headers or "session" not in done.headers["set-cookie"]
+
+
 async def test_a_full_backlog_refuses_link_requests_and_loses_none_it_took(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """Work handed over past ``MAX_HANDED`` was dropped (a log line), after the answer

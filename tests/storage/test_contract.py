@@ -426,7 +426,7 @@ async def test_events_filter_and_page_newest_first(storage: SQLStorage) -> None:
 
 # -- mail outbox and one-time tokens --------------------------------------------------
 
-from bastion.server.models import OneTimeToken, OutgoingMail  # noqa: E402
+from bastion.server.models import LoginSession, OneTimeToken, OutgoingMail  # noqa: E402
 
 
 async def test_outbox_claims_each_message_once_and_retries(storage: SQLStorage) -> None:
@@ -533,6 +533,55 @@ async def test_cancelling_also_the_sign_up_links_to_the_users_addresses(storage:
                                                 ("a@example.com", "old@example.com")) == 3
     for n in (1, 2, 3):
         assert await storage.use_one_time_token(bytes([n]) * 32, NOW) is None
+    assert await storage.use_one_time_token(bytes([4]) * 32, NOW) is not None  # not theirs
+
+
+async def test_a_spent_token_comes_with_its_user_as_the_spend_read_them(
+        storage: SQLStorage) -> None:
+    ann = user(1, password_hash=None)
+    await storage.create_user(ann)
+    for n, user_id in ((1, ann.id), (2, None)):
+        await storage.create_one_time_token(OneTimeToken(
+            digest=bytes([n]) * 32, purpose="sign_in", email=ann.email, user_id=user_id,
+            client_id=None, payload={}, created_at=NOW, expires_at=NOW + timedelta(minutes=15)))
+    spent = await storage.use_one_time_token(bytes([1]) * 32, NOW)
+    assert spent is not None and spent[0].used_at == NOW and spent[1] == ann
+    sign_up = await storage.use_one_time_token(bytes([2]) * 32, NOW)
+    assert sign_up is not None and sign_up[1] is None  # a sign-up's: no user yet
+
+
+async def test_a_session_for_a_user_without_password_is_refused_once_one_is_set(
+        storage: SQLStorage) -> None:
+    """A link spent, then a new password (which cancels the links mailed before it),
+    then the session of that link: ``""`` stands for "they had none"."""
+    ann = user(1, password_hash=None)
+    await storage.create_user(ann)
+
+    def session(session_id: str) -> LoginSession:
+        return LoginSession(id=session_id, user_id=ann.id, auth_time=NOW,
+                            expires_at=NOW + timedelta(hours=1), created_at=NOW)
+    assert await storage.create_session(session("s1"), password_hash="")
+    await storage.update_user(ann.id, {"password_hash": "$argon2id$new"})
+    assert not await storage.create_session(session("s2"), password_hash="")
+    assert await storage.get_session("s2") is None
+
+
+async def test_a_change_cancels_the_links_in_its_own_transaction(storage: SQLStorage) -> None:
+    """A new password or address cancelled the links mailed before it in a second
+    transaction: a crash between the two left a link working after the change."""
+    await storage.create_user(user(1, email="a@example.com"))
+    for n, email, user_n in ((1, "a@example.com", 1), (2, "a@example.com", None),
+                             (3, "b@example.com", None), (4, "c@example.com", None)):
+        await storage.create_one_time_token(OneTimeToken(
+            digest=bytes([n]) * 32, purpose="sign_in", email=email,
+            user_id=user(user_n).id if user_n else None, client_id=None, payload={},
+            created_at=NOW, expires_at=NOW + timedelta(minutes=15)))
+    changed = await storage.update_user(user(1).id, {"email": "b@example.com"},
+                                        cancel_links=("sign_in", "email_change"))
+    assert changed is not None and changed.email == "b@example.com"
+    for n in (1, 2, 3):  # theirs, and sign-ups to the address before and after
+        found = await storage.get_one_time_token(bytes([n]) * 32)
+        assert found is not None and found.used_at == changed.updated_at
     assert await storage.use_one_time_token(bytes([4]) * 32, NOW) is not None  # not theirs
 
 

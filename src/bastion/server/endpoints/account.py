@@ -300,8 +300,8 @@ async def confirm_email(request: Request) -> Response:
     owner = await _owner(ctx, request, found.user_id)  # checked before the link is spent
     if isinstance(owner, Response):
         return owner
-    used = await links.use(ctx.storage, token, "email_change")
-    before = await ctx.storage.get_user(used.user_id) if used and used.user_id else None
+    spent = await links.use(ctx.storage, token, "email_change")
+    used, before = spent if spent is not None else (None, None)
     if used is None or before is None or before.deleted_at is not None:
         return _bad_email_link(ctx)
     try:

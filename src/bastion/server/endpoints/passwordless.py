@@ -184,12 +184,11 @@ async def use_link(request: Request) -> Response:
     if form is None or not csrf_ok(ctx, request, form.get("csrf_token")):
         return render(ctx, "message.html", 400, title="This form has expired", error=True,
                       message="Open the link from your email again.")
-    used = await links.use(ctx.storage, form.get("token", ""), "sign_in")
-    if used is None:
+    spent = await links.use(ctx.storage, form.get("token", ""), "sign_in")
+    if spent is None:
         return _invalid(ctx)
-    if used.user_id:
-        user = await ctx.storage.get_user(used.user_id)
-    else:
+    used, user = spent  # the user as the spend read them: their password then
+    if not used.user_id:
         try:
             user = await _signup(ctx, used.email, used.client_id, request_ip(request))
         except ServiceError as exc:  # a page, not the REST API's JSON problem
@@ -211,4 +210,7 @@ async def use_link(request: Request) -> Response:
     success = audit.event(audit.Actor(user.id, "user", used.client_id, request_ip(request)),
                           "login.success", user.id, method="link")
     answer = await other_than_hinted(ctx, req, user.id)
-    return await signed_in(ctx, request, user, target, success, answer=answer) or _invalid(ctx)
+    # A new password (which cancels the links mailed before it) committed after the
+    # spend: the session is not stored. (A sign-up's user is new: nothing to race.)
+    return await signed_in(ctx, request, user, target, success, answer=answer,
+                           password_checked=bool(used.user_id)) or _invalid(ctx)

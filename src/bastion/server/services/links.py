@@ -194,9 +194,11 @@ async def peek(storage: Storage, token: str, purpose: str) -> OneTimeToken | Non
     return found if found.expires_at > datetime.now(UTC) else None
 
 
-async def use(storage: Storage, token: str, purpose: str) -> OneTimeToken | None:
+async def use(storage: Storage, token: str, purpose: str,
+              ) -> tuple[OneTimeToken, User | None] | None:
     """Spend the token, if it is one for ``purpose`` (one posted to the wrong page is
-    left as it is) and could be used now."""
+    left as it is) and could be used now; with its user as the spend read them
+    (``Storage.use_one_time_token``)."""
     if not token or len(token) > 100:
         return None
     digest = secrets.digest(token)

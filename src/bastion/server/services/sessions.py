@@ -21,7 +21,8 @@ async def start(storage: Storage, settings: Settings, signer: Signer, user: User
     """A new session (a fresh id on every sign-in: no fixation) and its cookie value;
     ``event`` (the sign-in's audit event) is stored with it. None, storing nothing, if
     the user was deleted meanwhile, or (``password_checked``: the sign-in checked their
-    password) given a new password."""
+    password, or spent a link, which a new password cancels) given a new password since
+    ``user`` was read."""
     now = datetime.now(UTC)
     session = LoginSession(
         id=secrets.token_urlsafe(24),
@@ -32,7 +33,8 @@ async def start(storage: Storage, settings: Settings, signer: Signer, user: User
         user_agent=user_agent[:300],
     )
     if not await storage.create_session(
-            session, event, password_hash=user.password_hash if password_checked else None):
+            session, event,
+            password_hash=(user.password_hash or "") if password_checked else None):
         return None
     return session, signer.sign(_PURPOSE, session.id)
 

@@ -144,25 +144,28 @@ async def update_user(
     before = await storage.get_user(user_id) if email is not None else None
     if email_verified is not None:  # else the storage unverifies another address
         changes["email_verified_at"] = datetime.now(UTC) if email_verified else None
+    new_email = before is not None and before.email != changes["email"]
     try:
         user = await storage.update_user(
             user_id, changes, keep_session=keep_session,
-            end_sessions_at=datetime.now(UTC) if password is not None else None)
+            end_sessions_at=datetime.now(UTC) if password is not None else None,
+            # in the same transaction: a link must not outlive the change that ends it
+            cancel_links=LINKS if password is not None or new_email else ())
     except Conflict as exc:
         raise AlreadyExists(exc.field, str(changes.get(exc.field, ""))) from None
     if user is None:
         await refuse_change(storage, user_id)
-    if password is not None or (before is not None and before.email != user.email):
-        await _cancel_links(storage, user, before)
     return user
 
 
-async def _cancel_links(storage: Storage, user: User, before: User | None = None) -> None:
-    """Links mailed before (sign-in, email change) stop working, sign-up links to the
-    user's addresses too: used after the account exists, they sign in to it."""
-    emails = {fold(u.email) for u in (user, before) if u is not None}
-    await storage.cancel_one_time_tokens(user.id, ("sign_in", "email_change"), datetime.now(UTC),
-                                         emails)
+#: The links a new password, a new address or a deletion cancels: those mailed before
+#: (sign-in, email change), and sign-up links to the user's addresses (used after the
+#: account exists, they would sign in to it).
+LINKS = ("sign_in", "email_change")
+
+
+async def _cancel_links(storage: Storage, user: User) -> None:
+    await storage.cancel_one_time_tokens(user.id, LINKS, datetime.now(UTC), {fold(user.email)})
 
 
 async def delete_user(storage: Storage, user_id: str) -> User:
@@ -171,11 +174,11 @@ async def delete_user(storage: Storage, user_id: str) -> User:
     now = datetime.now(UTC)
     user = await get_user(storage, user_id)
     if user.deleted_at is None:
-        user = await storage.update_user(user_id, {"deleted_at": now},
-                                         end_sessions_at=now) or user
-    else:
-        await storage.revoke_user_sessions(user_id, now)  # deleted before: make sure
-    await _cancel_links(storage, user)
+        user = await storage.update_user(user_id, {"deleted_at": now}, end_sessions_at=now,
+                                         cancel_links=LINKS) or user
+    else:  # deleted before: make sure
+        await storage.revoke_user_sessions(user_id, now)
+        await _cancel_links(storage, user)
     return user
 
 

@@ -185,7 +185,8 @@ class Storage(Protocol):
                              password_hash: str | None = None) -> bool:
         """Store a session and, optionally, the audit event of the sign-in, atomically;
         ``False``, storing nothing, if its user is deleted, or no longer has
-        ``password_hash`` (the hash the sign-in checked the password against), as the
+        ``password_hash`` (the hash the sign-in checked the password against, or read
+        with the link it spent; ``""`` for none), as the
         user's row is now: a deletion or new password under way is waited for, and one
         that comes later sees the session."""
 
@@ -302,13 +303,16 @@ class Storage(Protocol):
 
     async def update_user(self, user_id: str, changes: Mapping[str, Any], *,
                           end_sessions_at: datetime | None = None,
-                          keep_session: str | None = None) -> User | None:
+                          keep_session: str | None = None,
+                          cancel_links: Collection[str] = ()) -> User | None:
         """Apply column changes (and ``updated_at``); raises ``Conflict``. A new
         ``email`` unverifies the address unless ``email_verified_at`` is given too (the
         same address in the row keeps its flag). With ``end_sessions_at``, in the same
         transaction, what ``revoke_user_sessions`` does (a new password, a deletion:
-        never one without the other). None if there is no such user, or it was erased
-        (an erased user is never changed again)."""
+        never one without the other), and with ``cancel_links`` (purposes) what
+        ``cancel_one_time_tokens`` does, for the addresses before and after. None if
+        there is no such user, or it was erased (an erased user is never changed
+        again)."""
 
     async def erase_user(self, user_id: str, at: datetime,
                          data: PersonalData) -> User | None:
@@ -444,8 +448,13 @@ class Storage(Protocol):
 
     async def get_one_time_token(self, digest: bytes) -> OneTimeToken | None: ...
 
-    async def use_one_time_token(self, digest: bytes, at: datetime) -> OneTimeToken | None:
-        """Mark a token used, once: None if it is unknown, used or expired."""
+    async def use_one_time_token(self, digest: bytes, at: datetime,
+                                 ) -> tuple[OneTimeToken, User | None] | None:
+        """Mark a token used, once: None if it is unknown, used or expired. Else the
+        token and its user as the same transaction reads them: a new password that
+        cancels the user's links either comes first (the token is refused) or is not
+        seen yet, so a sign-in that goes on with this user's ``password_hash`` finds it
+        changed (``create_session``)."""
 
     async def adopt_signup(self, user_id: str, email: str) -> None:
         """Give the user the links and mail sent to ``email`` (folded) for no user:

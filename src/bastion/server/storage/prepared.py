@@ -126,7 +126,9 @@ def _insert_if(table: sa.Table, columns: tuple[str, ...], check: str) -> sa.Inse
         source = users
         where = [users.c.id == binds["user_id"], users.c.deleted_at.is_(None)]
         if check == "password":
-            where.append(users.c.password_hash == sa.bindparam("checked_hash", type_=sa.String))
+            # "": the user had none (a sign-in by link); one set since is a change
+            where.append(sa.func.coalesce(users.c.password_hash, "")
+                         == sa.bindparam("checked_hash", type_=sa.String))
     row = sa.select(*binds.values()).select_from(source).where(*where)
     return table.insert().from_select(columns, row.with_for_update(read=True))
 

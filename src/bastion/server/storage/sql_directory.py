@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +26,7 @@ from bastion.server.storage.base import (
 from bastion.server.storage.conflicts import conflict
 from bastion.server.storage.sql_base import SQLBase, values
 from bastion.server.storage.sql_grants import end_user_sessions, revoke_grants
+from bastion.server.storage.sql_mail import cancel_tokens
 from bastion.server.storage.tables import (
     clients,
     events,
@@ -138,8 +139,10 @@ class DirectoryMixin(SQLBase):
 
     async def update_user(self, user_id: str, changes: Mapping[str, Any], *,
                           end_sessions_at: datetime | None = None,
-                          keep_session: str | None = None) -> User | None:
-        values = {**changes, "updated_at": datetime.now(UTC)}
+                          keep_session: str | None = None,
+                          cancel_links: Collection[str] = ()) -> User | None:
+        now = datetime.now(UTC)
+        values = {**changes, "updated_at": now}
         if "email" in changes and "email_verified_at" not in changes:
             # Another address is not proven yet; decided on the row as it is, in this
             # statement, so a change racing a confirmation cannot keep a stale flag.
@@ -147,14 +150,19 @@ class DirectoryMixin(SQLBase):
                 (users.c.email == changes["email"], users.c.email_verified_at), else_=None)
 
         def update(conn: sa.Connection) -> User | None:
+            before = _locked_user(conn, user_id) if cancel_links else None
             done = conn.execute(users.update().where(  # an erased user stays so
                 users.c.id == user_id, users.c.erased_at.is_(None)).values(**values))
             if done.rowcount != 1:
                 return None
             if end_sessions_at is not None:  # in the same transaction: both or neither
                 end_user_sessions(conn, user_id, end_sessions_at, keep_session)
-            return User(**conn.execute(sa.select(users).where(users.c.id == user_id)
+            user = User(**conn.execute(sa.select(users).where(users.c.id == user_id)
                                        ).mappings().one())
+            if cancel_links:  # and so are the links mailed before
+                addresses = {user.email} | ({before["email"]} if before is not None else set())
+                cancel_tokens(conn, user_id, cancel_links, now, addresses)
+            return user
         try:
             return await self._write(update)
         except IntegrityError as exc:

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from bastion.server.models import LogoutNotice, OneTimeToken, OutgoingMail
+from bastion.server.models import LogoutNotice, OneTimeToken, OutgoingMail, User
 from bastion.server.storage.prepared import select_by
 from bastion.server.storage.sql_base import SQLBase, values
-from bastion.server.storage.tables import logout_notices, one_time_tokens, outbox
+from bastion.server.storage.tables import logout_notices, one_time_tokens, outbox, users
 
 _CLAIM_SECONDS = 120  # a claimed message not settled by then is taken again
 # (services.outbox.SEND_SECONDS bounds a send well below this)
@@ -120,16 +120,23 @@ class MailMixin(SQLBase):
         row = await self._one(select_by(one_time_tokens, "digest"), {"digest": digest})
         return OneTimeToken(**row) if row else None
 
-    async def use_one_time_token(self, digest: bytes, at: datetime) -> OneTimeToken | None:
-        """Mark the token used if it is unused and unexpired; None if it was not."""
-        def use(conn: sa.Connection) -> OneTimeToken | None:
+    async def use_one_time_token(self, digest: bytes, at: datetime,
+                                 ) -> tuple[OneTimeToken, User | None] | None:
+        """Mark the token used if it is unused and unexpired, and read its user; None
+        if it was not."""
+        def use(conn: sa.Connection) -> tuple[OneTimeToken, User | None] | None:
             done = conn.execute(one_time_tokens.update().where(
                 one_time_tokens.c.digest == digest, one_time_tokens.c.used_at.is_(None),
                 one_time_tokens.c.expires_at > at).values(used_at=at))
             if done.rowcount != 1:
                 return None
-            return OneTimeToken(**conn.execute(sa.select(one_time_tokens).where(
+            token = OneTimeToken(**conn.execute(sa.select(one_time_tokens).where(
                 one_time_tokens.c.digest == digest)).mappings().one())
+            if token.user_id is None:
+                return token, None
+            row = conn.execute(sa.select(users).where(users.c.id == token.user_id)
+                               ).mappings().first()
+            return token, None if row is None else User(**row)
         return await self._write(use)
 
     async def adopt_signup(self, user_id: str, email: str) -> None:
@@ -145,13 +152,17 @@ class MailMixin(SQLBase):
                                      at: datetime, emails: Collection[str] = ()) -> int:
         """Mark the user's unused tokens of these purposes used, and those of no user
         sent to ``emails``; returns how many."""
-        whose = one_time_tokens.c.user_id == user_id
-        if emails:
-            whose = sa.or_(whose, sa.and_(one_time_tokens.c.user_id.is_(None),
-                                          one_time_tokens.c.email.in_(list(emails))))
+        return await self._write(lambda conn: cancel_tokens(conn, user_id, purposes, at,
+                                                            emails))
 
-        def cancel(conn: sa.Connection) -> int:
-            return conn.execute(one_time_tokens.update().where(
-                whose, one_time_tokens.c.purpose.in_(list(purposes)),
-                one_time_tokens.c.used_at.is_(None)).values(used_at=at)).rowcount
-        return await self._write(cancel)
+
+def cancel_tokens(conn: sa.Connection, user_id: str, purposes: Collection[str], at: datetime,
+                  emails: Collection[str] = ()) -> int:
+    """``cancel_one_time_tokens`` in the transaction of ``conn``."""
+    whose = one_time_tokens.c.user_id == user_id
+    if emails:
+        whose = sa.or_(whose, sa.and_(one_time_tokens.c.user_id.is_(None),
+                                      one_time_tokens.c.email.in_(list(emails))))
+    return int(conn.execute(one_time_tokens.update().where(
+        whose, one_time_tokens.c.purpose.in_(list(purposes)),
+        one_time_tokens.c.used_at.is_(None)).values(used_at=at)).rowcount)
