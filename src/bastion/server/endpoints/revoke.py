@@ -16,6 +16,7 @@ from bastion.oauth.errors import InvalidRequest, InvalidToken
 from bastion.server.context import Context
 from bastion.server.endpoints._form import FormEndpoint
 from bastion.server.grants._request import TokenRequest
+from bastion.server.models import Event
 from bastion.server.services import audit, secrets
 from bastion.server.services.tokens import verify_access_token
 
@@ -29,25 +30,27 @@ async def revoke(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     now = datetime.now(UTC)
     if token.count(".") != 2:  # opaque: a refresh token
         stored = await ctx.storage.get_refresh_token(secrets.digest(token))
-        if (stored is not None and stored.client_id == request.client.client_id
-                and await ctx.storage.revoke_grant(stored.grant_id, now)):
-            await _record(ctx, request, "refresh_token", stored.user_id)
+        if stored is not None and stored.client_id == request.client.client_id:
+            await ctx.storage.revoke_grant(stored.grant_id, now,
+                                           _event(request, "refresh_token", stored.user_id))
         return {}
     try:
         claims = await verify_access_token(ctx.keys, ctx.settings, ctx.storage, token,
                                            check_revoked=False)
     except InvalidToken:
         return {}
-    if claims.get("client_id") == request.client.client_id and (
-            await ctx.storage.revoke_access_token(
-                str(claims["jti"]), datetime.fromtimestamp(claims["exp"], UTC))):
-        await _record(ctx, request, "access_token", str(claims.get("sub")))
+    if claims.get("client_id") == request.client.client_id:
+        await ctx.storage.revoke_access_token(
+            str(claims["jti"]), datetime.fromtimestamp(claims["exp"], UTC),
+            _event(request, "access_token", str(claims.get("sub"))))
     return {}
 
 
-async def _record(ctx: Context, request: TokenRequest, kind: str, subject: str) -> None:
+def _event(request: TokenRequest, kind: str, subject: str) -> Event:
+    """The audit event of a revocation, stored with it (once: not for a token revoked
+    before)."""
     client = request.client.client_id
-    await audit.record(ctx.storage, audit.Actor(client, "client", client, request.client_ip),
+    return audit.event(audit.Actor(client, "client", client, request.client_ip),
                        "token.revoke", subject, token_type=kind)
 
 

@@ -13,7 +13,7 @@ from bastion.server.checks.scope import still_allowed
 from bastion.server.context import Context
 from bastion.server.grants._request import TokenRequest
 from bastion.server.metrics import TOKEN_REUSE
-from bastion.server.models import Client, Grant, RefreshToken, User
+from bastion.server.models import Client, Event, Grant, RefreshToken, User
 from bastion.server.services import audit, rbac, secrets
 from bastion.server.services.id_tokens import issue_id_token
 from bastion.server.services.tokens import (
@@ -181,15 +181,18 @@ async def reissue(ctx: Context, user: User, stored: RefreshToken) -> dict[str, A
                                      refresh_token=plain)
 
 
-async def reused(ctx: Context, request: TokenRequest, token: str, user_id: str,
-                 grant_id: str) -> None:
-    """Record that a used ``token`` (``refresh_token`` or ``authorization_code``) came
-    back and revoked its family: a sign that it was stolen, for the audit log, the
-    metrics and the log (never the token itself). Once per family: replays after it
+def reuse_event(request: TokenRequest, token: str, user_id: str, grant_id: str) -> Event:
+    """The audit event of a used ``token`` (``refresh_token`` or ``authorization_code``)
+    that came back and revoked its family: a sign that it was stolen (never the token
+    itself). Stored in the revocation's transaction, once per family: replays after it
     add nothing, so a stolen token cannot flood the audit log."""
+    actor = audit.Actor(request.client.client_id, "client", request.client.client_id,
+                        request.client_ip)
+    return audit.event(actor, "token.reuse", user_id, token=token, grant=grant_id)
+
+
+def reused(request: TokenRequest, token: str, grant_id: str) -> None:
+    """Tell the metrics and the log of a revocation for reuse (``reuse_event``)."""
     TOKEN_REUSE.labels(token).inc()
     log.warning("a used %s was presented again by client %s from %s: token family %s "
                 "revoked", token, request.client.client_id, request.client_ip, grant_id)
-    actor = audit.Actor(request.client.client_id, "client", request.client.client_id,
-                        request.client_ip)
-    await audit.record(ctx.storage, actor, "token.reuse", user_id, token=token, grant=grant_id)

@@ -17,6 +17,7 @@ from bastion.server.grants._issue import (
     access_token,
     grant_claims,
     may_refresh,
+    reuse_event,
     reused,
     user_token_response,
 )
@@ -43,8 +44,9 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     if not first_use:
         if stored.consumed_at is None:
             raise InvalidGrant("The code has expired.")
-        if await ctx.storage.revoke_grant(stored.grant_id, now):  # once per family
-            await reused(ctx, request, GRANT_TYPE, stored.user_id, stored.grant_id)
+        event = reuse_event(request, GRANT_TYPE, stored.user_id, stored.grant_id)
+        if await ctx.storage.revoke_grant(stored.grant_id, now, event):  # once per family
+            reused(request, GRANT_TYPE, stored.grant_id)
         raise InvalidGrant("The code was already used; the tokens it issued are revoked.")
     given = form.get("redirect_uri")
     if (given is not None or stored.redirect_uri_sent) and given != stored.redirect_uri:

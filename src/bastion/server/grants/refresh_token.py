@@ -7,6 +7,7 @@ several concurrent uses of one token exactly one succeeds.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from bastion.server.grants._issue import (
     access_token,
     allowed_scope,
     grant_claims,
+    reuse_event,
     reused,
     user_token_response,
 )
@@ -59,9 +61,10 @@ async def handle(ctx: Context, request: TokenRequest) -> dict[str, Any]:
     # token keeps the scope of the one it replaces ("identical", RFC 6749 section 6),
     # less what may no longer be granted, for good (re-promoted, a user signs in again).
     plain, record = new_refresh_token(ctx.settings, grant, allowed)
-    result = await ctx.storage.rotate_refresh_token(digest, record, now)
+    result = await ctx.storage.rotate_refresh_token(digest, record, now, functools.partial(
+        reuse_event, request, GRANT_TYPE, stored.user_id, grant.id))
     if result == "reused":  # (once per family: "replayed" after it is revoked)
-        await reused(ctx, request, GRANT_TYPE, stored.user_id, grant.id)
+        reused(request, GRANT_TYPE, grant.id)
     if result in ("reused", "replayed"):
         raise InvalidGrant("The refresh token was already used; its whole family is revoked.")
     if result == "invalid" or access is None or grant.revoked_at or user.deleted_at:

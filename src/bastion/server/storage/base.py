@@ -233,9 +233,10 @@ class Storage(Protocol):
 
     async def get_grant(self, grant_id: str) -> Grant | None: ...
 
-    async def revoke_grant(self, grant_id: str, at: datetime) -> bool:
+    async def revoke_grant(self, grant_id: str, at: datetime,
+                           event: Event | None = None) -> bool:
         """Revoke a grant and its whole token family; whether this call revoked it (not
-        revoked already)."""
+        revoked already). ``event``, its audit event, is stored with it if it did."""
 
     async def reissue_grant(self, old_id: str, grant: Grant, refresh: RefreshToken,
                             at: datetime) -> bool:
@@ -256,16 +257,19 @@ class Storage(Protocol):
         """A refresh token with its grant and user, read at once."""
 
     async def rotate_refresh_token(
-        self, digest: bytes, new: RefreshToken, at: datetime
+        self, digest: bytes, new: RefreshToken, at: datetime,
+        on_reuse: Callable[[], Event] | None = None,
     ) -> RotateResult:
         """Use a refresh token once and store its successor, atomically. Of several
         concurrent calls exactly one rotates; a used token revokes its family in the
         same transaction and is 'reused' for the call that revoked it, 'replayed' for
-        the others."""
+        the others. ``on_reuse()`` makes the audit event of a revocation for reuse,
+        stored in its transaction."""
 
-    async def revoke_access_token(self, jti: str, expires_at: datetime) -> bool:
+    async def revoke_access_token(self, jti: str, expires_at: datetime,
+                                  event: Event | None = None) -> bool:
         """Remember a revoked access token until it expires; ``False`` if it was
-        already."""
+        already. ``event``, its audit event, is stored with it if it was not."""
 
     async def is_revoked(self, jti: str, grant_id: str | None) -> bool:
         """Whether access token ``jti`` is revoked: by itself, or by its grant, which

@@ -4,13 +4,14 @@ access tokens and sign-in throttling on SQLAlchemy (mixed into SQLStorage)."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 
 from bastion.server.models import (
     AuthorizationCode,
@@ -22,7 +23,7 @@ from bastion.server.models import (
     User,
 )
 from bastion.server.storage import prepared
-from bastion.server.storage.base import Conflict, RotateResult
+from bastion.server.storage.base import RotateResult
 from bastion.server.storage.prepared import select_by
 from bastion.server.storage.sql_base import SQLBase
 from bastion.server.storage.sql_base import values as _values
@@ -131,8 +132,15 @@ class GrantsMixin(SQLBase):
         row = await self._one(select_by(grants, "id"), {"id": grant_id})
         return Grant(**row) if row else None
 
-    async def revoke_grant(self, grant_id: str, at: datetime) -> bool:
-        return await self._write(lambda conn: revoke_grants(conn, [grant_id], at) > 0)
+    async def revoke_grant(self, grant_id: str, at: datetime,
+                           event: Event | None = None) -> bool:
+        def revoke(conn: sa.Connection) -> bool:
+            if not revoke_grants(conn, [grant_id], at):
+                return False
+            if event is not None:
+                prepared.insert(conn, events, _values(event))
+            return True
+        return await self._write(revoke)
 
     async def reissue_grant(self, old_id: str, grant: Grant, refresh: RefreshToken,
                             at: datetime) -> bool:
@@ -190,7 +198,8 @@ class GrantsMixin(SQLBase):
         return RefreshToken(**part("r_")), Grant(**part("g_")), User(**part("u_"))
 
     async def rotate_refresh_token(
-        self, digest: bytes, new: RefreshToken, at: datetime
+        self, digest: bytes, new: RefreshToken, at: datetime,
+        on_reuse: Callable[[], Event] | None = None,
     ) -> RotateResult:
         def rotate(conn: sa.Connection) -> RotateResult:
             # Lock the family's grant row first: every writer of a family (rotation,
@@ -206,16 +215,25 @@ class GrantsMixin(SQLBase):
             ).first()
             if row is not None and row.used_at is not None:
                 # Reuse of a rotated token: the family is compromised.
-                return "reused" if revoke_grants(conn, [row.grant_id], at) else "replayed"
+                if not revoke_grants(conn, [row.grant_id], at):
+                    return "replayed"
+                if on_reuse is not None:
+                    prepared.insert(conn, events, _values(on_reuse()))
+                return "reused"
             return "invalid"
         return await self._write(rotate)
 
     # access token revocation
 
-    async def revoke_access_token(self, jti: str, expires_at: datetime) -> bool:
+    async def revoke_access_token(self, jti: str, expires_at: datetime,
+                                  event: Event | None = None) -> bool:
+        def revoke(conn: sa.Connection) -> None:
+            prepared.insert(conn, revoked_access_tokens, {"jti": jti, "expires_at": expires_at})
+            if event is not None:
+                prepared.insert(conn, events, _values(event))
         try:
-            await self._insert(revoked_access_tokens, {"jti": jti, "expires_at": expires_at})
-        except Conflict:  # already revoked
+            await self._write(revoke)
+        except IntegrityError:  # already revoked
             return False
         return True
 
