@@ -24,6 +24,7 @@ from security_helpers import (
 )
 
 from bastion.oauth.jose import parse_compact
+from bastion.server.services.sessions import public_sid
 from bastion.server.services.users import create_user
 from bastion.server.storage.tables import login_sessions
 from support import CSRF_COOKIE, SESSION_COOKIE
@@ -203,7 +204,10 @@ async def test_logout_ends_an_expired_session_and_its_grants(env: Env, confirmed
     """An expired session signs nobody in, but the grants made in it live on: the
     logout the user asks for ends them (and tells their clients)."""
     tokens = (await exchange(env, await get_code(env))).json()
-    sid = parse_compact(tokens["id_token"]).claims()["sid"]
+    claims = parse_compact(tokens["id_token"]).claims()
+    (session,) = await env.ctx.storage.list_sessions(claims["sub"])
+    sid = session.id
+    assert claims["sid"] == public_sid(sid) != sid  # the id itself is the cookie's secret
     engine = env.ctx.storage.engine  # type: ignore[attr-defined]
     async with engine.begin() as conn:  # as if its idle timeout had passed
         await conn.execute(login_sessions.update().where(login_sessions.c.id == sid)

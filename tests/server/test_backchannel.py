@@ -20,6 +20,7 @@ from bastion.server.models import Grant, LoginSession, LogoutNotice
 from bastion.server.services import backchannel, outbox
 from bastion.server.services.clients import create_client
 from bastion.server.services.id_tokens import hint_claims
+from bastion.server.services.sessions import public_sid
 from bastion.server.services.users import create_user
 from support import ISSUER, LogoutReceiver, logout_receiver
 
@@ -67,7 +68,7 @@ async def test_a_logout_token_is_posted_signed_with_the_id_token_key(
     verify_signature(compact, await ctx.keys.verifiers(), (ctx.settings.id_token_alg,))
     claims = compact.claims()
     assert {k: claims[k] for k in ("iss", "aud", "sub", "sid", "events")} == {
-        "iss": ISSUER, "aud": client_id, "sub": user_id, "sid": sid,
+        "iss": ISSUER, "aud": client_id, "sub": user_id, "sid": public_sid(sid),
         "events": {LOGOUT_EVENT: {}}}
     assert claims["exp"] - claims["iat"] == backchannel.TOKEN_TTL
     assert "nonce" not in claims and len(claims["jti"]) >= 16
@@ -97,7 +98,7 @@ async def test_a_failed_post_is_retried_later_and_a_redirect_is_not_followed(
                                                    claimed_until=notice.claimed_until)
     assert outcomes("retried") == retried + 2
     assert await deliver(ctx) == 1
-    assert parse_compact(receiver.next()).claims()["sid"] == sid
+    assert parse_compact(receiver.next()).claims()["sid"] == public_sid(sid)
     assert outcomes("sent") == sent + 1
 
 
@@ -143,7 +144,7 @@ async def test_the_worker_delivers_after_a_logout_at_once(
     await ctx.storage.revoke_session(sid, datetime.now(UTC))
     ctx.outbox.poke()
     token = await asyncio.to_thread(receiver.next)  # the loop runs the worker meanwhile
-    assert parse_compact(token).claims()["sid"] == sid
+    assert parse_compact(token).claims()["sid"] == public_sid(sid)
 
 
 async def test_the_uri_is_registered_checked_and_removed_over_the_api(api: Api) -> None:
@@ -186,4 +187,5 @@ async def test_revoking_all_sessions_over_the_api_tells_the_client(
     assert r.status_code == 204
     tokens = [await asyncio.to_thread(receiver.next) for _ in range(2)]
     told = sorted((parse_compact(t).claims() for t in tokens), key=lambda c: c.get("sid", ""))
-    assert [(c["sub"], c.get("sid")) for c in told] == [(user_id, None), (user_id, sid)]
+    assert [(c["sub"], c.get("sid")) for c in told] == [(user_id, None),
+                                                         (user_id, public_sid(sid))]

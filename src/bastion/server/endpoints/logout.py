@@ -51,7 +51,9 @@ def _names(claims: dict[str, Any], current: Current | None) -> bool:
     if current is None:
         return True  # nobody to sign out; only the way back is at stake
     session, user = current
-    return claims.get("sub") == user.id and claims.get("sid") == session.id
+    # (an ID token issued before sids were hashed carries the session's id)
+    return claims.get("sub") == user.id and claims.get("sid") in (sessions.public_sid(session.id),
+                                                                   session.id)
 
 
 Hint = tuple[dict[str, Any] | None, bool]  # see check_hint

@@ -24,6 +24,7 @@ from bastion.server.keys import KeyRing
 from bastion.server.metrics import LOGOUTS
 from bastion.server.models import LogoutNotice
 from bastion.server.services.outbox import Queue
+from bastion.server.services.sessions import public_sid
 from bastion.server.settings import Settings
 from bastion.server.storage.base import Storage
 
@@ -46,7 +47,7 @@ def logout_claims(settings: Settings, notice: LogoutNotice, now: int) -> dict[st
         "events": {LOGOUT_EVENT: {}},
     }
     if notice.session_id:
-        claims["sid"] = notice.session_id
+        claims["sid"] = public_sid(notice.session_id)
     return claims
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from bastion.oauth.jose import JoseError, UnknownKey, parse_compact, token_hash, verify_signature
 from bastion.server.keys import KeyRing
 from bastion.server.models import User
+from bastion.server.services.sessions import public_sid
 from bastion.server.settings import Settings
 
 
@@ -47,7 +48,7 @@ async def issue_id_token(
     if nonce:
         claims["nonce"] = nonce
     if session_id:
-        claims["sid"] = session_id
+        claims["sid"] = public_sid(session_id)
     return signer.sign(claims, typ="JWT")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -13,6 +15,15 @@ from bastion.server.storage.base import Storage
 
 COOKIE = "bastion_session"
 _PURPOSE = "session"
+
+
+def public_sid(session_id: str) -> str:
+    """The ``sid`` apps are given for a session (ID tokens, logout tokens): a hash of
+    its id, never the id itself, which the session cookie carries with only its MAC
+    to protect it. Whoever learnt the secret key could otherwise make the cookie of any
+    session from an ID token an app was given, or logged."""
+    digest = hashlib.sha256(b"bastion sid\0" + session_id.encode()).digest()
+    return base64.urlsafe_b64encode(digest[:24]).decode()
 
 
 async def start(storage: Storage, settings: Settings, signer: Signer, user: User,
