@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bastion.oauth.claims import check_access_token_claims, check_access_token_type
+from bastion.oauth.claims import check_access_token_claims, check_access_token_type, timestamp
 from bastion.oauth.errors import InsufficientScope, InvalidToken
 
 NOW = 1_000_000
@@ -34,6 +34,11 @@ def test_good_claims_pass():
         {"nbf": NOW + 6},
         {"iat": NOW + 6},
         {"iat": "now"},
+        {"exp": float("nan")},  # json reads NaN and Infinity: they passed every check
+        {"exp": float("inf")},
+        {"nbf": float("-inf")},
+        {"exp": 10**400},  # raised OverflowError
+        {"iat": 2**53},
     ],
 )
 def test_bad_claims_raise_invalid_token(change: dict[str, Any]):
@@ -57,3 +62,10 @@ def test_access_token_types(typ: str):
 def test_other_types_are_refused(header: dict[str, Any]):
     with pytest.raises(InvalidToken):
         check_access_token_type(header)
+
+
+@pytest.mark.parametrize(("value", "read"), [
+    (NOW, NOW), (1.5, 1.5), (-3, -3), (True, None), (None, None), ("1", None),
+    (float("nan"), None), (float("inf"), None), (10**400, None), (2**53 - 1, 2**53 - 1)])
+def test_a_time_claim_is_a_finite_number(value: Any, read: Any) -> None:
+    assert timestamp(value) == read

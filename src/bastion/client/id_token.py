@@ -17,6 +17,7 @@ import hmac
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from bastion.oauth.claims import timestamp
 from bastion.oauth.errors import InvalidToken
 from bastion.oauth.jose import (
     JoseError,
@@ -51,8 +52,8 @@ def verify_id_token_signature(
 
 
 def number_claim(claims: Mapping[str, Any], name: str, what: str = "The ID token") -> float:
-    value = claims.get(name)
-    if not isinstance(value, int | float) or isinstance(value, bool):
+    value = timestamp(claims.get(name))
+    if value is None:
         raise InvalidToken(f"{what} has no numeric {name} claim.")
     return float(value)
 

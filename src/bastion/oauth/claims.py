@@ -11,6 +11,7 @@ The checks are plain comparisons in one function: verification is a hot path.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -33,12 +34,29 @@ def check_access_token_type(header: Mapping[str, Any]) -> None:
         raise InvalidToken("The token is not a JWT access token (typ).")
 
 
+#: Beyond a float's exact integers no int is a time (and a huge one overflows).
+_MAX_TIME = 2 ** 53
+
+
+def timestamp(value: Any) -> float | None:
+    """``value`` if it is a number a time claim can hold, else ``None``: not a bool (an
+    int subclass: ``true`` is malformed, not 1), not NaN or an infinity (``json``
+    reads them), not an int too large for a float."""
+    if type(value) is int and -_MAX_TIME < value < _MAX_TIME:
+        return value
+    if type(value) is float and math.isfinite(value):
+        return value
+    return None
+
+
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
-    # bool is an int subclass; a boolean timestamp is malformed, not "1".
-    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
-        return value
-    raise InvalidToken(f"The token's {name} claim is not a number.")
+    if value is None:
+        return None
+    found = timestamp(value)
+    if found is None:
+        raise InvalidToken(f"The token's {name} claim is not a number.")
+    return found
 
 
 def check_access_token_claims(
