@@ -295,3 +295,16 @@ def test_the_purge_waits_for_the_longest_publication_of_a_retired_key() -> None:
                        id_token_ttl=86400)
     retired = replace(key("k1"), retired_at=NOW - housekeeping.KEEP_EXPIRED)
     assert keys.published([retired], longest, NOW) == []
+
+
+async def test_a_grant_stays_while_its_session_is_not_ended(store: SQLStorage) -> None:
+    """An app without refresh tokens (it keeps the ID token only) holds nothing but the
+    grant: purged while its session lived, a logout found no app to tell."""
+    old = CUT - timedelta(days=30)
+    for name in ("live", "ended"):
+        await store.create_session(session(f"s-{name}", AFTER))
+        await store.create_grant(grant(f"g-{name}", created_at=old, session_id=f"s-{name}"),
+                                 None)
+    await store.revoke_session("s-ended", NOW)
+    assert await store.purge_grants(CUT, None, 100) == (1, None)
+    assert await keys_of(store, "grants") == {"g-live"}

@@ -106,10 +106,13 @@ class PurgeMixin(SQLBase):
 
 # Access tokens name their grant, which says whether they are revoked: a grant goes
 # once its codes and refresh tokens have (``Cutoffs.expired_before`` is later than any
-# access token it issued lives).
+# access token it issued lives), and its session has ended or gone: a logout finds the
+# apps to tell through the grants of its session (an app without refresh tokens too).
 _UNREFERENCED = sa.and_(
     ~sa.exists().where(refresh_tokens.c.grant_id == grants.c.id),
-    ~sa.exists().where(authorization_codes.c.grant_id == grants.c.id))
+    ~sa.exists().where(authorization_codes.c.grant_id == grants.c.id),
+    ~sa.exists().where(login_sessions.c.id == grants.c.session_id,
+                       login_sessions.c.revoked_at.is_(None)))
 
 
 def _delete(stmt: sa.Delete, conn: sa.Connection) -> int:
