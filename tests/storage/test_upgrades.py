@@ -254,3 +254,49 @@ async def test_0005_reads_users_a_page_at_a_time(at_0004: SQLStorage) -> None:
         await conn.execute(sa.insert(users), [_row(n, f"User{n}@Example.com") for n in range(5)])
         seen = await conn.run_sync(lambda c: list(fold_emails._all_users(c, batch=2)))
     assert [user_id for user_id, _ in seen] == [f"u{n}" for n in range(5)]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def at_0013(request: pytest.FixtureRequest, tmp_path):
+    """A store at revision 0013, before settled deliveries and mail domains."""
+    async for store in _store_at(request, tmp_path, "0013"):
+        yield store
+
+
+async def test_0014_takes_sent_deliveries_out_of_the_claims_range(at_0013: SQLStorage) -> None:
+    """A sent row kept its next attempt, so every claim walked every sent row first."""
+    from bastion.server.storage.tables import outbox
+
+    async with at_0013.engine.begin() as conn:
+        await conn.execute(sa.insert(outbox), [
+            {"id": f"m{n}", "to": "a@example.com", "subject": "s", "text": "", "html": "",
+             "created_at": NOW, "attempts": 1, "next_attempt_at": NOW,
+             "sent_at": NOW if n else None} for n in range(3)])
+    await migrate.upgrade(at_0013.engine)
+    async with at_0013.engine.connect() as conn:
+        due = await conn.execute(sa.select(outbox.c.id, outbox.c.next_attempt_at)
+                                 .order_by(outbox.c.id))
+        assert [(row.id, row.next_attempt_at is not None) for row in due] == [
+            ("m0", True), ("m1", False), ("m2", False)]
+    assert [m.id for m in await at_0013.claim_mail(NOW)] == ["m0"]
+
+
+async def test_0015_stores_addresses_as_mail_delivers_to_them(at_0013: SQLStorage) -> None:
+    async with at_0013.engine.begin() as conn:
+        await conn.execute(sa.insert(users), [
+            _row(1, "bob@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com"),
+            _row(2, "x@b\u00fccher.example"), _row(3, "ann@example.com")])
+    await migrate.upgrade(at_0013.engine)
+    assert [(await at_0013.get_user(f"u{n}")).email  # type: ignore[union-attr]
+            for n in (1, 2, 3)] == ["bob@example.com", "x@b\u00fccher.example", "ann@example.com"]
+    with pytest.raises(AlreadyExists):  # the account a plain spelling was open to before
+        await _create(at_0013, "eve", "bob@example.com")
+
+
+async def test_0015_names_two_users_whose_mail_goes_to_one_mailbox(at_0013: SQLStorage) -> None:
+    async with at_0013.engine.begin() as conn:
+        await conn.execute(sa.insert(users), [_row(1, "x@example.com"),
+                                              _row(2, "x@exa\u00admple.com")])
+    with pytest.raises(migrate.MigrationError, match="users u1 and u2 have email addresses "
+                       "that mail delivers to one mailbox"):
+        await migrate.upgrade(at_0013.engine)

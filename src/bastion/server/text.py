@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import unicodedata
 
+import idna
+
 
 def storable(text: str) -> bool:
     """Whether ``text`` holds no NUL and encodes as UTF-8."""
@@ -34,6 +36,22 @@ def fold(text: str) -> str:
     lookups could not tell ``Ärne@`` from ``ärne@``."""
     folded = text.lower()
     return folded if folded.isascii() else unicodedata.normalize("NFC", folded)
+
+
+def mail_domain(address: str) -> str:
+    """``address`` with its domain as mail delivers to it (UTS 46 mapping, as
+    ``mail.a_labels`` sends it): a soft hyphen or a zero-width space is dropped, wide
+    letters and an ideographic full stop are ASCII. Else ``x@exa\u00admple.com`` was
+    an address of its own, whose links (and a verified account) went to the mailbox of
+    ``x@example.com``."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        mapped = idna.uts46_remap(domain, std3_rules=False, transitional=False)
+    except idna.IDNAError:  # no mapping: mail sends it as it is (see ``a_labels``)
+        return address
+    return f"{local}@{fold(mapped)}"
 
 
 def plural(number: int, unit: str) -> str:

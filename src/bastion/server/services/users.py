@@ -8,8 +8,6 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-import idna
-
 from bastion.server.models import User
 from bastion.server.services import login, throttle
 from bastion.server.services.errors import AlreadyExists, Erased, InvalidInput, NotFound
@@ -17,7 +15,7 @@ from bastion.server.services.passwords import MAX_PASSWORD_LENGTH as MAX_PASSWOR
 from bastion.server.services.passwords import MIN_PASSWORD_LENGTH as MIN_PASSWORD_LENGTH
 from bastion.server.services.passwords import Passwords
 from bastion.server.storage.base import Conflict, PersonalData, Storage, UserExport
-from bastion.server.text import fold
+from bastion.server.text import fold, mail_domain
 
 #: The rules, as patterns the API schema states too (the password's lengths, imported
 #: above, live with the hashing: a longer password matches none).
@@ -50,29 +48,13 @@ async def check_username_free(storage: Storage, username: str, user_id: str) -> 
 def check_email(email: str) -> str:
     """The address in the form it is stored and compared in (``text.fold``: lower case,
     NFC), or ``InvalidInput``."""
-    folded = _mail_domain(fold(email))
+    folded = mail_domain(fold(email))
     if len(folded) > 320 or not _EMAIL.fullmatch(folded):
         raise InvalidInput("email", f"{email!r} is not an email address")
     if folded.endswith(".invalid"):  # RFC 2606: never delivered; erased users' placeholder
         raise InvalidInput("email", f"{email!r} is in the reserved domain .invalid, "
                            "where no mail is ever delivered")
     return folded
-
-
-def _mail_domain(address: str) -> str:
-    """``address`` with its domain as mail delivers to it (UTS 46 mapping, as
-    ``mail.a_labels`` sends it): a soft hyphen or a zero-width space is dropped, wide
-    letters and an ideographic full stop are ASCII. Else ``x@exa\u00admple.com`` was
-    an address of its own, whose links (and a verified account) went to the mailbox of
-    ``x@example.com``."""
-    local, at, domain = address.rpartition("@")
-    if not at or domain.isascii():
-        return address
-    try:
-        mapped = idna.uts46_remap(domain, std3_rules=False, transitional=False)
-    except idna.IDNAError:  # no mapping: mail sends it as it is (see ``a_labels``)
-        return address
-    return f"{local}@{fold(mapped)}"
 
 
 def check_password(password: str) -> str:

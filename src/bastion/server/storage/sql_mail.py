@@ -45,7 +45,8 @@ class MailMixin(SQLBase):
         """Record the message sent, if this worker's claim (``claimed_until``) still holds."""
         return await self._settle(outbox, mail_id, claimed_until, {
             "sent_at": at, "claimed_until": None, "text": "", "html": "",
-            "attempts": outbox.c.attempts + 1})
+            # settled: out of the claim's index range (``_claim`` walked every sent row)
+            "attempts": outbox.c.attempts + 1, "next_attempt_at": None})
 
     async def mail_failed(self, mail_id: str, error: str, retry_at: datetime | None,
                           at: datetime, *, claimed_until: datetime) -> bool:
@@ -66,7 +67,9 @@ class MailMixin(SQLBase):
     async def logout_notice_sent(self, notice_id: int, at: datetime, *,
                                  claimed_until: datetime) -> bool:
         return await self._settle(logout_notices, notice_id, claimed_until, {
-            "sent_at": at, "claimed_until": None, "attempts": logout_notices.c.attempts + 1})
+            "sent_at": at, "claimed_until": None, "attempts": logout_notices.c.attempts + 1,
+            # settled: out of the claim's index range (``_claim`` walked every sent row)
+            "next_attempt_at": None})
 
     async def logout_notice_failed(self, notice_id: int, error: str, retry_at: datetime | None,
                                    at: datetime, *, claimed_until: datetime) -> bool:
