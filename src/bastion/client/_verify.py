@@ -15,6 +15,7 @@ JSON object with an allow-listed ``alg`` and ``typ`` at+jwt (RFC 9068 2.1), the
 from __future__ import annotations
 
 import binascii
+import contextlib
 import json
 from collections.abc import Collection
 from typing import Any
@@ -94,21 +95,12 @@ class TokenVerifier:
         return alg, kid
 
     def check_form(self, token: str) -> None:
-        """``InvalidToken`` unless ``token`` looks like one ``verify`` could accept
-        (size, segments, header): checked before keys are fetched for it, so junk
-        costs the provider no request and gets 401, not the fetch's error."""
-        self._form(token)
-
-    def _form(self, token: str) -> tuple[bytes, bytes, bytes, str, str | None]:
-        """``(signing input, payload, signature, alg, kid)`` of a well-formed token."""
-        if not isinstance(token, str) or len(token) > self.max_length:
-            raise InvalidToken("The token is malformed or too large.")
-        raw = token.encode("ascii", "replace")
-        signing_input, _, signature = raw.rpartition(b".")
-        header, _, payload = signing_input.partition(b".")
-        if not payload or b"." in payload:
-            raise InvalidToken("The token is malformed.")
-        return (signing_input, payload, signature, *self._header(header))
+        """``InvalidToken`` unless ``token`` may be one ``verify`` accepts once the keys
+        are at hand: checked before keys are fetched for it, so junk costs the provider
+        no request and gets 401, not the fetch's error. (Off the hot path: with keys
+        loaded it verifies the token whole.)"""
+        with contextlib.suppress(UnknownKey):
+            self.verify(token)
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims once its signature checks out.
@@ -116,7 +108,14 @@ class TokenVerifier:
         Raises ``UnknownKey`` when the ``kid`` is not in the key set (the caller
         may refetch the JWKS), ``InvalidToken`` for everything else.
         """
-        signing_input, payload, signature, alg, kid = self._form(token)
+        if not isinstance(token, str) or len(token) > self.max_length:
+            raise InvalidToken("The token is malformed or too large.")
+        raw = token.encode("ascii", "replace")
+        signing_input, _, signature = raw.rpartition(b".")
+        header, _, payload = signing_input.partition(b".")
+        if not payload or b"." in payload:
+            raise InvalidToken("The token is malformed.")
+        alg, kid = self._header(header)
         key = find_key(self.keys.keys, kid, alg)
         if key is None:
             raise UnknownKey("unknown kid")
