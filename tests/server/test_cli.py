@@ -307,3 +307,15 @@ def test_unknown_command_is_an_error(run) -> None:
     code, _, err = run("frobnicate")
     assert code == 2
     assert "invalid choice" in err
+
+
+def test_a_client_id_never_begins_with_a_dash(run, monkeypatch) -> None:
+    """One in 64 did: given to a command, it read as an option (argparse's error, exit
+    2, nothing on stdout), and this file's tests failed as often."""
+    import secrets as _secrets
+
+    drawn = iter(["-looks-like-an-option", "Abc-def_123"])
+    monkeypatch.setattr(_secrets, "token_urlsafe", lambda _n: next(drawn))
+    code, out, _ = run("clients", "create", "--name", "SPA", "--public", "--redirect-uri",
+                       "http://127.0.0.1:5000/cb", "--json")  # (no secret drawn first)
+    assert code == 0 and json.loads(out)["client_id"] == "Abc-def_123"

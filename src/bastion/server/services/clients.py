@@ -149,6 +149,14 @@ def _checked_uris(uris: Iterable[str], field: str = "redirect_uris") -> tuple[st
     return tuple(dict.fromkeys(check_redirect_uri(u, field) for u in uris))
 
 
+def new_client_id() -> str:
+    """128 random bits, never beginning with '-': given to a command (``bastion clients
+    rotate-secret -X...``) such an id read as an option, one client in 64."""
+    while (client_id := _secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return client_id
+
+
 async def create_client(
     storage: Storage,
     *,
@@ -167,7 +175,7 @@ async def create_client(
     grants = _checked_grants(grant_types, public, uris)
     plain = None if public else secrets.new_secret()
     client = Client(
-        client_id=client_id or _secrets.token_urlsafe(16),
+        client_id=client_id or new_client_id(),
         name=name,
         is_public=public,
         secret_digest=secrets.digest(plain) if plain else None,
