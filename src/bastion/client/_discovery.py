@@ -12,6 +12,7 @@ fetch, a refresh) runs as a single flight (see ``_flight``). ``BaseClient`` in
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import time
@@ -332,26 +333,25 @@ class DiscoveryCore:
         """
         return (
             yield from self.with_keys_flow(
-                lambda: self.verify_local(token, audience, scopes, leeway), "The token",
-                lambda: self.verifier.check_form(token),
+                lambda: self.verify_local(token, audience, scopes, leeway), "The token"
             )
         )
 
-    def with_keys_flow(self, verify: Callable[[], T], what: str,
-                       check_form: Callable[[], None] | None = None) -> Flow[T]:
+    def with_keys_flow(self, verify: Callable[[], T], what: str) -> Flow[T]:
         """``verify()`` with the provider's keys: the JWKS is fetched first if none
         is loaded, and once more (rate-limited) when ``verify`` meets an unknown
         key; a key still unknown, or a refetch refused or failed, makes ``what``
-        an ``InvalidToken``. ``check_form()`` refuses a malformed token before any
-        fetch: junk must cost the provider nothing, and be answered as junk."""
-        if check_form is not None:
-            check_form()
+        an ``InvalidToken``."""
         keys = self.keys
         keys.drop_if_unusable(self.clock())
         if keys.loaded and keys.stale(self.clock()):
             yield from self.renew_flow()
             keys.drop_if_unusable(self.clock())  # the renewal failed past the limit
         if not keys.loaded:  # (dropped by another caller meanwhile too)
+            # Without keys ``verify`` gets as far as the key id: junk is refused
+            # before any fetch, costing the provider nothing (and answered as junk).
+            with contextlib.suppress(UnknownKey):
+                verify()
             yield from self.keys_flow()
         try:
             return verify()

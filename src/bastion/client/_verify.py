@@ -15,7 +15,6 @@ JSON object with an allow-listed ``alg`` and ``typ`` at+jwt (RFC 9068 2.1), the
 from __future__ import annotations
 
 import binascii
-import contextlib
 import json
 from collections.abc import Collection
 from typing import Any
@@ -93,14 +92,6 @@ class TokenVerifier:
             self._headers.clear()
         self._headers[segment] = (alg, kid)
         return alg, kid
-
-    def check_form(self, token: str) -> None:
-        """``InvalidToken`` unless ``token`` may be one ``verify`` accepts once the keys
-        are at hand: checked before keys are fetched for it, so junk costs the provider
-        no request and gets 401, not the fetch's error. (Off the hot path: with keys
-        loaded it verifies the token whole.)"""
-        with contextlib.suppress(UnknownKey):
-            self.verify(token)
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims once its signature checks out.

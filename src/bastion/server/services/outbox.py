@@ -263,7 +263,6 @@ class OutboxWorker:
         return len(self._handed) >= MAX_HANDED
 
     def after_answer(self, work: Coroutine[Any, Any, object]) -> None:
-
         """Run ``work``, which queues mail, in the background, then send what it queued.
 
         It starts at a random moment within ``AFTER_ANSWER_SECONDS``: never before the
